@@ -1,0 +1,207 @@
+// Node-API bindings of the qcapsnets kernels. Every buffer length is checked against the
+// geometry before a kernel touches memory; a mismatch throws a TypeError/RangeError.
+#include <malloc.h>
+#include <napi.h>
+
+#include <string>
+
+#include "kernels.h"
+
+namespace {
+
+struct F32 {
+  float* data = nullptr;
+  size_t length = 0;
+};
+
+bool get_f32(const Napi::CallbackInfo& info, size_t i, bool allowNull, F32& out, const char* name) {
+  Napi::Env env = info.Env();
+  Napi::Value v = info[i];
+  if (allowNull && (v.IsNull() || v.IsUndefined())) return true;
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+    Napi::TypeError::New(env, std::string("qcaps_native: argument '") + name + "' must be a Float32Array")
+        .ThrowAsJavaScriptException();
+    return false;
+  }
+  auto a = v.As<Napi::Float32Array>();
+  out.data = a.Data();
+  out.length = a.ElementLength();
+  return true;
+}
+
+bool need(const Napi::Env& env, const F32& a, size_t n, const char* name) {
+  if (a.data && a.length < n) {
+    Napi::RangeError::New(env, std::string("qcaps_native: '") + name + "' has " + std::to_string(a.length) +
+                                   " elements, the geometry needs " + std::to_string(n))
+        .ThrowAsJavaScriptException();
+    return false;
+  }
+  return true;
+}
+
+qc::ConvGeom conv_geom(const Napi::Value& v) {
+  auto a = v.As<Napi::Int32Array>();
+  const int32_t* d = a.Data();
+  return qc::ConvGeom{d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], d[10]};
+}
+
+qc::RoutingGeom routing_geom(const Napi::Value& v) {
+  auto a = v.As<Napi::Int32Array>();
+  const int32_t* d = a.Data();
+  return qc::RoutingGeom{d[0], d[1], d[2], d[3], d[4], d[5], d[6] != 0};
+}
+
+bool quant_spec(const Napi::Value& v, qc::QuantSpec& q) {
+  if (v.IsNull() || v.IsUndefined()) return false;
+  const double* d = v.As<Napi::Float64Array>().Data();
+  q.method = (int)d[0];
+  q.frac = (int)d[1];
+  q.compat = d[2] != 0;
+  q.lo = (float)d[3];
+  q.hi = (float)d[4];
+  q.seed = (uint32_t)d[5];
+  q.stream = (uint32_t)d[6];
+  return true;
+}
+
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  qc::set_threads(info[0].As<Napi::Number>().Int32Value());
+  return info.Env().Undefined();
+}
+
+Napi::Value GetThreads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), qc::get_threads()); }
+
+Napi::Value BlasInfo(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), qc::blas_info()); }
+
+// sgemm(transA, transB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc)
+Napi::Value Sgemm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  bool tA = info[0].As<Napi::Boolean>(), tB = info[1].As<Napi::Boolean>();
+  int M = info[2].As<Napi::Number>(), N = info[3].As<Napi::Number>(), K = info[4].As<Napi::Number>();
+  float alpha = info[5].As<Napi::Number>().FloatValue();
+  F32 A, B, C;
+  if (!get_f32(info, 6, false, A, "A") || !get_f32(info, 9, false, B, "B") || !get_f32(info, 13, false, C, "C"))
+    return env.Undefined();
+  size_t aOff = info[7].As<Napi::Number>().Int64Value(), bOff = info[10].As<Napi::Number>().Int64Value(),
+         cOff = info[14].As<Napi::Number>().Int64Value();
+  int lda = info[8].As<Napi::Number>(), ldb = info[11].As<Napi::Number>(), ldc = info[15].As<Napi::Number>();
+  float beta = info[12].As<Napi::Number>().FloatValue();
+  size_t aRows = tA ? K : M, bRows = tB ? N : K;
+  if ((aRows && !need(env, A, aOff + (aRows - 1) * (size_t)lda + (tA ? M : K), "A")) ||
+      (bRows && !need(env, B, bOff + (bRows - 1) * (size_t)ldb + (tB ? K : N), "B")) ||
+      (M && !need(env, C, cOff + (M - 1) * (size_t)ldc + N, "C")))
+    return env.Undefined();
+  qc::sgemm(tA, tB, M, N, K, alpha, A.data + aOff, lda, B.data + bOff, ldb, beta, C.data + cOff, ldc);
+  return env.Undefined();
+}
+
+Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  qc::ConvGeom g = conv_geom(info[0]);
+  F32 x, w, bias, y;
+  if (!get_f32(info, 1, false, x, "x") || !get_f32(info, 2, false, w, "w") || !get_f32(info, 3, true, bias, "bias") ||
+      !get_f32(info, 4, false, y, "y"))
+    return env.Undefined();
+  if (!need(env, x, (size_t)g.B * g.H * g.W * g.C, "x") || !need(env, w, (size_t)g.O * g.KH * g.KW * g.C, "w") ||
+      !need(env, bias, g.O, "bias") || !need(env, y, (size_t)g.B * g.OH * g.OW * g.O, "y"))
+    return env.Undefined();
+  qc::conv2d_forward(g, x.data, w.data, bias.data, y.data, info[5].ToBoolean());
+  return env.Undefined();
+}
+
+Napi::Value Conv2dBackwardData(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  qc::ConvGeom g = conv_geom(info[0]);
+  F32 dy, w, dx;
+  if (!get_f32(info, 1, false, dy, "dy") || !get_f32(info, 2, false, w, "w") || !get_f32(info, 3, false, dx, "dx"))
+    return env.Undefined();
+  if (!need(env, dy, (size_t)g.B * g.OH * g.OW * g.O, "dy") || !need(env, w, (size_t)g.O * g.KH * g.KW * g.C, "w") ||
+      !need(env, dx, (size_t)g.B * g.H * g.W * g.C, "dx"))
+    return env.Undefined();
+  qc::conv2d_backward_data(g, dy.data, w.data, dx.data);
+  return env.Undefined();
+}
+
+Napi::Value Conv2dBackwardWeight(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  qc::ConvGeom g = conv_geom(info[0]);
+  F32 x, dy, dw, db;
+  if (!get_f32(info, 1, false, x, "x") || !get_f32(info, 2, false, dy, "dy") || !get_f32(info, 3, false, dw, "dw") ||
+      !get_f32(info, 4, true, db, "db"))
+    return env.Undefined();
+  if (!need(env, x, (size_t)g.B * g.H * g.W * g.C, "x") || !need(env, dy, (size_t)g.B * g.OH * g.OW * g.O, "dy") ||
+      !need(env, dw, (size_t)g.O * g.KH * g.KW * g.C, "dw") || !need(env, db, g.O, "db"))
+    return env.Undefined();
+  qc::conv2d_backward_weight(g, x.data, dy.data, dw.data, db.data);
+  return env.Undefined();
+}
+
+Napi::Value RoutingForward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  qc::RoutingGeom g = routing_geom(info[0]);
+  F32 u, bias, v, sS, sC;
+  if (!get_f32(info, 1, false, u, "votes") || !get_f32(info, 2, false, bias, "bias") ||
+      !get_f32(info, 3, false, v, "v") || !get_f32(info, 4, true, sS, "saveS") || !get_f32(info, 5, true, sC, "saveC"))
+    return env.Undefined();
+  size_t nc = (size_t)g.B * g.I * g.P * g.J, ns = (size_t)g.B * g.P * g.J * g.D;
+  if (!need(env, u, nc * g.D, "votes") || !need(env, bias, (size_t)g.J * g.D, "bias") || !need(env, v, ns, "v") ||
+      !need(env, sS, ns * g.iterations, "saveS") || !need(env, sC, nc * g.iterations, "saveC"))
+    return env.Undefined();
+  qc::QuantSpec qa{}, qr{};
+  bool hasA = quant_spec(info[6], qa), hasR = quant_spec(info[7], qr);
+  qc::routing_forward(g, u.data, bias.data, v.data, sS.data, sC.data, hasA ? &qa : nullptr, hasR ? &qr : nullptr);
+  return env.Undefined();
+}
+
+Napi::Value RoutingBackward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  qc::RoutingGeom g = routing_geom(info[0]);
+  F32 u, sS, sC, dv, du, dbias;
+  if (!get_f32(info, 1, false, u, "votes") || !get_f32(info, 2, false, sS, "saveS") ||
+      !get_f32(info, 3, false, sC, "saveC") || !get_f32(info, 4, false, dv, "dv") ||
+      !get_f32(info, 5, false, du, "dvotes") || !get_f32(info, 6, false, dbias, "dbias"))
+    return env.Undefined();
+  size_t nc = (size_t)g.B * g.I * g.P * g.J, ns = (size_t)g.B * g.P * g.J * g.D;
+  if (!need(env, u, nc * g.D, "votes") || !need(env, sS, ns * g.iterations, "saveS") ||
+      !need(env, sC, nc * g.iterations, "saveC") || !need(env, dv, ns, "dv") || !need(env, du, nc * g.D, "dvotes") ||
+      !need(env, dbias, (size_t)g.J * g.D, "dbias"))
+    return env.Undefined();
+  qc::routing_backward(g, u.data, sS.data, sC.data, dv.data, du.data, dbias.data);
+  return env.Undefined();
+}
+
+Napi::Value Quantize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  F32 x, y;
+  if (!get_f32(info, 0, false, x, "x") || !get_f32(info, 1, false, y, "y")) return env.Undefined();
+  size_t n = info[2].As<Napi::Number>().Int64Value();
+  if (!need(env, x, n, "x") || !need(env, y, n, "y")) return env.Undefined();
+  qc::QuantSpec q{};
+  quant_spec(info[3], q);
+  qc::quantize(x.data, y.data, n, q);
+  return env.Undefined();
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  // Reuse freed memory instead of returning it to the kernel: fresh pages cost ~3 ms/MB
+  // here. The same setting PyTorch is benchmarked with (MALLOC_MMAP_MAX_=0 ...).
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  mallopt(M_TOP_PAD, 64 << 20);
+  qc::set_threads(1);
+  exports.Set("setThreads", Napi::Function::New(env, SetThreads));
+  exports.Set("getThreads", Napi::Function::New(env, GetThreads));
+  exports.Set("blasInfo", Napi::Function::New(env, BlasInfo));
+  exports.Set("sgemm", Napi::Function::New(env, Sgemm));
+  exports.Set("conv2dForward", Napi::Function::New(env, Conv2dForward));
+  exports.Set("conv2dBackwardData", Napi::Function::New(env, Conv2dBackwardData));
+  exports.Set("conv2dBackwardWeight", Napi::Function::New(env, Conv2dBackwardWeight));
+  exports.Set("routingForward", Napi::Function::New(env, RoutingForward));
+  exports.Set("routingBackward", Napi::Function::New(env, RoutingBackward));
+  exports.Set("quantize", Napi::Function::New(env, Quantize));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(qcaps_native, Init)

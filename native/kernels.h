@@ -1,0 +1,51 @@
+// qcapsnets native kernels: shared declarations. Layouts match src/tensor/backend.ts.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace qc {
+
+// Row-major C[M,N] = alpha * op(A) op(B) + beta * C (CBLAS, or the built-in blocked GEMM).
+void sgemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda,
+           const float* B, int ldb, float beta, float* C, int ldc);
+void set_threads(int n);
+int get_threads();
+const char* blas_info();
+
+// Channels-last convolution: x [B,H,W,C], w [O,KH,KW,C], y [B,OH,OW,O].
+struct ConvGeom {
+  int B, H, W, C, O, KH, KW, stride, pad, OH, OW;
+};
+void conv2d_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu);
+void conv2d_backward_data(const ConvGeom& g, const float* dy, const float* w, float* dx);
+void conv2d_backward_weight(const ConvGeom& g, const float* x, const float* dy, float* dw, float* db);
+
+// Fixed-point quantizer (SPEC 4). method: 0 truncation, 1 round_to_nearest,
+// 2 stochastic_rounding, 3 logarithmic.
+struct QuantSpec {
+  int method;
+  int frac;
+  bool compat;
+  float lo, hi;
+  uint32_t seed, stream;
+};
+void quantize(const float* x, float* y, size_t n, const QuantSpec& q);
+// Same, for a slice that starts at element `index0` of a larger tensor (stochastic rounding
+// draws the uniforms of those elements).
+void quantize_slice(const float* x, float* y, size_t n, const QuantSpec& q, size_t index0);
+
+// Dynamic routing: votes [B,I,P,J,D], bias [J,D], v [B,P,J,D]; softmax over J (joint=false)
+// or jointly over P,J (joint=true).
+struct RoutingGeom {
+  int B, I, P, J, D, iterations;
+  bool joint;
+};
+void routing_forward(const RoutingGeom& g, const float* u, const float* bias, float* v, float* saveS,
+                     float* saveC, const QuantSpec* qAct, const QuantSpec* qRouting);
+void routing_backward(const RoutingGeom& g, const float* u, const float* saveS, const float* saveC,
+                      const float* dv, float* du, float* dbias);
+
+// A workspace that grows and is reused (fresh memory costs ~3 ms/MB here).
+float* workspace(int slot, size_t floats);
+
+}  // namespace qc

@@ -1,0 +1,89 @@
+// Fixed-point quantizers (SPEC 4), float32 arithmetic identical to src/tensor/ts/quantize.ts.
+#include <cmath>
+
+#include "kernels.h"
+
+namespace qc {
+
+static inline uint32_t fmix32(uint32_t h) {
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  h *= 0xc2b2ae35u;
+  h ^= h >> 16;
+  return h;
+}
+
+static inline uint32_t stream_key(uint32_t seed, uint32_t stream) {
+  return fmix32(seed ^ ((stream + 1u) * 0x9e3779b9u));
+}
+
+static inline float uniform_at(uint32_t key, uint32_t i) {
+  return (float)(fmix32(key ^ ((i + 1u) * 0xcc9e2d51u)) >> 8) * 5.9604644775390625e-8f;
+}
+
+static inline float clampf(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
+
+void quantize_slice(const float* x, float* y, size_t n, const QuantSpec& q, size_t index0) {
+  const float scale = std::ldexp(1.f, q.frac);
+  const float inv = std::ldexp(1.f, -q.frac);
+  const float half = std::ldexp(1.f, -q.frac - 1);
+  const float lo = q.lo, hi = q.hi;
+  switch (q.method) {
+    case 0:
+      for (size_t i = 0; i < n; i++) y[i] = clampf(std::floor(x[i] * scale) * inv, lo, hi);
+      break;
+    case 1:
+      if (q.compat)
+        for (size_t i = 0; i < n; i++) {
+          volatile float t = x[i] * scale;  // two roundings, as in PyTorch: (x*2^N) then + 2^(-N-1)
+          y[i] = clampf(std::floor(t + half) * inv, lo, hi);
+        }
+      else
+        for (size_t i = 0; i < n; i++) y[i] = clampf(std::nearbyint(x[i] * scale) * inv, lo, hi);
+      break;
+    case 2: {
+      const uint32_t key = stream_key(q.seed, q.stream);
+      for (size_t i = 0; i < n; i++) {
+        const float xi = x[i];
+        const float u = uniform_at(key, (uint32_t)(index0 + i));
+        float v;
+        if (q.compat) {
+          volatile float t = xi * scale;
+          float base = std::floor(t + half) * inv;
+          volatile float diff = xi - base;
+          v = u < diff / inv ? base + inv : base;
+        } else {
+          float s = xi * scale;
+          float fl = std::floor(s);
+          v = (u < s - fl ? fl + 1.f : fl) * inv;
+        }
+        y[i] = clampf(v, lo, hi);
+      }
+      break;
+    }
+    case 3: {
+      const double minMag = std::ldexp(1.0, -q.frac);
+      for (size_t i = 0; i < n; i++) {
+        const float xi = x[i];
+        const float a = std::fabs(xi);
+        double m;
+        if (a == 0.f && !q.compat) {
+          m = 0;
+        } else {
+          volatile float arg = q.compat ? a + 1e-8f : a;
+          m = std::exp2(std::nearbyint(std::log2((double)arg)));
+        }
+        if (m < minMag) m = 0;
+        if (m > 1024.0) m = 1024.0;
+        float r = (float)m;
+        y[i] = clampf(xi > 0 ? r : (xi < 0 ? -r : 0.f), lo, hi);
+      }
+      break;
+    }
+  }
+}
+
+void quantize(const float* x, float* y, size_t n, const QuantSpec& q) { quantize_slice(x, y, n, q, 0); }
+
+}  // namespace qc

@@ -1,0 +1,124 @@
+// The seam between ops and kernels (the tfjs "backend" idea): ops in src/tensor/ops call
+// the kernels of the active backend, native (C + CBLAS, native/) or typescript (plain loops,
+// src/tensor/kernels-ts.ts). Both compute the same numbers; tests hold them to PyTorch.
+
+/** Geometry of a 2-D convolution on channels-last tensors.
+ *  x [B, H, W, C], weight [O, KH, KW, C] ("OHWI"), y [B, OH, OW, O]. */
+export interface ConvGeom {
+  B: number;
+  H: number;
+  W: number;
+  C: number;
+  O: number;
+  KH: number;
+  KW: number;
+  stride: number;
+  pad: number;
+  OH: number;
+  OW: number;
+}
+
+/** Geometry of dynamic routing (SPEC 2.1). votes u [B, I, P, J, D]: input capsule i at
+ *  position p voting for output capsule j; logits b [B, I, P, J]; output v [B, P, J, D].
+ *  softmax 'j' normalises over J for each (b, i, p) (Sabour et al.); 'pj' normalises jointly
+ *  over (P, J) for each (b, i) (DeepCaps' 3-D routing). */
+export interface RoutingGeom {
+  B: number;
+  I: number;
+  P: number;
+  J: number;
+  D: number;
+  iterations: number;
+  softmax: 'j' | 'pj';
+}
+
+export const QuantMethodIds = {
+  truncation: 0,
+  round_to_nearest: 1,
+  stochastic_rounding: 2,
+  logarithmic: 3,
+} as const;
+export type QuantMethod = keyof typeof QuantMethodIds;
+
+/** One fixed-point quantizer: N = frac fractional bits (SPEC 4). `compat` reproduces the
+ *  arithmetic of the DAC 2020 code (the 2^(-N-1) offset). Results are clamped to [lo, hi]
+ *  (use +-Infinity for no saturation). Stochastic rounding draws its uniforms from a
+ *  counter-based hash of (seed, stream, index), so every backend draws the same numbers. */
+export interface QuantSpec {
+  method: QuantMethod;
+  frac: number;
+  compat: boolean;
+  lo: number;
+  hi: number;
+  seed: number;
+  stream: number;
+}
+
+/** Quantizers applied inside routing (SPEC 4): `act` to c and v, `routing` to s and the
+ *  updated logits. Stream numbers for stochastic rounding advance by 4 per iteration. */
+export interface RoutingQuant {
+  act: QuantSpec | null;
+  routing: QuantSpec | null;
+}
+
+export interface Kernels {
+  readonly name: 'native' | 'typescript';
+  /** Threads used by GEMM and the parallel kernels (1 = single-threaded). */
+  setThreads(n: number): void;
+  getThreads(): number;
+  /** Row-major C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N] + beta * C. */
+  sgemm(
+    transA: boolean,
+    transB: boolean,
+    M: number,
+    N: number,
+    K: number,
+    alpha: number,
+    A: Float32Array,
+    aOff: number,
+    lda: number,
+    B: Float32Array,
+    bOff: number,
+    ldb: number,
+    beta: number,
+    C: Float32Array,
+    cOff: number,
+    ldc: number,
+  ): void;
+  /** y = conv(x, w) + bias (bias may be null), then max(0, y) when relu; y is overwritten. */
+  conv2dForward(
+    g: ConvGeom,
+    x: Float32Array,
+    w: Float32Array,
+    bias: Float32Array | null,
+    y: Float32Array,
+    relu: boolean,
+  ): void;
+  /** dx = d loss / d x given dy; dx is overwritten. */
+  conv2dBackwardData(g: ConvGeom, dy: Float32Array, w: Float32Array, dx: Float32Array): void;
+  /** dw += d loss / d w and db += d loss / d bias (db may be null). */
+  conv2dBackwardWeight(g: ConvGeom, x: Float32Array, dy: Float32Array, dw: Float32Array, db: Float32Array | null): void;
+  /** v = routing(votes); when saveS/saveC are given (sizes iterations*B*P*J*D and
+   *  iterations*B*I*P*J) the per-iteration s and c are kept for the backward pass. */
+  routingForward(
+    g: RoutingGeom,
+    votes: Float32Array,
+    bias: Float32Array,
+    v: Float32Array,
+    saveS: Float32Array | null,
+    saveC: Float32Array | null,
+    quant: RoutingQuant | null,
+  ): void;
+  /** dvotes (overwritten) and dbias (accumulated) from dv, through every iteration. */
+  routingBackward(
+    g: RoutingGeom,
+    votes: Float32Array,
+    saveS: Float32Array,
+    saveC: Float32Array,
+    dv: Float32Array,
+    dvotes: Float32Array,
+    dbias: Float32Array,
+  ): void;
+  /** y[i] = q(x[i]) for i < n (x and y may be the same buffer). */
+  quantize(x: Float32Array, y: Float32Array, n: number, q: QuantSpec): void;
+}

@@ -1,0 +1,120 @@
+// The native backend: the Node-API addon built from native/ (C++, CBLAS GEMM).
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Kernels, QuantSpec, RoutingQuant } from './backend.js';
+import { QuantMethodIds } from './backend.js';
+
+/** The functions the addon exports (see native/addon.cc). */
+interface Addon {
+  setThreads(n: number): void;
+  getThreads(): number;
+  blasInfo(): string;
+  sgemm(...args: unknown[]): void;
+  conv2dForward(
+    geom: Int32Array,
+    x: Float32Array,
+    w: Float32Array,
+    bias: Float32Array | null,
+    y: Float32Array,
+    relu: boolean,
+  ): void;
+  conv2dBackwardData(geom: Int32Array, dy: Float32Array, w: Float32Array, dx: Float32Array): void;
+  conv2dBackwardWeight(
+    geom: Int32Array,
+    x: Float32Array,
+    dy: Float32Array,
+    dw: Float32Array,
+    db: Float32Array | null,
+  ): void;
+  routingForward(
+    geom: Int32Array,
+    votes: Float32Array,
+    bias: Float32Array,
+    v: Float32Array,
+    saveS: Float32Array | null,
+    saveC: Float32Array | null,
+    qAct: Float64Array | null,
+    qRouting: Float64Array | null,
+  ): void;
+  routingBackward(
+    geom: Int32Array,
+    votes: Float32Array,
+    saveS: Float32Array,
+    saveC: Float32Array,
+    dv: Float32Array,
+    dvotes: Float32Array,
+    dbias: Float32Array,
+  ): void;
+  quantize(x: Float32Array, y: Float32Array, n: number, q: Float64Array): void;
+}
+
+function findAddon(): string | null {
+  const here = dirname(fileURLToPath(import.meta.url));
+  // dist/src/tensor -> package root
+  for (const up of ['../../..', '../..']) {
+    for (const kind of ['Release', 'Debug']) {
+      const p = join(here, up, 'build', kind, 'qcaps_native.node');
+      if (existsSync(p)) return p;
+    }
+  }
+  return null;
+}
+
+export function packQuant(q: QuantSpec): Float64Array {
+  return Float64Array.of(QuantMethodIds[q.method], q.frac, q.compat ? 1 : 0, q.lo, q.hi, q.seed >>> 0, q.stream >>> 0);
+}
+
+function packRoutingQuant(q: RoutingQuant | null): [Float64Array | null, Float64Array | null] {
+  return [q?.act ? packQuant(q.act) : null, q?.routing ? packQuant(q.routing) : null];
+}
+
+export function loadNativeKernels(): { kernels: Kernels; info: string } {
+  const path = findAddon();
+  if (!path) throw new Error('build/Release/qcaps_native.node not found (run `npm rebuild` to build it)');
+  const addon = createRequire(import.meta.url)(path) as Addon;
+  const geom = new Int32Array(16);
+  const convGeom = (g: import('./backend.js').ConvGeom) => {
+    geom[0] = g.B;
+    geom[1] = g.H;
+    geom[2] = g.W;
+    geom[3] = g.C;
+    geom[4] = g.O;
+    geom[5] = g.KH;
+    geom[6] = g.KW;
+    geom[7] = g.stride;
+    geom[8] = g.pad;
+    geom[9] = g.OH;
+    geom[10] = g.OW;
+    return geom;
+  };
+  const routingGeom = (g: import('./backend.js').RoutingGeom) => {
+    geom[0] = g.B;
+    geom[1] = g.I;
+    geom[2] = g.P;
+    geom[3] = g.J;
+    geom[4] = g.D;
+    geom[5] = g.iterations;
+    geom[6] = g.softmax === 'j' ? 0 : 1;
+    return geom;
+  };
+  const kernels: Kernels = {
+    name: 'native',
+    setThreads: (n) => addon.setThreads(n),
+    getThreads: () => addon.getThreads(),
+    sgemm: (tA, tB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc) =>
+      addon.sgemm(tA, tB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc),
+    conv2dForward: (g, x, w, bias, y, relu) => addon.conv2dForward(convGeom(g), x, w, bias, y, relu),
+    conv2dBackwardData: (g, dy, w, dx) => addon.conv2dBackwardData(convGeom(g), dy, w, dx),
+    conv2dBackwardWeight: (g, x, dy, dw, db) => addon.conv2dBackwardWeight(convGeom(g), x, dy, dw, db),
+    routingForward: (g, votes, bias, v, saveS, saveC, quant) => {
+      const [qa, qr] = packRoutingQuant(quant);
+      addon.routingForward(routingGeom(g), votes, bias, v, saveS, saveC, qa, qr);
+    },
+    routingBackward: (g, votes, saveS, saveC, dv, dvotes, dbias) =>
+      addon.routingBackward(routingGeom(g), votes, saveS, saveC, dv, dvotes, dbias),
+    quantize: (x, y, n, q) => addon.quantize(x, y, n, packQuant(q)),
+  };
+  return { kernels, info: addon.blasInfo() };
+}

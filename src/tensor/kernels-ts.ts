@@ -1,0 +1,20 @@
+// The typescript backend: every kernel as plain loops. The reference in tests and the
+// fallback when the native addon cannot load.
+import type { Kernels } from './backend.js';
+import { conv2dBackwardDataTs, conv2dBackwardWeightTs, conv2dForwardTs } from './ts/conv.js';
+import { sgemmTs } from './ts/gemm.js';
+import { quantizeTs } from './ts/quantize.js';
+import { routingBackwardTs, routingForwardTs } from './ts/routing.js';
+
+export const typescriptKernels: Kernels = {
+  name: 'typescript',
+  setThreads() {},
+  getThreads: () => 1,
+  sgemm: sgemmTs,
+  conv2dForward: conv2dForwardTs,
+  conv2dBackwardData: conv2dBackwardDataTs,
+  conv2dBackwardWeight: conv2dBackwardWeightTs,
+  routingForward: routingForwardTs,
+  routingBackward: routingBackwardTs,
+  quantize: quantizeTs,
+};

@@ -1,0 +1,106 @@
+// batch_norm2d on channels-last tensors x [B,H,W,C], statistics per channel c.
+// Training: y = gamma * (x - mean) / sqrt(var + eps) + beta with the batch mean and biased
+// variance; running_mean <- (1 - momentum) running_mean + momentum mean, and likewise
+// running_var with the UNBIASED variance (PyTorch semantics). Eval uses the running stats.
+import { take } from '../pool.js';
+import { check, expectShape, shapeStr, Tensor } from '../tensor.js';
+
+export interface BatchNormState {
+  weight: Tensor; // gamma [C]
+  bias: Tensor; // beta [C]
+  runningMean: Tensor;
+  runningVar: Tensor;
+  numBatchesTracked: number;
+  momentum: number;
+  eps: number;
+}
+
+export interface BatchNormCache {
+  xhat: Tensor;
+  invStd: Float32Array;
+}
+
+export function batchNorm2dForward(
+  x: Tensor,
+  bn: BatchNormState,
+  training: boolean,
+): { y: Tensor; cache: BatchNormCache | null } {
+  check(x.rank === 4, 'batch_norm2d', `input must be [B,H,W,C], got ${shapeStr(x.shape)}`);
+  const C = x.shape[3];
+  expectShape(bn.weight, [C], 'batch_norm2d', 'weight');
+  const n = x.size / C;
+  const xd = x.data;
+  const mean = new Float64Array(C);
+  const varr = new Float64Array(C);
+  if (training) {
+    check(n > 1, 'batch_norm2d', `training needs more than one value per channel, got input ${shapeStr(x.shape)}`);
+    for (let i = 0; i < xd.length; i += C) for (let c = 0; c < C; c++) mean[c] += xd[i + c];
+    for (let c = 0; c < C; c++) mean[c] /= n;
+    for (let i = 0; i < xd.length; i += C)
+      for (let c = 0; c < C; c++) {
+        const d = xd[i + c] - mean[c];
+        varr[c] += d * d;
+      }
+    const m = bn.momentum;
+    for (let c = 0; c < C; c++) {
+      const biased = varr[c] / n;
+      bn.runningMean.data[c] = (1 - m) * bn.runningMean.data[c] + m * mean[c];
+      bn.runningVar.data[c] = (1 - m) * bn.runningVar.data[c] + m * (varr[c] / (n - 1));
+      varr[c] = biased;
+    }
+    bn.numBatchesTracked += 1;
+  } else {
+    for (let c = 0; c < C; c++) {
+      mean[c] = bn.runningMean.data[c];
+      varr[c] = bn.runningVar.data[c];
+    }
+  }
+  const invStd = new Float32Array(C);
+  for (let c = 0; c < C; c++) invStd[c] = 1 / Math.sqrt(varr[c] + bn.eps);
+  const y = take(x.size);
+  const xhat = training ? take(x.size) : null;
+  const g = bn.weight.data;
+  const b = bn.bias.data;
+  for (let i = 0; i < xd.length; i += C)
+    for (let c = 0; c < C; c++) {
+      const h = (xd[i + c] - mean[c]) * invStd[c];
+      if (xhat) xhat[i + c] = h;
+      y[i + c] = g[c] * h + b[c];
+    }
+  return {
+    y: new Tensor(y, x.shape),
+    cache: xhat ? { xhat: new Tensor(xhat, x.shape), invStd } : null,
+  };
+}
+
+/** Training-mode backward: dx = invStd * (g dy - mean(g dy) - xhat mean(g dy xhat)). */
+export function batchNorm2dBackward(
+  dy: Tensor,
+  cache: BatchNormCache,
+  bn: BatchNormState,
+  into: { dw: Tensor; db: Tensor },
+): Tensor {
+  const C = dy.shape[3];
+  const n = dy.size / C;
+  const d = dy.data;
+  const xh = cache.xhat.data;
+  const sumDy = new Float64Array(C);
+  const sumDyXh = new Float64Array(C);
+  for (let i = 0; i < d.length; i += C)
+    for (let c = 0; c < C; c++) {
+      sumDy[c] += d[i + c];
+      sumDyXh[c] += d[i + c] * xh[i + c];
+    }
+  for (let c = 0; c < C; c++) {
+    into.db.data[c] += sumDy[c];
+    into.dw.data[c] += sumDyXh[c];
+  }
+  const dx = take(dy.size);
+  const g = bn.weight.data;
+  for (let i = 0; i < d.length; i += C)
+    for (let c = 0; c < C; c++) {
+      const k = g[c] * cache.invStd[c];
+      dx[i + c] = k * (d[i + c] - sumDy[c] / n - (xh[i + c] * sumDyXh[c]) / n);
+    }
+  return new Tensor(dx, dy.shape);
+}

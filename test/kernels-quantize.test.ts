@@ -1,0 +1,90 @@
+// The quantizer kernels (SPEC 4): hand-computed values, the DAC 2020 arithmetic against
+// PyTorch, identical results on both backends, seeded stochastic rounding.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { QuantMethod, QuantSpec } from '../src/tensor/backend.js';
+import { backends, fixture } from './helpers.js';
+
+const spec = (method: QuantMethod, frac: number, extra: Partial<QuantSpec> = {}): QuantSpec => ({
+  method,
+  frac,
+  compat: false,
+  lo: -Infinity,
+  hi: Infinity,
+  seed: 42,
+  stream: 0,
+  ...extra,
+});
+
+for (const k of backends()) {
+  const q = (xs: number[], s: QuantSpec) => {
+    const x = Float32Array.from(xs);
+    const y = new Float32Array(x.length);
+    k.quantize(x, y, x.length, s);
+    return Array.from(y);
+  };
+
+  test(`truncation, round-to-nearest, logarithmic on hand-computed values (${k.name})`, () => {
+    // N = 2: multiples of 0.25
+    assert.deepEqual(q([0.3, -0.3, 0.625, 1.0, -0.125], spec('truncation', 2)), [0.25, -0.5, 0.5, 1.0, -0.25]);
+    // round half to even at the LSB: 0.125 -> 0 (0.5 LSB), 0.375 -> 0.5 (1.5 LSB), 0.3 -> 0.25
+    assert.deepEqual(q([0.3, 0.125, 0.375, -0.375, 0.62], spec('round_to_nearest', 2)), [0.25, 0, 0.5, -0.5, 0.5]);
+    // logarithmic: 2^round(log2|x|), below 2^-N -> 0, clamp 2^10
+    assert.deepEqual(q([0.3, -3, 0.1, 0, 5000], spec('logarithmic', 3)), [0.25, -4, 0.125, 0, 1024]);
+    assert.deepEqual(q([0.05], spec('logarithmic', 3)), [0]);
+    // saturation to a range when asked
+    assert.deepEqual(q([3.2, -7], spec('round_to_nearest', 1, { lo: -2, hi: 1.5 })), [1.5, -2]);
+  });
+
+  test(`the DAC 2020 compatibility arithmetic matches its PyTorch code (${k.name})`, () => {
+    const f = fixture('quant_compat');
+    const x = f.get('x').data;
+    for (const n of [1, 3, 7]) {
+      const run = (s: QuantSpec) => {
+        const y = new Float32Array(x.length);
+        k.quantize(x, y, x.length, s);
+        return y;
+      };
+      assert.deepEqual(run(spec('truncation', n, { compat: true })), f.get(`trunc_${n}`).data, `truncation N=${n}`);
+      assert.deepEqual(
+        run(spec('round_to_nearest', n, { compat: true })),
+        f.get(`rtn_compat_${n}`).data,
+        `round_to_nearest N=${n}`,
+      );
+      assert.deepEqual(
+        run(spec('logarithmic', n, { compat: true })),
+        f.get(`log_compat_${n}`).data,
+        `logarithmic N=${n}`,
+      );
+    }
+  });
+
+  test(`stochastic rounding is seeded, unbiased and lands on neighbours (${k.name})`, () => {
+    const n = 20000;
+    const xs = new Array<number>(n).fill(0.3);
+    const a = q(xs, spec('stochastic_rounding', 2, { seed: 7 }));
+    const b = q(xs, spec('stochastic_rounding', 2, { seed: 7 }));
+    const c = q(xs, spec('stochastic_rounding', 2, { seed: 8 }));
+    assert.deepEqual(a, b, 'same seed, same result');
+    assert.notDeepEqual(a, c, 'another seed, another draw');
+    assert.ok(a.every((v) => v === 0.25 || v === 0.5));
+    const mean = a.reduce((p, v) => p + v, 0) / n;
+    assert.ok(Math.abs(mean - 0.3) < 0.005, `mean ${mean} should be close to 0.3`);
+  });
+}
+
+test('both backends quantize bit-identically, stochastic rounding included', () => {
+  const ks = backends();
+  if (ks.length < 2) return;
+  const x = Float32Array.from({ length: 5000 }, (_, i) => Math.sin(i * 1.7) * 3);
+  for (const method of ['truncation', 'round_to_nearest', 'stochastic_rounding', 'logarithmic'] as const)
+    for (const compat of [false, true])
+      for (const frac of [0, 4, 11]) {
+        const outs = ks.map((k) => {
+          const y = new Float32Array(x.length);
+          k.quantize(x, y, x.length, spec(method, frac, { compat, stream: 3 }));
+          return y;
+        });
+        assert.deepEqual(outs[0], outs[1], `${method} compat=${compat} N=${frac}`);
+      }
+});

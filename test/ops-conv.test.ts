@@ -1,0 +1,84 @@
+// conv2d and conv_transpose2d match PyTorch (forward and all gradients) on both backends.
+import { test } from 'node:test';
+import {
+  conv2dBackward,
+  conv2dForward,
+  convTranspose2dBackward,
+  convTranspose2dForward,
+  convTransposeWeightFromTorch,
+  convTransposeWeightToTorch,
+  ohwiToOihw,
+  oihwToOhwi,
+} from '../src/tensor/index.js';
+import { Tensor } from '../src/tensor/tensor.js';
+import { assertClose, backends, fixture, nchwToNhwc, nhwcToNchw, withBackend } from './helpers.js';
+import assert from 'node:assert/strict';
+
+for (const k of backends()) {
+  for (const name of ['conv2d_k3s1p1', 'conv2d_k3s2p1_relu', 'conv2d_k5s2p0', 'conv2d_k1s1p0']) {
+    test(`${name} forward and backward match PyTorch (${k.name})`, () =>
+      withBackend(k, () => {
+        const f = fixture(name);
+        const opts = { stride: f.meta.stride as number, pad: f.meta.pad as number, relu: f.meta.relu as boolean };
+        const x = nchwToNhwc(f.get('x'));
+        const w = oihwToOhwi(f.get('w'));
+        const y = conv2dForward(x, w, f.get('b'), opts);
+        assertClose(nhwcToNchw(y), f.get('y'), `${name} y`);
+        const g = nchwToNhwc(f.get('g'));
+        const { dx, dw, db } = conv2dBackward(g, x, w, { ...opts, y });
+        assertClose(nhwcToNchw(dx!), f.get('dx'), `${name} dx`);
+        assertClose(ohwiToOihw(dw), f.get('dw'), `${name} dw`);
+        assertClose(db!, f.get('db'), `${name} db`);
+      }));
+  }
+  for (const name of ['conv_transpose2d_k3s2p1op1', 'conv_transpose2d_k4s2p1', 'conv_transpose2d_k3s1p1']) {
+    test(`${name} forward and backward match PyTorch (${k.name})`, () =>
+      withBackend(k, () => {
+        const f = fixture(name);
+        const opts = {
+          stride: f.meta.stride as number,
+          pad: f.meta.pad as number,
+          outputPadding: f.meta.outputPadding as number,
+        };
+        const x = nchwToNhwc(f.get('x'));
+        const w = convTransposeWeightFromTorch(f.get('w'));
+        const y = convTranspose2dForward(x, w, f.get('b'), opts);
+        assertClose(nhwcToNchw(y), f.get('y'), `${name} y`);
+        const dw = Tensor.zeros(w.shape);
+        const db = Tensor.zeros([w.shape[3]]);
+        const dx = convTranspose2dBackward(nchwToNhwc(f.get('g')), x, w, opts, { dw, db });
+        assertClose(nhwcToNchw(dx!), f.get('dx'), `${name} dx`);
+        assertClose(convTransposeWeightToTorch(dw), f.get('dw'), `${name} dw`);
+        assertClose(db, f.get('db'), `${name} db`);
+      }));
+  }
+  test(`conv2d rejects mismatched channels with the op and shapes in the message (${k.name})`, () =>
+    withBackend(k, () => {
+      const x = Tensor.zeros([1, 5, 5, 3]);
+      const w = Tensor.zeros([4, 3, 3, 2]);
+      assert.throws(
+        () => conv2dForward(x, w, null),
+        /conv2d: input \[1, 5, 5, 3\] has 3 channels but weight \[4, 3, 3, 2\] expects 2/,
+      );
+      assert.throws(() => conv2dForward(Tensor.zeros([1, 2, 2, 2]), w, null, {}), /conv2d: kernel 3x3 does not fit/);
+    }));
+}
+
+test('native conv2d matches the typescript kernel on a strided, padded shape', () => {
+  const ks = backends();
+  if (ks.length < 2) return;
+  const x = Tensor.from(
+    Array.from({ length: 3 * 8 * 8 * 16 }, (_, i) => Math.sin(i * 0.37)),
+    [3, 8, 8, 16],
+  );
+  const w = Tensor.from(
+    Array.from({ length: 12 * 3 * 3 * 16 }, (_, i) => Math.cos(i * 0.11) * 0.2),
+    [12, 3, 3, 16],
+  );
+  const b = Tensor.from(
+    Array.from({ length: 12 }, (_, i) => i * 0.1 - 0.5),
+    [12],
+  );
+  const outs = ks.map((k) => withBackend(k, () => conv2dForward(x, w, b, { stride: 2, pad: 1, relu: true })));
+  assertClose(outs[0], outs[1], 'native vs typescript conv2d', 1e-5);
+});

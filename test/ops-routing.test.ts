@@ -1,0 +1,69 @@
+// Fused dynamic routing (both variants of SPEC 2.1) matches PyTorch on both backends.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { permute, routingBackward, routingForward, Tensor } from '../src/tensor/index.js';
+import { assertClose, backends, fixture, withBackend } from './helpers.js';
+
+// PyTorch votes [bs, ci, co, no, ho, wo] -> ours [B, I, P, J, D]; v [bs, co, no, ho, wo] -> [B, P, J, D]
+const votes6 = (u: Tensor) => {
+  const [bs, ci, co, no, ho, wo] = u.shape;
+  return permute(u, [0, 1, 4, 5, 2, 3]).reshape([bs, ci, ho * wo, co, no]);
+};
+const out5ToTorch = (v: Tensor, ho: number, wo: number) => {
+  const [B, , J, D] = v.shape;
+  return permute(v.reshape([B, ho, wo, J, D]), [0, 3, 4, 1, 2]);
+};
+const dvotesToTorch = (du: Tensor, ho: number, wo: number) => {
+  const [B, I, , J, D] = du.shape;
+  return permute(du.reshape([B, I, ho, wo, J, D]), [0, 1, 4, 5, 2, 3]);
+};
+
+for (const k of backends()) {
+  test(`routing over output capsules (fully connected, 3 iterations) matches PyTorch (${k.name})`, () =>
+    withBackend(k, () => {
+      const f = fixture('routing_fc');
+      const u = f.get('u');
+      const [B, I, J, D] = u.shape;
+      const votes = u.reshape([B, I, 1, J, D]);
+      const { v, cache } = routingForward(votes, f.get('bias'), { iterations: 3, softmax: 'j', training: true });
+      assertClose(v, f.get('v'), 'v');
+      const dbias = Tensor.zeros([J, D]);
+      const du = routingBackward(f.get('g'), votes, cache!, dbias);
+      assertClose(du, f.get('du'), 'd votes');
+      assertClose(dbias, f.get('dbias'), 'd bias');
+    }));
+
+  for (const [name, softmax] of [
+    ['routing_conv', 'j'],
+    ['routing_3d', 'pj'],
+  ] as const) {
+    test(`${name}: convolutional routing (softmax '${softmax}') matches PyTorch (${k.name})`, () =>
+      withBackend(k, () => {
+        const f = fixture(name);
+        const u = f.get('u');
+        const [, , co, no, ho, wo] = u.shape;
+        const votes = votes6(u);
+        const iterations = f.meta.iterations as number;
+        const { v, cache } = routingForward(votes, f.get('bias'), { iterations, softmax, training: true });
+        assertClose(out5ToTorch(v, ho, wo), f.get('v'), 'v');
+        const g = permute(f.get('g'), [0, 3, 4, 1, 2]);
+        const dbias = Tensor.zeros([co, no]);
+        const du = routingBackward(g, votes, cache!, dbias);
+        assertClose(dvotesToTorch(du, ho, wo), f.get('du'), 'd votes');
+        assertClose(dbias, f.get('dbias'), 'd bias');
+      }));
+  }
+
+  test(`routing rejects bad shapes and iteration counts (${k.name})`, () =>
+    withBackend(k, () => {
+      const votes = Tensor.zeros([2, 3, 1, 4, 5]);
+      assert.throws(
+        () => routingForward(votes, Tensor.zeros([4, 4]), { iterations: 3, softmax: 'j' }),
+        /routing: bias \[4, 4\] must hold J\*D = 4\*5 values/,
+      );
+      assert.throws(
+        () => routingForward(votes, Tensor.zeros([4, 5]), { iterations: 0, softmax: 'j' }),
+        /iterations must be an integer >= 1/,
+      );
+    }));
+}
