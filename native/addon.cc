@@ -170,6 +170,16 @@ Napi::Value RoutingBackward(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+Napi::Value ReluMask(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  F32 dy, y;
+  if (!get_f32(info, 0, false, dy, "dy") || !get_f32(info, 1, false, y, "y")) return env.Undefined();
+  size_t n = info[2].As<Napi::Number>().Int64Value();
+  if (!need(env, dy, n, "dy") || !need(env, y, n, "y")) return env.Undefined();
+  qc::relu_mask(dy.data, y.data, n);
+  return env.Undefined();
+}
+
 Napi::Value Quantize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   F32 x, y;
@@ -198,6 +208,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("conv2dBackwardWeight", Napi::Function::New(env, Conv2dBackwardWeight));
   exports.Set("routingForward", Napi::Function::New(env, RoutingForward));
   exports.Set("routingBackward", Napi::Function::New(env, RoutingBackward));
+  exports.Set("reluMask", Napi::Function::New(env, ReluMask));
   exports.Set("quantize", Napi::Function::New(env, Quantize));
   return exports;
 }

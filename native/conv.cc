@@ -1,44 +1,58 @@
-// Channels-last 2-D convolution as im2col + GEMM, chunked over output rows so that the
-// column buffer stays bounded (QCAPS_CONV_WORKSPACE_MB, default 64) and is reused.
-//   forward:        Y[rows,O]  = col(X)[rows,K] @ W[O,K]^T        (K = KH*KW*C, order ky,kx,c)
-//   backward data:  dcol       = dY[rows,O] @ W[O,K];  dX = col2im(dcol)
-//   backward weight dW[O,K]   += dY^T[O,rows] @ col(X)[rows,K];  db += sum_rows dY
-// Channels-last makes every (ky) slice of a patch one contiguous run of KW*C floats.
+// Channels-last 2-D convolution as im2col + GEMM (K = KH*KW*C, column order ky, kx, c):
+//   forward          Y[rows,O]  = col(X)[rows,K] @ W[O,K]^T (+ bias, ReLU)
+//   backward data    dcol       = dY[rows,O] @ W[O,K];  dX = col2im(dcol)
+//   backward weight  dW[O,K]   += dY^T[O,rows] @ col(X)[rows,K];  db += sum_rows dY
+// Each thread of the pool owns a contiguous range of output rows (whole images for the
+// backward data pass, so that col2im never races) and runs single-threaded GEMMs on it.
+// Large K is split into blocks of kernel rows (ky) so the column buffer stays small and
+// each block of W is packed once per thread; every row of a block is one contiguous copy
+// of KW*C floats thanks to the channels-last layout.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "kernels.h"
+#include "parallel.h"
 
 namespace qc {
 
-static size_t chunk_rows(const ConvGeom& g) {
-  static size_t budget = 0;
-  if (budget == 0) {
-    const char* env = getenv("QCAPS_CONV_WORKSPACE_MB");
-    budget = (size_t)(env ? std::max(1, atoi(env)) : 64) << 20;
-  }
-  size_t K = (size_t)g.KH * g.KW * g.C;
-  size_t rows = budget / (K * sizeof(float));
-  return std::max<size_t>(rows, 1);
+namespace {
+
+constexpr size_t kColBytesPerThread = 16u << 20;
+constexpr size_t kMaxUnblockedK = 4096;
+
+struct Plan {
+  size_t K, rowLen;  // rowLen = KW*C (one ky)
+  int kyPerBlock;    // kernel rows per K block
+  size_t chunkRows;  // rows per column-buffer fill
+};
+
+Plan plan(const ConvGeom& g) {
+  Plan p;
+  p.rowLen = (size_t)g.KW * g.C;
+  p.K = p.rowLen * g.KH;
+  p.kyPerBlock = p.K > kMaxUnblockedK ? std::max<int>(1, (int)(2048 / p.rowLen)) : g.KH;
+  p.kyPerBlock = std::min(p.kyPerBlock, g.KH);
+  size_t blockK = p.rowLen * p.kyPerBlock;
+  p.chunkRows = std::max<size_t>(1, kColBytesPerThread / (blockK * sizeof(float)));
+  return p;
 }
 
-static bool is_pointwise(const ConvGeom& g) {
-  return g.KH == 1 && g.KW == 1 && g.stride == 1 && g.pad == 0;
-}
+bool is_pointwise(const ConvGeom& g) { return g.KH == 1 && g.KW == 1 && g.stride == 1 && g.pad == 0; }
 
-// col[r - r0, :] = patch of output row r (flat over b, oy, ox), zero outside the image.
-static void im2col(const ConvGeom& g, const float* x, size_t r0, size_t r1, float* col) {
-  const size_t K = (size_t)g.KH * g.KW * g.C;
+// col[r - r0, :] = kernel rows ky0..ky1-1 of the patch of output row r (zero outside the image)
+void im2col(const ConvGeom& g, const float* x, size_t r0, size_t r1, int ky0, int ky1, float* col) {
   const size_t rowLen = (size_t)g.KW * g.C;
+  const size_t width = rowLen * (ky1 - ky0);
   const size_t P = (size_t)g.OH * g.OW;
   for (size_t r = r0; r < r1; r++) {
-    float* dst = col + (r - r0) * K;
+    float* dst = col + (r - r0) * width;
     int b = (int)(r / P), rem = (int)(r % P);
     int oy = rem / g.OW, ox = rem % g.OW;
     int iy0 = oy * g.stride - g.pad, ix0 = ox * g.stride - g.pad;
     int kx0 = std::max(0, -ix0), kx1 = std::min(g.KW, g.W - ix0);
-    for (int ky = 0; ky < g.KH; ky++, dst += rowLen) {
+    for (int ky = ky0; ky < ky1; ky++, dst += rowLen) {
       int iy = iy0 + ky;
       if (iy < 0 || iy >= g.H || kx1 <= kx0) {
         memset(dst, 0, rowLen * sizeof(float));
@@ -52,90 +66,143 @@ static void im2col(const ConvGeom& g, const float* x, size_t r0, size_t r1, floa
   }
 }
 
-// dx[patch of row r] += dcol[r - r0, :]
-static void col2im_add(const ConvGeom& g, const float* dcol, size_t r0, size_t r1, float* dx) {
-  const size_t K = (size_t)g.KH * g.KW * g.C;
+// dx[patch rows ky0..ky1-1 of output row r] += dcol[r - r0, :]
+void col2im_add(const ConvGeom& g, const float* dcol, size_t r0, size_t r1, int ky0, int ky1, float* dx) {
+  const size_t rowLen = (size_t)g.KW * g.C;
+  const size_t width = rowLen * (ky1 - ky0);
   const size_t P = (size_t)g.OH * g.OW;
   for (size_t r = r0; r < r1; r++) {
-    const float* src = dcol + (r - r0) * K;
+    const float* src = dcol + (r - r0) * width;
     int b = (int)(r / P), rem = (int)(r % P);
     int oy = rem / g.OW, ox = rem % g.OW;
     int iy0 = oy * g.stride - g.pad, ix0 = ox * g.stride - g.pad;
     int kx0 = std::max(0, -ix0), kx1 = std::min(g.KW, g.W - ix0);
-    for (int ky = 0; ky < g.KH; ky++) {
+    for (int ky = ky0; ky < ky1; ky++) {
       int iy = iy0 + ky;
       if (iy < 0 || iy >= g.H || kx1 <= kx0) continue;
       float* d = dx + (((size_t)b * g.H + iy) * g.W + (ix0 + kx0)) * g.C;
-      const float* s = src + ((size_t)ky * g.KW + kx0) * g.C;
+      const float* s = src + ((size_t)(ky - ky0) * g.KW + kx0) * g.C;
       size_t n = (size_t)(kx1 - kx0) * g.C;
       for (size_t i = 0; i < n; i++) d[i] += s[i];
     }
   }
 }
 
+}  // namespace
+
 void conv2d_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu) {
-  const size_t K = (size_t)g.KH * g.KW * g.C;
   const size_t rows = (size_t)g.B * g.OH * g.OW;
-  const size_t step = is_pointwise(g) ? rows : chunk_rows(g);
-  float* col = is_pointwise(g) ? nullptr : workspace(0, std::min(step, rows) * K);
-  for (size_t r0 = 0; r0 < rows; r0 += step) {
-    size_t r1 = std::min(rows, r0 + step);
-    const float* a = x + r0 * K;
-    if (col) {
-      im2col(g, x, r0, r1, col);
-      a = col;
-    }
-    float* yc = y + r0 * g.O;
-    sgemm(false, true, (int)(r1 - r0), g.O, (int)K, 1.f, a, (int)K, w, (int)K, 0.f, yc, g.O);
-    if (bias || relu) {
-      for (size_t r = 0; r < r1 - r0; r++) {
-        float* yr = yc + r * g.O;
-        if (bias)
-          for (int o = 0; o < g.O; o++) yr[o] += bias[o];
-        if (relu)
-          for (int o = 0; o < g.O; o++) yr[o] = yr[o] > 0.f ? yr[o] : 0.f;
+  const Plan p = plan(g);
+  const int K = (int)p.K;
+  parallel_for(rows, [&](size_t rb, size_t re, int t) {
+    for (size_t c0 = rb; c0 < re; c0 += p.chunkRows) {
+      size_t c1 = std::min(re, c0 + p.chunkRows);
+      int n = (int)(c1 - c0);
+      float* yc = y + c0 * g.O;
+      if (is_pointwise(g)) {
+        sgemm_serial(false, true, n, g.O, K, 1.f, x + c0 * K, K, w, K, 0.f, yc, g.O);
+      } else {
+        float* col = workspace(t, p.chunkRows * p.rowLen * p.kyPerBlock);
+        for (int ky0 = 0; ky0 < g.KH; ky0 += p.kyPerBlock) {
+          int ky1 = std::min(g.KH, ky0 + p.kyPerBlock);
+          int width = (int)(p.rowLen * (ky1 - ky0));
+          im2col(g, x, c0, c1, ky0, ky1, col);
+          sgemm_serial(false, true, n, g.O, width, 1.f, col, width, w + ky0 * p.rowLen, K, ky0 == 0 ? 0.f : 1.f, yc,
+                       g.O);
+        }
+      }
+      if (bias || relu) {
+        for (int r = 0; r < n; r++) {
+          float* yr = yc + (size_t)r * g.O;
+          if (bias)
+            for (int o = 0; o < g.O; o++) yr[o] += bias[o];
+          if (relu)
+            for (int o = 0; o < g.O; o++) yr[o] = yr[o] > 0.f ? yr[o] : 0.f;
+        }
       }
     }
-  }
+  });
 }
 
 void conv2d_backward_data(const ConvGeom& g, const float* dy, const float* w, float* dx) {
-  const size_t K = (size_t)g.KH * g.KW * g.C;
-  const size_t rows = (size_t)g.B * g.OH * g.OW;
+  const Plan p = plan(g);
+  const int K = (int)p.K;
+  const size_t P = (size_t)g.OH * g.OW;
+  const size_t imageX = (size_t)g.H * g.W * g.C;
   if (is_pointwise(g)) {
-    sgemm(false, false, (int)rows, (int)K, g.O, 1.f, dy, g.O, w, (int)K, 0.f, dx, (int)K);
+    sgemm(false, false, g.B * (int)P, K, g.O, 1.f, dy, g.O, w, K, 0.f, dx, K);
     return;
   }
-  memset(dx, 0, (size_t)g.B * g.H * g.W * g.C * sizeof(float));
-  const size_t step = chunk_rows(g);
-  float* dcol = workspace(0, std::min(step, rows) * K);
-  for (size_t r0 = 0; r0 < rows; r0 += step) {
-    size_t r1 = std::min(rows, r0 + step);
-    sgemm(false, false, (int)(r1 - r0), (int)K, g.O, 1.f, dy + r0 * g.O, g.O, w, (int)K, 0.f, dcol, (int)K);
-    col2im_add(g, dcol, r0, r1, dx);
-  }
+  // whole images per thread: col2im of different images never touch the same dx
+  parallel_for((size_t)g.B, [&](size_t bb, size_t be, int t) {
+    memset(dx + bb * imageX, 0, (be - bb) * imageX * sizeof(float));
+    float* dcol = workspace(t, p.chunkRows * p.rowLen * p.kyPerBlock);
+    for (size_t c0 = bb * P; c0 < be * P; c0 += p.chunkRows) {
+      size_t c1 = std::min(be * P, c0 + p.chunkRows);
+      for (int ky0 = 0; ky0 < g.KH; ky0 += p.kyPerBlock) {
+        int ky1 = std::min(g.KH, ky0 + p.kyPerBlock);
+        int width = (int)(p.rowLen * (ky1 - ky0));
+        sgemm_serial(false, false, (int)(c1 - c0), width, g.O, 1.f, dy + c0 * g.O, g.O, w + ky0 * p.rowLen, K, 0.f,
+                     dcol, width);
+        col2im_add(g, dcol, c0, c1, ky0, ky1, dx);
+      }
+    }
+  });
 }
 
 void conv2d_backward_weight(const ConvGeom& g, const float* x, const float* dy, float* dw, float* db) {
-  const size_t K = (size_t)g.KH * g.KW * g.C;
   const size_t rows = (size_t)g.B * g.OH * g.OW;
-  const size_t step = is_pointwise(g) ? rows : chunk_rows(g);
-  float* col = is_pointwise(g) ? nullptr : workspace(0, std::min(step, rows) * K);
-  for (size_t r0 = 0; r0 < rows; r0 += step) {
-    size_t r1 = std::min(rows, r0 + step);
-    const float* a = x + r0 * K;
-    if (col) {
-      im2col(g, x, r0, r1, col);
-      a = col;
+  const Plan p = plan(g);
+  const int K = (int)p.K;
+  const size_t nw = (size_t)g.O * K;
+  const int T = pool_threads();
+  // thread 0 accumulates into dw, the others into zeroed partial sums added at the end
+  std::vector<float*> parts(T, nullptr);
+  std::vector<double> dbPart((size_t)T * g.O, 0.0);
+  parallel_for(rows, [&](size_t rb, size_t re, int t) {
+    float* acc = dw;
+    if (t > 0) {
+      acc = workspace(8 + t, nw);
+      memset(acc, 0, nw * sizeof(float));
+      parts[t] = acc;
     }
-    sgemm(true, false, g.O, (int)K, (int)(r1 - r0), 1.f, dy + r0 * g.O, g.O, a, (int)K, 1.f, dw, (int)K);
-  }
-  if (db) {
-    for (size_t r = 0; r < rows; r++) {
-      const float* d = dy + r * g.O;
-      for (int o = 0; o < g.O; o++) db[o] += d[o];
+    for (size_t c0 = rb; c0 < re; c0 += p.chunkRows) {
+      size_t c1 = std::min(re, c0 + p.chunkRows);
+      int n = (int)(c1 - c0);
+      if (is_pointwise(g)) {
+        sgemm_serial(true, false, g.O, K, n, 1.f, dy + c0 * g.O, g.O, x + c0 * K, K, 1.f, acc, K);
+      } else {
+        float* col = workspace(t, p.chunkRows * p.rowLen * p.kyPerBlock);
+        for (int ky0 = 0; ky0 < g.KH; ky0 += p.kyPerBlock) {
+          int ky1 = std::min(g.KH, ky0 + p.kyPerBlock);
+          int width = (int)(p.rowLen * (ky1 - ky0));
+          im2col(g, x, c0, c1, ky0, ky1, col);
+          sgemm_serial(true, false, g.O, width, n, 1.f, dy + c0 * g.O, g.O, col, width, 1.f, acc + ky0 * p.rowLen, K);
+        }
+      }
     }
+    if (db) {
+      double* a = &dbPart[(size_t)t * g.O];
+      for (size_t r = rb; r < re; r++)
+        for (int o = 0; o < g.O; o++) a[o] += dy[r * g.O + o];
+    }
+  });
+  if (T > 1) {
+    parallel_for(nw, [&](size_t b, size_t e, int) {
+      for (int t = 1; t < T; t++)
+        if (parts[t])
+          for (size_t i = b; i < e; i++) dw[i] += parts[t][i];
+    });
   }
+  if (db)
+    for (int t = 0; t < T; t++)
+      for (int o = 0; o < g.O; o++) db[o] += (float)dbPart[(size_t)t * g.O + o];
+}
+
+void relu_mask(float* dy, const float* y, size_t n) {
+  parallel_for(n, [&](size_t b, size_t e, int) {
+    for (size_t i = b; i < e; i++) dy[i] = y[i] > 0.f ? dy[i] : 0.f;
+  });
 }
 
 }  // namespace qc

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kernels.h"
+#include "parallel.h"
 
 #if defined(QC_CBLAS_OPENBLAS)
 #include <cblas.h>
@@ -25,7 +26,7 @@ namespace qc {
 static int g_threads = 1;
 
 #if defined(QC_CBLAS_OPENBLAS) || defined(QC_CBLAS_ACCELERATE)
-void sgemm(bool tA, bool tB, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
+void sgemm_serial(bool tA, bool tB, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
            int ldb, float beta, float* C, int ldc) {
   if (M == 0 || N == 0) return;
   cblas_sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans, M, N, K, alpha,
@@ -33,7 +34,7 @@ void sgemm(bool tA, bool tB, int M, int N, int K, float alpha, const float* A, i
 }
 #else
 // Built-in: C += A_blk * B_blk over 64x256x256 blocks, inner loop vectorisable over j.
-void sgemm(bool tA, bool tB, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
+void sgemm_serial(bool tA, bool tB, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
            int ldb, float beta, float* C, int ldc) {
   for (int i = 0; i < M; i++)
     for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] = beta == 0.f ? 0.f : beta * C[(size_t)i * ldc + j];
@@ -62,11 +63,36 @@ void sgemm(bool tA, bool tB, int M, int N, int K, float alpha, const float* A, i
 }
 #endif
 
+// All parallelism is ours (native/parallel.cc): OpenBLAS always runs single-threaded inside
+// our threads, so no BLAS worker spins against them.
 void set_threads(int n) {
-  g_threads = std::max(1, n);
+  g_threads = std::min(8, std::max(1, n));
+  pool_set_threads(g_threads);
 #if defined(QC_CBLAS_OPENBLAS)
-  openblas_set_num_threads(g_threads);
+  openblas_set_num_threads(1);
 #endif
+}
+
+// Splits C by rows (or by columns when it has few rows) across the pool's threads.
+void sgemm(bool tA, bool tB, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
+           float beta, float* C, int ldc) {
+  const double flops = 2.0 * M * N * K;
+  const int T = pool_threads();
+  if (T <= 1 || flops < 4e6) {
+    sgemm_serial(tA, tB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  if (M >= 32 * T) {
+    parallel_for((size_t)M, [&](size_t b, size_t e, int) {
+      const float* a = tA ? A + b : A + b * (size_t)lda;
+      sgemm_serial(tA, tB, (int)(e - b), N, K, alpha, a, lda, B, ldb, beta, C + b * (size_t)ldc, ldc);
+    });
+  } else {
+    parallel_for((size_t)N, [&](size_t b, size_t e, int) {
+      const float* bb = tB ? B + b * (size_t)ldb : B + b;
+      sgemm_serial(tA, tB, M, (int)(e - b), K, alpha, A, lda, bb, ldb, beta, C + b, ldc);
+    });
+  }
 }
 
 int get_threads() { return g_threads; }
@@ -84,8 +110,8 @@ const char* blas_info() {
 }
 
 float* workspace(int slot, size_t floats) {
-  static float* bufs[8] = {nullptr};
-  static size_t caps[8] = {0};
+  static float* bufs[16] = {nullptr};
+  static size_t caps[16] = {0};
   if (floats > caps[slot]) {
     free(bufs[slot]);
     bufs[slot] = static_cast<float*>(aligned_alloc(64, ((floats * 4 + 63) / 64) * 64));

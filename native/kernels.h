@@ -8,6 +8,9 @@ namespace qc {
 // Row-major C[M,N] = alpha * op(A) op(B) + beta * C (CBLAS, or the built-in blocked GEMM).
 void sgemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda,
            const float* B, int ldb, float beta, float* C, int ldc);
+// The same on the calling thread only (for use inside parallel regions).
+void sgemm_serial(bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda,
+                  const float* B, int ldb, float beta, float* C, int ldc);
 void set_threads(int n);
 int get_threads();
 const char* blas_info();
@@ -19,6 +22,8 @@ struct ConvGeom {
 void conv2d_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu);
 void conv2d_backward_data(const ConvGeom& g, const float* dy, const float* w, float* dx);
 void conv2d_backward_weight(const ConvGeom& g, const float* x, const float* dy, float* dw, float* db);
+// dy[i] = 0 where y[i] <= 0 (the gradient of a ReLU from its output)
+void relu_mask(float* dy, const float* y, size_t n);
 
 // Fixed-point quantizer (SPEC 4). method: 0 truncation, 1 round_to_nearest,
 // 2 stochastic_rounding, 3 logarithmic.

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels.h"
+#include "parallel.h"
 
 namespace qc {
 
@@ -42,14 +43,15 @@ void routing_forward(const RoutingGeom& g, const float* u, const float* bias, fl
   const size_t ncB = (size_t)I * P * J, nsB = (size_t)P * J * D;  // per batch element
   const size_t nc = ncB * g.B, ns = nsB * g.B;
   const size_t group = g.joint ? (size_t)P * J : (size_t)J;
-  std::vector<float> logits(ncB), c(ncB), s(nsB);
   auto q = [](const QuantSpec* spec, float* buf, size_t n, size_t index0, uint32_t streamAdd) {
     if (!spec) return;
     QuantSpec qs = *spec;
     qs.stream += streamAdd;
     quantize_slice(buf, buf, n, qs, index0);
   };
-  for (int b = 0; b < g.B; b++) {
+  parallel_for(g.B, [&](size_t bBegin, size_t bEnd, int) {
+  std::vector<float> logits(ncB), c(ncB), s(nsB);
+  for (size_t b = bBegin; b < bEnd; b++) {
     const float* ub = u + (size_t)b * ncB * D;
     float* vb = v + (size_t)b * nsB;
     std::fill(logits.begin(), logits.end(), 0.f);
@@ -88,6 +90,7 @@ void routing_forward(const RoutingGeom& g, const float* u, const float* bias, fl
       q(qRouting, logits.data(), ncB, b * ncB, 4 * t + 3);
     }
   }
+  });
 }
 
 void routing_backward(const RoutingGeom& g, const float* u, const float* saveS, const float* saveC,
@@ -97,8 +100,11 @@ void routing_backward(const RoutingGeom& g, const float* u, const float* saveS, 
   const size_t ncB = (size_t)I * PJ, nsB = PJ * D;
   const size_t nc = ncB * g.B, ns = nsB * g.B;
   const size_t group = g.joint ? PJ : (size_t)J;
+  std::vector<float> dbiasPart((size_t)pool_threads() * J * D, 0.f);
+  parallel_for(g.B, [&](size_t bBegin, size_t bEnd, int thread) {
   std::vector<float> gb(ncB), dv(nsB), ds(nsB), dc(ncB), v(nsB);
-  for (int b = 0; b < g.B; b++) {
+  float* dbiasT = &dbiasPart[(size_t)thread * J * D];
+  for (size_t b = bBegin; b < bEnd; b++) {
     const float* ub = u + (size_t)b * ncB * D;
     float* dub = du + (size_t)b * ncB * D;
     memset(dub, 0, ncB * D * sizeof(float));
@@ -140,7 +146,7 @@ void routing_backward(const RoutingGeom& g, const float* u, const float* saveS, 
       }
       // s = sum_i c u + bias
       for (size_t r = 0; r < PJ; r++) {
-        float* db = dbias + (r % J) * D;
+        float* db = dbiasT + (r % J) * D;
         for (int d = 0; d < D; d++) db[d] += ds[r * D + d];
       }
       for (int i = 0; i < I; i++)
@@ -165,6 +171,9 @@ void routing_backward(const RoutingGeom& g, const float* u, const float* saveS, 
       }
     }
   }
+  });
+  for (int t = 0; t < pool_threads(); t++)
+    for (size_t k = 0; k < (size_t)J * D; k++) dbias[k] += dbiasPart[(size_t)t * J * D + k];
 }
 
 }  // namespace qc

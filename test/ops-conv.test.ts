@@ -64,6 +64,40 @@ for (const k of backends()) {
     }));
 }
 
+test('native conv2d (K split into kernel-row blocks, 2 threads) matches the typescript kernels', () => {
+  const ks = backends();
+  if (ks.length < 2) return;
+  const [nat, ts] = ks;
+  // K = 9*9*64 = 5184 > 4096: the native kernels split K into blocks of kernel rows
+  const g = { B: 3, H: 13, W: 13, C: 64, O: 8, KH: 9, KW: 9, stride: 2, pad: 1, OH: 4, OW: 4 };
+  const wave = (n: number, f: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * f));
+  const x = wave(g.B * g.H * g.W * g.C, 0.37);
+  const w = wave(g.O * g.KH * g.KW * g.C, 0.11).map((v) => v * 0.05);
+  const dy = wave(g.B * g.OH * g.OW * g.O, 0.23);
+  const bias = wave(g.O, 1.3);
+  nat.setThreads(2);
+  try {
+    const run = (k: typeof nat) => {
+      const y = new Float32Array(g.B * g.OH * g.OW * g.O);
+      const dx = new Float32Array(x.length);
+      const dw = new Float32Array(w.length).fill(0.5);
+      const db = new Float32Array(g.O).fill(0.25);
+      k.conv2dForward(g, x, w, bias, y, true);
+      k.conv2dBackwardData(g, dy, w, dx);
+      k.conv2dBackwardWeight(g, x, dy, dw, db);
+      return { y, dx, dw, db };
+    };
+    const a = run(nat);
+    const b = run(ts);
+    assertClose(a.y, b.y, 'forward');
+    assertClose(a.dx, b.dx, 'backward data');
+    assertClose(a.dw, b.dw, 'backward weight (accumulated onto 0.5)');
+    assertClose(a.db, b.db, 'bias gradient (accumulated onto 0.25)');
+  } finally {
+    nat.setThreads(1);
+  }
+});
+
 test('native conv2d matches the typescript kernel on a strided, padded shape', () => {
   const ks = backends();
   if (ks.length < 2) return;

@@ -67,3 +67,32 @@ for (const k of backends()) {
       );
     }));
 }
+
+test('native routing on 2 threads, with quantizers inside, matches the typescript kernel', () => {
+  const ks = backends();
+  if (ks.length < 2) return;
+  const [nat, ts] = ks;
+  const votes = Tensor.from(Array.from({ length: 5 * 7 * 2 * 4 * 6 }, (_, i) => Math.sin(i * 0.71) * 0.8), [5, 7, 2, 4, 6]);
+  const bias = Tensor.from(Array.from({ length: 4 * 6 }, (_, i) => Math.cos(i) * 0.1), [4, 6]);
+  const spec = (frac: number) => ({ method: 'round_to_nearest' as const, frac, compat: false, lo: -Infinity, hi: Infinity, seed: 1, stream: 0 });
+  nat.setThreads(2);
+  try {
+    for (const softmax of ['j', 'pj'] as const)
+      for (const quant of [null, { act: spec(10), routing: spec(8) }]) {
+        const [a, b] = [nat, ts].map((k) => withBackend(k, () => routingForward(votes, bias, { iterations: 3, softmax, quant }).v));
+        // a quantized value may sit one LSB apart where float rounding differs
+        assertClose(a, b, `softmax ${softmax}, quantized ${quant !== null}`, 1e-4, quant ? 2 ** -9 : 1e-5);
+      }
+    const [ga, gb] = [nat, ts].map((k) =>
+      withBackend(k, () => {
+        const { v, cache } = routingForward(votes, bias, { iterations: 3, softmax: 'pj', training: true });
+        const dbias = Tensor.zeros([4, 6]);
+        return [routingBackward(v, votes, cache!, dbias), dbias];
+      }),
+    );
+    assertClose(ga[0], gb[0], 'd votes (2 threads)');
+    assertClose(ga[1], gb[1], 'd bias (2 threads)');
+  } finally {
+    nat.setThreads(1);
+  }
+});

@@ -119,6 +119,8 @@ export interface Kernels {
     dvotes: Float32Array,
     dbias: Float32Array,
   ): void;
+  /** dy[i] = 0 where y[i] <= 0, for i < n (ReLU backward from the ReLU's output). */
+  reluMask(dy: Float32Array, y: Float32Array, n: number): void;
   /** y[i] = q(x[i]) for i < n (x and y may be the same buffer). */
   quantize(x: Float32Array, y: Float32Array, n: number, q: QuantSpec): void;
 }

@@ -48,6 +48,7 @@ interface Addon {
     dbias: Float32Array,
   ): void;
   quantize(x: Float32Array, y: Float32Array, n: number, q: Float64Array): void;
+  reluMask(dy: Float32Array, y: Float32Array, n: number): void;
 }
 
 function findAddon(): string | null {
@@ -115,6 +116,7 @@ export function loadNativeKernels(): { kernels: Kernels; info: string } {
     routingBackward: (g, votes, saveS, saveC, dv, dvotes, dbias) =>
       addon.routingBackward(routingGeom(g), votes, saveS, saveC, dv, dvotes, dbias),
     quantize: (x, y, n, q) => addon.quantize(x, y, n, packQuant(q)),
+    reluMask: (dy, y, n) => addon.reluMask(dy, y, n),
   };
   return { kernels, info: addon.blasInfo() };
 }

@@ -17,4 +17,7 @@ export const typescriptKernels: Kernels = {
   routingForward: routingForwardTs,
   routingBackward: routingBackwardTs,
   quantize: quantizeTs,
+  reluMask(dy, y, n) {
+    for (let i = 0; i < n; i++) if (!(y[i] > 0)) dy[i] = 0;
+  },
 };

@@ -57,9 +57,7 @@ export function conv2dBackward(
   expectShape(dy, [g.B, g.OH, g.OW, g.O], 'conv2d backward', 'dy');
   if (opts.relu) {
     check(opts.y !== undefined, 'conv2d backward', 'the forward output y is needed to backpropagate the fused ReLU');
-    const yd = opts.y.data;
-    const d = dy.data;
-    for (let i = 0; i < d.length; i++) if (!(yd[i] > 0)) d[i] = 0;
+    kernels().reluMask(dy.data, opts.y.data, dy.size);
   }
   const k = kernels();
   const dw = into?.dw ?? new Tensor(take(w.size, true), w.shape);
