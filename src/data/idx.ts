@@ -1,0 +1,146 @@
+// IDX files (the MNIST / Fashion-MNIST format), raw or gzip-compressed (detected by the
+// gzip magic bytes 1f 8b). Layout: two zero bytes, a type byte, a dimension count, then
+// that many big-endian uint32 sizes, then the values big-endian, row-major.
+// http://yann.lecun.com/exdb/mnist/ ("FILE FORMATS FOR THE MNIST DATABASE").
+
+import { readFileSync } from 'node:fs';
+import { gunzipSync } from 'node:zlib';
+
+export type IdxData = Uint8Array | Int8Array | Int16Array | Int32Array | Float32Array | Float64Array;
+
+export interface IdxArray {
+  /** The type byte's name: 'uint8', 'int8', 'int16', 'int32', 'float32' or 'float64'. */
+  type: IdxType;
+  dims: number[];
+  data: IdxData;
+}
+
+export type IdxType = 'uint8' | 'int8' | 'int16' | 'int32' | 'float32' | 'float64';
+
+const typeByCode: Record<number, { type: IdxType; bytes: number }> = {
+  0x08: { type: 'uint8', bytes: 1 },
+  0x09: { type: 'int8', bytes: 1 },
+  0x0b: { type: 'int16', bytes: 2 },
+  0x0c: { type: 'int32', bytes: 4 },
+  0x0d: { type: 'float32', bytes: 4 },
+  0x0e: { type: 'float64', bytes: 8 },
+};
+
+/** True when the bytes start with the gzip magic number. */
+export function isGzip(bytes: Uint8Array): boolean {
+  return bytes.length >= 2 && bytes[0] === 0x1f && bytes[1] === 0x8b;
+}
+
+/** Gunzips when the bytes are gzip, naming `fileName` if the stream is truncated or corrupt. */
+export function maybeGunzip(bytes: Uint8Array, fileName: string, expected: string): Uint8Array {
+  if (!isGzip(bytes)) return bytes;
+  try {
+    return gunzipSync(bytes);
+  } catch (err) {
+    throw new Error(
+      `${fileName}: gzip data is truncated or corrupt (${(err as Error).message}); expected a complete gzip stream holding ${expected}`,
+      { cause: err },
+    );
+  }
+}
+
+/** Parses IDX bytes (gzip or raw). `fileName` is used in error messages only. */
+export function parseIdx(bytes: Uint8Array, fileName = '<idx bytes>'): IdxArray {
+  const raw = maybeGunzip(bytes, fileName, 'an IDX file');
+  if (raw.length < 4) {
+    throw new Error(
+      `${fileName}: ${raw.length} bytes is too short for an IDX file; expected at least a 4-byte magic number`,
+    );
+  }
+  const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+  const typeInfo = typeByCode[raw[2]];
+  if (raw[0] !== 0 || raw[1] !== 0 || typeInfo === undefined || raw[3] === 0) {
+    const magic = Array.from(raw.subarray(0, 4), (b) => b.toString(16).padStart(2, '0')).join(' ');
+    throw new Error(
+      `${fileName}: bad IDX magic number ${magic}; expected 00 00 <type 08|09|0b|0c|0d|0e> <number of dimensions >= 1>`,
+    );
+  }
+  const rank = raw[3];
+  const headerBytes = 4 + 4 * rank;
+  if (raw.length < headerBytes) {
+    throw new Error(
+      `${fileName}: truncated IDX header: ${raw.length} bytes, expected ${headerBytes} for ${rank} dimensions`,
+    );
+  }
+  const dims: number[] = [];
+  for (let d = 0; d < rank; d++) dims.push(view.getUint32(4 + 4 * d, false));
+  const count = dims.reduce((a, b) => a * b, 1);
+  const expectedBytes = headerBytes + count * typeInfo.bytes;
+  if (raw.length !== expectedBytes) {
+    const what = raw.length < expectedBytes ? 'truncated' : 'has trailing bytes';
+    throw new Error(
+      `${fileName}: IDX file ${what}: ${raw.length} bytes, expected ${expectedBytes} ` +
+        `(header ${headerBytes} + ${count} ${typeInfo.type} values for dims [${dims.join(', ')}])`,
+    );
+  }
+  return { type: typeInfo.type, dims, data: readValues(raw, view, headerBytes, count, typeInfo.type) };
+}
+
+function readValues(raw: Uint8Array, view: DataView, offset: number, count: number, type: IdxType): IdxData {
+  switch (type) {
+    case 'uint8':
+      return raw.slice(offset, offset + count);
+    case 'int8':
+      return new Int8Array(raw.slice(offset, offset + count).buffer);
+    case 'int16': {
+      const out = new Int16Array(count);
+      for (let i = 0; i < count; i++) out[i] = view.getInt16(offset + 2 * i, false);
+      return out;
+    }
+    case 'int32': {
+      const out = new Int32Array(count);
+      for (let i = 0; i < count; i++) out[i] = view.getInt32(offset + 4 * i, false);
+      return out;
+    }
+    case 'float32': {
+      const out = new Float32Array(count);
+      for (let i = 0; i < count; i++) out[i] = view.getFloat32(offset + 4 * i, false);
+      return out;
+    }
+    case 'float64': {
+      const out = new Float64Array(count);
+      for (let i = 0; i < count; i++) out[i] = view.getFloat64(offset + 8 * i, false);
+      return out;
+    }
+  }
+}
+
+/** Reads and parses an IDX file; errors name the file. */
+export function readIdxFile(path: string): IdxArray {
+  return parseIdx(readFileSync(path), path);
+}
+
+/** Reads an IDX image file: uint8 values with dims [N, H, W]. */
+export function readIdxImages(path: string): { count: number; height: number; width: number; pixels: Uint8Array } {
+  const idx = readIdxFile(path);
+  if (idx.type !== 'uint8' || idx.dims.length !== 3) {
+    throw new Error(
+      `${path}: expected an IDX image file (uint8, 3 dimensions [N, H, W], magic 00 00 08 03); ` +
+        `got ${idx.type} with dims [${idx.dims.join(', ')}]`,
+    );
+  }
+  const [count, height, width] = idx.dims;
+  return { count, height, width, pixels: idx.data as Uint8Array };
+}
+
+/** Reads an IDX label file: uint8 values with dims [N], each below `numClasses`. */
+export function readIdxLabels(path: string, numClasses = 10): Int32Array {
+  const idx = readIdxFile(path);
+  if (idx.type !== 'uint8' || idx.dims.length !== 1) {
+    throw new Error(
+      `${path}: expected an IDX label file (uint8, 1 dimension [N], magic 00 00 08 01); ` +
+        `got ${idx.type} with dims [${idx.dims.join(', ')}]`,
+    );
+  }
+  const labels = Int32Array.from(idx.data);
+  const bad = labels.findIndex((l) => l >= numClasses);
+  if (bad >= 0) {
+    throw new Error(`${path}: label ${labels[bad]} at index ${bad}; expected labels 0..${numClasses - 1}`);
+  }
+  return labels;
+}
