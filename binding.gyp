@@ -8,7 +8,8 @@
         "native/conv.cc",
         "native/routing.cc",
         "native/quantize.cc",
-        "native/parallel.cc"
+        "native/parallel.cc",
+        "native/winograd.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],

@@ -65,7 +65,8 @@ function child(name: string, threads: number, runs: number, batch: number): void
     const C = new Float32Array(chunk * 256);
     const k = kernels();
     const gemmTimes = timeRuns(() => {
-      for (let r0 = 0; r0 < rowsTotal; r0 += chunk) k.sgemm(false, true, Math.min(chunk, rowsTotal - r0), 256, K, 1, A, 0, K, W, 0, K, 0, C, 0, 256);
+      for (let r0 = 0; r0 < rowsTotal; r0 += chunk)
+        k.sgemm(false, true, Math.min(chunk, rowsTotal - r0), 256, K, 1, A, 0, K, W, 0, K, 0, C, 0, 256);
     }, runs);
     // check a few results against float64 (OpenBLAS' kernel choice must not cost correctness)
     let maxRel = 0;
@@ -79,7 +80,10 @@ function child(name: string, threads: number, runs: number, batch: number): void
       maxRel = Math.max(maxRel, Math.abs(C[i * 256 + j] - ref) / Math.max(1e-3, Math.abs(ref)));
     }
     const flops = 2 * rowsTotal * 256 * K;
-    const x = new Tensor(new Float32Array(batch * 20 * 20 * 256).map((_, i) => Math.sin(i * 0.1)), [batch, 20, 20, 256]);
+    const x = new Tensor(
+      new Float32Array(batch * 20 * 20 * 256).map((_, i) => Math.sin(i * 0.1)),
+      [batch, 20, 20, 256],
+    );
     const w = new Tensor(W, [256, 9, 9, 256]);
     const convTimes = timeRuns(() => conv2dForward(x, w, null, { stride: 2 }), runs);
     out = {
@@ -97,9 +101,20 @@ function child(name: string, threads: number, runs: number, batch: number): void
     };
   } else {
     const w: Workload =
-      name === 'W1' ? shallowCapsNetWorkload(batch, false) : name === 'W2' ? shallowCapsNetWorkload(batch, true) : deepCapsConvWorkload(batch);
+      name === 'W1'
+        ? shallowCapsNetWorkload(batch, false)
+        : name === 'W2'
+          ? shallowCapsNetWorkload(batch, true)
+          : deepCapsConvWorkload(batch);
     const times = timeRuns(() => w.run(), runs);
-    out = { name, threads, median_ms: median(times), runs_ms: times, peak_rss_mb: peakRssMb(), gflops: w.flops / median(times) / 1e6 };
+    out = {
+      name,
+      threads,
+      median_ms: median(times),
+      runs_ms: times,
+      peak_rss_mb: peakRssMb(),
+      gflops: w.flops / median(times) / 1e6,
+    };
   }
   console.log(JSON.stringify(out));
 }
@@ -141,14 +156,23 @@ function main(): void {
   const ours: Record<string, Measurement> = {};
   for (const name of ['gemm', 'W1', 'W2', 'W3']) {
     for (const t of threadList) {
-      const m = runChild(process.execPath, [self, '--child', name, '--threads', String(t), '--runs', String(runs), '--batch', String(batch)], env);
+      const m = runChild(
+        process.execPath,
+        [self, '--child', name, '--threads', String(t), '--runs', String(runs), '--batch', String(batch)],
+        env,
+      );
       if (!m) continue;
-      say(`  ours   ${name.padEnd(4)} threads ${t}: ${m.median_ms.toFixed(1)} ms  peak RSS ${m.peak_rss_mb.toFixed(0)} MB`);
+      say(
+        `  ours   ${name.padEnd(4)} threads ${t}: ${m.median_ms.toFixed(1)} ms  peak RSS ${m.peak_rss_mb.toFixed(0)} MB`,
+      );
       if (!ours[name] || m.median_ms < ours[name].median_ms) ours[name] = m;
     }
   }
   const gemm = ours.gemm;
-  if (gemm) say(`  blas: ${gemm.blas}; sgemm check vs float64: max rel err ${(gemm.gemm_check_max_rel_err as number).toExponential(1)}`);
+  if (gemm)
+    say(
+      `  blas: ${gemm.blas}; sgemm check vs float64: max rel err ${(gemm.gemm_check_max_rel_err as number).toExponential(1)}`,
+    );
 
   const torch: Record<string, { fastest: Measurement | null; default: Measurement | null }> = {};
   const withTorch = !process.argv.includes('--no-torch') && torchAvailable();
@@ -157,8 +181,14 @@ function main(): void {
     for (const name of ['W1', 'W2', 'W3']) {
       let fastest: Measurement | null = null;
       for (const t of threadList) {
-        const m = runChild('/usr/bin/python3', [script, name, String(t), String(runs), String(batch)], { ...env, ...MALLOC_REUSE });
-        if (m) say(`  torch  ${name.padEnd(4)} threads ${t}, malloc reuse: ${m.median_ms.toFixed(1)} ms  peak RSS ${m.peak_rss_mb.toFixed(0)} MB`);
+        const m = runChild('/usr/bin/python3', [script, name, String(t), String(runs), String(batch)], {
+          ...env,
+          ...MALLOC_REUSE,
+        });
+        if (m)
+          say(
+            `  torch  ${name.padEnd(4)} threads ${t}, malloc reuse: ${m.median_ms.toFixed(1)} ms  peak RSS ${m.peak_rss_mb.toFixed(0)} MB`,
+          );
         if (m && (!fastest || m.median_ms < fastest.median_ms)) fastest = m;
       }
       const def = runChild('/usr/bin/python3', [script, name, '2', String(runs), String(batch)], env);
@@ -206,10 +236,18 @@ function main(): void {
   };
   const fmt = (v: number | null, d = 2) => (v === null ? 'n/a' : v.toFixed(d));
   say('');
-  say(`W1 ${fmt(result.W1_ms, 1)} ms (x${fmt(result.W1_ratio)} PyTorch fastest, x${fmt(result.W1_ratio_default)} default)`);
-  say(`W2 ${fmt(result.W2_ms, 1)} ms (x${fmt(result.W2_ratio)} PyTorch fastest, x${fmt(result.W2_ratio_default)} default), peak RSS x${fmt(result.W2_rss_ratio)}`);
-  say(`W3 ${fmt(result.W3_ms, 1)} ms (x${fmt(result.W3_ratio)} PyTorch fastest, x${fmt(result.W3_ratio_default)} default)`);
-  say(`sgemm ${fmt(sgemmGflops, 1)} GFLOP/s, conv 256->256 ${fmt(result.conv_gflops, 1)} GFLOP/s (${fmt((result.conv_vs_sgemm ?? 0) * 100, 0)}% of sgemm); W1 is x${fmt(result.W1_vs_floor)} its sgemm floor of ${fmt(result.W1_floor_ms, 0)} ms`);
+  say(
+    `W1 ${fmt(result.W1_ms, 1)} ms (x${fmt(result.W1_ratio)} PyTorch fastest, x${fmt(result.W1_ratio_default)} default)`,
+  );
+  say(
+    `W2 ${fmt(result.W2_ms, 1)} ms (x${fmt(result.W2_ratio)} PyTorch fastest, x${fmt(result.W2_ratio_default)} default), peak RSS x${fmt(result.W2_rss_ratio)}`,
+  );
+  say(
+    `W3 ${fmt(result.W3_ms, 1)} ms (x${fmt(result.W3_ratio)} PyTorch fastest, x${fmt(result.W3_ratio_default)} default)`,
+  );
+  say(
+    `sgemm ${fmt(sgemmGflops, 1)} GFLOP/s, conv 256->256 ${fmt(result.conv_gflops, 1)} GFLOP/s (${fmt((result.conv_vs_sgemm ?? 0) * 100, 0)}% of sgemm); W1 is x${fmt(result.W1_vs_floor)} its sgemm floor of ${fmt(result.W1_floor_ms, 0)} ms`,
+  );
   if (json) console.log(JSON.stringify(result));
 }
 

@@ -83,7 +83,13 @@ export function shallowCapsNetWorkload(B: number, withBackward: boolean): Worklo
         }
         const du2t = new Tensor(du2, u2.shape);
         const r2 = conv2dBackward(du2t, h1, w2, { stride: 2 }, { dw: grads.w2, db: null });
-        const r1 = conv2dBackward(r2.dx!, x, w1, { relu: true, y: h1, needInputGrad: false }, { dw: grads.w1, db: grads.b1 });
+        const r1 = conv2dBackward(
+          r2.dx!,
+          x,
+          w1,
+          { relu: true, y: h1, needInputGrad: false },
+          { dw: grads.w1, db: grads.b1 },
+        );
         void r1;
         temps.push(dvotes, dcaps, dprim, dsPrim, du2t, r2.dx!);
       }
@@ -114,7 +120,13 @@ export function deepCapsConvWorkload(B: number): Workload {
       const temps: Tensor[] = [];
       for (let i = layers.length - 1; i >= 0; i--) {
         for (const g of [grads[i].dw, grads[i].db]) g.data.fill(0);
-        const r = conv2dBackward(dy, acts[i], layers[i].w, { stride: layers[i].stride, pad: 1, needInputGrad: i > 0 }, grads[i]);
+        const r = conv2dBackward(
+          dy,
+          acts[i],
+          layers[i].w,
+          { stride: layers[i].stride, pad: 1, needInputGrad: i > 0 },
+          grads[i],
+        );
         if (r.dx) {
           temps.push(r.dx);
           dy = r.dx;

@@ -19,7 +19,7 @@ namespace qc {
 
 namespace {
 
-constexpr size_t kColBytesPerThread = 16u << 20;
+constexpr size_t kColBytesPerThread = 48u << 20;
 constexpr size_t kMaxUnblockedK = 4096;
 
 struct Plan {
@@ -37,6 +37,14 @@ Plan plan(const ConvGeom& g) {
   size_t blockK = p.rowLen * p.kyPerBlock;
   p.chunkRows = std::max<size_t>(1, kColBytesPerThread / (blockK * sizeof(float)));
   return p;
+}
+
+bool use_winograd(const ConvGeom& g) {
+  static const bool enabled = [] {
+    const char* e = getenv("QCAPS_WINOGRAD");
+    return !(e && e[0] == '0');
+  }();
+  return enabled && winograd_applies(g);
 }
 
 bool is_pointwise(const ConvGeom& g) { return g.KH == 1 && g.KW == 1 && g.stride == 1 && g.pad == 0; }
@@ -91,6 +99,7 @@ void col2im_add(const ConvGeom& g, const float* dcol, size_t r0, size_t r1, int 
 }  // namespace
 
 void conv2d_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu) {
+  if (use_winograd(g)) return winograd_forward(g, x, w, bias, y, relu);
   const size_t rows = (size_t)g.B * g.OH * g.OW;
   const Plan p = plan(g);
   const int K = (int)p.K;
@@ -125,6 +134,7 @@ void conv2d_forward(const ConvGeom& g, const float* x, const float* w, const flo
 }
 
 void conv2d_backward_data(const ConvGeom& g, const float* dy, const float* w, float* dx) {
+  if (use_winograd(g)) return winograd_backward_data(g, dy, w, dx);
   const Plan p = plan(g);
   const int K = (int)p.K;
   const size_t P = (size_t)g.OH * g.OW;
@@ -151,6 +161,7 @@ void conv2d_backward_data(const ConvGeom& g, const float* dy, const float* w, fl
 }
 
 void conv2d_backward_weight(const ConvGeom& g, const float* x, const float* dy, float* dw, float* db) {
+  if (use_winograd(g)) return winograd_backward_weight(g, x, dy, dw, db);
   const size_t rows = (size_t)g.B * g.OH * g.OW;
   const Plan p = plan(g);
   const int K = (int)p.K;

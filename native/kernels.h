@@ -22,6 +22,13 @@ struct ConvGeom {
 void conv2d_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu);
 void conv2d_backward_data(const ConvGeom& g, const float* dy, const float* w, float* dx);
 void conv2d_backward_weight(const ConvGeom& g, const float* x, const float* dy, float* dw, float* db);
+// Winograd F(2x2,3x3) versions, used by the conv2d_* entry points when they apply
+// (3x3, stride 1, pad <= 2, at least 16 channels in and out; QCAPS_WINOGRAD=0 disables).
+bool winograd_applies(const ConvGeom& g);
+void winograd_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu);
+void winograd_backward_data(const ConvGeom& g, const float* dy, const float* w, float* dx);
+void winograd_backward_weight(const ConvGeom& g, const float* x, const float* dy, float* dw, float* db);
+
 // dy[i] = 0 where y[i] <= 0 (the gradient of a ReLU from its output)
 void relu_mask(float* dy, const float* y, size_t n);
 

@@ -116,3 +116,44 @@ test('native conv2d matches the typescript kernel on a strided, padded shape', (
   const outs = ks.map((k) => withBackend(k, () => conv2dForward(x, w, b, { stride: 2, pad: 1, relu: true })));
   assertClose(outs[0], outs[1], 'native vs typescript conv2d', 1e-5);
 });
+
+test('native Winograd F(2x2,3x3) conv (odd sizes, pad 0/1/2, 2 threads) matches the typescript kernels', () => {
+  const ks = backends();
+  if (ks.length < 2) return;
+  const [nat, ts] = ks;
+  nat.setThreads(2);
+  try {
+    for (const [B, H, C, O, pad] of [
+      [2, 7, 16, 24, 1],
+      [2, 8, 32, 16, 0],
+      [3, 5, 16, 16, 2],
+    ]) {
+      const OH = H + 2 * pad - 2;
+      const g = { B, H, W: H, C, O, KH: 3, KW: 3, stride: 1, pad, OH, OW: OH };
+      const wave = (n: number, f: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * f));
+      const x = wave(B * H * H * C, 0.37);
+      const w = wave(O * 9 * C, 0.11);
+      const dy = wave(B * OH * OH * O, 0.23);
+      const bias = wave(O, 1.3);
+      const run = (k: typeof nat) => {
+        const y = new Float32Array(B * OH * OH * O);
+        const dx = new Float32Array(x.length);
+        const dw = new Float32Array(w.length);
+        const db = new Float32Array(O);
+        k.conv2dForward(g, x, w, bias, y, true);
+        k.conv2dBackwardData(g, dy, w, dx);
+        k.conv2dBackwardWeight(g, x, dy, dw, db);
+        return { y, dx, dw, db };
+      };
+      const a = run(nat);
+      const b = run(ts);
+      const what = `B${B} ${H}x${H} C${C} O${O} pad ${pad}`;
+      assertClose(a.y, b.y, `${what} forward + ReLU`);
+      assertClose(a.dx, b.dx, `${what} backward data`);
+      assertClose(a.dw, b.dw, `${what} backward weight`);
+      assertClose(a.db, b.db, `${what} bias gradient`);
+    }
+  } finally {
+    nat.setThreads(1);
+  }
+});

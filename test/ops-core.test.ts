@@ -162,3 +162,31 @@ test('permute/concat and their backward passes invert each other', () => {
   assert.throws(() => permute(x, [0, 1, 1, 2]), /permute: \[0, 1, 1, 2\] is not a permutation/);
   assert.throws(() => x.reshape([7, -1]), /reshape: cannot reshape 120 elements into \[7, -1\]/);
 });
+
+test('bad input: wrong dtype, non-finite loss inputs and gradients give errors naming the op', () => {
+  assert.throws(
+    () => new Tensor(new Float64Array(4) as unknown as Float32Array, [4]),
+    /Tensor: data must be a Float32Array \(float32\), got Float64Array/,
+  );
+  assert.throws(
+    () => new Tensor(new Float32Array(6), [2, 2]),
+    /Tensor: buffer has 6 elements but shape \[2, 2\] needs 4/,
+  );
+  const v = Tensor.from([0.1, NaN, 0.2, 0.3], [1, 2, 2]);
+  assert.throws(
+    () => marginLoss(v, Int32Array.of(0)),
+    /margin loss: capsules \[1, 2, 2\] has a non-finite value \(NaN\) at flat index 1/,
+  );
+  assert.throws(
+    () => marginLoss(Tensor.from([0.1, 0.2, 0.2, 0.3], [1, 2, 2]), Int32Array.of(5)),
+    /margin loss: label 5 outside \[0, 2\)/,
+  );
+  const p = Tensor.from([1, 2], [2]);
+  const opt = new Adam([p], { lr: 0.1 });
+  assert.throws(
+    () => opt.update([Tensor.from([0.5, Infinity], [2])]),
+    /Adam: gradient 0 Tensor\[2\] has a non-finite value \(Infinity\) at index 1; no parameter was updated/,
+  );
+  assert.deepEqual(Array.from(p.data), [1, 2]);
+  assert.equal(opt.step, 0);
+});

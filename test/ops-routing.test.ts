@@ -72,14 +72,30 @@ test('native routing on 2 threads, with quantizers inside, matches the typescrip
   const ks = backends();
   if (ks.length < 2) return;
   const [nat, ts] = ks;
-  const votes = Tensor.from(Array.from({ length: 5 * 7 * 2 * 4 * 6 }, (_, i) => Math.sin(i * 0.71) * 0.8), [5, 7, 2, 4, 6]);
-  const bias = Tensor.from(Array.from({ length: 4 * 6 }, (_, i) => Math.cos(i) * 0.1), [4, 6]);
-  const spec = (frac: number) => ({ method: 'round_to_nearest' as const, frac, compat: false, lo: -Infinity, hi: Infinity, seed: 1, stream: 0 });
+  const votes = Tensor.from(
+    Array.from({ length: 5 * 7 * 2 * 4 * 6 }, (_, i) => Math.sin(i * 0.71) * 0.8),
+    [5, 7, 2, 4, 6],
+  );
+  const bias = Tensor.from(
+    Array.from({ length: 4 * 6 }, (_, i) => Math.cos(i) * 0.1),
+    [4, 6],
+  );
+  const spec = (frac: number) => ({
+    method: 'round_to_nearest' as const,
+    frac,
+    compat: false,
+    lo: -Infinity,
+    hi: Infinity,
+    seed: 1,
+    stream: 0,
+  });
   nat.setThreads(2);
   try {
     for (const softmax of ['j', 'pj'] as const)
       for (const quant of [null, { act: spec(10), routing: spec(8) }]) {
-        const [a, b] = [nat, ts].map((k) => withBackend(k, () => routingForward(votes, bias, { iterations: 3, softmax, quant }).v));
+        const [a, b] = [nat, ts].map((k) =>
+          withBackend(k, () => routingForward(votes, bias, { iterations: 3, softmax, quant }).v),
+        );
         // a quantized value may sit one LSB apart where float rounding differs
         assertClose(a, b, `softmax ${softmax}, quantized ${quant !== null}`, 1e-4, quant ? 2 ** -9 : 1e-5);
       }

@@ -1,5 +1,6 @@
 // Picks the backend once: native unless QCAPS_BACKEND=typescript, falling back to
 // typescript with one warning when the addon cannot load. One log line says which runs.
+import { availableParallelism } from 'node:os';
 import type { Kernels } from './backend.js';
 import { typescriptKernels } from './kernels-ts.js';
 import { loadNativeKernels } from './kernels-native.js';
@@ -35,8 +36,22 @@ function choose(): Kernels {
   }
 }
 
+/** Default thread count: QCAPS_THREADS, else every core (the bench measures 1 vs 2). */
+export function defaultThreads(): number {
+  const env = process.env.QCAPS_THREADS;
+  if (env !== undefined) {
+    const n = Number(env);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`QCAPS_THREADS=${env}: expected a positive integer`);
+    return n;
+  }
+  return Math.min(8, availableParallelism());
+}
+
 export function kernels(): Kernels {
-  if (!active) active = choose();
+  if (!active) {
+    active = choose();
+    active.setThreads(defaultThreads());
+  }
   return active;
 }
 

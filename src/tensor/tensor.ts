@@ -8,6 +8,13 @@ export class Tensor {
   readonly shape: Shape;
 
   constructor(data: Float32Array, shape: Shape) {
+    if (!(data instanceof Float32Array)) {
+      const got = (data as object | null)?.constructor?.name ?? typeof data;
+      throw new TypeError(`Tensor: data must be a Float32Array (float32), got ${got}`);
+    }
+    if (!shape.every((d) => Number.isInteger(d) && d >= 0)) {
+      throw new Error(`Tensor: shape [${shape.join(', ')}] must hold non-negative integers`);
+    }
     const n = numel(shape);
     if (data.length !== n) {
       throw new Error(`Tensor: buffer has ${data.length} elements but shape [${shape.join(', ')}] needs ${n}`);

@@ -40,6 +40,20 @@ export class Adam {
     if (grads.length !== this.params.length) {
       throw new Error(`Adam: ${grads.length} gradients for ${this.params.length} parameters`);
     }
+    // validate every gradient first: a bad one leaves all parameters untouched
+    for (let k = 0; k < this.params.length; k++) {
+      const g = grads[k].data;
+      if (g.length !== this.params[k].size) {
+        throw new Error(`Adam: gradient ${k} has ${g.length} values, parameter has ${this.params[k].size}`);
+      }
+      for (let i = 0; i < g.length; i++) {
+        if (!Number.isFinite(g[i])) {
+          throw new Error(
+            `Adam: gradient ${k} ${grads[k].toString()} has a non-finite value (${g[i]}) at index ${i}; no parameter was updated`,
+          );
+        }
+      }
+    }
     this.step += 1;
     const f = Math.fround;
     const b1 = f(this.beta1);

@@ -1,6 +1,6 @@
 // Capsule-network losses (SPEC 3), each returning the mean over the batch and its gradient.
 import { take } from '../pool.js';
-import { check, shapeStr, Tensor } from '../tensor.js';
+import { check, expectFinite, shapeStr, Tensor } from '../tensor.js';
 
 export interface MarginParams {
   mPlus: number;
@@ -21,6 +21,7 @@ export function marginLoss(
   check(v.rank === 3, 'margin loss', `capsules must be [B,K,D], got ${shapeStr(v.shape)}`);
   const [B, K, D] = v.shape;
   check(labels.length === B, 'margin loss', `${labels.length} labels for a batch of ${B}`);
+  expectFinite(v, 'margin loss', 'capsules');
   const dv = take(v.size, true);
   let total = 0;
   for (let b = 0; b < B; b++) {
@@ -54,6 +55,7 @@ export function reconstructionLoss(recon: Tensor, target: Tensor, scale = 1): { 
     'reconstruction loss',
     `reconstruction ${shapeStr(recon.shape)} and target ${shapeStr(target.shape)} differ in size`,
   );
+  expectFinite(recon, 'reconstruction loss', 'reconstruction');
   const B = recon.shape[0];
   const d = take(recon.size);
   let total = 0;
