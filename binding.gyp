@@ -9,7 +9,8 @@
         "native/routing.cc",
         "native/quantize.cc",
         "native/parallel.cc",
-        "native/winograd.cc"
+        "native/winograd.cc",
+        "native/fftconv.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],

@@ -100,6 +100,7 @@ void col2im_add(const ConvGeom& g, const float* dcol, size_t r0, size_t r1, int 
 
 void conv2d_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu) {
   if (use_winograd(g)) return winograd_forward(g, x, w, bias, y, relu);
+  if (fft_applies(g)) return fft_forward(g, x, w, bias, y, relu);
   const size_t rows = (size_t)g.B * g.OH * g.OW;
   const Plan p = plan(g);
   const int K = (int)p.K;
@@ -135,6 +136,7 @@ void conv2d_forward(const ConvGeom& g, const float* x, const float* w, const flo
 
 void conv2d_backward_data(const ConvGeom& g, const float* dy, const float* w, float* dx) {
   if (use_winograd(g)) return winograd_backward_data(g, dy, w, dx);
+  if (fft_applies(g)) return fft_backward_data(g, dy, w, dx);
   const Plan p = plan(g);
   const int K = (int)p.K;
   const size_t P = (size_t)g.OH * g.OW;
@@ -162,6 +164,7 @@ void conv2d_backward_data(const ConvGeom& g, const float* dy, const float* w, fl
 
 void conv2d_backward_weight(const ConvGeom& g, const float* x, const float* dy, float* dw, float* db) {
   if (use_winograd(g)) return winograd_backward_weight(g, x, dy, dw, db);
+  if (fft_applies(g)) return fft_backward_weight(g, x, dy, dw, db);
   const size_t rows = (size_t)g.B * g.OH * g.OW;
   const Plan p = plan(g);
   const int K = (int)p.K;

@@ -29,6 +29,12 @@ void winograd_forward(const ConvGeom& g, const float* x, const float* w, const f
 void winograd_backward_data(const ConvGeom& g, const float* dy, const float* w, float* dx);
 void winograd_backward_weight(const ConvGeom& g, const float* x, const float* dy, float* dw, float* db);
 
+// DFT versions for large kernels (>= 7x7, stride <= 2, >= 32 channels; QCAPS_FFT_CONV=0 disables).
+bool fft_applies(const ConvGeom& g);
+void fft_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu);
+void fft_backward_data(const ConvGeom& g, const float* dy, const float* w, float* dx);
+void fft_backward_weight(const ConvGeom& g, const float* x, const float* dy, float* dw, float* db);
+
 // dy[i] = 0 where y[i] <= 0 (the gradient of a ReLU from its output)
 void relu_mask(float* dy, const float* y, size_t n);
 

@@ -157,3 +157,44 @@ test('native Winograd F(2x2,3x3) conv (odd sizes, pad 0/1/2, 2 threads) matches 
     nat.setThreads(1);
   }
 });
+
+test('native DFT convolution for large kernels (9x9 and 7x7, stride 1 and 2, padded) matches the typescript kernels', () => {
+  const ks = backends();
+  if (ks.length < 2) return;
+  const [nat, ts] = ks;
+  nat.setThreads(2);
+  try {
+    for (const [B, H, C, O, KH, stride, pad] of [
+      [2, 20, 32, 40, 9, 2, 0],
+      [2, 13, 32, 32, 7, 1, 1],
+      [3, 16, 48, 32, 9, 2, 2],
+    ]) {
+      const OH = Math.floor((H + 2 * pad - KH) / stride) + 1;
+      const g = { B, H, W: H, C, O, KH, KW: KH, stride, pad, OH, OW: OH };
+      const wave = (n: number, f: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * f));
+      const x = wave(B * H * H * C, 0.37);
+      const w = wave(O * KH * KH * C, 0.11);
+      const dy = wave(B * OH * OH * O, 0.23);
+      const bias = wave(O, 1.3);
+      const run = (k: typeof nat) => {
+        const y = new Float32Array(B * OH * OH * O);
+        const dx = new Float32Array(x.length);
+        const dw = new Float32Array(w.length).fill(0.5);
+        const db = new Float32Array(O);
+        k.conv2dForward(g, x, w, bias, y, true);
+        k.conv2dBackwardData(g, dy, w, dx);
+        k.conv2dBackwardWeight(g, x, dy, dw, db);
+        return { y, dx, dw, db };
+      };
+      const a = run(nat);
+      const b = run(ts);
+      const what = `B${B} ${H}x${H} C${C} O${O} k${KH} s${stride} pad ${pad}`;
+      assertClose(a.y, b.y, `${what} forward + ReLU`);
+      assertClose(a.dx, b.dx, `${what} backward data`);
+      assertClose(a.dw, b.dw, `${what} backward weight (accumulated onto 0.5)`);
+      assertClose(a.db, b.db, `${what} bias gradient`);
+    }
+  } finally {
+    nat.setThreads(1);
+  }
+});
