@@ -1,7 +1,8 @@
 // Test helpers: PyTorch fixtures (fixtures/core/*.safetensors, written by
 // tools/make-fixtures.py), layout conversions, tolerant comparison, both backends.
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { readSafetensors } from '../src/io/safetensors.js';
 import { loadNativeKernels } from '../src/tensor/kernels-native.js';
 import { typescriptKernels, useKernels } from '../src/tensor/kernels.js';
 import type { Kernels } from '../src/tensor/backend.js';
@@ -10,26 +11,23 @@ import { Tensor } from '../src/tensor/tensor.js';
 
 export interface Fixture {
   get(name: string): Tensor;
+  has(name: string): boolean;
   meta: Record<string, unknown>;
 }
 
-export function fixture(name: string): Fixture {
-  const path = new URL(`../../fixtures/core/${name}.safetensors`, import.meta.url);
-  const buf = readFileSync(path);
-  const headerLen = Number(buf.readBigUInt64LE(0));
-  const header = JSON.parse(buf.subarray(8, 8 + headerLen).toString('utf8')) as Record<string, unknown>;
-  const base = 8 + headerLen;
+/** A fixture written by tools/: fixtures/<dir>/<name>.safetensors (metadata values are JSON). */
+export function fixture(name: string, dir = 'core'): Fixture {
+  const path = fileURLToPath(new URL(`../../fixtures/${dir}/${name}.safetensors`, import.meta.url));
+  const { tensors, metadata } = readSafetensors(path);
   const meta: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries((header.__metadata__ ?? {}) as Record<string, string>)) meta[k] = JSON.parse(v);
+  for (const [k, v] of Object.entries(metadata)) meta[k] = JSON.parse(v);
   return {
     meta,
+    has: (key) => tensors.has(key),
     get(key: string): Tensor {
-      const e = header[key] as { shape: number[]; data_offsets: [number, number] } | undefined;
+      const e = tensors.get(key);
       if (!e) throw new Error(`fixture ${name} has no tensor '${key}'`);
-      const [a, b] = e.data_offsets;
-      const bytes = buf.subarray(base + a, base + b);
-      const data = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
-      return new Tensor(data, e.shape);
+      return new Tensor(e.data, e.shape);
     },
   };
 }

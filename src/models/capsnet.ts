@@ -1,0 +1,47 @@
+// What every capsule network and decoder here offers (ShallowCapsNet, DeepCaps; FCDecoder,
+// ConvDecoder28, ConvDecoder64).
+import type { ForwardContext, Module } from '../nn/module.js';
+import type { Tensor } from '../tensor/tensor.js';
+
+export type ModelName = 'ShallowCapsNet' | 'DeepCaps';
+export type DecoderName = 'FCDecoder' | 'ConvDecoder28' | 'ConvDecoder64';
+
+export interface CapsNet extends Module {
+  readonly kind: ModelName;
+  readonly inputWh: number;
+  readonly inputCh: number;
+  readonly numClasses: number;
+  readonly capsDim: number;
+  /** The model's arguments as on the command line (--model-args). */
+  readonly args: readonly number[];
+  /** Top-level layers in order (the quantization "layers" of SPEC 4). */
+  readonly layerNames: readonly string[];
+  /** Top-level layers that route (they get routing bits, SPEC 4). */
+  readonly routingLayerNames: readonly string[];
+  /** Images x [B,H,W,C] (channels-last, values in [0,1]) -> class capsules [B, numClasses,
+   *  capsDim], owned by the caller. `training` (or ctx.training; default: the train()/eval() mode) caches for backward and uses
+   *  BatchNorm's batch statistics; x must stay unchanged until backward. */
+  forward(x: Tensor, training?: boolean | ForwardContext): Tensor;
+  /** Accumulates every parameter's gradient from d loss / d capsules and releases the
+   *  activations kept by the training forward. */
+  backward(dCaps: Tensor): void;
+}
+
+export interface CapsDecoder extends Module {
+  readonly kind: DecoderName;
+  /** Dimension of the capsule it reads (the model's capsDim). */
+  readonly inDim: number;
+  /** The model's arguments as on the command line (--decoder-args). */
+  readonly args: readonly number[];
+  /** Class capsules [B,K,D] masked by the labels (the capsule of the true class, as the
+   *  reference's mask()) -> reconstruction: [B, out_dim] (FCDecoder) or [B,H,W,out_ch]. */
+  forward(caps: Tensor, labels: Int32Array, training?: boolean | ForwardContext): Tensor;
+  /** d loss / d reconstruction -> d loss / d capsules [B,K,D] (zero except the true class). */
+  backward(dRecon: Tensor): Tensor;
+}
+
+/** A forward's context from its `training` argument; omitted: the module's train()/eval() mode. */
+export function toContext(training: boolean | ForwardContext | undefined, dflt: boolean): ForwardContext {
+  if (typeof training === 'object') return training;
+  return { training: training ?? dflt };
+}

@@ -1,0 +1,7 @@
+// The capsule networks and decoders of the reference implementation, by name.
+export * from './capsnet.js';
+export * from './shallow-capsnet.js';
+export * from './deepcaps.js';
+export * from './decoders.js';
+export * from './factory.js';
+export * from './training-step.js';

@@ -1,0 +1,90 @@
+// ShallowCapsNet (Sabour et al. 2017 as in the reference, SPEC 2.2):
+//   conv    Conv2d_ReLU(input_ch -> 256, 9x9)             [B,H,W,C] -> [B,H-8,W-8,256]
+//   primary ConvPixelToCapsules(256 -> 32 x 8, 9x9, s2), one routing iteration
+//                                                          -> [B,h,w,32,8]
+//   flatten capsules in the order (type, y, x)             -> [B, 32*h*w, 8]
+//   digit   Capsules(32*h*w x 8 -> num_classes x caps_dim), 3 iterations -> [B, K, D]
+// The reference hard-codes 1152 input capsules to digit (28x28 inputs); here n_in follows the
+// input size (18432 for 64x64), so every SPEC 7 configuration runs.
+import { flattenCapsules, flattenCapsulesBackward } from '../nn/capsule-shapes.js';
+import { Capsules } from '../nn/capsules.js';
+import { ConvPixelToCapsules } from '../nn/conv-caps.js';
+import { Conv2dRelu } from '../nn/conv2d.js';
+import { type ForwardContext, inputGrad, Module, needCache } from '../nn/module.js';
+import { give } from '../tensor/pool.js';
+import { expectShape, Tensor } from '../tensor/tensor.js';
+import { type CapsNet, toContext } from './capsnet.js';
+
+/** Spatial size of the primary capsule grid for a square input of side `inputWh`. */
+export function shallowPrimaryGrid(inputWh: number): number {
+  const afterConv = inputWh - 8;
+  return Math.floor((afterConv - 9) / 2) + 1;
+}
+
+export class ShallowCapsNet extends Module implements CapsNet {
+  readonly kind = 'ShallowCapsNet';
+  readonly layerNames = ['conv', 'primary', 'digit'] as const;
+  readonly routingLayerNames = ['primary', 'digit'] as const;
+  readonly conv: Conv2dRelu;
+  readonly primary: ConvPixelToCapsules;
+  readonly digit: Capsules;
+  /** Number of primary capsules (1152 for 28x28, 18432 for 64x64). */
+  readonly numPrimaryCaps: number;
+  private cache: { h: Tensor; caps: Tensor; mapShape: readonly number[] } | null = null;
+
+  constructor(
+    readonly inputWh: number,
+    readonly inputCh: number,
+    readonly numClasses: number,
+    readonly capsDim: number,
+    seed = 42,
+  ) {
+    super();
+    const grid = shallowPrimaryGrid(inputWh);
+    if (!(grid >= 1)) throw new Error(`ShallowCapsNet: input_wh ${inputWh} is too small (at least 17 pixels)`);
+    this.numPrimaryCaps = 32 * grid * grid;
+    this.conv = this.addChild('conv', new Conv2dRelu({ inChannels: inputCh, outChannels: 256, kernel: 9 }));
+    this.primary = this.addChild(
+      'primary',
+      new ConvPixelToCapsules({ ci: 1, ni: 256, co: 32, no: 8, kernel: 9, stride: 2, pad: 0 }, 1),
+    );
+    this.digit = this.addChild('digit', new Capsules(this.numPrimaryCaps, 8, numClasses, capsDim, 3));
+    this.resetParameters(seed);
+  }
+
+  get args(): number[] {
+    return [this.inputWh, this.inputCh, this.numClasses, this.capsDim];
+  }
+
+  forward(x: Tensor, training?: boolean | ForwardContext): Tensor {
+    const ctx = toContext(training, this.training);
+    expectShape(x, [-1, this.inputWh, this.inputWh, this.inputCh], 'ShallowCapsNet', 'input');
+    const h = this.conv.forward(x, ctx); // [B, H-8, W-8, 256]
+    const map = this.primary.forward(h, ctx); // [B, h, w, 32, 8]
+    const caps = flattenCapsules(map); // [B, 32*h*w, 8]
+    const mapShape = map.shape;
+    give(map.data);
+    const out = this.digit.forward(caps, ctx);
+    this.cache = null;
+    if (ctx.training) this.cache = { h, caps, mapShape };
+    else {
+      give(h.data);
+      give(caps.data);
+    }
+    return out;
+  }
+
+  backward(dCaps: Tensor): void {
+    const { h, caps, mapShape } = needCache(this.cache, this.kind, '');
+    this.cache = null;
+    const dList = inputGrad(this.digit.backward(dCaps));
+    give(caps.data);
+    const dMap = flattenCapsulesBackward(dList, mapShape);
+    give(dList.data);
+    const dh = inputGrad(this.primary.backward(dMap));
+    give(dMap.data);
+    this.conv.backward(dh, false);
+    give(dh.data);
+    give(h.data);
+  }
+}

@@ -1,0 +1,107 @@
+// One training step's forward and backward through a capsule network and its decoder
+// (SPEC 3, the reference's capsnet_training_loss):
+//   loss = mean_b( margin_b + regularization_scale * sum_pixels (recon - image)^2 )
+// The reconstruction gradient flows through the decoder's mask into the class capsules and on
+// into the network, as in the reference (no detach). Parameter gradients accumulate: call
+// zeroGrad() on both modules before, and the optimizer after.
+import { give } from '../tensor/pool.js';
+import { MARGIN_DEFAULT, MARGIN_HARD, marginLoss, reconstructionLoss } from '../tensor/ops/losses.js';
+import { permute } from '../tensor/ops/shape.js';
+import { check, shapeStr, Tensor } from '../tensor/tensor.js';
+import type { CapsDecoder, CapsNet } from './capsnet.js';
+
+/**
+ * The image a reconstruction [B, ...] is compared with, from images x [B,H,W,C]:
+ * - [B,H,W,C] (the conv decoders): the image itself;
+ * - [B, C*H*W] (FCDecoder): the image flattened in PyTorch's (C, H, W) order, as the reference's
+ *   data.view(batch, -1) of NCHW images (the same as channels-last when C = 1);
+ * - [B, H*W] with C > 1 (ShallowCapsNet on CIFAR-10 with FCDecoder 16 4096): the mean of the
+ *   C channels, i.e. a grey-level plane. The reference cannot run this configuration (it
+ *   compares 4096 reconstructed values with 12288 pixels and fails on the size mismatch), so
+ *   this is our choice: one plane that keeps every channel's information with equal weight.
+ * `owned` says whether the target is a new buffer (give it back after use).
+ */
+export function reconstructionTarget(x: Tensor, reconShape: readonly number[]): { target: Tensor; owned: boolean } {
+  check(x.rank === 4, 'reconstruction target', `images must be [B,H,W,C], got ${shapeStr(x.shape)}`);
+  const [B, H, W, C] = x.shape;
+  const per = reconShape.slice(1).reduce((p, d) => p * d, 1);
+  check(reconShape[0] === B, 'reconstruction target', `reconstruction ${shapeStr(reconShape)} for ${B} images`);
+  if (reconShape.length === 4) {
+    check(
+      reconShape[1] === H && reconShape[2] === W && reconShape[3] === C,
+      'reconstruction target',
+      `the decoder reconstructs ${shapeStr(reconShape)} but the images are ${shapeStr(x.shape)} (check --decoder and --decoder-args)`,
+    );
+    return { target: x, owned: false };
+  }
+  if (per === H * W * C) {
+    if (C === 1) return { target: x.reshape([B, per]), owned: false };
+    return { target: permute(x, [0, 3, 1, 2]).reshape([B, per]), owned: true };
+  }
+  if (per === H * W) {
+    const out = new Float32Array(B * H * W);
+    const d = x.data;
+    for (let p = 0; p < B * H * W; p++) {
+      let s = 0;
+      for (let c = 0; c < C; c++) s += d[p * C + c];
+      out[p] = s / C;
+    }
+    return { target: new Tensor(out, [B, H * W]), owned: false };
+  }
+  throw new Error(
+    `reconstruction target: the decoder gives ${per} values per image but the images ${shapeStr(x.shape)} have ` +
+      `${H * W * C} values${C > 1 ? ` (or ${H * W} per plane)` : ''} (check --decoder-args)`,
+  );
+}
+
+export interface TrainingStepOptions {
+  /** Weight of the reconstruction loss (--regularization-scale, 0.0005 by default). */
+  regularizationScale: number;
+  /** Margins 0.95 / 0.05 and lambda 0.8 instead of 0.9 / 0.1 / 0.5. */
+  hard?: boolean;
+}
+
+export interface TrainingStepResult {
+  /** mean over the batch of margin + scale * reconstruction */
+  loss: number;
+  /** mean margin loss */
+  marginLoss: number;
+  /** mean (unscaled) sum of squared reconstruction errors */
+  reconLoss: number;
+  /** the class capsules [B, K, D] of this forward (the caller's; give it back when done) */
+  caps: Tensor;
+}
+
+/** Forward and backward of one batch; gradients accumulate in model and decoder. */
+export function trainingStep(
+  model: CapsNet,
+  decoder: CapsDecoder,
+  x: Tensor,
+  labels: Int32Array,
+  opts: TrainingStepOptions,
+): TrainingStepResult {
+  if (decoder.inDim !== model.capsDim)
+    throw new Error(
+      `${decoder.kind} reads capsules of dimension ${decoder.inDim} but ${model.kind} gives ${model.capsDim} ` +
+        `(the first --decoder-args value must be the last --model-args value)`,
+    );
+  const caps = model.forward(x, true);
+  const { loss: margin, dv } = marginLoss(caps, labels, opts.hard ? MARGIN_HARD : MARGIN_DEFAULT);
+  const recon = decoder.forward(caps, labels, true);
+  const { target, owned } = reconstructionTarget(x, recon.shape);
+  const { loss: recLoss, dRecon } = reconstructionLoss(recon, target, 1);
+  const scale = opts.regularizationScale;
+  const dr = dRecon.data;
+  for (let i = 0; i < dr.length; i++) dr[i] *= scale;
+  if (owned) give(target.data);
+  const dCapsDecoder = decoder.backward(dRecon);
+  give(dRecon.data);
+  give(recon.data);
+  const a = dv.data;
+  const b = dCapsDecoder.data;
+  for (let i = 0; i < a.length; i++) a[i] += b[i];
+  give(b);
+  model.backward(dv);
+  give(dv.data);
+  return { loss: margin + scale * recLoss, marginLoss: margin, reconLoss: recLoss, caps };
+}
