@@ -6,7 +6,17 @@ import type { Tensor } from '../tensor/tensor.js';
 export type ModelName = 'ShallowCapsNet' | 'DeepCaps';
 export type DecoderName = 'FCDecoder' | 'ConvDecoder28' | 'ConvDecoder64';
 
+/** One top-level layer of an inference forward pass (SPEC 4's "layer"), so that an
+ *  evaluator can start from a cached intermediate result. run() does not release its input;
+ *  its output belongs to the caller. Composed in order they equal forward(x, eval). */
+export interface InferenceStage {
+  readonly name: string;
+  run(input: Tensor, ctx: ForwardContext): Tensor;
+}
+
 export interface CapsNet extends Module {
+  /** The inference forward, one stage per top-level layer (same order as layerNames). */
+  readonly stages: readonly InferenceStage[];
   readonly kind: ModelName;
   readonly inputWh: number;
   readonly inputCh: number;

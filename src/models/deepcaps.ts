@@ -15,7 +15,7 @@ import { type ForwardContext, inputGrad, Module, needCache } from '../nn/module.
 import { concat, split } from '../tensor/ops/shape.js';
 import { give } from '../tensor/pool.js';
 import { expectShape, Tensor } from '../tensor/tensor.js';
-import { type CapsNet, toContext } from './capsnet.js';
+import { type CapsNet, type InferenceStage, toContext } from './capsnet.js';
 
 export const DEEPCAPS_INPUT_SIZES = [28, 64] as const;
 
@@ -79,6 +79,32 @@ export class DeepCaps extends Module implements CapsNet {
   get args(): number[] {
     return [this.inputWh, this.inputCh, this.numClasses, this.capsDim];
   }
+
+  readonly stages: readonly InferenceStage[] = [
+    {
+      name: 'conv1',
+      run: (x, ctx) => {
+        const [B, H, W] = x.shape;
+        return this.conv1.forward(x, ctx).reshape([B, H, W, 1, 128]);
+      },
+    },
+    { name: 'block1', run: (c, ctx) => this.block1.forward(c, ctx) },
+    { name: 'block2', run: (b1, ctx) => this.block2.forward(b1, ctx) },
+    { name: 'block3', run: (b2, ctx) => this.block3.forward(b2, ctx) },
+    {
+      // block4, then block3's and block4's capsules flattened and concatenated (block3 first)
+      name: 'block4',
+      run: (b3, ctx) => {
+        const b4 = this.block4.forward(b3, ctx);
+        const l3 = flattenCapsules(b3);
+        const l4 = flattenCapsules(b4);
+        const flat = concat([l3, l4], 1);
+        for (const t of [b4, l3, l4]) give(t.data);
+        return flat;
+      },
+    },
+    { name: 'capsLayer', run: (flat, ctx) => this.capsLayer.forward(flat, ctx) },
+  ];
 
   forward(x: Tensor, training?: boolean | ForwardContext): Tensor {
     const ctx = toContext(training, this.training);

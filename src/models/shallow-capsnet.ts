@@ -13,7 +13,7 @@ import { Conv2dRelu } from '../nn/conv2d.js';
 import { type ForwardContext, inputGrad, Module, needCache } from '../nn/module.js';
 import { give } from '../tensor/pool.js';
 import { expectShape, Tensor } from '../tensor/tensor.js';
-import { type CapsNet, toContext } from './capsnet.js';
+import { type CapsNet, type InferenceStage, toContext } from './capsnet.js';
 
 /** Spatial size of the primary capsule grid for a square input of side `inputWh`. */
 export function shallowPrimaryGrid(inputWh: number): number {
@@ -55,6 +55,20 @@ export class ShallowCapsNet extends Module implements CapsNet {
   get args(): number[] {
     return [this.inputWh, this.inputCh, this.numClasses, this.capsDim];
   }
+
+  readonly stages: readonly InferenceStage[] = [
+    { name: 'conv', run: (x, ctx) => this.conv.forward(x, ctx) },
+    {
+      name: 'primary',
+      run: (h, ctx) => {
+        const map = this.primary.forward(h, ctx);
+        const caps = flattenCapsules(map); // [B, 32*h*w, 8], order (type, y, x)
+        give(map.data);
+        return caps;
+      },
+    },
+    { name: 'digit', run: (caps, ctx) => this.digit.forward(caps, ctx) },
+  ];
 
   forward(x: Tensor, training?: boolean | ForwardContext): Tensor {
     const ctx = toContext(training, this.training);

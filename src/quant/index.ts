@@ -1,0 +1,4 @@
+export * from './methods.js';
+export * from './memory.js';
+export * from './config.js';
+export * from './quantized-forward.js';

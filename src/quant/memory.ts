@@ -1,0 +1,23 @@
+// Weight memory of a quantized model (SPEC 4): sum over layers of
+// (parameter count) * (w_l + 1) bits, one integer/sign bit plus w_l fractional bits.
+// 1 MB = 8,000,000 bits.
+
+export const BITS_PER_MB = 8_000_000;
+
+export function weightMemoryBits(paramCounts: readonly number[], weightBits: readonly number[]): number {
+  if (paramCounts.length !== weightBits.length) {
+    throw new Error(`memory: ${weightBits.length} weight bit counts for ${paramCounts.length} layers`);
+  }
+  let bits = 0;
+  for (let l = 0; l < paramCounts.length; l++) bits += paramCounts[l] * (weightBits[l] + 1);
+  return bits;
+}
+
+export function weightMemoryMB(paramCounts: readonly number[], weightBits: readonly number[]): number {
+  return weightMemoryBits(paramCounts, weightBits) / BITS_PER_MB;
+}
+
+/** The smallest budget any configuration can meet: one bit per parameter (0 fractional bits). */
+export function minimumBudgetMB(paramCounts: readonly number[]): number {
+  return paramCounts.reduce((a, b) => a + b, 0) / BITS_PER_MB;
+}

@@ -1,0 +1,60 @@
+// The four rounding methods of Q-CapsNets (SPEC 4) as QuantSpecs for the kernels, in the
+// correct arithmetic (default) or the DAC 2020 code's arithmetic (`--rounding-compat dac2020`).
+import type { QuantMethod, QuantSpec } from '../tensor/backend.js';
+
+export const QUANT_METHODS: readonly QuantMethod[] = [
+  'truncation',
+  'round_to_nearest',
+  'stochastic_rounding',
+  'logarithmic',
+];
+export type RoundingCompat = 'none' | 'dac2020';
+export const ROUNDING_COMPATS: readonly RoundingCompat[] = ['none', 'dac2020'];
+
+export function parseQuantMethod(name: string, flag = '--quantization-method'): QuantMethod {
+  if ((QUANT_METHODS as readonly string[]).includes(name)) return name as QuantMethod;
+  throw new Error(`${flag}: unknown quantization method '${name}'; expected one of ${QUANT_METHODS.join(', ')}`);
+}
+
+export function parseRoundingCompat(name: string): RoundingCompat {
+  if ((ROUNDING_COMPATS as readonly string[]).includes(name)) return name as RoundingCompat;
+  throw new Error(`--rounding-compat: unknown mode '${name}'; expected one of ${ROUNDING_COMPATS.join(', ')}`);
+}
+
+/** Quantizer of a layer's parameters with `bits` fractional bits.
+ *  Correct arithmetic: the method itself, saturated to the range of the (bits + 1)-bit
+ *  fixed-point format the memory count assumes (one integer/sign bit): [-1, 1 - 2^-bits].
+ *  dac2020: the reference code's in-place weight quantizers: its "round to nearest" floors
+ *  (= truncation), stochastic rounding starts from the offset value, nothing saturates. */
+export function weightQuant(
+  method: QuantMethod,
+  bits: number,
+  compat: RoundingCompat,
+  seed: number,
+  stream: number,
+): QuantSpec {
+  if (compat === 'dac2020') {
+    return {
+      method: method === 'round_to_nearest' ? 'truncation' : method,
+      frac: bits,
+      compat: true,
+      lo: -Infinity,
+      hi: Infinity,
+      seed,
+      stream,
+    };
+  }
+  return { method, frac: bits, compat: false, lo: -1, hi: 1 - 2 ** -bits, seed, stream };
+}
+
+/** Quantizer of activations and routing values with `bits` fractional bits. Their integer
+ *  part is not bounded (the memory count covers weights only), so nothing saturates. */
+export function activationQuant(
+  method: QuantMethod,
+  bits: number,
+  compat: RoundingCompat,
+  seed: number,
+  stream: number,
+): QuantSpec {
+  return { method, frac: bits, compat: compat === 'dac2020', lo: -Infinity, hi: Infinity, seed, stream };
+}

@@ -1,0 +1,138 @@
+// The quantized forward pass of SPEC 4, built on the model's unchanged code: the layers call
+// QuantHooks at each quantization point, and the parameters of each top-level layer are
+// replaced in place by their quantized values (the full-precision values are kept aside).
+// Stochastic rounding draws from streams named by (batch, layer, point), so a configuration
+// gives the same numbers every time it is evaluated, in any order, for a given --seed.
+import type { CapsNet } from '../models/capsnet.js';
+import type { QuantHooks } from '../nn/module.js';
+import type { QuantMethod, RoutingQuant } from '../tensor/backend.js';
+import { kernels } from '../tensor/kernels.js';
+import type { Tensor } from '../tensor/tensor.js';
+import type { BitConfig, QuantLayerInfo } from './config.js';
+import { activationQuant, type RoundingCompat, weightQuant } from './methods.js';
+
+const ROUTING_ITERATIONS: Record<string, Record<string, number>> = {
+  ShallowCapsNet: { primary: 1, digit: 3 },
+  DeepCaps: { block4: 3, capsLayer: 3 },
+};
+
+/** FNV-1a hash of a string: the stream number of a quantization point. */
+export function streamOf(name: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < name.length; i++) {
+    h ^= name.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h;
+}
+
+/** The top-level layers of a model as the search sees them (SPEC 4 "layer"). */
+export function quantLayers(model: CapsNet): QuantLayerInfo[] {
+  const counts = new Map<string, number>(model.layerNames.map((n) => [n, 0]));
+  for (const p of model.parameters()) {
+    const top = p.name.split('.')[0];
+    counts.set(top, (counts.get(top) ?? 0) + p.param.size);
+  }
+  return model.layerNames.map((name, i) => ({
+    name,
+    paramCount: counts.get(name) ?? 0,
+    routes: model.routingLayerNames.includes(name),
+    iterations: ROUTING_ITERATIONS[model.kind]?.[name] ?? 0,
+    capsule: i > 0,
+  }));
+}
+
+export class ModelQuantizer {
+  readonly layers: QuantLayerInfo[];
+  private readonly fp: { layer: number; name: string; param: Tensor; values: Float32Array }[];
+  private readonly applied: (number | null)[];
+  private readonly layerIndex: Map<string, number>;
+  private readonly routingIndex: Map<string, number>;
+
+  constructor(
+    readonly model: CapsNet,
+    readonly method: QuantMethod,
+    readonly compat: RoundingCompat,
+    readonly seed: number,
+  ) {
+    this.layers = quantLayers(model);
+    this.layerIndex = new Map(model.layerNames.map((n, i) => [n, i]));
+    this.routingIndex = new Map(model.routingLayerNames.map((n, i) => [n, i]));
+    this.fp = model.parameters().map((p) => ({
+      layer: this.layerIndex.get(p.name.split('.')[0]) ?? -1,
+      name: p.name,
+      param: p.param,
+      values: p.param.data.slice(),
+    }));
+    this.applied = model.layerNames.map(() => null);
+  }
+
+  /** Writes every layer's parameters quantized with its weight bits (only layers that changed). */
+  applyWeights(weightBits: readonly number[]): void {
+    if (weightBits.length !== this.layers.length) {
+      throw new Error(`quantized forward: ${weightBits.length} weight bit counts for ${this.layers.length} layers`);
+    }
+    const k = kernels();
+    for (const p of this.fp) {
+      const bits = weightBits[p.layer];
+      if (this.applied[p.layer] === bits) continue;
+      k.quantize(
+        p.values,
+        p.param.data,
+        p.values.length,
+        weightQuant(this.method, bits, this.compat, this.seed, streamOf(`w|${p.name}`)),
+      );
+    }
+    weightBits.forEach((b, l) => (this.applied[l] = b));
+  }
+
+  /** Puts the full-precision parameters back. */
+  restore(): void {
+    for (const p of this.fp) p.param.data.set(p.values);
+    this.applied.fill(null);
+  }
+
+  /** The quantized parameters of the layers as currently applied (for saving a model). */
+  get appliedBits(): readonly (number | null)[] {
+    return this.applied;
+  }
+
+  /** Hooks for one batch: activations with the layer's activation bits, routing values with
+   *  its routing bits (SPEC 4). */
+  hooks(bits: BitConfig, batch: number): QuantHooks {
+    const top = (path: string) => {
+      const l = this.layerIndex.get(path.split('.')[0]);
+      if (l === undefined) throw new Error(`quantized forward: no layer named '${path}'`);
+      return l;
+    };
+    const k = kernels();
+    return {
+      activation: (path, point, t) => {
+        const spec = activationQuant(
+          this.method,
+          bits.actBits[top(path)],
+          this.compat,
+          this.seed,
+          streamOf(`a|${batch}|${path}|${point}`),
+        );
+        k.quantize(t.data, t.data, t.size, spec);
+      },
+      routing: (path): RoutingQuant | null => {
+        const name = path.split('.')[0];
+        const r = this.routingIndex.get(name);
+        if (r === undefined) return null;
+        const stream = streamOf(`r|${batch}|${path}`);
+        return {
+          act: activationQuant(this.method, bits.actBits[top(path)], this.compat, this.seed, stream),
+          routing: activationQuant(
+            this.method,
+            bits.routingBits[r],
+            this.compat,
+            this.seed,
+            (stream + 0x5bd1e995) >>> 0,
+          ),
+        };
+      },
+    };
+  }
+}

@@ -1,0 +1,216 @@
+// The search's evaluator (issue: fast evaluator that changes no decision):
+//  (a) reuse: the output of every leading run of layers is kept, per batch, for the last
+//      configuration prefix evaluated (weight, activation and routing bits of those layers),
+//      within a memory bound; an evaluation whose prefix matches starts after it;
+//  (b) early stop: after each batch the accuracy is bounded by [correct, correct + unseen]
+//      out of all images; once the step's pass/fail cannot change the evaluation stops;
+//  (c) batches always run in the same order.
+import type { CapsNet } from '../models/capsnet.js';
+import type { BitConfig } from '../quant/config.js';
+import type { ModelQuantizer } from '../quant/quantized-forward.js';
+import { give, take } from '../tensor/pool.js';
+import { Tensor } from '../tensor/tensor.js';
+import type { Evaluation, Evaluator } from './evaluator.js';
+
+/** Test images in a fixed order. */
+export interface BatchSource {
+  count: number;
+  labels: Int32Array;
+  imageShape: readonly [number, number, number];
+  /** Writes image i as float32 [H,W,C] into out at offset. */
+  writeImage(i: number, out: Float32Array, offset: number): void;
+}
+
+export interface FastEvaluatorOptions {
+  batchSize: number;
+  /** memory for reused intermediate results, MB (0 disables reuse) */
+  cacheMB: number;
+  /** stop an evaluation once its pass/fail is certain */
+  earlyStop: boolean;
+  /** called after each batch (progress bars) */
+  onBatch?: (done: number, total: number) => void;
+}
+
+/** Predictions are the longest class capsule (the first maximum on ties). */
+export function countCorrect(caps: Tensor, labels: Int32Array): number {
+  const [n, K, D] = caps.shape;
+  let correct = 0;
+  for (let i = 0; i < n; i++) {
+    let best = -1;
+    let arg = 0;
+    for (let k = 0; k < K; k++) {
+      let s2 = 0;
+      for (let d = 0; d < D; d++) s2 += caps.data[(i * K + k) * D + d] ** 2;
+      if (s2 > best) {
+        best = s2;
+        arg = k;
+      }
+    }
+    if (arg === labels[i]) correct++;
+  }
+  return correct;
+}
+
+interface PrefixCache {
+  key: string;
+  states: (Tensor | undefined)[];
+  bytes: number;
+  /** too big for the budget: not kept for this key */
+  skip: boolean;
+}
+
+export class FastEvaluator implements Evaluator {
+  private readonly caches: (PrefixCache | null)[];
+  private readonly numBatches: number;
+  /** evaluations and batches actually computed, for the report */
+  stats = { evaluations: 0, batchesRun: 0, stagesRun: 0, stagesReused: 0 };
+
+  constructor(
+    readonly model: CapsNet,
+    readonly quantizer: ModelQuantizer,
+    readonly data: BatchSource,
+    readonly opts: FastEvaluatorOptions,
+  ) {
+    if (!(opts.batchSize >= 1)) throw new Error(`--test-batch-size ${opts.batchSize}: expected a positive integer`);
+    this.caches = model.stages.map(() => null);
+    this.numBatches = Math.ceil(data.count / opts.batchSize);
+  }
+
+  /** The key of the first `depth` layers' bits. */
+  private prefixKey(bits: BitConfig, depth: number): string {
+    const names = this.model.layerNames.slice(0, depth);
+    const routing = this.model.routingLayerNames
+      .map((n, r) => (names.includes(n) ? bits.routingBits[r] : null))
+      .filter((b) => b !== null);
+    return `w${bits.weightBits.slice(0, depth)}|a${bits.actBits.slice(0, depth)}|r${routing}`;
+  }
+
+  private cachedBytes(except: number): number {
+    return this.caches.reduce((sum, c, d) => sum + (c && d !== except ? c.bytes : 0), 0);
+  }
+
+  private drop(depth: number): void {
+    const c = this.caches[depth];
+    if (c) for (const t of c.states) if (t) give(t.data);
+    this.caches[depth] = null;
+  }
+
+  /** Frees every kept intermediate result. */
+  clear(): void {
+    this.caches.forEach((_, d) => this.drop(d));
+  }
+
+  private batchImages(b: number): { x: Tensor; labels: Int32Array } {
+    const { batchSize } = this.opts;
+    const i0 = b * batchSize;
+    const n = Math.min(batchSize, this.data.count - i0);
+    const [H, W, C] = this.data.imageShape;
+    const size = H * W * C;
+    const x = new Tensor(take(n * size), [n, H, W, C]);
+    for (let i = 0; i < n; i++) this.data.writeImage(i0 + i, x.data, i * size);
+    return { x, labels: this.data.labels.subarray(i0, i0 + n) };
+  }
+
+  async evaluate(bits: BitConfig, decided?: (lower: number, upper: number) => boolean): Promise<Evaluation> {
+    const t0 = performance.now();
+    const stages = this.model.stages;
+    const L = stages.length;
+    this.model.eval();
+    this.quantizer.applyWeights(bits.weightBits);
+    // depth d holds the input of stage d (the output of stages 0..d-1), d = 1..L-1
+    const keys = stages.map((_, d) => (d === 0 ? '' : this.prefixKey(bits, d)));
+    for (let d = 1; d < L; d++) {
+      const c = this.caches[d];
+      if (c && c.key !== keys[d]) this.drop(d);
+      if (!this.caches[d] && this.opts.cacheMB > 0)
+        this.caches[d] = { key: keys[d], states: [], bytes: 0, skip: false };
+    }
+    const budget = this.opts.cacheMB * 2 ** 20;
+    let correct = 0;
+    let seen = 0;
+    const total = this.data.count;
+    let exact = true;
+    this.stats.evaluations++;
+    for (let b = 0; b < this.numBatches; b++) {
+      let start = 0;
+      for (let d = L - 1; d >= 1; d--) {
+        if (this.caches[d]?.states[b]) {
+          start = d;
+          break;
+        }
+      }
+      const { x, labels } = start === 0 ? this.batchImages(b) : { x: undefined, labels: this.batchLabels(b) };
+      let input = start === 0 ? x! : this.caches[start]!.states[b]!;
+      let ownsInput = start === 0;
+      const ctx = { training: false, quant: this.quantizer.hooks(bits, b) };
+      this.stats.stagesReused += start;
+      for (let s = start; s < L; s++) {
+        const out = stages[s].run(input, ctx);
+        this.stats.stagesRun++;
+        if (ownsInput) give(input.data);
+        input = out;
+        ownsInput = true;
+        const depth = s + 1;
+        const c = depth < L ? this.caches[depth] : null;
+        if (c && !c.skip && !c.states[b]) {
+          const projected = out.data.byteLength * this.numBatches;
+          if (c.bytes === 0 && this.cachedBytes(depth) + projected > budget) c.skip = true;
+          else {
+            c.states[b] = out;
+            c.bytes += out.data.byteLength;
+            ownsInput = false; // the cache keeps it
+          }
+        }
+      }
+      const caps = input;
+      correct += countCorrect(caps, labels);
+      seen += caps.shape[0];
+      if (ownsInput) give(caps.data);
+      this.stats.batchesRun++;
+      this.opts.onBatch?.(b + 1, this.numBatches);
+      if (this.opts.earlyStop && decided && seen < total) {
+        const lower = (correct * 100.0) / total;
+        const upper = ((correct + total - seen) * 100.0) / total;
+        if (decided(lower, upper)) {
+          exact = false;
+          break;
+        }
+      }
+    }
+    const lower = (correct * 100.0) / total;
+    const upper = ((correct + total - seen) * 100.0) / total;
+    return { accuracy: lower, lower, upper, exact, seen, total, seconds: (performance.now() - t0) / 1000 };
+  }
+
+  /** Full-precision accuracy (no quantization, the model's own parameters), a full pass. */
+  async evaluateFullPrecision(): Promise<Evaluation> {
+    const t0 = performance.now();
+    this.quantizer.restore();
+    this.model.eval();
+    let correct = 0;
+    for (let b = 0; b < this.numBatches; b++) {
+      const { x, labels } = this.batchImages(b);
+      const caps = this.model.forward(x, false);
+      give(x.data);
+      correct += countCorrect(caps, labels);
+      give(caps.data);
+      this.opts.onBatch?.(b + 1, this.numBatches);
+    }
+    const total = this.data.count;
+    const accuracy = (correct * 100.0) / total;
+    return {
+      accuracy,
+      lower: accuracy,
+      upper: accuracy,
+      exact: true,
+      seen: total,
+      total,
+      seconds: (performance.now() - t0) / 1000,
+    };
+  }
+
+  private batchLabels(b: number): Int32Array {
+    const i0 = b * this.opts.batchSize;
+    return this.data.labels.subarray(i0, Math.min(this.data.count, i0 + this.opts.batchSize));
+  }
+}

@@ -1,0 +1,3 @@
+export * from './evaluator.js';
+export * from './qcapsnets.js';
+export * from './fast-evaluator.js';

@@ -1,0 +1,81 @@
+// The quantized forward pass (SPEC 4) and the fast evaluator: 32 bits everywhere matches the
+// full-precision forward; reused prefixes and early stops give the same results and decisions.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { buildModel } from '../src/models/factory.js';
+import { ModelQuantizer, quantLayers } from '../src/quant/quantized-forward.js';
+import { uniformBits, type BitConfig } from '../src/quant/config.js';
+import { FastEvaluator, type BatchSource } from '../src/search/fast-evaluator.js';
+import { give, Tensor } from '../src/tensor/index.js';
+import { assertClose } from './helpers.js';
+
+function syntheticImages(n: number, seed: number): BatchSource {
+  let s = seed;
+  const rnd = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) >>> 8) / 16777216;
+  const pixels = Float32Array.from({ length: n * 784 }, () => (rnd() < 0.7 ? 0 : rnd()));
+  const labels = Int32Array.from({ length: n }, () => Math.floor(rnd() * 10));
+  return {
+    count: n,
+    labels,
+    imageShape: [28, 28, 1],
+    writeImage: (i, out, off) => out.set(pixels.subarray(i * 784, (i + 1) * 784), off),
+  };
+}
+
+test('ShallowCapsNet layers for the search: parameter counts, routing layers and iterations', () => {
+  const model = buildModel('ShallowCapsNet', [28, 1, 10, 16], { seed: 1 });
+  assert.deepEqual(
+    quantLayers(model).map((l) => [l.name, l.paramCount, l.routes, l.iterations]),
+    [
+      ['conv', 256 * 81 + 256, false, 0],
+      ['primary', 256 * 256 * 81 + 256, true, 1],
+      ['digit', 1152 * 8 * 160 + 160, true, 3],
+    ],
+  );
+});
+
+test('with every bit count at 32 the quantized forward matches the full-precision forward', () => {
+  const model = buildModel('ShallowCapsNet', [28, 1, 10, 16], { seed: 3 });
+  model.eval();
+  const src = syntheticImages(8, 5);
+  const x = Tensor.zeros([8, 28, 28, 1]);
+  for (let i = 0; i < 8; i++) src.writeImage(i, x.data, i * 784);
+  const fp = model.forward(x, false).clone();
+  for (const method of ['truncation', 'round_to_nearest', 'stochastic_rounding'] as const) {
+    const q = new ModelQuantizer(model, method, 'none', 42);
+    q.applyWeights([32, 32, 32]);
+    const out = model.forward(x, { training: false, quant: q.hooks(uniformBits(q.layers, 32), 0) });
+    assertClose(out, fp, `${method} at 32 bits`, 1e-4, 1e-5);
+    give(out.data);
+    q.restore();
+  }
+});
+
+test('the fast evaluator: reuse and early stops change no accuracy and no decision', async () => {
+  const model = buildModel('ShallowCapsNet', [28, 1, 10, 16], { seed: 7 });
+  const src = syntheticImages(120, 9);
+  const quantizer = new ModelQuantizer(model, 'round_to_nearest', 'none', 42);
+  const plain = new FastEvaluator(model, quantizer, src, { batchSize: 40, cacheMB: 0, earlyStop: false });
+  const fast = new FastEvaluator(model, quantizer, src, { batchSize: 40, cacheMB: 512, earlyStop: true });
+  const configs: BitConfig[] = [
+    uniformBits(quantizer.layers, 8),
+    { weightBits: [8, 8, 8], actBits: [8, 8, 4], routingBits: [8, 4] }, // reuses conv + primary
+    { weightBits: [8, 8, 8], actBits: [8, 3, 3], routingBits: [3, 3] }, // reuses conv
+    { weightBits: [8, 8, 2], actBits: [8, 3, 3], routingBits: [3, 3] },
+    uniformBits(quantizer.layers, 1),
+  ];
+  for (const bits of configs) {
+    const full = await plain.evaluate(bits);
+    const reused = await fast.evaluate(bits);
+    assert.equal(reused.accuracy, full.accuracy, `same accuracy for ${JSON.stringify(bits)}`);
+    for (const threshold of [0, full.accuracy, full.accuracy + 0.5, 100]) {
+      const pass = (a: number) => a >= threshold;
+      const e = await fast.evaluate(bits, (lo, hi) => pass(lo) === pass(hi));
+      assert.equal(pass(e.lower), pass(full.accuracy), `same decision at threshold ${threshold}`);
+      if (!e.exact) assert.ok(e.seen < e.total && e.lower <= full.accuracy && full.accuracy <= e.upper);
+    }
+  }
+  assert.ok(fast.stats.stagesReused > 0, 'leading layers were reused');
+  fast.clear();
+  quantizer.restore();
+});
