@@ -71,6 +71,11 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
 
 Napi::Value GetThreads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), qc::get_threads()); }
 
+Napi::Value SetFastConv(const Napi::CallbackInfo& info) {
+  qc::set_fast_conv(info[0].ToBoolean());
+  return info.Env().Undefined();
+}
+
 Napi::Value BlasInfo(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), qc::blas_info()); }
 
 // sgemm(transA, transB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc)
@@ -201,6 +206,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   qc::set_threads(1);
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("getThreads", Napi::Function::New(env, GetThreads));
+  exports.Set("setFastConv", Napi::Function::New(env, SetFastConv));
   exports.Set("blasInfo", Napi::Function::New(env, BlasInfo));
   exports.Set("sgemm", Napi::Function::New(env, Sgemm));
   exports.Set("conv2dForward", Napi::Function::New(env, Conv2dForward));

@@ -39,12 +39,21 @@ Plan plan(const ConvGeom& g) {
   return p;
 }
 
+bool env_enabled(const char* name) {
+  const char* e = getenv(name);
+  return !(e && e[0] == '0');
+}
+
+bool g_fast_algorithms = true;
+
 bool use_winograd(const ConvGeom& g) {
-  static const bool enabled = [] {
-    const char* e = getenv("QCAPS_WINOGRAD");
-    return !(e && e[0] == '0');
-  }();
-  return enabled && winograd_applies(g);
+  static const bool enabled = env_enabled("QCAPS_WINOGRAD");
+  return g_fast_algorithms && enabled && winograd_applies(g);
+}
+
+bool use_fft(const ConvGeom& g) {
+  static const bool enabled = env_enabled("QCAPS_FFT_CONV");
+  return g_fast_algorithms && enabled && fft_applies(g);
 }
 
 bool is_pointwise(const ConvGeom& g) { return g.KH == 1 && g.KW == 1 && g.stride == 1 && g.pad == 0; }
@@ -100,7 +109,7 @@ void col2im_add(const ConvGeom& g, const float* dcol, size_t r0, size_t r1, int 
 
 void conv2d_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu) {
   if (use_winograd(g)) return winograd_forward(g, x, w, bias, y, relu);
-  if (fft_applies(g)) return fft_forward(g, x, w, bias, y, relu);
+  if (use_fft(g)) return fft_forward(g, x, w, bias, y, relu);
   const size_t rows = (size_t)g.B * g.OH * g.OW;
   const Plan p = plan(g);
   const int K = (int)p.K;
@@ -136,7 +145,7 @@ void conv2d_forward(const ConvGeom& g, const float* x, const float* w, const flo
 
 void conv2d_backward_data(const ConvGeom& g, const float* dy, const float* w, float* dx) {
   if (use_winograd(g)) return winograd_backward_data(g, dy, w, dx);
-  if (fft_applies(g)) return fft_backward_data(g, dy, w, dx);
+  if (use_fft(g)) return fft_backward_data(g, dy, w, dx);
   const Plan p = plan(g);
   const int K = (int)p.K;
   const size_t P = (size_t)g.OH * g.OW;
@@ -164,7 +173,7 @@ void conv2d_backward_data(const ConvGeom& g, const float* dy, const float* w, fl
 
 void conv2d_backward_weight(const ConvGeom& g, const float* x, const float* dy, float* dw, float* db) {
   if (use_winograd(g)) return winograd_backward_weight(g, x, dy, dw, db);
-  if (fft_applies(g)) return fft_backward_weight(g, x, dy, dw, db);
+  if (use_fft(g)) return fft_backward_weight(g, x, dy, dw, db);
   const size_t rows = (size_t)g.B * g.OH * g.OW;
   const Plan p = plan(g);
   const int K = (int)p.K;
@@ -212,6 +221,8 @@ void conv2d_backward_weight(const ConvGeom& g, const float* x, const float* dy, 
     for (int t = 0; t < T; t++)
       for (int o = 0; o < g.O; o++) db[o] += (float)dbPart[(size_t)t * g.O + o];
 }
+
+void set_fast_conv(bool enabled) { g_fast_algorithms = enabled; }
 
 void relu_mask(float* dy, const float* y, size_t n) {
   parallel_for(n, [&](size_t b, size_t e, int) {

@@ -221,12 +221,8 @@ void output_spectrum(const ConvGeom& g, const FftPlan& p, const float* y, Spectr
 }  // namespace
 
 bool fft_applies(const ConvGeom& g) {
-  static const bool enabled = [] {
-    const char* e = getenv("QCAPS_FFT_CONV");
-    return !(e && e[0] == '0');
-  }();
   // worthwhile for large kernels over many channels; the grid must cover every stride step
-  return enabled && g.KH >= 7 && g.KW >= 7 && g.C >= 32 && g.O >= 32 && g.stride <= 2 &&
+  return g.KH >= 7 && g.KW >= 7 && g.C >= 32 && g.O >= 32 && g.stride <= 2 &&
          (g.OH - 1) * g.stride + g.KH <= g.H + 2 * g.pad && (g.OW - 1) * g.stride + g.KW <= g.W + 2 * g.pad;
 }
 

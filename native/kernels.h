@@ -35,6 +35,10 @@ void fft_forward(const ConvGeom& g, const float* x, const float* w, const float*
 void fft_backward_data(const ConvGeom& g, const float* dy, const float* w, float* dx);
 void fft_backward_weight(const ConvGeom& g, const float* x, const float* dy, float* dw, float* db);
 
+// false: only im2col + GEMM (summation order close to a direct convolution; used where
+// results must match another implementation bit for bit, e.g. --rounding-compat dac2020)
+void set_fast_conv(bool enabled);
+
 // dy[i] = 0 where y[i] <= 0 (the gradient of a ReLU from its output)
 void relu_mask(float* dy, const float* y, size_t n);
 

@@ -8,6 +8,7 @@ import { buildDecoder, buildModel, type CapsDecoder, type CapsNet, trainingStep 
 import { hashUniformFill, type Module, type StateTensor, torchLayout } from '../src/nn/index.js';
 import { Adam, permute, Tensor } from '../src/tensor/index.js';
 import { assertClose, backends, type Fixture, fixture, withBackend } from './helpers.js';
+import { type Fill, fillModule, fixtureImages as images } from './model-fixtures.js';
 import type { Kernels } from '../src/tensor/backend.js';
 
 /** Backends to run a case on: the 64x64 cases only on the first (native when it loads; the
@@ -18,37 +19,8 @@ function backendsFor(name: string): Kernels[] {
 const run = <T>(k: Kernels, fn: () => T): T => withBackend(k, fn);
 const label = (k: Kernels) => k.name;
 
-type Fill = Record<string, [number, number, number]>;
-
 type ModelFixture = Fixture;
 const modelFixture = (name: string): ModelFixture => fixture(name, 'models');
-
-/** The fixture's weights: every state_dict entry filled as tools/make-model-fixtures.py does. */
-function fillModule(m: Module, fill: Fill): void {
-  const sd = new Map<string, StateTensor>();
-  for (const [key, t] of m.stateDict()) {
-    const spec = fill[key];
-    assert.ok(spec, `the fixture has no fill for ${key}`);
-    const [seed, scale, offset] = spec;
-    const data = new Float32Array(t.data.length);
-    if (key.endsWith('num_batches_tracked')) data.fill(offset);
-    else hashUniformFill(data, seed, scale, offset);
-    sd.set(key, { shape: t.shape, data, dtype: t.dtype });
-  }
-  m.loadStateDict(sd, 'fixture');
-}
-
-/** Images [B,H,W,C] from the fixture's per-image fills (NCHW in PyTorch). */
-function images(f: ModelFixture): Tensor {
-  const [B, C, H, W] = f.meta.x_shape as number[];
-  const fills = f.meta.x_fill as [number, number, number][];
-  const nchw = new Float32Array(B * C * H * W);
-  for (let b = 0; b < B; b++) {
-    const [seed, scale, offset] = fills[b];
-    hashUniformFill(nchw.subarray(b * C * H * W, (b + 1) * C * H * W), seed, scale, offset);
-  }
-  return permute(new Tensor(nchw, [B, C, H, W]), [0, 2, 3, 1]);
-}
 
 function sample(t: StateTensor, S: number): Float32Array {
   const n = t.data.length;

@@ -67,8 +67,11 @@ export class ModelQuantizer {
     this.applied = model.layerNames.map(() => null);
   }
 
-  /** Writes every layer's parameters quantized with its weight bits (only layers that changed). */
+  /** Writes every layer's parameters quantized with its weight bits (only layers that changed).
+   *  Under dac2020 arithmetic the convolutions also switch to im2col + GEMM, whose sums match
+   *  the reference's closely enough that its rounding decisions are reproduced. */
   applyWeights(weightBits: readonly number[]): void {
+    kernels().setFastConv(this.compat !== 'dac2020');
     if (weightBits.length !== this.layers.length) {
       throw new Error(`quantized forward: ${weightBits.length} weight bit counts for ${this.layers.length} layers`);
     }
@@ -88,6 +91,7 @@ export class ModelQuantizer {
 
   /** Puts the full-precision parameters back. */
   restore(): void {
+    kernels().setFastConv(true);
     for (const p of this.fp) p.param.data.set(p.values);
     this.applied.fill(null);
   }

@@ -66,6 +66,9 @@ export interface Kernels {
   /** Threads used by GEMM and the parallel kernels (1 = single-threaded). */
   setThreads(n: number): void;
   getThreads(): number;
+  /** false: convolutions avoid the DFT and Winograd algorithms (im2col + GEMM only), so that
+   *  rounding decisions downstream match a direct convolution's (--rounding-compat dac2020). */
+  setFastConv(enabled: boolean): void;
   /** Row-major C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N] + beta * C. */
   sgemm(
     transA: boolean,

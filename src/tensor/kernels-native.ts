@@ -10,6 +10,7 @@ import { QuantMethodIds } from './backend.js';
 interface Addon {
   setThreads(n: number): void;
   getThreads(): number;
+  setFastConv(enabled: boolean): void;
   blasInfo(): string;
   sgemm(...args: unknown[]): void;
   conv2dForward(
@@ -104,6 +105,7 @@ export function loadNativeKernels(): { kernels: Kernels; info: string } {
     name: 'native',
     setThreads: (n) => addon.setThreads(n),
     getThreads: () => addon.getThreads(),
+    setFastConv: (enabled) => addon.setFastConv(enabled),
     sgemm: (tA, tB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc) =>
       addon.sgemm(tA, tB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc),
     conv2dForward: (g, x, w, bias, y, relu) => addon.conv2dForward(convGeom(g), x, w, bias, y, relu),

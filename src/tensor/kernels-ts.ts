@@ -10,6 +10,7 @@ export const typescriptKernels: Kernels = {
   name: 'typescript',
   setThreads() {},
   getThreads: () => 1,
+  setFastConv() {},
   sgemm: sgemmTs,
   conv2dForward: conv2dForwardTs,
   conv2dBackwardData: conv2dBackwardDataTs,
