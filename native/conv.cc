@@ -107,6 +107,29 @@ void col2im_add(const ConvGeom& g, const float* dcol, size_t r0, size_t r1, int 
 
 }  // namespace
 
+void bias_relu_rows(float* y, size_t rows, int O, const float* bias, bool relu) {
+  if (!bias && !relu) return;
+  for (size_t r = 0; r < rows; r++) {
+    float* yr = y + r * O;
+    if (bias)
+      for (int o = 0; o < O; o++) yr[o] += bias[o];
+    if (relu)
+      for (int o = 0; o < O; o++) yr[o] = yr[o] > 0.f ? yr[o] : 0.f;
+  }
+}
+
+void bias_gradient(const float* dy, size_t rows, int O, float* db) {
+  const int T = pool_threads();
+  std::vector<double> part((size_t)T * O, 0.0);
+  parallel_for(rows, [&](size_t rb, size_t re, int t) {
+    double* a = &part[(size_t)t * O];
+    for (size_t r = rb; r < re; r++)
+      for (int o = 0; o < O; o++) a[o] += dy[r * O + o];
+  });
+  for (int t = 0; t < T; t++)
+    for (int o = 0; o < O; o++) db[o] += (float)part[(size_t)t * O + o];
+}
+
 void conv2d_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu) {
   if (use_winograd(g)) return winograd_forward(g, x, w, bias, y, relu);
   if (use_fft(g)) return fft_forward(g, x, w, bias, y, relu);
@@ -130,15 +153,7 @@ void conv2d_forward(const ConvGeom& g, const float* x, const float* w, const flo
                        g.O);
         }
       }
-      if (bias || relu) {
-        for (int r = 0; r < n; r++) {
-          float* yr = yc + (size_t)r * g.O;
-          if (bias)
-            for (int o = 0; o < g.O; o++) yr[o] += bias[o];
-          if (relu)
-            for (int o = 0; o < g.O; o++) yr[o] = yr[o] > 0.f ? yr[o] : 0.f;
-        }
-      }
+      bias_relu_rows(yc, (size_t)n, g.O, bias, relu);
     }
   });
 }
@@ -181,7 +196,6 @@ void conv2d_backward_weight(const ConvGeom& g, const float* x, const float* dy, 
   const int T = pool_threads();
   // thread 0 accumulates into dw, the others into zeroed partial sums added at the end
   std::vector<float*> parts(T, nullptr);
-  std::vector<double> dbPart((size_t)T * g.O, 0.0);
   parallel_for(rows, [&](size_t rb, size_t re, int t) {
     float* acc = dw;
     if (t > 0) {
@@ -204,11 +218,6 @@ void conv2d_backward_weight(const ConvGeom& g, const float* x, const float* dy, 
         }
       }
     }
-    if (db) {
-      double* a = &dbPart[(size_t)t * g.O];
-      for (size_t r = rb; r < re; r++)
-        for (int o = 0; o < g.O; o++) a[o] += dy[r * g.O + o];
-    }
   });
   if (T > 1) {
     parallel_for(nw, [&](size_t b, size_t e, int) {
@@ -217,9 +226,7 @@ void conv2d_backward_weight(const ConvGeom& g, const float* x, const float* dy, 
           for (size_t i = b; i < e; i++) dw[i] += parts[t][i];
     });
   }
-  if (db)
-    for (int t = 0; t < T; t++)
-      for (int o = 0; o < g.O; o++) db[o] += (float)dbPart[(size_t)t * g.O + o];
+  if (db) bias_gradient(dy, rows, g.O, db);
 }
 
 void set_fast_conv(bool enabled) { g_fast_algorithms = enabled; }

@@ -235,18 +235,8 @@ void fft_forward(const ConvGeom& g, const float* x, const float* w, const float*
   bin_products(0, p, g.B, g.C, g.O, X, Y, W);
   Placement out{g.OH, g.OW, 0, g.stride, 0, g.stride};
   dft_inverse(Y, g.B, g.O, out, y, false, stage_tmp(p, Y.width, g.OH, g.OW));
-  if (bias || relu) {
-    const size_t rows = (size_t)g.B * g.OH * g.OW;
-    parallel_for(rows, [&](size_t b, size_t e, int) {
-      for (size_t r = b; r < e; r++) {
-        float* yr = y + r * g.O;
-        if (bias)
-          for (int o = 0; o < g.O; o++) yr[o] += bias[o];
-        if (relu)
-          for (int o = 0; o < g.O; o++) yr[o] = yr[o] > 0.f ? yr[o] : 0.f;
-      }
-    });
-  }
+  parallel_for((size_t)g.B * g.OH * g.OW,
+               [&](size_t b, size_t e, int) { bias_relu_rows(y + b * g.O, e - b, g.O, bias, relu); });
 }
 
 void fft_backward_data(const ConvGeom& g, const float* dy, const float* w, float* dx) {
@@ -269,18 +259,7 @@ void fft_backward_weight(const ConvGeom& g, const float* x, const float* dy, flo
   bin_products(2, p, g.B, g.C, g.O, X, Y, W);
   Placement taps{g.KH, g.KW, 0, 1, 0, 1};
   dft_inverse(W, g.O, g.C, taps, dw, true, stage_tmp(p, W.width, g.KH, g.KW));
-  if (db) {
-    const size_t rows = (size_t)g.B * g.OH * g.OW;
-    const int T = pool_threads();
-    std::vector<double> part((size_t)T * g.O, 0.0);
-    parallel_for(rows, [&](size_t rb, size_t re, int t) {
-      double* a = &part[(size_t)t * g.O];
-      for (size_t r = rb; r < re; r++)
-        for (int o = 0; o < g.O; o++) a[o] += dy[r * g.O + o];
-    });
-    for (int t = 0; t < T; t++)
-      for (int o = 0; o < g.O; o++) db[o] += (float)part[(size_t)t * g.O + o];
-  }
+  if (db) bias_gradient(dy, (size_t)g.B * g.OH * g.OW, g.O, db);
 }
 
 }  // namespace qc

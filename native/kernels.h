@@ -39,6 +39,11 @@ void fft_backward_weight(const ConvGeom& g, const float* x, const float* dy, flo
 // results must match another implementation bit for bit, e.g. --rounding-compat dac2020)
 void set_fast_conv(bool enabled);
 
+// y[r, :] += bias, then max(0, .) when relu, for rows of O values (either may be off)
+void bias_relu_rows(float* y, size_t rows, int O, const float* bias, bool relu);
+// db[o] += sum over rows of dy[r, o] (double sums, split over the pool's threads)
+void bias_gradient(const float* dy, size_t rows, int O, float* db);
+
 // dy[i] = 0 where y[i] <= 0 (the gradient of a ReLU from its output)
 void relu_mask(float* dy, const float* y, size_t n);
 

@@ -300,17 +300,7 @@ void winograd_backward_weight(const ConvGeom& g, const float* x, const float* dy
         }
       }
   });
-  if (db) {
-    const size_t rows = (size_t)g.B * g.OH * g.OW;
-    std::vector<double> part((size_t)threads * g.O, 0.0);
-    parallel_for(rows, [&](size_t rb, size_t re, int t) {
-      double* a = &part[(size_t)t * g.O];
-      for (size_t r = rb; r < re; r++)
-        for (int o = 0; o < g.O; o++) a[o] += dy[r * g.O + o];
-    });
-    for (int t = 0; t < threads; t++)
-      for (int o = 0; o < g.O; o++) db[o] += (float)part[(size_t)t * g.O + o];
-  }
+  if (db) bias_gradient(dy, (size_t)g.B * g.OH * g.OW, g.O, db);
 }
 
 }  // namespace qc
