@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "kernels.h"
+#include "parallel.h"
 
 namespace qc {
 
@@ -84,6 +85,11 @@ void quantize_slice(const float* x, float* y, size_t n, const QuantSpec& q, size
   }
 }
 
-void quantize(const float* x, float* y, size_t n, const QuantSpec& q) { quantize_slice(x, y, n, q, 0); }
+// Split over the pool's threads; each slice keeps its global element indices, so stochastic
+// rounding draws the same uniforms whatever the thread count.
+void quantize(const float* x, float* y, size_t n, const QuantSpec& q) {
+  if (n < (1u << 16)) return quantize_slice(x, y, n, q, 0);
+  parallel_for(n, [&](size_t b, size_t e, int) { quantize_slice(x + b, y + b, e - b, q, b); });
+}
 
 }  // namespace qc

@@ -5,8 +5,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { buildDecoder, buildModel, type CapsDecoder, type CapsNet, trainingStep } from '../src/models/index.js';
-import { hashUniformFill, type Module, type StateTensor, torchLayout } from '../src/nn/index.js';
-import { Adam, permute, Tensor } from '../src/tensor/index.js';
+import { type Module, type StateTensor, torchLayout } from '../src/nn/index.js';
+import { Adam, Tensor } from '../src/tensor/index.js';
 import { assertClose, backends, type Fixture, fixture, withBackend } from './helpers.js';
 import { type Fill, fillModule, fixtureImages as images } from './model-fixtures.js';
 import type { Kernels } from '../src/tensor/backend.js';

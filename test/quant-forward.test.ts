@@ -79,3 +79,38 @@ test('the fast evaluator: reuse and early stops change no accuracy and no decisi
   fast.clear();
   quantizer.restore();
 });
+
+test('dac2020: passes with fast convolutions and a margin decide as exact passes do', async () => {
+  const model = buildModel('ShallowCapsNet', [28, 1, 10, 16], { seed: 11 });
+  const src = syntheticImages(80, 13);
+  const quantizer = new ModelQuantizer(model, 'round_to_nearest', 'dac2020', 0);
+  const exact = new FastEvaluator(model, quantizer, src, { batchSize: 40, cacheMB: 0, earlyStop: false });
+  const approx = new FastEvaluator(model, quantizer, src, {
+    batchSize: 40,
+    cacheMB: 256,
+    earlyStop: true,
+    approximateMargin: 2.5,
+  });
+  for (const b of [32, 8, 5, 3]) {
+    const bits = uniformBits(quantizer.layers, b);
+    const full = await exact.evaluate(bits);
+    for (const threshold of [
+      full.accuracy - 5,
+      full.accuracy - 1,
+      full.accuracy,
+      full.accuracy + 1,
+      full.accuracy + 5,
+    ]) {
+      const pass = (a: number) => a > threshold;
+      const e = await approx.evaluate(bits, (lo, hi) => pass(lo) === pass(hi));
+      assert.equal(pass(e.lower), pass(full.accuracy), `${b} bits, threshold ${threshold}`);
+      if (e.exact) assert.equal(e.accuracy, full.accuracy);
+      else assert.ok(e.lower <= full.accuracy && full.accuracy <= e.upper);
+    }
+    assert.equal((await approx.evaluate(bits)).accuracy, full.accuracy, 'without a decision the pass is exact');
+  }
+  assert.ok(approx.stats.approximateRedone > 0, 'close calls were evaluated again exactly');
+  assert.equal(quantizer.fastConv, false);
+  approx.clear();
+  quantizer.restore();
+});

@@ -46,6 +46,8 @@ export class ModelQuantizer {
   readonly layers: QuantLayerInfo[];
   private readonly fp: { layer: number; name: string; param: Tensor; values: Float32Array }[];
   private readonly applied: (number | null)[];
+  /** Convolutions may use the DFT and Winograd algorithms (see applyWeights). */
+  fastConv: boolean;
   private readonly layerIndex: Map<string, number>;
   private readonly routingIndex: Map<string, number>;
 
@@ -65,13 +67,14 @@ export class ModelQuantizer {
       values: p.param.data.slice(),
     }));
     this.applied = model.layerNames.map(() => null);
+    this.fastConv = compat !== 'dac2020';
   }
 
   /** Writes every layer's parameters quantized with its weight bits (only layers that changed).
-   *  Under dac2020 arithmetic the convolutions also switch to im2col + GEMM, whose sums match
-   *  the reference's closely enough that its rounding decisions are reproduced. */
+   *  Under dac2020 arithmetic the convolutions use im2col + GEMM (fastConv false), whose sums
+   *  match the reference's closely enough that its rounding decisions are reproduced. */
   applyWeights(weightBits: readonly number[]): void {
-    kernels().setFastConv(this.compat !== 'dac2020');
+    kernels().setFastConv(this.fastConv);
     if (weightBits.length !== this.layers.length) {
       throw new Error(`quantized forward: ${weightBits.length} weight bit counts for ${this.layers.length} layers`);
     }

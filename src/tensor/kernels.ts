@@ -31,7 +31,10 @@ function choose(): Kernels {
     if (wanted === 'native')
       throw new Error(`QCAPS_BACKEND=native but the addon did not load: ${(err as Error).message}`, { cause: err });
     activeInfo = 'typescript kernels (native addon unavailable)';
-    log(`WARNING: native addon unavailable (${(err as Error).message}); using the slow TypeScript kernels`);
+    // a warning is always shown, QCAPS_QUIET or not
+    process.stderr.write(
+      `qcapsnets: WARNING: native addon unavailable (${(err as Error).message}); using the slow TypeScript kernels\n`,
+    );
     return typescriptKernels;
   }
 }
