@@ -231,7 +231,7 @@ function main(): void {
     W2_rss_ratio: torch.W2?.fastest && ours.W2 ? ours.W2.peak_rss_mb / torch.W2.fastest.peak_rss_mb : null,
     threads: ours.W1?.threads ?? null,
     threads_W2: ours.W2?.threads ?? null,
-    openblas_core: gemm ? String(gemm.blas).replace(/.*core /, '') : null,
+    openblas_core: gemm ? (/core ([A-Za-z0-9_]+)/.exec(String(gemm.blas))?.[1] ?? null) : null,
     openblas_config: gemm ? String(gemm.blas) : null,
   };
   const fmt = (v: number | null, d = 2) => (v === null ? 'n/a' : v.toFixed(d));
@@ -246,7 +246,7 @@ function main(): void {
     `W3 ${fmt(result.W3_ms, 1)} ms (x${fmt(result.W3_ratio)} PyTorch fastest, x${fmt(result.W3_ratio_default)} default)`,
   );
   say(
-    `sgemm ${fmt(sgemmGflops, 1)} GFLOP/s, conv 256->256 ${fmt(result.conv_gflops, 1)} GFLOP/s (${fmt((result.conv_vs_sgemm ?? 0) * 100, 0)}% of sgemm); W1 is x${fmt(result.W1_vs_floor)} its sgemm floor of ${fmt(result.W1_floor_ms, 0)} ms`,
+    `sgemm ${fmt(sgemmGflops, 1)} GFLOP/s, conv 256->256 ${fmt(result.conv_gflops, 1)} GFLOP/s (direct-conv FLOPs / time; DFT path) (${fmt((result.conv_vs_sgemm ?? 0) * 100, 0)}% of sgemm); W1 is x${fmt(result.W1_vs_floor)} its sgemm floor of ${fmt(result.W1_floor_ms, 0)} ms`,
   );
   if (json) console.log(JSON.stringify(result));
 }

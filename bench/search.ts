@@ -1,0 +1,187 @@
+// `npm run bench:search`: the whole Q-CapsNets search on ShallowCapsNet, Fashion-MNIST, the first
+// 2,000 test images, tolerance 0.5, budget 3 MB, round_to_nearest with the reference's
+// arithmetic (--rounding-compat dac2020), against the reference implementation's own search on
+// the same model file and images when PyTorch is installed and QCAPS_REFERENCE_DIR points at a
+// checkout of it (never committed here). The model: --model FILE, or QCAPS_BENCH_MODEL, or one
+// trained once by `qcapsnets train` (1 epoch) and kept in .bench-cache/.
+//   npm run bench:search [-- --json] [--test-size 2000] [--model FILE] [--threads N]
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadDataset } from '../src/data/load.js';
+import { buildModel } from '../src/models/factory.js';
+import { readStateDict } from '../src/io/pt.js';
+import { kernels } from '../src/tensor/kernels.js';
+import { runSearchJob } from '../src/cli/search-job.js';
+
+const MALLOC_REUSE = { MALLOC_MMAP_MAX_: '0', MALLOC_TRIM_THRESHOLD_: '20000000000', MALLOC_TOP_PAD_: '1000000000' };
+const root = fileURLToPath(new URL('../../', import.meta.url));
+
+function arg(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : fallback;
+}
+
+function benchModel(): string {
+  const given = process.argv.includes('--model') ? arg('model', '') : process.env.QCAPS_BENCH_MODEL;
+  if (given) {
+    if (!existsSync(given)) throw new Error(`--model ${given}: no such file`);
+    return resolve(given);
+  }
+  const file = join(root, '.bench-cache', 'shallow-fashion-1epoch.pt');
+  if (existsSync(file)) return file;
+  mkdirSync(join(root, '.bench-cache'), { recursive: true });
+  console.log(`training the benchmark's model once (1 epoch, Fashion-MNIST) into ${file} ...`);
+  const r = spawnSync(
+    process.execPath,
+    [
+      join(root, 'dist/src/cli/main.js'),
+      'train',
+      '--dataset',
+      'fashion-mnist',
+      '--epochs',
+      '1',
+      '--full-precision-filename',
+      file,
+    ],
+    { stdio: 'inherit' },
+  );
+  if (r.status !== 0 || !existsSync(file)) throw new Error('training the benchmark model failed');
+  return file;
+}
+
+interface ReferenceStep {
+  weightBits?: number[];
+  actBits?: number[];
+  routingBits?: number[];
+  accuracy?: number;
+}
+
+async function main(): Promise<void> {
+  const json = process.argv.includes('--json');
+  const testSize = Number(arg('test-size', '2000'));
+  const tolerance = Number(arg('tolerance', '0.5'));
+  const budget = Number(arg('budget', '3'));
+  const method = 'round_to_nearest';
+  const threads = Number(arg('threads', String(kernels().getThreads())));
+  kernels().setThreads(threads);
+  const modelFile = benchModel();
+  const model = buildModel('ShallowCapsNet', [28, 1, 10, 16]);
+  model.loadStateDict(readStateDict(modelFile), modelFile);
+  const test = loadDataset('fashion-mnist', 'test', { limit: testSize });
+  const out = mkdtempSync(join(tmpdir(), 'qcaps-bench-search-'));
+  const lines: string[] = [];
+  const t0 = performance.now();
+  let result;
+  try {
+    result = await runSearchJob({
+      model,
+      modelFile,
+      test,
+      method,
+      compat: 'dac2020',
+      tolerance,
+      memoryBudgetMB: budget,
+      seed: 42,
+      testBatchSize: 100,
+      cacheMB: 1024,
+      earlyStop: true,
+      outputDir: out,
+      settings: { bench: 'search', testSize, tolerance, budget, method },
+      log: (l) => lines.push(l),
+    });
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+  const jobS = (performance.now() - t0) / 1000;
+  // the reference's timing covers its qcapsnets() call (the search and its file writes), not
+  // the full-precision test before it: time the same part here
+  const searchS = result.searchSeconds;
+  for (const l of lines) console.log(l);
+  console.log(
+    `ours: ${searchS.toFixed(1)} s, ${result.evaluations} evaluations, ${result.fullPassEquivalents.toFixed(2)} full-pass equivalents (layer runs / layers per pass), ${threads} threads`,
+  );
+
+  let reference: { fp_accuracy: number; search_s: number; steps: Record<string, ReferenceStep> } | null = null;
+  const refDir = process.env.QCAPS_REFERENCE_DIR;
+  const torchOk =
+    existsSync('/usr/bin/python3') &&
+    spawnSync('/usr/bin/python3', ['-c', 'import torch'], { stdio: 'ignore' }).status === 0;
+  if (refDir && torchOk) {
+    console.log(`reference search (PyTorch, 2 threads, malloc reuse) from ${refDir} ...`);
+    const env: NodeJS.ProcessEnv = { ...process.env, ...MALLOC_REUSE };
+    delete env.OPENBLAS_CORETYPE;
+    delete env.OPENBLAS_L2_SIZE;
+    const r = spawnSync(
+      '/usr/bin/python3',
+      [
+        join(root, 'bench/torch_search.py'),
+        refDir,
+        modelFile,
+        String(testSize),
+        String(tolerance),
+        String(budget),
+        method,
+        '2',
+      ],
+      { env, encoding: 'utf8', maxBuffer: 1 << 26 },
+    );
+    const last = (r.stdout ?? '').trim().split('\n').pop() ?? '';
+    try {
+      reference = JSON.parse(last);
+    } catch {
+      console.error(`reference search failed (exit ${r.status}):\n${r.stderr}`);
+    }
+  } else {
+    console.log(
+      'reference not run: set QCAPS_REFERENCE_DIR to a checkout of the reference implementation (PyTorch needed)',
+    );
+  }
+
+  const ours = Object.fromEntries(result.report.steps.map((s) => [s.step, s]));
+  let identical: boolean | null = null;
+  if (reference) {
+    identical = true;
+    for (const [step, r] of Object.entries(reference.steps)) {
+      const o = ours[step];
+      const same =
+        o !== undefined &&
+        JSON.stringify(o.weightBits) === JSON.stringify(r.weightBits) &&
+        JSON.stringify(o.actBits) === JSON.stringify(r.actBits) &&
+        JSON.stringify(o.routingBits) === JSON.stringify(r.routingBits);
+      console.log(
+        `  ${step}: reference w=${JSON.stringify(r.weightBits)} a=${JSON.stringify(r.actBits)} r=${JSON.stringify(r.routingBits)} ${r.accuracy}% | ours ${o ? `w=${JSON.stringify(o.weightBits)} a=${JSON.stringify(o.actBits)} r=${JSON.stringify(o.routingBits)} ${o.accuracy}%` : 'missing'} ${same ? 'same' : 'DIFFERENT'}`,
+      );
+      if (!same) identical = false;
+    }
+    if (Object.keys(reference.steps).length !== result.report.steps.length) identical = false;
+    console.log(
+      `reference: ${reference.search_s.toFixed(1)} s; ours / reference = ${(searchS / reference.search_s).toFixed(3)}`,
+    );
+  }
+  if (json) {
+    console.log(
+      JSON.stringify({
+        search_s: searchS,
+        job_s: jobS,
+        evaluations: result.evaluations,
+        full_pass_equivalents: result.fullPassEquivalents,
+        reference_search_s: reference?.search_s ?? null,
+        ratio: reference ? searchS / reference.search_s : null,
+        decisions_identical: identical,
+        fp_accuracy: result.report.fullPrecisionAccuracy,
+        reference_fp_accuracy: reference?.fp_accuracy ?? null,
+        steps: result.report.steps,
+        threads,
+        test_images: testSize,
+      }),
+    );
+  }
+}
+
+main().catch((err: Error) => {
+  console.error(`bench:search: ${err.message}`);
+  process.exit(2);
+});

@@ -1,0 +1,180 @@
+// Resumable training checkpoints, one safetensors file (default `<model stem>.ckpt.safetensors`
+// next to --full-precision-filename), replaced atomically after every epoch (and when a run is
+// interrupted):
+//   tensors   model.<name>      the model's state_dict (PyTorch names, shapes and layouts;
+//                               BatchNorm buffers included, num_batches_tracked as I64)
+//             decoder.<name>    the decoder's state_dict
+//             adam.m.<prefix>.<name>, adam.v.<prefix>.<name>
+//                               Adam's first and second moments of each parameter, in
+//                               qcapsnets' internal layout (conv weights [O,KH,KW,C]) with the
+//                               internal shape, prefix 'model' or 'decoder'
+//   metadata  format  = "qcapsnets-training-checkpoint", version = "1",
+//             state   = JSON of TrainingState below (options, position, Adam step, data
+//                       loader seed and position, best accuracy, per-epoch history, the sums of
+//                       the epoch in progress)
+// The data loader draws its order and augmentation from Rng(seed, epoch, batch) streams (see
+// src/data/loader.ts), so its RNG state is fully given by (seed, epoch, next batch).
+import { existsSync } from 'node:fs';
+import { basename, dirname, extname, join } from 'node:path';
+import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
+import type { NamedTensor } from '../io/tensor-data.js';
+import type { CapsDecoder, CapsNet } from '../models/capsnet.js';
+import type { Adam } from '../tensor/ops/adam.js';
+import type { EpochSummary } from './summary.js';
+
+export const CHECKPOINT_FORMAT = 'qcapsnets-training-checkpoint';
+export const CHECKPOINT_VERSION = '1';
+
+/** The options that decide a run's numbers; a resumed run must use the same (epochs may grow). */
+export interface RunSettings {
+  epochs: number;
+  lr: number;
+  batchSize: number;
+  regularizationScale: number;
+  decaySteps: number;
+  decayRate: number;
+  hardTraining: boolean;
+  seed: number;
+  testBatchSize: number;
+}
+
+/** Sums over the finished batches of the epoch in progress. */
+export interface EpochProgress {
+  batches: number;
+  images: number;
+  lossSum: number;
+  marginSum: number;
+  reconSum: number;
+  /** sum of batch accuracies (fractions), as the reference averages them */
+  accuracySum: number;
+  seconds: number;
+}
+
+export interface TrainingState {
+  model: { kind: string; args: number[] };
+  decoder: { kind: string; args: number[] };
+  dataset: { name: string; trainCount: number; testCount: number };
+  settings: RunSettings;
+  /** 1-based epoch to run next (or in progress) and its next batch index (0-based). */
+  epoch: number;
+  batch: number;
+  /** Optimizer steps done so far (the learning rate's step count). */
+  globalStep: number;
+  adam: { step: number; beta1: number; beta2: number; eps: number };
+  loader: { seed: number; epoch: number; nextBatch: number };
+  bestAccuracy: number;
+  bestEpoch: number | null;
+  history: EpochSummary[];
+  partial: EpochProgress | null;
+  modelFile: string;
+}
+
+/** `<dir>/<stem>.ckpt.safetensors` for the model file `<dir>/<stem>.<ext>`. */
+export function defaultCheckpointPath(modelFile: string): string {
+  const ext = extname(modelFile);
+  const stem = basename(modelFile, ext) || 'model';
+  return join(dirname(modelFile), `${stem}.ckpt.safetensors`);
+}
+
+/** Writes the checkpoint atomically. */
+export function writeTrainingCheckpoint(
+  file: string,
+  model: CapsNet,
+  decoder: CapsDecoder,
+  adam: Adam,
+  state: TrainingState,
+): void {
+  const tensors: [string, NamedTensor][] = [];
+  for (const [name, t] of model.stateDict()) tensors.push([`model.${name}`, t]);
+  for (const [name, t] of decoder.stateDict()) tensors.push([`decoder.${name}`, t]);
+  const names = adamNames(model, decoder);
+  names.forEach((name, k) => {
+    const shape = [...adam.params[k].shape];
+    tensors.push([`adam.m.${name}`, { shape, data: adam.state[k].m, dtype: 'float32' }]);
+    tensors.push([`adam.v.${name}`, { shape, data: adam.state[k].v, dtype: 'float32' }]);
+  });
+  writeSafetensors(file, tensors, {
+    format: CHECKPOINT_FORMAT,
+    version: CHECKPOINT_VERSION,
+    state: JSON.stringify(state),
+  });
+}
+
+/** The names of Adam's parameters, in its order (model, then decoder, as the reference chains them). */
+export function adamNames(model: CapsNet, decoder: CapsDecoder): string[] {
+  return [...model.parameters().map((p) => `model.${p.name}`), ...decoder.parameters().map((p) => `decoder.${p.name}`)];
+}
+
+export interface LoadedCheckpoint {
+  state: TrainingState;
+  model: Map<string, NamedTensor>;
+  decoder: Map<string, NamedTensor>;
+  adamM: Map<string, NamedTensor>;
+  adamV: Map<string, NamedTensor>;
+}
+
+/** Reads a checkpoint written by writeTrainingCheckpoint; errors name the file. */
+export function readTrainingCheckpoint(file: string, flag = '--resume'): LoadedCheckpoint {
+  if (!existsSync(file)) throw new Error(`${flag} ${file}: no such file`);
+  let contents: ReturnType<typeof readSafetensors>;
+  try {
+    contents = readSafetensors(file);
+  } catch (err) {
+    throw new Error(
+      `${flag} ${file}: not a qcapsnets training checkpoint (a safetensors file written by trainModel): ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
+  const { tensors, metadata } = contents;
+  if (metadata.format !== CHECKPOINT_FORMAT)
+    throw new Error(
+      `${flag} ${file}: not a qcapsnets training checkpoint (expected metadata format '${CHECKPOINT_FORMAT}'; ` +
+        `a model .pt file holds weights only and cannot resume training)`,
+    );
+  if (metadata.version !== CHECKPOINT_VERSION)
+    throw new Error(
+      `${flag} ${file}: checkpoint version ${metadata.version}, this qcapsnets reads ${CHECKPOINT_VERSION}`,
+    );
+  let state: TrainingState;
+  try {
+    state = JSON.parse(metadata.state ?? '') as TrainingState;
+  } catch (err) {
+    throw new Error(
+      `${flag} ${file}: the training state in the metadata is not valid JSON (${(err as Error).message})`,
+      { cause: err },
+    );
+  }
+  const out: LoadedCheckpoint = { state, model: new Map(), decoder: new Map(), adamM: new Map(), adamV: new Map() };
+  for (const [name, t] of tensors) {
+    if (name.startsWith('adam.m.')) out.adamM.set(name.slice(7), t);
+    else if (name.startsWith('adam.v.')) out.adamV.set(name.slice(7), t);
+    else if (name.startsWith('model.')) out.model.set(name.slice(6), t);
+    else if (name.startsWith('decoder.')) out.decoder.set(name.slice(8), t);
+    else throw new Error(`${flag} ${file}: unexpected tensor '${name}'`);
+  }
+  return out;
+}
+
+/** Loads Adam's step and moments from a checkpoint; every parameter must be there with its size. */
+export function restoreAdam(adam: Adam, names: string[], ckpt: LoadedCheckpoint, file: string): void {
+  const problems: string[] = [];
+  names.forEach((name, k) => {
+    const m = ckpt.adamM.get(name);
+    const v = ckpt.adamV.get(name);
+    const size = adam.params[k].size;
+    if (!m || !v) problems.push(`missing Adam moments of ${name}`);
+    else if (m.data.length !== size || v.data.length !== size)
+      problems.push(`Adam moments of ${name} have ${m.data.length} values, expected ${size}`);
+  });
+  if (ckpt.adamM.size !== names.length) problems.push(`${ckpt.adamM.size} Adam moments for ${names.length} parameters`);
+  if (problems.length)
+    throw new Error(`--resume ${file}: the optimizer state does not match:\n  ${problems.join('\n  ')}`);
+  names.forEach((name, k) => {
+    adam.state[k].m.set(ckpt.adamM.get(name)!.data);
+    adam.state[k].v.set(ckpt.adamV.get(name)!.data);
+  });
+  adam.step = ckpt.state.adam.step;
+  adam.beta1 = ckpt.state.adam.beta1;
+  adam.beta2 = ckpt.state.adam.beta2;
+  adam.eps = ckpt.state.adam.eps;
+}

@@ -1,0 +1,306 @@
+// trainModel: full-precision training as the reference's main.py + full_precision_training +
+// full_precision_test (SPEC 3):
+//   - Adam over the model's then the decoder's parameters, lr = lr0 * decay_rate^(step /
+//     decay_steps) for the step with 0-based global index `step` (schedule.ts);
+//   - loss = margin + regularization_scale * reconstruction (trainingStep), hard margins for the
+//     last floor(epochs / 2) epochs with --hard-training;
+//   - after each epoch a full test pass; when its accuracy beats the best so far (strictly, the
+//     best starting at 0) the MODEL's state_dict is written to --full-precision-filename (the
+//     reference saves model.state_dict() only; the decoder is for training and lives in the
+//     checkpoint);
+//   - after each epoch (and on abort) a resumable checkpoint (checkpoint.ts) that makes a resumed
+//     run take exactly the steps of an uninterrupted one.
+// Every option is checked before any work starts; files are written atomically.
+import { resolve } from 'node:path';
+import { augmentationFor } from '../data/augment.js';
+import { DataLoader } from '../data/loader.js';
+import type { CapsDecoder, CapsNet } from '../models/capsnet.js';
+import { trainingStep } from '../models/training-step.js';
+import { writeStateDict } from '../io/pt.js';
+import { kernels } from '../tensor/kernels.js';
+import { Adam } from '../tensor/ops/adam.js';
+import { give } from '../tensor/pool.js';
+import {
+  adamNames,
+  defaultCheckpointPath,
+  type EpochProgress,
+  readTrainingCheckpoint,
+  restoreAdam,
+  type TrainingState,
+  writeTrainingCheckpoint,
+} from './checkpoint.js';
+import { checkDecoderFits, checkModelFitsDataset, checkOutputPath, checkPositiveInteger } from './checks.js';
+import { countCorrect, evaluateModel } from './evaluate.js';
+import { resolveModules, resolveSettings, type ResolvedSettings, type TrainOptions } from './options.js';
+import { ProgressReporter } from './progress.js';
+import { isHardEpoch, learningRate } from './schedule.js';
+import type { EpochSummary, TrainSummary } from './summary.js';
+
+const emptyProgress = (): EpochProgress => ({
+  batches: 0,
+  images: 0,
+  lossSum: 0,
+  marginSum: 0,
+  reconSum: 0,
+  accuracySum: 0,
+  seconds: 0,
+});
+
+function sameArgs(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+const SETTING_FLAGS: Record<string, string> = {
+  lr: '--lr',
+  batchSize: '--batch-size',
+  regularizationScale: '--regularization-scale',
+  decaySteps: '--decay-steps',
+  decayRate: '--decay-rate',
+  hardTraining: '--hard-training',
+  seed: '--seed',
+  testBatchSize: '--test-batch-size',
+};
+
+/** A checkpoint may only continue the run it came from (more epochs allowed). */
+function checkResumable(
+  state: TrainingState,
+  file: string,
+  model: CapsNet,
+  decoder: CapsDecoder,
+  opts: TrainOptions,
+  s: ResolvedSettings,
+): void {
+  const problems: string[] = [];
+  if (state.model.kind !== model.kind || !sameArgs(state.model.args, model.args))
+    problems.push(
+      `--model ${model.kind} --model-args ${model.args.join(' ')}: the checkpoint has ${state.model.kind} ${state.model.args.join(' ')}`,
+    );
+  if (state.decoder.kind !== decoder.kind || !sameArgs(state.decoder.args, decoder.args))
+    problems.push(
+      `--decoder ${decoder.kind} --decoder-args ${decoder.args.join(' ')}: the checkpoint has ${state.decoder.kind} ${state.decoder.args.join(' ')}`,
+    );
+  const ds = state.dataset;
+  if (ds.name !== opts.train.name || ds.trainCount !== opts.train.count || ds.testCount !== opts.test.count)
+    problems.push(
+      `--dataset ${opts.train.name} (${opts.train.count} train / ${opts.test.count} test images): the checkpoint was trained on ` +
+        `${ds.name} (${ds.trainCount} / ${ds.testCount})`,
+    );
+  for (const [key, flag] of Object.entries(SETTING_FLAGS)) {
+    const ours = s[key as keyof ResolvedSettings];
+    const theirs = state.settings[key as keyof typeof state.settings];
+    if (ours !== theirs) problems.push(`${flag} ${String(ours)}: the checkpoint used ${String(theirs)}`);
+  }
+  const done = state.history.length;
+  if (done > s.epochs) problems.push(`--epochs ${s.epochs}: the checkpoint has already finished ${done} epochs`);
+  if (problems.length)
+    throw new Error(
+      `--resume ${file}: the checkpoint belongs to a different run:\n  ${problems.join('\n  ')}\n` +
+        `Pass the flags of the original run (only --epochs may grow), or start afresh without --resume.`,
+    );
+}
+
+/** Trains `opts.model` with `opts.decoder` on `opts.train`, testing on `opts.test` after each epoch. */
+export async function trainModel(opts: TrainOptions): Promise<TrainSummary> {
+  const started = Date.now();
+  // ---- checks, before anything is written
+  const s = resolveSettings(opts);
+  const { model, decoder } = resolveModules(opts, s.seed);
+  if (!opts.train || !opts.test) throw new Error('trainModel: needs the train and the test dataset');
+  checkModelFitsDataset(model, opts.train);
+  checkModelFitsDataset(model, opts.test);
+  checkDecoderFits(decoder, model, opts.train);
+  const modelFile = checkOutputPath(opts.fullPrecisionFilename ?? './model.pt', '--full-precision-filename');
+  const checkpointFile = checkOutputPath(opts.checkpointFilename ?? defaultCheckpointPath(modelFile), '--checkpoint');
+  if (checkpointFile === modelFile)
+    throw new Error(
+      `the checkpoint file and --full-precision-filename are both ${modelFile}; choose another checkpoint name`,
+    );
+  if (opts.threads !== undefined) kernels().setThreads(checkPositiveInteger(opts.threads, '--threads'));
+  const augment = opts.augment !== undefined ? opts.augment : augmentationFor(opts.train.name);
+  const loader = new DataLoader(opts.train, { batchSize: s.batchSize, seed: s.seed, augment, shuffle: true });
+  const batchesPerEpoch = loader.batchesPerEpoch;
+  const totalSteps = s.epochs * batchesPerEpoch;
+
+  const params = [...model.parameters(), ...decoder.parameters()];
+  const adam = new Adam(
+    params.map((p) => p.param),
+    { lr: s.lr },
+  );
+  const names = adamNames(model, decoder);
+  const grads = params.map((p) => p.grad);
+
+  // ---- resume
+  let epoch = 1;
+  let fromBatch = 0;
+  let globalStep = 0;
+  let bestAccuracy = 0;
+  let bestEpoch: number | null = null;
+  let history: EpochSummary[] = [];
+  let partial: EpochProgress | null = null;
+  let resumedFrom: TrainSummary['resumedFrom'] = null;
+  if (opts.resume) {
+    const file = resolve(opts.resume === true ? checkpointFile : opts.resume);
+    const ckpt = readTrainingCheckpoint(file);
+    checkResumable(ckpt.state, file, model, decoder, opts, s);
+    model.loadStateDict(ckpt.model, `checkpoint ${file}`);
+    decoder.loadStateDict(ckpt.decoder, `checkpoint ${file}`);
+    restoreAdam(adam, names, ckpt, file);
+    ({ epoch, batch: fromBatch, globalStep, bestAccuracy, bestEpoch, history, partial } = ckpt.state);
+    if (globalStep !== (epoch - 1) * batchesPerEpoch + fromBatch)
+      throw new Error(
+        `--resume ${file}: inconsistent position (epoch ${epoch}, batch ${fromBatch}, step ${globalStep})`,
+      );
+    resumedFrom = { epoch, batch: fromBatch };
+  }
+
+  const sink = opts.log ?? ((line: string) => void process.stdout.write(line + '\n'));
+  const progress = new ProgressReporter(
+    opts.progress ?? 'auto',
+    opts.progressStream ?? process.stderr,
+    s.logInterval,
+    sink,
+  );
+  const snapshot = (e: number, b: number, p: EpochProgress | null): TrainingState => ({
+    model: { kind: model.kind, args: [...model.args] },
+    decoder: { kind: decoder.kind, args: [...decoder.args] },
+    dataset: { name: opts.train.name, trainCount: opts.train.count, testCount: opts.test.count },
+    settings: {
+      epochs: s.epochs,
+      lr: s.lr,
+      batchSize: s.batchSize,
+      regularizationScale: s.regularizationScale,
+      decaySteps: s.decaySteps,
+      decayRate: s.decayRate,
+      hardTraining: s.hardTraining,
+      seed: s.seed,
+      testBatchSize: s.testBatchSize,
+    },
+    epoch: e,
+    batch: b,
+    globalStep,
+    adam: { step: adam.step, beta1: adam.beta1, beta2: adam.beta2, eps: adam.eps },
+    loader: { seed: s.seed, epoch: e - 1, nextBatch: b },
+    bestAccuracy,
+    bestEpoch,
+    history,
+    partial: p,
+    modelFile,
+  });
+  const summary = (interrupted: boolean): TrainSummary => ({
+    epochs: history,
+    bestAccuracy,
+    bestEpoch,
+    modelFile,
+    checkpointFile,
+    resumedFrom,
+    interrupted,
+    globalStep,
+    totalSeconds: (Date.now() - started) / 1000,
+  });
+  if (resumedFrom)
+    progress.log(`Resuming from ${checkpointFile}: epoch ${epoch}, batch ${fromBatch} (step ${globalStep})`);
+
+  // ---- epochs
+  for (; epoch <= s.epochs; epoch++, fromBatch = 0, partial = null) {
+    const hard = isHardEpoch(epoch, s.epochs, s.hardTraining);
+    const acc = partial ?? emptyProgress();
+    const epochStart = performance.now() - acc.seconds * 1000;
+    let lastLr = learningRate(Math.max(0, globalStep - 1), s.lr, s.decayRate, s.decaySteps);
+    model.train();
+    decoder.train();
+    if (opts.signal?.aborted) {
+      writeTrainingCheckpoint(checkpointFile, model, decoder, adam, snapshot(epoch, fromBatch, acc));
+      progress.log(`Interrupted at epoch ${epoch}, batch ${fromBatch}; checkpoint saved to ${checkpointFile}`);
+      return summary(true);
+    }
+    for await (const batch of loader.batches(epoch - 1, fromBatch)) {
+      const B = batch.labels.length;
+      model.zeroGrad();
+      decoder.zeroGrad();
+      adam.lr = lastLr = learningRate(globalStep, s.lr, s.decayRate, s.decaySteps);
+      const r = trainingStep(model, decoder, batch.images, batch.labels, {
+        regularizationScale: s.regularizationScale,
+        hard,
+      });
+      adam.update(grads);
+      const batchAccuracy = countCorrect(r.caps, batch.labels) / B;
+      give(r.caps.data);
+      acc.batches++;
+      acc.images += B;
+      acc.lossSum += r.loss;
+      acc.marginSum += r.marginLoss;
+      acc.reconSum += r.reconLoss;
+      acc.accuracySum += batchAccuracy;
+      acc.seconds = (performance.now() - epochStart) / 1000;
+      const done = batch.batchIndex + 1;
+      const perBatch = acc.seconds / acc.batches;
+      const report = {
+        epoch,
+        epochs: s.epochs,
+        batch: done,
+        batches: batchesPerEpoch,
+        globalStep,
+        totalSteps,
+        loss: r.loss,
+        marginLoss: r.marginLoss,
+        reconLoss: r.reconLoss,
+        batchAccuracy,
+        epochAccuracy: acc.accuracySum / acc.batches,
+        imagesPerSecond: acc.images / acc.seconds,
+        etaSeconds: perBatch * (batchesPerEpoch - done),
+        lr: lastLr,
+      };
+      globalStep++;
+      progress.step(report);
+      opts.onStep?.(report);
+      if (opts.signal?.aborted) {
+        progress.finishEpoch();
+        writeTrainingCheckpoint(checkpointFile, model, decoder, adam, snapshot(epoch, done, acc));
+        progress.log(`Interrupted at epoch ${epoch}, batch ${done}; checkpoint saved to ${checkpointFile}`);
+        return summary(true);
+      }
+    }
+    progress.finishEpoch();
+    const seconds = acc.seconds;
+    progress.log(`Time elapsed for epoch ${epoch}: ${seconds.toFixed(0)}s.`);
+
+    const testStart = performance.now();
+    const test = await evaluateModel(model, opts.test, s.testBatchSize, {
+      onBatch: (done, total) => progress.testing(done, total, epoch),
+    });
+    progress.finishEpoch();
+    const testSeconds = (performance.now() - testStart) / 1000;
+    progress.log(`Test: [Loss: ${test.loss.toFixed(6)}]`);
+    progress.log(`Test Accuracy: ${test.correct}/${test.total} (${test.accuracy.toFixed(2)}%)`);
+    const best = test.accuracy > bestAccuracy;
+    if (best) {
+      bestAccuracy = test.accuracy;
+      bestEpoch = epoch;
+      writeStateDict(modelFile, model.stateDict());
+      progress.log(`Best model so far saved to ${modelFile}`);
+    }
+    const n = Math.max(1, acc.batches);
+    const record: EpochSummary = {
+      epoch,
+      hard,
+      trainLoss: acc.lossSum / n,
+      trainMarginLoss: acc.marginSum / n,
+      trainReconLoss: acc.reconSum / n,
+      trainAccuracy: (acc.accuracySum / n) * 100,
+      testAccuracy: test.accuracy,
+      testCorrect: test.correct,
+      testTotal: test.total,
+      testLoss: test.loss,
+      seconds,
+      testSeconds,
+      imagesPerSecond: seconds > 0 ? acc.images / seconds : 0,
+      lastLr,
+      best,
+    };
+    history = [...history, record];
+    writeTrainingCheckpoint(checkpointFile, model, decoder, adam, snapshot(epoch + 1, 0, null));
+    opts.onEpoch?.(record);
+  }
+  progress.log(`Best Full-Precision Accuracy: ${bestAccuracy}% (epoch ${bestEpoch ?? '-'})`);
+  return summary(false);
+}

@@ -1,0 +1,142 @@
+// Bad input to trainModel / evaluateModel is refused before any work starts, with an error
+// that names the flag (or file) and what was expected, and leaves no file behind.
+import assert from 'node:assert/strict';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { Dataset, type Split } from '../src/data/index.js';
+import { buildDecoder, buildModel } from '../src/models/index.js';
+import { evaluateModel, trainModel, type TrainOptions } from '../src/train/index.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'qcaps-train-errors-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function blank(name: string, split: Split, side: number, channels: number, count = 4): Dataset {
+  const labels = Int32Array.from({ length: count }, (_, i) => i % 10);
+  const pixels = new Uint8Array(count * side * side * channels);
+  return new Dataset({ name, split, height: side, width: side, channels, pixels, labels });
+}
+
+const mnistTrain = blank('mnist', 'train', 28, 1);
+const mnistTest = blank('mnist', 'test', 28, 1);
+const cifarTrain = blank('cifar10', 'train', 64, 3);
+const cifarTest = blank('cifar10', 'test', 64, 3);
+const shallow = buildModel('ShallowCapsNet', [28, 1, 10, 16]);
+const fc = buildDecoder('FCDecoder', [16, 784]);
+
+const opts = (extra: Partial<TrainOptions>): TrainOptions => ({
+  model: shallow,
+  decoder: fc,
+  train: mnistTrain,
+  test: mnistTest,
+  epochs: 1,
+  fullPrecisionFilename: join(dir, 'model.pt'),
+  progress: 'none',
+  log: () => undefined,
+  ...extra,
+});
+
+async function refused(extra: Partial<TrainOptions>, pattern: RegExp): Promise<void> {
+  await assert.rejects(trainModel(opts(extra)), pattern);
+  assert.deepEqual(
+    readdirSync(dir).filter((f) => f !== 'other.pt'),
+    [],
+    'no file is written',
+  );
+}
+
+test('non-positive or non-integer options name their flag', async () => {
+  await refused({ epochs: 0 }, /--epochs must be a positive integer, got 0/);
+  await refused({ epochs: 2.5 }, /--epochs must be a positive integer, got 2\.5/);
+  await refused({ lr: 0 }, /--lr must be a positive number, got 0/);
+  await refused({ lr: -0.001 }, /--lr must be a positive number/);
+  await refused({ lr: NaN }, /--lr must be a positive number, got NaN/);
+  await refused({ batchSize: 0 }, /--batch-size must be a positive integer, got 0/);
+  await refused({ testBatchSize: -5 }, /--test-batch-size must be a positive integer/);
+  await refused({ logInterval: 0 }, /--log-interval must be a positive integer/);
+  await refused({ decaySteps: 0 }, /--decay-steps must be a positive number/);
+  await refused({ decayRate: -1 }, /--decay-rate must be a positive number/);
+  await refused({ regularizationScale: -1 }, /--regularization-scale must be a non-negative number/);
+  await refused({ seed: 1.5 }, /--seed must be an integer/);
+  await refused({ threads: 0 }, /--threads must be a positive integer/);
+});
+
+test('model input size vs dataset: 28x28x1 model on 64x64x3 images and the reverse', async () => {
+  await refused(
+    { train: cifarTrain, test: cifarTest },
+    /ShallowCapsNet takes 28x28x1 images \(--model-args 28 1 10 16.*\) but cifar10\/train has 64x64x3 images; use --model-args 64 3 10 16/,
+  );
+  const deep64 = buildModel('DeepCaps', [64, 3, 10, 32]);
+  await refused(
+    { model: deep64, decoder: { name: 'ConvDecoder64', args: [32, 3] } },
+    /DeepCaps takes 64x64x3 images .* but mnist\/train has 28x28x1 images; use --model-args 28 1 10 32/,
+  );
+  await refused({ test: cifarTest }, /but cifar10\/test has 64x64x3 images/);
+  await refused(
+    { model: { name: 'ShallowCapsNet', args: [28, 1, 3, 16] } },
+    /3 classes \(--model-args value 3, num_classes\) but mnist\/train has labels in \[0, 3\]; use num_classes 10/,
+  );
+});
+
+test('decoder vs model and images', async () => {
+  await refused(
+    { decoder: { name: 'FCDecoder', args: [8, 784] } },
+    /FCDecoder reads capsules of dimension 8 \(--decoder-args 8 784\) but ShallowCapsNet gives 16/,
+  );
+  await refused(
+    { decoder: { name: 'FCDecoder', args: [16, 4096] } },
+    /FCDecoder \(--decoder-args 16 4096\) reconstructs 4096 values per image but mnist images are 28x28x1; use --decoder ConvDecoder28 16 1, or FCDecoder 16 784/,
+  );
+  await refused(
+    { decoder: { name: 'ConvDecoder64', args: [16, 1] } },
+    /ConvDecoder64 \(--decoder-args 16 1\) reconstructs 64x64x1 values per image but mnist images are 28x28x1/,
+  );
+  await refused({ decoder: { name: 'ConvDecoder28', args: [16, 3] } }, /reconstructs 28x28x3 values per image/);
+  await refused({ decoder: { name: 'NoDecoder', args: [16, 784] } }, /unknown decoder 'NoDecoder'/);
+});
+
+test('output and resume files', async () => {
+  await refused(
+    { fullPrecisionFilename: join(dir, 'missing', 'model.pt') },
+    /--full-precision-filename .*missing\/model\.pt: folder .*missing does not exist/,
+  );
+  await refused({ fullPrecisionFilename: dir }, /--full-precision-filename .* is a folder/);
+  await refused(
+    { resume: join(dir, 'nothing.ckpt.safetensors') },
+    /--resume .*nothing\.ckpt\.safetensors: no such file/,
+  );
+  writeFileSync(join(dir, 'other.pt'), 'not a checkpoint');
+  await refused({ resume: join(dir, 'other.pt') }, /--resume .*other\.pt/);
+});
+
+test('resuming with different flags names them', async () => {
+  const runDir = mkdtempSync(join(tmpdir(), 'qcaps-train-resume-'));
+  try {
+    const base = opts({ fullPrecisionFilename: join(runDir, 'm.pt'), batchSize: 4 });
+    const ctl = new AbortController();
+    ctl.abort();
+    const s = await trainModel({ ...base, signal: ctl.signal });
+    assert.equal(s.interrupted, true);
+    assert.deepEqual(readdirSync(runDir), ['m.ckpt.safetensors']);
+    await assert.rejects(
+      trainModel({ ...base, lr: 0.002, seed: 1, resume: true }),
+      /different run:\n {2}--lr 0\.002: the checkpoint used 0\.001\n {2}--seed 1: the checkpoint used 42/,
+    );
+    await assert.rejects(
+      trainModel({ ...base, decoder: { name: 'ConvDecoder28', args: [16, 1] }, resume: true }),
+      /--decoder ConvDecoder28 --decoder-args 16 1: the checkpoint has FCDecoder 16 784/,
+    );
+  } finally {
+    rmSync(runDir, { recursive: true, force: true });
+  }
+});
+
+test('evaluateModel refuses a dataset of another size and a bad batch size', async () => {
+  await assert.rejects(evaluateModel(shallow, cifarTest, 100), /takes 28x28x1 images .* cifar10\/test has 64x64x3/);
+  await assert.rejects(evaluateModel(shallow, mnistTest, 0), /--test-batch-size must be a positive integer, got 0/);
+  const r = await evaluateModel(shallow, mnistTest, 3);
+  assert.equal(r.total, 4);
+  assert.equal(r.accuracy, (r.correct * 100) / 4);
+  assert.ok(Number.isFinite(r.loss) && r.loss > 0);
+});
