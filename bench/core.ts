@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { backendInfo, kernels } from '../src/tensor/kernels.js';
 import { conv2dForward, Tensor } from '../src/tensor/index.js';
 import { deepCapsConvWorkload, shallowCapsNetWorkload, type Workload } from './workloads.js';
+import { MALLOC_REUSE, arg, median, peakRssMb } from './common.js';
 
 interface Measurement {
   name: string;
@@ -22,19 +23,6 @@ interface Measurement {
   [k: string]: unknown;
 }
 
-const MALLOC_REUSE = { MALLOC_MMAP_MAX_: '0', MALLOC_TRIM_THRESHOLD_: '20000000000', MALLOC_TOP_PAD_: '1000000000' };
-
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : fallback;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const n = s.length;
-  return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
-}
-
 function timeRuns(fn: () => void, runs: number): number[] {
   fn(); // warm-up: fills the buffer pool and the native workspaces
   const times: number[] = [];
@@ -44,10 +32,6 @@ function timeRuns(fn: () => void, runs: number): number[] {
     times.push(Number(process.hrtime.bigint() - t0) / 1e6);
   }
   return times;
-}
-
-function peakRssMb(): number {
-  return process.resourceUsage().maxRSS / 1024;
 }
 
 /** Child mode: one measurement, printed as a JSON line. */

@@ -15,14 +15,9 @@ import { buildModel } from '../src/models/factory.js';
 import { readStateDict } from '../src/io/pt.js';
 import { kernels } from '../src/tensor/kernels.js';
 import { runSearchJob } from '../src/cli/search-job.js';
+import { MALLOC_REUSE, arg } from './common.js';
 
-const MALLOC_REUSE = { MALLOC_MMAP_MAX_: '0', MALLOC_TRIM_THRESHOLD_: '20000000000', MALLOC_TOP_PAD_: '1000000000' };
 const root = fileURLToPath(new URL('../../', import.meta.url));
-
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : fallback;
-}
 
 function benchModel(): string {
   const given = process.argv.includes('--model') ? arg('model', '') : process.env.QCAPS_BENCH_MODEL;

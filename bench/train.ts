@@ -22,8 +22,8 @@ import { kernels } from '../src/tensor/kernels.js';
 import { Adam } from '../src/tensor/ops/adam.js';
 import { give } from '../src/tensor/pool.js';
 import { countCorrect, evaluateModel, learningRate } from '../src/train/index.js';
+import { MALLOC_REUSE, arg, median, peakRssMb } from './common.js';
 
-const MALLOC_REUSE = { MALLOC_MMAP_MAX_: '0', MALLOC_TRIM_THRESHOLD_: '20000000000', MALLOC_TOP_PAD_: '1000000000' };
 const MIRROR = '/work/.mirror/bbussolino+Q-CapsNets/repo';
 
 const CONFIGS = {
@@ -44,19 +44,6 @@ interface Measurement {
   peak_rss_mb: number;
   [k: string]: unknown;
 }
-
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : fallback;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const n = s.length;
-  return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
-}
-
-const peakRssMb = () => process.resourceUsage().maxRSS / 1024;
 
 /** Child mode: one measurement, printed as a JSON line. */
 async function child(config: ConfigName, mode: Mode, threads: number, runs: number, dataDir: string): Promise<void> {

@@ -8,6 +8,7 @@
 import type { CapsNet } from '../models/capsnet.js';
 import type { BitConfig } from '../quant/config.js';
 import type { ModelQuantizer } from '../quant/quantized-forward.js';
+import { countCorrect } from '../train/evaluate.js';
 import { give, take } from '../tensor/pool.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { Evaluation, Evaluator } from './evaluator.js';
@@ -33,26 +34,6 @@ export interface FastEvaluatorOptions {
   approximateMargin?: number | null;
   /** called after each batch (progress bars) */
   onBatch?: (done: number, total: number) => void;
-}
-
-/** Predictions are the longest class capsule (the first maximum on ties). */
-export function countCorrect(caps: Tensor, labels: Int32Array): number {
-  const [n, K, D] = caps.shape;
-  let correct = 0;
-  for (let i = 0; i < n; i++) {
-    let best = -1;
-    let arg = 0;
-    for (let k = 0; k < K; k++) {
-      let s2 = 0;
-      for (let d = 0; d < D; d++) s2 += caps.data[(i * K + k) * D + d] ** 2;
-      if (s2 > best) {
-        best = s2;
-        arg = k;
-      }
-    }
-    if (arg === labels[i]) correct++;
-  }
-  return correct;
 }
 
 interface PrefixCache {
