@@ -10,7 +10,8 @@
         "native/quantize.cc",
         "native/parallel.cc",
         "native/winograd.cc",
-        "native/fftconv.cc"
+        "native/fftconv.cc",
+        "native/elementwise.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],

@@ -29,7 +29,27 @@ bool get_f32(const Napi::CallbackInfo& info, size_t i, bool allowNull, F32& out,
   return true;
 }
 
-bool need(const Napi::Env& env, const F32& a, size_t n, const char* name) {
+struct F64 {
+  double* data = nullptr;
+  size_t length = 0;
+};
+
+bool get_f64(const Napi::CallbackInfo& info, size_t i, bool allowNull, F64& out, const char* name) {
+  Napi::Value v = info[i];
+  if (allowNull && (v.IsNull() || v.IsUndefined())) return true;
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+    Napi::TypeError::New(info.Env(), std::string("qcaps_native: argument '") + name + "' must be a Float64Array")
+        .ThrowAsJavaScriptException();
+    return false;
+  }
+  auto a = v.As<Napi::Float64Array>();
+  out.data = a.Data();
+  out.length = a.ElementLength();
+  return true;
+}
+
+template <typename A>
+bool need(const Napi::Env& env, const A& a, size_t n, const char* name) {
   if (a.data && a.length < n) {
     Napi::RangeError::New(env, std::string("qcaps_native: '") + name + "' has " + std::to_string(a.length) +
                                    " elements, the geometry needs " + std::to_string(n))
@@ -175,6 +195,81 @@ Napi::Value RoutingBackward(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// squashForward(s, v, rows, D) / squashBackward(s, dv, ds, rows, D)
+Napi::Value Squash(const Napi::CallbackInfo& info, bool backward) {
+  Napi::Env env = info.Env();
+  F32 s, a, b;
+  size_t k = backward ? 3 : 2;
+  if (!get_f32(info, 0, false, s, "s") || !get_f32(info, 1, false, a, backward ? "dv" : "v") ||
+      (backward && !get_f32(info, 2, false, b, "ds")))
+    return env.Undefined();
+  size_t rows = info[k].As<Napi::Number>().Int64Value();
+  int D = info[k + 1].As<Napi::Number>().Int32Value();
+  size_t n = rows * (size_t)D;
+  if (!need(env, s, n, "s") || !need(env, a, n, backward ? "dv" : "v") || (backward && !need(env, b, n, "ds")))
+    return env.Undefined();
+  if (backward)
+    qc::squash_backward(s.data, a.data, b.data, rows, D);
+  else
+    qc::squash_forward(s.data, a.data, rows, D);
+  return env.Undefined();
+}
+Napi::Value SquashForward(const Napi::CallbackInfo& info) { return Squash(info, false); }
+Napi::Value SquashBackward(const Napi::CallbackInfo& info) { return Squash(info, true); }
+
+// channelSums(x, rows, C, shift|null, out)
+Napi::Value ChannelSums(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  F32 x;
+  F64 shift, out;
+  if (!get_f32(info, 0, false, x, "x") || !get_f64(info, 3, true, shift, "shift") || !get_f64(info, 4, false, out, "out"))
+    return env.Undefined();
+  size_t rows = info[1].As<Napi::Number>().Int64Value();
+  int C = info[2].As<Napi::Number>().Int32Value();
+  if (!need(env, x, rows * C, "x") || !need(env, shift, C, "shift") || !need(env, out, C, "out")) return env.Undefined();
+  qc::channel_sums(x.data, rows, C, shift.data, out.data);
+  return env.Undefined();
+}
+
+// batchnormApply(x, rows, C, mean, invStd, gamma, beta, y, xhat|null)
+Napi::Value BatchnormApply(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  F32 x, invStd, gamma, beta, y, xhat;
+  F64 mean;
+  if (!get_f32(info, 0, false, x, "x") || !get_f64(info, 3, false, mean, "mean") ||
+      !get_f32(info, 4, false, invStd, "invStd") || !get_f32(info, 5, false, gamma, "gamma") ||
+      !get_f32(info, 6, false, beta, "beta") || !get_f32(info, 7, false, y, "y") || !get_f32(info, 8, true, xhat, "xhat"))
+    return env.Undefined();
+  size_t rows = info[1].As<Napi::Number>().Int64Value();
+  int C = info[2].As<Napi::Number>().Int32Value();
+  size_t n = rows * C;
+  if (!need(env, x, n, "x") || !need(env, mean, C, "mean") || !need(env, invStd, C, "invStd") ||
+      !need(env, gamma, C, "gamma") || !need(env, beta, C, "beta") || !need(env, y, n, "y") || !need(env, xhat, n, "xhat"))
+    return env.Undefined();
+  qc::batchnorm_apply(x.data, rows, C, mean.data, invStd.data, gamma.data, beta.data, y.data, xhat.data);
+  return env.Undefined();
+}
+
+// batchnormBackward(dy, xhat, rows, C, gamma, invStd, dx, dgamma, dbeta)
+Napi::Value BatchnormBackward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  F32 dy, xhat, gamma, invStd, dx, dgamma, dbeta;
+  if (!get_f32(info, 0, false, dy, "dy") || !get_f32(info, 1, false, xhat, "xhat") ||
+      !get_f32(info, 4, false, gamma, "gamma") || !get_f32(info, 5, false, invStd, "invStd") ||
+      !get_f32(info, 6, false, dx, "dx") || !get_f32(info, 7, false, dgamma, "dgamma") ||
+      !get_f32(info, 8, false, dbeta, "dbeta"))
+    return env.Undefined();
+  size_t rows = info[2].As<Napi::Number>().Int64Value();
+  int C = info[3].As<Napi::Number>().Int32Value();
+  size_t n = rows * C;
+  if (!need(env, dy, n, "dy") || !need(env, xhat, n, "xhat") || !need(env, gamma, C, "gamma") ||
+      !need(env, invStd, C, "invStd") || !need(env, dx, n, "dx") || !need(env, dgamma, C, "dgamma") ||
+      !need(env, dbeta, C, "dbeta"))
+    return env.Undefined();
+  qc::batchnorm_backward(dy.data, xhat.data, rows, C, gamma.data, invStd.data, dx.data, dgamma.data, dbeta.data);
+  return env.Undefined();
+}
+
 Napi::Value ReluMask(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   F32 dy, y;
@@ -214,6 +309,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("conv2dBackwardWeight", Napi::Function::New(env, Conv2dBackwardWeight));
   exports.Set("routingForward", Napi::Function::New(env, RoutingForward));
   exports.Set("routingBackward", Napi::Function::New(env, RoutingBackward));
+  exports.Set("squashForward", Napi::Function::New(env, SquashForward));
+  exports.Set("squashBackward", Napi::Function::New(env, SquashBackward));
+  exports.Set("channelSums", Napi::Function::New(env, ChannelSums));
+  exports.Set("batchnormApply", Napi::Function::New(env, BatchnormApply));
+  exports.Set("batchnormBackward", Napi::Function::New(env, BatchnormBackward));
   exports.Set("reluMask", Napi::Function::New(env, ReluMask));
   exports.Set("quantize", Napi::Function::New(env, Quantize));
   return exports;

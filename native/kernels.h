@@ -72,6 +72,15 @@ void routing_forward(const RoutingGeom& g, const float* u, const float* bias, fl
 void routing_backward(const RoutingGeom& g, const float* u, const float* saveS, const float* saveC,
                       const float* dv, float* du, float* dbias);
 
+// Row-wise kernels (native/elementwise.cc)
+void squash_forward(const float* s, float* v, size_t rows, int D);
+void squash_backward(const float* s, const float* dv, float* ds, size_t rows, int D);
+void channel_sums(const float* x, size_t rows, int C, const double* shift, double* sum);
+void batchnorm_apply(const float* x, size_t rows, int C, const double* mean, const float* invStd, const float* gamma,
+                     const float* beta, float* y, float* xhat);
+void batchnorm_backward(const float* dy, const float* xhat, size_t rows, int C, const float* gamma,
+                        const float* invStd, float* dx, float* dgamma, float* dbeta);
+
 // A workspace that grows and is reused (fresh memory costs ~3 ms/MB here).
 float* workspace(int slot, size_t floats);
 

@@ -122,6 +122,36 @@ export interface Kernels {
     dvotes: Float32Array,
     dbias: Float32Array,
   ): void;
+  /** v = squash(s) over rows of D values (the capsule axis last). */
+  squashRows(s: Float32Array, v: Float32Array, rows: number, D: number): void;
+  /** ds from dv through squash, rows of D values. */
+  squashRowsBackward(s: Float32Array, dv: Float32Array, ds: Float32Array, rows: number, D: number): void;
+  /** out[c] = sum over rows of x[r,c], or of (x[r,c] - shift[c])^2 when shift is given (float64 sums). */
+  channelSums(x: Float32Array, rows: number, C: number, shift: Float64Array | null, out: Float64Array): void;
+  /** BatchNorm's affine map: y = gamma (x - mean) invStd + beta, and xhat when given. */
+  batchNormApply(
+    x: Float32Array,
+    rows: number,
+    C: number,
+    mean: Float64Array,
+    invStd: Float32Array,
+    gamma: Float32Array,
+    beta: Float32Array,
+    y: Float32Array,
+    xhat: Float32Array | null,
+  ): void;
+  /** BatchNorm's training backward: dx (overwritten), dgamma and dbeta (accumulated). */
+  batchNormBackward(
+    dy: Float32Array,
+    xhat: Float32Array,
+    rows: number,
+    C: number,
+    gamma: Float32Array,
+    invStd: Float32Array,
+    dx: Float32Array,
+    dgamma: Float32Array,
+    dbeta: Float32Array,
+  ): void;
   /** dy[i] = 0 where y[i] <= 0, for i < n (ReLU backward from the ReLU's output). */
   reluMask(dy: Float32Array, y: Float32Array, n: number): void;
   /** y[i] = q(x[i]) for i < n (x and y may be the same buffer). */

@@ -50,6 +50,11 @@ interface Addon {
   ): void;
   quantize(x: Float32Array, y: Float32Array, n: number, q: Float64Array): void;
   reluMask(dy: Float32Array, y: Float32Array, n: number): void;
+  squashForward(s: Float32Array, v: Float32Array, rows: number, D: number): void;
+  squashBackward(s: Float32Array, dv: Float32Array, ds: Float32Array, rows: number, D: number): void;
+  channelSums(x: Float32Array, rows: number, C: number, shift: Float64Array | null, out: Float64Array): void;
+  batchnormApply(...args: unknown[]): void;
+  batchnormBackward(...args: unknown[]): void;
 }
 
 function findAddon(): string | null {
@@ -119,6 +124,13 @@ export function loadNativeKernels(): { kernels: Kernels; info: string } {
       addon.routingBackward(routingGeom(g), votes, saveS, saveC, dv, dvotes, dbias),
     quantize: (x, y, n, q) => addon.quantize(x, y, n, packQuant(q)),
     reluMask: (dy, y, n) => addon.reluMask(dy, y, n),
+    squashRows: (s, v, rows, D) => addon.squashForward(s, v, rows, D),
+    squashRowsBackward: (s, dv, ds, rows, D) => addon.squashBackward(s, dv, ds, rows, D),
+    channelSums: (x, rows, C, shift, out) => addon.channelSums(x, rows, C, shift, out),
+    batchNormApply: (x, rows, C, mean, invStd, gamma, beta, y, xhat) =>
+      addon.batchnormApply(x, rows, C, mean, invStd, gamma, beta, y, xhat),
+    batchNormBackward: (dy, xhat, rows, C, gamma, invStd, dx, dgamma, dbeta) =>
+      addon.batchnormBackward(dy, xhat, rows, C, gamma, invStd, dx, dgamma, dbeta),
   };
   return { kernels, info: addon.blasInfo() };
 }

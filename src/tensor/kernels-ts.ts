@@ -2,6 +2,7 @@
 // fallback when the native addon cannot load.
 import type { Kernels } from './backend.js';
 import { conv2dBackwardDataTs, conv2dBackwardWeightTs, conv2dForwardTs } from './ts/conv.js';
+import { batchNormApplyTs, batchNormBackwardTs, channelSumsTs, squashRowsBackwardTs, squashRowsTs } from './ts/elementwise.js';
 import { sgemmTs } from './ts/gemm.js';
 import { quantizeTs } from './ts/quantize.js';
 import { routingBackwardTs, routingForwardTs } from './ts/routing.js';
@@ -18,6 +19,11 @@ export const typescriptKernels: Kernels = {
   routingForward: routingForwardTs,
   routingBackward: routingBackwardTs,
   quantize: quantizeTs,
+  squashRows: squashRowsTs,
+  squashRowsBackward: squashRowsBackwardTs,
+  channelSums: channelSumsTs,
+  batchNormApply: batchNormApplyTs,
+  batchNormBackward: batchNormBackwardTs,
   reluMask(dy, y, n) {
     for (let i = 0; i < n; i++) if (!(y[i] > 0)) dy[i] = 0;
   },

@@ -2,6 +2,7 @@
 // Training: y = gamma * (x - mean) / sqrt(var + eps) + beta with the batch mean and biased
 // variance; running_mean <- (1 - momentum) running_mean + momentum mean, and likewise
 // running_var with the UNBIASED variance (PyTorch semantics). Eval uses the running stats.
+import { kernels } from '../kernels.js';
 import { take } from '../pool.js';
 import { check, expectShape, shapeStr, Tensor } from '../tensor.js';
 
@@ -34,13 +35,10 @@ export function batchNorm2dForward(
   const varr = new Float64Array(C);
   if (training) {
     check(n > 1, 'batch_norm2d', `training needs more than one value per channel, got input ${shapeStr(x.shape)}`);
-    for (let i = 0; i < xd.length; i += C) for (let c = 0; c < C; c++) mean[c] += xd[i + c];
+    const k = kernels();
+    k.channelSums(xd, n, C, null, mean);
     for (let c = 0; c < C; c++) mean[c] /= n;
-    for (let i = 0; i < xd.length; i += C)
-      for (let c = 0; c < C; c++) {
-        const d = xd[i + c] - mean[c];
-        varr[c] += d * d;
-      }
+    k.channelSums(xd, n, C, mean, varr);
     const m = bn.momentum;
     for (let c = 0; c < C; c++) {
       const biased = varr[c] / n;
@@ -59,14 +57,7 @@ export function batchNorm2dForward(
   for (let c = 0; c < C; c++) invStd[c] = 1 / Math.sqrt(varr[c] + bn.eps);
   const y = take(x.size);
   const xhat = training ? take(x.size) : null;
-  const g = bn.weight.data;
-  const b = bn.bias.data;
-  for (let i = 0; i < xd.length; i += C)
-    for (let c = 0; c < C; c++) {
-      const h = (xd[i + c] - mean[c]) * invStd[c];
-      if (xhat) xhat[i + c] = h;
-      y[i + c] = g[c] * h + b[c];
-    }
+  kernels().batchNormApply(xd, n, C, mean, invStd, bn.weight.data, bn.bias.data, y, xhat);
   return {
     y: new Tensor(y, x.shape),
     cache: xhat ? { xhat: new Tensor(xhat, x.shape), invStd } : null,
@@ -81,26 +72,7 @@ export function batchNorm2dBackward(
   into: { dw: Tensor; db: Tensor },
 ): Tensor {
   const C = dy.shape[3];
-  const n = dy.size / C;
-  const d = dy.data;
-  const xh = cache.xhat.data;
-  const sumDy = new Float64Array(C);
-  const sumDyXh = new Float64Array(C);
-  for (let i = 0; i < d.length; i += C)
-    for (let c = 0; c < C; c++) {
-      sumDy[c] += d[i + c];
-      sumDyXh[c] += d[i + c] * xh[i + c];
-    }
-  for (let c = 0; c < C; c++) {
-    into.db.data[c] += sumDy[c];
-    into.dw.data[c] += sumDyXh[c];
-  }
   const dx = take(dy.size);
-  const g = bn.weight.data;
-  for (let i = 0; i < d.length; i += C)
-    for (let c = 0; c < C; c++) {
-      const k = g[c] * cache.invStd[c];
-      dx[i + c] = k * (d[i + c] - sumDy[c] / n - (xh[i + c] * sumDyXh[c]) / n);
-    }
+  kernels().batchNormBackward(dy.data, cache.xhat.data, dy.size / C, C, bn.weight.data, cache.invStd, dx, into.dw.data, into.db.data);
   return new Tensor(dx, dy.shape);
 }

@@ -1,6 +1,7 @@
 // squash(s) = s |s| / (1 + |s|^2) along one axis (Sabour et al. 2017, eq. 1).
 // Backward: ds = f(n) dv + s (s . dv) f'(n) / n with f(n) = n / (1 + n^2),
 // f'(n) = (1 - n^2) / (1 + n^2)^2; the second term is 0 at n = 0 (as in PyTorch).
+import { kernels } from '../kernels.js';
 import { take } from '../pool.js';
 import { Tensor } from '../tensor.js';
 import { axisSplit } from './softmax.js';
@@ -8,6 +9,10 @@ import { axisSplit } from './softmax.js';
 export function squashForward(s: Tensor, axis = -1): Tensor {
   const [outer, dim, inner] = axisSplit(s.shape, [axis], 'squash');
   const v = take(s.size);
+  if (inner === 1) {
+    kernels().squashRows(s.data, v, outer, dim);
+    return new Tensor(v, s.shape);
+  }
   const d = s.data;
   for (let o = 0; o < outer; o++)
     for (let k = 0; k < inner; k++) {
@@ -23,6 +28,10 @@ export function squashForward(s: Tensor, axis = -1): Tensor {
 export function squashBackward(dv: Tensor, s: Tensor, axis = -1): Tensor {
   const [outer, dim, inner] = axisSplit(s.shape, [axis], 'squash backward');
   const ds = take(s.size);
+  if (inner === 1) {
+    kernels().squashRowsBackward(s.data, dv.data, ds, outer, dim);
+    return new Tensor(ds, s.shape);
+  }
   const d = s.data;
   for (let o = 0; o < outer; o++)
     for (let k = 0; k < inner; k++) {

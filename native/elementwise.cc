@@ -1,0 +1,113 @@
+// Row-wise kernels on channels-last data, split over the pool's threads:
+//   squash(s) = s |s| / (1 + |s|^2) over rows of D values (Sabour et al. eq. 1) and its gradient
+//   ds = f dv + s (s.dv) f'(n)/n,  f(n) = n/(1+n^2), f'(n) = (1-n^2)/(1+n^2)^2 (0 at n = 0)
+//   BatchNorm over rows of C channels: per-channel sums, the affine map, and the backward pass.
+// Same arithmetic as src/tensor/ops/squash.ts and batchnorm2d.ts.
+#include <cmath>
+#include <vector>
+
+#include "kernels.h"
+#include "parallel.h"
+
+namespace qc {
+
+void squash_forward(const float* s, float* v, size_t rows, int D) {
+  parallel_for(rows, [&](size_t b, size_t e, int) {
+    for (size_t r = b; r < e; r++) {
+      const float* sr = s + r * D;
+      double n2 = 0;
+      for (int d = 0; d < D; d++) n2 += (double)sr[d] * sr[d];
+      const double f = std::sqrt(n2) / (1 + n2);
+      for (int d = 0; d < D; d++) v[r * D + d] = (float)(sr[d] * f);
+    }
+  });
+}
+
+void squash_backward(const float* s, const float* dv, float* ds, size_t rows, int D) {
+  parallel_for(rows, [&](size_t b, size_t e, int) {
+    for (size_t r = b; r < e; r++) {
+      const float* sr = s + r * D;
+      const float* g = dv + r * D;
+      double n2 = 0, sdv = 0;
+      for (int d = 0; d < D; d++) {
+        n2 += (double)sr[d] * sr[d];
+        sdv += (double)sr[d] * g[d];
+      }
+      const double n = std::sqrt(n2);
+      const double f = n / (1 + n2);
+      const double coef = n > 0 ? ((1 - n2) / ((1 + n2) * (1 + n2) * n)) * sdv : 0;
+      for (int d = 0; d < D; d++) ds[r * D + d] = (float)(f * g[d] + coef * sr[d]);
+    }
+  });
+}
+
+// sum[c] = sum_r x[r,c], sumsq[c] = sum_r (x[r,c] - shift[c])^2 (shift may be null)
+void channel_sums(const float* x, size_t rows, int C, const double* shift, double* sum) {
+  const int T = pool_threads();
+  std::vector<double> part((size_t)T * C, 0.0);
+  parallel_for(rows, [&](size_t b, size_t e, int t) {
+    double* a = &part[(size_t)t * C];
+    for (size_t r = b; r < e; r++) {
+      const float* xr = x + r * C;
+      if (shift)
+        for (int c = 0; c < C; c++) {
+          double d = xr[c] - shift[c];
+          a[c] += d * d;
+        }
+      else
+        for (int c = 0; c < C; c++) a[c] += xr[c];
+    }
+  });
+  for (int c = 0; c < C; c++) sum[c] = 0;
+  for (int t = 0; t < T; t++)
+    for (int c = 0; c < C; c++) sum[c] += part[(size_t)t * C + c];
+}
+
+// y = gamma (x - mean) invStd + beta; xhat = (x - mean) invStd when xhat is not null
+void batchnorm_apply(const float* x, size_t rows, int C, const double* mean, const float* invStd, const float* gamma,
+                     const float* beta, float* y, float* xhat) {
+  parallel_for(rows, [&](size_t b, size_t e, int) {
+    for (size_t r = b; r < e; r++)
+      for (int c = 0; c < C; c++) {
+        float h = (float)((x[r * C + c] - mean[c]) * invStd[c]);
+        if (xhat) xhat[r * C + c] = h;
+        y[r * C + c] = gamma[c] * h + beta[c];
+      }
+  });
+}
+
+// dx = gamma invStd (dy - sum(dy)/n - xhat sum(dy xhat)/n); dgamma += sum(dy xhat); dbeta += sum(dy)
+void batchnorm_backward(const float* dy, const float* xhat, size_t rows, int C, const float* gamma,
+                        const float* invStd, float* dx, float* dgamma, float* dbeta) {
+  const int T = pool_threads();
+  std::vector<double> part((size_t)T * 2 * C, 0.0);
+  parallel_for(rows, [&](size_t b, size_t e, int t) {
+    double* sd = &part[(size_t)t * 2 * C];
+    double* sdx = sd + C;
+    for (size_t r = b; r < e; r++)
+      for (int c = 0; c < C; c++) {
+        sd[c] += dy[r * C + c];
+        sdx[c] += (double)dy[r * C + c] * xhat[r * C + c];
+      }
+  });
+  std::vector<double> sumDy(C, 0.0), sumDyXh(C, 0.0);
+  for (int t = 0; t < T; t++)
+    for (int c = 0; c < C; c++) {
+      sumDy[c] += part[(size_t)t * 2 * C + c];
+      sumDyXh[c] += part[(size_t)t * 2 * C + C + c];
+    }
+  for (int c = 0; c < C; c++) {
+    dbeta[c] += (float)sumDy[c];
+    dgamma[c] += (float)sumDyXh[c];
+  }
+  const double n = (double)rows;
+  parallel_for(rows, [&](size_t b, size_t e, int) {
+    for (size_t r = b; r < e; r++)
+      for (int c = 0; c < C; c++) {
+        double k = (double)gamma[c] * invStd[c];
+        dx[r * C + c] = (float)(k * (dy[r * C + c] - sumDy[c] / n - xhat[r * C + c] * sumDyXh[c] / n));
+      }
+  });
+}
+
+}  // namespace qc

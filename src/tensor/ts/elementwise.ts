@@ -1,0 +1,91 @@
+// Reference row-wise kernels (native/elementwise.cc): squash over rows of D values and the
+// BatchNorm passes over rows of C channels, on channels-last data.
+
+export function squashRowsTs(s: Float32Array, v: Float32Array, rows: number, D: number): void {
+  for (let r = 0; r < rows; r++) {
+    const o = r * D;
+    let n2 = 0;
+    for (let d = 0; d < D; d++) n2 += s[o + d] * s[o + d];
+    const f = Math.sqrt(n2) / (1 + n2);
+    for (let d = 0; d < D; d++) v[o + d] = s[o + d] * f;
+  }
+}
+
+/** ds = f dv + s (s.dv) f'(n)/n with f(n) = n/(1+n^2), f'(n) = (1-n^2)/(1+n^2)^2 (0 at n = 0). */
+export function squashRowsBackwardTs(s: Float32Array, dv: Float32Array, ds: Float32Array, rows: number, D: number): void {
+  for (let r = 0; r < rows; r++) {
+    const o = r * D;
+    let n2 = 0;
+    let sdv = 0;
+    for (let d = 0; d < D; d++) {
+      n2 += s[o + d] * s[o + d];
+      sdv += s[o + d] * dv[o + d];
+    }
+    const n = Math.sqrt(n2);
+    const f = n / (1 + n2);
+    const coef = n > 0 ? ((1 - n2) / ((1 + n2) * (1 + n2) * n)) * sdv : 0;
+    for (let d = 0; d < D; d++) ds[o + d] = f * dv[o + d] + coef * s[o + d];
+  }
+}
+
+/** out[c] = sum_r x[r,c], or sum_r (x[r,c] - shift[c])^2 when shift is given. */
+export function channelSumsTs(x: Float32Array, rows: number, C: number, shift: Float64Array | null, out: Float64Array): void {
+  out.fill(0, 0, C);
+  for (let i = 0; i < rows * C; i += C)
+    for (let c = 0; c < C; c++) {
+      if (shift) {
+        const d = x[i + c] - shift[c];
+        out[c] += d * d;
+      } else out[c] += x[i + c];
+    }
+}
+
+/** y = gamma (x - mean) invStd + beta; xhat = (x - mean) invStd when given. */
+export function batchNormApplyTs(
+  x: Float32Array,
+  rows: number,
+  C: number,
+  mean: Float64Array,
+  invStd: Float32Array,
+  gamma: Float32Array,
+  beta: Float32Array,
+  y: Float32Array,
+  xhat: Float32Array | null,
+): void {
+  for (let i = 0; i < rows * C; i += C)
+    for (let c = 0; c < C; c++) {
+      const h = Math.fround((x[i + c] - mean[c]) * invStd[c]);
+      if (xhat) xhat[i + c] = h;
+      y[i + c] = gamma[c] * h + beta[c];
+    }
+}
+
+/** dx = gamma invStd (dy - sum(dy)/n - xhat sum(dy xhat)/n); dgamma += sum(dy xhat); dbeta += sum(dy). */
+export function batchNormBackwardTs(
+  dy: Float32Array,
+  xhat: Float32Array,
+  rows: number,
+  C: number,
+  gamma: Float32Array,
+  invStd: Float32Array,
+  dx: Float32Array,
+  dgamma: Float32Array,
+  dbeta: Float32Array,
+): void {
+  const sumDy = new Float64Array(C);
+  const sumDyXh = new Float64Array(C);
+  for (let i = 0; i < rows * C; i += C)
+    for (let c = 0; c < C; c++) {
+      sumDy[c] += dy[i + c];
+      sumDyXh[c] += dy[i + c] * xhat[i + c];
+    }
+  for (let c = 0; c < C; c++) {
+    dbeta[c] += sumDy[c];
+    dgamma[c] += sumDyXh[c];
+  }
+  for (let i = 0; i < rows * C; i += C)
+    for (let c = 0; c < C; c++) {
+      const k = gamma[c] * invStd[c];
+      dx[i + c] = k * (dy[i + c] - sumDy[c] / rows - (xhat[i + c] * sumDyXh[c]) / rows);
+    }
+}
