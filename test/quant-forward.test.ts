@@ -114,3 +114,27 @@ test('dac2020: passes with fast convolutions and a margin decide as exact passes
   approx.clear();
   quantizer.restore();
 });
+
+test('stochastic rounding with the same seed gives the same evaluation every time, in any order', async () => {
+  const model = buildModel('ShallowCapsNet', [28, 1, 10, 16], { seed: 17 });
+  const src = syntheticImages(60, 19);
+  const bits = uniformBits(quantLayers(model), 4);
+  const run = async (seed: number, warm: boolean) => {
+    const q = new ModelQuantizer(model, 'stochastic_rounding', 'none', seed);
+    const ev = new FastEvaluator(model, q, src, { batchSize: 20, cacheMB: 0, earlyStop: false });
+    if (warm) await ev.evaluate(uniformBits(q.layers, 6)); // another evaluation first
+    const e = await ev.evaluate(bits);
+    const x = Tensor.zeros([20, 28, 28, 1]);
+    for (let i = 0; i < 20; i++) src.writeImage(i, x.data, i * 784);
+    q.applyWeights(bits.weightBits);
+    const caps = model.forward(x, { training: false, quant: q.hooks(bits, 0) }).clone();
+    q.restore();
+    return { accuracy: e.accuracy, caps };
+  };
+  const a = await run(42, false);
+  const b = await run(42, true);
+  const c = await run(43, false);
+  assert.equal(a.accuracy, b.accuracy);
+  assert.deepEqual(a.caps.data, b.caps.data);
+  assert.notDeepEqual(a.caps.data, c.caps.data, 'another seed draws other roundings');
+});
