@@ -48,11 +48,12 @@ export function writeJsonReport(file: string, report: SearchReport): void {
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
 function chart(report: SearchReport): string {
-  const W = 520;
+  const W = 640;
   const H = 260;
   const pad = 44;
   const pts = report.steps.map((s) => ({ x: s.memoryMB, y: s.accuracy, label: s.step }));
-  const xs = pts.map((p) => p.x);
+  const budget = Number(report.settings['memory-budget'] ?? report.settings.budget);
+  const xs = [...pts.map((p) => p.x), ...(Number.isFinite(budget) ? [budget] : [])];
   const ys = [...pts.map((p) => p.y), report.minimumAccuracy, report.fullPrecisionAccuracy];
   const x0 = 0;
   const x1 = Math.max(...xs) * 1.1 || 1;
@@ -60,9 +61,13 @@ function chart(report: SearchReport): string {
   const y1 = Math.max(...ys) + 1;
   const sx = (x: number) => pad + ((x - x0) / (x1 - x0)) * (W - 2 * pad);
   const sy = (y: number) => H - pad - ((y - y0) / (y1 - y0)) * (H - 2 * pad);
-  const line = (y: number, color: string, text: string) =>
+  const line = (y: number, color: string, text: string, below: boolean) =>
     `<line x1="${pad}" x2="${W - pad}" y1="${sy(y)}" y2="${sy(y)}" stroke="${color}" stroke-dasharray="4 3"/>` +
-    `<text x="${W - pad}" y="${sy(y) - 4}" font-size="11" text-anchor="end" fill="${color}">${esc(text)}</text>`;
+    `<text x="${pad + 4}" y="${sy(y) + (below ? 12 : -4)}" font-size="11" fill="${color}">${esc(text)}</text>`;
+  const budgetLine = Number.isFinite(budget)
+    ? `<line x1="${sx(budget)}" x2="${sx(budget)}" y1="${pad}" y2="${H - pad}" stroke="#888" stroke-dasharray="2 3"/>` +
+      `<text x="${sx(budget) + 4}" y="${H - pad - 6}" font-size="11" fill="#555">budget ${budget} MB</text>`
+    : '';
   return [
     `<svg width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" xmlns="http://www.w3.org/2000/svg" font-family="sans-serif">`,
     `<rect width="${W}" height="${H}" fill="white"/>`,
@@ -74,8 +79,9 @@ function chart(report: SearchReport): string {
     `<text x="${W - pad}" y="${H - pad + 14}" font-size="10" text-anchor="middle">${x1.toFixed(2)}</text>`,
     `<text x="${pad - 4}" y="${sy(y0) + 3}" font-size="10" text-anchor="end">${y0.toFixed(1)}</text>`,
     `<text x="${pad - 4}" y="${sy(y1) + 3}" font-size="10" text-anchor="end">${y1.toFixed(1)}</text>`,
-    line(report.fullPrecisionAccuracy, '#2a7', `full precision ${report.fullPrecisionAccuracy.toFixed(2)}%`),
-    line(report.minimumAccuracy, '#c33', `minimum ${report.minimumAccuracy.toFixed(2)}%`),
+    line(report.fullPrecisionAccuracy, '#2a7', `full precision ${report.fullPrecisionAccuracy.toFixed(2)}%`, false),
+    line(report.minimumAccuracy, '#c33', `minimum ${report.minimumAccuracy.toFixed(2)}%`, true),
+    budgetLine,
     ...pts.map(
       (p) =>
         `<circle cx="${sx(p.x)}" cy="${sy(p.y)}" r="4" fill="#36c"/>` +
