@@ -4,7 +4,8 @@
 //   qcapsnets train [flags]       training only
 //   qcapsnets evaluate [flags]    full-precision accuracy of --trained-weights-path
 //   qcapsnets search [flags]      the search on --trained-weights-path
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { isDatasetName, loadDataset } from '../data/load.js';
 import type { DatasetName } from '../data/sources.js';
 import { downloadDataset } from '../data/download.js';
@@ -140,6 +141,8 @@ async function main(): Promise<number> {
   checkDatasetFits(model, test, o);
   if (command === 'train' || (command === 'all' && !o['no-training'])) {
     const train = await loadSplit(o, 'train');
+    // like --output-dir, the model's folder is created when missing
+    mkdirSync(dirname(resolve(str(o, 'full-precision-filename'))), { recursive: true });
     const summary = await runTraining(o, model, train, test, log);
     modelFile = summary.modelFile;
     if (command === 'train') {
