@@ -105,6 +105,22 @@ void col2im_add(const ConvGeom& g, const float* dcol, size_t r0, size_t r1, int 
   }
 }
 
+// Calls fn(a, lda, k0) for each block of the column matrix of rows c0..c1 (k0: the block's
+// first column of K); pointwise convolutions use x itself as the column matrix.
+template <typename Fn>
+void for_each_column_block(const ConvGeom& g, const Plan& p, const float* x, size_t c0, size_t c1, int thread, Fn fn) {
+  if (is_pointwise(g)) {
+    fn(x + c0 * p.K, (int)p.K, (size_t)0);
+    return;
+  }
+  float* col = workspace(thread, p.chunkRows * p.rowLen * p.kyPerBlock);
+  for (int ky0 = 0; ky0 < g.KH; ky0 += p.kyPerBlock) {
+    int ky1 = std::min(g.KH, ky0 + p.kyPerBlock);
+    im2col(g, x, c0, c1, ky0, ky1, col);
+    fn(static_cast<const float*>(col), (int)(p.rowLen * (ky1 - ky0)), ky0 * p.rowLen);
+  }
+}
+
 }  // namespace
 
 void bias_relu_rows(float* y, size_t rows, int O, const float* bias, bool relu) {
@@ -141,18 +157,9 @@ void conv2d_forward(const ConvGeom& g, const float* x, const float* w, const flo
       size_t c1 = std::min(re, c0 + p.chunkRows);
       int n = (int)(c1 - c0);
       float* yc = y + c0 * g.O;
-      if (is_pointwise(g)) {
-        sgemm_serial(false, true, n, g.O, K, 1.f, x + c0 * K, K, w, K, 0.f, yc, g.O);
-      } else {
-        float* col = workspace(t, p.chunkRows * p.rowLen * p.kyPerBlock);
-        for (int ky0 = 0; ky0 < g.KH; ky0 += p.kyPerBlock) {
-          int ky1 = std::min(g.KH, ky0 + p.kyPerBlock);
-          int width = (int)(p.rowLen * (ky1 - ky0));
-          im2col(g, x, c0, c1, ky0, ky1, col);
-          sgemm_serial(false, true, n, g.O, width, 1.f, col, width, w + ky0 * p.rowLen, K, ky0 == 0 ? 0.f : 1.f, yc,
-                       g.O);
-        }
-      }
+      for_each_column_block(g, p, x, c0, c1, t, [&](const float* a, int width, size_t k0) {
+        sgemm_serial(false, true, n, g.O, width, 1.f, a, width, w + k0, K, k0 == 0 ? 0.f : 1.f, yc, g.O);
+      });
       bias_relu_rows(yc, (size_t)n, g.O, bias, relu);
     }
   });
@@ -206,17 +213,9 @@ void conv2d_backward_weight(const ConvGeom& g, const float* x, const float* dy, 
     for (size_t c0 = rb; c0 < re; c0 += p.chunkRows) {
       size_t c1 = std::min(re, c0 + p.chunkRows);
       int n = (int)(c1 - c0);
-      if (is_pointwise(g)) {
-        sgemm_serial(true, false, g.O, K, n, 1.f, dy + c0 * g.O, g.O, x + c0 * K, K, 1.f, acc, K);
-      } else {
-        float* col = workspace(t, p.chunkRows * p.rowLen * p.kyPerBlock);
-        for (int ky0 = 0; ky0 < g.KH; ky0 += p.kyPerBlock) {
-          int ky1 = std::min(g.KH, ky0 + p.kyPerBlock);
-          int width = (int)(p.rowLen * (ky1 - ky0));
-          im2col(g, x, c0, c1, ky0, ky1, col);
-          sgemm_serial(true, false, g.O, width, n, 1.f, dy + c0 * g.O, g.O, col, width, 1.f, acc + ky0 * p.rowLen, K);
-        }
-      }
+      for_each_column_block(g, p, x, c0, c1, t, [&](const float* a, int width, size_t k0) {
+        sgemm_serial(true, false, g.O, width, n, 1.f, dy + c0 * g.O, g.O, a, width, 1.f, acc + k0, K);
+      });
     }
   });
   if (T > 1) {
