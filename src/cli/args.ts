@@ -120,6 +120,12 @@ export const FLAGS: FlagSpec[] = [
   },
   { name: 'no-early-stop', kind: 'bool', default: false, help: 'always evaluate the whole test set during the search' },
   {
+    name: 'approximate-margin',
+    kind: 'int',
+    default: 0,
+    help: 'dac2020 only: decide with the fast convolutions when a pass clears its threshold by this many images (0: always exact)',
+  },
+  {
     name: 'resume',
     kind: 'string',
     default: null,

@@ -68,6 +68,8 @@ function validate(o: Options): void {
   for (const f of ['test-limit', 'train-limit'])
     if (o[f] !== null && !(num(o, f) >= 1)) throw new Error(`--${f} ${o[f]}: expected a positive integer`);
   if (!(num(o, 'cache-mb') >= 0)) throw new Error(`--cache-mb ${o['cache-mb']}: expected 0 or more`);
+  if (!(num(o, 'approximate-margin') >= 0))
+    throw new Error(`--approximate-margin ${o['approximate-margin']}: expected 0 or more images`);
 }
 
 function buildFromFlags(o: Options): CapsNet {
@@ -187,6 +189,7 @@ async function main(): Promise<number> {
     testBatchSize: num(o, 'test-batch-size'),
     cacheMB: num(o, 'cache-mb'),
     earlyStop: !o['no-early-stop'],
+    approximateMarginImages: num(o, 'approximate-margin'),
     outputDir: o['output-dir'] === null ? null : str(o, 'output-dir'),
     settings,
     log,

@@ -26,6 +26,8 @@ export interface SearchJobOptions {
   testBatchSize: number;
   cacheMB: number;
   earlyStop: boolean;
+  /** dac2020: images of margin for deciding with the fast convolutions (0: always exact) */
+  approximateMarginImages?: number;
   outputDir: string | null;
   settings: Record<string, unknown>;
   log: (line: string) => void;
@@ -70,9 +72,12 @@ export async function runSearchJob(o: SearchJobOptions): Promise<SearchJobResult
     batchSize: o.testBatchSize,
     cacheMB: o.cacheMB,
     earlyStop: o.earlyStop,
-    // dac2020: a pass with the fast convolutions decides when it clears the threshold by two
-    // images' worth of accuracy; closer calls run again with exact-order convolutions
-    approximateMargin: o.compat === 'dac2020' && o.earlyStop ? 200 / o.test.count : null,
+    // dac2020: a pass with the fast convolutions decides when it clears the threshold by the
+    // given number of images; closer calls run again with exact-order convolutions
+    approximateMargin:
+      o.compat === 'dac2020' && o.earlyStop && (o.approximateMarginImages ?? 0) > 0
+        ? ((o.approximateMarginImages ?? 0) * 100) / o.test.count
+        : null,
     onBatch: (d, t) => progress(label)(d, t),
   });
   label = 'full precision';

@@ -18,6 +18,13 @@ export async function runTraining(
   log: (line: string) => void,
 ): Promise<TrainingOutcome> {
   const num = (k: string) => o[k] as number;
+  // Ctrl-C ends the current step and writes a resumable checkpoint at that batch
+  const abort = new AbortController();
+  const onSignal = () => {
+    log('interrupted: finishing the current step and writing a checkpoint ...');
+    abort.abort();
+  };
+  process.once('SIGINT', onSignal);
   const summary = await trainModel({
     model,
     decoder: { name: String(o.decoder), args: o['decoder-args'] as number[] },
@@ -36,7 +43,8 @@ export async function runTraining(
     fullPrecisionFilename: String(o['full-precision-filename']),
     resume: o.resume === null ? undefined : String(o.resume),
     log,
-  });
+    signal: abort.signal,
+  }).finally(() => process.off('SIGINT', onSignal));
   if (summary.interrupted)
     throw new Error(`training was interrupted; continue with --resume ${summary.checkpointFile}`);
   log(
