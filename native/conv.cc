@@ -2,6 +2,7 @@
 //   forward          Y[rows,O]  = col(X)[rows,K] @ W[O,K]^T (+ bias, ReLU)
 //   backward data    dcol       = dY[rows,O] @ W[O,K];  dX = col2im(dcol)
 //   backward weight  dW[O,K]   += dY^T[O,rows] @ col(X)[rows,K];  db += sum_rows dY
+// Rows are processed in chunks whose column buffer (4 MB a thread) stays in cache.
 // Each thread of the pool owns a contiguous range of output rows (whole images for the
 // backward data pass, so that col2im never races) and runs single-threaded GEMMs on it.
 // Large K is split into blocks of kernel rows (ky) so the column buffer stays small and
@@ -19,7 +20,14 @@ namespace qc {
 
 namespace {
 
-constexpr size_t kColBytesPerThread = 48u << 20;
+// column-buffer bytes per thread (QCAPS_CONV_WORKSPACE_KB overrides)
+size_t col_bytes_per_thread() {
+  static const size_t bytes = [] {
+    const char* e = getenv("QCAPS_CONV_WORKSPACE_KB");
+    return (size_t)(e ? std::max(64, atoi(e)) : 4 * 1024) << 10;
+  }();
+  return bytes;
+}
 constexpr size_t kMaxUnblockedK = 4096;
 
 struct Plan {
@@ -35,7 +43,7 @@ Plan plan(const ConvGeom& g) {
   p.kyPerBlock = p.K > kMaxUnblockedK ? std::max<int>(1, (int)(2048 / p.rowLen)) : g.KH;
   p.kyPerBlock = std::min(p.kyPerBlock, g.KH);
   size_t blockK = p.rowLen * p.kyPerBlock;
-  p.chunkRows = std::max<size_t>(1, kColBytesPerThread / (blockK * sizeof(float)));
+  p.chunkRows = std::max<size_t>(1, col_bytes_per_thread() / (blockK * sizeof(float)));
   return p;
 }
 
