@@ -1,4 +1,6 @@
-// What the benchmarks share: flags, medians, and the malloc setting PyTorch runs fastest with.
+// What the benchmarks share: flags, medians, child processes, and the malloc setting PyTorch
+// runs fastest with.
+import { spawnSync } from 'node:child_process';
 
 /** glibc malloc reusing freed memory (PyTorch's fastest setting on these machines). */
 export const MALLOC_REUSE = {
@@ -20,3 +22,15 @@ export function median(xs: number[]): number {
 }
 
 export const peakRssMb = (): number => process.resourceUsage().maxRSS / 1024;
+
+/** Runs a measurement in a child process; its last stdout line is one JSON object. */
+export function runChild<T>(label: string, cmd: string, args: string[], env: NodeJS.ProcessEnv): T | null {
+  const r = spawnSync(cmd, args, { env, encoding: 'utf8', maxBuffer: 1 << 24 });
+  const line = (r.stdout ?? '').trim().split('\n').pop() ?? '';
+  try {
+    return JSON.parse(line) as T;
+  } catch {
+    process.stderr.write(`${label}: ${cmd} ${args.join(' ')} failed (exit ${r.status}):\n${r.stderr}\n`);
+    return null;
+  }
+}

@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { backendInfo, kernels } from '../src/tensor/kernels.js';
 import { conv2dForward, Tensor } from '../src/tensor/index.js';
 import { deepCapsConvWorkload, shallowCapsNetWorkload, type Workload } from './workloads.js';
-import { MALLOC_REUSE, arg, median, peakRssMb } from './common.js';
+import { MALLOC_REUSE, arg, median, peakRssMb, runChild } from './common.js';
 
 interface Measurement {
   name: string;
@@ -103,17 +103,6 @@ function child(name: string, threads: number, runs: number, batch: number): void
   console.log(JSON.stringify(out));
 }
 
-function runChild(cmd: string, args: string[], env: NodeJS.ProcessEnv): Measurement | null {
-  const r = spawnSync(cmd, args, { env, encoding: 'utf8', maxBuffer: 1 << 24 });
-  const line = (r.stdout ?? '').trim().split('\n').pop() ?? '';
-  try {
-    return JSON.parse(line) as Measurement;
-  } catch {
-    process.stderr.write(`bench: ${cmd} ${args.join(' ')} failed (exit ${r.status}):\n${r.stderr}\n`);
-    return null;
-  }
-}
-
 function torchAvailable(): boolean {
   if (!existsSync('/usr/bin/python3')) return false;
   return spawnSync('/usr/bin/python3', ['-c', 'import torch'], { stdio: 'ignore' }).status === 0;
@@ -140,7 +129,8 @@ function main(): void {
   const ours: Record<string, Measurement> = {};
   for (const name of ['gemm', 'W1', 'W2', 'W3']) {
     for (const t of threadList) {
-      const m = runChild(
+      const m = runChild<Measurement>(
+        'bench',
         process.execPath,
         [self, '--child', name, '--threads', String(t), '--runs', String(runs), '--batch', String(batch)],
         env,
@@ -165,17 +155,27 @@ function main(): void {
     for (const name of ['W1', 'W2', 'W3']) {
       let fastest: Measurement | null = null;
       for (const t of threadList) {
-        const m = runChild('/usr/bin/python3', [script, name, String(t), String(runs), String(batch)], {
-          ...env,
-          ...MALLOC_REUSE,
-        });
+        const m = runChild<Measurement>(
+          'bench',
+          '/usr/bin/python3',
+          [script, name, String(t), String(runs), String(batch)],
+          {
+            ...env,
+            ...MALLOC_REUSE,
+          },
+        );
         if (m)
           say(
             `  torch  ${name.padEnd(4)} threads ${t}, malloc reuse: ${m.median_ms.toFixed(1)} ms  peak RSS ${m.peak_rss_mb.toFixed(0)} MB`,
           );
         if (m && (!fastest || m.median_ms < fastest.median_ms)) fastest = m;
       }
-      const def = runChild('/usr/bin/python3', [script, name, '2', String(runs), String(batch)], env);
+      const def = runChild<Measurement>(
+        'bench',
+        '/usr/bin/python3',
+        [script, name, '2', String(runs), String(batch)],
+        env,
+      );
       if (def) say(`  torch  ${name.padEnd(4)} default (2 threads, default malloc): ${def.median_ms.toFixed(1)} ms`);
       torch[name] = { fastest, default: def };
     }

@@ -22,7 +22,7 @@ import { kernels } from '../src/tensor/kernels.js';
 import { Adam } from '../src/tensor/ops/adam.js';
 import { give } from '../src/tensor/pool.js';
 import { countCorrect, evaluateModel, learningRate } from '../src/train/index.js';
-import { MALLOC_REUSE, arg, median, peakRssMb } from './common.js';
+import { MALLOC_REUSE, arg, median, peakRssMb, runChild } from './common.js';
 
 const MIRROR = '/work/.mirror/bbussolino+Q-CapsNets/repo';
 
@@ -112,17 +112,6 @@ async function child(config: ConfigName, mode: Mode, threads: number, runs: numb
   console.log(JSON.stringify(out));
 }
 
-function runChild(cmd: string, args: string[], env: NodeJS.ProcessEnv): Measurement | null {
-  const r = spawnSync(cmd, args, { env, encoding: 'utf8', maxBuffer: 1 << 24 });
-  const line = (r.stdout ?? '').trim().split('\n').pop() ?? '';
-  try {
-    return JSON.parse(line) as Measurement;
-  } catch {
-    process.stderr.write(`bench:train: ${cmd} ${args.join(' ')} failed (exit ${r.status}):\n${r.stderr}\n`);
-    return null;
-  }
-}
-
 function torchAvailable(): boolean {
   if (!existsSync('/usr/bin/python3')) return false;
   return spawnSync('/usr/bin/python3', ['-c', 'import torch, numpy'], { stdio: 'ignore' }).status === 0;
@@ -188,7 +177,8 @@ async function main(): Promise<void> {
   const ours: Partial<Record<string, Measurement>> = {};
   for (const [c, m] of jobs) {
     for (const t of threadList) {
-      const r = runChild(
+      const r = runChild<Measurement>(
+        'bench:train',
         process.execPath,
         [
           self,
@@ -220,7 +210,8 @@ async function main(): Promise<void> {
       const script = fileURLToPath(new URL('../../bench/torch_train.py', import.meta.url));
       for (const [c, m] of jobs) {
         for (const t of threadList) {
-          const r = runChild(
+          const r = runChild<Measurement>(
+            'bench:train',
             '/usr/bin/python3',
             [script, c, m, String(t), String(runsFor(c, m, true)), dataDir, ref.dir],
             { ...env, ...MALLOC_REUSE },
