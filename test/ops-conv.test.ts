@@ -12,7 +12,32 @@ import {
 } from '../src/tensor/index.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { assertClose, backends, fixture, nchwToNhwc, nhwcToNchw, withBackend } from './helpers.js';
+import type { ConvGeom, Kernels } from '../src/tensor/backend.js';
 import assert from 'node:assert/strict';
+
+/** Forward (+ bias, ReLU), input gradient and weight/bias gradients (accumulated onto dwInit,
+ *  dbInit) of one convolution geometry on kernels k. */
+function convKernelOutputs(
+  k: Kernels,
+  g: ConvGeom,
+  x: Float32Array,
+  w: Float32Array,
+  dy: Float32Array,
+  bias: Float32Array,
+  dwInit = 0,
+  dbInit = 0,
+) {
+  const y = new Float32Array(g.B * g.OH * g.OW * g.O);
+  const dx = new Float32Array(x.length);
+  const dw = new Float32Array(w.length).fill(dwInit);
+  const db = new Float32Array(g.O).fill(dbInit);
+  k.conv2dForward(g, x, w, bias, y, true);
+  k.conv2dBackwardData(g, dy, w, dx);
+  k.conv2dBackwardWeight(g, x, dy, dw, db);
+  return { y, dx, dw, db };
+}
+
+const wave = (n: number, f: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * f));
 
 for (const k of backends()) {
   for (const name of ['conv2d_k3s1p1', 'conv2d_k3s2p1_relu', 'conv2d_k5s2p0', 'conv2d_k1s1p0']) {
@@ -70,25 +95,14 @@ test('native conv2d (K split into kernel-row blocks, 2 threads) matches the type
   const [nat, ts] = ks;
   // K = 9*9*64 = 5184 > 4096: the native kernels split K into blocks of kernel rows
   const g = { B: 3, H: 13, W: 13, C: 64, O: 8, KH: 9, KW: 9, stride: 2, pad: 1, OH: 4, OW: 4 };
-  const wave = (n: number, f: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * f));
   const x = wave(g.B * g.H * g.W * g.C, 0.37);
   const w = wave(g.O * g.KH * g.KW * g.C, 0.11).map((v) => v * 0.05);
   const dy = wave(g.B * g.OH * g.OW * g.O, 0.23);
   const bias = wave(g.O, 1.3);
   nat.setThreads(2);
   try {
-    const run = (k: typeof nat) => {
-      const y = new Float32Array(g.B * g.OH * g.OW * g.O);
-      const dx = new Float32Array(x.length);
-      const dw = new Float32Array(w.length).fill(0.5);
-      const db = new Float32Array(g.O).fill(0.25);
-      k.conv2dForward(g, x, w, bias, y, true);
-      k.conv2dBackwardData(g, dy, w, dx);
-      k.conv2dBackwardWeight(g, x, dy, dw, db);
-      return { y, dx, dw, db };
-    };
-    const a = run(nat);
-    const b = run(ts);
+    const a = convKernelOutputs(nat, g, x, w, dy, bias, 0.5, 0.25);
+    const b = convKernelOutputs(ts, g, x, w, dy, bias, 0.5, 0.25);
     assertClose(a.y, b.y, 'forward');
     assertClose(a.dx, b.dx, 'backward data');
     assertClose(a.dw, b.dw, 'backward weight (accumulated onto 0.5)');
@@ -130,23 +144,12 @@ test('native Winograd F(2x2,3x3) conv (odd sizes, pad 0/1/2, 2 threads) matches 
     ]) {
       const OH = H + 2 * pad - 2;
       const g = { B, H, W: H, C, O, KH: 3, KW: 3, stride: 1, pad, OH, OW: OH };
-      const wave = (n: number, f: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * f));
       const x = wave(B * H * H * C, 0.37);
       const w = wave(O * 9 * C, 0.11);
       const dy = wave(B * OH * OH * O, 0.23);
       const bias = wave(O, 1.3);
-      const run = (k: typeof nat) => {
-        const y = new Float32Array(B * OH * OH * O);
-        const dx = new Float32Array(x.length);
-        const dw = new Float32Array(w.length);
-        const db = new Float32Array(O);
-        k.conv2dForward(g, x, w, bias, y, true);
-        k.conv2dBackwardData(g, dy, w, dx);
-        k.conv2dBackwardWeight(g, x, dy, dw, db);
-        return { y, dx, dw, db };
-      };
-      const a = run(nat);
-      const b = run(ts);
+      const a = convKernelOutputs(nat, g, x, w, dy, bias);
+      const b = convKernelOutputs(ts, g, x, w, dy, bias);
       const what = `B${B} ${H}x${H} C${C} O${O} pad ${pad}`;
       assertClose(a.y, b.y, `${what} forward + ReLU`);
       assertClose(a.dx, b.dx, `${what} backward data`);
@@ -171,23 +174,12 @@ test('native DFT convolution for large kernels (9x9 and 7x7, stride 1 and 2, pad
     ]) {
       const OH = Math.floor((H + 2 * pad - KH) / stride) + 1;
       const g = { B, H, W: H, C, O, KH, KW: KH, stride, pad, OH, OW: OH };
-      const wave = (n: number, f: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * f));
       const x = wave(B * H * H * C, 0.37);
       const w = wave(O * KH * KH * C, 0.11);
       const dy = wave(B * OH * OH * O, 0.23);
       const bias = wave(O, 1.3);
-      const run = (k: typeof nat) => {
-        const y = new Float32Array(B * OH * OH * O);
-        const dx = new Float32Array(x.length);
-        const dw = new Float32Array(w.length).fill(0.5);
-        const db = new Float32Array(O);
-        k.conv2dForward(g, x, w, bias, y, true);
-        k.conv2dBackwardData(g, dy, w, dx);
-        k.conv2dBackwardWeight(g, x, dy, dw, db);
-        return { y, dx, dw, db };
-      };
-      const a = run(nat);
-      const b = run(ts);
+      const a = convKernelOutputs(nat, g, x, w, dy, bias, 0.5);
+      const b = convKernelOutputs(ts, g, x, w, dy, bias, 0.5);
       const what = `B${B} ${H}x${H} C${C} O${O} k${KH} s${stride} pad ${pad}`;
       assertClose(a.y, b.y, `${what} forward + ReLU`);
       assertClose(a.dx, b.dx, `${what} backward data`);
