@@ -270,6 +270,21 @@ Napi::Value BatchnormBackward(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// adamUpdate(p, g, m, v, n, b1, c1, b2, c2, stepSize, bc2sqrt, eps)
+Napi::Value AdamUpdate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  F32 p, g, m, v;
+  if (!get_f32(info, 0, false, p, "p") || !get_f32(info, 1, false, g, "g") || !get_f32(info, 2, false, m, "m") ||
+      !get_f32(info, 3, false, v, "v"))
+    return env.Undefined();
+  size_t n = info[4].As<Napi::Number>().Int64Value();
+  if (!need(env, p, n, "p") || !need(env, g, n, "g") || !need(env, m, n, "m") || !need(env, v, n, "v"))
+    return env.Undefined();
+  auto f = [&](int i) { return info[i].As<Napi::Number>().FloatValue(); };
+  qc::adam_update(p.data, g.data, m.data, v.data, n, f(5), f(6), f(7), f(8), f(9), f(10), f(11));
+  return env.Undefined();
+}
+
 Napi::Value ReluMask(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   F32 dy, y;
@@ -314,6 +329,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("channelSums", Napi::Function::New(env, ChannelSums));
   exports.Set("batchnormApply", Napi::Function::New(env, BatchnormApply));
   exports.Set("batchnormBackward", Napi::Function::New(env, BatchnormBackward));
+  exports.Set("adamUpdate", Napi::Function::New(env, AdamUpdate));
   exports.Set("reluMask", Napi::Function::New(env, ReluMask));
   exports.Set("quantize", Napi::Function::New(env, Quantize));
   return exports;

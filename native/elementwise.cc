@@ -111,3 +111,28 @@ void batchnorm_backward(const float* dy, const float* xhat, size_t rows, int C, 
 }
 
 }  // namespace qc
+
+namespace qc {
+
+// One Adam step (torch.optim.Adam, no weight decay, amsgrad off), float32 as PyTorch:
+//   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  p -= stepSize * m / (sqrt(v) / bc2sqrt + eps)
+void adam_update(float* p, const float* g, float* m, float* v, size_t n, float b1, float c1, float b2, float c2,
+                 float stepSize, float bc2sqrt, float eps) {
+  parallel_for(n, [&](size_t b, size_t e, int) {
+    for (size_t i = b; i < e; i++) {
+      const float gi = g[i];
+      volatile float mb = m[i] * b1, gc = gi * c1;  // separate float32 roundings, no FMA
+      m[i] = mb + gc;
+      volatile float vb = v[i] * b2, gg = gi * gi;
+      volatile float ggc = gg * c2;
+      v[i] = vb + ggc;
+      volatile float root = std::sqrt(v[i]) / bc2sqrt;
+      const float denom = root + eps;
+      volatile float ratio = m[i] / denom;
+      volatile float upd = stepSize * ratio;
+      p[i] = p[i] - upd;
+    }
+  });
+}
+
+}  // namespace qc

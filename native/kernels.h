@@ -81,6 +81,9 @@ void batchnorm_apply(const float* x, size_t rows, int C, const double* mean, con
 void batchnorm_backward(const float* dy, const float* xhat, size_t rows, int C, const float* gamma,
                         const float* invStd, float* dx, float* dgamma, float* dbeta);
 
+void adam_update(float* p, const float* g, float* m, float* v, size_t n, float b1, float c1, float b2, float c2,
+                 float stepSize, float bc2sqrt, float eps);
+
 // A workspace that grows and is reused (fresh memory costs ~3 ms/MB here).
 float* workspace(int slot, size_t floats);
 

@@ -132,14 +132,17 @@ for (const hard of [false, true]) {
   });
 }
 
-test('Adam follows torch.optim.Adam over three steps', () => {
-  const f = fixture('adam');
-  const p = f.get('p0').clone();
-  const opt = new Adam([p], { lr: f.meta.lr as number });
-  const gs = f.get('grads');
-  for (let t = 0; t < 3; t++) opt.update([new Tensor(gs.data.slice(t * 20, t * 20 + 20), [20])]);
-  assertClose(p, f.get('p3'), 'Adam parameters after 3 steps', 1e-5, 1e-6);
-});
+for (const k of backends()) {
+  test(`Adam follows torch.optim.Adam over three steps (${k.name})`, () =>
+    withBackend(k, () => {
+      const f = fixture('adam');
+      const p = f.get('p0').clone();
+      const opt = new Adam([p], { lr: f.meta.lr as number });
+      const gs = f.get('grads');
+      for (let t = 0; t < 3; t++) opt.update([new Tensor(gs.data.slice(t * 20, t * 20 + 20), [20])]);
+      assertClose(p, f.get('p3'), 'Adam parameters after 3 steps', 1e-5, 1e-6);
+    }));
+}
 
 test('permute/concat and their backward passes invert each other', () => {
   const x = Tensor.from(

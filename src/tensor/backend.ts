@@ -152,6 +152,22 @@ export interface Kernels {
     dgamma: Float32Array,
     dbeta: Float32Array,
   ): void;
+  /** One Adam step over n values (see src/tensor/ops/adam.ts): m, v and p in place; the
+   *  scalars are float32 values. */
+  adamUpdate(
+    p: Float32Array,
+    g: Float32Array,
+    m: Float32Array,
+    v: Float32Array,
+    n: number,
+    b1: number,
+    c1: number,
+    b2: number,
+    c2: number,
+    stepSize: number,
+    bc2sqrt: number,
+    eps: number,
+  ): void;
   /** dy[i] = 0 where y[i] <= 0, for i < n (ReLU backward from the ReLU's output). */
   reluMask(dy: Float32Array, y: Float32Array, n: number): void;
   /** y[i] = q(x[i]) for i < n (x and y may be the same buffer). */

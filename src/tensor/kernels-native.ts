@@ -55,6 +55,7 @@ interface Addon {
   channelSums(x: Float32Array, rows: number, C: number, shift: Float64Array | null, out: Float64Array): void;
   batchnormApply(...args: unknown[]): void;
   batchnormBackward(...args: unknown[]): void;
+  adamUpdate(...args: unknown[]): void;
 }
 
 function findAddon(): string | null {
@@ -124,6 +125,8 @@ export function loadNativeKernels(): { kernels: Kernels; info: string } {
       addon.routingBackward(routingGeom(g), votes, saveS, saveC, dv, dvotes, dbias),
     quantize: (x, y, n, q) => addon.quantize(x, y, n, packQuant(q)),
     reluMask: (dy, y, n) => addon.reluMask(dy, y, n),
+    adamUpdate: (p, g, m, v, n, b1, c1, b2, c2, stepSize, bc2sqrt, eps) =>
+      addon.adamUpdate(p, g, m, v, n, b1, c1, b2, c2, stepSize, bc2sqrt, eps),
     squashRows: (s, v, rows, D) => addon.squashForward(s, v, rows, D),
     squashRowsBackward: (s, dv, ds, rows, D) => addon.squashBackward(s, dv, ds, rows, D),
     channelSums: (x, rows, C, shift, out) => addon.channelSums(x, rows, C, shift, out),

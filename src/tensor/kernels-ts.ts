@@ -2,7 +2,14 @@
 // fallback when the native addon cannot load.
 import type { Kernels } from './backend.js';
 import { conv2dBackwardDataTs, conv2dBackwardWeightTs, conv2dForwardTs } from './ts/conv.js';
-import { batchNormApplyTs, batchNormBackwardTs, channelSumsTs, squashRowsBackwardTs, squashRowsTs } from './ts/elementwise.js';
+import {
+  adamUpdateTs,
+  batchNormApplyTs,
+  batchNormBackwardTs,
+  channelSumsTs,
+  squashRowsBackwardTs,
+  squashRowsTs,
+} from './ts/elementwise.js';
 import { sgemmTs } from './ts/gemm.js';
 import { quantizeTs } from './ts/quantize.js';
 import { routingBackwardTs, routingForwardTs } from './ts/routing.js';
@@ -19,6 +26,7 @@ export const typescriptKernels: Kernels = {
   routingForward: routingForwardTs,
   routingBackward: routingBackwardTs,
   quantize: quantizeTs,
+  adamUpdate: adamUpdateTs,
   squashRows: squashRowsTs,
   squashRowsBackward: squashRowsBackwardTs,
   channelSums: channelSumsTs,

@@ -2,6 +2,7 @@
 //   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
 //   p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 // in float32, in the same order of operations as PyTorch's single-tensor loop.
+import { kernels } from '../kernels.js';
 import { Tensor } from '../tensor.js';
 
 export interface AdamOptions {
@@ -58,25 +59,14 @@ export class Adam {
     const f = Math.fround;
     const b1 = f(this.beta1);
     const b2 = f(this.beta2);
-    const c1 = f(1 - b1);
-    const c2 = f(1 - b2);
     const bc1 = 1 - this.beta1 ** this.step;
-    const bc2sqrt = Math.sqrt(1 - this.beta2 ** this.step);
-    const stepSize = this.lr / bc1;
-    const eps = this.eps;
-    for (let k = 0; k < this.params.length; k++) {
-      const p = this.params[k].data;
-      const g = grads[k].data;
-      if (g.length !== p.length)
-        throw new Error(`Adam: gradient ${k} has ${g.length} values, parameter has ${p.length}`);
-      const { m, v } = this.state[k];
-      for (let i = 0; i < p.length; i++) {
-        const gi = g[i];
-        m[i] = f(f(m[i] * b1) + f(gi * c1)); // exp_avg.lerp_(grad, 1 - beta1)
-        v[i] = f(f(v[i] * b2) + f(f(gi * gi) * c2)); // exp_avg_sq.mul_(b2).addcmul_(g, g, 1 - b2)
-        const denom = f(f(Math.sqrt(v[i]) / bc2sqrt) + eps);
-        p[i] = f(p[i] - f(stepSize * f(m[i] / denom)));
-      }
+    const bc2sqrt = f(Math.sqrt(1 - this.beta2 ** this.step));
+    const stepSize = f(this.lr / bc1);
+    const k = kernels();
+    for (let i = 0; i < this.params.length; i++) {
+      const p = this.params[i].data;
+      const { m, v } = this.state[i];
+      k.adamUpdate(p, grads[i].data, m, v, p.length, b1, f(1 - b1), b2, f(1 - b2), stepSize, bc2sqrt, f(this.eps));
     }
   }
 }

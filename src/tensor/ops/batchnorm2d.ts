@@ -73,6 +73,16 @@ export function batchNorm2dBackward(
 ): Tensor {
   const C = dy.shape[3];
   const dx = take(dy.size);
-  kernels().batchNormBackward(dy.data, cache.xhat.data, dy.size / C, C, bn.weight.data, cache.invStd, dx, into.dw.data, into.db.data);
+  kernels().batchNormBackward(
+    dy.data,
+    cache.xhat.data,
+    dy.size / C,
+    C,
+    bn.weight.data,
+    cache.invStd,
+    dx,
+    into.dw.data,
+    into.db.data,
+  );
   return new Tensor(dx, dy.shape);
 }

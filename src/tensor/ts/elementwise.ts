@@ -12,7 +12,13 @@ export function squashRowsTs(s: Float32Array, v: Float32Array, rows: number, D: 
 }
 
 /** ds = f dv + s (s.dv) f'(n)/n with f(n) = n/(1+n^2), f'(n) = (1-n^2)/(1+n^2)^2 (0 at n = 0). */
-export function squashRowsBackwardTs(s: Float32Array, dv: Float32Array, ds: Float32Array, rows: number, D: number): void {
+export function squashRowsBackwardTs(
+  s: Float32Array,
+  dv: Float32Array,
+  ds: Float32Array,
+  rows: number,
+  D: number,
+): void {
   for (let r = 0; r < rows; r++) {
     const o = r * D;
     let n2 = 0;
@@ -29,7 +35,13 @@ export function squashRowsBackwardTs(s: Float32Array, dv: Float32Array, ds: Floa
 }
 
 /** out[c] = sum_r x[r,c], or sum_r (x[r,c] - shift[c])^2 when shift is given. */
-export function channelSumsTs(x: Float32Array, rows: number, C: number, shift: Float64Array | null, out: Float64Array): void {
+export function channelSumsTs(
+  x: Float32Array,
+  rows: number,
+  C: number,
+  shift: Float64Array | null,
+  out: Float64Array,
+): void {
   out.fill(0, 0, C);
   for (let i = 0; i < rows * C; i += C)
     for (let c = 0; c < C; c++) {
@@ -88,4 +100,29 @@ export function batchNormBackwardTs(
       const k = gamma[c] * invStd[c];
       dx[i + c] = k * (dy[i + c] - sumDy[c] / rows - (xhat[i + c] * sumDyXh[c]) / rows);
     }
+}
+
+/** One Adam step in float32 (torch.optim.Adam's order of operations): m, v and p updated in place. */
+export function adamUpdateTs(
+  p: Float32Array,
+  g: Float32Array,
+  m: Float32Array,
+  v: Float32Array,
+  n: number,
+  b1: number,
+  c1: number,
+  b2: number,
+  c2: number,
+  stepSize: number,
+  bc2sqrt: number,
+  eps: number,
+): void {
+  const f = Math.fround;
+  for (let i = 0; i < n; i++) {
+    const gi = g[i];
+    m[i] = f(f(m[i] * b1) + f(gi * c1)); // exp_avg.lerp_(grad, 1 - beta1)
+    v[i] = f(f(v[i] * b2) + f(f(gi * gi) * c2)); // exp_avg_sq.mul_(b2).addcmul_(g, g, 1 - b2)
+    const denom = f(f(f(Math.sqrt(v[i])) / bc2sqrt) + eps);
+    p[i] = f(p[i] - f(stepSize * f(m[i] / denom)));
+  }
 }
