@@ -6,7 +6,7 @@ import { reluBackward } from '../tensor/ops/activations.js';
 import { convTranspose2dBackward, convTranspose2dForward } from '../tensor/ops/conv-transpose2d.js';
 import { give } from '../tensor/pool.js';
 import { Tensor } from '../tensor/tensor.js';
-import { defaultBiasBound, kaimingUniformBound, Rng, uniformFill } from './init.js';
+import { torchDefaultInit } from './init.js';
 import { type ForwardContext, type Layer, Module, needCache } from './module.js';
 
 export interface ConvTranspose2dConfig {
@@ -39,13 +39,12 @@ export class ConvTranspose2d extends Module implements Layer {
   }
 
   override resetParameters(seed: number): void {
-    const shape = [this.cfg.inChannels, this.cfg.outChannels, this.cfg.kernel, this.cfg.kernel];
-    uniformFill(
-      this.weight.data,
-      Rng.forName(seed, this.qualified('weight')),
-      kaimingUniformBound(shape, Math.sqrt(5)),
+    torchDefaultInit(
+      seed,
+      { name: this.qualified('weight'), data: this.weight.data },
+      this.bias ? { name: this.qualified('bias'), data: this.bias.data } : null,
+      [this.cfg.inChannels, this.cfg.outChannels, this.cfg.kernel, this.cfg.kernel],
     );
-    uniformFill(this.bias.data, Rng.forName(seed, this.qualified('bias')), defaultBiasBound(shape));
   }
 
   forward(x: Tensor, ctx: ForwardContext): Tensor {

@@ -4,7 +4,7 @@
 // bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 import { conv2dBackward, conv2dForward } from '../tensor/ops/conv2d.js';
 import { Tensor } from '../tensor/tensor.js';
-import { defaultBiasBound, kaimingUniformBound, Rng, uniformFill } from './init.js';
+import { torchDefaultInit } from './init.js';
 import { type ForwardContext, type Layer, Module, needCache } from './module.js';
 
 export interface Conv2dConfig {
@@ -54,13 +54,12 @@ export class Conv2d extends Module implements Layer {
 
   /** PyTorch's default init of nn.Conv2d. */
   override resetParameters(seed: number): void {
-    const shape = [this.cfg.outChannels, this.cfg.inChannels, this.cfg.kernel, this.cfg.kernel];
-    uniformFill(
-      this.weight.data,
-      Rng.forName(seed, this.qualified('weight')),
-      kaimingUniformBound(shape, Math.sqrt(5)),
+    torchDefaultInit(
+      seed,
+      { name: this.qualified('weight'), data: this.weight.data },
+      this.bias ? { name: this.qualified('bias'), data: this.bias.data } : null,
+      [this.cfg.outChannels, this.cfg.inChannels, this.cfg.kernel, this.cfg.kernel],
     );
-    if (this.bias) uniformFill(this.bias.data, Rng.forName(seed, this.qualified('bias')), defaultBiasBound(shape));
   }
 
   forward(x: Tensor, ctx: ForwardContext): Tensor {

@@ -103,6 +103,19 @@ export function xavierUniformBound(torchShape: readonly number[]): number {
   return Math.sqrt(6 / (fanIn + fanOut));
 }
 
+/** PyTorch's reset_parameters of nn.Conv2d, nn.Linear and nn.ConvTranspose2d: the weight from
+ *  kaiming_uniform_(a = sqrt(5)), the bias (if any) from U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
+ *  each drawn from the stream named by its state_dict name. */
+export function torchDefaultInit(
+  seed: number,
+  weight: { name: string; data: Float32Array },
+  bias: { name: string; data: Float32Array } | null,
+  weightTorchShape: readonly number[],
+): void {
+  uniformFill(weight.data, Rng.forName(seed, weight.name), kaimingUniformBound(weightTorchShape, Math.sqrt(5)));
+  if (bias) uniformFill(bias.data, Rng.forName(seed, bias.name), defaultBiasBound(weightTorchShape));
+}
+
 /** PyTorch's default bias init for conv / linear layers: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
  *  with fan_in of the weight's PyTorch shape. */
 export function defaultBiasBound(weightTorchShape: readonly number[]): number {

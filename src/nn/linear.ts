@@ -5,7 +5,7 @@ import { reluBackward, sigmoidBackward } from '../tensor/ops/activations.js';
 import { linearBackward, linearForward } from '../tensor/ops/linear.js';
 import { give } from '../tensor/pool.js';
 import { Tensor } from '../tensor/tensor.js';
-import { defaultBiasBound, kaimingUniformBound, Rng, uniformFill } from './init.js';
+import { torchDefaultInit } from './init.js';
 import { type ForwardContext, type Layer, Module, needCache } from './module.js';
 
 export type Activation = 'none' | 'relu' | 'sigmoid';
@@ -31,13 +31,12 @@ export class Linear extends Module implements Layer {
   }
 
   override resetParameters(seed: number): void {
-    const shape = [this.outFeatures, this.inFeatures];
-    uniformFill(
-      this.weight.data,
-      Rng.forName(seed, this.qualified('weight')),
-      kaimingUniformBound(shape, Math.sqrt(5)),
+    torchDefaultInit(
+      seed,
+      { name: this.qualified('weight'), data: this.weight.data },
+      this.bias ? { name: this.qualified('bias'), data: this.bias.data } : null,
+      [this.outFeatures, this.inFeatures],
     );
-    uniformFill(this.bias.data, Rng.forName(seed, this.qualified('bias')), defaultBiasBound(shape));
   }
 
   forward(x: Tensor, ctx: ForwardContext): Tensor {
