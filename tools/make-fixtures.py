@@ -20,11 +20,12 @@ import torch.nn.functional as F
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'fixtures', 'core')
 
 
-def save(name, tensors, meta=None):
-    """Minimal safetensors writer (F32 only)."""
+def save(name, tensors, meta=None, out=None):
+    """Minimal safetensors writer (F32 only) into `out` (default fixtures/core)."""
+    out = out or OUT
     header, blobs, off = {}, [], 0
     for k, t in tensors.items():
-        b = t.detach().contiguous().to(torch.float32).numpy().tobytes()
+        b = torch.as_tensor(t).detach().contiguous().to(torch.float32).numpy().tobytes()
         header[k] = {'dtype': 'F32', 'shape': list(t.shape), 'data_offsets': [off, off + len(b)]}
         blobs.append(b)
         off += len(b)
@@ -32,8 +33,8 @@ def save(name, tensors, meta=None):
         header['__metadata__'] = {k: json.dumps(v) for k, v in meta.items()}
     h = json.dumps(header, separators=(',', ':')).encode()
     h += b' ' * ((8 - len(h) % 8) % 8)
-    os.makedirs(OUT, exist_ok=True)
-    with open(os.path.join(OUT, name + '.safetensors'), 'wb') as f:
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, name + '.safetensors'), 'wb') as f:
         f.write(struct.pack('<Q', len(h)))
         f.write(h)
         for b in blobs:

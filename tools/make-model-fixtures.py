@@ -22,10 +22,10 @@ Fixtures:
                      parameter the gradient ('grad/<key>') and the updated value ('new/<key>')
                      at min(n, 256) evenly spaced flat indices (k * n) // S of its PyTorch layout.
 """
+import functools
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -43,24 +43,20 @@ M32 = 0xFFFFFFFF
 U32 = np.uint64(M32)
 
 
+@functools.lru_cache(maxsize=None)
+def _core_fixtures():
+    """tools/make-fixtures.py as a module (its file name has a hyphen)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'make_fixtures', os.path.join(os.path.dirname(os.path.abspath(__file__)), 'make-fixtures.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def save(name, tensors, meta=None):
-    """Minimal safetensors writer (F32 only), as tools/make-fixtures.py."""
-    header, blobs, off = {}, [], 0
-    for k, t in tensors.items():
-        b = torch.as_tensor(t).detach().contiguous().to(torch.float32).numpy().tobytes()
-        header[k] = {'dtype': 'F32', 'shape': list(t.shape), 'data_offsets': [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    if meta:
-        header['__metadata__'] = {k: json.dumps(v) for k, v in meta.items()}
-    h = json.dumps(header, separators=(',', ':')).encode()
-    h += b' ' * ((8 - len(h) % 8) % 8)
-    os.makedirs(OUT, exist_ok=True)
-    with open(os.path.join(OUT, name + '.safetensors'), 'wb') as f:
-        f.write(struct.pack('<Q', len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
+    """The safetensors writer of tools/make-fixtures.py, into OUT."""
+    _core_fixtures().save(name, tensors, meta, out=OUT)
 
 
 def hash32(x):
