@@ -131,7 +131,7 @@ test('native conv2d matches the typescript kernel on a strided, padded shape', (
   assertClose(outs[0], outs[1], 'native vs typescript conv2d', 1e-5);
 });
 
-test('native Winograd F(2x2,3x3) conv (odd sizes, pad 0/1/2, 2 threads) matches the typescript kernels', () => {
+test('native Winograd F(2x2,3x3) and F(4x4,3x3) conv (odd sizes, pad 0/1/2, 2 threads) matches the typescript kernels', () => {
   const ks = backends();
   if (ks.length < 2) return;
   const [nat, ts] = ks;
@@ -151,9 +151,13 @@ test('native Winograd F(2x2,3x3) conv (odd sizes, pad 0/1/2, 2 threads) matches 
       const a = convKernelOutputs(nat, g, x, w, dy, bias);
       const b = convKernelOutputs(ts, g, x, w, dy, bias);
       const what = `B${B} ${H}x${H} C${C} O${O} pad ${pad}`;
-      assertClose(a.y, b.y, `${what} forward + ReLU`);
-      assertClose(a.dx, b.dx, `${what} backward data`);
-      assertClose(a.dw, b.dw, `${what} backward weight`);
+      // outputs at least 7 wide take F(4x4,3x3): its larger transform coefficients (up to 8
+      // in A^T, 1/24 in G) leave float32 errors of 1e-5 to 1e-4 of the largest value, where
+      // F(2x2,3x3) stays near the direct sums
+      const atol = OH >= 7 ? 1e-4 : 1e-5;
+      assertClose(a.y, b.y, `${what} forward + ReLU`, 1e-4, atol);
+      assertClose(a.dx, b.dx, `${what} backward data`, 1e-4, atol);
+      assertClose(a.dw, b.dw, `${what} backward weight`, 1e-4, atol);
       assertClose(a.db, b.db, `${what} bias gradient`);
     }
   } finally {
