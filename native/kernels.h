@@ -3,6 +3,14 @@
 #include <cstddef>
 #include <cstdint>
 
+// Functions whose loops should vectorise with AVX2 where the CPU has it (floor, blends),
+// with a baseline clone for the others.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define QC_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define QC_VECTOR_CLONES
+#endif
+
 namespace qc {
 
 // Row-major C[M,N] = alpha * op(A) op(B) + beta * C (CBLAS, or the built-in blocked GEMM).

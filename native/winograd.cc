@@ -30,12 +30,6 @@ namespace qc {
 
 namespace {
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define QC_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define QC_VECTOR_CLONES
-#endif
-
 struct Tiles {
   int B, H, W, C, O, pad, OH, OW;
   int m;       // output tile side: 2 or 4

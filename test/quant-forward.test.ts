@@ -8,6 +8,7 @@ import { uniformBits, type BitConfig } from '../src/quant/config.js';
 import { FastEvaluator, type BatchSource } from '../src/search/fast-evaluator.js';
 import { give, Tensor } from '../src/tensor/index.js';
 import { assertClose } from './helpers.js';
+import { predictedClass } from '../src/train/evaluate.js';
 
 function syntheticImages(n: number, seed: number): BatchSource {
   let s = seed;
@@ -77,6 +78,64 @@ test('the fast evaluator: reuse and early stops change no accuracy and no decisi
   }
   assert.ok(fast.stats.stagesReused > 0, 'leading layers were reused');
   fast.clear();
+  quantizer.restore();
+});
+
+test('fast evaluator: hardest images first after the full-precision pass, stopped evaluations resume', async () => {
+  const model = buildModel('ShallowCapsNet', [28, 1, 10, 16], { seed: 23 });
+  const src = syntheticImages(100, 29);
+  const quantizer = new ModelQuantizer(model, 'round_to_nearest', 'dac2020', 0);
+  const inOrder = new FastEvaluator(model, quantizer, src, {
+    batchSize: 20,
+    cacheMB: 0,
+    earlyStop: false,
+    order: 'dataset',
+  });
+  const ranked = new FastEvaluator(model, quantizer, src, { batchSize: 20, cacheMB: 64, earlyStop: true });
+  const fpInOrder = await inOrder.evaluateFullPrecision();
+  const fp = await ranked.evaluateFullPrecision();
+  assert.equal(fp.accuracy, fpInOrder.accuracy);
+  assert.deepEqual(
+    inOrder.imageOrder,
+    Int32Array.from({ length: 100 }, (_, i) => i),
+  );
+  // the ranking puts every misclassified image before every correct one
+  const order = ranked.imageOrder;
+  assert.deepEqual(
+    [...order].sort((a, b) => a - b),
+    [...inOrder.imageOrder],
+    'a permutation',
+  );
+  const x = Tensor.zeros([100, 28, 28, 1]);
+  for (let i = 0; i < 100; i++) src.writeImage(i, x.data, i * 784);
+  model.eval();
+  const caps = model.forward(x, false);
+  const right = [...order].map((i) => predictedClass(caps, i) === src.labels[i]);
+  give(caps.data);
+  const firstRight = right.indexOf(true);
+  assert.ok(firstRight > 0 && right.slice(firstRight).every((r) => r), 'misclassified images come first');
+
+  for (const b of [32, 6, 4, 2]) {
+    const bits = uniformBits(quantizer.layers, b);
+    const full = await inOrder.evaluate(bits);
+    for (const threshold of [full.accuracy - 3, full.accuracy, full.accuracy + 3]) {
+      const pass = (a: number) => a >= threshold;
+      const e = await ranked.evaluate(bits, (lo, hi) => pass(lo) === pass(hi));
+      assert.equal(pass(e.lower), pass(full.accuracy), `${b} bits, threshold ${threshold}: same decision`);
+      if (e.exact) assert.equal(e.accuracy, full.accuracy);
+      else assert.ok(e.lower <= full.accuracy && full.accuracy <= e.upper);
+    }
+    // what an early stop left is run now, and only that
+    const early = await ranked.evaluate(bits, () => true);
+    assert.ok(!early.exact && early.seen === 20, 'decided after the first batch');
+    const before = ranked.stats.batchesRun;
+    const rest = await ranked.evaluate(bits);
+    assert.equal(rest.accuracy, full.accuracy, `${b} bits: the resumed pass is exact`);
+    assert.ok(rest.exact && rest.seen === 100);
+    assert.equal(ranked.stats.batchesRun - before, (100 - (rest.resumedAfter ?? 0)) / 20, 'no batch runs twice');
+    assert.equal(rest.resumedAfter, 20);
+  }
+  ranked.clear();
   quantizer.restore();
 });
 

@@ -132,6 +132,8 @@ export async function runSearchJob(o: SearchJobOptions): Promise<SearchJobResult
       lower: e.lower,
       upper: e.upper,
       exact: e.exact,
+      imagesSeen: e.seen,
+      resumedAfter: e.resumedAfter ?? 0,
       passed: e.passed,
       reused: e.cached,
       seconds: e.cached ? 0 : e.seconds,

@@ -14,6 +14,9 @@ export interface Evaluation {
   seen: number;
   total: number;
   seconds: number;
+  /** the images seen by an earlier evaluation of the same configuration that stopped early,
+   *  counted in and not run again */
+  resumedAfter?: number;
   /** computed with the fast (DFT/Winograd) convolutions under dac2020 arithmetic; the bounds
    *  include the safety margin (see FastEvaluatorOptions.approximateMargin) */
   approximate?: boolean;

@@ -4,11 +4,17 @@
 //      within a memory bound; an evaluation whose prefix matches starts after it;
 //  (b) early stop: after each batch the accuracy is bounded by [correct, correct + unseen]
 //      out of all images; once the step's pass/fail cannot change the evaluation stops;
-//  (c) batches always run in the same order.
+//  (c) batches always run in the same order: hardest images first. The full-precision pass
+//      ranks the images by their margin (label capsule against the longest other one), so
+//      that a failing configuration meets its misses, and its certain fail, within the first
+//      batches; a passing one needs nearly every image whatever the order;
+//  (d) resume: an evaluation that stopped early keeps its counts, so a later evaluation of
+//      the same configuration (a final model's exact accuracy, another threshold) runs only
+//      the batches it did not see.
 import type { CapsNet } from '../models/capsnet.js';
 import type { BitConfig } from '../quant/config.js';
 import type { ModelQuantizer } from '../quant/quantized-forward.js';
-import { countCorrect } from '../train/evaluate.js';
+import { classMargin, countCorrect } from '../train/evaluate.js';
 import { give, take } from '../tensor/pool.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { Evaluation, Evaluator } from './evaluator.js';
@@ -32,6 +38,9 @@ export interface FastEvaluatorOptions {
    *  keep their answer when it is decided with this margin (percent points) to spare; else
    *  evaluate again exactly. null: always exact. Final accuracies are always exact. */
   approximateMargin?: number | null;
+  /** 'hardest-first' (default): batches follow the full-precision margins once
+   *  evaluateFullPrecision has run; 'dataset': the test set's own order */
+  order?: 'hardest-first' | 'dataset';
   /** called after each batch (progress bars) */
   onBatch?: (done: number, total: number) => void;
 }
@@ -44,9 +53,20 @@ interface PrefixCache {
   skip: boolean;
 }
 
+/** Where an evaluation that stopped early stood. */
+interface Partial {
+  nextBatch: number;
+  correct: number;
+  seen: number;
+}
+
 export class FastEvaluator implements Evaluator {
   private readonly caches: (PrefixCache | null)[];
   private readonly numBatches: number;
+  /** position -> image index (null: the dataset's order) and the labels in that order */
+  private order: Int32Array | null = null;
+  private labels: Int32Array;
+  private readonly partials = new Map<string, Partial>();
   /** evaluations and batches actually computed, for the report */
   stats = { evaluations: 0, batchesRun: 0, stagesRun: 0, stagesReused: 0, approximateRedone: 0 };
 
@@ -59,6 +79,18 @@ export class FastEvaluator implements Evaluator {
     if (!(opts.batchSize >= 1)) throw new Error(`--test-batch-size ${opts.batchSize}: expected a positive integer`);
     this.caches = model.stages.map(() => null);
     this.numBatches = Math.ceil(data.count / opts.batchSize);
+    this.labels = data.labels;
+  }
+
+  /** Image indices in evaluation order (hardest first after the full-precision pass). */
+  get imageOrder(): Int32Array {
+    return this.order ?? Int32Array.from({ length: this.data.count }, (_, i) => i);
+  }
+
+  private setOrder(order: Int32Array): void {
+    this.clear(); // cached batches and partial counts belong to the old batches
+    this.order = order;
+    this.labels = Int32Array.from(order, (i) => this.data.labels[i]);
   }
 
   /** The key of the first `depth` layers' bits (and of the convolution algorithms used). */
@@ -83,6 +115,7 @@ export class FastEvaluator implements Evaluator {
   /** Frees every kept intermediate result. */
   clear(): void {
     this.caches.forEach((_, d) => this.drop(d));
+    this.partials.clear();
   }
 
   private batchImages(b: number): { x: Tensor; labels: Int32Array } {
@@ -92,8 +125,8 @@ export class FastEvaluator implements Evaluator {
     const [H, W, C] = this.data.imageShape;
     const size = H * W * C;
     const x = new Tensor(take(n * size), [n, H, W, C]);
-    for (let i = 0; i < n; i++) this.data.writeImage(i0 + i, x.data, i * size);
-    return { x, labels: this.data.labels.subarray(i0, i0 + n) };
+    for (let i = 0; i < n; i++) this.data.writeImage(this.order ? this.order[i0 + i] : i0 + i, x.data, i * size);
+    return { x, labels: this.labels.subarray(i0, i0 + n) };
   }
 
   async evaluate(bits: BitConfig, decided?: (lower: number, upper: number) => boolean): Promise<Evaluation> {
@@ -139,12 +172,15 @@ export class FastEvaluator implements Evaluator {
         this.caches[d] = { key: keys[d], states: [], bytes: 0, skip: false };
     }
     const budget = this.opts.cacheMB * 2 ** 20;
-    let correct = 0;
-    let seen = 0;
+    const configKey = this.prefixKey(bits, L);
+    const resumed = this.partials.get(configKey);
+    this.partials.delete(configKey);
+    let correct = resumed?.correct ?? 0;
+    let seen = resumed?.seen ?? 0;
     const total = this.data.count;
     let exact = true;
     this.stats.evaluations++;
-    for (let b = 0; b < this.numBatches; b++) {
+    for (let b = resumed?.nextBatch ?? 0; b < this.numBatches; b++) {
       let start = 0;
       for (let d = L - 1; d >= 1; d--) {
         if (this.caches[d]?.states[b]) {
@@ -186,13 +222,23 @@ export class FastEvaluator implements Evaluator {
         const upper = ((correct + total - seen) * 100.0) / total;
         if (decided(lower, upper)) {
           exact = false;
+          this.partials.set(configKey, { nextBatch: b + 1, correct, seen });
           break;
         }
       }
     }
     const lower = (correct * 100.0) / total;
     const upper = ((correct + total - seen) * 100.0) / total;
-    return { accuracy: lower, lower, upper, exact, seen, total, seconds: (performance.now() - t0) / 1000 };
+    return {
+      accuracy: lower,
+      lower,
+      upper,
+      exact,
+      seen,
+      total,
+      seconds: (performance.now() - t0) / 1000,
+      ...(resumed ? { resumedAfter: resumed.seen } : {}),
+    };
   }
 
   /** Full-precision accuracy (no quantization, the model's own parameters), a full pass. */
@@ -201,13 +247,26 @@ export class FastEvaluator implements Evaluator {
     this.quantizer.restore();
     this.model.eval();
     let correct = 0;
+    const margins = new Float64Array(this.data.count);
     for (let b = 0; b < this.numBatches; b++) {
       const { x, labels } = this.batchImages(b);
       const caps = this.model.forward(x, false);
       give(x.data);
       correct += countCorrect(caps, labels);
+      for (let i = 0; i < labels.length; i++) {
+        const p = b * this.opts.batchSize + i;
+        const m = classMargin(caps, i, labels[i]);
+        margins[this.order ? this.order[p] : p] = Number.isNaN(m) ? -Infinity : m; // NaN is never correct
+      }
       give(caps.data);
       this.opts.onBatch?.(b + 1, this.numBatches);
+    }
+    if ((this.opts.order ?? 'hardest-first') === 'hardest-first') {
+      // smallest margin first; ties keep the dataset's order
+      const order = Int32Array.from({ length: margins.length }, (_, i) => i).sort((i, j) =>
+        margins[i] < margins[j] ? -1 : margins[i] > margins[j] ? 1 : i - j,
+      );
+      this.setOrder(order);
     }
     const total = this.data.count;
     const accuracy = (correct * 100.0) / total;
@@ -224,6 +283,6 @@ export class FastEvaluator implements Evaluator {
 
   private batchLabels(b: number): Int32Array {
     const i0 = b * this.opts.batchSize;
-    return this.data.labels.subarray(i0, Math.min(this.data.count, i0 + this.opts.batchSize));
+    return this.labels.subarray(i0, Math.min(this.data.count, i0 + this.opts.batchSize));
   }
 }

@@ -122,8 +122,9 @@ export async function runSearch(
       cached,
     };
     evaluations.push(rec);
+    const resumed = e.resumedAfter ? ` (resumed after ${e.resumedAfter} images)` : '';
     const acc = e.exact
-      ? `${e.accuracy.toFixed(2)}%`
+      ? `${e.accuracy.toFixed(2)}%${resumed}`
       : `in [${e.lower.toFixed(2)}, ${e.upper.toFixed(2)}]% after ${e.seen}/${e.total} images (decided early)`;
     log.info(
       `  ${step} try w=[${bits.weightBits}] a=[${bits.actBits}] r=[${bits.routingBits}]: ${acc} ${rec.passed ? 'passes' : 'fails'} ` +
@@ -132,7 +133,8 @@ export async function runSearch(
     return rec;
   }
 
-  /** The exact accuracy of a configuration (a full pass unless one was done already). */
+  /** The exact accuracy of a configuration: a full pass, or the rest of one that stopped
+   *  early (the evaluator resumes it), unless one was done already. */
   async function exact(step: StepName, bits: BitConfig): Promise<number> {
     const hit = cache.get(configKey(bits));
     if (hit?.exact) return hit.accuracy;

@@ -40,6 +40,22 @@ export function predictedClass(caps: Tensor, b: number): number {
   return best;
 }
 
+/** Squared-length margin of sample b: its label's capsule against the longest other one
+ *  (negative when misclassified, small when close to the decision boundary). */
+export function classMargin(caps: Tensor, b: number, label: number): number {
+  const [, K, D] = caps.shape;
+  let own = 0;
+  let other = -Infinity;
+  for (let k = 0; k < K; k++) {
+    const o = (b * K + k) * D;
+    let n2 = 0;
+    for (let d = 0; d < D; d++) n2 += caps.data[o + d] * caps.data[o + d];
+    if (k === label) own = n2;
+    else other = Math.max(other, n2);
+  }
+  return own - other;
+}
+
 /** Number of samples whose longest capsule is their label. */
 export function countCorrect(caps: Tensor, labels: Int32Array): number {
   let correct = 0;
