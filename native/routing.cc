@@ -37,59 +37,72 @@ static void squash_rows(const float* s, float* v, size_t rows, int D) {
   }
 }
 
+namespace {
+
+void quantize_in_place(const QuantSpec* spec, float* buf, size_t n, size_t index0, uint32_t streamAdd) {
+  if (!spec) return;
+  QuantSpec qs = *spec;
+  qs.stream += streamAdd;
+  quantize_slice(buf, buf, n, qs, index0);
+}
+
+// The routing of batch element b; logits, c and s are its scratch buffers.
+QC_VECTOR_CLONES
+void route_one(const RoutingGeom& g, size_t b, const float* u, const float* bias, float* v, float* saveS, float* saveC,
+               const QuantSpec* qAct, const QuantSpec* qRouting, float* logits, float* c, float* s) {
+  const int I = g.I, P = g.P, J = g.J, D = g.D;
+  const size_t PJ = (size_t)P * J;
+  const size_t ncB = (size_t)I * PJ, nsB = PJ * D;  // per batch element
+  const size_t nc = ncB * g.B, ns = nsB * g.B;
+  const size_t group = g.joint ? PJ : (size_t)J;
+  const float* ub = u + b * ncB * D;
+  float* vb = v + b * nsB;
+  std::fill(logits, logits + ncB, 0.f);
+  for (int t = 0; t < g.iterations; t++) {
+    softmax_groups(logits, c, ncB, group);
+    quantize_in_place(qAct, c, ncB, b * ncB, 4 * t);
+    for (size_t pj = 0; pj < PJ; pj++) memcpy(s + pj * D, bias + (pj % J) * D, D * sizeof(float));
+    for (int i = 0; i < I; i++) {  // s_j += c_ij u_j|i, in the order of i
+      const float* ui = ub + (size_t)i * PJ * D;
+      const float* ci = c + (size_t)i * PJ;
+      for (size_t pj = 0; pj < PJ; pj++) {
+        const float cv = ci[pj];
+        const float* up = ui + pj * D;
+        float* sp = s + pj * D;
+#pragma GCC ivdep  // s is scratch, apart from the votes
+        for (int d = 0; d < D; d++) sp[d] += cv * up[d];
+      }
+    }
+    quantize_in_place(qRouting, s, nsB, b * nsB, 4 * t + 1);
+    squash_rows(s, vb, PJ, D);
+    quantize_in_place(qAct, vb, nsB, b * nsB, 4 * t + 2);
+    if (saveS) memcpy(saveS + t * ns + b * nsB, s, nsB * sizeof(float));
+    if (saveC) memcpy(saveC + t * nc + b * ncB, c, ncB * sizeof(float));
+    if (t == g.iterations - 1) break;  // the last logits update is never used
+    for (int i = 0; i < I; i++) {  // b_ij += <u_j|i, v_j>
+      const float* ui = ub + (size_t)i * PJ * D;
+      float* li = logits + (size_t)i * PJ;
+      for (size_t pj = 0; pj < PJ; pj++) {
+        const float* up = ui + pj * D;
+        const float* vp = vb + pj * D;
+        float dot = 0;
+        for (int d = 0; d < D; d++) dot += up[d] * vp[d];
+        li[pj] += dot;
+      }
+    }
+    quantize_in_place(qRouting, logits, ncB, b * ncB, 4 * t + 3);
+  }
+}
+
+}  // namespace
+
 void routing_forward(const RoutingGeom& g, const float* u, const float* bias, float* v, float* saveS,
                      float* saveC, const QuantSpec* qAct, const QuantSpec* qRouting) {
-  const int I = g.I, P = g.P, J = g.J, D = g.D;
-  const size_t ncB = (size_t)I * P * J, nsB = (size_t)P * J * D;  // per batch element
-  const size_t nc = ncB * g.B, ns = nsB * g.B;
-  const size_t group = g.joint ? (size_t)P * J : (size_t)J;
-  auto q = [](const QuantSpec* spec, float* buf, size_t n, size_t index0, uint32_t streamAdd) {
-    if (!spec) return;
-    QuantSpec qs = *spec;
-    qs.stream += streamAdd;
-    quantize_slice(buf, buf, n, qs, index0);
-  };
+  const size_t ncB = (size_t)g.I * g.P * g.J, nsB = (size_t)g.P * g.J * g.D;
   parallel_for(g.B, [&](size_t bBegin, size_t bEnd, int) {
-  std::vector<float> logits(ncB), c(ncB), s(nsB);
-  for (size_t b = bBegin; b < bEnd; b++) {
-    const float* ub = u + (size_t)b * ncB * D;
-    float* vb = v + (size_t)b * nsB;
-    std::fill(logits.begin(), logits.end(), 0.f);
-    for (int t = 0; t < g.iterations; t++) {
-      softmax_groups(logits.data(), c.data(), ncB, group);
-      q(qAct, c.data(), ncB, b * ncB, 4 * t);
-      for (int p = 0; p < P; p++)
-        for (int j = 0; j < J; j++) memcpy(&s[((size_t)p * J + j) * D], bias + (size_t)j * D, D * sizeof(float));
-      for (int i = 0; i < I; i++) {
-        const float* ui = ub + (size_t)i * P * J * D;
-        const float* ci = c.data() + (size_t)i * P * J;
-        for (size_t pj = 0; pj < (size_t)P * J; pj++) {
-          const float cv = ci[pj];
-          const float* up = ui + pj * D;
-          float* sp = &s[pj * D];
-          for (int d = 0; d < D; d++) sp[d] += cv * up[d];
-        }
-      }
-      q(qRouting, s.data(), nsB, b * nsB, 4 * t + 1);
-      squash_rows(s.data(), vb, (size_t)P * J, D);
-      q(qAct, vb, nsB, b * nsB, 4 * t + 2);
-      if (saveS) memcpy(saveS + t * ns + b * nsB, s.data(), nsB * sizeof(float));
-      if (saveC) memcpy(saveC + t * nc + b * ncB, c.data(), ncB * sizeof(float));
-      if (t == g.iterations - 1) break;  // the last logits update is never used
-      for (int i = 0; i < I; i++) {
-        const float* ui = ub + (size_t)i * P * J * D;
-        float* li = logits.data() + (size_t)i * P * J;
-        for (size_t pj = 0; pj < (size_t)P * J; pj++) {
-          const float* up = ui + pj * D;
-          const float* vp = vb + pj * D;
-          float dot = 0;
-          for (int d = 0; d < D; d++) dot += up[d] * vp[d];
-          li[pj] += dot;
-        }
-      }
-      q(qRouting, logits.data(), ncB, b * ncB, 4 * t + 3);
-    }
-  }
+    std::vector<float> logits(ncB), c(ncB), s(nsB);
+    for (size_t b = bBegin; b < bEnd; b++)
+      route_one(g, b, u, bias, v, saveS, saveC, qAct, qRouting, logits.data(), c.data(), s.data());
   });
 }
 
