@@ -83,6 +83,9 @@ export async function runSearchJob(o: SearchJobOptions): Promise<SearchJobResult
   label = 'full precision';
   const fp = await evaluator.evaluateFullPrecision();
   o.log(`full-precision accuracy on ${o.test.count} test images: ${fp.accuracy}% (${fp.seconds.toFixed(1)} s)`);
+  o.log(
+    `evaluation order: hardest images first (the ${o.test.count - Math.round((fp.accuracy * o.test.count) / 100)} misclassified at full precision lead)`,
+  );
   label = 'search';
   const searchStart = performance.now();
   const search = await runSearch(
