@@ -6,6 +6,7 @@
         "native/addon.cc",
         "native/gemm.cc",
         "native/conv.cc",
+        "native/fixedconv.cc",
         "native/routing.cc",
         "native/quantize.cc",
         "native/parallel.cc",

@@ -134,6 +134,25 @@ Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// conv2dForwardFixedPoint(geom, x, w, bias, y, relu) -> whether the exact fixed-point path ran
+Napi::Value Conv2dForwardFixedPoint(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  qc::ConvGeom g = conv_geom(info[0]);
+  F32 x, w, bias, y;
+  if (!get_f32(info, 1, false, x, "x") || !get_f32(info, 2, false, w, "w") || !get_f32(info, 3, true, bias, "bias") ||
+      !get_f32(info, 4, false, y, "y"))
+    return env.Undefined();
+  if (!need(env, x, (size_t)g.B * g.H * g.W * g.C, "x") || !need(env, w, (size_t)g.O * g.KH * g.KW * g.C, "w") ||
+      !need(env, bias, g.O, "bias") || !need(env, y, (size_t)g.B * g.OH * g.OW * g.O, "y"))
+    return env.Undefined();
+  return Napi::Boolean::New(env, qc::fixed_point_conv(g, x.data, w.data, bias.data, y.data, info[5].ToBoolean()));
+}
+
+Napi::Value SetFixedPointConv(const Napi::CallbackInfo& info) {
+  qc::set_fixed_point_conv(info[0].ToBoolean());
+  return info.Env().Undefined();
+}
+
 Napi::Value Conv2dBackwardData(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   qc::ConvGeom g = conv_geom(info[0]);
@@ -320,6 +339,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("blasInfo", Napi::Function::New(env, BlasInfo));
   exports.Set("sgemm", Napi::Function::New(env, Sgemm));
   exports.Set("conv2dForward", Napi::Function::New(env, Conv2dForward));
+  exports.Set("conv2dForwardFixedPoint", Napi::Function::New(env, Conv2dForwardFixedPoint));
+  exports.Set("setFixedPointConv", Napi::Function::New(env, SetFixedPointConv));
   exports.Set("conv2dBackwardData", Napi::Function::New(env, Conv2dBackwardData));
   exports.Set("conv2dBackwardWeight", Napi::Function::New(env, Conv2dBackwardWeight));
   exports.Set("routingForward", Napi::Function::New(env, RoutingForward));

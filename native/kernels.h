@@ -47,6 +47,14 @@ void fft_backward_weight(const ConvGeom& g, const float* x, const float* dy, flo
 // results must match another implementation bit for bit, e.g. --rounding-compat dac2020)
 void set_fast_conv(bool enabled);
 
+// Exact convolution of fixed-point values with int16 VNNI GEMMs (fixedconv.cc): when the CPU,
+// the geometry and the values allow it, writes y and returns true; else false.
+// conv2d_forward tries it first while set_fixed_point_conv(true).
+void set_fixed_point_conv(bool enabled);
+bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu);
+bool fixed_point_conv_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y,
+                              bool relu);
+
 // y[r, :] += bias, then max(0, .) when relu, for rows of O values (either may be off)
 void bias_relu_rows(float* y, size_t rows, int O, const float* bias, bool relu);
 // db[o] += sum over rows of dy[r, o] (double sums, split over the pool's threads)

@@ -75,6 +75,8 @@ export class ModelQuantizer {
    *  match the reference's closely enough that its rounding decisions are reproduced. */
   applyWeights(weightBits: readonly number[]): void {
     kernels().setFastConv(this.fastConv);
+    // exact-order convolutions become exact ones where the values are fixed point
+    kernels().setFixedPointConv(!this.fastConv);
     if (weightBits.length !== this.layers.length) {
       throw new Error(`quantized forward: ${weightBits.length} weight bit counts for ${this.layers.length} layers`);
     }
@@ -95,6 +97,7 @@ export class ModelQuantizer {
   /** Puts the full-precision parameters back. */
   restore(): void {
     kernels().setFastConv(true);
+    kernels().setFixedPointConv(false);
     for (const p of this.fp) p.param.data.set(p.values);
     this.applied.fill(null);
   }

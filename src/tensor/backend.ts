@@ -69,6 +69,22 @@ export interface Kernels {
   /** false: convolutions avoid the DFT and Winograd algorithms (im2col + GEMM only), so that
    *  rounding decisions downstream match a direct convolution's (--rounding-compat dac2020). */
   setFastConv(enabled: boolean): void;
+  /** true: conv2dForward first tries the exact fixed-point convolution (conv2dForwardFixedPoint);
+   *  the quantized forward turns it on under --rounding-compat dac2020. The TypeScript backend
+   *  keeps its float convolution. */
+  setFixedPointConv(enabled: boolean): void;
+  /** The exact convolution of fixed-point values (x multiples of 2^-fx, w of 2^-fw, integers
+   *  within int16, int32 sums that cannot overflow): y = sum rounded once to float32, + bias,
+   *  ReLU. Returns false and leaves y untouched where it does not apply (natively: also on
+   *  CPUs without AVX512-VNNI). */
+  conv2dForwardFixedPoint(
+    g: ConvGeom,
+    x: Float32Array,
+    w: Float32Array,
+    bias: Float32Array | null,
+    y: Float32Array,
+    relu: boolean,
+  ): boolean;
   /** Row-major C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N] + beta * C. */
   sgemm(
     transA: boolean,

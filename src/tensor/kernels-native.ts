@@ -11,6 +11,8 @@ interface Addon {
   setThreads(n: number): void;
   getThreads(): number;
   setFastConv(enabled: boolean): void;
+  setFixedPointConv(enabled: boolean): void;
+  conv2dForwardFixedPoint(...args: unknown[]): boolean;
   blasInfo(): string;
   sgemm(...args: unknown[]): void;
   conv2dForward(
@@ -112,6 +114,9 @@ export function loadNativeKernels(): { kernels: Kernels; info: string } {
     setThreads: (n) => addon.setThreads(n),
     getThreads: () => addon.getThreads(),
     setFastConv: (enabled) => addon.setFastConv(enabled),
+    setFixedPointConv: (enabled) => addon.setFixedPointConv(enabled),
+    conv2dForwardFixedPoint: (g, x, w, bias, y, relu) =>
+      addon.conv2dForwardFixedPoint(convGeom(g), x, w, bias, y, relu),
     sgemm: (tA, tB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc) =>
       addon.sgemm(tA, tB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc),
     conv2dForward: (g, x, w, bias, y, relu) => addon.conv2dForward(convGeom(g), x, w, bias, y, relu),

@@ -2,6 +2,7 @@
 // fallback when the native addon cannot load.
 import type { Kernels } from './backend.js';
 import { conv2dBackwardDataTs, conv2dBackwardWeightTs, conv2dForwardTs } from './ts/conv.js';
+import { conv2dForwardFixedPointTs } from './ts/fixed-conv.js';
 import {
   adamUpdateTs,
   batchNormApplyTs,
@@ -19,6 +20,8 @@ export const typescriptKernels: Kernels = {
   setThreads() {},
   getThreads: () => 1,
   setFastConv() {},
+  setFixedPointConv() {},
+  conv2dForwardFixedPoint: conv2dForwardFixedPointTs,
   sgemm: sgemmTs,
   conv2dForward: conv2dForwardTs,
   conv2dBackwardData: conv2dBackwardDataTs,

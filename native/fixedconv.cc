@@ -1,0 +1,245 @@
+// Exact convolution of fixed-point values (the quantized forward, SPEC 4). When every input
+// value is an integer multiple of 2^-fx and every weight one of 2^-fw, with integers that fit
+// int16, the convolution is an integer dot product:
+//   y[r,o] = 2^-(fx+fw) * sum_k X16[r,k] W16[o,k]   (+ bias, ReLU)
+// computed exactly with AVX512-VNNI (vpdpwssd: 32 int16 products into int32 sums per
+// instruction, twice the float32 FMA rate) when no int32 sum over one kernel row can overflow
+// (sums over several rows are added in int64 when they could). The only roundings are the int32 ->
+// float32 conversion and the bias add, so the result does not depend on a summation order:
+// it is the correctly rounded sum that an exact-order float convolution approximates.
+// Anything else (other CPUs, values that are not fixed point, too many bits) returns false and
+// the caller runs the float convolution.
+//
+// Layout: no im2col. With channels-last input, the KW*C values of one kernel row (ky) of an
+// output's patch are contiguous in the zero-padded int16 copy of the input, so each GEMM row
+// is read in place. Weights are packed per kernel row and per block of 32 output channels,
+// as int16 pairs (k, k+1) interleaved over the 32 lanes that vpdpwssd fills.
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define QC_HAVE_VNNI_BUILD 1
+#endif
+
+#include "kernels.h"
+#include "parallel.h"
+
+namespace qc {
+
+namespace {
+
+bool g_fixed_point = false;
+
+constexpr int kLanes = 32;  // output channels per packed block (two zmm of int32)
+constexpr int kRows = 8;    // output rows per micro-kernel call (2 accumulators each)
+
+// The fixed-point format of n values: fractional bits (the smallest f >= 0 with every v * 2^f
+// an integer) and the largest |value|.
+struct Format {
+  int frac = 0;
+  float maxAbs = 0;
+};
+
+// Integer-only and branch-free, so that it vectorises: the largest |v| as its bit pattern
+// (non-negative floats order like their bits; inf and NaN come out huge and never fit), and
+// the exponent of the lowest set bit of each nonzero v (|v| = m * 2^(e - 150), m with its
+// implicit bit; the lowest set bit of m comes from converting m & -m to float).
+QC_VECTOR_CLONES
+Format format_of_slice(const float* v, size_t n) {
+  uint32_t maxBits = 0;
+  int32_t minLow = INT32_MAX;
+  for (size_t i = 0; i < n; i++) {
+    uint32_t a;
+    memcpy(&a, v + i, sizeof a);
+    a &= 0x7fffffffu;
+    maxBits = std::max(maxBits, a);
+    const int32_t e = (int32_t)(a >> 23);
+    const int32_t m = (int32_t)((a & 0x7fffffu) | 0x800000u);
+    const float lowest = (float)(m & -m);  // 2^ctz(m), exact
+    int32_t lb;
+    memcpy(&lb, &lowest, sizeof lb);
+    const int32_t low = (lb >> 23) - 127 + e - 150;  // subnormals land below -126: never fit
+    const int32_t zero = -(int32_t)(a == 0);         // all ones for 0, which fits any format
+    minLow = std::min(minLow, (low & ~zero) | (INT32_MAX & zero));
+  }
+  Format f;
+  memcpy(&f.maxAbs, &maxBits, sizeof maxBits);
+  f.frac = minLow == INT32_MAX || minLow >= 0 ? 0 : -minLow;
+  return f;
+}
+
+Format format_of(const float* v, size_t n) {
+  const int T = pool_threads();
+  std::vector<Format> part(T);
+  parallel_for(n, [&](size_t b, size_t e, int t) {
+    const Format p = format_of_slice(v + b, e - b);
+    part[t].frac = std::max(part[t].frac, p.frac);
+    part[t].maxAbs = std::max(part[t].maxAbs, p.maxAbs);
+  });
+  Format r;
+  for (const Format& p : part) r.frac = std::max(r.frac, p.frac), r.maxAbs = std::max(r.maxAbs, p.maxAbs);
+  return r;
+}
+
+bool fits_int16(const Format& f) { return f.frac <= 30 && std::ldexp((double)f.maxAbs, f.frac) <= 32767.0; }
+
+bool cpu_has_vnni() {
+#ifdef QC_HAVE_VNNI_BUILD
+  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vnni");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+#ifdef QC_HAVE_VNNI_BUILD
+// acc += pairwise int16 products of a and b (vpdpwssd). Written as asm because GCC 12 copies
+// the accumulator around the intrinsic.
+#define QC_DPWSSD(acc, a, b) __asm__("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b))
+#define QC_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+static_assert(kRows == 8, "the micro-kernel is written out for 8 rows");
+
+// c[i][0..31] += sum_p a_i[2p..2p+1] . b[p][lane][0..1] for the 8 rows i (named registers:
+// 16 accumulators, two weight vectors and one broadcast)
+__attribute__((target("avx512f,avx512vnni"))) void micro_kernel(const int16_t* const* a, int pairs,
+                                                                   const int16_t* b, int32_t* const* c) {
+#define QC_LOAD(i)                                                                \
+  __m512i lo##i = _mm512_loadu_si512(c[i]), hi##i = _mm512_loadu_si512(c[i] + 16); \
+  const int16_t* a##i = a[i];
+  QC_ROWS(QC_LOAD)
+  for (int p = 0; p < pairs; p++) {
+    const __m512i b0 = _mm512_loadu_si512(b + (size_t)p * 2 * kLanes);
+    const __m512i b1 = _mm512_loadu_si512(b + (size_t)p * 2 * kLanes + kLanes);
+#define QC_STEP(i)                                   \
+  {                                                  \
+    int32_t pair;                                    \
+    memcpy(&pair, a##i + 2 * p, sizeof pair);        \
+    const __m512i av = _mm512_set1_epi32(pair);      \
+    QC_DPWSSD(lo##i, av, b0);                        \
+    QC_DPWSSD(hi##i, av, b1);                        \
+  }
+    QC_ROWS(QC_STEP)
+  }
+#define QC_STORE(i)                  \
+  _mm512_storeu_si512(c[i], lo##i); \
+  _mm512_storeu_si512(c[i] + 16, hi##i);
+  QC_ROWS(QC_STORE)
+}
+#endif
+
+}  // namespace
+
+void set_fixed_point_conv(bool enabled) { g_fixed_point = enabled; }
+
+bool fixed_point_conv_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y,
+                              bool relu) {
+  return g_fixed_point && fixed_point_conv(g, x, w, bias, y, relu);
+}
+
+bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu) {
+#ifndef QC_HAVE_VNNI_BUILD
+  (void)g, (void)x, (void)w, (void)bias, (void)y, (void)relu;
+  return false;
+#else
+  const int rowLen = g.KW * g.C;  // one kernel row of a patch, contiguous in the padded input
+  if (!cpu_has_vnni() || rowLen % 2 != 0 || rowLen < 64 || g.O < 16) return false;
+  const size_t nx = (size_t)g.B * g.H * g.W * g.C, nw = (size_t)g.O * g.KH * rowLen;
+  const Format fx = format_of(x, nx), fw = format_of(w, nw);
+  if (!fits_int16(fx) || !fits_int16(fw)) return false;
+  const float sx = std::ldexp(1.f, fx.frac), sw = std::ldexp(1.f, fw.frac);
+
+  // weights: int16, packed [ky][O block][pair][lane][2]. The sums over one kernel row are
+  // bounded by max|x16| * sum over that row of |w16|, which must stay below 2^31 (int32); the
+  // sums over all rows too, else each row's int32 sums are added into int64 totals.
+  const int pairs = rowLen / 2, blocks = (g.O + kLanes - 1) / kLanes;
+  static std::vector<int16_t> packed;
+  packed.assign((size_t)g.KH * blocks * pairs * 2 * kLanes, 0);
+  std::vector<int64_t> rowL1((size_t)g.O * g.KH, 0);
+  parallel_for((size_t)g.O, [&](size_t ob, size_t oe, int) {
+    for (size_t o = ob; o < oe; o++) {
+      const size_t blk = o / kLanes, lane = o % kLanes;
+      for (int ky = 0; ky < g.KH; ky++) {
+        const float* src = w + ((size_t)o * g.KH + ky) * rowLen;
+        int16_t* dst = packed.data() + (((size_t)ky * blocks + blk) * pairs) * 2 * kLanes + lane * 2;
+        int64_t l1 = 0;
+        for (int k = 0; k < rowLen; k++) {
+          const int16_t q = (int16_t)(src[k] * sw);
+          dst[(size_t)(k / 2) * 2 * kLanes + (k % 2)] = q;
+          l1 += q < 0 ? -q : q;
+        }
+        rowL1[o * g.KH + ky] = l1;
+      }
+    }
+  });
+  const int64_t maxX = (int64_t)std::ldexp((double)fx.maxAbs, fx.frac), limit = (int64_t)1 << 31;
+  int64_t maxRow = 0, maxTotal = 0;
+  for (int o = 0; o < g.O; o++) {
+    int64_t total = 0;
+    for (int ky = 0; ky < g.KH; ky++) maxRow = std::max(maxRow, rowL1[o * g.KH + ky]), total += rowL1[o * g.KH + ky];
+    maxTotal = std::max(maxTotal, total);
+  }
+  if (maxX * maxRow >= limit) return false;
+  const bool int64Totals = maxX * maxTotal >= limit;
+
+  // input: int16, zero-padded [B, H + 2 pad, W + 2 pad, C]
+  const int Hp = g.H + 2 * g.pad, Wp = g.W + 2 * g.pad, C = g.C;
+  static std::vector<int16_t> xp;
+  xp.assign((size_t)g.B * Hp * Wp * C, 0);
+  parallel_for((size_t)g.B * g.H, [&](size_t rb, size_t re, int) {
+    for (size_t r = rb; r < re; r++) {
+      const size_t b = r / g.H, iy = r % g.H;
+      const float* src = x + r * g.W * C;
+      int16_t* dst = xp.data() + ((b * Hp + iy + g.pad) * Wp + g.pad) * C;
+      for (size_t i = 0; i < (size_t)g.W * C; i++) dst[i] = (int16_t)(src[i] * sx);
+    }
+  });
+
+  // rows of output (b, oy, ox) in blocks of kRows; each thread owns whole blocks and walks
+  // ky and the weight blocks outside its rows, so a kernel row's weights stay in cache
+  const size_t rows = (size_t)g.B * g.OH * g.OW, rowBlocks = (rows + kRows - 1) / kRows;
+  const int ldc = blocks * kLanes;
+  static std::vector<int32_t> acc;
+  static std::vector<int64_t> totals;
+  acc.assign(rows * ldc, 0);
+  if (int64Totals) totals.assign(rows * ldc, 0);
+  const float scale = std::ldexp(1.f, -(fx.frac + fw.frac));
+  parallel_for(rowBlocks, [&](size_t bb, size_t be, int) {
+    alignas(64) int32_t scratch[kLanes];
+    constexpr int kBlocksPerPass = 4;  // 4 x 32 channels of one kernel row: <= 600 KB of weights
+    const size_t rb = bb * kRows, re = std::min(rows, be * kRows);
+    for (int ky = 0; ky < g.KH; ky++) {
+      for (int nb0 = 0; nb0 < blocks; nb0 += kBlocksPerPass)
+        for (size_t rbk = bb; rbk < be; rbk++) {
+          const size_t r0 = rbk * kRows;
+          const int mr = (int)std::min<size_t>(kRows, rows - r0);
+          // a partial block repeats its last row and sends those sums to a scratch row
+          const int16_t* a[kRows];
+          for (int i = 0; i < kRows; i++) {
+            const size_t r = r0 + std::min(i, mr - 1), b = r / ((size_t)g.OH * g.OW), rem = r % ((size_t)g.OH * g.OW);
+            const size_t oy = rem / g.OW, ox = rem % g.OW;
+            a[i] = xp.data() + ((b * Hp + oy * g.stride + ky) * Wp + ox * g.stride) * C;
+          }
+          for (int nb = nb0; nb < std::min(blocks, nb0 + kBlocksPerPass); nb++) {
+            int32_t* c[kRows];
+            for (int i = 0; i < kRows; i++) c[i] = i < mr ? acc.data() + (r0 + i) * ldc + (size_t)nb * kLanes : scratch;
+            micro_kernel(a, pairs, packed.data() + (((size_t)ky * blocks + nb) * pairs) * 2 * kLanes, c);
+          }
+        }
+      if (int64Totals)  // this kernel row's sums into the totals; the int32 sums start again
+        for (size_t i = rb * ldc; i < re * ldc; i++) totals[i] += acc[i], acc[i] = 0;
+    }
+    // y = the exact sum, rounded once to float32, times 2^-(fx+fw)
+    for (size_t r = rb; r < re; r++)
+      for (int o = 0; o < g.O; o++)
+        y[r * g.O + o] = (int64Totals ? (float)totals[r * ldc + o] : (float)acc[r * ldc + o]) * scale;
+    bias_relu_rows(y + rb * g.O, re - rb, g.O, bias, relu);
+  });
+  return true;
+#endif
+}
+
+}  // namespace qc

@@ -1,0 +1,87 @@
+// Reference for native/fixedconv.cc: the exact convolution of fixed-point values.
+// When every x is an integer multiple of 2^-fx and every w one of 2^-fw, with integers that
+// fit int16 (and sums over one kernel row that cannot overflow int32), y = 2^-(fx+fw) * sum X16 W16 computed
+// exactly, rounded once to float32, then + bias and ReLU in float32. Returns false (y
+// untouched) where that does not apply; the native kernel applies in the same cases on CPUs
+// with AVX512-VNNI.
+import type { ConvGeom } from '../backend.js';
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+/** The smallest f >= 0 with v * 2^f an integer (99 for inf, NaN and subnormals). */
+function fractionBits(v: number): number {
+  f32[0] = v;
+  const u = u32[0];
+  const e = (u >>> 23) & 0xff;
+  let m = u & 0x7fffff;
+  if (e === 0xff) return 99;
+  if (e === 0) return m === 0 ? 0 : 99;
+  m |= 0x800000; // |v| = m * 2^(e - 150)
+  const tz = 31 - Math.clz32(m & -m);
+  return Math.max(0, 150 - e - tz);
+}
+
+function format(v: Float32Array): { frac: number; maxAbs: number } {
+  let frac = 0;
+  let maxAbs = 0;
+  for (let i = 0; i < v.length; i++) {
+    frac = Math.max(frac, fractionBits(v[i]));
+    maxAbs = Math.max(maxAbs, Math.abs(v[i]));
+  }
+  return { frac, maxAbs };
+}
+
+const fitsInt16 = (f: { frac: number; maxAbs: number }) => f.frac <= 30 && f.maxAbs * 2 ** f.frac <= 32767;
+
+export function conv2dForwardFixedPointTs(
+  g: ConvGeom,
+  x: Float32Array,
+  w: Float32Array,
+  bias: Float32Array | null,
+  y: Float32Array,
+  relu: boolean,
+): boolean {
+  const { B, H, W, C, O, KH, KW, stride, pad, OH, OW } = g;
+  if ((KW * C) % 2 !== 0 || KW * C < 64 || O < 16) return false;
+  const fx = format(x.subarray(0, B * H * W * C));
+  const fw = format(w.subarray(0, O * KH * KW * C));
+  if (!fitsInt16(fx) || !fitsInt16(fw)) return false;
+  const sx = 2 ** fx.frac;
+  const sw = 2 ** fw.frac;
+  const K = KH * KW * C;
+  const w16 = new Int32Array(O * K);
+  const maxX = fx.maxAbs * sx;
+  for (let o = 0; o < O; o++)
+    for (let ky = 0; ky < KH; ky++) {
+      let l1 = 0;
+      for (let k = ky * KW * C; k < (ky + 1) * KW * C; k++) {
+        w16[o * K + k] = w[o * K + k] * sw;
+        l1 += Math.abs(w16[o * K + k]);
+      }
+      if (maxX * l1 >= 2 ** 31) return false; // a kernel row's int32 sums could overflow
+    }
+  const scale = 2 ** -(fx.frac + fw.frac);
+  for (let b = 0; b < B; b++)
+    for (let oy = 0; oy < OH; oy++)
+      for (let ox = 0; ox < OW; ox++)
+        for (let o = 0; o < O; o++) {
+          let acc = 0; // exact: every partial sum is far below 2^53
+          for (let ky = 0; ky < KH; ky++) {
+            const iy = oy * stride - pad + ky;
+            if (iy < 0 || iy >= H) continue;
+            for (let kx = 0; kx < KW; kx++) {
+              const ix = ox * stride - pad + kx;
+              if (ix < 0 || ix >= W) continue;
+              const xo = ((b * H + iy) * W + ix) * C;
+              const wo = o * K + (ky * KW + kx) * C;
+              for (let c = 0; c < C; c++) acc += w16[wo + c] * (x[xo + c] * sx);
+            }
+          }
+          let v = Math.fround(Math.fround(acc) * scale);
+          if (bias) v = Math.fround(v + bias[o]);
+          if (relu && !(v > 0)) v = 0;
+          y[((b * OH + oy) * OW + ox) * O + o] = v;
+        }
+  return true;
+}

@@ -1,0 +1,145 @@
+// The exact fixed-point convolution (quantized forward under --rounding-compat dac2020):
+// the TypeScript reference equals the correctly rounded exact sums, the native VNNI kernel
+// equals the reference bit for bit, and inputs it cannot take exactly fall back.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { ConvGeom } from '../src/tensor/backend.js';
+import { typescriptKernels } from '../src/tensor/kernels-ts.js';
+import { backends } from './helpers.js';
+
+function geom(B: number, H: number, C: number, O: number, K: number, stride: number, pad: number): ConvGeom {
+  const OH = Math.floor((H + 2 * pad - K) / stride) + 1;
+  return { B, H, W: H, C, O, KH: K, KW: K, stride, pad, OH, OW: OH };
+}
+
+/** Integers in [-range, range] (or [0, range]) times 2^-frac, from a fixed LCG. */
+function fixedPoint(n: number, frac: number, range: number, seed: number, nonNegative = false): Float32Array {
+  let s = seed >>> 0;
+  const next = () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32;
+  return Float32Array.from({ length: n }, () => {
+    const k = Math.floor(next() * (range + 1));
+    return (nonNegative || next() < 0.5 ? k : -k) * 2 ** -frac;
+  });
+}
+
+/** float64 direct convolution without bias (exact here: every sum is an integer below 2^53
+ *  times a power of two). */
+function exactSums(g: ConvGeom, x: Float32Array, w: Float32Array): Float64Array {
+  const { B, H, W, C, O, KH, KW, stride, pad, OH, OW } = g;
+  const y = new Float64Array(B * OH * OW * O);
+  for (let b = 0; b < B; b++)
+    for (let oy = 0; oy < OH; oy++)
+      for (let ox = 0; ox < OW; ox++)
+        for (let o = 0; o < O; o++) {
+          let acc = 0;
+          for (let ky = 0; ky < KH; ky++)
+            for (let kx = 0; kx < KW; kx++) {
+              const iy = oy * stride - pad + ky;
+              const ix = ox * stride - pad + kx;
+              if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+              for (let c = 0; c < C; c++)
+                acc += x[((b * H + iy) * W + ix) * C + c] * w[((o * KH + ky) * KW + kx) * C + c];
+            }
+          y[((b * OH + oy) * OW + ox) * O + o] = acc;
+        }
+  return y;
+}
+
+const cases: [string, ConvGeom][] = [
+  ['3x3 pad 1, 48 -> 40 channels', geom(2, 9, 48, 40, 3, 1, 1)],
+  ['9x9 stride 2, 32 -> 64 channels (ShallowCapsNet primary-shaped)', geom(2, 20, 32, 64, 9, 2, 0)],
+  ['5x5 stride 2 pad 2, 26 -> 17 channels (odd output count)', geom(3, 11, 26, 17, 5, 2, 2)],
+];
+
+test('fixed-point convolution reference: the exact sums rounded once to float32, then bias and ReLU', () => {
+  for (const [what, g] of cases) {
+    const x = fixedPoint(g.B * g.H * g.W * g.C, 10, 1930, 1, true); // like a ReLU output at 10 bits
+    const w = fixedPoint(g.O * g.KH * g.KW * g.C, 8, 60, 2);
+    const bias = fixedPoint(g.O, 12, 900, 3);
+    const y = new Float32Array(g.B * g.OH * g.OW * g.O);
+    assert.ok(typescriptKernels.conv2dForwardFixedPoint(g, x, w, bias, y, true), `${what}: applies`);
+    const exact = exactSums(g, x, w);
+    for (let i = 0; i < y.length; i++) {
+      let v = Math.fround(Math.fround(exact[i]) + bias[i % g.O]);
+      if (!(v > 0)) v = 0;
+      assert.equal(y[i], v, `${what}: element ${i}`);
+    }
+  }
+});
+
+test('native fixed-point convolution (AVX512-VNNI) equals the reference bit for bit', (t) => {
+  const nat = backends().find((k) => k.name === 'native');
+  if (!nat) return t.skip('no native backend');
+  for (const [what, g] of cases) {
+    for (const relu of [false, true]) {
+      const x = fixedPoint(g.B * g.H * g.W * g.C, 10, 1930, 4, true);
+      const w = fixedPoint(g.O * g.KH * g.KW * g.C, 9, 120, 5);
+      const bias = fixedPoint(g.O, 12, 900, 6);
+      const a = new Float32Array(g.B * g.OH * g.OW * g.O).fill(NaN);
+      const b = new Float32Array(a.length);
+      if (!nat.conv2dForwardFixedPoint(g, x, w, bias, a, relu))
+        return t.skip('this CPU has no AVX512-VNNI: the native kernel falls back to the float convolution');
+      assert.ok(typescriptKernels.conv2dForwardFixedPoint(g, x, w, bias, b, relu));
+      assert.deepEqual(a, b, `${what}, relu ${relu}`);
+      // conv2dForward takes the same path while the quantized forward has it switched on
+      const c = new Float32Array(a.length);
+      nat.setFixedPointConv(true);
+      try {
+        nat.conv2dForward(g, x, w, bias, c, relu);
+      } finally {
+        nat.setFixedPointConv(false);
+      }
+      assert.deepEqual(c, a, `${what}: conv2dForward dispatches to it`);
+    }
+  }
+});
+
+test('fixed-point convolution: sums past int32 over the whole kernel are still exact (int64 totals)', (t) => {
+  // each kernel row's sums stay below 2^31 (32000 * about 48,000), all three rows' do not
+  const g = geom(2, 8, 64, 32, 3, 1, 1);
+  const x = fixedPoint(g.B * g.H * g.W * g.C, 0, 32000, 13, true);
+  const w = fixedPoint(g.O * 9 * g.C, 0, 500, 14, true);
+  const ref = new Float32Array(g.B * g.OH * g.OW * g.O);
+  assert.ok(typescriptKernels.conv2dForwardFixedPoint(g, x, w, null, ref, false));
+  const exact = exactSums(g, x, w);
+  assert.ok(
+    exact.some((v) => v >= 2 ** 31),
+    'some sums exceed int32',
+  );
+  ref.forEach((v, i) => assert.equal(v, Math.fround(exact[i]), `element ${i}`));
+  const nat = backends().find((k) => k.name === 'native');
+  const y = new Float32Array(ref.length);
+  if (!nat || !nat.conv2dForwardFixedPoint(g, x, w, null, y, false)) return t.skip('no AVX512-VNNI kernel here');
+  assert.deepEqual(y, ref);
+});
+
+test('fixed-point convolution declines what it cannot compute exactly, and leaves y alone', () => {
+  const g = geom(1, 9, 32, 16, 3, 1, 1);
+  const n = g.B * g.H * g.W * g.C;
+  const w = fixedPoint(g.O * 9 * g.C, 8, 100, 7);
+  const declined: [string, Float32Array, Float32Array, ConvGeom][] = [
+    ['inputs that are not fixed point', Float32Array.from({ length: n }, (_, i) => 0.1 * (i % 7)), w, g],
+    ['integers beyond int16', fixedPoint(n, 16, 40000, 8), w, g],
+    [
+      'int32 sums over one kernel row that could overflow',
+      fixedPoint(n, 0, 32767, 9),
+      fixedPoint(w.length, 0, 32767, 10),
+      g,
+    ],
+    [
+      'an odd kernel row (KW*C = 3*21)',
+      fixedPoint(9 * 9 * 21, 4, 100, 11),
+      fixedPoint(16 * 9 * 21, 8, 100, 12),
+      { ...g, C: 21 },
+    ],
+  ];
+  for (const k of backends())
+    for (const [what, x, wt, geo] of declined) {
+      const y = new Float32Array(geo.B * geo.OH * geo.OW * geo.O).fill(7);
+      assert.equal(k.conv2dForwardFixedPoint(geo, x, wt, null, y, false), false, `${k.name}: ${what}`);
+      assert.ok(
+        y.every((v) => v === 7),
+        `${k.name}: ${what}: y untouched`,
+      );
+    }
+});
