@@ -3,8 +3,8 @@
 // int16, the convolution is an integer dot product:
 //   y[r,o] = 2^-(fx+fw) * sum_k X16[r,k] W16[o,k]   (+ bias, ReLU)
 // computed exactly with AVX512-VNNI (vpdpwssd: 32 int16 products into int32 sums per
-// instruction, twice the float32 FMA rate) when no int32 sum over one kernel row can overflow
-// (sums over several rows are added in int64 when they could). The only roundings are the int32 ->
+// instruction, twice the float32 FMA rate); the int32 sums are added into int64 totals often
+// enough that they cannot overflow. The only roundings are the int32 ->
 // float32 conversion and the bias add, so the result does not depend on a summation order:
 // it is the correctly rounded sum that an exact-order float convolution approximates.
 // Anything else (other CPUs, values that are not fixed point, too many bits) returns false and
@@ -36,6 +36,7 @@ bool g_fixed_point = false;
 
 constexpr int kLanes = 32;  // output channels per packed block (two zmm of int32)
 constexpr int kRows = 8;    // output rows per micro-kernel call (2 accumulators each)
+constexpr int kChunkPairs = 32;  // granularity of the int32 -> int64 flushes (64 products)
 
 // The fixed-point format of n values: fractional bits (the smallest f >= 0 with every v * 2^f
 // an integer) and the largest |value|.
@@ -103,31 +104,43 @@ bool cpu_has_vnni() {
 #define QC_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 static_assert(kRows == 8, "the micro-kernel is written out for 8 rows");
 
-// c[i][0..31] += sum_p a_i[2p..2p+1] . b[p][lane][0..1] for the 8 rows i (named registers:
-// 16 accumulators, two weight vectors and one broadcast)
-__attribute__((target("avx512f,avx512vnni"))) void micro_kernel(const int16_t* const* a, int pairs,
-                                                                   const int16_t* b, int32_t* const* c) {
-#define QC_LOAD(i)                                                                \
-  __m512i lo##i = _mm512_loadu_si512(c[i]), hi##i = _mm512_loadu_si512(c[i] + 16); \
-  const int16_t* a##i = a[i];
-  QC_ROWS(QC_LOAD)
-  for (int p = 0; p < pairs; p++) {
-    const __m512i b0 = _mm512_loadu_si512(b + (size_t)p * 2 * kLanes);
-    const __m512i b1 = _mm512_loadu_si512(b + (size_t)p * 2 * kLanes + kLanes);
-#define QC_STEP(i)                                   \
-  {                                                  \
-    int32_t pair;                                    \
-    memcpy(&pair, a##i + 2 * p, sizeof pair);        \
-    const __m512i av = _mm512_set1_epi32(pair);      \
-    QC_DPWSSD(lo##i, av, b0);                        \
-    QC_DPWSSD(hi##i, av, b1);                        \
+// c[0..31] += the 32 int32 lanes of lo (0..15) and hi (16..31), widened to int64
+__attribute__((target("avx512f"), always_inline)) inline void add_widened(int64_t* c, __m512i lo, __m512i hi) {
+  const __m512i parts[4] = {_mm512_cvtepi32_epi64(_mm512_castsi512_si256(lo)),
+                            _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(lo, 1)),
+                            _mm512_cvtepi32_epi64(_mm512_castsi512_si256(hi)),
+                            _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(hi, 1))};
+  for (int q = 0; q < 4; q++)
+    _mm512_storeu_si512(c + 8 * q, _mm512_add_epi64(_mm512_loadu_si512(c + 8 * q), parts[q]));
+}
+
+// c[i][0..31] += sum_p a_i[2p..2p+1] . b[p][lane][0..1] for the 8 rows i: int32 sums over
+// segments of `seg` pairs (short enough never to overflow), added into int64 (named
+// registers: 16 accumulators, two weight vectors and one broadcast)
+__attribute__((target("avx512f,avx512vnni"))) void micro_kernel(const int16_t* const* a, int pairs, int seg,
+                                                                   const int16_t* b, int64_t* const* c) {
+#define QC_ROW_POINTER(i) const int16_t* a##i = a[i];
+  QC_ROWS(QC_ROW_POINTER)
+  for (int p0 = 0; p0 < pairs; p0 += seg) {
+    const int p1 = std::min(pairs, p0 + seg);
+#define QC_ZERO(i) __m512i lo##i = _mm512_setzero_si512(), hi##i = _mm512_setzero_si512();
+    QC_ROWS(QC_ZERO)
+    for (int p = p0; p < p1; p++) {
+      const __m512i b0 = _mm512_loadu_si512(b + (size_t)p * 2 * kLanes);
+      const __m512i b1 = _mm512_loadu_si512(b + (size_t)p * 2 * kLanes + kLanes);
+#define QC_STEP(i)                              \
+  {                                             \
+    int32_t pair;                               \
+    memcpy(&pair, a##i + 2 * p, sizeof pair);   \
+    const __m512i av = _mm512_set1_epi32(pair); \
+    QC_DPWSSD(lo##i, av, b0);                   \
+    QC_DPWSSD(hi##i, av, b1);                   \
   }
-    QC_ROWS(QC_STEP)
+      QC_ROWS(QC_STEP)
+    }
+#define QC_FLUSH(i) add_widened(c[i], lo##i, hi##i);
+    QC_ROWS(QC_FLUSH)
   }
-#define QC_STORE(i)                  \
-  _mm512_storeu_si512(c[i], lo##i); \
-  _mm512_storeu_si512(c[i] + 16, hi##i);
-  QC_ROWS(QC_STORE)
 }
 #endif
 
@@ -152,38 +165,44 @@ bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const f
   if (!fits_int16(fx) || !fits_int16(fw)) return false;
   const float sx = std::ldexp(1.f, fx.frac), sw = std::ldexp(1.f, fw.frac);
 
-  // weights: int16, packed [ky][O block][pair][lane][2]. The sums over one kernel row are
-  // bounded by max|x16| * sum over that row of |w16|, which must stay below 2^31 (int32); the
-  // sums over all rows too, else each row's int32 sums are added into int64 totals.
+  // weights: int16, packed [ky][O block][pair][lane][2]. A sum over s pairs of a kernel row
+  // is bounded by max|x16| * sum of |w16| over those pairs; the kernel adds its int32 sums into
+  // int64 every s pairs, with the longest s (in chunks of kChunkPairs) that keeps the bound
+  // below 2^31 for every output channel and kernel row.
   const int pairs = rowLen / 2, blocks = (g.O + kLanes - 1) / kLanes;
+  const int chunks = (pairs + kChunkPairs - 1) / kChunkPairs;  // per kernel row
   static std::vector<int16_t> packed;
   packed.assign((size_t)g.KH * blocks * pairs * 2 * kLanes, 0);
-  std::vector<int64_t> rowL1((size_t)g.O * g.KH, 0);
+  std::vector<int64_t> chunkL1((size_t)g.O * g.KH * chunks, 0);
   parallel_for((size_t)g.O, [&](size_t ob, size_t oe, int) {
     for (size_t o = ob; o < oe; o++) {
       const size_t blk = o / kLanes, lane = o % kLanes;
       for (int ky = 0; ky < g.KH; ky++) {
         const float* src = w + ((size_t)o * g.KH + ky) * rowLen;
         int16_t* dst = packed.data() + (((size_t)ky * blocks + blk) * pairs) * 2 * kLanes + lane * 2;
-        int64_t l1 = 0;
+        int64_t* l1 = chunkL1.data() + ((size_t)o * g.KH + ky) * chunks;
         for (int k = 0; k < rowLen; k++) {
           const int16_t q = (int16_t)(src[k] * sw);
           dst[(size_t)(k / 2) * 2 * kLanes + (k % 2)] = q;
-          l1 += q < 0 ? -q : q;
+          l1[k / (2 * kChunkPairs)] += q < 0 ? -q : q;
         }
-        rowL1[o * g.KH + ky] = l1;
       }
     }
   });
   const int64_t maxX = (int64_t)std::ldexp((double)fx.maxAbs, fx.frac), limit = (int64_t)1 << 31;
-  int64_t maxRow = 0, maxTotal = 0;
-  for (int o = 0; o < g.O; o++) {
-    int64_t total = 0;
-    for (int ky = 0; ky < g.KH; ky++) maxRow = std::max(maxRow, rowL1[o * g.KH + ky]), total += rowL1[o * g.KH + ky];
-    maxTotal = std::max(maxTotal, total);
+  int segChunks = chunks;
+  for (; segChunks >= 1; segChunks--) {
+    int64_t worst = 0;
+    for (size_t row = 0; row < (size_t)g.O * g.KH; row++)
+      for (int c0 = 0; c0 < chunks; c0 += segChunks) {
+        int64_t sum = 0;
+        for (int c = c0; c < std::min(chunks, c0 + segChunks); c++) sum += chunkL1[row * chunks + c];
+        worst = std::max(worst, sum);
+      }
+    if (maxX * worst < limit) break;
   }
-  if (maxX * maxRow >= limit) return false;
-  const bool int64Totals = maxX * maxTotal >= limit;
+  if (segChunks == 0) return false;  // even kChunkPairs pairs could overflow int32
+  const int segPairs = std::min(pairs, segChunks * kChunkPairs);
 
   // input: int16, zero-padded [B, H + 2 pad, W + 2 pad, C]
   const int Hp = g.H + 2 * g.pad, Wp = g.W + 2 * g.pad, C = g.C;
@@ -202,16 +221,13 @@ bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const f
   // ky and the weight blocks outside its rows, so a kernel row's weights stay in cache
   const size_t rows = (size_t)g.B * g.OH * g.OW, rowBlocks = (rows + kRows - 1) / kRows;
   const int ldc = blocks * kLanes;
-  static std::vector<int32_t> acc;
-  static std::vector<int64_t> totals;
+  static std::vector<int64_t> acc;
   acc.assign(rows * ldc, 0);
-  if (int64Totals) totals.assign(rows * ldc, 0);
   const float scale = std::ldexp(1.f, -(fx.frac + fw.frac));
   parallel_for(rowBlocks, [&](size_t bb, size_t be, int) {
-    alignas(64) int32_t scratch[kLanes];
+    alignas(64) int64_t scratch[kLanes];
     constexpr int kBlocksPerPass = 4;  // 4 x 32 channels of one kernel row: <= 600 KB of weights
-    const size_t rb = bb * kRows, re = std::min(rows, be * kRows);
-    for (int ky = 0; ky < g.KH; ky++) {
+    for (int ky = 0; ky < g.KH; ky++)
       for (int nb0 = 0; nb0 < blocks; nb0 += kBlocksPerPass)
         for (size_t rbk = bb; rbk < be; rbk++) {
           const size_t r0 = rbk * kRows;
@@ -224,18 +240,15 @@ bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const f
             a[i] = xp.data() + ((b * Hp + oy * g.stride + ky) * Wp + ox * g.stride) * C;
           }
           for (int nb = nb0; nb < std::min(blocks, nb0 + kBlocksPerPass); nb++) {
-            int32_t* c[kRows];
+            int64_t* c[kRows];
             for (int i = 0; i < kRows; i++) c[i] = i < mr ? acc.data() + (r0 + i) * ldc + (size_t)nb * kLanes : scratch;
-            micro_kernel(a, pairs, packed.data() + (((size_t)ky * blocks + nb) * pairs) * 2 * kLanes, c);
+            micro_kernel(a, pairs, segPairs, packed.data() + (((size_t)ky * blocks + nb) * pairs) * 2 * kLanes, c);
           }
         }
-      if (int64Totals)  // this kernel row's sums into the totals; the int32 sums start again
-        for (size_t i = rb * ldc; i < re * ldc; i++) totals[i] += acc[i], acc[i] = 0;
-    }
     // y = the exact sum, rounded once to float32, times 2^-(fx+fw)
+    const size_t rb = bb * kRows, re = std::min(rows, be * kRows);
     for (size_t r = rb; r < re; r++)
-      for (int o = 0; o < g.O; o++)
-        y[r * g.O + o] = (int64Totals ? (float)totals[r * ldc + o] : (float)acc[r * ldc + o]) * scale;
+      for (int o = 0; o < g.O; o++) y[r * g.O + o] = (float)acc[r * ldc + o] * scale;
     bias_relu_rows(y + rb * g.O, re - rb, g.O, bias, relu);
   });
   return true;

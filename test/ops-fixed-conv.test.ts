@@ -94,8 +94,8 @@ test('native fixed-point convolution (AVX512-VNNI) equals the reference bit for 
   }
 });
 
-test('fixed-point convolution: sums past int32 over the whole kernel are still exact (int64 totals)', (t) => {
-  // each kernel row's sums stay below 2^31 (32000 * about 48,000), all three rows' do not
+test('fixed-point convolution: sums past int32 are still exact (int64 totals)', (t) => {
+  // the sums exceed int32: the kernel adds its int32 partial sums into int64 totals
   const g = geom(2, 8, 64, 32, 3, 1, 1);
   const x = fixedPoint(g.B * g.H * g.W * g.C, 0, 32000, 13, true);
   const w = fixedPoint(g.O * 9 * g.C, 0, 500, 14, true);
@@ -121,7 +121,7 @@ test('fixed-point convolution declines what it cannot compute exactly, and leave
     ['inputs that are not fixed point', Float32Array.from({ length: n }, (_, i) => 0.1 * (i % 7)), w, g],
     ['integers beyond int16', fixedPoint(n, 16, 40000, 8), w, g],
     [
-      'int32 sums over one kernel row that could overflow',
+      'int32 sums over 64 products that could overflow',
       fixedPoint(n, 0, 32767, 9),
       fixedPoint(w.length, 0, 32767, 10),
       g,

@@ -1,6 +1,6 @@
 // Reference for native/fixedconv.cc: the exact convolution of fixed-point values.
 // When every x is an integer multiple of 2^-fx and every w one of 2^-fw, with integers that
-// fit int16 (and sums over one kernel row that cannot overflow int32), y = 2^-(fx+fw) * sum X16 W16 computed
+// fit int16 (and int32 sums over 64 products of a kernel row that cannot overflow), y = 2^-(fx+fw) * sum X16 W16 computed
 // exactly, rounded once to float32, then + bias and ReLU in float32. Returns false (y
 // untouched) where that does not apply; the native kernel applies in the same cases on CPUs
 // with AVX512-VNNI.
@@ -32,6 +32,9 @@ function format(v: Float32Array): { frac: number; maxAbs: number } {
   return { frac, maxAbs };
 }
 
+/** The native kernel adds its int32 sums into int64 at least every 64 products of a kernel row. */
+const CHUNK = 64;
+
 const fitsInt16 = (f: { frac: number; maxAbs: number }) => f.frac <= 30 && f.maxAbs * 2 ** f.frac <= 32767;
 
 export function conv2dForwardFixedPointTs(
@@ -52,15 +55,18 @@ export function conv2dForwardFixedPointTs(
   const K = KH * KW * C;
   const w16 = new Int32Array(O * K);
   const maxX = fx.maxAbs * sx;
+  const rowLen = KW * C;
   for (let o = 0; o < O; o++)
-    for (let ky = 0; ky < KH; ky++) {
-      let l1 = 0;
-      for (let k = ky * KW * C; k < (ky + 1) * KW * C; k++) {
-        w16[o * K + k] = w[o * K + k] * sw;
-        l1 += Math.abs(w16[o * K + k]);
+    for (let ky = 0; ky < KH; ky++)
+      for (let k0 = ky * rowLen; k0 < (ky + 1) * rowLen; k0 += CHUNK) {
+        let l1 = 0;
+        for (let k = k0; k < Math.min(k0 + CHUNK, (ky + 1) * rowLen); k++) {
+          w16[o * K + k] = w[o * K + k] * sw;
+          l1 += Math.abs(w16[o * K + k]);
+        }
+        // the native kernel's shortest int32 sum could overflow
+        if (maxX * l1 >= 2 ** 31) return false;
       }
-      if (maxX * l1 >= 2 ** 31) return false; // a kernel row's int32 sums could overflow
-    }
   const scale = 2 ** -(fx.frac + fw.frac);
   for (let b = 0; b < B; b++)
     for (let oy = 0; oy < OH; oy++)
