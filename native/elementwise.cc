@@ -116,22 +116,29 @@ namespace qc {
 
 // One Adam step (torch.optim.Adam, no weight decay, amsgrad off), float32 as PyTorch:
 //   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  p -= stepSize * m / (sqrt(v) / bc2sqrt + eps)
+// Every product and sum is rounded on its own (no fused multiply-add), as PyTorch's kernels do;
+// with contraction off for this function the loop still vectorises.
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+QC_VECTOR_CLONES
+static void adam_slice(float* p, const float* g, float* m, float* v, size_t n, float b1, float c1, float b2, float c2,
+                       float stepSize, float bc2sqrt, float eps) {
+  for (size_t i = 0; i < n; i++) {
+    const float gi = g[i];
+    const float mi = m[i] * b1 + gi * c1;
+    const float vi = v[i] * b2 + (gi * gi) * c2;
+    m[i] = mi;
+    v[i] = vi;
+    const float denom = std::sqrt(vi) / bc2sqrt + eps;
+    p[i] = p[i] - stepSize * (mi / denom);
+  }
+}
+#pragma GCC pop_options
+
 void adam_update(float* p, const float* g, float* m, float* v, size_t n, float b1, float c1, float b2, float c2,
                  float stepSize, float bc2sqrt, float eps) {
   parallel_for(n, [&](size_t b, size_t e, int) {
-    for (size_t i = b; i < e; i++) {
-      const float gi = g[i];
-      volatile float mb = m[i] * b1, gc = gi * c1;  // separate float32 roundings, no FMA
-      m[i] = mb + gc;
-      volatile float vb = v[i] * b2, gg = gi * gi;
-      volatile float ggc = gg * c2;
-      v[i] = vb + ggc;
-      volatile float root = std::sqrt(v[i]) / bc2sqrt;
-      const float denom = root + eps;
-      volatile float ratio = m[i] / denom;
-      volatile float upd = stepSize * ratio;
-      p[i] = p[i] - upd;
-    }
+    adam_slice(p + b, g + b, m + b, v + b, e - b, b1, c1, b2, c2, stepSize, bc2sqrt, eps);
   });
 }
 

@@ -104,6 +104,9 @@ bool cpu_has_vnni() {
 #define QC_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 static_assert(kRows == 8, "the micro-kernel is written out for 8 rows");
 
+// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized in _mm512_extracti64x4_epi64
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 // c[0..31] += the 32 int32 lanes of lo (0..15) and hi (16..31), widened to int64
 __attribute__((target("avx512f"), always_inline)) inline void add_widened(int64_t* c, __m512i lo, __m512i hi) {
   const __m512i parts[4] = {_mm512_cvtepi32_epi64(_mm512_castsi512_si256(lo)),
@@ -142,6 +145,7 @@ __attribute__((target("avx512f,avx512vnni"))) void micro_kernel(const int16_t* c
     QC_ROWS(QC_FLUSH)
   }
 }
+#pragma GCC diagnostic pop
 #endif
 
 }  // namespace

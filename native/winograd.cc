@@ -150,24 +150,7 @@ void grad_output_1d(int m, const float* const* in, float* const* out, int n) {
   }
 }
 
-// u = G g (3 -> alpha)
-void kernel_1d(int m, const float* g, float* u) {
-  if (m == 2) {
-    u[0] = g[0];
-    u[1] = 0.5f * (g[0] + g[1] + g[2]);
-    u[2] = 0.5f * (g[0] - g[1] + g[2]);
-    u[3] = g[2];
-  } else {
-    u[0] = g[0] / 4.f;
-    u[1] = -(g[0] + g[1] + g[2]) / 6.f;
-    u[2] = -(g[0] - g[1] + g[2]) / 6.f;
-    u[3] = g[0] / 24.f + g[1] / 12.f + g[2] / 6.f;
-    u[4] = g[0] / 24.f - g[1] / 12.f + g[2] / 6.f;
-    u[5] = g[2];
-  }
-}
-
-// w = G^T u (alpha -> 3), the transpose of kernel_1d
+// w = G^T u (alpha -> 3), the transpose of kernel_1d_vec
 void kernel_grad_1d(int m, const float* u, float* w) {
   if (m == 2) {
     w[0] = u[0] + 0.5f * (u[1] + u[2]);
@@ -182,27 +165,55 @@ void kernel_grad_1d(int m, const float* u, float* w) {
 
 // ---- two-dimensional transforms: rows first, then columns
 
-// U[xi][o][c] = (G g G^T)[xi] with g[ky][kx] = w(o, c, ky, kx)
-template <typename Weight>
-void transform_kernel(int m, int O, int C, Weight w, float* U) {
+// out = G in (3 -> alpha) for vectors of n channels
+QC_VECTOR_CLONES
+void kernel_1d_vec(int m, const float* const* in, float* const* out, int n) {
+  const float *g0 = in[0], *g1 = in[1], *g2 = in[2];
+  if (m == 2) {
+    float *u0 = out[0], *u1 = out[1], *u2 = out[2], *u3 = out[3];
+#pragma GCC ivdep  // the vectors never overlap
+    for (int c = 0; c < n; c++) {
+      u0[c] = g0[c];
+      u1[c] = 0.5f * (g0[c] + g1[c] + g2[c]);
+      u2[c] = 0.5f * (g0[c] - g1[c] + g2[c]);
+      u3[c] = g2[c];
+    }
+  } else {
+    float *u0 = out[0], *u1 = out[1], *u2 = out[2], *u3 = out[3], *u4 = out[4], *u5 = out[5];
+#pragma GCC ivdep  // the vectors never overlap
+    for (int c = 0; c < n; c++) {
+      u0[c] = g0[c] / 4.f;
+      u1[c] = -(g0[c] + g1[c] + g2[c]) / 6.f;
+      u2[c] = -(g0[c] - g1[c] + g2[c]) / 6.f;
+      u3[c] = g0[c] / 24.f + g1[c] / 12.f + g2[c] / 6.f;
+      u4[c] = g0[c] / 24.f - g1[c] / 12.f + g2[c] / 6.f;
+      u5[c] = g2[c];
+    }
+  }
+}
+
+// U[xi][o][c] = (G g G^T)[xi] with g[ky][kx] = w[o, ky, kx, c] (w [O,3,3,C]), or the kernel
+// rotated by 180 degrees (rot180), vectorised over the contiguous channels
+void transform_kernel(int m, int O, int C, const float* w, bool rot180, float* U) {
   const int a = m + 2;
   const size_t OC = (size_t)O * C;
   parallel_for((size_t)O, [&](size_t ob, size_t oe, int) {
-    for (size_t o = ob; o < oe; o++)
-      for (int c = 0; c < C; c++) {
-        float g[3][3], t[6][3], col[3], u[6];
+    std::vector<float> t((size_t)6 * 3 * C);  // G g: alpha x 3 rows of C
+    const float* in[3];
+    float* out[6];
+    for (size_t o = ob; o < oe; o++) {
+      for (int kx = 0; kx < 3; kx++) {
         for (int ky = 0; ky < 3; ky++)
-          for (int kx = 0; kx < 3; kx++) g[ky][kx] = w((int)o, c, ky, kx);
-        for (int kx = 0; kx < 3; kx++) {  // t = G g
-          for (int ky = 0; ky < 3; ky++) col[ky] = g[ky][kx];
-          kernel_1d(m, col, u);
-          for (int i = 0; i < a; i++) t[i][kx] = u[i];
-        }
-        for (int i = 0; i < a; i++) {  // (.) G^T
-          kernel_1d(m, t[i], u);
-          for (int j = 0; j < a; j++) U[(size_t)(i * a + j) * OC + o * C + c] = u[j];
-        }
+          in[ky] = w + ((o * 3 + (rot180 ? 2 - ky : ky)) * 3 + (rot180 ? 2 - kx : kx)) * C;
+        for (int i = 0; i < a; i++) out[i] = t.data() + (size_t)(i * 3 + kx) * C;
+        kernel_1d_vec(m, in, out, C);
       }
+      for (int i = 0; i < a; i++) {  // (.) G^T
+        for (int kx = 0; kx < 3; kx++) in[kx] = t.data() + (size_t)(i * 3 + kx) * C;
+        for (int j = 0; j < a; j++) out[j] = U + (size_t)(i * a + j) * OC + o * C;
+        kernel_1d_vec(m, in, out, C);
+      }
+    }
   });
 }
 
@@ -319,8 +330,10 @@ void transform_grad_output(const Tiles& T, const float* dy, size_t t0, size_t n,
   }
 }
 
-// y = conv3x3(x) with U already transformed: x [B,H,W,C] -> y [B,OH,OW,O]
-void winograd_run(const Tiles& T, const float* x, const float* U, const float* bias, bool relu, float* y) {
+// y = conv3x3(x) with U already transformed: x [B,H,W,C] -> y [B,OH,OW,O]; U planes are
+// [O][C], or [C][O] when transposed
+void winograd_run(const Tiles& T, const float* x, const float* U, bool transposed, const float* bias, bool relu,
+                  float* y) {
   const size_t total = T.count(), tb = block_tiles(T);
   const size_t blocks = (total + tb - 1) / tb;
   const size_t OC = (size_t)T.O * T.C;
@@ -333,8 +346,8 @@ void winograd_run(const Tiles& T, const float* x, const float* U, const float* b
       size_t t0 = blk * tb, n = std::min(tb, total - t0);
       transform_input(T, x, t0, n, V, d);
       for (int xi = 0; xi < P; xi++)
-        sgemm_serial(false, true, (int)n, T.O, T.C, 1.f, V + xi * n * T.C, T.C, U + xi * OC, T.C, 0.f, M + xi * n * T.O,
-                     T.O);
+        sgemm_serial(false, !transposed, (int)n, T.O, T.C, 1.f, V + xi * n * T.C, T.C, U + xi * OC,
+                     transposed ? T.O : T.C, 0.f, M + xi * n * T.O, T.O);
       transform_output(T, M, t0, n, bias, relu, y, e);
     }
   });
@@ -349,21 +362,17 @@ bool winograd_applies(const ConvGeom& g) {
 void winograd_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu) {
   const Tiles T = make_tiles(g.B, g.H, g.W, g.C, g.O, g.pad, g.OH, g.OW);
   std::vector<float> U((size_t)T.planes() * g.O * g.C);
-  const int C = g.C;
-  transform_kernel(T.m, g.O, g.C,
-                   [&](int o, int c, int ky, int kx) { return w[(((size_t)o * 3 + ky) * 3 + kx) * C + c]; }, U.data());
-  winograd_run(T, x, U.data(), bias, relu, y);
+  transform_kernel(T.m, g.O, g.C, w, false, U.data());
+  winograd_run(T, x, U.data(), false, bias, relu, y);
 }
 
 void winograd_backward_data(const ConvGeom& g, const float* dy, const float* w, float* dx) {
-  // dX = conv(dY, W rotated 180 degrees with O and C swapped), padding 2 - pad
+  // dX = conv(dY, W rotated 180 degrees with O and C swapped), padding 2 - pad; the
+  // transformed kernel is built [O][C] and used transposed
   const Tiles T = make_tiles(g.B, g.OH, g.OW, g.O, g.C, 2 - g.pad, g.H, g.W);
   std::vector<float> U((size_t)T.planes() * g.O * g.C);
-  const int C = g.C;
-  transform_kernel(T.m, g.C, g.O,
-                   [&](int c, int o, int ky, int kx) { return w[(((size_t)o * 3 + (2 - ky)) * 3 + (2 - kx)) * C + c]; },
-                   U.data());
-  winograd_run(T, dy, U.data(), nullptr, false, dx);
+  transform_kernel(T.m, g.O, g.C, w, true, U.data());
+  winograd_run(T, dy, U.data(), true, nullptr, false, dx);
 }
 
 void winograd_backward_weight(const ConvGeom& g, const float* x, const float* dy, float* dw, float* db) {
