@@ -71,12 +71,14 @@ export class ModelQuantizer {
   }
 
   /** Writes every layer's parameters quantized with its weight bits (only layers that changed).
-   *  Under dac2020 arithmetic the convolutions use im2col + GEMM (fastConv false), whose sums
-   *  match the reference's closely enough that its rounding decisions are reproduced. */
+   *  Convolutions of fixed-point inputs and weights are exact; the others use, under dac2020
+   *  arithmetic, im2col + GEMM (fastConv false), whose sums match the reference's closely
+   *  enough that its rounding decisions are reproduced, else the fast algorithms. */
   applyWeights(weightBits: readonly number[]): void {
     kernels().setFastConv(this.fastConv);
-    // exact-order convolutions become exact ones where the values are fixed point
-    kernels().setFixedPointConv(!this.fastConv);
+    // where inputs and weights are fixed point (up to 15 bits), convolutions are exact integer
+    // sums (native/fixedconv.cc): faster than either float algorithm, and order-free
+    kernels().setFixedPointConv(true);
     if (weightBits.length !== this.layers.length) {
       throw new Error(`quantized forward: ${weightBits.length} weight bit counts for ${this.layers.length} layers`);
     }
