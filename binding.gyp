@@ -16,7 +16,7 @@
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],
-      "cflags_cc": ["-O3", "-pthread", "-std=c++17", "-fno-math-errno", "-ffp-contract=fast"],
+      "cflags_cc": ["-O3", "-pthread", "-std=c++17", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=fast"],
       "conditions": [
         ["OS=='mac'", {
           "defines": ["QC_CBLAS_ACCELERATE=1"],

@@ -23,7 +23,11 @@ static inline float uniform_at(uint32_t key, uint32_t i) {
   return (float)(fmix32(key ^ ((i + 1u) * 0xcc9e2d51u)) >> 8) * 5.9604644775390625e-8f;
 }
 
-static inline float clampf(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
+// v clamped to [lo, hi], NaN kept; two selects that map onto maxps/minps, so loops vectorise
+static inline float clampf(float v, float lo, float hi) {
+  const float t = v < lo ? lo : v;
+  return t > hi ? hi : t;
+}
 
 // x * 2^frac is exact in float32 (a power-of-two scale), so a fused multiply-add of the
 // scaling and the compat offset rounds exactly as PyTorch's two separate operations do; the
