@@ -4,9 +4,9 @@
 //   y[r,o] = 2^-(fx+fw) * sum_k X16[r,k] W16[o,k]   (+ bias, ReLU)
 // computed exactly with AVX512-VNNI (vpdpwssd: 32 int16 products into int32 sums per
 // instruction, twice the float32 FMA rate); the int32 sums are added into int64 totals often
-// enough that they cannot overflow. The only roundings are the int32 ->
-// float32 conversion and the bias add, so the result does not depend on a summation order:
-// it is the correctly rounded sum that an exact-order float convolution approximates.
+// enough that they cannot overflow. The only roundings are the conversion of the exact sum to
+// float32 and the bias add, so the result does not depend on a summation order: it is the
+// correctly rounded sum that a float convolution approximates.
 // Anything else (other CPUs, values that are not fixed point, too many bits) returns false and
 // the caller runs the float convolution.
 //
