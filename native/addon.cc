@@ -120,32 +120,36 @@ Napi::Value Sgemm(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  qc::ConvGeom g = conv_geom(info[0]);
+// The arguments of conv2dForward and conv2dForwardFixedPoint: (geom, x, w, bias | null, y,
+// relu), each array checked against the geometry; false after throwing.
+struct ConvForwardArgs {
+  qc::ConvGeom g;
   F32 x, w, bias, y;
-  if (!get_f32(info, 1, false, x, "x") || !get_f32(info, 2, false, w, "w") || !get_f32(info, 3, true, bias, "bias") ||
-      !get_f32(info, 4, false, y, "y"))
-    return env.Undefined();
-  if (!need(env, x, (size_t)g.B * g.H * g.W * g.C, "x") || !need(env, w, (size_t)g.O * g.KH * g.KW * g.C, "w") ||
-      !need(env, bias, g.O, "bias") || !need(env, y, (size_t)g.B * g.OH * g.OW * g.O, "y"))
-    return env.Undefined();
-  qc::conv2d_forward(g, x.data, w.data, bias.data, y.data, info[5].ToBoolean());
-  return env.Undefined();
+  bool relu;
+};
+
+bool conv_forward_args(const Napi::CallbackInfo& info, ConvForwardArgs& a) {
+  Napi::Env env = info.Env();
+  const qc::ConvGeom& g = a.g = conv_geom(info[0]);
+  a.relu = info[5].ToBoolean();
+  return get_f32(info, 1, false, a.x, "x") && get_f32(info, 2, false, a.w, "w") &&
+         get_f32(info, 3, true, a.bias, "bias") && get_f32(info, 4, false, a.y, "y") &&
+         need(env, a.x, (size_t)g.B * g.H * g.W * g.C, "x") && need(env, a.w, (size_t)g.O * g.KH * g.KW * g.C, "w") &&
+         need(env, a.bias, g.O, "bias") && need(env, a.y, (size_t)g.B * g.OH * g.OW * g.O, "y");
+}
+
+Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
+  ConvForwardArgs a;
+  if (conv_forward_args(info, a)) qc::conv2d_forward(a.g, a.x.data, a.w.data, a.bias.data, a.y.data, a.relu);
+  return info.Env().Undefined();
 }
 
 // conv2dForwardFixedPoint(geom, x, w, bias, y, relu) -> whether the exact fixed-point path ran
 Napi::Value Conv2dForwardFixedPoint(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  qc::ConvGeom g = conv_geom(info[0]);
-  F32 x, w, bias, y;
-  if (!get_f32(info, 1, false, x, "x") || !get_f32(info, 2, false, w, "w") || !get_f32(info, 3, true, bias, "bias") ||
-      !get_f32(info, 4, false, y, "y"))
-    return env.Undefined();
-  if (!need(env, x, (size_t)g.B * g.H * g.W * g.C, "x") || !need(env, w, (size_t)g.O * g.KH * g.KW * g.C, "w") ||
-      !need(env, bias, g.O, "bias") || !need(env, y, (size_t)g.B * g.OH * g.OW * g.O, "y"))
-    return env.Undefined();
-  return Napi::Boolean::New(env, qc::fixed_point_conv(g, x.data, w.data, bias.data, y.data, info[5].ToBoolean()));
+  ConvForwardArgs a;
+  if (!conv_forward_args(info, a)) return info.Env().Undefined();
+  return Napi::Boolean::New(info.Env(),
+                            qc::fixed_point_conv(a.g, a.x.data, a.w.data, a.bias.data, a.y.data, a.relu));
 }
 
 Napi::Value SetFixedPointConv(const Napi::CallbackInfo& info) {

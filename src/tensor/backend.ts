@@ -74,17 +74,11 @@ export interface Kernels {
    *  keeps its float convolution. */
   setFixedPointConv(enabled: boolean): void;
   /** The exact convolution of fixed-point values (x multiples of 2^-fx, w of 2^-fw, integers
-   *  within int16, int32 sums that cannot overflow): y = sum rounded once to float32, + bias,
-   *  ReLU. Returns false and leaves y untouched where it does not apply (natively: also on
-   *  CPUs without AVX512-VNNI). */
-  conv2dForwardFixedPoint(
-    g: ConvGeom,
-    x: Float32Array,
-    w: Float32Array,
-    bias: Float32Array | null,
-    y: Float32Array,
-    relu: boolean,
-  ): boolean;
+   *  within int16, and no int32 sum of 64 products of a kernel row that could overflow):
+   *  y = sum rounded once to float32, + bias, ReLU; conv2dForward's arguments. Returns false
+   *  and leaves y untouched where it does not apply (natively: also on CPUs without
+   *  AVX512-VNNI). */
+  conv2dForwardFixedPoint(...args: Parameters<Kernels['conv2dForward']>): boolean;
   /** Row-major C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N] + beta * C. */
   sgemm(
     transA: boolean,

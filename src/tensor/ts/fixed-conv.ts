@@ -5,6 +5,7 @@
 // untouched) where that does not apply; the native kernel applies in the same cases on CPUs
 // with AVX512-VNNI.
 import type { ConvGeom } from '../backend.js';
+import { conv2dForwardTs } from './conv.js';
 
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
@@ -45,7 +46,7 @@ export function conv2dForwardFixedPointTs(
   y: Float32Array,
   relu: boolean,
 ): boolean {
-  const { B, H, W, C, O, KH, KW, stride, pad, OH, OW } = g;
+  const { B, H, W, C, O, KH, KW, OH, OW } = g;
   if ((KW * C) % 2 !== 0 || KW * C < 64 || O < 16) return false;
   const fx = format(x.subarray(0, B * H * W * C));
   const fw = format(w.subarray(0, O * KH * KW * C));
@@ -53,9 +54,9 @@ export function conv2dForwardFixedPointTs(
   const sx = 2 ** fx.frac;
   const sw = 2 ** fw.frac;
   const K = KH * KW * C;
-  const w16 = new Int32Array(O * K);
-  const maxX = fx.maxAbs * sx;
   const rowLen = KW * C;
+  const w16 = new Float32Array(O * K); // the integers, exact in float32
+  const maxX = fx.maxAbs * sx;
   for (let o = 0; o < O; o++)
     for (let ky = 0; ky < KH; ky++)
       for (let k0 = ky * rowLen; k0 < (ky + 1) * rowLen; k0 += CHUNK) {
@@ -67,27 +68,17 @@ export function conv2dForwardFixedPointTs(
         // the native kernel's shortest int32 sum could overflow
         if (maxX * l1 >= 2 ** 31) return false;
       }
+  const x16 = x.map((v) => v * sx);
+  // the direct convolution sums integer products (each below 2^30) in float64, exactly here
+  // (every sum is far below 2^53), and its float32 output rounds each sum once
+  const sums = new Float32Array(B * OH * OW * O);
+  conv2dForwardTs(g, x16, w16, null, sums, false);
   const scale = 2 ** -(fx.frac + fw.frac);
-  for (let b = 0; b < B; b++)
-    for (let oy = 0; oy < OH; oy++)
-      for (let ox = 0; ox < OW; ox++)
-        for (let o = 0; o < O; o++) {
-          let acc = 0; // exact: every partial sum is far below 2^53
-          for (let ky = 0; ky < KH; ky++) {
-            const iy = oy * stride - pad + ky;
-            if (iy < 0 || iy >= H) continue;
-            for (let kx = 0; kx < KW; kx++) {
-              const ix = ox * stride - pad + kx;
-              if (ix < 0 || ix >= W) continue;
-              const xo = ((b * H + iy) * W + ix) * C;
-              const wo = o * K + (ky * KW + kx) * C;
-              for (let c = 0; c < C; c++) acc += w16[wo + c] * (x[xo + c] * sx);
-            }
-          }
-          let v = Math.fround(Math.fround(acc) * scale);
-          if (bias) v = Math.fround(v + bias[o]);
-          if (relu && !(v > 0)) v = 0;
-          y[((b * OH + oy) * OW + ox) * O + o] = v;
-        }
+  for (let i = 0; i < sums.length; i++) {
+    let v = Math.fround(sums[i] * scale);
+    if (bias) v = Math.fround(v + bias[i % O]);
+    if (relu && !(v > 0)) v = 0;
+    y[i] = v;
+  }
   return true;
 }
