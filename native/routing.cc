@@ -7,6 +7,10 @@
 #include <cstring>
 #include <vector>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
 #include "kernels.h"
 #include "parallel.h"
 
@@ -46,8 +50,155 @@ void quantize_in_place(const QuantSpec* spec, float* buf, size_t n, size_t index
   quantize_slice(buf, buf, n, qs, index0);
 }
 
-// The routing of batch element b; logits, c and s are its scratch buffers.
+// The two sums of an iteration, in plain loops and, for capsules of 16 values (one zmm
+// register each), with AVX-512. Both versions round each product, then add in the order of i
+// (s) or of d (the dot products): the same float32 arithmetic as the reference's
+// (route * votes).sum(dim=1) and (votes * v).sum(dim=3), whatever the instruction set.
+
+// s[pj] += sum_i c_ij u_j|i   (s holds the bias)
 QC_VECTOR_CLONES
+void weighted_sum_plain(const float* u, const float* c, float* s, int I, size_t PJ, int D) {
+  for (int i = 0; i < I; i++) {
+    const float* ui = u + (size_t)i * PJ * D;
+    const float* ci = c + (size_t)i * PJ;
+    for (size_t pj = 0; pj < PJ; pj++) {
+      const float cv = ci[pj];
+      const float* up = ui + pj * D;
+      float* sp = s + pj * D;
+#pragma GCC ivdep  // s is scratch, apart from the votes
+      for (int d = 0; d < D; d++) sp[d] += cv * up[d];
+    }
+  }
+}
+
+// logits[q] += <u_q, v_{q mod PJ}> for the n = I*PJ pairs q = (i, pj)
+QC_VECTOR_CLONES
+void agreement_plain(const float* u, const float* v, float* logits, size_t n, size_t PJ, int D) {
+  for (size_t q = 0; q < n; q++) {
+    const float* up = u + q * D;
+    const float* vp = v + (q % PJ) * D;
+    float dot = 0;
+    for (int d = 0; d < D; d++) dot += up[d] * vp[d];
+    logits[q] += dot;
+  }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define QC_HAVE_AVX512_ROUTING 1
+bool cpu_has_avx512f() {
+  static const bool ok = __builtin_cpu_supports("avx512f");
+  return ok;
+}
+
+// no fused multiply-adds below: every product is rounded before it is added, as above
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+// s for N consecutive pairs pj0.. (N accumulators stay in registers across i)
+template <int N>
+__attribute__((target("avx512f"))) void weighted_sum16_block(const float* u, const float* c, float* s, int I,
+                                                              size_t PJ, size_t pj0) {
+  __m512 acc[N];
+  for (int k = 0; k < N; k++) acc[k] = _mm512_loadu_ps(s + (pj0 + k) * 16);
+  for (int i = 0; i < I; i++) {
+    const float* ui = u + ((size_t)i * PJ + pj0) * 16;
+    const float* ci = c + (size_t)i * PJ + pj0;
+    for (int k = 0; k < N; k++)
+      acc[k] = _mm512_add_ps(acc[k], _mm512_mul_ps(_mm512_set1_ps(ci[k]), _mm512_loadu_ps(ui + k * 16)));
+  }
+  for (int k = 0; k < N; k++) _mm512_storeu_ps(s + (pj0 + k) * 16, acc[k]);
+}
+
+__attribute__((target("avx512f"))) void weighted_sum16(const float* u, const float* c, float* s, int I, size_t PJ) {
+  size_t pj0 = 0;
+  for (; pj0 + 8 <= PJ; pj0 += 8) weighted_sum16_block<8>(u, c, s, I, PJ, pj0);
+  switch (PJ - pj0) {
+#define QC_REST(n) \
+  case n:          \
+    weighted_sum16_block<n>(u, c, s, I, PJ, pj0); \
+    break;
+    QC_REST(1) QC_REST(2) QC_REST(3) QC_REST(4) QC_REST(5) QC_REST(6) QC_REST(7)
+#undef QC_REST
+    default:
+      break;
+  }
+}
+
+// r[l][d] -> r[d][l] for a 16x16 block of floats (three rounds of shuffles)
+__attribute__((target("avx512f"), always_inline)) inline void transpose16(__m512 r[16]) {
+  __m512 t[16], w[16];
+  for (int k = 0; k < 8; k++) {
+    t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);      // rows 2k, 2k+1 interleaved, even pairs
+    t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);  // odd pairs
+  }
+  for (int k = 0; k < 4; k++) {
+    const int b = 4 * k;
+    w[b] = _mm512_shuffle_ps(t[b], t[b + 2], 0x44);
+    w[b + 1] = _mm512_shuffle_ps(t[b], t[b + 2], 0xEE);
+    w[b + 2] = _mm512_shuffle_ps(t[b + 1], t[b + 3], 0x44);
+    w[b + 3] = _mm512_shuffle_ps(t[b + 1], t[b + 3], 0xEE);
+  }
+  // w[4k + j] holds, in each 128-bit lane L, column 4L + j of rows 4k..4k+3
+  for (int j = 0; j < 4; j++) {
+    t[j] = _mm512_shuffle_f32x4(w[j], w[4 + j], 0x88);       // lanes 0, 2 of rows 0-3 | 4-7
+    t[4 + j] = _mm512_shuffle_f32x4(w[j], w[4 + j], 0xDD);   // lanes 1, 3
+    t[8 + j] = _mm512_shuffle_f32x4(w[8 + j], w[12 + j], 0x88);
+    t[12 + j] = _mm512_shuffle_f32x4(w[8 + j], w[12 + j], 0xDD);
+  }
+  for (int j = 0; j < 4; j++) {
+    r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);           // columns j
+    r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xDD);       // columns 8 + j
+    r[4 + j] = _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0x88);  // columns 4 + j
+    r[12 + j] = _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0xDD); // columns 12 + j
+  }
+}
+
+// 16 pairs at a time: their 16 product vectors, transposed, summed over d in order
+__attribute__((target("avx512f"))) void agreement16(const float* u, const float* v, float* logits, size_t n,
+                                                    size_t PJ) {
+  size_t q0 = 0;
+  for (; q0 + 16 <= n; q0 += 16) {
+    __m512 r[16];
+    size_t pj = q0 % PJ;
+    for (int l = 0; l < 16; l++) {
+      r[l] = _mm512_mul_ps(_mm512_loadu_ps(u + (q0 + l) * 16), _mm512_loadu_ps(v + pj * 16));
+      if (++pj == PJ) pj = 0;
+    }
+    transpose16(r);
+    __m512 dot = _mm512_setzero_ps();
+    for (int d = 0; d < 16; d++) dot = _mm512_add_ps(dot, r[d]);
+    _mm512_storeu_ps(logits + q0, _mm512_add_ps(_mm512_loadu_ps(logits + q0), dot));
+  }
+  for (size_t q = q0; q < n; q++) {
+    const float* up = u + q * 16;
+    const float* vp = v + (q % PJ) * 16;
+    float dot = 0;
+    for (int d = 0; d < 16; d++) dot += up[d] * vp[d];
+    logits[q] += dot;
+  }
+}
+#pragma GCC diagnostic pop
+#pragma GCC pop_options
+#endif
+
+void weighted_sum(const float* u, const float* c, float* s, int I, size_t PJ, int D) {
+#ifdef QC_HAVE_AVX512_ROUTING
+  if (D == 16 && cpu_has_avx512f()) return weighted_sum16(u, c, s, I, PJ);
+#endif
+  weighted_sum_plain(u, c, s, I, PJ, D);
+}
+
+void agreement(const float* u, const float* v, float* logits, size_t n, size_t PJ, int D) {
+#ifdef QC_HAVE_AVX512_ROUTING
+  if (D == 16 && cpu_has_avx512f()) return agreement16(u, v, logits, n, PJ);
+#endif
+  agreement_plain(u, v, logits, n, PJ, D);
+}
+
+// The routing of batch element b; logits, c and s are its scratch buffers.
 void route_one(const RoutingGeom& g, size_t b, const float* u, const float* bias, float* v, float* saveS, float* saveC,
                const QuantSpec* qAct, const QuantSpec* qRouting, float* logits, float* c, float* s) {
   const int I = g.I, P = g.P, J = g.J, D = g.D;
@@ -59,37 +210,19 @@ void route_one(const RoutingGeom& g, size_t b, const float* u, const float* bias
   float* vb = v + b * nsB;
   std::fill(logits, logits + ncB, 0.f);
   for (int t = 0; t < g.iterations; t++) {
-    softmax_groups(logits, c, ncB, group);
+    // the first softmax is of zeros: exp(0) = 1 everywhere, so c = 1 * (float)(1 / group)
+    if (t == 0) std::fill(c, c + ncB, (float)(1.0 / (double)group));
+    else softmax_groups(logits, c, ncB, group);
     quantize_in_place(qAct, c, ncB, b * ncB, 4 * t);
     for (size_t pj = 0; pj < PJ; pj++) memcpy(s + pj * D, bias + (pj % J) * D, D * sizeof(float));
-    for (int i = 0; i < I; i++) {  // s_j += c_ij u_j|i, in the order of i
-      const float* ui = ub + (size_t)i * PJ * D;
-      const float* ci = c + (size_t)i * PJ;
-      for (size_t pj = 0; pj < PJ; pj++) {
-        const float cv = ci[pj];
-        const float* up = ui + pj * D;
-        float* sp = s + pj * D;
-#pragma GCC ivdep  // s is scratch, apart from the votes
-        for (int d = 0; d < D; d++) sp[d] += cv * up[d];
-      }
-    }
+    weighted_sum(ub, c, s, I, PJ, D);
     quantize_in_place(qRouting, s, nsB, b * nsB, 4 * t + 1);
     squash_rows(s, vb, PJ, D);
     quantize_in_place(qAct, vb, nsB, b * nsB, 4 * t + 2);
     if (saveS) memcpy(saveS + t * ns + b * nsB, s, nsB * sizeof(float));
     if (saveC) memcpy(saveC + t * nc + b * ncB, c, ncB * sizeof(float));
     if (t == g.iterations - 1) break;  // the last logits update is never used
-    for (int i = 0; i < I; i++) {  // b_ij += <u_j|i, v_j>
-      const float* ui = ub + (size_t)i * PJ * D;
-      float* li = logits + (size_t)i * PJ;
-      for (size_t pj = 0; pj < PJ; pj++) {
-        const float* up = ui + pj * D;
-        const float* vp = vb + pj * D;
-        float dot = 0;
-        for (int d = 0; d < D; d++) dot += up[d] * vp[d];
-        li[pj] += dot;
-      }
-    }
+    agreement(ub, vb, logits, ncB, PJ, D);
     quantize_in_place(qRouting, logits, ncB, b * ncB, 4 * t + 3);
   }
 }

@@ -72,14 +72,13 @@ test('native routing on 2 threads, with quantizers inside, matches the typescrip
   const ks = backends();
   if (ks.length < 2) return;
   const [nat, ts] = ks;
-  const votes = Tensor.from(
-    Array.from({ length: 5 * 7 * 2 * 4 * 6 }, (_, i) => Math.sin(i * 0.71) * 0.8),
-    [5, 7, 2, 4, 6],
-  );
-  const bias = Tensor.from(
-    Array.from({ length: 4 * 6 }, (_, i) => Math.cos(i) * 0.1),
-    [4, 6],
-  );
+  const tensor = (shape: number[], f: (i: number) => number) =>
+    Tensor.from(
+      Array.from({ length: shape.reduce((a, b) => a * b) }, (_, i) => f(i)),
+      shape,
+    );
+  const votes = tensor([5, 7, 2, 4, 6], (i) => Math.sin(i * 0.71) * 0.8);
+  const bias = tensor([4, 6], (i) => Math.cos(i) * 0.1);
   const spec = (frac: number) => ({
     method: 'round_to_nearest' as const,
     frac,
@@ -91,14 +90,23 @@ test('native routing on 2 threads, with quantizers inside, matches the typescrip
   });
   nat.setThreads(2);
   try {
-    for (const softmax of ['j', 'pj'] as const)
-      for (const quant of [null, { act: spec(10), routing: spec(8) }]) {
-        const [a, b] = [nat, ts].map((k) =>
-          withBackend(k, () => routingForward(votes, bias, { iterations: 3, softmax, quant }).v),
-        );
-        // a quantized value may sit one LSB apart where float rounding differs
-        assertClose(a, b, `softmax ${softmax}, quantized ${quant !== null}`, 1e-4, quant ? 2 ** -9 : 1e-5);
-      }
+    // capsules of 16 values take the AVX-512 path where the CPU has it: pair counts that are
+    // not multiples of 16 and P*J that is not a multiple of 8 exercise its remainders
+    const cases = [
+      [votes, bias],
+      [tensor([3, 37, 1, 10, 16], (i) => Math.sin(i * 0.37) * 0.6), tensor([10, 16], (i) => Math.cos(i) * 0.1)],
+      [tensor([2, 9, 3, 3, 16], (i) => Math.cos(i * 0.53) * 0.7), tensor([3, 16], (i) => Math.sin(i) * 0.1)],
+    ];
+    for (const [u, bi] of cases)
+      for (const softmax of ['j', 'pj'] as const)
+        for (const quant of [null, { act: spec(10), routing: spec(8) }]) {
+          const [a, b] = [nat, ts].map((k) =>
+            withBackend(k, () => routingForward(u, bi, { iterations: 3, softmax, quant }).v),
+          );
+          // a quantized value may sit one LSB apart where float rounding differs
+          const what = `votes ${u.shape}, softmax ${softmax}, quantized ${quant !== null}`;
+          assertClose(a, b, what, 1e-4, quant ? 2 ** -9 : 1e-5);
+        }
     const [ga, gb] = [nat, ts].map((k) =>
       withBackend(k, () => {
         const { v, cache } = routingForward(votes, bias, { iterations: 3, softmax: 'pj', training: true });
