@@ -201,6 +201,25 @@ Napi::Value RoutingForward(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+Napi::Value CapsulesForward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int32_t* d = info[0].As<Napi::Int32Array>().Data();
+  const qc::CapsulesGeom g{d[0], d[1], d[2], d[3], d[4], d[5]};
+  F32 x, w, bias, v;
+  if (!get_f32(info, 1, false, x, "x") || !get_f32(info, 2, false, w, "weight") ||
+      !get_f32(info, 3, false, bias, "bias") || !get_f32(info, 4, false, v, "v"))
+    return env.Undefined();
+  const size_t JD = (size_t)g.J * g.D;
+  if (!need(env, x, (size_t)g.B * g.I * g.Din, "x") || !need(env, w, (size_t)g.I * g.Din * JD, "weight") ||
+      !need(env, bias, JD, "bias") || !need(env, v, (size_t)g.B * JD, "v"))
+    return env.Undefined();
+  qc::QuantSpec qv{}, qa{}, qr{};
+  bool hasV = quant_spec(info[5], qv), hasA = quant_spec(info[6], qa), hasR = quant_spec(info[7], qr);
+  qc::capsules_forward(g, x.data, w.data, bias.data, v.data, hasV ? &qv : nullptr, hasA ? &qa : nullptr,
+                       hasR ? &qr : nullptr);
+  return env.Undefined();
+}
+
 Napi::Value RoutingBackward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   qc::RoutingGeom g = routing_geom(info[0]);
@@ -348,6 +367,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("conv2dBackwardData", Napi::Function::New(env, Conv2dBackwardData));
   exports.Set("conv2dBackwardWeight", Napi::Function::New(env, Conv2dBackwardWeight));
   exports.Set("routingForward", Napi::Function::New(env, RoutingForward));
+  exports.Set("capsulesForward", Napi::Function::New(env, CapsulesForward));
   exports.Set("routingBackward", Napi::Function::New(env, RoutingBackward));
   exports.Set("squashForward", Napi::Function::New(env, SquashForward));
   exports.Set("squashBackward", Napi::Function::New(env, SquashBackward));

@@ -85,6 +85,15 @@ struct RoutingGeom {
 };
 void routing_forward(const RoutingGeom& g, const float* u, const float* bias, float* v, float* saveS,
                      float* saveC, const QuantSpec* qAct, const QuantSpec* qRouting);
+// Inference of a fully connected capsule layer: x [B,I,Din], w [I,Din,J*D], bias [J,D] ->
+// v [B,J,D]. Per image: votes u_j|i = sum_k x_ik w_ik,j (the reference's order), quantized
+// with qVotes, then routed (softmax over J), with every quantizer optional. Each image's votes
+// stay in cache from their product to the last iteration.
+struct CapsulesGeom {
+  int B, I, Din, J, D, iterations;
+};
+void capsules_forward(const CapsulesGeom& g, const float* x, const float* w, const float* bias, float* v,
+                      const QuantSpec* qVotes, const QuantSpec* qAct, const QuantSpec* qRouting);
 void routing_backward(const RoutingGeom& g, const float* u, const float* saveS, const float* saveC,
                       const float* dv, float* du, float* dbias);
 

@@ -198,15 +198,14 @@ void agreement(const float* u, const float* v, float* logits, size_t n, size_t P
   agreement_plain(u, v, logits, n, PJ, D);
 }
 
-// The routing of batch element b; logits, c and s are its scratch buffers.
-void route_one(const RoutingGeom& g, size_t b, const float* u, const float* bias, float* v, float* saveS, float* saveC,
-               const QuantSpec* qAct, const QuantSpec* qRouting, float* logits, float* c, float* s) {
+// The routing of batch element b, whose votes are ub; logits, c and s are its scratch buffers.
+void route_one(const RoutingGeom& g, size_t b, const float* ub, const float* bias, float* v, float* saveS,
+               float* saveC, const QuantSpec* qAct, const QuantSpec* qRouting, float* logits, float* c, float* s) {
   const int I = g.I, P = g.P, J = g.J, D = g.D;
   const size_t PJ = (size_t)P * J;
   const size_t ncB = (size_t)I * PJ, nsB = PJ * D;  // per batch element
   const size_t nc = ncB * g.B, ns = nsB * g.B;
   const size_t group = g.joint ? PJ : (size_t)J;
-  const float* ub = u + b * ncB * D;
   float* vb = v + b * nsB;
   std::fill(logits, logits + ncB, 0.f);
   for (int t = 0; t < g.iterations; t++) {
@@ -227,7 +226,80 @@ void route_one(const RoutingGeom& g, size_t b, const float* u, const float* bias
   }
 }
 
+// u[n][i] = sum_k x[n][i][k] W[i][k] for N images: I input capsules of Din values, JD = J*D
+// votes each. W[i] is read once for all N images. Products rounded, then added in the order
+// of k (no fused multiply-add in either clone), as the reference's (x.unsqueeze(3) * W).sum(dim=2).
+QC_VECTOR_CLONES
+void capsule_votes_plain(const float* x, const float* w, float* u, size_t N, int I, int Din, size_t JD) {
+  for (int i = 0; i < I; i++) {
+    const float* wi = w + (size_t)i * Din * JD;
+    for (size_t n = 0; n < N; n++) {
+      const float* xi = x + (n * I + i) * Din;
+      float* ui = u + (n * I + i) * JD;
+      std::fill(ui, ui + JD, 0.f);
+      for (int k = 0; k < Din; k++) {
+        const float xk = xi[k];
+        const float* wk = wi + (size_t)k * JD;
+#pragma GCC ivdep  // u is scratch, apart from x and W
+        for (size_t jd = 0; jd < JD; jd++) ui[jd] += xk * wk[jd];
+      }
+    }
+  }
+}
+
+#ifdef QC_HAVE_AVX512_ROUTING
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+// the same for JD a multiple of 16: each group of 16 votes summed in a register
+__attribute__((target("avx512f"))) void capsule_votes16(const float* x, const float* w, float* u, size_t N, int I,
+                                                        int Din, size_t JD) {
+  for (int i = 0; i < I; i++) {
+    const float* wi = w + (size_t)i * Din * JD;
+    for (size_t n = 0; n < N; n++) {
+      const float* xi = x + (n * I + i) * Din;
+      float* ui = u + (n * I + i) * JD;
+      for (size_t jd = 0; jd < JD; jd += 16) {
+        __m512 acc = _mm512_setzero_ps();
+        for (int k = 0; k < Din; k++)
+          acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(xi[k]), _mm512_loadu_ps(wi + (size_t)k * JD + jd)));
+        _mm512_storeu_ps(ui + jd, acc);
+      }
+    }
+  }
+}
+#pragma GCC pop_options
+#endif
+
+void capsule_votes(const float* x, const float* w, float* u, size_t N, int I, int Din, size_t JD) {
+#ifdef QC_HAVE_AVX512_ROUTING
+  if (JD % 16 == 0 && cpu_has_avx512f()) return capsule_votes16(x, w, u, N, I, Din, JD);
+#endif
+  capsule_votes_plain(x, w, u, N, I, Din, JD);
+}
+
 }  // namespace
+
+void capsules_forward(const CapsulesGeom& g, const float* x, const float* w, const float* bias, float* v,
+                      const QuantSpec* qVotes, const QuantSpec* qAct, const QuantSpec* qRouting) {
+  const RoutingGeom rg{g.B, g.I, 1, g.J, g.D, g.iterations, false};
+  const size_t JD = (size_t)g.J * g.D, nu = (size_t)g.I * JD, nc = (size_t)g.I * g.J;
+  // images per pass over the weights: W (5.9 MB for ShallowCapsNet) is read once per chunk,
+  // and a chunk's votes (0.7 MB per image) stay in the last-level cache until routed
+  constexpr size_t kChunk = 4;
+  parallel_for(g.B, [&](size_t bBegin, size_t bEnd, int) {
+    std::vector<float> u(nu * std::min(kChunk, bEnd - bBegin)), logits(nc), c(nc), s(JD);
+    for (size_t b0 = bBegin; b0 < bEnd; b0 += kChunk) {
+      const size_t n = std::min(kChunk, bEnd - b0);
+      capsule_votes(x + b0 * g.I * g.Din, w, u.data(), n, g.I, g.Din, JD);
+      for (size_t k = 0; k < n; k++) {
+        const size_t b = b0 + k;
+        float* ub = u.data() + k * nu;
+        quantize_in_place(qVotes, ub, nu, b * nu, 0);  // as one quantize of all [B, I, JD] votes
+        route_one(rg, b, ub, bias, v, nullptr, nullptr, qAct, qRouting, logits.data(), c.data(), s.data());
+      }
+    }
+  });
+}
 
 void routing_forward(const RoutingGeom& g, const float* u, const float* bias, float* v, float* saveS,
                      float* saveC, const QuantSpec* qAct, const QuantSpec* qRouting) {
@@ -235,7 +307,7 @@ void routing_forward(const RoutingGeom& g, const float* u, const float* bias, fl
   parallel_for(g.B, [&](size_t bBegin, size_t bEnd, int) {
     std::vector<float> logits(ncB), c(ncB), s(nsB);
     for (size_t b = bBegin; b < bEnd; b++)
-      route_one(g, b, u, bias, v, saveS, saveC, qAct, qRouting, logits.data(), c.data(), s.data());
+      route_one(g, b, u + b * ncB * g.D, bias, v, saveS, saveC, qAct, qRouting, logits.data(), c.data(), s.data());
   });
 }
 

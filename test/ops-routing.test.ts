@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { permute, routingBackward, routingForward, Tensor } from '../src/tensor/index.js';
+import { capsuleVotesForward } from '../src/tensor/ops/capsule-votes.js';
 import { assertClose, backends, fixture, withBackend } from './helpers.js';
 
 // PyTorch votes [bs, ci, co, no, ho, wo] -> ours [B, I, P, J, D]; v [bs, co, no, ho, wo] -> [B, P, J, D]
@@ -118,5 +119,61 @@ test('native routing on 2 threads, with quantizers inside, matches the typescrip
     assertClose(ga[1], gb[1], 'd bias (2 threads)');
   } finally {
     nat.setThreads(1);
+  }
+});
+
+test('capsule layer inference (votes, their quantizer and the routing in one kernel) matches the separate ops', () => {
+  const spec = (frac: number, stream: number) => ({
+    method: 'round_to_nearest' as const,
+    frac,
+    compat: true,
+    lo: -Infinity,
+    hi: Infinity,
+    seed: 3,
+    stream,
+  });
+  const ks = backends();
+  // J*D = 160 takes the AVX-512 votes where the CPU has them, 3*5 = 15 the plain loops
+  for (const [B, I, Din, J, D] of [
+    [3, 37, 8, 10, 16],
+    [2, 11, 4, 3, 5],
+  ]) {
+    const x = Tensor.from(
+      Array.from({ length: B * I * Din }, (_, i) => Math.sin(i * 0.61) * 0.9),
+      [B, I, Din],
+    );
+    const w = Tensor.from(
+      Array.from({ length: I * Din * J * D }, (_, i) => Math.cos(i * 0.29) * 0.3),
+      [I, Din, J * D],
+    );
+    const bias = Tensor.from(
+      Array.from({ length: J * D }, (_, i) => Math.sin(i) * 0.1),
+      [J, D],
+    );
+    const results: Float32Array[] = [];
+    for (const k of ks)
+      for (const quant of [null, { act: spec(10, 1), routing: spec(8, 2), votes: spec(10, 3) }])
+        withBackend(k, () => {
+          const fused = new Float32Array(B * J * D);
+          k.capsulesForward({ B, I, Din, J, D, iterations: 3 }, x.data, w.data, bias.data, fused, quant);
+          const votes = capsuleVotesForward(x, w);
+          if (quant) k.quantize(votes.data, votes.data, votes.size, quant.votes);
+          const { v } = routingForward(votes.reshape([B, I, 1, J, D]), bias, { iterations: 3, softmax: 'j', quant });
+          const what = `${k.name}, [${B},${I},${Din}] -> [${J},${D}], quantized ${quant !== null}`;
+          // the separate votes are a GEMM (fused multiply-adds): a quantized value may move one LSB
+          assertClose(Tensor.from(fused, [B, 1, J, D]), v, what, 1e-4, quant ? 2 ** -7 : 1e-5);
+          results.push(fused);
+        });
+    if (ks.length === 2) {
+      const half = results.length / 2;
+      for (let r = 0; r < half; r++)
+        assertClose(
+          Tensor.from(results[r], [B, J, D]),
+          Tensor.from(results[half + r], [B, J, D]),
+          `native against typescript, case ${r}`,
+          1e-4,
+          r % 2 ? 2 ** -7 : 1e-5,
+        );
+    }
   }
 });

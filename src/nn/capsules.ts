@@ -4,7 +4,8 @@
 //   bias [J, D] (init 0.1)
 import { capsuleVotesBackward, capsuleVotesForward } from '../tensor/ops/capsule-votes.js';
 import { routingBackward, type RoutingCache, routingForward } from '../tensor/ops/routing.js';
-import { give } from '../tensor/pool.js';
+import { kernels } from '../tensor/kernels.js';
+import { give, take } from '../tensor/pool.js';
 import { check, shapeStr, Tensor } from '../tensor/tensor.js';
 import { kaimingUniformBound, Rng, uniformFill } from './init.js';
 import { type ForwardContext, type Layer, Module, needCache } from './module.js';
@@ -45,13 +46,29 @@ export class Capsules extends Module implements Layer {
       `input must be [B, ${this.I}, ${this.Din}], got ${shapeStr(x.shape)}`,
     );
     const B = x.shape[0];
+    const quant = ctx.quant?.routing(this.path) ?? null;
+    // inference: votes, their quantizer and the routing in one kernel, image by image, when
+    // the hooks hand over the votes' quantizer (or there are none)
+    if (!ctx.training && (!ctx.quant || quant?.votes !== undefined)) {
+      const v = take(B * this.J * this.D);
+      kernels().capsulesForward(
+        { B, I: this.I, Din: this.Din, J: this.J, D: this.D, iterations: this.iterations },
+        x.data,
+        this.weight.data,
+        this.bias.data,
+        v,
+        quant,
+      );
+      this.cache = null;
+      return new Tensor(v, [B, this.J, this.D]);
+    }
     const votes = capsuleVotesForward(x, this.weight).reshape([B, this.I, 1, this.J, this.D]);
     if (ctx.quant) ctx.quant.activation(this.path, 'votes', votes);
     const { v, cache } = routingForward(votes, this.bias, {
       iterations: this.iterations,
       softmax: 'j',
       training: ctx.training,
-      quant: ctx.quant?.routing(this.path) ?? null,
+      quant,
     });
     this.cache = null;
     if (cache) this.cache = { x, votes, routing: cache };

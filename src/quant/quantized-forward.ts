@@ -118,16 +118,17 @@ export class ModelQuantizer {
       return l;
     };
     const k = kernels();
+    const activationSpec = (path: string, point: string) =>
+      activationQuant(
+        this.method,
+        bits.actBits[top(path)],
+        this.compat,
+        this.seed,
+        streamOf(`a|${batch}|${path}|${point}`),
+      );
     return {
       activation: (path, point, t) => {
-        const spec = activationQuant(
-          this.method,
-          bits.actBits[top(path)],
-          this.compat,
-          this.seed,
-          streamOf(`a|${batch}|${path}|${point}`),
-        );
-        k.quantize(t.data, t.data, t.size, spec);
+        k.quantize(t.data, t.data, t.size, activationSpec(path, point));
       },
       routing: (path): RoutingQuant | null => {
         const name = path.split('.')[0];
@@ -143,6 +144,7 @@ export class ModelQuantizer {
             this.seed,
             (stream + 0x5bd1e995) >>> 0,
           ),
+          votes: activationSpec(path, 'votes'), // what activation(path, 'votes', .) applies
         };
       },
     };

@@ -59,6 +59,20 @@ export interface QuantSpec {
 export interface RoutingQuant {
   act: QuantSpec | null;
   routing: QuantSpec | null;
+  /** The votes' quantizer (activation bits) of a capsule layer, for capsulesForward: when
+   *  present it is the one the layer's activation hook at 'votes' applies. */
+  votes?: QuantSpec | null;
+}
+
+/** A fully connected capsule layer at inference: x [B, I, Din], weight [I, Din, J*D],
+ *  bias [J, D] -> v [B, J, D], routing with softmax over J. */
+export interface CapsulesGeom {
+  B: number;
+  I: number;
+  Din: number;
+  J: number;
+  D: number;
+  iterations: number;
 }
 
 export interface Kernels {
@@ -120,6 +134,17 @@ export interface Kernels {
     v: Float32Array,
     saveS: Float32Array | null,
     saveC: Float32Array | null,
+    quant: RoutingQuant | null,
+  ): void;
+  /** v = routing(quantize(votes(x, weight))) at inference, fused so that each image's votes
+   *  are made, quantized (quant.votes) and routed (quant.act, quant.routing) in cache. Votes
+   *  are u_j|i = sum_k x_ik w_ik,j with each product rounded and the sum in the order of k. */
+  capsulesForward(
+    g: CapsulesGeom,
+    x: Float32Array,
+    weight: Float32Array,
+    bias: Float32Array,
+    v: Float32Array,
     quant: RoutingQuant | null,
   ): void;
   /** dvotes (overwritten) and dbias (accumulated) from dv, through every iteration. */

@@ -41,6 +41,16 @@ interface Addon {
     qAct: Float64Array | null,
     qRouting: Float64Array | null,
   ): void;
+  capsulesForward(
+    geom: Int32Array,
+    x: Float32Array,
+    weight: Float32Array,
+    bias: Float32Array,
+    v: Float32Array,
+    qVotes: Float64Array | null,
+    qAct: Float64Array | null,
+    qRouting: Float64Array | null,
+  ): void;
   routingBackward(
     geom: Int32Array,
     votes: Float32Array,
@@ -125,6 +135,16 @@ export function loadNativeKernels(): { kernels: Kernels; info: string } {
     routingForward: (g, votes, bias, v, saveS, saveC, quant) => {
       const [qa, qr] = packRoutingQuant(quant);
       addon.routingForward(routingGeom(g), votes, bias, v, saveS, saveC, qa, qr);
+    },
+    capsulesForward: (g, x, weight, bias, v, quant) => {
+      geom[0] = g.B;
+      geom[1] = g.I;
+      geom[2] = g.Din;
+      geom[3] = g.J;
+      geom[4] = g.D;
+      geom[5] = g.iterations;
+      const [qa, qr] = packRoutingQuant(quant);
+      addon.capsulesForward(geom, x, weight, bias, v, quant?.votes ? packQuant(quant.votes) : null, qa, qr);
     },
     routingBackward: (g, votes, saveS, saveC, dv, dvotes, dbias) =>
       addon.routingBackward(routingGeom(g), votes, saveS, saveC, dv, dvotes, dbias),

@@ -13,7 +13,7 @@ import {
 } from './ts/elementwise.js';
 import { sgemmTs } from './ts/gemm.js';
 import { quantizeTs } from './ts/quantize.js';
-import { routingBackwardTs, routingForwardTs } from './ts/routing.js';
+import { capsulesForwardTs, routingBackwardTs, routingForwardTs } from './ts/routing.js';
 
 export const typescriptKernels: Kernels = {
   name: 'typescript',
@@ -27,6 +27,7 @@ export const typescriptKernels: Kernels = {
   conv2dBackwardData: conv2dBackwardDataTs,
   conv2dBackwardWeight: conv2dBackwardWeightTs,
   routingForward: routingForwardTs,
+  capsulesForward: capsulesForwardTs,
   routingBackward: routingBackwardTs,
   quantize: quantizeTs,
   adamUpdate: adamUpdateTs,

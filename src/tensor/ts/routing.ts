@@ -4,7 +4,7 @@
 //               s_j = sum_i c_ij u_j|i + bias_j
 //               v_j = squash(s_j) = s_j |s_j| / (1 + |s_j|^2)
 //               b_ij += <u_j|i, v_j>
-import type { QuantSpec, RoutingGeom, RoutingQuant } from '../backend.js';
+import type { CapsulesGeom, QuantSpec, RoutingGeom, RoutingQuant } from '../backend.js';
 import { quantizeTs } from './quantize.js';
 
 function softmaxLogits(g: RoutingGeom, logits: Float32Array, c: Float32Array): void {
@@ -85,6 +85,33 @@ export function routingForwardTs(
 }
 
 /** Backward through all iterations (no detach, like the reference implementation). */
+/** A capsule layer at inference: votes u[b,i] = x[b,i] W[i] (each product rounded to float32,
+ *  summed in the order of k), quantized, then routed over J. */
+export function capsulesForwardTs(
+  g: CapsulesGeom,
+  x: Float32Array,
+  w: Float32Array,
+  bias: Float32Array,
+  v: Float32Array,
+  quant: RoutingQuant | null,
+): void {
+  const { B, I, Din, J, D, iterations } = g;
+  const JD = J * D;
+  const u = new Float32Array(B * I * JD);
+  for (let b = 0; b < B; b++)
+    for (let i = 0; i < I; i++) {
+      const xo = (b * I + i) * Din;
+      const uo = (b * I + i) * JD;
+      for (let jd = 0; jd < JD; jd++) {
+        let acc = 0;
+        for (let k = 0; k < Din; k++) acc = Math.fround(acc + Math.fround(x[xo + k] * w[(i * Din + k) * JD + jd]));
+        u[uo + jd] = acc;
+      }
+    }
+  if (quant?.votes) quantizeTs(u, u, u.length, quant.votes);
+  routingForwardTs({ B, I, P: 1, J, D, iterations, softmax: 'j' }, u, bias, v, null, null, quant);
+}
+
 export function routingBackwardTs(
   g: RoutingGeom,
   u: Float32Array,
