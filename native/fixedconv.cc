@@ -148,6 +148,64 @@ __attribute__((target("avx512f,avx512vnni"))) void micro_kernel(const int16_t* c
 #pragma GCC diagnostic pop
 #endif
 
+// The weights as int16, packed [ky][O block][pair][lane][2], with what the overflow bound
+// needs: a sum over s chunks of a kernel row is bounded by max|x16| times the sum of |w16|
+// over those chunks, and worstL1[s] is the largest such sum over every output channel, kernel
+// row and run of s chunks. Kept for the last weights seen: a quantized forward convolves every
+// batch with the same weights, which are then compared (memcmp) instead of packed again.
+struct PackedWeights {
+  std::vector<float> source;  // the float weights packed (empty: none yet)
+  int O = 0, KH = 0, rowLen = 0;
+  bool fits = false;  // fixed point within int16
+  int frac = 0, chunks = 0;
+  std::vector<int16_t> packed;
+  std::vector<int64_t> worstL1;  // [segment chunks 0..chunks]
+};
+
+const PackedWeights& packed_weights(const ConvGeom& g, const float* w) {
+  static PackedWeights pw;
+  const int rowLen = g.KW * g.C;
+  const size_t nw = (size_t)g.O * g.KH * rowLen;
+  if (pw.O == g.O && pw.KH == g.KH && pw.rowLen == rowLen && pw.source.size() == nw &&
+      memcmp(pw.source.data(), w, nw * sizeof(float)) == 0)
+    return pw;
+  pw.source.assign(w, w + nw);
+  pw.O = g.O, pw.KH = g.KH, pw.rowLen = rowLen;
+  const Format fw = format_of(w, nw);
+  pw.fits = fits_int16(fw);
+  if (!pw.fits) return pw;
+  pw.frac = fw.frac;
+  const float sw = std::ldexp(1.f, fw.frac);
+  const int pairs = rowLen / 2, blocks = (g.O + kLanes - 1) / kLanes;
+  const int chunks = pw.chunks = (pairs + kChunkPairs - 1) / kChunkPairs;  // per kernel row
+  pw.packed.assign((size_t)g.KH * blocks * pairs * 2 * kLanes, 0);
+  std::vector<int64_t> chunkL1((size_t)g.O * g.KH * chunks, 0);
+  parallel_for((size_t)g.O, [&](size_t ob, size_t oe, int) {
+    for (size_t o = ob; o < oe; o++) {
+      const size_t blk = o / kLanes, lane = o % kLanes;
+      for (int ky = 0; ky < g.KH; ky++) {
+        const float* src = w + ((size_t)o * g.KH + ky) * rowLen;
+        int16_t* dst = pw.packed.data() + (((size_t)ky * blocks + blk) * pairs) * 2 * kLanes + lane * 2;
+        int64_t* l1 = chunkL1.data() + ((size_t)o * g.KH + ky) * chunks;
+        for (int k = 0; k < rowLen; k++) {
+          const int16_t q = (int16_t)(src[k] * sw);
+          dst[(size_t)(k / 2) * 2 * kLanes + (k % 2)] = q;
+          l1[k / (2 * kChunkPairs)] += q < 0 ? -q : q;
+        }
+      }
+    }
+  });
+  pw.worstL1.assign(chunks + 1, 0);
+  for (int s = 1; s <= chunks; s++)
+    for (size_t row = 0; row < (size_t)g.O * g.KH; row++)
+      for (int c0 = 0; c0 < chunks; c0 += s) {
+        int64_t sum = 0;
+        for (int c = c0; c < std::min(chunks, c0 + s); c++) sum += chunkL1[row * chunks + c];
+        pw.worstL1[s] = std::max(pw.worstL1[s], sum);
+      }
+  return pw;
+}
+
 }  // namespace
 
 void set_fixed_point_conv(bool enabled) { g_fixed_point = enabled; }
@@ -164,49 +222,21 @@ bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const f
 #else
   const int rowLen = g.KW * g.C;  // one kernel row of a patch, contiguous in the padded input
   if (!cpu_has_vnni() || rowLen % 2 != 0 || rowLen < 64 || g.O < 16) return false;
-  const size_t nx = (size_t)g.B * g.H * g.W * g.C, nw = (size_t)g.O * g.KH * rowLen;
-  const Format fx = format_of(x, nx), fw = format_of(w, nw);
-  if (!fits_int16(fx) || !fits_int16(fw)) return false;
-  const float sx = std::ldexp(1.f, fx.frac), sw = std::ldexp(1.f, fw.frac);
-
-  // weights: int16, packed [ky][O block][pair][lane][2]. A sum over s pairs of a kernel row
-  // is bounded by max|x16| * sum of |w16| over those pairs; the kernel adds its int32 sums into
-  // int64 every s pairs, with the longest s (in chunks of kChunkPairs) that keeps the bound
-  // below 2^31 for every output channel and kernel row.
-  const int pairs = rowLen / 2, blocks = (g.O + kLanes - 1) / kLanes;
-  const int chunks = (pairs + kChunkPairs - 1) / kChunkPairs;  // per kernel row
-  static std::vector<int16_t> packed;
-  packed.assign((size_t)g.KH * blocks * pairs * 2 * kLanes, 0);
-  std::vector<int64_t> chunkL1((size_t)g.O * g.KH * chunks, 0);
-  parallel_for((size_t)g.O, [&](size_t ob, size_t oe, int) {
-    for (size_t o = ob; o < oe; o++) {
-      const size_t blk = o / kLanes, lane = o % kLanes;
-      for (int ky = 0; ky < g.KH; ky++) {
-        const float* src = w + ((size_t)o * g.KH + ky) * rowLen;
-        int16_t* dst = packed.data() + (((size_t)ky * blocks + blk) * pairs) * 2 * kLanes + lane * 2;
-        int64_t* l1 = chunkL1.data() + ((size_t)o * g.KH + ky) * chunks;
-        for (int k = 0; k < rowLen; k++) {
-          const int16_t q = (int16_t)(src[k] * sw);
-          dst[(size_t)(k / 2) * 2 * kLanes + (k % 2)] = q;
-          l1[k / (2 * kChunkPairs)] += q < 0 ? -q : q;
-        }
-      }
-    }
-  });
+  const size_t nx = (size_t)g.B * g.H * g.W * g.C;
+  const Format fx = format_of(x, nx);
+  if (!fits_int16(fx)) return false;
+  const float sx = std::ldexp(1.f, fx.frac);
+  const PackedWeights& pw = packed_weights(g, w);
+  if (!pw.fits) return false;
+  const int pairs = rowLen / 2, blocks = (g.O + kLanes - 1) / kLanes, chunks = pw.chunks;
+  // the longest segment (in chunks of kChunkPairs pairs) whose int32 sums cannot overflow
   const int64_t maxX = (int64_t)std::ldexp((double)fx.maxAbs, fx.frac), limit = (int64_t)1 << 31;
   int segChunks = chunks;
-  for (; segChunks >= 1; segChunks--) {
-    int64_t worst = 0;
-    for (size_t row = 0; row < (size_t)g.O * g.KH; row++)
-      for (int c0 = 0; c0 < chunks; c0 += segChunks) {
-        int64_t sum = 0;
-        for (int c = c0; c < std::min(chunks, c0 + segChunks); c++) sum += chunkL1[row * chunks + c];
-        worst = std::max(worst, sum);
-      }
-    if (maxX * worst < limit) break;
-  }
+  for (; segChunks >= 1; segChunks--)
+    if (maxX * pw.worstL1[segChunks] < limit) break;
   if (segChunks == 0) return false;  // even kChunkPairs pairs could overflow int32
   const int segPairs = std::min(pairs, segChunks * kChunkPairs);
+  const int16_t* packed = pw.packed.data();
 
   // input: int16, zero-padded [B, H + 2 pad, W + 2 pad, C]
   const int Hp = g.H + 2 * g.pad, Wp = g.W + 2 * g.pad, C = g.C;
@@ -227,7 +257,7 @@ bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const f
   const int ldc = blocks * kLanes;
   static std::vector<int64_t> acc;
   acc.assign(rows * ldc, 0);
-  const float scale = std::ldexp(1.f, -(fx.frac + fw.frac));
+  const float scale = std::ldexp(1.f, -(fx.frac + pw.frac));
   parallel_for(rowBlocks, [&](size_t bb, size_t be, int) {
     alignas(64) int64_t scratch[kLanes];
     constexpr int kBlocksPerPass = 4;  // 4 x 32 channels of one kernel row: <= 600 KB of weights
@@ -246,7 +276,7 @@ bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const f
           for (int nb = nb0; nb < std::min(blocks, nb0 + kBlocksPerPass); nb++) {
             int64_t* c[kRows];
             for (int i = 0; i < kRows; i++) c[i] = i < mr ? acc.data() + (r0 + i) * ldc + (size_t)nb * kLanes : scratch;
-            micro_kernel(a, pairs, segPairs, packed.data() + (((size_t)ky * blocks + nb) * pairs) * 2 * kLanes, c);
+            micro_kernel(a, pairs, segPairs, packed + (((size_t)ky * blocks + nb) * pairs) * 2 * kLanes, c);
           }
         }
     // y = the exact sum, rounded once to float32, times 2^-(fx+fw)

@@ -143,3 +143,26 @@ test('fixed-point convolution declines what it cannot compute exactly, and leave
       );
     }
 });
+
+test('native fixed-point convolution: weights changed in place between calls are packed again', (t) => {
+  // the kernel keeps the last weights it packed (every batch of a quantized forward has the
+  // same ones); a new quantization written into the same buffer must not reuse them
+  const nat = backends().find((k) => k.name === 'native');
+  if (!nat) return t.skip('no native backend');
+  const [, g] = cases[1];
+  const x = fixedPoint(g.B * g.H * g.W * g.C, 10, 1930, 21, true);
+  const w = fixedPoint(g.O * g.KH * g.KW * g.C, 9, 120, 22);
+  for (const [step, change] of [
+    ['first weights', () => {}],
+    ['same weights again', () => {}],
+    ['one weight changed in place', () => (w[w.length - 1] += 2 ** -9)],
+    ['other weights, other format', () => w.set(fixedPoint(w.length, 7, 60, 23))],
+  ] as const) {
+    change();
+    const a = new Float32Array(g.B * g.OH * g.OW * g.O);
+    const b = new Float32Array(a.length);
+    if (!nat.conv2dForwardFixedPoint(g, x, w, null, a, false)) return t.skip('no AVX512-VNNI kernel here');
+    assert.ok(typescriptKernels.conv2dForwardFixedPoint(g, x, w, null, b, false));
+    assert.deepEqual(a, b, step);
+  }
+});
