@@ -87,6 +87,7 @@ Format format_of(const float* v, size_t n) {
 }
 
 bool fits_int16(const Format& f) { return f.frac <= 30 && std::ldexp((double)f.maxAbs, f.frac) <= 32767.0; }
+bool fits_int30(const Format& f) { return f.frac <= 30 && std::ldexp((double)f.maxAbs, f.frac) < 0x1p30; }
 
 bool cpu_has_vnni() {
 #ifdef QC_HAVE_VNNI_BUILD
@@ -160,6 +161,7 @@ struct PackedWeights {
   int frac = 0, chunks = 0;
   std::vector<int16_t> packed;
   std::vector<int64_t> worstL1;  // [segment chunks 0..chunks]
+  int64_t patchL1 = 0;           // the largest sum of |w16| over a whole kernel (bounds |y|)
 };
 
 const PackedWeights& packed_weights(const ConvGeom& g, const float* w) {
@@ -196,6 +198,12 @@ const PackedWeights& packed_weights(const ConvGeom& g, const float* w) {
     }
   });
   pw.worstL1.assign(chunks + 1, 0);
+  pw.patchL1 = 0;
+  for (int o = 0; o < g.O; o++) {
+    int64_t sum = 0;
+    for (size_t c = 0; c < (size_t)g.KH * chunks; c++) sum += chunkL1[(size_t)o * g.KH * chunks + c];
+    pw.patchL1 = std::max(pw.patchL1, sum);
+  }
   for (int s = 1; s <= chunks; s++)
     for (size_t row = 0; row < (size_t)g.O * g.KH; row++)
       for (int c0 = 0; c0 < chunks; c0 += s) {
@@ -206,48 +214,79 @@ const PackedWeights& packed_weights(const ConvGeom& g, const float* w) {
   return pw;
 }
 
+// The longest segment (in chunks of kChunkPairs pairs) whose int32 sums cannot overflow for
+// input integers up to maxX, in pairs; 0 when even one chunk could.
+int segment_pairs(const PackedWeights& pw, int64_t maxX, int pairs) {
+  for (int s = pw.chunks; s >= 1; s--)
+    if (maxX * pw.worstL1[s] < ((int64_t)1 << 31)) return std::min(pairs, s * kChunkPairs);
+  return 0;
+}
+
 }  // namespace
 
 void set_fixed_point_conv(bool enabled) { g_fixed_point = enabled; }
 
 bool fixed_point_conv_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y,
-                              bool relu) {
-  return g_fixed_point && fixed_point_conv(g, x, w, bias, y, relu);
+                              bool relu, int maxPasses) {
+  return g_fixed_point && fixed_point_conv(g, x, w, bias, y, relu, maxPasses);
 }
 
-bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu) {
+bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu,
+                      int maxPasses) {
 #ifndef QC_HAVE_VNNI_BUILD
-  (void)g, (void)x, (void)w, (void)bias, (void)y, (void)relu;
+  (void)g, (void)x, (void)w, (void)bias, (void)y, (void)relu, (void)maxPasses;
   return false;
 #else
   const int rowLen = g.KW * g.C;  // one kernel row of a patch, contiguous in the padded input
   if (!cpu_has_vnni() || rowLen % 2 != 0 || rowLen < 64 || g.O < 16) return false;
   const size_t nx = (size_t)g.B * g.H * g.W * g.C;
   const Format fx = format_of(x, nx);
-  if (!fits_int16(fx)) return false;
+  if (!fits_int30(fx)) return false;
   const float sx = std::ldexp(1.f, fx.frac);
   const PackedWeights& pw = packed_weights(g, w);
   if (!pw.fits) return false;
-  const int pairs = rowLen / 2, blocks = (g.O + kLanes - 1) / kLanes, chunks = pw.chunks;
-  // the longest segment (in chunks of kChunkPairs pairs) whose int32 sums cannot overflow
-  const int64_t maxX = (int64_t)std::ldexp((double)fx.maxAbs, fx.frac), limit = (int64_t)1 << 31;
-  int segChunks = chunks;
-  for (; segChunks >= 1; segChunks--)
-    if (maxX * pw.worstL1[segChunks] < limit) break;
-  if (segChunks == 0) return false;  // even kChunkPairs pairs could overflow int32
-  const int segPairs = std::min(pairs, segChunks * kChunkPairs);
+  const int pairs = rowLen / 2, blocks = (g.O + kLanes - 1) / kLanes;
+  const int64_t maxX = (int64_t)std::ldexp((double)fx.maxAbs, fx.frac);
+  if ((double)maxX * (double)pw.patchL1 >= 0x1p53) return false;  // as the reference: sums below 2^53
+  // One pass over x when its integers fit int16 and the int32 sums cannot overflow. Else two,
+  // over the limbs of x = 2^b high + low (low in [0, 2^b), high = floor(x / 2^b)), with the b
+  // that gives both the longest int32 segments; the high limb's sums are scaled by 2^b.
+  int limbBits = 0;
+  int segs[2] = {fits_int16(fx) ? segment_pairs(pw, maxX, pairs) : 0, 0};
+  if (segs[0] == 0) {
+    if (maxPasses < 2) return false;
+    for (int b = 1; b <= 15; b++) {
+      const int64_t maxHigh = (maxX + ((int64_t)1 << b) - 1) >> b;
+      const int high = maxHigh <= 32767 ? segment_pairs(pw, maxHigh, pairs) : 0;
+      const int low = segment_pairs(pw, ((int64_t)1 << b) - 1, pairs);
+      if (std::min(high, low) > std::min(segs[0], segs[1])) limbBits = b, segs[0] = high, segs[1] = low;
+    }
+    if (limbBits == 0) return false;
+  }
   const int16_t* packed = pw.packed.data();
 
-  // input: int16, zero-padded [B, H + 2 pad, W + 2 pad, C]
+  // input: int16, zero-padded [B, H + 2 pad, W + 2 pad, C]: x itself, or its high and low limbs
   const int Hp = g.H + 2 * g.pad, Wp = g.W + 2 * g.pad, C = g.C;
-  static std::vector<int16_t> xp;
+  static std::vector<int16_t> xp, xpLow;
   xp.assign((size_t)g.B * Hp * Wp * C, 0);
+  if (limbBits) xpLow.assign(xp.size(), 0);
+  const int32_t lowMask = (1 << limbBits) - 1;
   parallel_for((size_t)g.B * g.H, [&](size_t rb, size_t re, int) {
     for (size_t r = rb; r < re; r++) {
       const size_t b = r / g.H, iy = r % g.H;
       const float* src = x + r * g.W * C;
-      int16_t* dst = xp.data() + ((b * Hp + iy + g.pad) * Wp + g.pad) * C;
-      for (size_t i = 0; i < (size_t)g.W * C; i++) dst[i] = (int16_t)(src[i] * sx);
+      const size_t at = ((b * Hp + iy + g.pad) * Wp + g.pad) * C;
+      int16_t* dst = xp.data() + at;
+      if (!limbBits) {
+        for (size_t i = 0; i < (size_t)g.W * C; i++) dst[i] = (int16_t)(src[i] * sx);
+      } else {
+        int16_t* low = xpLow.data() + at;
+        for (size_t i = 0; i < (size_t)g.W * C; i++) {
+          const int32_t v = (int32_t)(src[i] * sx);
+          dst[i] = (int16_t)(v >> limbBits);  // floor division
+          low[i] = (int16_t)(v & lowMask);
+        }
+      }
     }
   });
 
@@ -261,6 +300,13 @@ bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const f
   parallel_for(rowBlocks, [&](size_t bb, size_t be, int) {
     alignas(64) int64_t scratch[kLanes];
     constexpr int kBlocksPerPass = 4;  // 4 x 32 channels of one kernel row: <= 600 KB of weights
+    const size_t rb = bb * kRows, re = std::min(rows, be * kRows);
+    for (int pass = 0; pass < (limbBits ? 2 : 1); pass++) {
+    if (pass == 1)  // the high limb's sums times 2^b, before the low limb's are added
+      for (size_t r = rb; r < re; r++)
+        for (int o = 0; o < g.O; o++) acc[r * ldc + o] *= (int64_t)1 << limbBits;
+    const int16_t* xs = pass == 0 ? xp.data() : xpLow.data();
+    const int segPairs = segs[pass];
     for (int ky = 0; ky < g.KH; ky++)
       for (int nb0 = 0; nb0 < blocks; nb0 += kBlocksPerPass)
         for (size_t rbk = bb; rbk < be; rbk++) {
@@ -271,7 +317,7 @@ bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const f
           for (int i = 0; i < kRows; i++) {
             const size_t r = r0 + std::min(i, mr - 1), b = r / ((size_t)g.OH * g.OW), rem = r % ((size_t)g.OH * g.OW);
             const size_t oy = rem / g.OW, ox = rem % g.OW;
-            a[i] = xp.data() + ((b * Hp + oy * g.stride + ky) * Wp + ox * g.stride) * C;
+            a[i] = xs + ((b * Hp + oy * g.stride + ky) * Wp + ox * g.stride) * C;
           }
           for (int nb = nb0; nb < std::min(blocks, nb0 + kBlocksPerPass); nb++) {
             int64_t* c[kRows];
@@ -279,8 +325,8 @@ bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const f
             micro_kernel(a, pairs, segPairs, packed + (((size_t)ky * blocks + nb) * pairs) * 2 * kLanes, c);
           }
         }
+    }
     // y = the exact sum, rounded once to float32, times 2^-(fx+fw)
-    const size_t rb = bb * kRows, re = std::min(rows, be * kRows);
     for (size_t r = rb; r < re; r++)
       for (int o = 0; o < g.O; o++) y[r * g.O + o] = (float)acc[r * ldc + o] * scale;
     bias_relu_rows(y + rb * g.O, re - rb, g.O, bias, relu);

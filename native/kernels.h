@@ -49,11 +49,14 @@ void set_fast_conv(bool enabled);
 
 // Exact convolution of fixed-point values with int16 VNNI GEMMs (fixedconv.cc): when the CPU,
 // the geometry and the values allow it, writes y and returns true; else false.
-// conv2d_forward tries it first while set_fixed_point_conv(true).
+// Inputs wider than int16 (up to 2^30) take two passes, one per 15-bit-or-less limb of x;
+// maxPasses = 1 declines them. conv2d_forward tries it first while set_fixed_point_conv(true),
+// with two passes only where its float alternative is im2col (not Winograd or the DFT).
 void set_fixed_point_conv(bool enabled);
-bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu);
+bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu,
+                      int maxPasses = 2);
 bool fixed_point_conv_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y,
-                              bool relu);
+                              bool relu, int maxPasses);
 
 // y[r, :] += bias, then max(0, .) when relu, for rows of O values (either may be off)
 void bias_relu_rows(float* y, size_t rows, int O, const float* bias, bool relu);

@@ -113,16 +113,43 @@ test('fixed-point convolution: sums past int32 are still exact (int64 totals)', 
   assert.deepEqual(y, ref);
 });
 
+test('fixed-point convolution of inputs wider than int16: two passes over limbs of x, still exact', (t) => {
+  // like activations at 16 fractional bits without saturation (dac2020): integers of 18 bits,
+  // and weights of 16 bits, whose int32 sums over 64 products could overflow: the native
+  // kernel convolves x = 2^b high + low limb by limb and adds 2^b * high + low in int64
+  const g = geom(2, 20, 32, 64, 9, 2, 0);
+  const x = fixedPoint(g.B * g.H * g.W * g.C, 16, 110000, 31, true);
+  const w = fixedPoint(g.O * 81 * g.C, 16, 29000, 32);
+  const bias = fixedPoint(g.O, 12, 900, 33);
+  for (const [what, xs] of [
+    ['x of 18 bits', x],
+    ['x of 15 bits, sums that overflow int32', x.map((v) => Math.min(v, 0.5))],
+  ] as const) {
+    const ref = new Float32Array(g.B * g.OH * g.OW * g.O);
+    assert.ok(typescriptKernels.conv2dForwardFixedPoint(g, xs, w, bias, ref, true), `${what}: applies`);
+    const exact = exactSums(g, xs, w);
+    ref.forEach((v, i) => {
+      let e = Math.fround(Math.fround(exact[i]) + bias[i % g.O]);
+      if (!(e > 0)) e = 0;
+      assert.equal(v, e, `${what}: element ${i}`);
+    });
+    const nat = backends().find((k) => k.name === 'native');
+    const y = new Float32Array(ref.length);
+    if (!nat || !nat.conv2dForwardFixedPoint(g, xs, w, bias, y, true)) return t.skip('no AVX512-VNNI kernel here');
+    assert.deepEqual(y, ref, what);
+  }
+});
+
 test('fixed-point convolution declines what it cannot compute exactly, and leaves y alone', () => {
   const g = geom(1, 9, 32, 16, 3, 1, 1);
   const n = g.B * g.H * g.W * g.C;
   const w = fixedPoint(g.O * 9 * g.C, 8, 100, 7);
   const declined: [string, Float32Array, Float32Array, ConvGeom][] = [
-    ['inputs that are not fixed point', Float32Array.from({ length: n }, (_, i) => 0.1 * (i % 7)), w, g],
-    ['integers beyond int16', fixedPoint(n, 16, 40000, 8), w, g],
+    ['inputs that are not fixed point', Float32Array.from({ length: n }, (_, i) => Math.sin(i) * 1e-3), w, g],
+    ['input integers of 2^30 and more', fixedPoint(n, 0, 2 ** 31, 9), w, g],
     [
-      'int32 sums over 64 products that could overflow',
-      fixedPoint(n, 0, 32767, 9),
+      'sums that could reach 2^53 (exact in neither kernel)',
+      fixedPoint(n, 0, 2 ** 30 - 1, 9),
       fixedPoint(w.length, 0, 32767, 10),
       g,
     ],

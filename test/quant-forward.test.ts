@@ -81,6 +81,40 @@ test('the fast evaluator: reuse and early stops change no accuracy and no decisi
   quantizer.restore();
 });
 
+test('fast evaluator: a try that returns to an earlier configuration reuses its leading layers (step 3B)', async () => {
+  const model = buildModel('ShallowCapsNet', [28, 1, 10, 16], { seed: 5 });
+  const src = syntheticImages(120, 3);
+  const quantizer = new ModelQuantizer(model, 'round_to_nearest', 'none', 42);
+  const plain = new FastEvaluator(model, quantizer, src, { batchSize: 40, cacheMB: 0, earlyStop: false });
+  const a = { actBits: [8, 8, 8], routingBits: [8, 8] };
+  // 3B: [8,8,8] passes, [7,7,7] and [8,7,7] fail, then [8,8,7] shares [8,8,8]'s conv and primary
+  const tries = [
+    [8, 8, 8],
+    [7, 7, 7],
+    [8, 7, 7],
+    [8, 8, 7],
+  ].map((w) => ({ ...a, weightBits: w }));
+  for (const [cacheMB, reusesLast] of [
+    [512, true],
+    [6, false], // room for one prefix of the primary capsules (4.4 MB): [8,7,7]'s displaced [8,8,8]'s
+  ] as const) {
+    const fast = new FastEvaluator(model, quantizer, src, { batchSize: 40, cacheMB, earlyStop: true });
+    for (const [i, bits] of tries.entries()) {
+      const before = { ...fast.stats };
+      const e = await fast.evaluate(bits);
+      assert.equal(e.accuracy, (await plain.evaluate(bits)).accuracy, `cache ${cacheMB} MB, try ${i}: same accuracy`);
+      if (i === tries.length - 1)
+        assert.equal(
+          fast.stats.stagesRun - before.stagesRun,
+          reusesLast ? 3 : 9,
+          `cache ${cacheMB} MB: the last try runs ${reusesLast ? 'only the digit layer' : 'every layer'}`,
+        );
+    }
+    fast.clear();
+  }
+  quantizer.restore();
+});
+
 test('fast evaluator: hardest images first after the full-precision pass, stopped evaluations resume', async () => {
   const model = buildModel('ShallowCapsNet', [28, 1, 10, 16], { seed: 23 });
   const src = syntheticImages(100, 29);

@@ -1,7 +1,12 @@
 // The search's evaluator (issue: fast evaluator that changes no decision):
-//  (a) reuse: the output of every leading run of layers is kept, per batch, for the last
-//      configuration prefix evaluated (weight, activation and routing bits of those layers),
-//      within a memory bound; an evaluation whose prefix matches starts after it;
+//  (a) reuse: the output of every leading run of layers is kept, per batch, for the last few
+//      configuration prefixes evaluated (weight, activation and routing bits of those layers;
+//      the least recently used go first), within a memory bound; an evaluation whose prefix
+//      matches starts after it. (Step 3B returns to its last passing configuration after each
+//      failed try, so the next try shares that configuration's leading layers.) Outputs
+//      that cost less to recompute than to hold are not kept: fresh memory costs about
+//      FRESH_MS_PER_MB (page faults), and ShallowCapsNet's first convolution, for one, makes
+//      41 MB per 100 images in 14 ms;
 //  (b) early stop: after each batch the accuracy is bounded by [correct, correct + unseen]
 //      out of all images; once the step's pass/fail cannot change the evaluation stops;
 //  (c) batches always run in the same order: hardest images first. The full-precision pass
@@ -49,9 +54,17 @@ interface PrefixCache {
   key: string;
   states: (Tensor | undefined)[];
   bytes: number;
-  /** too big for the budget: not kept for this key */
+  /** too big for the budget, or cheaper to recompute: not kept for this key */
   skip: boolean;
+  /** when an evaluation last used it (for least-recently-used eviction) */
+  lastUse: number;
 }
+
+/** Prefixes kept per depth. */
+const PREFIXES_PER_DEPTH = 4;
+
+/** What a fresh megabyte costs (page faults), for the choice of what to keep (see (a)). */
+const FRESH_MS_PER_MB = 1;
 
 /** Where an evaluation that stopped early stood. */
 interface Partial {
@@ -61,12 +74,16 @@ interface Partial {
 }
 
 export class FastEvaluator implements Evaluator {
-  private readonly caches: (PrefixCache | null)[];
+  /** per depth d (the input of stage d): the kept prefixes, by key */
+  private readonly caches: Map<string, PrefixCache>[];
+  private uses = 0;
   private readonly numBatches: number;
   /** position -> image index (null: the dataset's order) and the labels in that order */
   private order: Int32Array | null = null;
   private labels: Int32Array;
   private readonly partials = new Map<string, Partial>();
+  /** milliseconds per batch of each stage (a running mean), for the choice of what to keep */
+  private readonly stageMs: Float64Array;
   /** evaluations and batches actually computed, for the report */
   stats = { evaluations: 0, batchesRun: 0, stagesRun: 0, stagesReused: 0, approximateRedone: 0 };
 
@@ -77,7 +94,8 @@ export class FastEvaluator implements Evaluator {
     readonly opts: FastEvaluatorOptions,
   ) {
     if (!(opts.batchSize >= 1)) throw new Error(`--test-batch-size ${opts.batchSize}: expected a positive integer`);
-    this.caches = model.stages.map(() => null);
+    this.caches = model.stages.map(() => new Map());
+    this.stageMs = new Float64Array(model.stages.length);
     this.numBatches = Math.ceil(data.count / opts.batchSize);
     this.labels = data.labels;
   }
@@ -102,19 +120,35 @@ export class FastEvaluator implements Evaluator {
     return `${this.quantizer.fastConv ? 'fast' : 'exact'}|w${bits.weightBits.slice(0, depth)}|a${bits.actBits.slice(0, depth)}|r${routing}`;
   }
 
-  private cachedBytes(except: number): number {
-    return this.caches.reduce((sum, c, d) => sum + (c && d !== except ? c.bytes : 0), 0);
+  private cachedBytes(): number {
+    let sum = 0;
+    for (const m of this.caches) for (const c of m.values()) sum += c.bytes;
+    return sum;
   }
 
-  private drop(depth: number): void {
-    const c = this.caches[depth];
+  private drop(depth: number, key: string): void {
+    const c = this.caches[depth].get(key);
     if (c) for (const t of c.states) if (t) give(t.data);
-    this.caches[depth] = null;
+    this.caches[depth].delete(key);
+  }
+
+  /** Frees the least recently used prefix other than those of the running evaluation;
+   *  false when there is none. */
+  private evictOne(current: number): boolean {
+    let victim: [number, PrefixCache] | null = null;
+    this.caches.forEach((m, d) => {
+      for (const c of m.values())
+        if (c.lastUse < current && c.bytes > 0 && (!victim || c.lastUse < victim[1].lastUse)) victim = [d, c];
+    });
+    if (!victim) return false;
+    const [d, c] = victim as [number, PrefixCache];
+    this.drop(d, c.key);
+    return true;
   }
 
   /** Frees every kept intermediate result. */
   clear(): void {
-    this.caches.forEach((_, d) => this.drop(d));
+    this.caches.forEach((m, d) => [...m.keys()].forEach((k) => this.drop(d, k)));
     this.partials.clear();
   }
 
@@ -165,11 +199,22 @@ export class FastEvaluator implements Evaluator {
     this.quantizer.applyWeights(bits.weightBits);
     // depth d holds the input of stage d (the output of stages 0..d-1), d = 1..L-1
     const keys = stages.map((_, d) => (d === 0 ? '' : this.prefixKey(bits, d)));
-    for (let d = 1; d < L; d++) {
-      const c = this.caches[d];
-      if (c && c.key !== keys[d]) this.drop(d);
-      if (!this.caches[d] && this.opts.cacheMB > 0)
-        this.caches[d] = { key: keys[d], states: [], bytes: 0, skip: false };
+    const use = ++this.uses;
+    const current: (PrefixCache | undefined)[] = stages.map(() => undefined);
+    for (let d = 1; d < L && this.opts.cacheMB > 0; d++) {
+      const m = this.caches[d];
+      let c = m.get(keys[d]);
+      if (!c) {
+        // the oldest prefix of this depth makes room
+        while (m.size >= PREFIXES_PER_DEPTH) {
+          const oldest = [...m.values()].reduce((a, b) => (b.lastUse < a.lastUse ? b : a));
+          this.drop(d, oldest.key);
+        }
+        c = { key: keys[d], states: [], bytes: 0, skip: false, lastUse: use };
+        m.set(keys[d], c);
+      }
+      c.lastUse = use;
+      current[d] = c;
     }
     const budget = this.opts.cacheMB * 2 ** 20;
     const configKey = this.prefixKey(bits, L);
@@ -183,28 +228,38 @@ export class FastEvaluator implements Evaluator {
     for (let b = resumed?.nextBatch ?? 0; b < this.numBatches; b++) {
       let start = 0;
       for (let d = L - 1; d >= 1; d--) {
-        if (this.caches[d]?.states[b]) {
+        if (current[d]?.states[b]) {
           start = d;
           break;
         }
       }
       const { x, labels } = start === 0 ? this.batchImages(b) : { x: undefined, labels: this.batchLabels(b) };
-      let input = start === 0 ? x! : this.caches[start]!.states[b]!;
+      let input = start === 0 ? x! : current[start]!.states[b]!;
       let ownsInput = start === 0;
       const ctx = { training: false, quant: this.quantizer.hooks(bits, b) };
       this.stats.stagesReused += start;
       for (let s = start; s < L; s++) {
+        const ts = performance.now();
         const out = stages[s].run(input, ctx);
+        const ms = performance.now() - ts;
+        this.stageMs[s] = this.stageMs[s] === 0 ? ms : 0.75 * this.stageMs[s] + 0.25 * ms;
         this.stats.stagesRun++;
         if (ownsInput) give(input.data);
         input = out;
         ownsInput = true;
         const depth = s + 1;
-        const c = depth < L ? this.caches[depth] : null;
+        const c = depth < L ? current[depth] : undefined;
         if (c && !c.skip && !c.states[b]) {
           const projected = out.data.byteLength * this.numBatches;
-          if (c.bytes === 0 && this.cachedBytes(depth) + projected > budget) c.skip = true;
-          else {
+          // what reuse saves per batch: running stages 0..s again
+          const savedMs = this.stageMs.subarray(0, depth).reduce((a, b) => a + b, 0);
+          const heldMs = (FRESH_MS_PER_MB * out.data.byteLength) / 2 ** 20;
+          if (c.bytes === 0) {
+            // older prefixes make room within the budget, least recently used first
+            while (this.cachedBytes() + projected > budget && this.evictOne(use));
+            if (this.cachedBytes() + projected > budget || savedMs < heldMs) c.skip = true;
+          }
+          if (!c.skip) {
             c.states[b] = out;
             c.bytes += out.data.byteLength;
             ownsInput = false; // the cache keeps it
