@@ -12,7 +12,8 @@
         "native/parallel.cc",
         "native/winograd.cc",
         "native/fftconv.cc",
-        "native/elementwise.cc"
+        "native/elementwise.cc",
+        "native/expf.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],

@@ -100,6 +100,9 @@ void capsules_forward(const CapsulesGeom& g, const float* x, const float* w, con
 void routing_backward(const RoutingGeom& g, const float* u, const float* saveS, const float* saveC,
                       const float* dv, float* du, float* dbias);
 
+// v[i] = expf(v[i]), bit for bit as glibc's expf, vectorised where the CPU allows (expf.cc)
+void exp_in_place(float* v, size_t n);
+
 // Row-wise kernels (native/elementwise.cc)
 void squash_forward(const float* s, float* v, size_t rows, int D);
 void squash_backward(const float* s, const float* dv, float* ds, size_t rows, int D);

@@ -16,16 +16,17 @@
 
 namespace qc {
 
+// c = softmax over each group of logits: exp(l - max), summed in double, times 1 / sum
 static void softmax_groups(const float* logits, float* c, size_t n, size_t group) {
   for (size_t o = 0; o < n; o += group) {
     float m = -INFINITY;
     for (size_t k = 0; k < group; k++) m = std::max(m, logits[o + k]);
+    for (size_t k = 0; k < group; k++) c[o + k] = logits[o + k] - m;
+  }
+  exp_in_place(c, n);  // expf's values, all groups at once
+  for (size_t o = 0; o < n; o += group) {
     double sum = 0;
-    for (size_t k = 0; k < group; k++) {
-      float e = std::exp(logits[o + k] - m);
-      c[o + k] = e;
-      sum += e;
-    }
+    for (size_t k = 0; k < group; k++) sum += c[o + k];
     float inv = (float)(1.0 / sum);
     for (size_t k = 0; k < group; k++) c[o + k] *= inv;
   }
