@@ -33,11 +33,6 @@ constexpr uint64_t kTable[32] = {
     0x3feeff76f2fb5e47, 0x3fef199bdd85529c, 0x3fef3720dcef9069, 0x3fef5818dcfba487, 0x3fef7c97337b9b5f,
     0x3fefa4afa2a490da, 0x3fefd0765b6e4540};
 
-bool cpu_has_avx512f() {
-  static const bool ok = __builtin_cpu_supports("avx512f");
-  return ok;
-}
-
 // no contraction beyond the fused multiply-adds written out (they are expf's)
 #pragma GCC push_options
 #pragma GCC optimize("fp-contract=off")

@@ -13,6 +13,16 @@
 
 namespace qc {
 
+// Whether the CPU runs AVX-512F, which the hand-vectorised paths need (the others are plain loops).
+inline bool cpu_has_avx512f() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool ok = __builtin_cpu_supports("avx512f");
+  return ok;
+#else
+  return false;
+#endif
+}
+
 // Row-major C[M,N] = alpha * op(A) op(B) + beta * C (CBLAS, or the built-in blocked GEMM).
 void sgemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda,
            const float* B, int ldb, float beta, float* C, int ldc);

@@ -86,10 +86,6 @@ void agreement_plain(const float* u, const float* v, float* logits, size_t n, si
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define QC_HAVE_AVX512_ROUTING 1
-bool cpu_has_avx512f() {
-  static const bool ok = __builtin_cpu_supports("avx512f");
-  return ok;
-}
 
 // no fused multiply-adds below: every product is rounded before it is added, as above
 #pragma GCC push_options

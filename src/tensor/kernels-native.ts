@@ -95,30 +95,14 @@ export function loadNativeKernels(): { kernels: Kernels; info: string } {
   if (!path) throw new Error('build/Release/qcaps_native.node not found (run `npm rebuild` to build it)');
   const addon = createRequire(import.meta.url)(path) as Addon;
   const geom = new Int32Array(16);
-  const convGeom = (g: import('./backend.js').ConvGeom) => {
-    geom[0] = g.B;
-    geom[1] = g.H;
-    geom[2] = g.W;
-    geom[3] = g.C;
-    geom[4] = g.O;
-    geom[5] = g.KH;
-    geom[6] = g.KW;
-    geom[7] = g.stride;
-    geom[8] = g.pad;
-    geom[9] = g.OH;
-    geom[10] = g.OW;
+  const packGeom = (...values: number[]) => {
+    geom.set(values);
     return geom;
   };
-  const routingGeom = (g: import('./backend.js').RoutingGeom) => {
-    geom[0] = g.B;
-    geom[1] = g.I;
-    geom[2] = g.P;
-    geom[3] = g.J;
-    geom[4] = g.D;
-    geom[5] = g.iterations;
-    geom[6] = g.softmax === 'j' ? 0 : 1;
-    return geom;
-  };
+  const convGeom = (g: import('./backend.js').ConvGeom) =>
+    packGeom(g.B, g.H, g.W, g.C, g.O, g.KH, g.KW, g.stride, g.pad, g.OH, g.OW);
+  const routingGeom = (g: import('./backend.js').RoutingGeom) =>
+    packGeom(g.B, g.I, g.P, g.J, g.D, g.iterations, g.softmax === 'j' ? 0 : 1);
   const kernels: Kernels = {
     name: 'native',
     setThreads: (n) => addon.setThreads(n),
@@ -137,14 +121,9 @@ export function loadNativeKernels(): { kernels: Kernels; info: string } {
       addon.routingForward(routingGeom(g), votes, bias, v, saveS, saveC, qa, qr);
     },
     capsulesForward: (g, x, weight, bias, v, quant) => {
-      geom[0] = g.B;
-      geom[1] = g.I;
-      geom[2] = g.Din;
-      geom[3] = g.J;
-      geom[4] = g.D;
-      geom[5] = g.iterations;
       const [qa, qr] = packRoutingQuant(quant);
-      addon.capsulesForward(geom, x, weight, bias, v, quant?.votes ? packQuant(quant.votes) : null, qa, qr);
+      const qv = quant?.votes ? packQuant(quant.votes) : null;
+      addon.capsulesForward(packGeom(g.B, g.I, g.Din, g.J, g.D, g.iterations), x, weight, bias, v, qv, qa, qr);
     },
     routingBackward: (g, votes, saveS, saveC, dv, dvotes, dbias) =>
       addon.routingBackward(routingGeom(g), votes, saveS, saveC, dv, dvotes, dbias),
