@@ -60,8 +60,8 @@ void set_fast_conv(bool enabled);
 // Exact convolution of fixed-point values with int16 VNNI GEMMs (fixedconv.cc): when the CPU,
 // the geometry and the values allow it, writes y and returns true; else false.
 // Inputs wider than int16 (up to 2^30) take two passes, one per 15-bit-or-less limb of x;
-// maxPasses = 1 declines them. conv2d_forward tries it first while set_fixed_point_conv(true),
-// with two passes only where its float alternative is im2col (not Winograd or the DFT).
+// maxPasses = 1 declines them. While set_fixed_point_conv(true), conv2d_forward tries it
+// where Winograd does not apply, with two passes only where the alternative is im2col.
 void set_fixed_point_conv(bool enabled);
 bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu,
                       int maxPasses = 2);
