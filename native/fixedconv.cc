@@ -301,30 +301,33 @@ bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const f
     alignas(64) int64_t scratch[kLanes];
     constexpr int kBlocksPerPass = 4;  // 4 x 32 channels of one kernel row: <= 600 KB of weights
     const size_t rb = bb * kRows, re = std::min(rows, be * kRows);
-    for (int pass = 0; pass < (limbBits ? 2 : 1); pass++) {
-    if (pass == 1)  // the high limb's sums times 2^b, before the low limb's are added
+    // acc[rows of this thread] += the int16 input xs convolved with the weights
+    auto sweep = [&](const int16_t* xs, int segPairs) {
+      for (int ky = 0; ky < g.KH; ky++)
+        for (int nb0 = 0; nb0 < blocks; nb0 += kBlocksPerPass)
+          for (size_t rbk = bb; rbk < be; rbk++) {
+            const size_t r0 = rbk * kRows;
+            const int mr = (int)std::min<size_t>(kRows, rows - r0);
+            // a partial block repeats its last row and sends those sums to a scratch row
+            const int16_t* a[kRows];
+            for (int i = 0; i < kRows; i++) {
+              const size_t r = r0 + std::min(i, mr - 1), b = r / ((size_t)g.OH * g.OW), rem = r % ((size_t)g.OH * g.OW);
+              const size_t oy = rem / g.OW, ox = rem % g.OW;
+              a[i] = xs + ((b * Hp + oy * g.stride + ky) * Wp + ox * g.stride) * C;
+            }
+            for (int nb = nb0; nb < std::min(blocks, nb0 + kBlocksPerPass); nb++) {
+              int64_t* c[kRows];
+              for (int i = 0; i < kRows; i++)
+                c[i] = i < mr ? acc.data() + (r0 + i) * ldc + (size_t)nb * kLanes : scratch;
+              micro_kernel(a, pairs, segPairs, packed + (((size_t)ky * blocks + nb) * pairs) * 2 * kLanes, c);
+            }
+          }
+    };
+    sweep(xp.data(), segs[0]);
+    if (limbBits) {  // the high limb's sums times 2^b, then the low limb's added
       for (size_t r = rb; r < re; r++)
         for (int o = 0; o < g.O; o++) acc[r * ldc + o] *= (int64_t)1 << limbBits;
-    const int16_t* xs = pass == 0 ? xp.data() : xpLow.data();
-    const int segPairs = segs[pass];
-    for (int ky = 0; ky < g.KH; ky++)
-      for (int nb0 = 0; nb0 < blocks; nb0 += kBlocksPerPass)
-        for (size_t rbk = bb; rbk < be; rbk++) {
-          const size_t r0 = rbk * kRows;
-          const int mr = (int)std::min<size_t>(kRows, rows - r0);
-          // a partial block repeats its last row and sends those sums to a scratch row
-          const int16_t* a[kRows];
-          for (int i = 0; i < kRows; i++) {
-            const size_t r = r0 + std::min(i, mr - 1), b = r / ((size_t)g.OH * g.OW), rem = r % ((size_t)g.OH * g.OW);
-            const size_t oy = rem / g.OW, ox = rem % g.OW;
-            a[i] = xs + ((b * Hp + oy * g.stride + ky) * Wp + ox * g.stride) * C;
-          }
-          for (int nb = nb0; nb < std::min(blocks, nb0 + kBlocksPerPass); nb++) {
-            int64_t* c[kRows];
-            for (int i = 0; i < kRows; i++) c[i] = i < mr ? acc.data() + (r0 + i) * ldc + (size_t)nb * kLanes : scratch;
-            micro_kernel(a, pairs, segPairs, packed + (((size_t)ky * blocks + nb) * pairs) * 2 * kLanes, c);
-          }
-        }
+      sweep(xpLow.data(), segs[1]);
     }
     // y = the exact sum, rounded once to float32, times 2^-(fx+fw)
     for (size_t r = rb; r < re; r++)

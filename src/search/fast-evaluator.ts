@@ -132,13 +132,16 @@ export class FastEvaluator implements Evaluator {
     this.caches[depth].delete(key);
   }
 
-  /** Frees the least recently used prefix other than those of the running evaluation;
-   *  false when there is none. */
-  private evictOne(current: number): boolean {
+  /** Frees the least recently used prefix, of one depth or of any, among those the running
+   *  evaluation (use number `current`) does not use; false when there is none. With no depth,
+   *  only prefixes that hold memory count. */
+  private evictOne(current: number, depth?: number): boolean {
     let victim: [number, PrefixCache] | null = null;
     this.caches.forEach((m, d) => {
+      if (depth !== undefined && d !== depth) return;
       for (const c of m.values())
-        if (c.lastUse < current && c.bytes > 0 && (!victim || c.lastUse < victim[1].lastUse)) victim = [d, c];
+        if (c.lastUse < current && (depth !== undefined || c.bytes > 0) && (!victim || c.lastUse < victim[1].lastUse))
+          victim = [d, c];
     });
     if (!victim) return false;
     const [d, c] = victim as [number, PrefixCache];
@@ -206,10 +209,7 @@ export class FastEvaluator implements Evaluator {
       let c = m.get(keys[d]);
       if (!c) {
         // the oldest prefix of this depth makes room
-        while (m.size >= PREFIXES_PER_DEPTH) {
-          const oldest = [...m.values()].reduce((a, b) => (b.lastUse < a.lastUse ? b : a));
-          this.drop(d, oldest.key);
-        }
+        while (m.size >= PREFIXES_PER_DEPTH && this.evictOne(use, d));
         c = { key: keys[d], states: [], bytes: 0, skip: false, lastUse: use };
         m.set(keys[d], c);
       }
@@ -250,14 +250,18 @@ export class FastEvaluator implements Evaluator {
         const depth = s + 1;
         const c = depth < L ? current[depth] : undefined;
         if (c && !c.skip && !c.states[b]) {
-          const projected = out.data.byteLength * this.numBatches;
-          // what reuse saves per batch: running stages 0..s again
-          const savedMs = this.stageMs.subarray(0, depth).reduce((a, b) => a + b, 0);
-          const heldMs = (FRESH_MS_PER_MB * out.data.byteLength) / 2 ** 20;
           if (c.bytes === 0) {
-            // older prefixes make room within the budget, least recently used first
-            while (this.cachedBytes() + projected > budget && this.evictOne(use));
-            if (this.cachedBytes() + projected > budget || savedMs < heldMs) c.skip = true;
+            // keep this prefix only if reuse saves more per batch (running stages 0..s again)
+            // than fresh memory for it costs, and older prefixes (least recently used first)
+            // can make room within the budget
+            const projected = out.data.byteLength * this.numBatches;
+            const savedMs = this.stageMs.subarray(0, depth).reduce((a, b) => a + b, 0);
+            const heldMs = (FRESH_MS_PER_MB * out.data.byteLength) / 2 ** 20;
+            if (savedMs < heldMs) c.skip = true;
+            else {
+              while (this.cachedBytes() + projected > budget && this.evictOne(use));
+              if (this.cachedBytes() + projected > budget) c.skip = true;
+            }
           }
           if (!c.skip) {
             c.states[b] = out;
