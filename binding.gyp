@@ -7,6 +7,7 @@
         "native/gemm.cc",
         "native/conv.cc",
         "native/fixedconv.cc",
+        "native/fixedwino.cc",
         "native/routing.cc",
         "native/quantize.cc",
         "native/parallel.cc",

@@ -152,6 +152,10 @@ Napi::Value Conv2dForwardFixedPoint(const Napi::CallbackInfo& info) {
                             qc::fixed_point_conv(a.g, a.x.data, a.w.data, a.bias.data, a.y.data, a.relu));
 }
 
+Napi::Value FixedPointConvMethod(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), qc::fixed_point_conv_method());
+}
+
 Napi::Value SetFixedPointConv(const Napi::CallbackInfo& info) {
   qc::set_fixed_point_conv(info[0].ToBoolean());
   return info.Env().Undefined();
@@ -364,6 +368,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("conv2dForward", Napi::Function::New(env, Conv2dForward));
   exports.Set("conv2dForwardFixedPoint", Napi::Function::New(env, Conv2dForwardFixedPoint));
   exports.Set("setFixedPointConv", Napi::Function::New(env, SetFixedPointConv));
+  exports.Set("fixedPointConvMethod", Napi::Function::New(env, FixedPointConvMethod));
   exports.Set("conv2dBackwardData", Napi::Function::New(env, Conv2dBackwardData));
   exports.Set("conv2dBackwardWeight", Napi::Function::New(env, Conv2dBackwardWeight));
   exports.Set("routingForward", Napi::Function::New(env, RoutingForward));

@@ -20,37 +20,23 @@
 #include <cstring>
 #include <vector>
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define QC_HAVE_VNNI_BUILD 1
-#endif
-
-#include "kernels.h"
+#include "fixedpoint.h"
 #include "parallel.h"
+
+#ifdef QC_HAVE_VNNI_BUILD
+#include <immintrin.h>
+#endif
 
 namespace qc {
 
-namespace {
-
-bool g_fixed_point = false;
-
-constexpr int kLanes = 32;  // output channels per packed block (two zmm of int32)
-constexpr int kRows = 8;    // output rows per micro-kernel call (2 accumulators each)
-constexpr int kChunkPairs = 32;  // granularity of the int32 -> int64 flushes (64 products)
-
-// The fixed-point format of n values: fractional bits (the smallest f >= 0 with every v * 2^f
-// an integer) and the largest |value|.
-struct Format {
-  int frac = 0;
-  float maxAbs = 0;
-};
+namespace fixedpoint {
 
 // Integer-only and branch-free, so that it vectorises: the largest |v| as its bit pattern
 // (non-negative floats order like their bits; inf and NaN come out huge and never fit), and
 // the exponent of the lowest set bit of each nonzero v (|v| = m * 2^(e - 150), m with its
 // implicit bit; the lowest set bit of m comes from converting m & -m to float).
 QC_VECTOR_CLONES
-Format format_of_slice(const float* v, size_t n) {
+static Format format_of_slice(const float* v, size_t n) {
   uint32_t maxBits = 0;
   int32_t minLow = INT32_MAX;
   for (size_t i = 0; i < n; i++) {
@@ -98,6 +84,24 @@ bool cpu_has_vnni() {
 #endif
 }
 
+std::vector<int64_t> worst_runs(const std::vector<int64_t>& chunkL1, size_t rows, int chunks) {
+  std::vector<int64_t> worst(chunks + 1, 0);
+  for (int s = 1; s <= chunks; s++)
+    for (size_t row = 0; row < rows; row++)
+      for (int c0 = 0; c0 < chunks; c0 += s) {
+        int64_t sum = 0;
+        for (int c = c0; c < std::min(chunks, c0 + s); c++) sum += chunkL1[row * chunks + c];
+        worst[s] = std::max(worst[s], sum);
+      }
+  return worst;
+}
+
+int segment_pairs(const std::vector<int64_t>& worst, int64_t maxX, int pairs) {
+  for (int s = (int)worst.size() - 1; s >= 1; s--)
+    if (maxX * worst[s] < ((int64_t)1 << 31)) return std::min(pairs, s * kChunkPairs);
+  return 0;
+}
+
 #ifdef QC_HAVE_VNNI_BUILD
 // acc += pairwise int16 products of a and b (vpdpwssd). Written as asm because GCC 12 copies
 // the accumulator around the intrinsic.
@@ -108,21 +112,20 @@ static_assert(kRows == 8, "the micro-kernel is written out for 8 rows");
 // GCC 12's AVX-512 headers trip -Wmaybe-uninitialized in _mm512_extracti64x4_epi64
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-// c[0..31] += the 32 int32 lanes of lo (0..15) and hi (16..31), widened to int64
-__attribute__((target("avx512f"), always_inline)) inline void add_widened(int64_t* c, __m512i lo, __m512i hi) {
+// c[0..31] += (or = when assign) the 32 int32 lanes of lo (0..15) and hi (16..31), widened to int64
+__attribute__((target("avx512f"), always_inline)) static inline void add_widened(int64_t* c, __m512i lo, __m512i hi,
+                                                                                  bool assign) {
   const __m512i parts[4] = {_mm512_cvtepi32_epi64(_mm512_castsi512_si256(lo)),
                             _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(lo, 1)),
                             _mm512_cvtepi32_epi64(_mm512_castsi512_si256(hi)),
                             _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(hi, 1))};
   for (int q = 0; q < 4; q++)
-    _mm512_storeu_si512(c + 8 * q, _mm512_add_epi64(_mm512_loadu_si512(c + 8 * q), parts[q]));
+    _mm512_storeu_si512(c + 8 * q, assign ? parts[q] : _mm512_add_epi64(_mm512_loadu_si512(c + 8 * q), parts[q]));
 }
 
-// c[i][0..31] += sum_p a_i[2p..2p+1] . b[p][lane][0..1] for the 8 rows i: int32 sums over
-// segments of `seg` pairs (short enough never to overflow), added into int64 (named
-// registers: 16 accumulators, two weight vectors and one broadcast)
+// named registers: 16 accumulators, two weight vectors and one broadcast
 __attribute__((target("avx512f,avx512vnni"))) void micro_kernel(const int16_t* const* a, int pairs, int seg,
-                                                                   const int16_t* b, int64_t* const* c) {
+                                                                   const int16_t* b, int64_t* const* c, bool assign) {
 #define QC_ROW_POINTER(i) const int16_t* a##i = a[i];
   QC_ROWS(QC_ROW_POINTER)
   for (int p0 = 0; p0 < pairs; p0 += seg) {
@@ -142,12 +145,21 @@ __attribute__((target("avx512f,avx512vnni"))) void micro_kernel(const int16_t* c
   }
       QC_ROWS(QC_STEP)
     }
-#define QC_FLUSH(i) add_widened(c[i], lo##i, hi##i);
+#define QC_FLUSH(i) add_widened(c[i], lo##i, hi##i, assign && p0 == 0);
     QC_ROWS(QC_FLUSH)
   }
 }
 #pragma GCC diagnostic pop
 #endif
+
+}  // namespace fixedpoint
+
+namespace {
+
+using namespace fixedpoint;
+
+bool g_fixed_point = false;
+const char* g_last_method = "none";
 
 // The weights as int16, packed [ky][O block][pair][lane][2], with what the overflow bound
 // needs: a sum over s chunks of a kernel row is bounded by max|x16| times the sum of |w16|
@@ -159,6 +171,8 @@ struct PackedWeights {
   int O = 0, KH = 0, rowLen = 0;
   bool fits = false;  // fixed point within int16
   int frac = 0, chunks = 0;
+  Format fw;
+  uint64_t version = 0;  // counts the packings
   std::vector<int16_t> packed;
   std::vector<int64_t> worstL1;  // [segment chunks 0..chunks]
   int64_t patchL1 = 0;           // the largest sum of |w16| over a whole kernel (bounds |y|)
@@ -173,7 +187,8 @@ const PackedWeights& packed_weights(const ConvGeom& g, const float* w) {
     return pw;
   pw.source.assign(w, w + nw);
   pw.O = g.O, pw.KH = g.KH, pw.rowLen = rowLen;
-  const Format fw = format_of(w, nw);
+  const Format fw = pw.fw = format_of(w, nw);
+  pw.version++;
   pw.fits = fits_int16(fw);
   if (!pw.fits) return pw;
   pw.frac = fw.frac;
@@ -197,34 +212,21 @@ const PackedWeights& packed_weights(const ConvGeom& g, const float* w) {
       }
     }
   });
-  pw.worstL1.assign(chunks + 1, 0);
   pw.patchL1 = 0;
   for (int o = 0; o < g.O; o++) {
     int64_t sum = 0;
     for (size_t c = 0; c < (size_t)g.KH * chunks; c++) sum += chunkL1[(size_t)o * g.KH * chunks + c];
     pw.patchL1 = std::max(pw.patchL1, sum);
   }
-  for (int s = 1; s <= chunks; s++)
-    for (size_t row = 0; row < (size_t)g.O * g.KH; row++)
-      for (int c0 = 0; c0 < chunks; c0 += s) {
-        int64_t sum = 0;
-        for (int c = c0; c < std::min(chunks, c0 + s); c++) sum += chunkL1[row * chunks + c];
-        pw.worstL1[s] = std::max(pw.worstL1[s], sum);
-      }
+  pw.worstL1 = worst_runs(chunkL1, (size_t)g.O * g.KH, chunks);
   return pw;
-}
-
-// The longest segment (in chunks of kChunkPairs pairs) whose int32 sums cannot overflow for
-// input integers up to maxX, in pairs; 0 when even one chunk could.
-int segment_pairs(const PackedWeights& pw, int64_t maxX, int pairs) {
-  for (int s = pw.chunks; s >= 1; s--)
-    if (maxX * pw.worstL1[s] < ((int64_t)1 << 31)) return std::min(pairs, s * kChunkPairs);
-  return 0;
 }
 
 }  // namespace
 
 void set_fixed_point_conv(bool enabled) { g_fixed_point = enabled; }
+
+const char* fixed_point_conv_method() { return g_last_method; }
 
 bool fixed_point_conv_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y,
                               bool relu, int maxPasses) {
@@ -237,6 +239,7 @@ bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const f
   (void)g, (void)x, (void)w, (void)bias, (void)y, (void)relu, (void)maxPasses;
   return false;
 #else
+  g_last_method = "declined";
   const int rowLen = g.KW * g.C;  // one kernel row of a patch, contiguous in the padded input
   if (!cpu_has_vnni() || rowLen % 2 != 0 || rowLen < 64 || g.O < 16) return false;
   const size_t nx = (size_t)g.B * g.H * g.W * g.C;
@@ -252,17 +255,23 @@ bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const f
   // over the limbs of x = 2^b high + low (low in [0, 2^b), high = floor(x / 2^b)), with the b
   // that gives both the longest int32 segments; the high limb's sums are scaled by 2^b.
   int limbBits = 0;
-  int segs[2] = {fits_int16(fx) ? segment_pairs(pw, maxX, pairs) : 0, 0};
+  int segs[2] = {fits_int16(fx) ? segment_pairs(pw.worstL1, maxX, pairs) : 0, 0};
   if (segs[0] == 0) {
     if (maxPasses < 2) return false;
     for (int b = 1; b <= 15; b++) {
       const int64_t maxHigh = (maxX + ((int64_t)1 << b) - 1) >> b;
-      const int high = maxHigh <= 32767 ? segment_pairs(pw, maxHigh, pairs) : 0;
-      const int low = segment_pairs(pw, ((int64_t)1 << b) - 1, pairs);
+      const int high = maxHigh <= 32767 ? segment_pairs(pw.worstL1, maxHigh, pairs) : 0;
+      const int low = segment_pairs(pw.worstL1, ((int64_t)1 << b) - 1, pairs);
       if (std::min(high, low) > std::min(segs[0], segs[1])) limbBits = b, segs[0] = high, segs[1] = low;
     }
     if (limbBits == 0) return false;
   }
+  // the same exact sums with fewer products, where that applies
+  if (!limbBits && winograd_fixed_conv(g, x, fx, maxX, w, pw.fw, pw.version, bias, y, relu)) {
+    g_last_method = "winograd";
+    return true;
+  }
+  g_last_method = limbBits ? "limbs" : "direct";
   const int16_t* packed = pw.packed.data();
 
   // input: int16, zero-padded [B, H + 2 pad, W + 2 pad, C]: x itself, or its high and low limbs
@@ -319,7 +328,7 @@ bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const f
               int64_t* c[kRows];
               for (int i = 0; i < kRows; i++)
                 c[i] = i < mr ? acc.data() + (r0 + i) * ldc + (size_t)nb * kLanes : scratch;
-              micro_kernel(a, pairs, segPairs, packed + (((size_t)ky * blocks + nb) * pairs) * 2 * kLanes, c);
+              micro_kernel(a, pairs, segPairs, packed + (((size_t)ky * blocks + nb) * pairs) * 2 * kLanes, c, false);
             }
           }
     };

@@ -67,6 +67,9 @@ bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const f
                       int maxPasses = 2);
 bool fixed_point_conv_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y,
                               bool relu, int maxPasses);
+// How the last fixed_point_conv call ran: "winograd" (exact integer Winograd, fixedwino.cc),
+// "direct" (one pass), "limbs" (two passes), "declined", or "none" before any call.
+const char* fixed_point_conv_method();
 
 // y[r, :] += bias, then max(0, .) when relu, for rows of O values (either may be off)
 void bias_relu_rows(float* y, size_t rows, int O, const float* bias, bool relu);

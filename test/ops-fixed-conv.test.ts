@@ -98,6 +98,65 @@ test('native fixed-point convolution (AVX512-VNNI) equals the reference bit for 
   }
 });
 
+test('native fixed-point convolution: exact integer Winograd where it saves products, bit for bit', (t) => {
+  // F(2,3) and F(2,2) minimal filtering in integers over the stride phases of the kernel;
+  // the sums are the same exact integers as the direct kernel's, so the bits are the same
+  const nat = backends().find((k) => k.name === 'native');
+  if (!nat) return t.skip('no native backend');
+  const winogradCases: [string, ConvGeom][] = [
+    ...cases,
+    ['3x3 stride 2 pad 1, 40 -> 32 channels (phases of 2 and 1 taps)', geom(2, 12, 40, 32, 3, 2, 1)],
+    ['7x7 pad 3, 64 -> 32 channels (3 + 2 + 2 taps)', geom(1, 9, 64, 32, 7, 1, 3)],
+    ['2x2, 33 -> 20 channels (odd channel count: a pad channel)', geom(2, 9, 33, 20, 2, 1, 0)],
+    ['9x9 stride 2, 256 -> 256 channels (ShallowCapsNet primary capsules)', geom(2, 20, 256, 256, 9, 2, 0)],
+  ];
+  for (const [what, g] of winogradCases) {
+    const x = fixedPoint(g.B * g.H * g.W * g.C, 10, 1930, 41, true);
+    const w = fixedPoint(g.O * g.KH * g.KW * g.C, 9, 300, 42);
+    const bias = fixedPoint(g.O, 12, 900, 43);
+    for (const relu of [false, true]) {
+      const a = new Float32Array(g.B * g.OH * g.OW * g.O).fill(NaN);
+      const b = new Float32Array(a.length);
+      if (!nat.conv2dForwardFixedPoint(g, x, w, bias, a, relu)) return t.skip('no AVX512-VNNI kernel here');
+      assert.equal(nat.fixedPointConvMethod(), 'winograd', `${what}: integer Winograd ran`);
+      assert.ok(typescriptKernels.conv2dForwardFixedPoint(g, x, w, bias, b, relu));
+      assert.deepEqual(a, b, `${what}, relu ${relu}`);
+    }
+  }
+});
+
+test('native fixed-point Winograd: int64 totals past int32, and the direct kernel where transforms overflow int16', (t) => {
+  const nat = backends().find((k) => k.name === 'native');
+  if (!nat) return t.skip('no native backend');
+  // a 4x4 kernel: F(2,2) in both directions, so |V| <= 4 max|x| and |U| <= 4 max|w|
+  const g = geom(1, 12, 256, 32, 4, 1, 0);
+  /** integers in [lo, hi] from a fixed LCG */
+  const ints = (n: number, lo: number, hi: number, seed: number) =>
+    fixedPoint(n, 0, hi - lo, seed, true).map((v) => v + lo);
+  const n = g.B * g.H * g.W * g.C;
+  const nw = g.O * g.KH * g.KW * g.C;
+  for (const [what, x, w, method] of [
+    // |V| <= 32000 and |U| <= 480: int32 sums of a chunk stay below 2^30, the totals pass 2^31
+    ['totals past int32', ints(n, 7000, 8000, 51), ints(nw, 80, 120, 52), 'winograd'],
+    ['inputs whose transform passes int16 (4 x 9000)', ints(n, 8500, 9000, 53), ints(nw, 1, 20, 54), 'direct'],
+    ['weights whose transform passes int16 (4 x 9000)', ints(n, 0, 100, 55), ints(nw, 8500, 9000, 56), 'direct'],
+  ] as const) {
+    const a = new Float32Array(g.B * g.OH * g.OW * g.O);
+    const b = new Float32Array(a.length);
+    if (!nat.conv2dForwardFixedPoint(g, x, w, null, a, false)) return t.skip('no AVX512-VNNI kernel here');
+    assert.equal(nat.fixedPointConvMethod(), method, what);
+    assert.ok(typescriptKernels.conv2dForwardFixedPoint(g, x, w, null, b, false));
+    assert.deepEqual(a, b, what);
+    const exact = exactSums(g, x, w);
+    if (method === 'winograd')
+      assert.ok(
+        exact.every((v) => v >= 2 ** 31),
+        'every sum exceeds int32',
+      );
+    b.forEach((v, i) => assert.equal(v, Math.fround(exact[i]), `${what}: element ${i}`));
+  }
+});
+
 test('fixed-point convolution: sums past int32 are still exact (int64 totals)', (t) => {
   // the sums exceed int32: the kernel adds its int32 partial sums into int64 totals
   const g = geom(2, 8, 64, 32, 3, 1, 1);

@@ -75,6 +75,8 @@ export interface CapsulesGeom {
   iterations: number;
 }
 
+export type FixedPointConvMethod = 'none' | 'declined' | 'direct' | 'limbs' | 'winograd';
+
 export interface Kernels {
   readonly name: 'native' | 'typescript';
   /** Threads used by GEMM and the parallel kernels (1 = single-threaded). */
@@ -93,6 +95,11 @@ export interface Kernels {
    *  and leaves y untouched where it does not apply (natively: also on CPUs without
    *  AVX512-VNNI). */
   conv2dForwardFixedPoint(...args: Parameters<Kernels['conv2dForward']>): boolean;
+  /** How the last fixed-point convolution ran (conv2dForwardFixedPoint, or conv2dForward while
+   *  setFixedPointConv is on): natively 'winograd' (exact integer Winograd, fewer products),
+   *  'direct' (one pass), 'limbs' (two passes over the limbs of inputs wider than int16);
+   *  the TypeScript reference sums directly. 'declined': it did not apply. */
+  fixedPointConvMethod(): FixedPointConvMethod;
   /** Row-major C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N] + beta * C. */
   sgemm(
     transA: boolean,

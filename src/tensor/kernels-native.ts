@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Kernels, QuantSpec, RoutingQuant } from './backend.js';
+import type { FixedPointConvMethod, Kernels, QuantSpec, RoutingQuant } from './backend.js';
 import { QuantMethodIds } from './backend.js';
 
 /** The functions the addon exports (see native/addon.cc). */
@@ -13,6 +13,7 @@ interface Addon {
   setFastConv(enabled: boolean): void;
   setFixedPointConv(enabled: boolean): void;
   conv2dForwardFixedPoint(...args: unknown[]): boolean;
+  fixedPointConvMethod(): string;
   blasInfo(): string;
   sgemm(...args: unknown[]): void;
   conv2dForward(
@@ -111,6 +112,7 @@ export function loadNativeKernels(): { kernels: Kernels; info: string } {
     setFixedPointConv: (enabled) => addon.setFixedPointConv(enabled),
     conv2dForwardFixedPoint: (g, x, w, bias, y, relu) =>
       addon.conv2dForwardFixedPoint(convGeom(g), x, w, bias, y, relu),
+    fixedPointConvMethod: () => addon.fixedPointConvMethod() as FixedPointConvMethod,
     sgemm: (tA, tB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc) =>
       addon.sgemm(tA, tB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc),
     conv2dForward: (g, x, w, bias, y, relu) => addon.conv2dForward(convGeom(g), x, w, bias, y, relu),

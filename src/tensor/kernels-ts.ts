@@ -2,7 +2,7 @@
 // fallback when the native addon cannot load.
 import type { Kernels } from './backend.js';
 import { conv2dBackwardDataTs, conv2dBackwardWeightTs, conv2dForwardTs } from './ts/conv.js';
-import { conv2dForwardFixedPointTs } from './ts/fixed-conv.js';
+import { conv2dForwardFixedPointTs, fixedPointConvMethodTs } from './ts/fixed-conv.js';
 import {
   adamUpdateTs,
   batchNormApplyTs,
@@ -22,6 +22,7 @@ export const typescriptKernels: Kernels = {
   setFastConv() {},
   setFixedPointConv() {},
   conv2dForwardFixedPoint: conv2dForwardFixedPointTs,
+  fixedPointConvMethod: fixedPointConvMethodTs,
   sgemm: sgemmTs,
   conv2dForward: conv2dForwardTs,
   conv2dBackwardData: conv2dBackwardDataTs,

@@ -5,7 +5,7 @@
 // that does not apply; the native kernel applies in the same cases on CPUs with AVX512-VNNI:
 // it sums int16 products in int32 over segments of at least 64 products, so it needs them
 // not to overflow, with x itself or, for wider inputs, with limbs of x = 2^b high + low.
-import type { ConvGeom } from '../backend.js';
+import type { ConvGeom, FixedPointConvMethod } from '../backend.js';
 import { conv2dForwardTs } from './conv.js';
 
 const f32 = new Float32Array(1);
@@ -40,7 +40,27 @@ const CHUNK = 64;
 const fitsInt16 = (f: { frac: number; maxAbs: number }) => f.frac <= 30 && f.maxAbs * 2 ** f.frac <= 32767;
 const fitsInt30 = (f: { frac: number; maxAbs: number }) => f.frac <= 30 && f.maxAbs * 2 ** f.frac < 2 ** 30;
 
+let lastMethod: FixedPointConvMethod = 'none';
+
+/** 'direct' when the last call applied, else 'declined' ('none' before any). */
+export function fixedPointConvMethodTs(): FixedPointConvMethod {
+  return lastMethod;
+}
+
 export function conv2dForwardFixedPointTs(
+  g: ConvGeom,
+  x: Float32Array,
+  w: Float32Array,
+  bias: Float32Array | null,
+  y: Float32Array,
+  relu: boolean,
+): boolean {
+  const applied = fixedPointSums(g, x, w, bias, y, relu);
+  lastMethod = applied ? 'direct' : 'declined';
+  return applied;
+}
+
+function fixedPointSums(
   g: ConvGeom,
   x: Float32Array,
   w: Float32Array,

@@ -1,0 +1,60 @@
+// What the two exact fixed-point convolutions share (fixedconv.cc: direct; fixedwino.cc:
+// integer Winograd): the fixed-point format of a tensor, the VNNI micro-kernel, and the
+// int32 overflow bounds that say how long its int32 sums may run before going into int64.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define QC_HAVE_VNNI_BUILD 1
+#endif
+
+#include "kernels.h"
+
+namespace qc::fixedpoint {
+
+constexpr int kLanes = 32;       // output channels per packed block (two zmm of int32)
+constexpr int kRows = 8;         // GEMM rows per micro-kernel call (2 accumulators each)
+constexpr int kChunkPairs = 32;  // granularity of the int32 -> int64 flushes (64 products)
+
+// The fixed-point format of n values: fractional bits (the smallest f >= 0 with every v * 2^f
+// an integer) and the largest |value|.
+struct Format {
+  int frac = 0;
+  float maxAbs = 0;
+};
+
+Format format_of(const float* v, size_t n);
+bool fits_int16(const Format& f);
+bool fits_int30(const Format& f);
+bool cpu_has_vnni();
+
+// The packed layout the micro-kernel reads, for a K x O weight matrix (K even, k = 2p + e):
+// [O block][pair p][lane][e], 32 lanes (output channels) per block, zero past O.
+inline size_t packed_index(int pairs, int o, int k) {
+  return (((size_t)(o / kLanes) * pairs + k / 2) * kLanes + o % kLanes) * 2 + k % 2;
+}
+
+// worst[s] (s = 1..chunks): the largest sum of chunkL1 over a run of s consecutive chunks of
+// any row (rows x chunks, row-major); worst[0] = 0.
+std::vector<int64_t> worst_runs(const std::vector<int64_t>& chunkL1, size_t rows, int chunks);
+
+// The longest segment, in pairs (a multiple of kChunkPairs, at most `pairs`), whose int32 sums
+// cannot overflow for inputs up to maxX in magnitude; 0 when even one chunk could.
+int segment_pairs(const std::vector<int64_t>& worst, int64_t maxX, int pairs);
+
+// The convolution as exact integer Winograd (fixedwino.cc), for inputs whose integers fit
+// int16 (largest maxX) and weights in format fw, packed last at weightsVersion; false when it
+// does not apply or would not save enough products (the caller runs the direct sums).
+bool winograd_fixed_conv(const ConvGeom& g, const float* x, const Format& fx, int64_t maxX, const float* w,
+                         const Format& fw, uint64_t weightsVersion, const float* bias, float* y, bool relu);
+
+#ifdef QC_HAVE_VNNI_BUILD
+// c[i][0..31] += sum_p a_i[2p..2p+1] . b[p][lane][0..1] for the kRows rows i, in int32 sums over
+// segments of `seg` pairs added into the int64 c (b: one packed block of 32 output channels);
+// assign: c = the sums instead.
+void micro_kernel(const int16_t* const* a, int pairs, int seg, const int16_t* b, int64_t* const* c, bool assign);
+#endif
+
+}  // namespace qc::fixedpoint
