@@ -247,7 +247,23 @@ void capsule_votes_plain(const float* x, const float* w, float* u, size_t N, int
 #ifdef QC_HAVE_AVX512_ROUTING
 #pragma GCC push_options
 #pragma GCC optimize("fp-contract=off")
-// the same for JD a multiple of 16: each group of 16 votes summed in a register
+// the same for JD a multiple of 16: each group of 16 votes summed in a register, up to
+// kVoteVectors groups at once so that their add chains overlap (each still adds in k order)
+constexpr int kVoteVectors = 10;
+
+template <int NV>
+__attribute__((target("avx512f"), always_inline)) inline void votes16_block(const float* xi, const float* wi, float* ui,
+                                                                            int Din, size_t JD) {
+  __m512 acc[NV];
+  for (int v = 0; v < NV; v++) acc[v] = _mm512_setzero_ps();
+  for (int k = 0; k < Din; k++) {
+    const __m512 xk = _mm512_set1_ps(xi[k]);
+    const float* wk = wi + (size_t)k * JD;
+    for (int v = 0; v < NV; v++) acc[v] = _mm512_add_ps(acc[v], _mm512_mul_ps(xk, _mm512_loadu_ps(wk + 16 * v)));
+  }
+  for (int v = 0; v < NV; v++) _mm512_storeu_ps(ui + 16 * v, acc[v]);
+}
+
 __attribute__((target("avx512f"))) void capsule_votes16(const float* x, const float* w, float* u, size_t N, int I,
                                                         int Din, size_t JD) {
   for (int i = 0; i < I; i++) {
@@ -255,12 +271,9 @@ __attribute__((target("avx512f"))) void capsule_votes16(const float* x, const fl
     for (size_t n = 0; n < N; n++) {
       const float* xi = x + (n * I + i) * Din;
       float* ui = u + (n * I + i) * JD;
-      for (size_t jd = 0; jd < JD; jd += 16) {
-        __m512 acc = _mm512_setzero_ps();
-        for (int k = 0; k < Din; k++)
-          acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(xi[k]), _mm512_loadu_ps(wi + (size_t)k * JD + jd)));
-        _mm512_storeu_ps(ui + jd, acc);
-      }
+      size_t jd = 0;
+      for (; jd + 16 * kVoteVectors <= JD; jd += 16 * kVoteVectors) votes16_block<kVoteVectors>(xi, wi + jd, ui + jd, Din, JD);
+      for (; jd < JD; jd += 16) votes16_block<1>(xi, wi + jd, ui + jd, Din, JD);
     }
   }
 }
