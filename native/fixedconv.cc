@@ -37,11 +37,12 @@ namespace fixedpoint {
 // implicit bit; the lowest set bit of m comes from converting m & -m to float).
 QC_VECTOR_CLONES
 static Format format_of_slice(const float* v, size_t n) {
-  uint32_t maxBits = 0;
+  uint32_t maxBits = 0, negative = 0;
   int32_t minLow = INT32_MAX;
   for (size_t i = 0; i < n; i++) {
     uint32_t a;
     memcpy(&a, v + i, sizeof a);
+    negative |= (a >> 31) & (uint32_t)((a & 0x7fffffffu) != 0);
     a &= 0x7fffffffu;
     maxBits = std::max(maxBits, a);
     const int32_t e = (int32_t)(a >> 23);
@@ -56,6 +57,7 @@ static Format format_of_slice(const float* v, size_t n) {
   Format f;
   memcpy(&f.maxAbs, &maxBits, sizeof maxBits);
   f.frac = minLow == INT32_MAX || minLow >= 0 ? 0 : -minLow;
+  f.negative = negative != 0;
   return f;
 }
 
@@ -66,9 +68,11 @@ Format format_of(const float* v, size_t n) {
     const Format p = format_of_slice(v + b, e - b);
     part[t].frac = std::max(part[t].frac, p.frac);
     part[t].maxAbs = std::max(part[t].maxAbs, p.maxAbs);
+    part[t].negative = part[t].negative || p.negative;
   });
   Format r;
-  for (const Format& p : part) r.frac = std::max(r.frac, p.frac), r.maxAbs = std::max(r.maxAbs, p.maxAbs);
+  for (const Format& p : part)
+    r.frac = std::max(r.frac, p.frac), r.maxAbs = std::max(r.maxAbs, p.maxAbs), r.negative = r.negative || p.negative;
   return r;
 }
 
@@ -112,20 +116,34 @@ static_assert(kRows == 8, "the micro-kernel is written out for 8 rows");
 // GCC 12's AVX-512 headers trip -Wmaybe-uninitialized in _mm512_extracti64x4_epi64
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-// c[0..31] += (or = when assign) the 32 int32 lanes of lo (0..15) and hi (16..31), widened to int64
-__attribute__((target("avx512f"), always_inline)) static inline void add_widened(int64_t* c, __m512i lo, __m512i hi,
-                                                                                  bool assign) {
-  const __m512i parts[4] = {_mm512_cvtepi32_epi64(_mm512_castsi512_si256(lo)),
-                            _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(lo, 1)),
-                            _mm512_cvtepi32_epi64(_mm512_castsi512_si256(hi)),
-                            _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(hi, 1))};
-  for (int q = 0; q < 4; q++)
-    _mm512_storeu_si512(c + 8 * q, assign ? parts[q] : _mm512_add_epi64(_mm512_loadu_si512(c + 8 * q), parts[q]));
+// The 32 int32 lanes of lo (0..15) and hi (16..31) widened to int64, then: c[0..31] += them
+// (or = them when assign); or, with a scatter, c[offset_q + 0..31] += sign_q (them << shift)
+// for each of its targets q.
+__attribute__((target("avx512f"), always_inline)) static inline void flush_widened(int64_t* c, __m512i lo, __m512i hi,
+                                                                                    bool assign, const Scatter* sc) {
+  __m512i parts[4] = {_mm512_cvtepi32_epi64(_mm512_castsi512_si256(lo)),
+                      _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(lo, 1)),
+                      _mm512_cvtepi32_epi64(_mm512_castsi512_si256(hi)),
+                      _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(hi, 1))};
+  if (!sc) {
+    for (int q = 0; q < 4; q++)
+      _mm512_storeu_si512(c + 8 * q, assign ? parts[q] : _mm512_add_epi64(_mm512_loadu_si512(c + 8 * q), parts[q]));
+    return;
+  }
+  for (int q = 0; q < 4; q++) parts[q] = _mm512_slli_epi64(parts[q], sc->shift);
+  for (int t = 0; t < sc->n; t++) {
+    int64_t* ct = c + sc->offset[t];
+    for (int q = 0; q < 4; q++) {
+      const __m512i old = _mm512_loadu_si512(ct + 8 * q);
+      _mm512_storeu_si512(ct + 8 * q, sc->sign[t] > 0 ? _mm512_add_epi64(old, parts[q]) : _mm512_sub_epi64(old, parts[q]));
+    }
+  }
 }
 
 // named registers: 16 accumulators, two weight vectors and one broadcast
 __attribute__((target("avx512f,avx512vnni"))) void micro_kernel(const int16_t* const* a, int pairs, int seg,
-                                                                   const int16_t* b, int64_t* const* c, bool assign) {
+                                                                   const int16_t* b, int64_t* const* c, bool assign,
+                                                                   const Scatter* sc) {
 #define QC_ROW_POINTER(i) const int16_t* a##i = a[i];
   QC_ROWS(QC_ROW_POINTER)
   for (int p0 = 0; p0 < pairs; p0 += seg) {
@@ -145,7 +163,7 @@ __attribute__((target("avx512f,avx512vnni"))) void micro_kernel(const int16_t* c
   }
       QC_ROWS(QC_STEP)
     }
-#define QC_FLUSH(i) add_widened(c[i], lo##i, hi##i, assign && p0 == 0);
+#define QC_FLUSH(i) flush_widened(c[i], lo##i, hi##i, assign && p0 == 0, sc);
     QC_ROWS(QC_FLUSH)
   }
 }
@@ -328,7 +346,7 @@ bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const f
               int64_t* c[kRows];
               for (int i = 0; i < kRows; i++)
                 c[i] = i < mr ? acc.data() + (r0 + i) * ldc + (size_t)nb * kLanes : scratch;
-              micro_kernel(a, pairs, segPairs, packed + (((size_t)ky * blocks + nb) * pairs) * 2 * kLanes, c, false);
+              micro_kernel(a, pairs, segPairs, packed + (((size_t)ky * blocks + nb) * pairs) * 2 * kLanes, c, false, nullptr);
             }
           }
     };

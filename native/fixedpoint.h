@@ -23,6 +23,7 @@ constexpr int kChunkPairs = 32;  // granularity of the int32 -> int64 flushes (6
 struct Format {
   int frac = 0;
   float maxAbs = 0;
+  bool negative = false;  // some value below zero
 };
 
 Format format_of(const float* v, size_t n);
@@ -50,11 +51,22 @@ int segment_pairs(const std::vector<int64_t>& worst, int64_t maxX, int pairs);
 bool winograd_fixed_conv(const ConvGeom& g, const float* x, const Format& fx, int64_t maxX, const float* w,
                          const Format& fw, uint64_t weightsVersion, const float* bias, float* y, bool relu);
 
+// Where the micro-kernel's sums go instead of c[i]: c[i] + offset[t] for its n targets, added
+// with sign[t] and shifted left by shift (the output transform of the integer Winograd).
+struct Scatter {
+  int n = 0;
+  ptrdiff_t offset[4] = {};
+  int sign[4] = {};
+  int shift = 0;
+};
+
 #ifdef QC_HAVE_VNNI_BUILD
 // c[i][0..31] += sum_p a_i[2p..2p+1] . b[p][lane][0..1] for the kRows rows i, in int32 sums over
 // segments of `seg` pairs added into the int64 c (b: one packed block of 32 output channels);
-// assign: c = the sums instead.
-void micro_kernel(const int16_t* const* a, int pairs, int seg, const int16_t* b, int64_t* const* c, bool assign);
+// assign: c = the sums instead; sc: scattered as it says (each segment's sums: the scatter is
+// linear).
+void micro_kernel(const int16_t* const* a, int pairs, int seg, const int16_t* b, int64_t* const* c, bool assign,
+                  const Scatter* sc);
 #endif
 
 }  // namespace qc::fixedpoint

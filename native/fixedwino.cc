@@ -43,17 +43,100 @@ namespace qc::fixedpoint {
 namespace {
 
 // F(2, r) in integers: U = G g, y = AT M >> shift, alpha = r + 1 points; V = BT d is written
-// out in input_transform below. growth: the largest row sum of |BT|, so |V| <= growth max|d|.
+// out in input_transform below.
 struct Fir {
   int r, alpha, shift;
   int G[4][3];
   int AT[2][4];
-  int growth;
 };
-constexpr Fir kF21 = {1, 2, 0, {{1}, {1}}, {{1, 0}, {0, 1}}, 1};
-constexpr Fir kF22 = {2, 3, 0, {{1, 0}, {1, 1}, {0, 1}}, {{1, 1, 0}, {0, 1, 1}}, 2};
-constexpr Fir kF23 = {3, 4, 1, {{2, 0, 0}, {1, 1, 1}, {1, -1, 1}, {0, 0, 2}}, {{1, 1, 1, 0}, {0, 1, -1, -1}}, 2};
+constexpr Fir kF21 = {1, 2, 0, {{1}, {1}}, {{1, 0}, {0, 1}}};
+constexpr Fir kF22 = {2, 3, 0, {{1, 0}, {1, 1}, {0, 1}}, {{1, 1, 0}, {0, 1, 1}}};
+constexpr Fir kF23 = {3, 4, 1, {{2, 0, 0}, {1, 1, 1}, {1, -1, 1}, {0, 0, 2}}, {{1, 1, 1, 0}, {0, 1, -1, -1}}};
 const Fir& fir(int r) { return r == 3 ? kF23 : r == 2 ? kF22 : kF21; }
+
+// B^T d along one direction for F(2, R), on 32 int16 channels per vector (entries 0 and +-1)
+template <int R>
+__attribute__((target("avx512f,avx512bw"), always_inline)) inline void input_transform(const __m512i* d, __m512i* v) {
+  if constexpr (R == 3) {  // [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]
+    v[0] = _mm512_sub_epi16(d[0], d[2]);
+    v[1] = _mm512_add_epi16(d[1], d[2]);
+    v[2] = _mm512_sub_epi16(d[2], d[1]);
+    v[3] = _mm512_sub_epi16(d[1], d[3]);
+  } else if constexpr (R == 2) {  // [1 -1 0; 0 1 0; 0 -1 1]
+    v[0] = _mm512_sub_epi16(d[0], d[1]);
+    v[1] = d[1];
+    v[2] = _mm512_sub_epi16(d[2], d[1]);
+  } else {  // identity
+    v[0] = d[0];
+    v[1] = d[1];
+  }
+}
+
+// V[xi][eta] = (B^T d B)[xi][eta] of the window d[i][j] = window[i rowStride + j colStride],
+// 32 channels at a time (the last block masked to Cp); v[p]: where point p goes
+template <int RY, int RX>
+__attribute__((target("avx512f,avx512bw"))) void transform_window(const int16_t* window, size_t rowStride,
+                                                                    size_t colStride, int Cp, int16_t* const* v) {
+  constexpr int AY = RY + 1, AX = RX + 1;
+  for (int c0 = 0; c0 < Cp; c0 += 32) {
+    const __mmask32 mask = Cp - c0 >= 32 ? ~0u : (1u << (Cp - c0)) - 1;
+    __m512i rows[AY][AX];
+    for (int i = 0; i < AY; i++) {
+      __m512i d[AX];
+      for (int j = 0; j < AX; j++) d[j] = _mm512_maskz_loadu_epi16(mask, window + i * rowStride + j * colStride + c0);
+      input_transform<RX>(d, rows[i]);
+    }
+    for (int eta = 0; eta < AX; eta++) {
+      __m512i col[AY], out[AY];
+      for (int i = 0; i < AY; i++) col[i] = rows[i][eta];
+      input_transform<RY>(col, out);
+      for (int xi = 0; xi < AY; xi++) _mm512_mask_storeu_epi16(v[xi * AX + eta] + c0, mask, out[xi]);
+    }
+  }
+}
+
+using TransformFn = void (*)(const int16_t*, size_t, size_t, int, int16_t* const*);
+TransformFn transform_for(int ry, int rx) {
+  static const TransformFn table[3][3] = {
+      {transform_window<1, 1>, transform_window<1, 2>, transform_window<1, 3>},
+      {transform_window<2, 1>, transform_window<2, 2>, transform_window<2, 3>},
+      {transform_window<3, 1>, transform_window<3, 2>, transform_window<3, 3>},
+  };
+  return table[ry - 1][rx - 1];
+}
+
+
+// B^T of input_transform<R>, read back from it (row xi, column j)
+template <int R>
+__attribute__((target("avx512f,avx512bw"))) std::vector<std::vector<int>> input_matrix() {
+  std::vector<std::vector<int>> bt(R + 1, std::vector<int>(R + 1));
+  for (int j = 0; j <= R; j++) {
+    __m512i d[R + 1], v[R + 1];
+    for (int i = 0; i <= R; i++) d[i] = _mm512_set1_epi16(i == j ? 1 : 0);
+    input_transform<R>(d, v);
+    for (int xi = 0; xi <= R; xi++) bt[xi][j] = (int16_t)_mm_extract_epi16(_mm512_castsi512_si128(v[xi]), 0);
+  }
+  return bt;
+}
+
+// For each 2-D point p = xi (R_x + 1) + eta of F(2x2, ry x rx): the bound of |V_p| / max|x|,
+// the larger of its positive and negative coefficient sums when x >= 0, else their sum
+std::vector<int> point_bounds(int ry, int rx, bool nonNegative) {
+  static const std::vector<std::vector<int>> bts[3] = {input_matrix<1>(), input_matrix<2>(), input_matrix<3>()};
+  const auto &by = bts[ry - 1], &bx = bts[rx - 1];
+  std::vector<int> out;
+  for (size_t xi = 0; xi < by.size(); xi++)
+    for (size_t eta = 0; eta < bx.size(); eta++) {
+      int pos = 0, neg = 0;
+      for (size_t i = 0; i < by.size(); i++)
+        for (size_t j = 0; j < bx.size(); j++) {
+          const int c = by[xi][i] * bx[eta][j];
+          (c > 0 ? pos : neg) += std::abs(c);
+        }
+      out.push_back(nonNegative ? std::max(pos, neg) : pos + neg);
+    }
+  return out;
+}
 
 // a run of taps of one phase along one axis: taps s (offset + i) + phase, i < r
 struct Piece {
@@ -78,7 +161,8 @@ std::vector<Piece> axis_pieces(int K, int s, int maxPiece) {
 struct Type {
   int ry, rx;
   std::vector<std::pair<Piece, Piece>> comps;  // (y piece, x piece)
-  int points = 0, K = 0, pairs = 0, shift = 0, growth = 0;
+  int points = 0, K = 0, pairs = 0, shift = 0;
+  std::vector<int> bound;  // per point: |V_p| <= bound[p] max|x|
   size_t vOffset = 0;  // int16 values into one tile's V, points x K
   size_t uOffset = 0;  // int16 values into the packed U
 };
@@ -91,7 +175,7 @@ struct Plan {
   double products = 0;  // per tile and output channel
 };
 
-Plan make_plan(const ConvGeom& g, int maxPiece) {
+Plan make_plan(const ConvGeom& g, int maxPiece, bool nonNegative) {
   Plan pl;
   pl.Cp = g.C + (g.C & 1);
   pl.OHt = (g.OH + 1) / 2, pl.OWt = (g.OW + 1) / 2;
@@ -115,7 +199,7 @@ Plan make_plan(const ConvGeom& g, int maxPiece) {
       t.K = (int)t.comps.size() * pl.Cp;
       t.pairs = t.K / 2;
       t.shift = fy.shift + fx.shift;
-      t.growth = fy.growth * fx.growth;
+      t.bound = point_bounds(t.ry, t.rx, nonNegative);
       t.vOffset = pl.vPerTile;
       t.uOffset = pl.uSize;
       pl.vPerTile += (size_t)t.points * t.K;
@@ -127,6 +211,36 @@ Plan make_plan(const ConvGeom& g, int maxPiece) {
   return pl;
 }
 
+// The int32 overflow bounds of the Winograd GEMMs, in finer chunks than the direct kernel's
+// (the (1,1) point of F(2x2,3x3) sums 4 inputs and 9 weights): for aligned runs of 1, 2, 4, ...
+// chunks and of all of them, the largest sum of |U| over any output channel.
+constexpr int kWinoChunkPairs = 8;
+struct RunBounds {
+  std::vector<int> runs;  // in chunks, increasing
+  std::vector<int64_t> worst;
+};
+
+RunBounds pow2_runs(const int64_t* chunkL1, size_t rows, int chunks) {
+  RunBounds rb;
+  std::vector<int64_t> sums(chunkL1, chunkL1 + rows * chunks);  // aligned runs of `run` chunks
+  for (int run = 1, n = chunks; ; run *= 2, n = (n + 1) / 2) {
+    rb.runs.push_back(run);
+    rb.worst.push_back(*std::max_element(sums.begin(), sums.begin() + rows * n));
+    if (n == 1) break;
+    const int n2 = (n + 1) / 2;
+    for (size_t r = 0; r < rows; r++)
+      for (int c = 0; c < n2; c++)
+        sums[r * n2 + c] = sums[r * n + 2 * c] + (2 * c + 1 < n ? sums[r * n + 2 * c + 1] : 0);
+  }
+  return rb;
+}
+
+int run_segment_pairs(const RunBounds& rb, int64_t maxX, int pairs) {
+  for (size_t i = rb.runs.size(); i-- > 0;)
+    if (maxX * rb.worst[i] < ((int64_t)1 << 31)) return std::min(pairs, rb.runs[i] * kWinoChunkPairs);
+  return 0;
+}
+
 // The transformed, packed weights of the last weights seen (the direct kernel's weights
 // version and the geometry), with each type's overflow bounds.
 struct WinoWeights {
@@ -135,7 +249,7 @@ struct WinoWeights {
   int O = -1, C = -1, KH = -1, KW = -1, stride = -1;
   bool fits = false;
   std::vector<int16_t> packed;
-  std::vector<std::vector<int64_t>> worst;  // per type, worst_runs over (point, o) rows
+  std::vector<std::vector<RunBounds>> worst;  // [type][point], over the output channels
 };
 
 // One pair (k, k+1) of one transform point for every output channel: u[e][o] = sum over the
@@ -201,11 +315,11 @@ const WinoWeights& wino_weights(const ConvGeom& g, const Plan& pl, int maxPiece,
   });
   ww.packed.assign(pl.uSize, 0);
   ww.worst.assign(pl.types.size(), {});
-  // jobs: one chunk of kChunkPairs pairs of one type (its overflow bounds are per chunk)
+  // jobs: one chunk of kWinoChunkPairs pairs of one type (its overflow bounds are per chunk)
   std::vector<std::pair<int, int>> jobs;
   std::vector<int> chunksOf(pl.types.size());
   for (size_t ti = 0; ti < pl.types.size(); ti++) {
-    chunksOf[ti] = (pl.types[ti].pairs + kChunkPairs - 1) / kChunkPairs;
+    chunksOf[ti] = (pl.types[ti].pairs + kWinoChunkPairs - 1) / kWinoChunkPairs;
     for (int ch = 0; ch < chunksOf[ti]; ch++) jobs.push_back({(int)ti, ch});
   }
   std::vector<std::vector<int64_t>> chunkL1(pl.types.size());
@@ -220,8 +334,8 @@ const WinoWeights& wino_weights(const ConvGeom& g, const Plan& pl, int maxPiece,
       const Fir &fy = fir(t.ry), &fx = fir(t.rx);
       const size_t pointSize = (size_t)blocks * t.pairs * 2 * kLanes;
       std::fill(l1.begin(), l1.end(), 0);
-      const int pairEnd = std::min(t.pairs, (chunk + 1) * kChunkPairs);
-      for (int pair = chunk * kChunkPairs; pair < pairEnd; pair++)
+      const int pairEnd = std::min(t.pairs, (chunk + 1) * kWinoChunkPairs);
+      for (int pair = chunk * kWinoChunkPairs; pair < pairEnd; pair++)
         for (int xi = 0; xi < fy.alpha; xi++)
           for (int eta = 0; eta < fx.alpha; eta++) {
             // u[e][o] = (G g G^T)[xi][eta] of the piece pair's weights at k = 2 pair + e
@@ -252,68 +366,12 @@ const WinoWeights& wino_weights(const ConvGeom& g, const Plan& pl, int maxPiece,
     }
   });
   for (size_t ti = 0; ti < pl.types.size(); ti++)
-    ww.worst[ti] = worst_runs(chunkL1[ti], (size_t)pl.types[ti].points * O, chunksOf[ti]);
+    for (int p = 0; p < pl.types[ti].points; p++) {
+      const size_t rowLen = (size_t)O * chunksOf[ti];
+      ww.worst[ti].push_back(pow2_runs(chunkL1[ti].data() + p * rowLen, O, chunksOf[ti]));
+    }
   ww.fits = std::find(tooBig.begin(), tooBig.end(), 1) == tooBig.end();
   return ww;
-}
-
-// B^T d along one direction for F(2, R), on 32 int16 channels per vector (entries 0 and +-1)
-template <int R>
-__attribute__((target("avx512f,avx512bw"), always_inline)) inline void input_transform(const __m512i* d, __m512i* v) {
-  if constexpr (R == 3) {  // [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]
-    v[0] = _mm512_sub_epi16(d[0], d[2]);
-    v[1] = _mm512_add_epi16(d[1], d[2]);
-    v[2] = _mm512_sub_epi16(d[2], d[1]);
-    v[3] = _mm512_sub_epi16(d[1], d[3]);
-  } else if constexpr (R == 2) {  // [1 -1 0; 0 1 0; 0 -1 1]
-    v[0] = _mm512_sub_epi16(d[0], d[1]);
-    v[1] = d[1];
-    v[2] = _mm512_sub_epi16(d[2], d[1]);
-  } else {  // identity
-    v[0] = d[0];
-    v[1] = d[1];
-  }
-}
-
-// V[xi][eta] = (B^T d B)[xi][eta] of the window d[i][j] = window[i rowStride + j colStride],
-// 32 channels at a time (the last block masked to Cp); v[p]: where point p goes
-template <int RY, int RX>
-__attribute__((target("avx512f,avx512bw"))) void transform_window(const int16_t* window, size_t rowStride,
-                                                                    size_t colStride, int Cp, int16_t* const* v) {
-  constexpr int AY = RY + 1, AX = RX + 1;
-  for (int c0 = 0; c0 < Cp; c0 += 32) {
-    const __mmask32 mask = Cp - c0 >= 32 ? ~0u : (1u << (Cp - c0)) - 1;
-    __m512i rows[AY][AX];
-    for (int i = 0; i < AY; i++) {
-      __m512i d[AX];
-      for (int j = 0; j < AX; j++) d[j] = _mm512_maskz_loadu_epi16(mask, window + i * rowStride + j * colStride + c0);
-      input_transform<RX>(d, rows[i]);
-    }
-    for (int eta = 0; eta < AX; eta++) {
-      __m512i col[AY], out[AY];
-      for (int i = 0; i < AY; i++) col[i] = rows[i][eta];
-      input_transform<RY>(col, out);
-      for (int xi = 0; xi < AY; xi++) _mm512_mask_storeu_epi16(v[xi * AX + eta] + c0, mask, out[xi]);
-    }
-  }
-}
-
-using TransformFn = void (*)(const int16_t*, size_t, size_t, int, int16_t* const*);
-TransformFn transform_for(int ry, int rx) {
-  static const TransformFn table[3][3] = {
-      {transform_window<1, 1>, transform_window<1, 2>, transform_window<1, 3>},
-      {transform_window<2, 1>, transform_window<2, 2>, transform_window<2, 3>},
-      {transform_window<3, 1>, transform_window<3, 2>, transform_window<3, 3>},
-  };
-  return table[ry - 1][rx - 1];
-}
-
-// y[r][lane] += coef << sh of m[r][lane] for 32 lanes
-__attribute__((target("avx512f"))) inline void scatter32(int64_t* y, const int64_t* m, int coef, int sh) {
-  if (coef > 0)
-    for (int l = 0; l < kLanes; l++) y[l] += m[l] << sh;
-  else
-    for (int l = 0; l < kLanes; l++) y[l] -= m[l] << sh;
 }
 
 // y[o] = float(acc[o] >> shift) * scale (+ bias[o], ReLU) for o in [o0, o1): the conversion
@@ -336,7 +394,7 @@ __attribute__((target("avx512f,avx512dq"))) void to_float_rows(const int64_t* ac
   }
 }
 
-void run_winograd(const ConvGeom& g, const Plan& pl, const WinoWeights& ww, const std::vector<int>& segs,
+void run_winograd(const ConvGeom& g, const Plan& pl, const WinoWeights& ww, const std::vector<std::vector<int>>& segs,
                   const float* x, const Format& fx, const Format& fw, const float* bias, float* y, bool relu) {
   // int16 copy of x, zero-padded to [B, Hq, Wq, Cp]
   const int s = g.stride, Cp = pl.Cp, Hq = pl.Hq, Wq = pl.Wq;
@@ -383,9 +441,7 @@ void run_winograd(const ConvGeom& g, const Plan& pl, const WinoWeights& ww, cons
       }
     });
     parallel_for((size_t)blocks, [&](size_t nbBegin, size_t nbEnd, int) {
-      alignas(64) int64_t m[kRows][kLanes];
-      int64_t* c[kRows];
-      for (int i = 0; i < kRows; i++) c[i] = m[i];
+      std::vector<int64_t> spare(4 * (size_t)ldy);  // where a partial row block's extra rows go
       for (size_t i = 0; i < nt; i++)
         for (int q = 0; q < 4; q++)
           memset(&Y[(i * 4 + q) * ldy + nbBegin * kLanes], 0, (nbEnd - nbBegin) * kLanes * sizeof(int64_t));
@@ -395,25 +451,26 @@ void run_winograd(const ConvGeom& g, const Plan& pl, const WinoWeights& ww, cons
         const size_t pointSize = (size_t)blocks * t.pairs * 2 * kLanes;
         for (int p = 0; p < t.points; p++) {
           const int xi = p / fxr.alpha, eta = p % fxr.alpha;
-          // the 2x2 outputs this point adds into, with their signs
-          int qs[4], coefs[4], nq = 0;
+          // the 2x2 outputs this point adds into (A^T (x) A^T), with their signs
+          Scatter sc;
+          sc.shift = pl.maxShift - t.shift;
           for (int qy = 0; qy < 2; qy++)
             for (int qx = 0; qx < 2; qx++) {
               const int cf = fy.AT[qy][xi] * fxr.AT[qx][eta];
-              if (cf != 0) qs[nq] = qy * 2 + qx, coefs[nq++] = cf;
+              if (cf != 0) sc.offset[sc.n] = (qy * 2 + qx) * (ptrdiff_t)ldy, sc.sign[sc.n++] = cf;
             }
-          const int sh = pl.maxShift - t.shift;
           const int16_t* vp = V.data() + t.vOffset * groupTiles + (size_t)p * groupTiles * t.K;
           for (size_t nb = nbBegin; nb < nbEnd; nb++) {
             const int16_t* u = ww.packed.data() + t.uOffset + p * pointSize + nb * t.pairs * 2 * kLanes;
             for (size_t r0 = 0; r0 < nt; r0 += kRows) {
               const int mr = (int)std::min<size_t>(kRows, nt - r0);
               const int16_t* a[kRows];
-              for (int i = 0; i < kRows; i++) a[i] = vp + (r0 + std::min(i, mr - 1)) * t.K;
-              micro_kernel(a, t.pairs, segs[ti], u, c, true);
-              for (int i = 0; i < mr; i++)
-                for (int k = 0; k < nq; k++)
-                  scatter32(&Y[((r0 + i) * 4 + qs[k]) * ldy + nb * kLanes], m[i], coefs[k], sh);
+              int64_t* c[kRows];
+              for (int i = 0; i < kRows; i++) {
+                a[i] = vp + (r0 + std::min(i, mr - 1)) * t.K;
+                c[i] = i < mr ? &Y[(r0 + i) * 4 * ldy + nb * kLanes] : spare.data();
+              }
+              micro_kernel(a, t.pairs, segs[ti][p], u, c, false, &sc);
             }
           }
         }
@@ -447,21 +504,25 @@ bool winograd_fixed_conv(const ConvGeom& g, const float* x, const Format& fx, in
   // pieces of up to 3 taps (F(2,3): fewest products, but |U| <= 9 max|w|), else of up to 2
   // (|U| <= 4 max|w|, and shorter int32 sums)
   for (int maxPiece = 3; maxPiece >= 2; maxPiece--) {
-    const Plan pl = make_plan(g, maxPiece);
+    const Plan pl = make_plan(g, maxPiece, !fx.negative);
     // worth it only with clearly fewer products than the direct sums (tiles of 2x2 outputs
     // overhang an odd output size)
     const double direct = (double)g.OH * g.OW * g.KH * g.KW * g.C;
     if ((double)pl.OHt * pl.OWt * pl.products > 0.8 * direct) continue;
     bool fits = true;
-    for (const Type& t : pl.types) fits = fits && t.growth * maxX <= 32767;
+    for (const Type& t : pl.types)
+      for (int b : t.bound) fits = fits && b * maxX <= 32767;
     if (!fits) continue;
     const WinoWeights& ww = wino_weights(g, pl, maxPiece, w, fw, weightsVersion);
     if (!ww.fits) continue;
-    std::vector<int> segs(pl.types.size());
-    for (size_t ti = 0; ti < pl.types.size(); ti++) {
-      segs[ti] = segment_pairs(ww.worst[ti], pl.types[ti].growth * maxX, pl.types[ti].pairs);
-      fits = fits && segs[ti] > 0;
-    }
+    // per type and point: the longest int32 segments that cannot overflow
+    std::vector<std::vector<int>> segs(pl.types.size());
+    for (size_t ti = 0; ti < pl.types.size(); ti++)
+      for (int p = 0; p < pl.types[ti].points; p++) {
+        const Type& t = pl.types[ti];
+        segs[ti].push_back(run_segment_pairs(ww.worst[ti][p], t.bound[p] * maxX, t.pairs));
+        fits = fits && segs[ti].back() > 0;
+      }
     if (!fits) continue;
     run_winograd(g, pl, ww, segs, x, fx, fw, bias, y, relu);
     return true;

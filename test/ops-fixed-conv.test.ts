@@ -128,7 +128,7 @@ test('native fixed-point convolution: exact integer Winograd where it saves prod
 test('native fixed-point Winograd: int64 totals past int32, and the direct kernel where transforms overflow int16', (t) => {
   const nat = backends().find((k) => k.name === 'native');
   if (!nat) return t.skip('no native backend');
-  // a 4x4 kernel: F(2,2) in both directions, so |V| <= 4 max|x| and |U| <= 4 max|w|
+  // a 4x4 kernel: F(2,2) in both directions, so |U| <= 4 max|w|
   const g = geom(1, 12, 256, 32, 4, 1, 0);
   /** integers in [lo, hi] from a fixed LCG */
   const ints = (n: number, lo: number, hi: number, seed: number) =>
@@ -138,7 +138,27 @@ test('native fixed-point Winograd: int64 totals past int32, and the direct kerne
   for (const [what, x, w, method] of [
     // |V| <= 32000 and |U| <= 480: int32 sums of a chunk stay below 2^30, the totals pass 2^31
     ['totals past int32', ints(n, 7000, 8000, 51), ints(nw, 80, 120, 52), 'winograd'],
-    ['inputs whose transform passes int16 (4 x 9000)', ints(n, 8500, 9000, 53), ints(nw, 1, 20, 54), 'direct'],
+    // 16 products of 32000 x 4000 stay below 2^31, 32 would not: int32 segments of 8 pairs
+    ['int32 segments of a chunk', ints(n, 15000, 16000, 59), ints(nw, 900, 1000, 60), 'winograd'],
+    // |V| <= 4 max|x| for signed inputs, 2 max|x| for non-negative ones (ReLU outputs)
+    [
+      'signed inputs whose transform could pass int16 (4 x 9000)',
+      fixedPoint(n, 0, 9000, 53),
+      ints(nw, 1, 20, 54),
+      'direct',
+    ],
+    [
+      'non-negative inputs whose transform could pass int16 (2 x 17000)',
+      ints(n, 16500, 17000, 57),
+      ints(nw, 1, 20, 54),
+      'direct',
+    ],
+    [
+      'signed inputs whose transform fits int16 (4 x 8000)',
+      fixedPoint(n, 0, 8000, 58),
+      ints(nw, 1, 20, 54),
+      'winograd',
+    ],
     ['weights whose transform passes int16 (4 x 9000)', ints(n, 0, 100, 55), ints(nw, 8500, 9000, 56), 'direct'],
   ] as const) {
     const a = new Float32Array(g.B * g.OH * g.OW * g.O);
@@ -148,7 +168,7 @@ test('native fixed-point Winograd: int64 totals past int32, and the direct kerne
     assert.ok(typescriptKernels.conv2dForwardFixedPoint(g, x, w, null, b, false));
     assert.deepEqual(a, b, what);
     const exact = exactSums(g, x, w);
-    if (method === 'winograd')
+    if (what === 'totals past int32')
       assert.ok(
         exact.every((v) => v >= 2 ** 31),
         'every sum exceeds int32',
