@@ -116,28 +116,38 @@ static_assert(kRows == 8, "the micro-kernel is written out for 8 rows");
 // GCC 12's AVX-512 headers trip -Wmaybe-uninitialized in _mm512_extracti64x4_epi64
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-// The 32 int32 lanes of lo (0..15) and hi (16..31) widened to int64, then: c[0..31] += them
-// (or = them when assign); or, with a scatter, c[offset_q + 0..31] += sign_q (them << shift)
-// for each of its targets q.
+// c[8q..8q+7] += (or = when assign) parts[q], q < 4
+__attribute__((target("avx512f"), always_inline)) static inline void add_parts(int64_t* c, const __m512i* parts,
+                                                                                bool assign) {
+  for (int q = 0; q < 4; q++)
+    _mm512_storeu_si512(c + 8 * q, assign ? parts[q] : _mm512_add_epi64(_mm512_loadu_si512(c + 8 * q), parts[q]));
+}
+
+// c[offset_t + 0..31] += sign_t (parts << shift) for each target t of the scatter
+__attribute__((target("avx512f"), always_inline)) static inline void scatter_parts(int64_t* c, __m512i* parts,
+                                                                                    const Scatter& sc) {
+  for (int q = 0; q < 4; q++) parts[q] = _mm512_slli_epi64(parts[q], sc.shift);
+  for (int t = 0; t < sc.n; t++) {
+    int64_t* ct = c + sc.offset[t];
+    for (int q = 0; q < 4; q++) {
+      const __m512i old = _mm512_loadu_si512(ct + 8 * q);
+      _mm512_storeu_si512(ct + 8 * q, sc.sign[t] > 0 ? _mm512_add_epi64(old, parts[q]) : _mm512_sub_epi64(old, parts[q]));
+    }
+  }
+}
+
+// The 32 int32 lanes of lo (0..15) and hi (16..31) widened to int64: into c (added, or
+// assigned), or scattered into c when sc is given.
 __attribute__((target("avx512f"), always_inline)) static inline void flush_widened(int64_t* c, __m512i lo, __m512i hi,
                                                                                     bool assign, const Scatter* sc) {
   __m512i parts[4] = {_mm512_cvtepi32_epi64(_mm512_castsi512_si256(lo)),
                       _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(lo, 1)),
                       _mm512_cvtepi32_epi64(_mm512_castsi512_si256(hi)),
                       _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(hi, 1))};
-  if (!sc) {
-    for (int q = 0; q < 4; q++)
-      _mm512_storeu_si512(c + 8 * q, assign ? parts[q] : _mm512_add_epi64(_mm512_loadu_si512(c + 8 * q), parts[q]));
-    return;
-  }
-  for (int q = 0; q < 4; q++) parts[q] = _mm512_slli_epi64(parts[q], sc->shift);
-  for (int t = 0; t < sc->n; t++) {
-    int64_t* ct = c + sc->offset[t];
-    for (int q = 0; q < 4; q++) {
-      const __m512i old = _mm512_loadu_si512(ct + 8 * q);
-      _mm512_storeu_si512(ct + 8 * q, sc->sign[t] > 0 ? _mm512_add_epi64(old, parts[q]) : _mm512_sub_epi64(old, parts[q]));
-    }
-  }
+  if (sc)
+    scatter_parts(c, parts, *sc);
+  else
+    add_parts(c, parts, assign);
 }
 
 // named registers: 16 accumulators, two weight vectors and one broadcast
@@ -146,6 +156,14 @@ __attribute__((target("avx512f,avx512vnni"))) void micro_kernel(const int16_t* c
                                                                    const Scatter* sc) {
 #define QC_ROW_POINTER(i) const int16_t* a##i = a[i];
   QC_ROWS(QC_ROW_POINTER)
+  // with a scatter and several segments, the segments' sums meet in `local` first, so that
+  // each output is scattered once
+  const bool viaLocal = sc && seg < pairs;
+  alignas(64) int64_t local[kRows][kLanes];
+  int64_t* const out[kRows] = {viaLocal ? local[0] : c[0], viaLocal ? local[1] : c[1], viaLocal ? local[2] : c[2],
+                               viaLocal ? local[3] : c[3], viaLocal ? local[4] : c[4], viaLocal ? local[5] : c[5],
+                               viaLocal ? local[6] : c[6], viaLocal ? local[7] : c[7]};
+  const Scatter* direct = viaLocal ? nullptr : sc;
   for (int p0 = 0; p0 < pairs; p0 += seg) {
     const int p1 = std::min(pairs, p0 + seg);
 #define QC_ZERO(i) __m512i lo##i = _mm512_setzero_si512(), hi##i = _mm512_setzero_si512();
@@ -163,9 +181,15 @@ __attribute__((target("avx512f,avx512vnni"))) void micro_kernel(const int16_t* c
   }
       QC_ROWS(QC_STEP)
     }
-#define QC_FLUSH(i) flush_widened(c[i], lo##i, hi##i, assign && p0 == 0, sc);
+#define QC_FLUSH(i) flush_widened(out[i], lo##i, hi##i, (assign || viaLocal) && p0 == 0, direct);
     QC_ROWS(QC_FLUSH)
   }
+  if (viaLocal)
+    for (int i = 0; i < kRows; i++) {
+      __m512i parts[4];
+      for (int q = 0; q < 4; q++) parts[q] = _mm512_load_si512(local[i] + 8 * q);
+      scatter_parts(c[i], parts, *sc);
+    }
 }
 #pragma GCC diagnostic pop
 #endif
