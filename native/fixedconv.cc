@@ -113,9 +113,11 @@ int segment_pairs(const std::vector<int64_t>& worst, int64_t maxX, int pairs) {
 #define QC_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 static_assert(kRows == 8, "the micro-kernel is written out for 8 rows");
 
-// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized in _mm512_extracti64x4_epi64
+// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized and -Wuninitialized in their own code
+// (_mm512_extracti64x4_epi64, _mm512_cvtepi64_ps)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 // c[8q..8q+7] += (or = when assign) parts[q], q < 4
 __attribute__((target("avx512f"), always_inline)) static inline void add_parts(int64_t* c, const __m512i* parts,
                                                                                 bool assign) {
@@ -191,8 +193,70 @@ __attribute__((target("avx512f,avx512vnni"))) void micro_kernel(const int16_t* c
       scatter_parts(c[i], parts, *sc);
     }
 }
+
+// y[o] = float(acc[o] >> shift) * scale (+ bias[o], ReLU) for o in [o0, o1): the conversion
+// of an int64 is correctly rounded, as the scalar cast
+__attribute__((target("avx512f,avx512dq"))) void to_float_rows(const int64_t* acc, int o0, int o1, int shift,
+                                                               float scale, const float* bias, bool relu, float* y) {
+  int o = o0;
+  for (; o + 8 <= o1; o += 8) {
+    __m256 v = _mm256_mul_ps(_mm512_cvtepi64_ps(_mm512_srai_epi64(_mm512_loadu_si512(acc + o), shift)),
+                             _mm256_set1_ps(scale));
+    if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + o));
+    if (relu) v = _mm256_max_ps(v, _mm256_setzero_ps());
+    _mm256_storeu_ps(y + o, v);
+  }
+  for (; o < o1; o++) {
+    float v = (float)(acc[o] >> shift) * scale;
+    if (bias) v += bias[o];
+    if (relu) v = v > 0.f ? v : 0.f;
+    y[o] = v;
+  }
+}
 #pragma GCC diagnostic pop
 #endif
+
+void to_int16_padded(const ConvGeom& g, const float* x, float sx, int Hq, int Wq, int Cp, int limbBits, int16_t* dst,
+                     int16_t* low) {
+  const int32_t lowMask = (1 << limbBits) - 1;
+  const size_t rowLen = (size_t)Wq * Cp;
+  parallel_for((size_t)g.B * Hq, [&](size_t rb, size_t re, int) {
+    for (size_t r = rb; r < re; r++) {
+      const size_t b = r / Hq;
+      const int iy = (int)(r % Hq) - g.pad;
+      int16_t* d = dst + r * rowLen;
+      int16_t* l = low ? low + r * rowLen : nullptr;
+      if (iy < 0 || iy >= g.H) {
+        memset(d, 0, rowLen * sizeof(int16_t));
+        if (l) memset(l, 0, rowLen * sizeof(int16_t));
+        continue;
+      }
+      const float* src = x + ((b * g.H + iy) * g.W) * g.C;
+      for (int ix = 0; ix < Wq; ix++) {
+        int16_t* dp = d + (size_t)ix * Cp;
+        int16_t* lp = l ? l + (size_t)ix * Cp : nullptr;
+        const int jx = ix - g.pad;
+        if (jx < 0 || jx >= g.W) {
+          memset(dp, 0, Cp * sizeof(int16_t));
+          if (lp) memset(lp, 0, Cp * sizeof(int16_t));
+          continue;
+        }
+        const float* sp = src + (size_t)jx * g.C;
+        if (!lp) {
+          for (int c = 0; c < g.C; c++) dp[c] = (int16_t)(sp[c] * sx);
+        } else {
+          for (int c = 0; c < g.C; c++) {
+            const int32_t v = (int32_t)(sp[c] * sx);
+            dp[c] = (int16_t)(v >> limbBits);  // floor division
+            lp[c] = (int16_t)(v & lowMask);
+          }
+          for (int c = g.C; c < Cp; c++) lp[c] = 0;
+        }
+        for (int c = g.C; c < Cp; c++) dp[c] = 0;
+      }
+    }
+  });
+}
 
 }  // namespace fixedpoint
 
@@ -319,41 +383,23 @@ bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const f
   // input: int16, zero-padded [B, H + 2 pad, W + 2 pad, C]: x itself, or its high and low limbs
   const int Hp = g.H + 2 * g.pad, Wp = g.W + 2 * g.pad, C = g.C;
   static std::vector<int16_t> xp, xpLow;
-  xp.assign((size_t)g.B * Hp * Wp * C, 0);
-  if (limbBits) xpLow.assign(xp.size(), 0);
-  const int32_t lowMask = (1 << limbBits) - 1;
-  parallel_for((size_t)g.B * g.H, [&](size_t rb, size_t re, int) {
-    for (size_t r = rb; r < re; r++) {
-      const size_t b = r / g.H, iy = r % g.H;
-      const float* src = x + r * g.W * C;
-      const size_t at = ((b * Hp + iy + g.pad) * Wp + g.pad) * C;
-      int16_t* dst = xp.data() + at;
-      if (!limbBits) {
-        for (size_t i = 0; i < (size_t)g.W * C; i++) dst[i] = (int16_t)(src[i] * sx);
-      } else {
-        int16_t* low = xpLow.data() + at;
-        for (size_t i = 0; i < (size_t)g.W * C; i++) {
-          const int32_t v = (int32_t)(src[i] * sx);
-          dst[i] = (int16_t)(v >> limbBits);  // floor division
-          low[i] = (int16_t)(v & lowMask);
-        }
-      }
-    }
-  });
+  xp.resize((size_t)g.B * Hp * Wp * C);
+  if (limbBits) xpLow.resize(xp.size());
+  to_int16_padded(g, x, sx, Hp, Wp, C, limbBits, xp.data(), limbBits ? xpLow.data() : nullptr);
 
   // rows of output (b, oy, ox) in blocks of kRows; each thread owns whole blocks and walks
   // ky and the weight blocks outside its rows, so a kernel row's weights stay in cache
   const size_t rows = (size_t)g.B * g.OH * g.OW, rowBlocks = (rows + kRows - 1) / kRows;
   const int ldc = blocks * kLanes;
   static std::vector<int64_t> acc;
-  acc.assign(rows * ldc, 0);
+  acc.resize(rows * ldc);  // the first kernel row's sums are assigned
   const float scale = std::ldexp(1.f, -(fx.frac + pw.frac));
   parallel_for(rowBlocks, [&](size_t bb, size_t be, int) {
     alignas(64) int64_t scratch[kLanes];
     constexpr int kBlocksPerPass = 4;  // 4 x 32 channels of one kernel row: <= 600 KB of weights
     const size_t rb = bb * kRows, re = std::min(rows, be * kRows);
     // acc[rows of this thread] += the int16 input xs convolved with the weights
-    auto sweep = [&](const int16_t* xs, int segPairs) {
+    auto sweep = [&](const int16_t* xs, int segPairs, bool first) {
       for (int ky = 0; ky < g.KH; ky++)
         for (int nb0 = 0; nb0 < blocks; nb0 += kBlocksPerPass)
           for (size_t rbk = bb; rbk < be; rbk++) {
@@ -370,20 +416,19 @@ bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const f
               int64_t* c[kRows];
               for (int i = 0; i < kRows; i++)
                 c[i] = i < mr ? acc.data() + (r0 + i) * ldc + (size_t)nb * kLanes : scratch;
-              micro_kernel(a, pairs, segPairs, packed + (((size_t)ky * blocks + nb) * pairs) * 2 * kLanes, c, false, nullptr);
+              micro_kernel(a, pairs, segPairs, packed + (((size_t)ky * blocks + nb) * pairs) * 2 * kLanes, c,
+                           first && ky == 0, nullptr);
             }
           }
     };
-    sweep(xp.data(), segs[0]);
+    sweep(xp.data(), segs[0], true);
     if (limbBits) {  // the high limb's sums times 2^b, then the low limb's added
       for (size_t r = rb; r < re; r++)
         for (int o = 0; o < g.O; o++) acc[r * ldc + o] *= (int64_t)1 << limbBits;
-      sweep(xpLow.data(), segs[1]);
+      sweep(xpLow.data(), segs[1], false);
     }
     // y = the exact sum, rounded once to float32, times 2^-(fx+fw)
-    for (size_t r = rb; r < re; r++)
-      for (int o = 0; o < g.O; o++) y[r * g.O + o] = (float)acc[r * ldc + o] * scale;
-    bias_relu_rows(y + rb * g.O, re - rb, g.O, bias, relu);
+    for (size_t r = rb; r < re; r++) to_float_rows(acc.data() + r * ldc, 0, g.O, 0, scale, bias, relu, y + r * g.O);
   });
   return true;
 #endif

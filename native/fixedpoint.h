@@ -45,6 +45,12 @@ std::vector<int64_t> worst_runs(const std::vector<int64_t>& chunkL1, size_t rows
 // cannot overflow for inputs up to maxX in magnitude; 0 when even one chunk could.
 int segment_pairs(const std::vector<int64_t>& worst, int64_t maxX, int pairs);
 
+// dst (and low, with limbs) = the integers x 2^frac (sx = 2^frac) as int16, zero-padded to
+// [B, Hq, Wq, Cp] (x's [B, H, W, C] at (pad, pad); Cp >= C), in one pass that also writes
+// the zeros. limbBits > 0: dst = floor(v / 2^limbBits), low = v mod 2^limbBits.
+void to_int16_padded(const ConvGeom& g, const float* x, float sx, int Hq, int Wq, int Cp, int limbBits, int16_t* dst,
+                     int16_t* low);
+
 // The convolution as exact integer Winograd (fixedwino.cc), for inputs whose integers fit
 // int16 (largest maxX) and weights in format fw, packed last at weightsVersion; false when it
 // does not apply or would not save enough products (the caller runs the direct sums).
@@ -67,6 +73,9 @@ struct Scatter {
 // linear).
 void micro_kernel(const int16_t* const* a, int pairs, int seg, const int16_t* b, int64_t* const* c, bool assign,
                   const Scatter* sc);
+
+// y[o] = float(acc[o] >> shift) * scale, + bias[o], ReLU, for o in [o0, o1) (bias may be null)
+void to_float_rows(const int64_t* acc, int o0, int o1, int shift, float scale, const float* bias, bool relu, float* y);
 #endif
 
 }  // namespace qc::fixedpoint

@@ -35,6 +35,9 @@
 
 #ifdef QC_HAVE_VNNI_BUILD
 #include <immintrin.h>
+// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized and -Wuninitialized in their own code
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
 namespace qc::fixedpoint {
@@ -374,42 +377,13 @@ const WinoWeights& wino_weights(const ConvGeom& g, const Plan& pl, int maxPiece,
   return ww;
 }
 
-// y[o] = float(acc[o] >> shift) * scale (+ bias[o], ReLU) for o in [o0, o1): the conversion
-// of an int64 is correctly rounded, as the scalar cast
-__attribute__((target("avx512f,avx512dq"))) void to_float_rows(const int64_t* acc, int o0, int o1, int shift,
-                                                               float scale, const float* bias, bool relu, float* y) {
-  int o = o0;
-  for (; o + 8 <= o1; o += 8) {
-    __m256 v = _mm256_mul_ps(_mm512_cvtepi64_ps(_mm512_srai_epi64(_mm512_loadu_si512(acc + o), shift)),
-                             _mm256_set1_ps(scale));
-    if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + o));
-    if (relu) v = _mm256_max_ps(v, _mm256_setzero_ps());
-    _mm256_storeu_ps(y + o, v);
-  }
-  for (; o < o1; o++) {
-    float v = (float)(acc[o] >> shift) * scale;
-    if (bias) v += bias[o];
-    if (relu) v = v > 0.f ? v : 0.f;
-    y[o] = v;
-  }
-}
-
 void run_winograd(const ConvGeom& g, const Plan& pl, const WinoWeights& ww, const std::vector<std::vector<int>>& segs,
                   const float* x, const Format& fx, const Format& fw, const float* bias, float* y, bool relu) {
   // int16 copy of x, zero-padded to [B, Hq, Wq, Cp]
   const int s = g.stride, Cp = pl.Cp, Hq = pl.Hq, Wq = pl.Wq;
-  const float sx = std::ldexp(1.f, fx.frac);
   static std::vector<int16_t> xq;
-  xq.assign((size_t)g.B * Hq * Wq * Cp, 0);
-  parallel_for((size_t)g.B * g.H, [&](size_t rb, size_t re, int) {
-    for (size_t r = rb; r < re; r++) {
-      const size_t b = r / g.H, iy = r % g.H;
-      const float* src = x + r * g.W * g.C;
-      int16_t* dst = xq.data() + ((b * Hq + iy + g.pad) * Wq + g.pad) * Cp;
-      for (int ix = 0; ix < g.W; ix++)
-        for (int c = 0; c < g.C; c++) dst[(size_t)ix * Cp + c] = (int16_t)(src[(size_t)ix * g.C + c] * sx);
-    }
-  });
+  xq.resize((size_t)g.B * Hq * Wq * Cp);
+  to_int16_padded(g, x, std::ldexp(1.f, fx.frac), Hq, Wq, Cp, 0, xq.data(), nullptr);
 
   // tiles in groups: the group's V is transformed by all threads, then each thread runs the
   // GEMMs of its own output-channel blocks over the whole group (its weights stay in cache)
