@@ -8,6 +8,7 @@
         "native/conv.cc",
         "native/fixedconv.cc",
         "native/fixedwino.cc",
+        "native/smallconv.cc",
         "native/routing.cc",
         "native/quantize.cc",
         "native/parallel.cc",

@@ -161,6 +161,7 @@ void conv2d_forward(const ConvGeom& g, const float* x, const float* w, const flo
   if (use_winograd(g)) return winograd_forward(g, x, w, bias, y, relu);
   if (fixed_point_conv_forward(g, x, w, bias, y, relu, use_fft(g) ? 1 : 2)) return;
   if (use_fft(g)) return fft_forward(g, x, w, bias, y, relu);
+  if (small_patch_conv(g, x, w, bias, y, relu)) return;  // the same bits as below, for K <= 128
   const size_t rows = (size_t)g.B * g.OH * g.OW;
   const Plan p = plan(g);
   const int K = (int)p.K;

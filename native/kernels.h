@@ -71,6 +71,10 @@ bool fixed_point_conv_forward(const ConvGeom& g, const float* x, const float* w,
 // "direct" (one pass), "limbs" (two passes), "declined", or "none" before any call.
 const char* fixed_point_conv_method();
 
+// Direct convolution for patches of K = KH*KW*C <= 128 values (smallconv.cc), bit for bit what
+// im2col + OpenBLAS gives; false where it does not apply (other BLAS, no AVX-512, larger K).
+bool small_patch_conv(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu);
+
 // y[r, :] += bias, then max(0, .) when relu, for rows of O values (either may be off)
 void bias_relu_rows(float* y, size_t rows, int O, const float* bias, bool relu);
 // db[o] += sum over rows of dy[r, o] (double sums, split over the pool's threads)

@@ -194,3 +194,50 @@ test('native DFT convolution for large kernels (9x9 and 7x7, stride 1 and 2, pad
     nat.setThreads(1);
   }
 });
+
+test('native direct convolution of small patches (K <= 128) gives the bits of im2col + the native GEMM', (t) => {
+  // the first layers (ShallowCapsNet's 9x9 over one channel) skip the column matrix; their sums
+  // must stay those of the GEMM they replace, fused multiply-adds in column order
+  const nat = backends().find((k) => k.name === 'native');
+  if (!nat) return t.skip('no native backend');
+  const geo = (B: number, H: number, C: number, O: number, K: number, stride: number, pad: number): ConvGeom => {
+    const OH = Math.floor((H + 2 * pad - K) / stride) + 1;
+    return { B, H, W: H, C, O, KH: K, KW: K, stride, pad, OH, OW: OH };
+  };
+  for (const [what, g] of [
+    ['9x9 over one channel (ShallowCapsNet conv1)', geo(3, 28, 1, 256, 9, 1, 0)],
+    ['3x3 pad 1 over three channels, 40 outputs', geo(2, 13, 3, 40, 3, 1, 1)],
+    ['3x3 stride 2 pad 1 over 14 channels (K = 126), 70 outputs', geo(2, 11, 14, 70, 3, 2, 1)],
+  ] as const) {
+    const x = Float32Array.from({ length: g.B * g.H * g.W * g.C }, (_, i) => Math.fround(((i * 7919) % 256) / 255));
+    const w = wave(g.O * g.KH * g.KW * g.C, 0.37).map((v) => Math.round(v * 300) / 1024);
+    const bias = wave(g.O, 1.3).map((v) => v / 8);
+    const K = g.KH * g.KW * g.C;
+    const rows = g.B * g.OH * g.OW;
+    const col = new Float32Array(rows * K);
+    for (let r = 0; r < rows; r++) {
+      const b = Math.floor(r / (g.OH * g.OW));
+      const oy = Math.floor((r % (g.OH * g.OW)) / g.OW);
+      const ox = r % g.OW;
+      for (let ky = 0; ky < g.KH; ky++)
+        for (let kx = 0; kx < g.KW; kx++)
+          for (let c = 0; c < g.C; c++) {
+            const iy = oy * g.stride - g.pad + ky;
+            const ix = ox * g.stride - g.pad + kx;
+            const inside = iy >= 0 && iy < g.H && ix >= 0 && ix < g.W;
+            col[r * K + (ky * g.KW + kx) * g.C + c] = inside ? x[((b * g.H + iy) * g.W + ix) * g.C + c] : 0;
+          }
+    }
+    const ref = new Float32Array(rows * g.O);
+    nat.sgemm(false, true, rows, g.O, K, 1, col, 0, K, w, 0, K, 0, ref, 0, g.O);
+    for (let i = 0; i < ref.length; i++) ref[i] = Math.max(0, Math.fround(ref[i] + bias[i % g.O]));
+    const y = new Float32Array(ref.length);
+    nat.setFastConv(false); // dac2020's setting: no Winograd or DFT in front of it
+    try {
+      nat.conv2dForward(g, x, w, bias, y, true);
+    } finally {
+      nat.setFastConv(true);
+    }
+    assert.deepEqual(y, ref, what);
+  }
+});
