@@ -138,9 +138,13 @@ bool conv_forward_args(const Napi::CallbackInfo& info, ConvForwardArgs& a) {
          need(env, a.bias, g.O, "bias") && need(env, a.y, (size_t)g.B * g.OH * g.OW * g.O, "y");
 }
 
+// conv2dForward(geom, x, w, bias | null, y, relu, quant | null): quant, the output's quantizer
 Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
   ConvForwardArgs a;
-  if (conv_forward_args(info, a)) qc::conv2d_forward(a.g, a.x.data, a.w.data, a.bias.data, a.y.data, a.relu);
+  qc::QuantSpec q{};
+  const bool hasQ = quant_spec(info[6], q);
+  if (conv_forward_args(info, a))
+    qc::conv2d_forward(a.g, a.x.data, a.w.data, a.bias.data, a.y.data, a.relu, hasQ ? &q : nullptr);
   return info.Env().Undefined();
 }
 

@@ -154,14 +154,25 @@ void bias_gradient(const float* dy, size_t rows, int O, float* db) {
     for (int o = 0; o < O; o++) db[o] += (float)part[(size_t)t * O + o];
 }
 
-void conv2d_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu) {
+void conv2d_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu,
+                    const QuantSpec* q) {
   // Exact integer sums where they are the fastest: Winograd (2.25 multiplications an output
   // instead of 9) beats one int16 pass at twice the float rate, except at the smallest sizes;
   // one pass beats the DFT, and two passes (inputs wider than int16) beat im2col only
-  if (use_winograd(g)) return winograd_forward(g, x, w, bias, y, relu);
-  if (fixed_point_conv_forward(g, x, w, bias, y, relu, use_fft(g) ? 1 : 2)) return;
-  if (use_fft(g)) return fft_forward(g, x, w, bias, y, relu);
-  if (small_patch_conv(g, x, w, bias, y, relu)) return;  // the same bits as below, for K <= 128
+  bool done = true;
+  if (use_winograd(g))
+    winograd_forward(g, x, w, bias, y, relu);
+  else if (fixed_point_conv_forward(g, x, w, bias, y, relu, use_fft(g) ? 1 : 2))
+    ;
+  else if (use_fft(g))
+    fft_forward(g, x, w, bias, y, relu);
+  else
+    done = false;
+  if (done) {
+    if (q) quantize(y, y, (size_t)g.B * g.OH * g.OW * g.O, *q);
+    return;
+  }
+  if (small_patch_conv(g, x, w, bias, y, relu, q)) return;  // the same bits as below, for K <= 128
   const size_t rows = (size_t)g.B * g.OH * g.OW;
   const Plan p = plan(g);
   const int K = (int)p.K;
@@ -174,6 +185,7 @@ void conv2d_forward(const ConvGeom& g, const float* x, const float* w, const flo
         sgemm_serial(false, true, n, g.O, width, 1.f, a, width, w + k0, K, k0 == 0 ? 0.f : 1.f, yc, g.O);
       });
       bias_relu_rows(yc, (size_t)n, g.O, bias, relu);
+      if (q) quantize_slice(yc, yc, (size_t)n * g.O, *q, c0 * g.O);  // while the chunk is in cache
     }
   });
 }

@@ -37,7 +37,11 @@ const char* blas_info();
 struct ConvGeom {
   int B, H, W, C, O, KH, KW, stride, pad, OH, OW;
 };
-void conv2d_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu);
+struct QuantSpec;
+// ... then quantized by q when given (the layer's output quantizer, applied where the output is
+// still in cache: per chunk of rows, or per block of a direct kernel)
+void conv2d_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu,
+                    const QuantSpec* q = nullptr);
 void conv2d_backward_data(const ConvGeom& g, const float* dy, const float* w, float* dx);
 void conv2d_backward_weight(const ConvGeom& g, const float* x, const float* dy, float* dw, float* db);
 // Winograd F(2x2,3x3) versions, used by the conv2d_* entry points when they apply
@@ -73,7 +77,8 @@ const char* fixed_point_conv_method();
 
 // Direct convolution for patches of K = KH*KW*C <= 128 values (smallconv.cc), bit for bit what
 // im2col + OpenBLAS gives; false where it does not apply (other BLAS, no AVX-512, larger K).
-bool small_patch_conv(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu);
+bool small_patch_conv(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu,
+                      const QuantSpec* q);
 
 // y[r, :] += bias, then max(0, .) when relu, for rows of O values (either may be off)
 void bias_relu_rows(float* y, size_t rows, int O, const float* bias, bool relu);

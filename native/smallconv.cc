@@ -79,9 +79,10 @@ __attribute__((target("avx512f"))) void pixels_block(const float* const* xp, con
 
 }  // namespace
 
-bool small_patch_conv(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu) {
+bool small_patch_conv(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu,
+                      const QuantSpec* q) {
 #if !defined(QC_HAVE_SMALL_CONV_BUILD) || !defined(QC_CBLAS_OPENBLAS)
-  (void)g, (void)x, (void)w, (void)bias, (void)y, (void)relu;
+  (void)g, (void)x, (void)w, (void)bias, (void)y, (void)relu, (void)q;
   return false;  // its bits are OpenBLAS's: elsewhere im2col + GEMM stays the reference
 #else
   static const bool enabled = [] {
@@ -124,6 +125,8 @@ bool small_patch_conv(const ConvGeom& g, const float* x, const float* w, const f
       }
       for (int o0 = 0; o0 < g.O; o0 += 64)
         pixels_block(xp, off, K, wt.data(), ldw, o0, std::min(64, g.O - o0), bias, relu, y + p0 * g.O, g.O, np);
+      // the output quantizer, while the block is in L1 (global element indices, as one pass)
+      if (q) quantize_slice(y + p0 * g.O, y + p0 * g.O, (size_t)np * g.O, *q, p0 * g.O);
     }
   });
   return true;

@@ -88,3 +88,49 @@ test('both backends quantize bit-identically, stochastic rounding included', () 
         assert.deepEqual(outs[0], outs[1], `${method} compat=${compat} N=${frac}`);
       }
 });
+
+test('a convolution with its output quantizer fused equals the convolution then quantize, on every path', () => {
+  // the quantized forward hands a Conv2d's output quantizer to the kernel, which applies it
+  // while the output is in cache (per chunk of rows, per block of pixels): the same elements,
+  // the same stochastic draws (global element indices)
+  const geo = (H: number, C: number, O: number, K: number, stride: number, pad: number) => {
+    const OH = Math.floor((H + 2 * pad - K) / stride) + 1;
+    return { B: 2, H, W: H, C, O, KH: K, KW: K, stride, pad, OH, OW: OH };
+  };
+  const lcg = (n: number, seed: number, frac: number | null) => {
+    let s = seed >>> 0;
+    return Float32Array.from({ length: n }, () => {
+      s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+      const u = s / 2 ** 32 - 0.25;
+      return frac === null ? u : Math.round(u * 2 ** frac) / 2 ** frac;
+    });
+  };
+  const paths = [
+    ['small patch (9x9 over one channel)', geo(20, 1, 64, 9, 1, 0), null, false],
+    ['im2col + GEMM (3x3 over 40 channels)', geo(9, 40, 48, 3, 1, 1), null, false],
+    ['exact fixed point (9x9 stride 2 over 32 channels)', geo(20, 32, 64, 9, 2, 0), 10, true],
+  ] as const;
+  for (const k of backends())
+    for (const [what, g, frac, fixedPoint] of paths)
+      for (const q of [
+        spec('round_to_nearest', 6, { compat: true }),
+        spec('stochastic_rounding', 5, { seed: 9, stream: 77 }),
+      ]) {
+        const x = lcg(g.B * g.H * g.W * g.C, 1, frac).map((v) => Math.abs(v));
+        const w = lcg(g.O * g.KH * g.KW * g.C, 2, frac === null ? null : 8);
+        const bias = lcg(g.O, 3, frac === null ? null : 12);
+        const fused = new Float32Array(g.B * g.OH * g.OW * g.O);
+        const apart = new Float32Array(fused.length);
+        k.setFastConv(false); // dac2020's setting
+        k.setFixedPointConv(fixedPoint);
+        try {
+          k.conv2dForward(g, x, w, bias, fused, true, q);
+          k.conv2dForward(g, x, w, bias, apart, true);
+        } finally {
+          k.setFastConv(true);
+          k.setFixedPointConv(false);
+        }
+        k.quantize(apart, apart, apart.length, q);
+        assert.deepEqual(fused, apart, `${k.name}: ${what}, ${q.method}`);
+      }
+});

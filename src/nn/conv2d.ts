@@ -63,8 +63,11 @@ export class Conv2d extends Module implements Layer {
   }
 
   forward(x: Tensor, ctx: ForwardContext): Tensor {
-    const y = conv2dForward(x, this.weight, this.bias, { stride: this.stride, pad: this.pad, relu: this.relu });
-    if (this.quantOutput && ctx.quant) ctx.quant.activation(this.path, 'out', y);
+    const q = this.quantOutput ? ctx.quant : null;
+    // the output quantizer inside the kernel where the hooks give it, else over the output
+    const quant = q?.activationSpec?.(this.path, 'out') ?? null;
+    const y = conv2dForward(x, this.weight, this.bias, { stride: this.stride, pad: this.pad, relu: this.relu, quant });
+    if (q && !quant) q.activation(this.path, 'out', y);
     this.cache = ctx.training ? { x, y } : null;
     return y;
   }

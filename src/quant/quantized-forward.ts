@@ -130,6 +130,7 @@ export class ModelQuantizer {
       activation: (path, point, t) => {
         k.quantize(t.data, t.data, t.size, activationSpec(path, point));
       },
+      activationSpec,
       routing: (path): RoutingQuant | null => {
         const name = path.split('.')[0];
         const r = this.routingIndex.get(name);

@@ -94,7 +94,14 @@ export interface Kernels {
    *  y = sum rounded once to float32, + bias, ReLU; conv2dForward's arguments. Returns false
    *  and leaves y untouched where it does not apply (natively: also on CPUs without
    *  AVX512-VNNI). */
-  conv2dForwardFixedPoint(...args: Parameters<Kernels['conv2dForward']>): boolean;
+  conv2dForwardFixedPoint(
+    g: ConvGeom,
+    x: Float32Array,
+    w: Float32Array,
+    bias: Float32Array | null,
+    y: Float32Array,
+    relu: boolean,
+  ): boolean;
   /** How the last fixed-point convolution ran (conv2dForwardFixedPoint, or conv2dForward while
    *  setFixedPointConv is on): natively 'winograd' (exact integer Winograd, fewer products),
    *  'direct' (one pass), 'limbs' (two passes over the limbs of inputs wider than int16);
@@ -119,7 +126,9 @@ export interface Kernels {
     cOff: number,
     ldc: number,
   ): void;
-  /** y = conv(x, w) + bias (bias may be null), then max(0, y) when relu; y is overwritten. */
+  /** y = conv(x, w) + bias (bias may be null), then max(0, y) when relu, then quantized by
+   *  `quant` when given (as quantize over all of y; natively while the output is in cache);
+   *  y is overwritten. */
   conv2dForward(
     g: ConvGeom,
     x: Float32Array,
@@ -127,6 +136,7 @@ export interface Kernels {
     bias: Float32Array | null,
     y: Float32Array,
     relu: boolean,
+    quant?: QuantSpec | null,
   ): void;
   /** dx = d loss / d x given dy; dx is overwritten. */
   conv2dBackwardData(g: ConvGeom, dy: Float32Array, w: Float32Array, dx: Float32Array): void;

@@ -23,6 +23,7 @@ interface Addon {
     bias: Float32Array | null,
     y: Float32Array,
     relu: boolean,
+    quant: Float64Array | null,
   ): void;
   conv2dBackwardData(geom: Int32Array, dy: Float32Array, w: Float32Array, dx: Float32Array): void;
   conv2dBackwardWeight(
@@ -115,7 +116,8 @@ export function loadNativeKernels(): { kernels: Kernels; info: string } {
     fixedPointConvMethod: () => addon.fixedPointConvMethod() as FixedPointConvMethod,
     sgemm: (tA, tB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc) =>
       addon.sgemm(tA, tB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc),
-    conv2dForward: (g, x, w, bias, y, relu) => addon.conv2dForward(convGeom(g), x, w, bias, y, relu),
+    conv2dForward: (g, x, w, bias, y, relu, quant) =>
+      addon.conv2dForward(convGeom(g), x, w, bias, y, relu, quant ? packQuant(quant) : null),
     conv2dBackwardData: (g, dy, w, dx) => addon.conv2dBackwardData(convGeom(g), dy, w, dx),
     conv2dBackwardWeight: (g, x, dy, dw, db) => addon.conv2dBackwardWeight(convGeom(g), x, dy, dw, db),
     routingForward: (g, votes, bias, v, saveS, saveC, quant) => {

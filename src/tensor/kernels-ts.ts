@@ -24,7 +24,10 @@ export const typescriptKernels: Kernels = {
   conv2dForwardFixedPoint: conv2dForwardFixedPointTs,
   fixedPointConvMethod: fixedPointConvMethodTs,
   sgemm: sgemmTs,
-  conv2dForward: conv2dForwardTs,
+  conv2dForward: (g, x, w, bias, y, relu, quant) => {
+    conv2dForwardTs(g, x, w, bias, y, relu);
+    if (quant) quantizeTs(y, y, y.length, quant);
+  },
   conv2dBackwardData: conv2dBackwardDataTs,
   conv2dBackwardWeight: conv2dBackwardWeightTs,
   routingForward: routingForwardTs,
