@@ -271,7 +271,9 @@ const char* g_last_method = "none";
 // needs: a sum over s chunks of a kernel row is bounded by max|x16| times the sum of |w16|
 // over those chunks, and worstL1[s] is the largest such sum over every output channel, kernel
 // row and run of s chunks. Kept for the last weights seen: a quantized forward convolves every
-// batch with the same weights, which are then compared (memcmp) instead of packed again.
+// batch with the same weights, which are then compared (memcmp) instead of packed again. The
+// bounds are computed at once, the packing when the direct kernel first runs (the Winograd
+// kernel packs its own transforms).
 struct PackedWeights {
   std::vector<float> source;  // the float weights packed (empty: none yet)
   int O = 0, KH = 0, rowLen = 0;
@@ -284,7 +286,18 @@ struct PackedWeights {
   int64_t patchL1 = 0;           // the largest sum of |w16| over a whole kernel (bounds |y|)
 };
 
-const PackedWeights& packed_weights(const ConvGeom& g, const float* w) {
+// sum of |int(v[i] * scale)| (weights already known to be such integers within int16)
+QC_VECTOR_CLONES
+int64_t abs_sum_int(const float* v, int n, float scale) {
+  int32_t sum = 0;  // n <= 64 values of at most 2^15
+  for (int i = 0; i < n; i++) {
+    const int32_t q = (int32_t)(v[i] * scale);
+    sum += q < 0 ? -q : q;
+  }
+  return sum;
+}
+
+PackedWeights& packed_weights(const ConvGeom& g, const float* w) {
   static PackedWeights pw;
   const int rowLen = g.KW * g.C;
   const size_t nw = (size_t)g.O * g.KH * rowLen;
@@ -295,28 +308,20 @@ const PackedWeights& packed_weights(const ConvGeom& g, const float* w) {
   pw.O = g.O, pw.KH = g.KH, pw.rowLen = rowLen;
   const Format fw = pw.fw = format_of(w, nw);
   pw.version++;
+  pw.packed.clear();  // packed when the direct kernel first needs them
   pw.fits = fits_int16(fw);
   if (!pw.fits) return pw;
   pw.frac = fw.frac;
   const float sw = std::ldexp(1.f, fw.frac);
-  const int pairs = rowLen / 2, blocks = (g.O + kLanes - 1) / kLanes;
+  const int pairs = rowLen / 2;
   const int chunks = pw.chunks = (pairs + kChunkPairs - 1) / kChunkPairs;  // per kernel row
-  pw.packed.assign((size_t)g.KH * blocks * pairs * 2 * kLanes, 0);
   std::vector<int64_t> chunkL1((size_t)g.O * g.KH * chunks, 0);
-  parallel_for((size_t)g.O, [&](size_t ob, size_t oe, int) {
-    for (size_t o = ob; o < oe; o++) {
-      const size_t blk = o / kLanes, lane = o % kLanes;
-      for (int ky = 0; ky < g.KH; ky++) {
-        const float* src = w + ((size_t)o * g.KH + ky) * rowLen;
-        int16_t* dst = pw.packed.data() + (((size_t)ky * blocks + blk) * pairs) * 2 * kLanes + lane * 2;
-        int64_t* l1 = chunkL1.data() + ((size_t)o * g.KH + ky) * chunks;
-        for (int k = 0; k < rowLen; k++) {
-          const int16_t q = (int16_t)(src[k] * sw);
-          dst[(size_t)(k / 2) * 2 * kLanes + (k % 2)] = q;
-          l1[k / (2 * kChunkPairs)] += q < 0 ? -q : q;
-        }
+  parallel_for((size_t)g.O * g.KH, [&](size_t rb, size_t re, int) {
+    for (size_t r = rb; r < re; r++)
+      for (int c = 0; c < chunks; c++) {
+        const int k0 = c * 2 * kChunkPairs;
+        chunkL1[r * chunks + c] = abs_sum_int(w + r * rowLen + k0, std::min(rowLen - k0, 2 * kChunkPairs), sw);
       }
-    }
   });
   pw.patchL1 = 0;
   for (int o = 0; o < g.O; o++) {
@@ -326,6 +331,25 @@ const PackedWeights& packed_weights(const ConvGeom& g, const float* w) {
   }
   pw.worstL1 = worst_runs(chunkL1, (size_t)g.O * g.KH, chunks);
   return pw;
+}
+
+// The weights packed for the direct kernel (done once per weights, on first use).
+const int16_t* packed_data(PackedWeights& pw) {
+  if (!pw.packed.empty()) return pw.packed.data();
+  const float sw = std::ldexp(1.f, pw.frac);
+  const int rowLen = pw.rowLen, pairs = rowLen / 2, blocks = (pw.O + kLanes - 1) / kLanes;
+  pw.packed.assign((size_t)pw.KH * blocks * pairs * 2 * kLanes, 0);
+  parallel_for((size_t)pw.O, [&](size_t ob, size_t oe, int) {
+    for (size_t o = ob; o < oe; o++) {
+      const size_t blk = o / kLanes, lane = o % kLanes;
+      for (int ky = 0; ky < pw.KH; ky++) {
+        const float* src = pw.source.data() + ((size_t)o * pw.KH + ky) * rowLen;
+        int16_t* dst = pw.packed.data() + (((size_t)ky * blocks + blk) * pairs) * 2 * kLanes + lane * 2;
+        for (int k = 0; k < rowLen; k++) dst[(size_t)(k / 2) * 2 * kLanes + (k % 2)] = (int16_t)(src[k] * sw);
+      }
+    }
+  });
+  return pw.packed.data();
 }
 
 }  // namespace
@@ -352,7 +376,7 @@ bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const f
   const Format fx = format_of(x, nx);
   if (!fits_int30(fx)) return false;
   const float sx = std::ldexp(1.f, fx.frac);
-  const PackedWeights& pw = packed_weights(g, w);
+  PackedWeights& pw = packed_weights(g, w);
   if (!pw.fits) return false;
   const int pairs = rowLen / 2, blocks = (g.O + kLanes - 1) / kLanes;
   const int64_t maxX = (int64_t)std::ldexp((double)fx.maxAbs, fx.frac);
@@ -378,7 +402,7 @@ bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const f
     return true;
   }
   g_last_method = limbBits ? "limbs" : "direct";
-  const int16_t* packed = pw.packed.data();
+  const int16_t* packed = packed_data(pw);
 
   // input: int16, zero-padded [B, H + 2 pad, W + 2 pad, C]: x itself, or its high and low limbs
   const int Hp = g.H + 2 * g.pad, Wp = g.W + 2 * g.pad, C = g.C;

@@ -309,12 +309,13 @@ const WinoWeights& wino_weights(const ConvGeom& g, const Plan& pl, int maxPiece,
   wt.assign((size_t)taps * C * Opad, 0);
   parallel_for((size_t)taps, [&](size_t tb, size_t te, int) {
     for (size_t tap = tb; tap < te; tap++)
-      for (int c0 = 0; c0 < C; c0 += 16)  // 16 rows of wt filled together: sequential writes
-        for (int o = 0; o < O; o++) {
-          const float* src = w + ((size_t)o * taps + tap) * C;
-          int16_t* dst = wt.data() + tap * C * Opad + o;
-          for (int c = c0; c < std::min(C, c0 + 16); c++) dst[(size_t)c * Opad] = (int16_t)(src[c] * sw);
-        }
+      for (int c0 = 0; c0 < C; c0 += 16)  // 16 x 16 blocks: reads and writes stay in a few lines
+        for (int o0 = 0; o0 < O; o0 += 16)
+          for (int o = o0; o < std::min(O, o0 + 16); o++) {
+            const float* src = w + ((size_t)o * taps + tap) * C;
+            int16_t* dst = wt.data() + tap * C * Opad + o;
+            for (int c = c0; c < std::min(C, c0 + 16); c++) dst[(size_t)c * Opad] = (int16_t)(src[c] * sw);
+          }
   });
   ww.packed.assign(pl.uSize, 0);
   ww.worst.assign(pl.types.size(), {});
