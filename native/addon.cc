@@ -345,6 +345,24 @@ Napi::Value ReluMask(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// permute(x, shape Int32Array, perm Int32Array, y)
+Napi::Value Permute(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  F32 x, y;
+  if (!get_f32(info, 0, false, x, "x") || !get_f32(info, 3, false, y, "y")) return env.Undefined();
+  const Napi::Int32Array shape = info[1].As<Napi::Int32Array>(), perm = info[2].As<Napi::Int32Array>();
+  const int rank = (int)shape.ElementLength();
+  size_t n = 1;
+  for (int k = 0; k < rank; k++) n *= (size_t)shape[k];
+  if (rank > 8 || (int)perm.ElementLength() != rank) {
+    Napi::TypeError::New(env, "permute: rank above 8 or a permutation of another length").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  if (!need(env, x, n, "x") || !need(env, y, n, "y")) return env.Undefined();
+  qc::permute(x.data, shape.Data(), perm.Data(), rank, y.data);
+  return env.Undefined();
+}
+
 Napi::Value Quantize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   F32 x, y;
@@ -386,6 +404,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("adamUpdate", Napi::Function::New(env, AdamUpdate));
   exports.Set("reluMask", Napi::Function::New(env, ReluMask));
   exports.Set("quantize", Napi::Function::New(env, Quantize));
+  exports.Set("permute", Napi::Function::New(env, Permute));
   return exports;
 }
 

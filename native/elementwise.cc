@@ -4,6 +4,7 @@
 //   BatchNorm over rows of C channels: per-channel sums, the affine map, and the backward pass.
 // Same arithmetic as src/tensor/ops/squash.ts and batchnorm2d.ts.
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "kernels.h"
@@ -139,6 +140,47 @@ void adam_update(float* p, const float* g, float* m, float* v, size_t n, float b
                  float stepSize, float bc2sqrt, float eps) {
   parallel_for(n, [&](size_t b, size_t e, int) {
     adam_slice(p + b, g + b, m + b, v + b, e - b, b1, c1, b2, c2, stepSize, bc2sqrt, eps);
+  });
+}
+
+// y = x permuted (see kernels.h): output rows of the innermost axis, split over the pool's
+// threads; each range starts its odometer from its first row
+void permute(const float* x, const int* shape, const int* perm, int rank, float* y) {
+  if (rank == 0) {
+    y[0] = x[0];
+    return;
+  }
+  int64_t inStride[8], stride[8], outShape[8];
+  int64_t s = 1;
+  for (int k = rank - 1; k >= 0; k--) inStride[k] = s, s *= shape[k];
+  for (int k = 0; k < rank; k++) stride[k] = inStride[perm[k]], outShape[k] = shape[perm[k]];
+  const int last = rank - 1;
+  const int64_t n = outShape[last], st = stride[last];
+  const size_t rows = n == 0 ? 0 : (size_t)(s / n);
+  parallel_for(rows, [&](size_t rb, size_t re, int) {
+    int64_t idx[8] = {}, base = 0;
+    size_t rem = rb;
+    for (int k = last - 1; k >= 0; k--) {
+      idx[k] = (int64_t)(rem % (size_t)outShape[k]);
+      rem /= (size_t)outShape[k];
+      base += idx[k] * stride[k];
+    }
+    float* out = y + rb * n;
+    for (size_t r = rb; r < re; r++, out += n) {
+      const float* in = x + base;
+      if (st == 1)
+        memcpy(out, in, (size_t)n * sizeof(float));
+      else
+        for (int64_t j = 0; j < n; j++) out[j] = in[j * st];
+      for (int k = last - 1; k >= 0; k--) {
+        if (++idx[k] < outShape[k]) {
+          base += stride[k];
+          break;
+        }
+        idx[k] = 0;
+        base -= (outShape[k] - 1) * stride[k];
+      }
+    }
   });
 }
 

@@ -88,6 +88,9 @@ void bias_gradient(const float* dy, size_t rows, int O, float* db);
 // dy[i] = 0 where y[i] <= 0 (the gradient of a ReLU from its output)
 void relu_mask(float* dy, const float* y, size_t n);
 
+// y = x.permute(perm) made contiguous, x of shape [shape[0], ..., shape[rank-1]], rank <= 8
+void permute(const float* x, const int* shape, const int* perm, int rank, float* y);
+
 // Fixed-point quantizer (SPEC 4). method: 0 truncation, 1 round_to_nearest,
 // 2 stochastic_rounding, 3 logarithmic.
 struct QuantSpec {

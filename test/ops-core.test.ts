@@ -193,3 +193,43 @@ test('bad input: wrong dtype, non-finite loss inputs and gradients give errors n
   assert.deepEqual(Array.from(p.data), [1, 2]);
   assert.equal(opt.step, 0);
 });
+
+test('permute kernel: every element where the index arithmetic puts it, on both backends', () => {
+  const cases: [number[], number[]][] = [
+    [
+      [3, 6, 6, 4, 8],
+      [0, 3, 1, 2, 4],
+    ], // flattenCapsules: rows of 8 contiguous values
+    [
+      [3, 4, 6, 6, 8],
+      [0, 2, 3, 1, 4],
+    ],
+    [
+      [2, 3, 5, 7],
+      [0, 3, 1, 2],
+    ], // innermost axis strided
+    [
+      [5, 7],
+      [1, 0],
+    ],
+    [[11], [0]],
+  ];
+  for (const k of backends())
+    for (const [shape, perm] of cases) {
+      const n = shape.reduce((a, b) => a * b, 1);
+      const x = Float32Array.from({ length: n }, (_, i) => i);
+      const y = new Float32Array(n).fill(-1);
+      k.permute(x, shape, perm, y);
+      const outShape = perm.map((p) => shape[p]);
+      const inStride = shape.map((_, d) => shape.slice(d + 1).reduce((a, b) => a * b, 1));
+      for (let o = 0; o < n; o++) {
+        let rem = o;
+        let src = 0;
+        for (let d = outShape.length - 1; d >= 0; d--) {
+          src += (rem % outShape[d]) * inStride[perm[d]];
+          rem = Math.floor(rem / outShape[d]);
+        }
+        if (y[o] !== src) assert.fail(`${k.name}: [${shape}] by [${perm}]: y[${o}] = ${y[o]}, expected ${src}`);
+      }
+    }
+});

@@ -222,6 +222,8 @@ export interface Kernels {
   ): void;
   /** dy[i] = 0 where y[i] <= 0, for i < n (ReLU backward from the ReLU's output). */
   reluMask(dy: Float32Array, y: Float32Array, n: number): void;
+  /** y = x.permute(perm) made contiguous, x of `shape` (rank <= 8). */
+  permute(x: Float32Array, shape: readonly number[], perm: readonly number[], y: Float32Array): void;
   /** y[i] = q(x[i]) for i < n (x and y may be the same buffer). */
   quantize(x: Float32Array, y: Float32Array, n: number, q: QuantSpec): void;
 }

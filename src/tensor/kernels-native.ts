@@ -64,6 +64,7 @@ interface Addon {
   ): void;
   quantize(x: Float32Array, y: Float32Array, n: number, q: Float64Array): void;
   reluMask(dy: Float32Array, y: Float32Array, n: number): void;
+  permute(x: Float32Array, shape: Int32Array, perm: Int32Array, y: Float32Array): void;
   squashForward(s: Float32Array, v: Float32Array, rows: number, D: number): void;
   squashBackward(s: Float32Array, dv: Float32Array, ds: Float32Array, rows: number, D: number): void;
   channelSums(x: Float32Array, rows: number, C: number, shift: Float64Array | null, out: Float64Array): void;
@@ -133,6 +134,7 @@ export function loadNativeKernels(): { kernels: Kernels; info: string } {
       addon.routingBackward(routingGeom(g), votes, saveS, saveC, dv, dvotes, dbias),
     quantize: (x, y, n, q) => addon.quantize(x, y, n, packQuant(q)),
     reluMask: (dy, y, n) => addon.reluMask(dy, y, n),
+    permute: (x, shape, perm, y) => addon.permute(x, Int32Array.from(shape), Int32Array.from(perm), y),
     adamUpdate: (p, g, m, v, n, b1, c1, b2, c2, stepSize, bc2sqrt, eps) =>
       addon.adamUpdate(p, g, m, v, n, b1, c1, b2, c2, stepSize, bc2sqrt, eps),
     squashRows: (s, v, rows, D) => addon.squashForward(s, v, rows, D),

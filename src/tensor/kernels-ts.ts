@@ -8,6 +8,7 @@ import {
   batchNormApplyTs,
   batchNormBackwardTs,
   channelSumsTs,
+  permuteTs,
   squashRowsBackwardTs,
   squashRowsTs,
 } from './ts/elementwise.js';
@@ -43,4 +44,5 @@ export const typescriptKernels: Kernels = {
   reluMask(dy, y, n) {
     for (let i = 0; i < n; i++) if (!(y[i] > 0)) dy[i] = 0;
   },
+  permute: permuteTs,
 };

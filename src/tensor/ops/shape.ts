@@ -1,4 +1,5 @@
 // reshape / permute / concat and their backward passes (permute back, split).
+import { kernels } from '../kernels.js';
 import { take } from '../pool.js';
 import { check, resolveShape, shapeStr, Tensor } from '../tensor.js';
 
@@ -15,31 +16,8 @@ export function permute(x: Tensor, perm: readonly number[]): Tensor {
     `[${perm.join(', ')}] is not a permutation of the ${rank} axes of ${shapeStr(x.shape)}`,
   );
   const outShape = perm.map((p) => x.shape[p]);
-  const inStrides = new Array<number>(rank);
-  let s = 1;
-  for (let k = rank - 1; k >= 0; k--) {
-    inStrides[k] = s;
-    s *= x.shape[k];
-  }
-  const stride = perm.map((p) => inStrides[p]); // input stride of each output axis
   const y = take(x.size);
-  const src = x.data;
-  // iterate output in order, innermost axis as a strided copy
-  const last = rank - 1;
-  const n = outShape[last] ?? 1;
-  const st = stride[last] ?? 1;
-  const idx = new Array<number>(rank).fill(0);
-  let o = 0;
-  const rows = rank === 0 ? 1 : x.size / n;
-  for (let r = 0; r < rows; r++) {
-    let base = 0;
-    for (let k = 0; k < last; k++) base += idx[k] * stride[k];
-    for (let j = 0; j < n; j++) y[o++] = src[base + j * st];
-    for (let k = last - 1; k >= 0; k--) {
-      if (++idx[k] < outShape[k]) break;
-      idx[k] = 0;
-    }
-  }
+  kernels().permute(x.data, x.shape, perm, y);
   return new Tensor(y, outShape);
 }
 

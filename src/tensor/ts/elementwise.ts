@@ -126,3 +126,38 @@ export function adamUpdateTs(
     p[i] = f(p[i] - f(stepSize * f(m[i] / denom)));
   }
 }
+
+/** y = x.permute(perm) made contiguous (x of the given shape): rows of the innermost output
+ *  axis, the input offset of each row following the odometer of the outer axes. */
+export function permuteTs(x: Float32Array, shape: readonly number[], perm: readonly number[], y: Float32Array): void {
+  const rank = shape.length;
+  if (rank === 0) {
+    y[0] = x[0];
+    return;
+  }
+  const inStrides = new Int32Array(rank);
+  let s = 1;
+  for (let k = rank - 1; k >= 0; k--) {
+    inStrides[k] = s;
+    s *= shape[k];
+  }
+  const stride = Int32Array.from(perm, (p) => inStrides[p]); // input stride of each output axis
+  const outShape = Int32Array.from(perm, (p) => shape[p]);
+  const last = rank - 1;
+  const n = outShape[last];
+  const st = stride[last];
+  const idx = new Int32Array(rank);
+  const rows = n === 0 ? 0 : s / n;
+  let base = 0;
+  for (let r = 0, o = 0; r < rows; r++, o += n) {
+    for (let j = 0; j < n; j++) y[o + j] = x[base + j * st];
+    for (let k = last - 1; k >= 0; k--) {
+      if (++idx[k] < outShape[k]) {
+        base += stride[k];
+        break;
+      }
+      idx[k] = 0;
+      base -= (outShape[k] - 1) * stride[k];
+    }
+  }
+}
