@@ -75,6 +75,16 @@ export interface CapsulesGeom {
   iterations: number;
 }
 
+/** conv2dForward's arguments but the output quantizer: (g, x, w, bias | null, y, relu). */
+export type ConvForwardArgs = [
+  g: ConvGeom,
+  x: Float32Array,
+  w: Float32Array,
+  bias: Float32Array | null,
+  y: Float32Array,
+  relu: boolean,
+];
+
 export type FixedPointConvMethod = 'none' | 'declined' | 'direct' | 'limbs' | 'winograd';
 
 export interface Kernels {
@@ -94,14 +104,7 @@ export interface Kernels {
    *  y = sum rounded once to float32, + bias, ReLU; conv2dForward's arguments. Returns false
    *  and leaves y untouched where it does not apply (natively: also on CPUs without
    *  AVX512-VNNI). */
-  conv2dForwardFixedPoint(
-    g: ConvGeom,
-    x: Float32Array,
-    w: Float32Array,
-    bias: Float32Array | null,
-    y: Float32Array,
-    relu: boolean,
-  ): boolean;
+  conv2dForwardFixedPoint(...args: ConvForwardArgs): boolean;
   /** How the last fixed-point convolution ran (conv2dForwardFixedPoint, or conv2dForward while
    *  setFixedPointConv is on): natively 'winograd' (exact integer Winograd, fewer products),
    *  'direct' (one pass), 'limbs' (two passes over the limbs of inputs wider than int16);

@@ -5,7 +5,7 @@
 // that does not apply; the native kernel applies in the same cases on CPUs with AVX512-VNNI:
 // it sums int16 products in int32 over segments of at least 64 products, so it needs them
 // not to overflow, with x itself or, for wider inputs, with limbs of x = 2^b high + low.
-import type { ConvGeom, FixedPointConvMethod } from '../backend.js';
+import type { ConvForwardArgs, ConvGeom, FixedPointConvMethod } from '../backend.js';
 import { conv2dForwardTs } from './conv.js';
 
 const f32 = new Float32Array(1);
@@ -47,15 +47,8 @@ export function fixedPointConvMethodTs(): FixedPointConvMethod {
   return lastMethod;
 }
 
-export function conv2dForwardFixedPointTs(
-  g: ConvGeom,
-  x: Float32Array,
-  w: Float32Array,
-  bias: Float32Array | null,
-  y: Float32Array,
-  relu: boolean,
-): boolean {
-  const applied = fixedPointSums(g, x, w, bias, y, relu);
+export function conv2dForwardFixedPointTs(...args: ConvForwardArgs): boolean {
+  const applied = fixedPointSums(...args);
   lastMethod = applied ? 'direct' : 'declined';
   return applied;
 }
