@@ -108,7 +108,6 @@ TransformFn transform_for(int ry, int rx) {
   return table[ry - 1][rx - 1];
 }
 
-
 // B^T of input_transform<R>, read back from it (row xi, column j)
 template <int R>
 __attribute__((target("avx512f,avx512bw"))) std::vector<std::vector<int>> input_matrix() {
