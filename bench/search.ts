@@ -1,10 +1,11 @@
 // `npm run bench:search`: the whole Q-CapsNets search on ShallowCapsNet, Fashion-MNIST, the first
-// 2,000 test images, tolerance 0.5, budget 3 MB, round_to_nearest with the reference's
+// 2,000 test images, tolerance 0.5, budget 3 MB, round_to_nearest (or --method truncation) with the reference's
 // arithmetic (--rounding-compat dac2020), against the reference implementation's own search on
 // the same model file and images when PyTorch is installed and QCAPS_REFERENCE_DIR points at a
 // checkout of it (never committed here). The model: --model FILE, or QCAPS_BENCH_MODEL, or one
 // trained once by `qcapsnets train` (1 epoch) and kept in .bench-cache/.
 //   npm run bench:search [-- --json] [--test-size 2000] [--model FILE] [--threads N]
+//                        [--method round_to_nearest|truncation] (the deterministic methods)
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -59,7 +60,11 @@ async function main(): Promise<void> {
   const testSize = Number(arg('test-size', '2000'));
   const tolerance = Number(arg('tolerance', '0.5'));
   const budget = Number(arg('budget', '3'));
-  const method = 'round_to_nearest';
+  const method = arg('method', 'round_to_nearest');
+  if (method !== 'round_to_nearest' && method !== 'truncation')
+    throw new Error(
+      `--method ${method}: expected round_to_nearest or truncation (the deterministic methods, whose bits the reference's can be compared with)`,
+    );
   const threads = Number(arg('threads', String(kernels().getThreads())));
   kernels().setThreads(threads);
   const modelFile = benchModel();
