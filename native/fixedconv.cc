@@ -88,21 +88,26 @@ bool cpu_has_vnni() {
 #endif
 }
 
-std::vector<int64_t> worst_runs(const std::vector<int64_t>& chunkL1, size_t rows, int chunks) {
-  std::vector<int64_t> worst(chunks + 1, 0);
-  for (int s = 1; s <= chunks; s++)
-    for (size_t row = 0; row < rows; row++)
-      for (int c0 = 0; c0 < chunks; c0 += s) {
-        int64_t sum = 0;
-        for (int c = c0; c < std::min(chunks, c0 + s); c++) sum += chunkL1[row * chunks + c];
-        worst[s] = std::max(worst[s], sum);
-      }
-  return worst;
+RunBounds run_bounds(const int64_t* chunkL1, size_t rows, int chunks, int chunkPairs) {
+  RunBounds rb;
+  rb.chunkPairs = chunkPairs;
+  std::vector<int64_t> sums(chunkL1, chunkL1 + rows * chunks);  // aligned runs of `run` chunks
+  for (int run = 1, n = chunks;; run *= 2, n = (n + 1) / 2) {
+    rb.runs.push_back(run);
+    rb.worst.push_back(*std::max_element(sums.begin(), sums.begin() + rows * n));
+    if (n == 1) break;
+    // pairs of runs into runs twice as long, in place (writes never pass the reads)
+    const int n2 = (n + 1) / 2;
+    for (size_t r = 0; r < rows; r++)
+      for (int c = 0; c < n2; c++)
+        sums[r * n2 + c] = sums[r * n + 2 * c] + (2 * c + 1 < n ? sums[r * n + 2 * c + 1] : 0);
+  }
+  return rb;
 }
 
-int segment_pairs(const std::vector<int64_t>& worst, int64_t maxX, int pairs) {
-  for (int s = (int)worst.size() - 1; s >= 1; s--)
-    if (maxX * worst[s] < ((int64_t)1 << 31)) return std::min(pairs, s * kChunkPairs);
+int segment_pairs(const RunBounds& rb, int64_t maxX, int pairs) {
+  for (size_t i = rb.runs.size(); i-- > 0;)
+    if (maxX * rb.worst[i] < ((int64_t)1 << 31)) return std::min(pairs, rb.runs[i] * rb.chunkPairs);
   return 0;
 }
 
@@ -162,9 +167,8 @@ __attribute__((target("avx512f,avx512vnni"))) void micro_kernel(const int16_t* c
   // each output is scattered once
   const bool viaLocal = sc && seg < pairs;
   alignas(64) int64_t local[kRows][kLanes];
-  int64_t* const out[kRows] = {viaLocal ? local[0] : c[0], viaLocal ? local[1] : c[1], viaLocal ? local[2] : c[2],
-                               viaLocal ? local[3] : c[3], viaLocal ? local[4] : c[4], viaLocal ? local[5] : c[5],
-                               viaLocal ? local[6] : c[6], viaLocal ? local[7] : c[7]};
+  int64_t* out[kRows];
+  for (int i = 0; i < kRows; i++) out[i] = viaLocal ? local[i] : c[i];
   const Scatter* direct = viaLocal ? nullptr : sc;
   for (int p0 = 0; p0 < pairs; p0 += seg) {
     const int p1 = std::min(pairs, p0 + seg);
@@ -268,9 +272,9 @@ bool g_fixed_point = false;
 const char* g_last_method = "none";
 
 // The weights as int16, packed [ky][O block][pair][lane][2], with what the overflow bound
-// needs: a sum over s chunks of a kernel row is bounded by max|x16| times the sum of |w16|
-// over those chunks, and worstL1[s] is the largest such sum over every output channel, kernel
-// row and run of s chunks. Kept for the last weights seen: a quantized forward convolves every
+// needs: a sum over a run of chunks of a kernel row is bounded by max|x16| times the sum of
+// |w16| over those chunks (bounds: the largest such sums, over every output channel and kernel
+// row). Kept for the last weights seen: a quantized forward convolves every
 // batch with the same weights, which are then compared (memcmp) instead of packed again. The
 // bounds are computed at once, the packing when the direct kernel first runs (the Winograd
 // kernel packs its own transforms).
@@ -278,11 +282,10 @@ struct PackedWeights {
   std::vector<float> source;  // the float weights packed (empty: none yet)
   int O = 0, KH = 0, rowLen = 0;
   bool fits = false;  // fixed point within int16
-  int frac = 0, chunks = 0;
   Format fw;
-  uint64_t version = 0;  // counts the packings
+  uint64_t version = 0;  // counts the weights seen (keys the Winograd kernel's own cache)
   std::vector<int16_t> packed;
-  std::vector<int64_t> worstL1;  // [segment chunks 0..chunks]
+  RunBounds bounds;
   int64_t patchL1 = 0;           // the largest sum of |w16| over a whole kernel (bounds |y|)
 };
 
@@ -311,10 +314,9 @@ PackedWeights& packed_weights(const ConvGeom& g, const float* w) {
   pw.packed.clear();  // packed when the direct kernel first needs them
   pw.fits = fits_int16(fw);
   if (!pw.fits) return pw;
-  pw.frac = fw.frac;
   const float sw = std::ldexp(1.f, fw.frac);
   const int pairs = rowLen / 2;
-  const int chunks = pw.chunks = (pairs + kChunkPairs - 1) / kChunkPairs;  // per kernel row
+  const int chunks = (pairs + kChunkPairs - 1) / kChunkPairs;  // per kernel row
   std::vector<int64_t> chunkL1((size_t)g.O * g.KH * chunks, 0);
   parallel_for((size_t)g.O * g.KH, [&](size_t rb, size_t re, int) {
     for (size_t r = rb; r < re; r++)
@@ -329,14 +331,14 @@ PackedWeights& packed_weights(const ConvGeom& g, const float* w) {
     for (size_t c = 0; c < (size_t)g.KH * chunks; c++) sum += chunkL1[(size_t)o * g.KH * chunks + c];
     pw.patchL1 = std::max(pw.patchL1, sum);
   }
-  pw.worstL1 = worst_runs(chunkL1, (size_t)g.O * g.KH, chunks);
+  pw.bounds = run_bounds(chunkL1.data(), (size_t)g.O * g.KH, chunks, kChunkPairs);
   return pw;
 }
 
 // The weights packed for the direct kernel (done once per weights, on first use).
 const int16_t* packed_data(PackedWeights& pw) {
   if (!pw.packed.empty()) return pw.packed.data();
-  const float sw = std::ldexp(1.f, pw.frac);
+  const float sw = std::ldexp(1.f, pw.fw.frac);
   const int rowLen = pw.rowLen, pairs = rowLen / 2, blocks = (pw.O + kLanes - 1) / kLanes;
   pw.packed.assign((size_t)pw.KH * blocks * pairs * 2 * kLanes, 0);
   parallel_for((size_t)pw.O, [&](size_t ob, size_t oe, int) {
@@ -385,13 +387,13 @@ bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const f
   // over the limbs of x = 2^b high + low (low in [0, 2^b), high = floor(x / 2^b)), with the b
   // that gives both the longest int32 segments; the high limb's sums are scaled by 2^b.
   int limbBits = 0;
-  int segs[2] = {fits_int16(fx) ? segment_pairs(pw.worstL1, maxX, pairs) : 0, 0};
+  int segs[2] = {fits_int16(fx) ? segment_pairs(pw.bounds, maxX, pairs) : 0, 0};
   if (segs[0] == 0) {
     if (maxPasses < 2) return false;
     for (int b = 1; b <= 15; b++) {
       const int64_t maxHigh = (maxX + ((int64_t)1 << b) - 1) >> b;
-      const int high = maxHigh <= 32767 ? segment_pairs(pw.worstL1, maxHigh, pairs) : 0;
-      const int low = segment_pairs(pw.worstL1, ((int64_t)1 << b) - 1, pairs);
+      const int high = maxHigh <= 32767 ? segment_pairs(pw.bounds, maxHigh, pairs) : 0;
+      const int low = segment_pairs(pw.bounds, ((int64_t)1 << b) - 1, pairs);
       if (std::min(high, low) > std::min(segs[0], segs[1])) limbBits = b, segs[0] = high, segs[1] = low;
     }
     if (limbBits == 0) return false;
@@ -417,7 +419,7 @@ bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const f
   const int ldc = blocks * kLanes;
   static std::vector<int64_t> acc;
   acc.resize(rows * ldc);  // the first kernel row's sums are assigned
-  const float scale = std::ldexp(1.f, -(fx.frac + pw.frac));
+  const float scale = std::ldexp(1.f, -(fx.frac + pw.fw.frac));
   parallel_for(rowBlocks, [&](size_t bb, size_t be, int) {
     alignas(64) int64_t scratch[kLanes];
     constexpr int kBlocksPerPass = 4;  // 4 x 32 channels of one kernel row: <= 600 KB of weights

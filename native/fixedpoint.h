@@ -37,13 +37,20 @@ inline size_t packed_index(int pairs, int o, int k) {
   return (((size_t)(o / kLanes) * pairs + k / 2) * kLanes + o % kLanes) * 2 + k % 2;
 }
 
-// worst[s] (s = 1..chunks): the largest sum of chunkL1 over a run of s consecutive chunks of
-// any row (rows x chunks, row-major); worst[0] = 0.
-std::vector<int64_t> worst_runs(const std::vector<int64_t>& chunkL1, size_t rows, int chunks);
+// The int32 overflow bounds of a GEMM over K split into chunks of chunkPairs pairs: for aligned
+// runs of 1, 2, 4, ... chunks and of all of them, the largest sum of |w| over a run of any row
+// (an output channel's weights, for one kernel row or transform point).
+struct RunBounds {
+  int chunkPairs = 0;
+  std::vector<int> runs;  // in chunks, increasing
+  std::vector<int64_t> worst;
+};
+// chunkL1: rows x chunks, the sum of |w| over each chunk
+RunBounds run_bounds(const int64_t* chunkL1, size_t rows, int chunks, int chunkPairs);
 
-// The longest segment, in pairs (a multiple of kChunkPairs, at most `pairs`), whose int32 sums
-// cannot overflow for inputs up to maxX in magnitude; 0 when even one chunk could.
-int segment_pairs(const std::vector<int64_t>& worst, int64_t maxX, int pairs);
+// The longest segment, in pairs (at most `pairs`), whose int32 sums cannot overflow for inputs
+// up to maxX in magnitude; 0 when even one chunk could.
+int segment_pairs(const RunBounds& rb, int64_t maxX, int pairs);
 
 // dst (and low, with limbs) = the integers x 2^frac (sx = 2^frac) as int16, zero-padded to
 // [B, Hq, Wq, Cp] (x's [B, H, W, C] at (pad, pad); Cp >= C), in one pass that also writes

@@ -213,35 +213,9 @@ Plan make_plan(const ConvGeom& g, int maxPiece, bool nonNegative) {
   return pl;
 }
 
-// The int32 overflow bounds of the Winograd GEMMs, in finer chunks than the direct kernel's
-// (the (1,1) point of F(2x2,3x3) sums 4 inputs and 9 weights): for aligned runs of 1, 2, 4, ...
-// chunks and of all of them, the largest sum of |U| over any output channel.
+// The int32 overflow bounds of the Winograd GEMMs are kept in finer chunks than the direct
+// kernel's: the (1,1) point of F(2x2,3x3) sums 4 inputs and 9 weights.
 constexpr int kWinoChunkPairs = 8;
-struct RunBounds {
-  std::vector<int> runs;  // in chunks, increasing
-  std::vector<int64_t> worst;
-};
-
-RunBounds pow2_runs(const int64_t* chunkL1, size_t rows, int chunks) {
-  RunBounds rb;
-  std::vector<int64_t> sums(chunkL1, chunkL1 + rows * chunks);  // aligned runs of `run` chunks
-  for (int run = 1, n = chunks; ; run *= 2, n = (n + 1) / 2) {
-    rb.runs.push_back(run);
-    rb.worst.push_back(*std::max_element(sums.begin(), sums.begin() + rows * n));
-    if (n == 1) break;
-    const int n2 = (n + 1) / 2;
-    for (size_t r = 0; r < rows; r++)
-      for (int c = 0; c < n2; c++)
-        sums[r * n2 + c] = sums[r * n + 2 * c] + (2 * c + 1 < n ? sums[r * n + 2 * c + 1] : 0);
-  }
-  return rb;
-}
-
-int run_segment_pairs(const RunBounds& rb, int64_t maxX, int pairs) {
-  for (size_t i = rb.runs.size(); i-- > 0;)
-    if (maxX * rb.worst[i] < ((int64_t)1 << 31)) return std::min(pairs, rb.runs[i] * kWinoChunkPairs);
-  return 0;
-}
 
 // The transformed, packed weights of the last weights seen (the direct kernel's weights
 // version and the geometry), with each type's overflow bounds.
@@ -305,9 +279,9 @@ const WinoWeights& wino_weights(const ConvGeom& g, const Plan& pl, int maxPiece,
   // below run over 32 output channels at a time
   const float sw = std::ldexp(1.f, fw.frac);
   static std::vector<int16_t> wt;
-  wt.assign((size_t)taps * C * Opad, 0);
+  wt.resize((size_t)taps * C * Opad);  // every value below is written: o < O, or a pad lane's 0
   parallel_for((size_t)taps, [&](size_t tb, size_t te, int) {
-    for (size_t tap = tb; tap < te; tap++)
+    for (size_t tap = tb; tap < te; tap++) {
       for (int c0 = 0; c0 < C; c0 += 16)  // 16 x 16 blocks: reads and writes stay in a few lines
         for (int o0 = 0; o0 < O; o0 += 16)
           for (int o = o0; o < std::min(O, o0 + 16); o++) {
@@ -315,6 +289,9 @@ const WinoWeights& wino_weights(const ConvGeom& g, const Plan& pl, int maxPiece,
             int16_t* dst = wt.data() + tap * C * Opad + o;
             for (int c = c0; c < std::min(C, c0 + 16); c++) dst[(size_t)c * Opad] = (int16_t)(src[c] * sw);
           }
+      for (int c = 0; c < C; c++)
+        for (int o = O; o < Opad; o++) wt[(tap * C + c) * Opad + o] = 0;
+    }
   });
   ww.packed.assign(pl.uSize, 0);
   ww.worst.assign(pl.types.size(), {});
@@ -371,7 +348,7 @@ const WinoWeights& wino_weights(const ConvGeom& g, const Plan& pl, int maxPiece,
   for (size_t ti = 0; ti < pl.types.size(); ti++)
     for (int p = 0; p < pl.types[ti].points; p++) {
       const size_t rowLen = (size_t)O * chunksOf[ti];
-      ww.worst[ti].push_back(pow2_runs(chunkL1[ti].data() + p * rowLen, O, chunksOf[ti]));
+      ww.worst[ti].push_back(run_bounds(chunkL1[ti].data() + p * rowLen, O, chunksOf[ti], kWinoChunkPairs));
     }
   ww.fits = std::find(tooBig.begin(), tooBig.end(), 1) == tooBig.end();
   return ww;
@@ -494,7 +471,7 @@ bool winograd_fixed_conv(const ConvGeom& g, const float* x, const Format& fx, in
     for (size_t ti = 0; ti < pl.types.size(); ti++)
       for (int p = 0; p < pl.types[ti].points; p++) {
         const Type& t = pl.types[ti];
-        segs[ti].push_back(run_segment_pairs(ww.worst[ti][p], t.bound[p] * maxX, t.pairs));
+        segs[ti].push_back(segment_pairs(ww.worst[ti][p], t.bound[p] * maxX, t.pairs));
         fits = fits && segs[ti].back() > 0;
       }
     if (!fits) continue;
