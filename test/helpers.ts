@@ -1,6 +1,10 @@
 // Test helpers: PyTorch fixtures (fixtures/core/*.safetensors, written by
-// tools/make-fixtures.py), layout conversions, tolerant comparison, both backends.
+// tools/make-fixtures.py), layout conversions, tolerant comparison, and which backends are
+// under test: a test that needs the native addon is an explicit skip where it did not load
+// (or QCAPS_BACKEND=typescript), a failure under QCAPS_REQUIRE_NATIVE=1 (CI).
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import type { TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { readSafetensors } from '../src/io/safetensors.js';
 import { loadNativeKernels } from '../src/tensor/kernels-native.js';
@@ -58,28 +62,133 @@ export function assertClose(
   }
 }
 
-let nativeKernels: Kernels | null | undefined;
-export function native(): Kernels | null {
-  if (nativeKernels === undefined) {
-    try {
-      nativeKernels = loadNativeKernels().kernels;
-    } catch (err) {
-      if (process.env.QCAPS_REQUIRE_NATIVE === '1') throw err;
-      nativeKernels = null;
-    }
-  }
-  return nativeKernels;
+/** Whether a missing native addon is a failure: QCAPS_REQUIRE_NATIVE=1 (CI, .ci/run) or
+ *  QCAPS_BACKEND=native. */
+export function nativeRequired(): boolean {
+  return process.env.QCAPS_REQUIRE_NATIVE === '1' || (process.env.QCAPS_BACKEND ?? '').toLowerCase() === 'native';
 }
 
-/** The backends to run a test on: typescript always, native when it loads
- *  (required when QCAPS_REQUIRE_NATIVE=1, as in CI). */
+let nativeState: { kernels: Kernels } | { missing: string } | undefined;
+
+/** The one place that decides whether the native kernels are under test: null when they are,
+ *  else why not (the addon did not load, or QCAPS_BACKEND=typescript asks for TypeScript alone,
+ *  as src/tensor/kernels.ts does). */
+export function nativeMissing(): string | null {
+  if (nativeState === undefined) {
+    const wanted = (process.env.QCAPS_BACKEND ?? 'auto').toLowerCase();
+    if (wanted === 'typescript' || wanted === 'ts') nativeState = { missing: `QCAPS_BACKEND=${wanted}` };
+    else
+      try {
+        nativeState = { kernels: loadNativeKernels().kernels };
+      } catch (err) {
+        nativeState = { missing: `the addon did not load: ${(err as Error).message}` };
+      }
+  }
+  return 'missing' in nativeState ? nativeState.missing : null;
+}
+
+/** The error of a native test where the addon is not under test but required. */
+function nativeRequiredError(why: string): Error {
+  const by = process.env.QCAPS_REQUIRE_NATIVE === '1' ? 'QCAPS_REQUIRE_NATIVE=1' : 'QCAPS_BACKEND=native';
+  return new Error(`${by} but the native addon is not under test: ${why}`);
+}
+
+/** The native kernels, or null where they are not under test; throws instead under
+ *  QCAPS_REQUIRE_NATIVE=1. Tests should use requireNative(t) or backendCases(), which make the
+ *  missing addon an explicit skip. */
+export function native(): Kernels | null {
+  const why = nativeMissing();
+  if (why === null) return (nativeState as { kernels: Kernels }).kernels;
+  if (nativeRequired()) throw nativeRequiredError(why);
+  return null;
+}
+
+/** For a test that needs the native kernels: them; where the addon is not under test, a failure
+ *  (thrown) under QCAPS_REQUIRE_NATIVE=1, else an explicit skip of t, and null (return then). */
+export function requireNative(t: TestContext): Kernels | null {
+  const n = native();
+  if (!n) t.skip(`native addon not loaded (${nativeMissing()})`);
+  return n;
+}
+
+/** For a test that compares the two backends: [native, typescript], or null after
+ *  requireNative's skip (a failure under QCAPS_REQUIRE_NATIVE=1). */
+export function requireBothBackends(t: TestContext): [Kernels, Kernels] | null {
+  const n = requireNative(t);
+  return n ? [n, typescriptKernels] : null;
+}
+
+/** The error of using native kernels that are not under test. */
+function notLoadedError(why: string): Error {
+  return nativeRequired()
+    ? nativeRequiredError(why)
+    : new Error(`native kernels used but not loaded (${why}): register this test with { skip } from backendCases()`);
+}
+
+let standIn: Kernels | undefined;
+/** Stands in for native kernels that are not under test: any use but its name throws. */
+function missingNative(why: string): Kernels {
+  standIn ??= new Proxy({} as Kernels, {
+    get(_, prop) {
+      if (prop === 'name') return 'native';
+      throw notLoadedError(why);
+    },
+  });
+  return standIn;
+}
+
+/** One test per backend: `for (const [k, skip] of backendCases()) test(title, { skip }, ...)`.
+ *  Native first, then typescript. Where the native addon is not under test, its entry is an
+ *  explicit skip (skip = the reason) with stand-in kernels that throw when used; under
+ *  QCAPS_REQUIRE_NATIVE=1 it is not skipped, so its tests fail with the reason. */
+export function backendCases(): [Kernels, string | false][] {
+  const why = nativeMissing();
+  if (why === null)
+    return [
+      [native()!, false],
+      [typescriptKernels, false],
+    ];
+  return [
+    [missingNative(why), nativeRequired() ? false : `native addon not loaded (${why})`],
+    [typescriptKernels, false],
+  ];
+}
+
+/** The backends under test, native first (throws under QCAPS_REQUIRE_NATIVE=1 when the addon is
+ *  not under test). It keeps no record of a missing native backend: prefer backendCases(). */
 export function backends(): Kernels[] {
   const n = native();
   return n ? [n, typescriptKernels] : [typescriptKernels];
 }
 
-/** Runs fn with backend k active. */
+/** Why this machine cannot run the native exact fixed-point convolution (native/fixedconv.cc:
+ *  x86-64 with AVX512F and AVX512-VNNI; its integer Winograd, native/fixedwino.cc, also needs
+ *  AVX512BW), from the CPU's flags in /proc/cpuinfo, independently of the kernel's own answer;
+ *  null when it must run. */
+export function fixedPointConvUnsupported(winograd = false): string | null {
+  if (process.arch !== 'x64') return `not x86-64 (${process.arch}): no AVX512-VNNI kernel`;
+  let cpuinfo: string;
+  try {
+    cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
+  } catch {
+    return 'no /proc/cpuinfo to tell whether this CPU has AVX512-VNNI';
+  }
+  const line = cpuinfo.split('\n').find((l) => /^flags\s*:/.test(l));
+  const flags = new Set(
+    (line ?? '')
+      .replace(/^flags\s*:/, '')
+      .trim()
+      .split(/\s+/),
+  );
+  const lacking = ['avx512f', 'avx512_vnni', ...(winograd ? ['avx512bw'] : [])].filter((f) => !flags.has(f));
+  if (lacking.length === 0) return null;
+  const what = lacking.includes('avx512_vnni') || lacking.includes('avx512f') ? 'kernel' : 'integer Winograd';
+  return `this CPU lacks ${lacking.join(', ')}: the native fixed-point ${what} declines`;
+}
+
+/** Runs fn with backend k active (k must be under test: see backendCases). */
 export function withBackend<T>(k: Kernels, fn: () => T): T {
+  if (k === standIn) throw notLoadedError(nativeMissing()!);
   useKernels(k);
   return fn();
 }

@@ -1,5 +1,5 @@
 // safetensors: reading a file encoded by the fixture script (F32/F16/BF16/F64/I64 + metadata),
-// round trips, header layout, and clear errors for truncated or malformed files.
+// round trips, header layout, clear errors for truncated or malformed files, atomic writes.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

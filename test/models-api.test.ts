@@ -267,20 +267,20 @@ test('bad model and decoder names and arguments are refused with what is valid',
   assert.throws(() => buildModel('DeepCaps', [32, 1, 10, 32]), /DeepCaps: input_wh must be 28 or 64, got 32/);
   assert.throws(
     () => buildModel('ShallowCapsNet', [28, 1, 10]),
-    /ShallowCapsNet: --model-args needs 4 values \(input_wh input_ch num_classes caps_dim\), got 3 \(28 1 10\)/,
+    /buildModel\('ShallowCapsNet', args\): args needs 4 values \(input_wh input_ch num_classes caps_dim\), got 3 \(28 1 10\)/,
   );
   assert.throws(
     () => buildModel('DeepCaps', [28, 0, 10, 32]),
-    /value 2 \(input_ch\) must be a positive integer, got 0/,
+    /buildModel\('DeepCaps', args\): args\[1\] \(input_ch\) must be a positive integer, got 0/,
   );
   assert.throws(
     () => buildModel('ShallowCapsNet', [28, 1, 10.5, 16]),
-    /value 3 \(num_classes\) must be a positive integer/,
+    /args\[2\] \(num_classes\) must be a positive integer/,
   );
   assert.throws(() => buildModel('ShallowCapsNet', [16, 1, 10, 16]), /input_wh 16 is too small \(at least 17 pixels\)/);
   assert.throws(
     () => buildDecoder('ConvDecoder28', [32]),
-    /ConvDecoder28: --decoder-args needs 2 values \(in_dim out_channels\), got 1/,
+    /buildDecoder\('ConvDecoder28', args\): args needs 2 values \(in_dim out_channels\), got 1/,
   );
   const model = buildModel('ShallowCapsNet', [28, 1, 10, 16]);
   assert.throws(

@@ -1,4 +1,6 @@
-// conv2d and conv_transpose2d match PyTorch (forward and all gradients) on both backends.
+// conv2d and conv_transpose2d match PyTorch (forward and all gradients) on each backend, and
+// refuse mismatched shapes; the native algorithms (K split into kernel-row blocks, Winograd,
+// DFT) match the typescript kernels, and its direct small-patch kernel gives im2col + GEMM's bits.
 import { test } from 'node:test';
 import {
   conv2dBackward,
@@ -11,7 +13,16 @@ import {
   oihwToOhwi,
 } from '../src/tensor/index.js';
 import { Tensor } from '../src/tensor/tensor.js';
-import { assertClose, backends, fixture, nchwToNhwc, nhwcToNchw, withBackend } from './helpers.js';
+import {
+  assertClose,
+  backendCases,
+  fixture,
+  nchwToNhwc,
+  nhwcToNchw,
+  requireBothBackends,
+  requireNative,
+  withBackend,
+} from './helpers.js';
 import type { ConvGeom, Kernels } from '../src/tensor/backend.js';
 import assert from 'node:assert/strict';
 
@@ -39,9 +50,9 @@ function convKernelOutputs(
 
 const wave = (n: number, f: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * f));
 
-for (const k of backends()) {
+for (const [k, skip] of backendCases()) {
   for (const name of ['conv2d_k3s1p1', 'conv2d_k3s2p1_relu', 'conv2d_k5s2p0', 'conv2d_k1s1p0']) {
-    test(`${name} forward and backward match PyTorch (${k.name})`, () =>
+    test(`${name} forward and backward match PyTorch (${k.name})`, { skip }, () =>
       withBackend(k, () => {
         const f = fixture(name);
         const opts = { stride: f.meta.stride as number, pad: f.meta.pad as number, relu: f.meta.relu as boolean };
@@ -54,10 +65,11 @@ for (const k of backends()) {
         assertClose(nhwcToNchw(dx!), f.get('dx'), `${name} dx`);
         assertClose(ohwiToOihw(dw), f.get('dw'), `${name} dw`);
         assertClose(db!, f.get('db'), `${name} db`);
-      }));
+      }),
+    );
   }
   for (const name of ['conv_transpose2d_k3s2p1op1', 'conv_transpose2d_k4s2p1', 'conv_transpose2d_k3s1p1']) {
-    test(`${name} forward and backward match PyTorch (${k.name})`, () =>
+    test(`${name} forward and backward match PyTorch (${k.name})`, { skip }, () =>
       withBackend(k, () => {
         const f = fixture(name);
         const opts = {
@@ -75,9 +87,10 @@ for (const k of backends()) {
         assertClose(nhwcToNchw(dx!), f.get('dx'), `${name} dx`);
         assertClose(convTransposeWeightToTorch(dw), f.get('dw'), `${name} dw`);
         assertClose(db, f.get('db'), `${name} db`);
-      }));
+      }),
+    );
   }
-  test(`conv2d rejects mismatched channels with the op and shapes in the message (${k.name})`, () =>
+  test(`conv2d rejects mismatched channels with the op and shapes in the message (${k.name})`, { skip }, () =>
     withBackend(k, () => {
       const x = Tensor.zeros([1, 5, 5, 3]);
       const w = Tensor.zeros([4, 3, 3, 2]);
@@ -86,12 +99,13 @@ for (const k of backends()) {
         /conv2d: input \[1, 5, 5, 3\] has 3 channels but weight \[4, 3, 3, 2\] expects 2/,
       );
       assert.throws(() => conv2dForward(Tensor.zeros([1, 2, 2, 2]), w, null, {}), /conv2d: kernel 3x3 does not fit/);
-    }));
+    }),
+  );
 }
 
-test('native conv2d (K split into kernel-row blocks, 2 threads) matches the typescript kernels', () => {
-  const ks = backends();
-  if (ks.length < 2) return;
+test('native conv2d (K split into kernel-row blocks, 2 threads) matches the typescript kernels', (t) => {
+  const ks = requireBothBackends(t);
+  if (!ks) return;
   const [nat, ts] = ks;
   // K = 9*9*64 = 5184 > 4096: the native kernels split K into blocks of kernel rows
   const g = { B: 3, H: 13, W: 13, C: 64, O: 8, KH: 9, KW: 9, stride: 2, pad: 1, OH: 4, OW: 4 };
@@ -112,9 +126,9 @@ test('native conv2d (K split into kernel-row blocks, 2 threads) matches the type
   }
 });
 
-test('native conv2d matches the typescript kernel on a strided, padded shape', () => {
-  const ks = backends();
-  if (ks.length < 2) return;
+test('native conv2d matches the typescript kernel on a strided, padded shape', (t) => {
+  const ks = requireBothBackends(t);
+  if (!ks) return;
   const x = Tensor.from(
     Array.from({ length: 3 * 8 * 8 * 16 }, (_, i) => Math.sin(i * 0.37)),
     [3, 8, 8, 16],
@@ -131,9 +145,9 @@ test('native conv2d matches the typescript kernel on a strided, padded shape', (
   assertClose(outs[0], outs[1], 'native vs typescript conv2d', 1e-5);
 });
 
-test('native Winograd F(2x2,3x3) and F(4x4,3x3) conv (odd sizes, pad 0/1/2, 2 threads) matches the typescript kernels', () => {
-  const ks = backends();
-  if (ks.length < 2) return;
+test('native Winograd F(2x2,3x3) and F(4x4,3x3) conv (odd sizes, pad 0/1/2, 2 threads) matches the typescript kernels', (t) => {
+  const ks = requireBothBackends(t);
+  if (!ks) return;
   const [nat, ts] = ks;
   nat.setThreads(2);
   try {
@@ -165,9 +179,9 @@ test('native Winograd F(2x2,3x3) and F(4x4,3x3) conv (odd sizes, pad 0/1/2, 2 th
   }
 });
 
-test('native DFT convolution for large kernels (9x9 and 7x7, stride 1 and 2, padded) matches the typescript kernels', () => {
-  const ks = backends();
-  if (ks.length < 2) return;
+test('native DFT convolution for large kernels (9x9 and 7x7, stride 1 and 2, padded) matches the typescript kernels', (t) => {
+  const ks = requireBothBackends(t);
+  if (!ks) return;
   const [nat, ts] = ks;
   nat.setThreads(2);
   try {
@@ -198,8 +212,8 @@ test('native DFT convolution for large kernels (9x9 and 7x7, stride 1 and 2, pad
 test('native direct convolution of small patches (K <= 128) gives the bits of im2col + the native GEMM', (t) => {
   // the first layers (ShallowCapsNet's 9x9 over one channel) skip the column matrix; their sums
   // must stay those of the GEMM they replace, fused multiply-adds in column order
-  const nat = backends().find((k) => k.name === 'native');
-  if (!nat) return t.skip('no native backend');
+  const nat = requireNative(t);
+  if (!nat) return;
   const geo = (B: number, H: number, C: number, O: number, K: number, stride: number, pad: number): ConvGeom => {
     const OH = Math.floor((H + 2 * pad - K) / stride) + 1;
     return { B, H, W: H, C, O, KH: K, KW: K, stride, pad, OH, OW: OH };

@@ -1,11 +1,15 @@
 // The exact fixed-point convolution (quantized forward under --rounding-compat dac2020):
-// the TypeScript reference equals the correctly rounded exact sums, the native VNNI kernel
-// equals the reference bit for bit, and inputs it cannot take exactly fall back.
-import { test } from 'node:test';
+// the TypeScript reference equals the correctly rounded exact sums; the native VNNI kernel runs
+// wherever it must (fixed-point inputs and int16 weights on a CPU with AVX512-VNNI), by the
+// method fixedPointConvMethod() should report (integer Winograd, direct, two passes over limbs),
+// also from conv2dForward, and equals the reference bit for bit; both backends decline what they
+// cannot compute exactly and leave y alone. Skipped only where the addon is not under test (a
+// failure under QCAPS_REQUIRE_NATIVE=1) or /proc/cpuinfo shows the CPU lacks the instructions.
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ConvGeom } from '../src/tensor/backend.js';
+import type { ConvGeom, FixedPointConvMethod, Kernels } from '../src/tensor/backend.js';
 import { typescriptKernels } from '../src/tensor/kernels-ts.js';
-import { backends } from './helpers.js';
+import { backendCases, fixedPointConvUnsupported, requireNative } from './helpers.js';
 
 function geom(B: number, H: number, C: number, O: number, K: number, stride: number, pad: number): ConvGeom {
   const OH = Math.floor((H + 2 * pad - K) / stride) + 1;
@@ -45,6 +49,41 @@ function exactSums(g: ConvGeom, x: Float32Array, w: Float32Array): Float64Array 
   return y;
 }
 
+/** The native kernels for a test in which the exact fixed-point kernel must run (winograd: its
+ *  integer Winograd too); null after an explicit skip where the addon is not under test (a
+ *  failure under QCAPS_REQUIRE_NATIVE=1) or the CPU lacks the instructions (its flags, not the
+ *  kernel's answer). */
+function fixedPointNative(t: TestContext, winograd = false): Kernels | null {
+  const nat = requireNative(t);
+  if (!nat) return null;
+  const lacking = fixedPointConvUnsupported(winograd);
+  if (lacking !== null) {
+    t.skip(lacking);
+    return null;
+  }
+  return nat;
+}
+
+/** The native fixed-point convolution where it must run: asserts it ran, returns its method. */
+function mustRun(nat: Kernels, what: string, ...args: Parameters<Kernels['conv2dForwardFixedPoint']>) {
+  const ran = nat.conv2dForwardFixedPoint(...args);
+  const method: FixedPointConvMethod = nat.fixedPointConvMethod();
+  assert.ok(ran, `${what}: the native fixed-point kernel declined (method '${method}')`);
+  return method;
+}
+
+/** A call every fixed-point kernel declines (16 outputs at least are needed): the method reads
+ *  'declined' after it, so the next read says what the next call did. */
+function resetMethod(nat: Kernels): void {
+  const g = geom(1, 4, 32, 1, 1, 1, 0);
+  const y = new Float32Array(g.B * g.OH * g.OW * g.O);
+  assert.equal(
+    nat.conv2dForwardFixedPoint(g, new Float32Array(g.B * g.H * g.W * g.C), new Float32Array(32), null, y, false),
+    false,
+  );
+  assert.equal(nat.fixedPointConvMethod(), 'declined');
+}
+
 const cases: [string, ConvGeom][] = [
   ['3x3 pad 1, 48 -> 40 channels', geom(2, 9, 48, 40, 3, 1, 1)],
   ['9x9 stride 2, 32 -> 64 channels (ShallowCapsNet primary-shaped)', geom(2, 20, 32, 64, 9, 2, 0)],
@@ -67,9 +106,9 @@ test('fixed-point convolution reference: the exact sums rounded once to float32,
   }
 });
 
-test('native fixed-point convolution (AVX512-VNNI) equals the reference bit for bit', (t) => {
-  const nat = backends().find((k) => k.name === 'native');
-  if (!nat) return t.skip('no native backend');
+test('native fixed-point convolution (AVX512-VNNI) runs in one pass and equals the reference bit for bit', (t) => {
+  const nat = fixedPointNative(t);
+  if (!nat) return;
   for (const [what, g] of cases) {
     for (const relu of [false, true]) {
       const x = fixedPoint(g.B * g.H * g.W * g.C, 10, 1930, 4, true);
@@ -77,14 +116,16 @@ test('native fixed-point convolution (AVX512-VNNI) equals the reference bit for 
       const bias = fixedPoint(g.O, 12, 900, 6);
       const a = new Float32Array(g.B * g.OH * g.OW * g.O).fill(NaN);
       const b = new Float32Array(a.length);
-      if (!nat.conv2dForwardFixedPoint(g, x, w, bias, a, relu))
-        return t.skip('this CPU has no AVX512-VNNI: the native kernel falls back to the float convolution');
+      const method = mustRun(nat, what, g, x, w, bias, a, relu);
+      // int16 inputs: one pass (integer Winograd where it saves products, else direct)
+      assert.ok(method === 'winograd' || method === 'direct', `${what}: method '${method}'`);
       assert.ok(typescriptKernels.conv2dForwardFixedPoint(g, x, w, bias, b, relu));
       assert.deepEqual(a, b, `${what}, relu ${relu}`);
       // conv2dForward takes the same path while the quantized forward has it switched on (under
       // dac2020 arithmetic, whose float convolutions are im2col; in the default one Winograd
       // keeps the 3x3 layers, where it is faster)
       const c = new Float32Array(a.length);
+      resetMethod(nat);
       nat.setFixedPointConv(true);
       nat.setFastConv(false);
       try {
@@ -93,7 +134,8 @@ test('native fixed-point convolution (AVX512-VNNI) equals the reference bit for 
         nat.setFixedPointConv(false);
         nat.setFastConv(true);
       }
-      assert.deepEqual(c, a, `${what}: conv2dForward dispatches to it`);
+      assert.equal(nat.fixedPointConvMethod(), method, `${what}: conv2dForward dispatches to it`);
+      assert.deepEqual(c, a, `${what}: conv2dForward gives its bits`);
     }
   }
 });
@@ -101,8 +143,8 @@ test('native fixed-point convolution (AVX512-VNNI) equals the reference bit for 
 test('native fixed-point convolution: exact integer Winograd where it saves products, bit for bit', (t) => {
   // F(2,3) and F(2,2) minimal filtering in integers over the stride phases of the kernel;
   // the sums are the same exact integers as the direct kernel's, so the bits are the same
-  const nat = backends().find((k) => k.name === 'native');
-  if (!nat) return t.skip('no native backend');
+  const nat = fixedPointNative(t, true);
+  if (!nat) return;
   const winogradCases: [string, ConvGeom][] = [
     ...cases,
     ['3x3 stride 2 pad 1, 40 -> 32 channels (phases of 2 and 1 taps)', geom(2, 12, 40, 32, 3, 2, 1)],
@@ -117,8 +159,7 @@ test('native fixed-point convolution: exact integer Winograd where it saves prod
     for (const relu of [false, true]) {
       const a = new Float32Array(g.B * g.OH * g.OW * g.O).fill(NaN);
       const b = new Float32Array(a.length);
-      if (!nat.conv2dForwardFixedPoint(g, x, w, bias, a, relu)) return t.skip('no AVX512-VNNI kernel here');
-      assert.equal(nat.fixedPointConvMethod(), 'winograd', `${what}: integer Winograd ran`);
+      assert.equal(mustRun(nat, what, g, x, w, bias, a, relu), 'winograd', `${what}: integer Winograd ran`);
       assert.ok(typescriptKernels.conv2dForwardFixedPoint(g, x, w, bias, b, relu));
       assert.deepEqual(a, b, `${what}, relu ${relu}`);
     }
@@ -126,8 +167,8 @@ test('native fixed-point convolution: exact integer Winograd where it saves prod
 });
 
 test('native fixed-point Winograd: int64 totals past int32, and the direct kernel where transforms overflow int16', (t) => {
-  const nat = backends().find((k) => k.name === 'native');
-  if (!nat) return t.skip('no native backend');
+  const nat = fixedPointNative(t, true);
+  if (!nat) return;
   // a 4x4 kernel: F(2,2) in both directions, so |U| <= 4 max|w|
   const g = geom(1, 12, 256, 32, 4, 1, 0);
   /** integers in [lo, hi] from a fixed LCG */
@@ -163,8 +204,7 @@ test('native fixed-point Winograd: int64 totals past int32, and the direct kerne
   ] as const) {
     const a = new Float32Array(g.B * g.OH * g.OW * g.O);
     const b = new Float32Array(a.length);
-    if (!nat.conv2dForwardFixedPoint(g, x, w, null, a, false)) return t.skip('no AVX512-VNNI kernel here');
-    assert.equal(nat.fixedPointConvMethod(), method, what);
+    assert.equal(mustRun(nat, what, g, x, w, null, a, false), method, what);
     assert.ok(typescriptKernels.conv2dForwardFixedPoint(g, x, w, null, b, false));
     assert.deepEqual(a, b, what);
     const exact = exactSums(g, x, w);
@@ -190,9 +230,11 @@ test('fixed-point convolution: sums past int32 are still exact (int64 totals)', 
     'some sums exceed int32',
   );
   ref.forEach((v, i) => assert.equal(v, Math.fround(exact[i]), `element ${i}`));
-  const nat = backends().find((k) => k.name === 'native');
+  const nat = fixedPointNative(t);
+  if (!nat) return;
   const y = new Float32Array(ref.length);
-  if (!nat || !nat.conv2dForwardFixedPoint(g, x, w, null, y, false)) return t.skip('no AVX512-VNNI kernel here');
+  // |V| could reach 2 x 32000, past int16: the direct kernel, int32 partial sums into int64
+  assert.equal(mustRun(nat, 'sums past int32', g, x, w, null, y, false), 'direct');
   assert.deepEqual(y, ref);
 });
 
@@ -216,49 +258,58 @@ test('fixed-point convolution of inputs wider than int16: two passes over limbs 
       if (!(e > 0)) e = 0;
       assert.equal(v, e, `${what}: element ${i}`);
     });
-    const nat = backends().find((k) => k.name === 'native');
+    const nat = fixedPointNative(t);
+    if (!nat) return;
     const y = new Float32Array(ref.length);
-    if (!nat || !nat.conv2dForwardFixedPoint(g, xs, w, bias, y, true)) return t.skip('no AVX512-VNNI kernel here');
+    assert.equal(mustRun(nat, what, g, xs, w, bias, y, true), 'limbs', `${what}: two passes over limbs`);
     assert.deepEqual(y, ref, what);
   }
 });
 
-test('fixed-point convolution declines what it cannot compute exactly, and leaves y alone', () => {
-  const g = geom(1, 9, 32, 16, 3, 1, 1);
-  const n = g.B * g.H * g.W * g.C;
-  const w = fixedPoint(g.O * 9 * g.C, 8, 100, 7);
-  const declined: [string, Float32Array, Float32Array, ConvGeom][] = [
-    ['inputs that are not fixed point', Float32Array.from({ length: n }, (_, i) => Math.sin(i) * 1e-3), w, g],
-    ['input integers of 2^30 and more', fixedPoint(n, 0, 2 ** 31, 9), w, g],
-    [
-      'sums that could reach 2^53 (exact in neither kernel)',
-      fixedPoint(n, 0, 2 ** 30 - 1, 9),
-      fixedPoint(w.length, 0, 32767, 10),
-      g,
-    ],
-    [
-      'an odd kernel row (KW*C = 3*21)',
-      fixedPoint(9 * 9 * 21, 4, 100, 11),
-      fixedPoint(16 * 9 * 21, 8, 100, 12),
-      { ...g, C: 21 },
-    ],
-  ];
-  for (const k of backends())
-    for (const [what, x, wt, geo] of declined) {
-      const y = new Float32Array(geo.B * geo.OH * geo.OW * geo.O).fill(7);
-      assert.equal(k.conv2dForwardFixedPoint(geo, x, wt, null, y, false), false, `${k.name}: ${what}`);
-      assert.ok(
-        y.every((v) => v === 7),
-        `${k.name}: ${what}: y untouched`,
-      );
-    }
-});
+const declineGeom = geom(1, 9, 32, 16, 3, 1, 1);
+for (const [k, skip] of backendCases())
+  test(
+    `fixed-point convolution declines what it cannot compute exactly, and leaves y alone (${k.name})`,
+    { skip },
+    () => {
+      const g = declineGeom;
+      const n = g.B * g.H * g.W * g.C;
+      const w = fixedPoint(g.O * 9 * g.C, 8, 100, 7);
+      const declined: [string, Float32Array, Float32Array, ConvGeom][] = [
+        ['inputs that are not fixed point', Float32Array.from({ length: n }, (_, i) => Math.sin(i) * 1e-3), w, g],
+        ['input integers of 2^30 and more', fixedPoint(n, 0, 2 ** 31, 9), w, g],
+        [
+          'sums that could reach 2^53 (exact in neither kernel)',
+          fixedPoint(n, 0, 2 ** 30 - 1, 9),
+          fixedPoint(w.length, 0, 32767, 10),
+          g,
+        ],
+        [
+          'an odd kernel row (KW*C = 3*21)',
+          fixedPoint(9 * 9 * 21, 4, 100, 11),
+          fixedPoint(16 * 9 * 21, 8, 100, 12),
+          { ...g, C: 21 },
+        ],
+      ];
+      for (const [what, x, wt, geo] of declined) {
+        const y = new Float32Array(geo.B * geo.OH * geo.OW * geo.O).fill(7);
+        assert.equal(k.conv2dForwardFixedPoint(geo, x, wt, null, y, false), false, `${k.name}: ${what}`);
+        // the method says so too (where the native kernel is built for this CPU at all)
+        if (k.name === 'typescript' || fixedPointConvUnsupported() === null)
+          assert.equal(k.fixedPointConvMethod(), 'declined', `${k.name}: ${what}: method`);
+        assert.ok(
+          y.every((v) => v === 7),
+          `${k.name}: ${what}: y untouched`,
+        );
+      }
+    },
+  );
 
 test('native fixed-point convolution: weights changed in place between calls are packed again', (t) => {
   // the kernel keeps the last weights it packed (every batch of a quantized forward has the
   // same ones); a new quantization written into the same buffer must not reuse them
-  const nat = backends().find((k) => k.name === 'native');
-  if (!nat) return t.skip('no native backend');
+  const nat = fixedPointNative(t);
+  if (!nat) return;
   const [, g] = cases[1];
   const x = fixedPoint(g.B * g.H * g.W * g.C, 10, 1930, 21, true);
   const w = fixedPoint(g.O * g.KH * g.KW * g.C, 9, 120, 22);
@@ -271,7 +322,7 @@ test('native fixed-point convolution: weights changed in place between calls are
     change();
     const a = new Float32Array(g.B * g.OH * g.OW * g.O);
     const b = new Float32Array(a.length);
-    if (!nat.conv2dForwardFixedPoint(g, x, w, null, a, false)) return t.skip('no AVX512-VNNI kernel here');
+    mustRun(nat, step, g, x, w, null, a, false);
     assert.ok(typescriptKernels.conv2dForwardFixedPoint(g, x, w, null, b, false));
     assert.deepEqual(a, b, step);
   }

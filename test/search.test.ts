@@ -1,5 +1,7 @@
-// The Q-CapsNets search's decisions (SPEC 5) on scripted accuracies, its memory pattern and
-// budget errors, and the fast evaluator: early stops and reused results change no decision.
+// The Q-CapsNets search's decisions (SPEC 5) on scripted accuracies: step 1's binary search,
+// step 2's memory pattern and its unreachable-budget error, branch A (activation bits, then
+// routing bits; dac2020's mapping of DeepCaps' routing bits), branch B (weight bits) and a
+// step-1 target that even 32 bits miss. The fast evaluator is tested in quant-forward.test.ts.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { BitConfig, QuantLayerInfo } from '../src/quant/config.js';
@@ -41,7 +43,7 @@ test('step 2 memory pattern: falling by one per layer over 5 layers, gentler whe
   assert.deepEqual(memoryBits([1e6, 1e6, 1e6], 0.5), [1, 0, 0]);
   assert.throws(
     () => memoryBits([1e6, 1e6, 1e6], 0.3),
-    /--memory-budget 0.3 MB cannot be met: even 1 bit per parameter needs 0.375 MB; use a budget of at least 0.375 MB/,
+    /memoryBudgetMB 0.3 cannot be met: even 1 bit per parameter needs 0.375 MB; use a budget of at least 0.375 MB/,
   );
 });
 
@@ -135,6 +137,6 @@ test('when even 32 bits miss the step-1 target the search says so and keeps 32 b
   assert.deepEqual(r.steps[0].bits.weightBits, [32, 32, 32]);
   await assert.rejects(
     runSearch(shallowLayers, { fpAccuracy: 90, tolerance: 120, memoryBudgetMB: 200, compat: 'none' }, ev, quiet),
-    /--accuracy-tolerance 120: expected a value in \(0, 100\)/,
+    /tolerance 120: expected a percentage in \(0, 100\)/,
   );
 });

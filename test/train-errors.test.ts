@@ -1,5 +1,5 @@
 // Bad input to trainModel / evaluateModel is refused before any work starts, with an error
-// that names the flag (or file) and what was expected, and leaves no file behind.
+// that names the option (or file) and what was expected, and leaves no file behind.
 import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -46,51 +46,51 @@ async function refused(extra: Partial<TrainOptions>, pattern: RegExp): Promise<v
   );
 }
 
-test('non-positive or non-integer options name their flag', async () => {
-  await refused({ epochs: 0 }, /--epochs must be a positive integer, got 0/);
-  await refused({ epochs: 2.5 }, /--epochs must be a positive integer, got 2\.5/);
-  await refused({ lr: 0 }, /--lr must be a positive number, got 0/);
-  await refused({ lr: -0.001 }, /--lr must be a positive number/);
-  await refused({ lr: NaN }, /--lr must be a positive number, got NaN/);
-  await refused({ batchSize: 0 }, /--batch-size must be a positive integer, got 0/);
-  await refused({ testBatchSize: -5 }, /--test-batch-size must be a positive integer/);
-  await refused({ logInterval: 0 }, /--log-interval must be a positive integer/);
-  await refused({ decaySteps: 0 }, /--decay-steps must be a positive number/);
-  await refused({ decayRate: -1 }, /--decay-rate must be a positive number/);
-  await refused({ regularizationScale: -1 }, /--regularization-scale must be a non-negative number/);
-  await refused({ seed: 1.5 }, /--seed must be an integer/);
-  await refused({ threads: 0 }, /--threads must be a positive integer/);
+test('non-positive or non-integer options name their option', async () => {
+  await refused({ epochs: 0 }, /TrainOptions\.epochs must be a positive integer, got 0/);
+  await refused({ epochs: 2.5 }, /TrainOptions\.epochs must be a positive integer, got 2\.5/);
+  await refused({ lr: 0 }, /TrainOptions\.lr must be a positive number, got 0/);
+  await refused({ lr: -0.001 }, /TrainOptions\.lr must be a positive number/);
+  await refused({ lr: NaN }, /TrainOptions\.lr must be a positive number, got NaN/);
+  await refused({ batchSize: 0 }, /TrainOptions\.batchSize must be a positive integer, got 0/);
+  await refused({ testBatchSize: -5 }, /TrainOptions\.testBatchSize must be a positive integer/);
+  await refused({ logInterval: 0 }, /TrainOptions\.logInterval must be a positive integer/);
+  await refused({ decaySteps: 0 }, /TrainOptions\.decaySteps must be a positive number/);
+  await refused({ decayRate: -1 }, /TrainOptions\.decayRate must be a positive number/);
+  await refused({ regularizationScale: -1 }, /TrainOptions\.regularizationScale must be a non-negative number/);
+  await refused({ seed: 1.5 }, /TrainOptions\.seed must be an integer/);
+  await refused({ threads: 0 }, /TrainOptions\.threads must be a positive integer/);
 });
 
 test('model input size vs dataset: 28x28x1 model on 64x64x3 images and the reverse', async () => {
   await refused(
     { train: cifarTrain, test: cifarTest },
-    /ShallowCapsNet takes 28x28x1 images \(--model-args 28 1 10 16.*\) but cifar10\/train has 64x64x3 images; use --model-args 64 3 10 16/,
+    /ShallowCapsNet takes 28x28x1 images \(model\.args 28 1 10 16.*\) but cifar10\/train has 64x64x3 images; use model\.args 64 3 10 16/,
   );
   const deep64 = buildModel('DeepCaps', [64, 3, 10, 32]);
   await refused(
     { model: deep64, decoder: { name: 'ConvDecoder64', args: [32, 3] } },
-    /DeepCaps takes 64x64x3 images .* but mnist\/train has 28x28x1 images; use --model-args 28 1 10 32/,
+    /DeepCaps takes 64x64x3 images .* but mnist\/train has 28x28x1 images; use model\.args 28 1 10 32/,
   );
   await refused({ test: cifarTest }, /but cifar10\/test has 64x64x3 images/);
   await refused(
     { model: { name: 'ShallowCapsNet', args: [28, 1, 3, 16] } },
-    /3 classes \(--model-args value 3, num_classes\) but mnist\/train has labels in \[0, 3\]; use num_classes 10/,
+    /3 classes \(model\.args 28 1 3 16: num_classes 3\) but mnist\/train has 10 classes \(labels in \[0, 3\]\); use num_classes 10/,
   );
 });
 
 test('decoder vs model and images', async () => {
   await refused(
     { decoder: { name: 'FCDecoder', args: [8, 784] } },
-    /FCDecoder reads capsules of dimension 8 \(--decoder-args 8 784\) but ShallowCapsNet gives 16/,
+    /FCDecoder reads capsules of dimension 8 \(decoder\.args 8 784\) but ShallowCapsNet gives 16/,
   );
   await refused(
     { decoder: { name: 'FCDecoder', args: [16, 4096] } },
-    /FCDecoder \(--decoder-args 16 4096\) reconstructs 4096 values per image but mnist images are 28x28x1; use --decoder ConvDecoder28 16 1, or FCDecoder 16 784/,
+    /FCDecoder \(decoder\.args 16 4096\) reconstructs 4096 values per image but mnist images are 28x28x1; use decoder ConvDecoder28 16 1, or FCDecoder 16 784/,
   );
   await refused(
     { decoder: { name: 'ConvDecoder64', args: [16, 1] } },
-    /ConvDecoder64 \(--decoder-args 16 1\) reconstructs 64x64x1 values per image but mnist images are 28x28x1/,
+    /ConvDecoder64 \(decoder\.args 16 1\) reconstructs 64x64x1 values per image but mnist images are 28x28x1/,
   );
   await refused({ decoder: { name: 'ConvDecoder28', args: [16, 3] } }, /reconstructs 28x28x3 values per image/);
   await refused({ decoder: { name: 'NoDecoder', args: [16, 784] } }, /unknown decoder 'NoDecoder'/);
@@ -99,18 +99,21 @@ test('decoder vs model and images', async () => {
 test('output and resume files', async () => {
   await refused(
     { fullPrecisionFilename: join(dir, 'missing', 'model.pt') },
-    /--full-precision-filename .*missing\/model\.pt: folder .*missing does not exist/,
+    /TrainOptions\.fullPrecisionFilename .*missing\/model\.pt: folder .*missing does not exist/,
   );
-  await refused({ fullPrecisionFilename: dir }, /--full-precision-filename .* is a folder/);
+  await refused({ fullPrecisionFilename: dir }, /TrainOptions\.fullPrecisionFilename .* is a folder/);
   await refused(
     { resume: join(dir, 'nothing.ckpt.safetensors') },
-    /--resume .*nothing\.ckpt\.safetensors: no such file/,
+    /TrainOptions\.resume .*nothing\.ckpt\.safetensors: no such file/,
   );
   writeFileSync(join(dir, 'other.pt'), 'not a checkpoint');
-  await refused({ resume: join(dir, 'other.pt') }, /--resume .*other\.pt/);
+  await refused(
+    { resume: join(dir, 'other.pt') },
+    /TrainOptions\.resume .*other\.pt: not a qcapsnets training checkpoint/,
+  );
 });
 
-test('resuming with different flags names them', async () => {
+test('resuming with different options names them', async () => {
   const runDir = mkdtempSync(join(tmpdir(), 'qcaps-train-resume-'));
   try {
     const base = opts({ fullPrecisionFilename: join(runDir, 'm.pt'), batchSize: 4 });
@@ -121,11 +124,11 @@ test('resuming with different flags names them', async () => {
     assert.deepEqual(readdirSync(runDir), ['m.ckpt.safetensors']);
     await assert.rejects(
       trainModel({ ...base, lr: 0.002, seed: 1, resume: true }),
-      /different run:\n {2}--lr 0\.002: the checkpoint used 0\.001\n {2}--seed 1: the checkpoint used 42/,
+      /different run:\n {2}TrainOptions\.lr 0\.002: the checkpoint used 0\.001\n {2}TrainOptions\.seed 1: the checkpoint used 42\n.*only TrainOptions\.epochs may grow/,
     );
     await assert.rejects(
       trainModel({ ...base, decoder: { name: 'ConvDecoder28', args: [16, 1] }, resume: true }),
-      /--decoder ConvDecoder28 --decoder-args 16 1: the checkpoint has FCDecoder 16 784/,
+      /decoder ConvDecoder28 decoder\.args 16 1: the checkpoint has FCDecoder 16 784/,
     );
   } finally {
     rmSync(runDir, { recursive: true, force: true });
@@ -134,7 +137,10 @@ test('resuming with different flags names them', async () => {
 
 test('evaluateModel refuses a dataset of another size and a bad batch size', async () => {
   await assert.rejects(evaluateModel(shallow, cifarTest, 100), /takes 28x28x1 images .* cifar10\/test has 64x64x3/);
-  await assert.rejects(evaluateModel(shallow, mnistTest, 0), /--test-batch-size must be a positive integer, got 0/);
+  await assert.rejects(
+    evaluateModel(shallow, mnistTest, 0),
+    /evaluateModel: batchSize must be a positive integer, got 0/,
+  );
   const r = await evaluateModel(shallow, mnistTest, 3);
   assert.equal(r.total, 4);
   assert.equal(r.accuracy, (r.correct * 100) / 4);

@@ -1,6 +1,40 @@
 // The command line: the flags and defaults of the reference implementation's main.py
-// (SPEC 6) plus qcapsnets' own (--data-dir, --output-dir, --json, ...). Parsed by hand: a
-// bad flag or value is one clear error that names it.
+// (SPEC 6) plus qcapsnets' own (--data-dir, --output-dir, --json, ...). Parsed by hand, and
+// validated here, once, before any long work: a bad flag or value is one clear error that
+// names the flag. The library below checks its own options again, naming those.
+import { mkdirSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { DATASET_INFO, isDatasetName } from '../data/load.js';
+import type { DatasetName } from '../data/sources.js';
+import type { CapsDecoder, CapsNet, DecoderName, ModelName } from '../models/capsnet.js';
+import {
+  buildDecoder,
+  buildModel,
+  DECODER_NAMES,
+  isDecoderName,
+  isModelName,
+  MODEL_NAMES,
+  moduleArgsProblem,
+  orList,
+} from '../models/factory.js';
+import { minimumBudgetMB } from '../quant/memory.js';
+import { parseQuantMethod, parseRoundingCompat } from '../quant/methods.js';
+import type { Dataset } from '../data/dataset.js';
+import {
+  checkResumable,
+  defaultCheckpointPath,
+  type LoadedCheckpoint,
+  readTrainingCheckpoint,
+  type RunSettings,
+} from '../train/checkpoint.js';
+import {
+  checkDecoderFits,
+  checkModelFitsDataset,
+  checkOutputPath,
+  type DatasetShape,
+  type OptionNames,
+} from '../train/checks.js';
+import { runIdentity } from '../train/trainer.js';
 
 export interface FlagSpec {
   name: string;
@@ -217,4 +251,172 @@ export function helpText(): string {
     lines.push(`  ${(names + value).padEnd(38)} ${f.help}${dflt}`);
   }
   return lines.join('\n');
+}
+
+// ---- validation: every check of a flag's value, each error naming the flag
+
+/** The library's checks (model vs dataset, decoder, resume) run by the CLI name its flags. */
+export const FLAG_NAMES: OptionNames = {
+  model: '--model',
+  modelArgs: '--model-args',
+  decoder: '--decoder',
+  decoderArgs: '--decoder-args',
+  dataset: '--dataset',
+  resume: '--resume',
+  settings: {
+    epochs: '--epochs',
+    lr: '--lr',
+    batchSize: '--batch-size',
+    regularizationScale: '--regularization-scale',
+    decaySteps: '--decay-steps',
+    decayRate: '--decay-rate',
+    hardTraining: '--hard-training',
+    seed: '--seed',
+    testBatchSize: '--test-batch-size',
+  },
+};
+
+const str = (o: Options, k: string): string => String(o[k]);
+const num = (o: Options, k: string): number => o[k] as number;
+
+/** Training commands: `train`, and the whole job unless --no-training. */
+export function trains(command: Subcommand, o: Options): boolean {
+  return command === 'train' || (command === 'all' && !o['no-training']);
+}
+
+/** Search commands: `search` and the whole job. */
+export function searches(command: Subcommand): boolean {
+  return command === 'search' || command === 'all';
+}
+
+/** The values of single flags (no model, no files). */
+export function validateFlags(o: Options): void {
+  if (str(o, 'visible-gpus') !== '-1') {
+    throw new Error(
+      `--visible-gpus ${str(o, 'visible-gpus')}: this build has no GPU backend; use --visible-gpus -1 (the default) to run on the CPU`,
+    );
+  }
+  if (!isDatasetName(str(o, 'dataset')))
+    throw new Error(
+      `--dataset: unknown dataset '${str(o, 'dataset')}'; expected one of mnist, fashion-mnist, cifar10, svhn`,
+    );
+  parseQuantMethod(str(o, 'quantization-method'), '--quantization-method');
+  parseRoundingCompat(str(o, 'rounding-compat'), '--rounding-compat');
+  for (const f of ['epochs', 'batch-size', 'log-interval', 'decay-steps', 'test-batch-size'])
+    if (!(num(o, f) >= 1)) throw new Error(`--${f} ${o[f]}: expected a positive integer`);
+  for (const f of ['lr', 'decay-rate'])
+    if (!(num(o, f) > 0)) throw new Error(`--${f} ${o[f]}: expected a positive number`);
+  if (!(num(o, 'regularization-scale') >= 0))
+    throw new Error(`--regularization-scale ${o['regularization-scale']}: expected 0 or more`);
+  if (!Number.isSafeInteger(num(o, 'seed')))
+    throw new Error(`--seed ${o.seed}: expected an integer of at most 2^53 - 1 in magnitude`);
+  for (const f of ['threads', 'test-limit', 'train-limit'])
+    if (o[f] !== null && !(num(o, f) >= 1)) throw new Error(`--${f} ${o[f]}: expected a positive integer`);
+  if (!(num(o, 'cache-mb') >= 0)) throw new Error(`--cache-mb ${o['cache-mb']}: expected 0 or more`);
+  if (!(num(o, 'approximate-margin') >= 0))
+    throw new Error(`--approximate-margin ${o['approximate-margin']}: expected 0 or more images`);
+}
+
+/**
+ * The search's flags, against the model's layers (their parameter counts, in the search's
+ * order): --memory-budget positive and reachable (1 bit per parameter), --accuracy-tolerance
+ * in (0, 100). main.ts calls this before any data is loaded; runSearchJob relies on it.
+ */
+export function checkSearchFlags(o: Options, paramCounts: readonly number[]): void {
+  const budget = num(o, 'memory-budget');
+  if (!(budget > 0)) throw new Error(`--memory-budget ${budget}: expected a positive number of MB`);
+  const minimumMB = minimumBudgetMB(paramCounts);
+  if (!(budget >= minimumMB))
+    throw new Error(
+      `--memory-budget ${budget} MB cannot be met: even 1 bit per parameter needs ${minimumMB} MB; ` +
+        `use a budget of at least ${minimumMB} MB`,
+    );
+  const tol = num(o, 'accuracy-tolerance');
+  if (!(tol > 0 && tol < 100)) throw new Error(`--accuracy-tolerance ${tol}: expected a value in (0, 100)`);
+}
+
+/** --dataset's image shape and classes, known before its files are read. */
+export function datasetShapeFromFlags(o: Options): DatasetShape {
+  const name = str(o, 'dataset') as DatasetName;
+  return { name, ...DATASET_INFO[name] };
+}
+
+function moduleFromFlags<T>(o: Options, which: 'model' | 'decoder', build: (name: string, args: number[]) => T): T {
+  const name = str(o, which);
+  const args = o[`${which}-args`] as number[];
+  const known = which === 'model' ? isModelName(name) : isDecoderName(name);
+  if (!known)
+    throw new Error(
+      `--${which} ${name}: unknown ${which} '${name}': expected ${orList(which === 'model' ? MODEL_NAMES : DECODER_NAMES)}`,
+    );
+  const flags = `--${which} ${name} --${which}-args ${args.join(' ')}`;
+  const problem = moduleArgsProblem(name as ModelName | DecoderName, args);
+  if (problem) throw new Error(`${flags}: ${problem}`);
+  try {
+    return build(name, args);
+  } catch (err) {
+    throw new Error(`${flags}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/**
+ * --model / --model-args built (with --seed) and checked against --dataset's images and
+ * classes; when training, --decoder / --decoder-args too, against the model and the images.
+ * All before any data is loaded.
+ */
+export function modulesFromFlags(o: Options, training: boolean): { model: CapsNet; decoder: CapsDecoder | null } {
+  const seed = num(o, 'seed');
+  const shape = datasetShapeFromFlags(o);
+  const model = moduleFromFlags(o, 'model', (name, args) => buildModel(name, args, { seed }));
+  checkModelFitsDataset(model, shape, FLAG_NAMES);
+  if (!training) return { model, decoder: null };
+  const decoder = moduleFromFlags(o, 'decoder', (name, args) => buildDecoder(name, args, { seed }));
+  checkDecoderFits(decoder, model, shape, FLAG_NAMES);
+  return { model, decoder };
+}
+
+/** A loaded split must match the model as --dataset's shape did (labels included). */
+export function checkLoadedDataset(model: CapsNet, ds: Dataset): void {
+  checkModelFitsDataset(model, ds, FLAG_NAMES);
+}
+
+/** The numeric training settings of the flags (validateFlags checked them). */
+export function trainSettingsFromFlags(o: Options): RunSettings & { logInterval: number } {
+  return {
+    epochs: num(o, 'epochs'),
+    lr: num(o, 'lr'),
+    batchSize: num(o, 'batch-size'),
+    logInterval: num(o, 'log-interval'),
+    regularizationScale: num(o, 'regularization-scale'),
+    decaySteps: num(o, 'decay-steps'),
+    decayRate: num(o, 'decay-rate'),
+    hardTraining: Boolean(o['hard-training']),
+    seed: num(o, 'seed'),
+    testBatchSize: num(o, 'test-batch-size'),
+  };
+}
+
+/**
+ * Training's files, before any data is loaded: --full-precision-filename's folder (created
+ * when missing) and name, the checkpoint next to it, and --resume's checkpoint (read).
+ */
+export function prepareTrainingFiles(o: Options): { modelFile: string; resume: LoadedCheckpoint | null } {
+  const flag = '--full-precision-filename';
+  const file = str(o, 'full-precision-filename');
+  if (file === '') throw new Error(`${flag}: expected a file name`);
+  // like --output-dir, the model's folder is created when missing
+  mkdirSync(dirname(resolve(file)), { recursive: true });
+  const modelFile = checkOutputPath(file, flag);
+  checkOutputPath(defaultCheckpointPath(modelFile), `the training checkpoint of ${flag}`);
+  const resume = o.resume === null ? null : readTrainingCheckpoint(resolve(str(o, 'resume')), '--resume');
+  return { modelFile, resume };
+}
+
+/** Once the data is loaded: --resume's checkpoint must come from a run with these flags. */
+export function checkResumeFlags(
+  o: Options,
+  ckpt: LoadedCheckpoint,
+  run: { model: CapsNet; decoder: CapsDecoder; train: Dataset; test: Dataset },
+): void {
+  checkResumable(ckpt, runIdentity(run.model, run.decoder, run, trainSettingsFromFlags(o)), FLAG_NAMES);
 }

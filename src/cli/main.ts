@@ -4,21 +4,31 @@
 //   qcapsnets train [flags]       training only
 //   qcapsnets evaluate [flags]    full-precision accuracy of --trained-weights-path
 //   qcapsnets search [flags]      the search on --trained-weights-path
-import { existsSync, mkdirSync, statSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import { isDatasetName, loadDataset } from '../data/load.js';
+import { existsSync, statSync } from 'node:fs';
+import { DatasetMissingError, loadDataset } from '../data/load.js';
 import type { DatasetName } from '../data/sources.js';
 import { downloadDataset } from '../data/download.js';
 import type { Dataset } from '../data/dataset.js';
-import { buildModel } from '../models/factory.js';
-import type { CapsNet, ModelName } from '../models/capsnet.js';
+import type { CapsNet } from '../models/capsnet.js';
 import { parseQuantMethod, parseRoundingCompat } from '../quant/methods.js';
 import { ModelQuantizer } from '../quant/quantized-forward.js';
-import { memoryBits } from '../search/qcapsnets.js';
-import { FastEvaluator } from '../search/fast-evaluator.js';
+import { evaluateFullPrecision } from '../models/evaluate.js';
 import { readStateDict } from '../io/pt.js';
 import { backendInfo, kernels } from '../tensor/kernels.js';
-import { FLAGS, helpText, type Options, parseArgs } from './args.js';
+import {
+  checkLoadedDataset,
+  checkResumeFlags,
+  checkSearchFlags,
+  FLAGS,
+  helpText,
+  modulesFromFlags,
+  type Options,
+  parseArgs,
+  prepareTrainingFiles,
+  searches,
+  trains,
+  validateFlags,
+} from './args.js';
 import { runSearchJob } from './search-job.js';
 import { runTraining } from './train-job.js';
 
@@ -31,63 +41,6 @@ function num(o: Options, k: string): number {
   return o[k] as number;
 }
 
-function checkPositive(o: Options, flags: string[]): void {
-  for (const f of flags) {
-    const v = o[f];
-    if (typeof v === 'number' && !(v > 0)) throw new Error(`--${f} ${v}: expected a positive value`);
-  }
-}
-
-/** Everything that can be checked before long work starts. */
-function validate(o: Options): void {
-  if (str(o, 'visible-gpus') !== '-1') {
-    throw new Error(
-      `--visible-gpus ${str(o, 'visible-gpus')}: this build has no GPU backend; use --visible-gpus -1 (the default) to run on the CPU`,
-    );
-  }
-  if (!isDatasetName(str(o, 'dataset')))
-    throw new Error(
-      `--dataset: unknown dataset '${str(o, 'dataset')}'; expected one of mnist, fashion-mnist, cifar10, svhn`,
-    );
-  parseQuantMethod(str(o, 'quantization-method'));
-  parseRoundingCompat(str(o, 'rounding-compat'));
-  checkPositive(o, [
-    'epochs',
-    'lr',
-    'batch-size',
-    'log-interval',
-    'decay-steps',
-    'decay-rate',
-    'test-batch-size',
-    'memory-budget',
-  ]);
-  const tol = num(o, 'accuracy-tolerance');
-  if (!(tol > 0 && tol < 100)) throw new Error(`--accuracy-tolerance ${tol}: expected a value in (0, 100)`);
-  if (o.threads !== null && !(num(o, 'threads') >= 1))
-    throw new Error(`--threads ${o.threads}: expected a positive integer`);
-  for (const f of ['test-limit', 'train-limit'])
-    if (o[f] !== null && !(num(o, f) >= 1)) throw new Error(`--${f} ${o[f]}: expected a positive integer`);
-  if (!(num(o, 'cache-mb') >= 0)) throw new Error(`--cache-mb ${o['cache-mb']}: expected 0 or more`);
-  if (!(num(o, 'approximate-margin') >= 0))
-    throw new Error(`--approximate-margin ${o['approximate-margin']}: expected 0 or more images`);
-}
-
-function buildFromFlags(o: Options): CapsNet {
-  return buildModel(str(o, 'model') as ModelName, o['model-args'] as number[], { seed: num(o, 'seed') }) as CapsNet;
-}
-
-function checkDatasetFits(model: CapsNet, ds: Dataset, o: Options): void {
-  if (model.inputWh !== ds.height || model.inputWh !== ds.width || model.inputCh !== ds.channels) {
-    throw new Error(
-      `--model-args ${(o['model-args'] as number[]).join(' ')}: ${model.kind} expects ${model.inputWh}x${model.inputWh}x${model.inputCh} images, ` +
-        `but ${ds.name} has ${ds.height}x${ds.width}x${ds.channels} (e.g. --model-args ${ds.height} ${ds.channels} ${ds.numClasses} ${model.capsDim})`,
-    );
-  }
-  if (model.numClasses !== ds.numClasses) {
-    throw new Error(`--model-args: num_classes ${model.numClasses} but ${ds.name} has ${ds.numClasses} classes`);
-  }
-}
-
 async function loadSplit(o: Options, split: 'train' | 'test'): Promise<Dataset> {
   const name = str(o, 'dataset') as DatasetName;
   const dataDir = o['data-dir'] === null ? undefined : str(o, 'data-dir');
@@ -95,7 +48,13 @@ async function loadSplit(o: Options, split: 'train' | 'test'): Promise<Dataset> 
   try {
     return loadDataset(name, split, { dataDir, limit: limit ?? undefined });
   } catch (err) {
-    if (!o.download) throw err;
+    if (!o.download) {
+      if (err instanceof DatasetMissingError)
+        throw new Error(`${err.what}, or pass --data-dir DIR, or add --download (with --data-dir) to fetch them.`, {
+          cause: err,
+        });
+      throw err;
+    }
     if (!dataDir) throw new Error(`--download needs --data-dir (the folder to download ${name} into)`, { cause: err });
     log(`downloading ${name} into ${dataDir} ...`);
     await downloadDataset(name, dataDir, { log });
@@ -121,31 +80,32 @@ async function main(): Promise<number> {
     log(helpText());
     return 0;
   }
-  validate(o);
+  // ---- every flag is checked before any long work (training, loading data)
+  validateFlags(o);
   const started = performance.now();
   if (o.threads !== null) kernels().setThreads(num(o, 'threads'));
   log(`qcapsnets ${command === 'all' ? '' : command + ' '}on ${backendInfo()}, ${kernels().getThreads()} threads`);
-  const method = parseQuantMethod(str(o, 'quantization-method'));
-  const compat = parseRoundingCompat(str(o, 'rounding-compat'));
-  const model = buildFromFlags(o);
-  if (command === 'search' || command === 'all') {
-    // an impossible budget is an error before anything runs
-    memoryBits(
+  const method = parseQuantMethod(str(o, 'quantization-method'), '--quantization-method');
+  const compat = parseRoundingCompat(str(o, 'rounding-compat'), '--rounding-compat');
+  const training = trains(command, o);
+  const { model, decoder } = modulesFromFlags(o, training);
+  if (searches(command))
+    checkSearchFlags(
+      o,
       new ModelQuantizer(model, method, compat, num(o, 'seed')).layers.map((l) => l.paramCount),
-      num(o, 'memory-budget'),
     );
-  }
+  const files = training ? prepareTrainingFiles(o) : null;
+  let modelFile = training ? '' : loadTrained(o, model);
   const settings: Record<string, unknown> = {};
   for (const f of FLAGS) if (f.name !== 'help') settings[f.name] = o[f.name];
 
-  let modelFile: string;
   const test = await loadSplit(o, 'test');
-  checkDatasetFits(model, test, o);
-  if (command === 'train' || (command === 'all' && !o['no-training'])) {
+  checkLoadedDataset(model, test);
+  if (training && decoder && files) {
     const train = await loadSplit(o, 'train');
-    // like --output-dir, the model's folder is created when missing
-    mkdirSync(dirname(resolve(str(o, 'full-precision-filename'))), { recursive: true });
-    const summary = await runTraining(o, model, train, test, log);
+    checkLoadedDataset(model, train);
+    if (files.resume) checkResumeFlags(o, files.resume, { model, decoder, train, test });
+    const summary = await runTraining(o, { model, decoder, train, test, resume: files.resume }, log);
     modelFile = summary.modelFile;
     if (command === 'train') {
       if (o.json) console.log(JSON.stringify({ ...summary.json, seconds: (performance.now() - started) / 1000 }));
@@ -153,25 +113,11 @@ async function main(): Promise<number> {
     }
     // the search starts from the best model, as the reference does
     model.loadStateDict(readStateDict(modelFile), modelFile);
-  } else {
-    modelFile = loadTrained(o, model);
   }
 
   if (command === 'evaluate') {
-    const quantizer = new ModelQuantizer(model, method, compat, num(o, 'seed'));
-    const source = {
-      count: test.count,
-      labels: test.labels,
-      imageShape: [test.height, test.width, test.channels] as const,
-      writeImage: (i: number, out: Float32Array, off: number) => test.writeImage(i, out, off),
-    };
-    const ev = new FastEvaluator(model, quantizer, source, {
-      batchSize: num(o, 'test-batch-size'),
-      cacheMB: 0,
-      earlyStop: false,
-    });
-    const r = await ev.evaluateFullPrecision();
-    const correct = Math.round((r.accuracy * r.total) / 100);
+    const r = evaluateFullPrecision(model, test, { batchSize: num(o, 'test-batch-size') });
+    const correct = r.correct;
     log(`full-precision accuracy of ${modelFile} on ${test}: ${r.accuracy}% (${correct}/${r.total})`);
     if (o.json) console.log(JSON.stringify({ accuracy: r.accuracy, correct, total: r.total }));
     return 0;

@@ -7,9 +7,8 @@ import type { Dataset } from '../data/dataset.js';
 import type { CapsNet } from '../models/capsnet.js';
 import type { QuantMethod } from '../tensor/backend.js';
 import type { RoundingCompat } from '../quant/methods.js';
-import { ModelQuantizer } from '../quant/quantized-forward.js';
-import { FastEvaluator } from '../search/fast-evaluator.js';
-import { memoryBits, runSearch, type SearchResult } from '../search/qcapsnets.js';
+import type { SearchResult } from '../search/qcapsnets.js';
+import { type SearchProgress, searchModel } from '../search/search-model.js';
 import { writeStateDict } from '../io/pt.js';
 import { type SearchReport, writeHtmlReport, writeJsonReport } from '../io/report.js';
 
@@ -43,85 +42,57 @@ export interface SearchJobResult {
   fullPassEquivalents: number;
 }
 
-function progress(label: string): (done: number, total: number) => void {
+/** A one-line progress display on a terminal (nothing when stderr is not one). */
+function progressLine(): (p: SearchProgress) => void {
   if (!process.stderr.isTTY) return () => {};
-  return (done, total) => {
-    process.stderr.write(`\r  ${label} ${done}/${total} batches`);
-    if (done === total) process.stderr.write('\r\x1b[K');
+  return (p) => {
+    const what = p.phase === 'full-precision' ? 'full precision' : `${p.phase}, evaluation ${p.evaluations}`;
+    process.stderr.write(`\r\x1b[K  ${what}: ${p.batch}/${p.batches} batches`);
+    if (p.batch === p.batches) process.stderr.write('\r\x1b[K');
   };
 }
 
 export async function runSearchJob(o: SearchJobOptions): Promise<SearchJobResult> {
   const t0 = performance.now();
-  const quantizer = new ModelQuantizer(o.model, o.method, o.compat, o.seed);
-  // bad budgets fail before any long work
-  memoryBits(
-    quantizer.layers.map((l) => l.paramCount),
-    o.memoryBudgetMB,
-  );
-  if (!(o.tolerance > 0 && o.tolerance < 100))
-    throw new Error(`--accuracy-tolerance ${o.tolerance}: expected a value in (0, 100)`);
-  const source = {
-    count: o.test.count,
-    labels: o.test.labels,
-    imageShape: [o.test.height, o.test.width, o.test.channels] as const,
-    writeImage: (i: number, out: Float32Array, off: number) => o.test.writeImage(i, out, off),
-  };
-  let label = 'evaluating';
-  const evaluator = new FastEvaluator(o.model, quantizer, source, {
+  // settings were checked with the flags (src/cli/args.ts); searchModel checks its options again
+  const r = await searchModel(o.model, o.test, {
+    method: o.method,
+    compat: o.compat,
+    tolerance: o.tolerance,
+    memoryBudgetMB: o.memoryBudgetMB,
+    seed: o.seed,
     batchSize: o.testBatchSize,
     cacheMB: o.cacheMB,
     earlyStop: o.earlyStop,
-    // dac2020: a pass with the fast convolutions decides when it clears the threshold by the
-    // given number of images; closer calls run again with exact-order convolutions
-    approximateMargin:
-      o.compat === 'dac2020' && o.earlyStop && (o.approximateMarginImages ?? 0) > 0
-        ? ((o.approximateMarginImages ?? 0) * 100) / o.test.count
-        : null,
-    onBatch: (d, t) => progress(label)(d, t),
+    approximateMarginImages: o.approximateMarginImages ?? 0,
+    log: o.log,
+    onProgress: progressLine(),
   });
-  label = 'full precision';
-  const fp = await evaluator.evaluateFullPrecision();
-  o.log(`full-precision accuracy on ${o.test.count} test images: ${fp.accuracy}% (${fp.seconds.toFixed(1)} s)`);
-  o.log(
-    `evaluation order: hardest images first (the ${o.test.count - Math.round((fp.accuracy * o.test.count) / 100)} misclassified at full precision lead)`,
-  );
-  label = 'search';
-  const searchStart = performance.now();
-  const search = await runSearch(
-    quantizer.layers,
-    { fpAccuracy: fp.accuracy, tolerance: o.tolerance, memoryBudgetMB: o.memoryBudgetMB, compat: o.compat },
-    evaluator,
-    { info: o.log },
-  );
-  evaluator.clear();
-  const searchSeconds = (performance.now() - searchStart) / 1000;
+  const search = r.search;
 
   const outDir = resolve(o.outputDir ?? dirname(o.modelFile));
   mkdirSync(outDir, { recursive: true });
   const stem = basename(o.modelFile, extname(o.modelFile));
   const files: string[] = [];
   const models: SearchReport['models'] = [];
-  for (const m of search.models) {
-    quantizer.applyWeights(m.result.bits.weightBits);
+  for (const [k, m] of search.models.entries()) {
     const file = join(outDir, `${stem}_quantized_${m.kind}.pt`);
-    writeStateDict(file, o.model.stateDict());
+    writeStateDict(file, r.models[k].model.stateDict());
     files.push(file);
     o.log(`model-${m.kind} stored in ${file}: accuracy ${m.result.accuracy}%, ${m.result.memoryMB.toFixed(4)} MB`);
     models.push({ kind: m.kind, file, ...flatStep(m.result) });
   }
-  quantizer.restore();
 
   const report: SearchReport = {
     tool: 'qcapsnets',
     settings: o.settings,
-    layers: quantizer.layers.map(({ name, paramCount, routes, iterations }) => ({
+    layers: r.layers.map(({ name, paramCount, routes, iterations }) => ({
       name,
       paramCount,
       routes,
       iterations,
     })),
-    fullPrecisionAccuracy: fp.accuracy,
+    fullPrecisionAccuracy: r.fullPrecisionAccuracy,
     minimumAccuracy: search.minimumAccuracy,
     branch: search.branch,
     steps: search.steps.map(flatStep),
@@ -150,9 +121,14 @@ export async function runSearchJob(o: SearchJobOptions): Promise<SearchJobResult
   writeHtmlReport(htmlFile, report);
   files.push(jsonFile, htmlFile);
   o.log(`results: ${jsonFile} and ${htmlFile}`);
-  const batches = Math.ceil(o.test.count / o.testBatchSize);
-  const fullPassEquivalents = evaluator.stats.stagesRun / (batches * o.model.stages.length);
-  return { report, search, files, searchSeconds, evaluations: evaluator.stats.evaluations, fullPassEquivalents };
+  return {
+    report,
+    search,
+    files,
+    searchSeconds: r.searchSeconds,
+    evaluations: r.evaluations,
+    fullPassEquivalents: r.fullPassEquivalents,
+  };
 }
 
 function flatStep(s: SearchResult['steps'][number]) {

@@ -1,8 +1,10 @@
-// The training part of the command line: the reference's flags mapped onto trainModel.
+// The training part of the command line: the reference's flags mapped onto trainModel (args.ts
+// has checked them, and built the model and decoder).
 import type { Dataset } from '../data/dataset.js';
-import type { CapsNet } from '../models/capsnet.js';
+import type { CapsDecoder, CapsNet } from '../models/capsnet.js';
+import type { LoadedCheckpoint } from '../train/checkpoint.js';
 import { trainModel } from '../train/trainer.js';
-import type { Options } from './args.js';
+import { type Options, trainSettingsFromFlags } from './args.js';
 
 export interface TrainingOutcome {
   modelFile: string;
@@ -10,14 +12,20 @@ export interface TrainingOutcome {
   json: Record<string, unknown>;
 }
 
+export interface TrainingInputs {
+  model: CapsNet;
+  decoder: CapsDecoder;
+  train: Dataset;
+  test: Dataset;
+  /** --resume's checkpoint, read and checked against the flags */
+  resume: LoadedCheckpoint | null;
+}
+
 export async function runTraining(
   o: Options,
-  model: CapsNet,
-  train: Dataset,
-  test: Dataset,
+  { model, decoder, train, test, resume }: TrainingInputs,
   log: (line: string) => void,
 ): Promise<TrainingOutcome> {
-  const num = (k: string) => o[k] as number;
   // Ctrl-C ends the current step and writes a resumable checkpoint at that batch
   const abort = new AbortController();
   const onSignal = () => {
@@ -27,21 +35,12 @@ export async function runTraining(
   process.once('SIGINT', onSignal);
   const summary = await trainModel({
     model,
-    decoder: { name: String(o.decoder), args: o['decoder-args'] as number[] },
+    decoder,
     train,
     test,
-    epochs: num('epochs'),
-    lr: num('lr'),
-    batchSize: num('batch-size'),
-    logInterval: num('log-interval'),
-    regularizationScale: num('regularization-scale'),
-    decaySteps: num('decay-steps'),
-    decayRate: num('decay-rate'),
-    hardTraining: Boolean(o['hard-training']),
-    seed: num('seed'),
-    testBatchSize: num('test-batch-size'),
+    ...trainSettingsFromFlags(o),
     fullPrecisionFilename: String(o['full-precision-filename']),
-    resume: o.resume === null ? undefined : String(o.resume),
+    resume: resume ?? undefined,
     log,
     signal: abort.signal,
   }).finally(() => process.off('SIGINT', onSignal));

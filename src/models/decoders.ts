@@ -1,7 +1,7 @@
 // Decoders (training only; SPEC 2.4 and the reference's full_precision_decoders.py). Each reads
 // the capsule of the true class, as the reference's mask(): caps[b, label[b], :] -> [B, D]
 // (one capsule, not all class capsules with the others zeroed), so in_dim = caps_dim
-// (`--decoder-args 16 784`, `32 1`).
+// (args `16 784`, `32 1`).
 //   FCDecoder(in_dim, out_dim):  fc1 Linear(in,512)+ReLU, fc2 Linear(512,1024)+ReLU,
 //                                fc3 Linear(1024,out_dim)+sigmoid      -> [B, out_dim]
 //   ConvDecoder28(in, out_ch):   lin Linear(in,16*7*7)+ReLU, view [B,16,7,7], bn BatchNorm2d(16,

@@ -15,7 +15,14 @@ import { type ForwardContext, inputGrad, Module, needCache } from '../nn/module.
 import { concat, split } from '../tensor/ops/shape.js';
 import { give } from '../tensor/pool.js';
 import { expectShape, Tensor } from '../tensor/tensor.js';
-import { type CapsNet, type InferenceStage, toContext } from './capsnet.js';
+import {
+  type CapsNet,
+  describeLayers,
+  type InferenceStage,
+  type QuantLayerInfo,
+  runStages,
+  toContext,
+} from './capsnet.js';
 
 export const DEEPCAPS_INPUT_SIZES = [28, 64] as const;
 
@@ -24,8 +31,6 @@ const half = (n: number) => Math.floor((n - 1) / 2) + 1;
 
 export class DeepCaps extends Module implements CapsNet {
   readonly kind = 'DeepCaps';
-  readonly layerNames = ['conv1', 'block1', 'block2', 'block3', 'block4', 'capsLayer'] as const;
-  readonly routingLayerNames = ['block4', 'capsLayer'] as const;
   readonly conv1: Conv2dBnRelu;
   readonly block1: DeepCapsBlock;
   readonly block2: DeepCapsBlock;
@@ -34,14 +39,9 @@ export class DeepCaps extends Module implements CapsNet {
   readonly capsLayer: Capsules;
   /** Capsules into capsLayer (640 for 28x28, 2560 for 64x64). */
   readonly numFlatCaps: number;
-  private cache: {
-    c: Tensor;
-    b1: Tensor;
-    b2: Tensor;
-    b3: Tensor;
-    b4Shape: readonly number[];
-    flat: Tensor;
-  } | null = null;
+  readonly quantLayers: readonly QuantLayerInfo[];
+  /** the training forward's intermediate results: conv1's output, blocks 1-3's, the flat capsules */
+  private cache: Tensor[] | null = null;
 
   constructor(
     readonly inputWh: number,
@@ -74,6 +74,28 @@ export class DeepCaps extends Module implements CapsNet {
     this.block4 = this.addChild('block4', new DeepCapsBlock(32, 8, 32, 8, 2, 3));
     this.capsLayer = this.addChild('capsLayer', new Capsules(this.numFlatCaps, 8, numClasses, capsDim, 3));
     this.resetParameters(seed);
+    const block = (name: string, b: DeepCapsBlock) => ({
+      name,
+      module: b,
+      capsule: true,
+      routingIterations: b.routingIterations,
+    });
+    this.quantLayers = describeLayers([
+      { name: 'conv1', module: this.conv1, capsule: false, routingIterations: null },
+      block('block1', this.block1),
+      block('block2', this.block2),
+      block('block3', this.block3),
+      block('block4', this.block4),
+      { name: 'capsLayer', module: this.capsLayer, capsule: true, routingIterations: this.capsLayer.iterations },
+    ]);
+  }
+
+  get layerNames(): string[] {
+    return this.quantLayers.map((l) => l.name);
+  }
+
+  get routingLayerNames(): string[] {
+    return this.quantLayers.filter((l) => l.routes).map((l) => l.name);
   }
 
   get args(): number[] {
@@ -109,29 +131,15 @@ export class DeepCaps extends Module implements CapsNet {
   forward(x: Tensor, training?: boolean | ForwardContext): Tensor {
     const ctx = toContext(training, this.training);
     expectShape(x, [-1, this.inputWh, this.inputWh, this.inputCh], 'DeepCaps', 'input');
-    const [B, H, W] = x.shape;
-    const c = this.conv1.forward(x, ctx).reshape([B, H, W, 1, 128]);
-    const b1 = this.block1.forward(c, ctx);
-    const b2 = this.block2.forward(b1, ctx);
-    const b3 = this.block3.forward(b2, ctx);
-    const b4 = this.block4.forward(b3, ctx);
-    const l3 = flattenCapsules(b3);
-    const l4 = flattenCapsules(b4);
-    const flat = concat([l3, l4], 1); // [B, n3 + n4, 8], block3 first
-    give(l3.data);
-    give(l4.data);
-    const b4Shape = b4.shape;
-    give(b4.data);
-    const out = this.capsLayer.forward(flat, ctx);
-    this.cache = null;
-    if (ctx.training) this.cache = { c, b1, b2, b3, b4Shape, flat };
-    else for (const t of [c, b1, b2, b3, flat]) give(t.data);
+    const { out, kept } = runStages(this.stages, x, ctx);
+    this.cache = ctx.training ? kept : null;
     return out;
   }
 
   backward(dCaps: Tensor): void {
-    const { c, b1, b2, b3, b4Shape, flat } = needCache(this.cache, this.kind, '');
+    const [c, b1, b2, b3, flat] = needCache(this.cache, this.kind, '');
     this.cache = null;
+    const b4Shape = [b3.shape[0], half(b3.shape[1]), half(b3.shape[2]), 32, 8];
     const dFlat = inputGrad(this.capsLayer.backward(dCaps));
     give(flat.data);
     const n3 = b3.size / (b3.shape[0] * 8);

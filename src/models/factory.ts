@@ -1,5 +1,5 @@
-// Models and decoders by name and command-line arguments (--model / --model-args,
-// --decoder / --decoder-args), with errors that say what is valid.
+// Models and decoders by name and integer arguments (the reference's model and decoder
+// arguments), with errors that name the argument and say what is valid.
 import type { CapsDecoder, CapsNet, DecoderName, ModelName } from './capsnet.js';
 import { DeepCaps } from './deepcaps.js';
 import { ConvDecoder28, ConvDecoder64, FCDecoder } from './decoders.js';
@@ -18,19 +18,27 @@ const DECODER_ARGS: Record<DecoderName, string[]> = {
   ConvDecoder64: ['in_dim', 'out_channels'],
 };
 
-function orList(names: readonly string[]): string {
+export function orList(names: readonly string[]): string {
   return names.length <= 1 ? names.join('') : `${names.slice(0, -1).join(', ')} or ${names[names.length - 1]}`;
 }
 
-function checkArgs(name: string, flag: string, args: readonly number[], names: string[]): void {
+/** What is wrong with a model's or decoder's arguments, naming the argument, or null:
+ *  `args needs 4 values (input_wh input_ch num_classes caps_dim), got 3 (28 1 10)`,
+ *  `args[1] (input_ch) must be a positive integer, got 0`. */
+export function moduleArgsProblem(name: ModelName | DecoderName, args: readonly number[]): string | null {
+  const names = isModelName(name) ? MODEL_ARGS[name] : DECODER_ARGS[name];
   if (args.length !== names.length)
-    throw new Error(
-      `${name}: ${flag} needs ${names.length} values (${names.join(' ')}), got ${args.length}${args.length ? ` (${args.join(' ')})` : ''}`,
-    );
-  args.forEach((v, k) => {
-    if (!Number.isInteger(v) || v < 1)
-      throw new Error(`${name}: ${flag} value ${k + 1} (${names[k]}) must be a positive integer, got ${v}`);
-  });
+    return `args needs ${names.length} values (${names.join(' ')}), got ${args.length}${args.length ? ` (${args.join(' ')})` : ''}`;
+  for (let k = 0; k < args.length; k++) {
+    const v = args[k];
+    if (!Number.isInteger(v) || v < 1) return `args[${k}] (${names[k]}) must be a positive integer, got ${v}`;
+  }
+  return null;
+}
+
+function checkArgs(fn: string, name: ModelName | DecoderName, args: readonly number[]): void {
+  const problem = moduleArgsProblem(name, args);
+  if (problem) throw new Error(`${fn}('${name}', args): ${problem}`);
 }
 
 export interface BuildOptions {
@@ -46,10 +54,10 @@ export function isDecoderName(name: string): name is DecoderName {
   return (DECODER_NAMES as readonly string[]).includes(name);
 }
 
-/** buildModel('ShallowCapsNet', [28, 1, 10, 16]) etc. (the reference's --model, --model-args). */
+/** buildModel('ShallowCapsNet', [28, 1, 10, 16]) etc. (the reference's model and model_args). */
 export function buildModel(name: string, args: readonly number[], opts: BuildOptions = {}): CapsNet {
-  if (!isModelName(name)) throw new Error(`unknown model '${name}': expected ${orList(MODEL_NAMES)}`);
-  checkArgs(name, '--model-args', args, MODEL_ARGS[name]);
+  if (!isModelName(name)) throw new Error(`buildModel: unknown model '${name}': expected ${orList(MODEL_NAMES)}`);
+  checkArgs('buildModel', name, args);
   const [wh, ch, classes, dim] = args;
   const seed = opts.seed ?? 42;
   switch (name) {
@@ -60,10 +68,11 @@ export function buildModel(name: string, args: readonly number[], opts: BuildOpt
   }
 }
 
-/** buildDecoder('FCDecoder', [16, 784]) etc. (the reference's --decoder, --decoder-args). */
+/** buildDecoder('FCDecoder', [16, 784]) etc. (the reference's decoder and decoder_args). */
 export function buildDecoder(name: string, args: readonly number[], opts: BuildOptions = {}): CapsDecoder {
-  if (!isDecoderName(name)) throw new Error(`unknown decoder '${name}': expected ${orList(DECODER_NAMES)}`);
-  checkArgs(name, '--decoder-args', args, DECODER_ARGS[name]);
+  if (!isDecoderName(name))
+    throw new Error(`buildDecoder: unknown decoder '${name}': expected ${orList(DECODER_NAMES)}`);
+  checkArgs('buildDecoder', name, args);
   const [a, b] = args;
   const seed = opts.seed ?? 42;
   switch (name) {

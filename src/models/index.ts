@@ -5,3 +5,5 @@ export * from './deepcaps.js';
 export * from './decoders.js';
 export * from './factory.js';
 export * from './training-step.js';
+export * from './metrics.js';
+export * from './evaluate.js';

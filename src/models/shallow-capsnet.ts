@@ -13,7 +13,14 @@ import { Conv2dRelu } from '../nn/conv2d.js';
 import { type ForwardContext, inputGrad, Module, needCache } from '../nn/module.js';
 import { give } from '../tensor/pool.js';
 import { expectShape, Tensor } from '../tensor/tensor.js';
-import { type CapsNet, type InferenceStage, toContext } from './capsnet.js';
+import {
+  type CapsNet,
+  describeLayers,
+  type InferenceStage,
+  type QuantLayerInfo,
+  runStages,
+  toContext,
+} from './capsnet.js';
 
 /** Spatial size of the primary capsule grid for a square input of side `inputWh`. */
 export function shallowPrimaryGrid(inputWh: number): number {
@@ -23,14 +30,14 @@ export function shallowPrimaryGrid(inputWh: number): number {
 
 export class ShallowCapsNet extends Module implements CapsNet {
   readonly kind = 'ShallowCapsNet';
-  readonly layerNames = ['conv', 'primary', 'digit'] as const;
-  readonly routingLayerNames = ['primary', 'digit'] as const;
   readonly conv: Conv2dRelu;
   readonly primary: ConvPixelToCapsules;
   readonly digit: Capsules;
   /** Number of primary capsules (1152 for 28x28, 18432 for 64x64). */
   readonly numPrimaryCaps: number;
-  private cache: { h: Tensor; caps: Tensor; mapShape: readonly number[] } | null = null;
+  readonly quantLayers: readonly QuantLayerInfo[];
+  /** the training forward's intermediate results: conv's output and the flat primary capsules */
+  private cache: Tensor[] | null = null;
 
   constructor(
     readonly inputWh: number,
@@ -50,6 +57,19 @@ export class ShallowCapsNet extends Module implements CapsNet {
     );
     this.digit = this.addChild('digit', new Capsules(this.numPrimaryCaps, 8, numClasses, capsDim, 3));
     this.resetParameters(seed);
+    this.quantLayers = describeLayers([
+      { name: 'conv', module: this.conv, capsule: false, routingIterations: null },
+      { name: 'primary', module: this.primary, capsule: true, routingIterations: this.primary.iterations },
+      { name: 'digit', module: this.digit, capsule: true, routingIterations: this.digit.iterations },
+    ]);
+  }
+
+  get layerNames(): string[] {
+    return this.quantLayers.map((l) => l.name);
+  }
+
+  get routingLayerNames(): string[] {
+    return this.quantLayers.filter((l) => l.routes).map((l) => l.name);
   }
 
   get args(): number[] {
@@ -73,24 +93,16 @@ export class ShallowCapsNet extends Module implements CapsNet {
   forward(x: Tensor, training?: boolean | ForwardContext): Tensor {
     const ctx = toContext(training, this.training);
     expectShape(x, [-1, this.inputWh, this.inputWh, this.inputCh], 'ShallowCapsNet', 'input');
-    const h = this.conv.forward(x, ctx); // [B, H-8, W-8, 256]
-    const map = this.primary.forward(h, ctx); // [B, h, w, 32, 8]
-    const caps = flattenCapsules(map); // [B, 32*h*w, 8]
-    const mapShape = map.shape;
-    give(map.data);
-    const out = this.digit.forward(caps, ctx);
-    this.cache = null;
-    if (ctx.training) this.cache = { h, caps, mapShape };
-    else {
-      give(h.data);
-      give(caps.data);
-    }
+    const { out, kept } = runStages(this.stages, x, ctx);
+    this.cache = ctx.training ? kept : null;
     return out;
   }
 
   backward(dCaps: Tensor): void {
-    const { h, caps, mapShape } = needCache(this.cache, this.kind, '');
+    const [h, caps] = needCache(this.cache, this.kind, '');
     this.cache = null;
+    const grid = shallowPrimaryGrid(this.inputWh);
+    const mapShape = [h.shape[0], grid, grid, 32, 8];
     const dList = inputGrad(this.digit.backward(dCaps));
     give(caps.data);
     const dMap = flattenCapsulesBackward(dList, mapShape);

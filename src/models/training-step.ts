@@ -30,7 +30,7 @@ export function reconstructionTarget(x: Tensor, reconShape: readonly number[]): 
     check(
       reconShape[1] === H && reconShape[2] === W && reconShape[3] === C,
       'reconstruction target',
-      `the decoder reconstructs ${shapeStr(reconShape)} but the images are ${shapeStr(x.shape)} (check --decoder and --decoder-args)`,
+      `the decoder reconstructs ${shapeStr(reconShape)} but the images are ${shapeStr(x.shape)} (check the decoder and its args)`,
     );
     return { target: x, owned: false };
   }
@@ -50,12 +50,12 @@ export function reconstructionTarget(x: Tensor, reconShape: readonly number[]): 
   }
   throw new Error(
     `reconstruction target: the decoder gives ${per} values per image but the images ${shapeStr(x.shape)} have ` +
-      `${H * W * C} values${C > 1 ? ` (or ${H * W} per plane)` : ''} (check --decoder-args)`,
+      `${H * W * C} values${C > 1 ? ` (or ${H * W} per plane)` : ''} (check the decoder's args)`,
   );
 }
 
 export interface TrainingStepOptions {
-  /** Weight of the reconstruction loss (--regularization-scale, 0.0005 by default). */
+  /** Weight of the reconstruction loss (the reference's regularization_scale, 0.0005 by default). */
   regularizationScale: number;
   /** Margins 0.95 / 0.05 and lambda 0.8 instead of 0.9 / 0.1 / 0.5. */
   hard?: boolean;
@@ -83,7 +83,7 @@ export function trainingStep(
   if (decoder.inDim !== model.capsDim)
     throw new Error(
       `${decoder.kind} reads capsules of dimension ${decoder.inDim} but ${model.kind} gives ${model.capsDim} ` +
-        `(the first --decoder-args value must be the last --model-args value)`,
+        `(decoder.args[0], in_dim, must equal model.args[3], caps_dim)`,
     );
   const caps = model.forward(x, true);
   const { loss: margin, dv } = marginLoss(caps, labels, opts.hard ? MARGIN_HARD : MARGIN_DEFAULT);

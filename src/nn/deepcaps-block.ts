@@ -25,6 +25,11 @@ export class DeepCapsBlock extends Module implements Layer {
     this.l_skip = this.addChild('l_skip', iterations === 1 ? new Conv2DCaps(same) : new Conv3DCaps(same, iterations));
   }
 
+  /** The skip's dynamic routing iterations (Conv3DCaps), or null when the block does not route. */
+  get routingIterations(): number | null {
+    return this.l_skip instanceof Conv3DCaps ? this.l_skip.iterations : null;
+  }
+
   forward(x: Tensor, ctx: ForwardContext): Tensor {
     const x1 = this.l1.forward(x, ctx);
     const skip = this.l_skip.forward(x1, ctx);

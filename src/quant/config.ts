@@ -1,21 +1,12 @@
 // A quantization configuration (the QuantConfig of PyTorch's ao.quantization, in the
 // paper's terms): per-layer weight, activation and routing bits, a method, and the
 // arithmetic. The model code stays the same; the forward pass receives this.
+import type { QuantLayerInfo } from '../models/capsnet.js';
 import type { QuantMethod } from '../tensor/backend.js';
 import type { RoundingCompat } from './methods.js';
 
-/** What the search needs to know about one top-level layer of a model (SPEC 4). */
-export interface QuantLayerInfo {
-  name: string;
-  /** parameters counted in the weight memory (weights, biases, capsule biases, BN affine) */
-  paramCount: number;
-  /** the layer routes (has routing bits) */
-  routes: boolean;
-  /** routing iterations (1 for the primary capsules of ShallowCapsNet) */
-  iterations: number;
-  /** a capsule layer (DeepCaps blocks, primary and class capsules) */
-  capsule: boolean;
-}
+/** A top-level layer as quantization sees it: each model states its own (CapsNet.quantLayers). */
+export type { QuantLayerInfo } from '../models/capsnet.js';
 
 export interface BitConfig {
   /** fractional bits of every layer's parameters */
@@ -46,4 +37,31 @@ export function configKey(c: BitConfig): string {
 
 export function cloneBits(c: BitConfig): BitConfig {
   return { weightBits: [...c.weightBits], actBits: [...c.actBits], routingBits: [...c.routingBits] };
+}
+
+/** The most fractional bits a configuration may ask for (step 1 starts from 32). */
+export const MAX_FRACTIONAL_BITS = 32;
+
+/** Checks a bit configuration against a model's layers: one weight and one activation count per
+ *  layer, one routing count per routing layer, each an integer in [0, MAX_FRACTIONAL_BITS]. */
+export function checkBitConfig(layers: readonly QuantLayerInfo[], bits: BitConfig, name = 'bits'): void {
+  const routing = layers.filter((l) => l.routes).map((l) => l.name);
+  const want: [keyof BitConfig, readonly string[]][] = [
+    ['weightBits', layers.map((l) => l.name)],
+    ['actBits', layers.map((l) => l.name)],
+    ['routingBits', routing],
+  ];
+  for (const [key, names] of want) {
+    const v = bits?.[key];
+    if (!Array.isArray(v) || v.length !== names.length)
+      throw new Error(
+        `${name}.${key}: expected ${names.length} bit counts (${names.join(', ')}), got ${Array.isArray(v) ? v.length : typeof v}`,
+      );
+    v.forEach((b, i) => {
+      if (!(Number.isInteger(b) && b >= 0 && b <= MAX_FRACTIONAL_BITS))
+        throw new Error(
+          `${name}.${key}[${i}] (${names[i]}): expected an integer number of fractional bits in [0, ${MAX_FRACTIONAL_BITS}], got ${b}`,
+        );
+    });
+  }
 }

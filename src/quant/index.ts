@@ -2,3 +2,4 @@ export * from './methods.js';
 export * from './memory.js';
 export * from './config.js';
 export * from './quantized-forward.js';
+export * from './quantized-model.js';

@@ -1,5 +1,5 @@
 // The four rounding methods of Q-CapsNets (SPEC 4) as QuantSpecs for the kernels, in the
-// correct arithmetic (default) or the DAC 2020 code's arithmetic (`--rounding-compat dac2020`).
+// correct arithmetic (default) or the DAC 2020 code's arithmetic (RoundingCompat 'dac2020').
 import type { QuantMethod, QuantSpec } from '../tensor/backend.js';
 
 export const QUANT_METHODS: readonly QuantMethod[] = [
@@ -11,14 +11,16 @@ export const QUANT_METHODS: readonly QuantMethod[] = [
 export type RoundingCompat = 'none' | 'dac2020';
 export const ROUNDING_COMPATS: readonly RoundingCompat[] = ['none', 'dac2020'];
 
-export function parseQuantMethod(name: string, flag = '--quantization-method'): QuantMethod {
+/** A quantization method by name; errors start with `label` (the CLI passes its flag). */
+export function parseQuantMethod(name: string, label = 'parseQuantMethod'): QuantMethod {
   if ((QUANT_METHODS as readonly string[]).includes(name)) return name as QuantMethod;
-  throw new Error(`${flag}: unknown quantization method '${name}'; expected one of ${QUANT_METHODS.join(', ')}`);
+  throw new Error(`${label}: unknown quantization method '${name}'; expected one of ${QUANT_METHODS.join(', ')}`);
 }
 
-export function parseRoundingCompat(name: string): RoundingCompat {
+/** A rounding compat mode by name; errors start with `label` (the CLI passes its flag). */
+export function parseRoundingCompat(name: string, label = 'parseRoundingCompat'): RoundingCompat {
   if ((ROUNDING_COMPATS as readonly string[]).includes(name)) return name as RoundingCompat;
-  throw new Error(`--rounding-compat: unknown mode '${name}'; expected one of ${ROUNDING_COMPATS.join(', ')}`);
+  throw new Error(`${label}: unknown rounding compat mode '${name}'; expected one of ${ROUNDING_COMPATS.join(', ')}`);
 }
 
 /** Quantizer of a layer's parameters with `bits` fractional bits.

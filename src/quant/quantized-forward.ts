@@ -11,11 +11,6 @@ import type { Tensor } from '../tensor/tensor.js';
 import type { BitConfig, QuantLayerInfo } from './config.js';
 import { activationQuant, type RoundingCompat, weightQuant } from './methods.js';
 
-const ROUTING_ITERATIONS: Record<string, Record<string, number>> = {
-  ShallowCapsNet: { primary: 1, digit: 3 },
-  DeepCaps: { block4: 3, capsLayer: 3 },
-};
-
 /** FNV-1a hash of a string: the stream number of a quantization point. */
 export function streamOf(name: string): number {
   let h = 0x811c9dc5;
@@ -26,20 +21,10 @@ export function streamOf(name: string): number {
   return h;
 }
 
-/** The top-level layers of a model as the search sees them (SPEC 4 "layer"). */
+/** The top-level layers of a model as the search sees them (SPEC 4 "layer"), as the model
+ *  describes them. */
 export function quantLayers(model: CapsNet): QuantLayerInfo[] {
-  const counts = new Map<string, number>(model.layerNames.map((n) => [n, 0]));
-  for (const p of model.parameters()) {
-    const top = p.name.split('.')[0];
-    counts.set(top, (counts.get(top) ?? 0) + p.param.size);
-  }
-  return model.layerNames.map((name, i) => ({
-    name,
-    paramCount: counts.get(name) ?? 0,
-    routes: model.routingLayerNames.includes(name),
-    iterations: ROUTING_ITERATIONS[model.kind]?.[name] ?? 0,
-    capsule: i > 0,
-  }));
+  return model.quantLayers.map((l) => ({ ...l }));
 }
 
 export class ModelQuantizer {
@@ -94,6 +79,14 @@ export class ModelQuantizer {
       );
     }
     weightBits.forEach((b, l) => (this.applied[l] = b));
+  }
+
+  /** Takes the model's current parameters as the full-precision ones (when it changed since
+   *  construction); only while no quantized weights are applied. */
+  capture(): void {
+    if (this.applied.some((b) => b !== null))
+      throw new Error('quantized forward: capture() while quantized weights are applied');
+    for (const p of this.fp) p.values.set(p.param.data);
   }
 
   /** Puts the full-precision parameters back. */

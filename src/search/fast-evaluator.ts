@@ -17,21 +17,13 @@
 //      the same configuration (a final model's exact accuracy, another threshold) runs only
 //      the batches it did not see.
 import type { CapsNet } from '../models/capsnet.js';
+import { evaluateFullPrecision, type ImageSource, sourceBatch } from '../models/evaluate.js';
+import { countCorrect } from '../models/metrics.js';
 import type { BitConfig } from '../quant/config.js';
 import type { ModelQuantizer } from '../quant/quantized-forward.js';
-import { classMargin, countCorrect } from '../train/evaluate.js';
-import { give, take } from '../tensor/pool.js';
-import { Tensor } from '../tensor/tensor.js';
+import { give } from '../tensor/pool.js';
+import type { Tensor } from '../tensor/tensor.js';
 import type { Evaluation, Evaluator } from './evaluator.js';
-
-/** Test images in a fixed order. */
-export interface BatchSource {
-  count: number;
-  labels: Int32Array;
-  imageShape: readonly [number, number, number];
-  /** Writes image i as float32 [H,W,C] into out at offset. */
-  writeImage(i: number, out: Float32Array, offset: number): void;
-}
 
 export interface FastEvaluatorOptions {
   batchSize: number;
@@ -90,10 +82,12 @@ export class FastEvaluator implements Evaluator {
   constructor(
     readonly model: CapsNet,
     readonly quantizer: ModelQuantizer,
-    readonly data: BatchSource,
+    readonly data: ImageSource,
     readonly opts: FastEvaluatorOptions,
   ) {
-    if (!(opts.batchSize >= 1)) throw new Error(`--test-batch-size ${opts.batchSize}: expected a positive integer`);
+    if (!(Number.isInteger(opts.batchSize) && opts.batchSize >= 1))
+      throw new Error(`FastEvaluator: batchSize ${opts.batchSize}: expected a positive integer`);
+    if (data.count < 1) throw new Error('FastEvaluator: the test images are empty');
     this.caches = model.stages.map(() => new Map());
     this.stageMs = new Float64Array(model.stages.length);
     this.numBatches = Math.ceil(data.count / opts.batchSize);
@@ -156,14 +150,7 @@ export class FastEvaluator implements Evaluator {
   }
 
   private batchImages(b: number): { x: Tensor; labels: Int32Array } {
-    const { batchSize } = this.opts;
-    const i0 = b * batchSize;
-    const n = Math.min(batchSize, this.data.count - i0);
-    const [H, W, C] = this.data.imageShape;
-    const size = H * W * C;
-    const x = new Tensor(take(n * size), [n, H, W, C]);
-    for (let i = 0; i < n; i++) this.data.writeImage(this.order ? this.order[i0 + i] : i0 + i, x.data, i * size);
-    return { x, labels: this.labels.subarray(i0, i0 + n) };
+    return { x: sourceBatch(this.data, b, this.opts.batchSize, this.order), labels: this.batchLabels(b) };
   }
 
   async evaluate(bits: BitConfig, decided?: (lower: number, upper: number) => boolean): Promise<Evaluation> {
@@ -302,41 +289,28 @@ export class FastEvaluator implements Evaluator {
 
   /** Full-precision accuracy (no quantization, the model's own parameters), a full pass. */
   async evaluateFullPrecision(): Promise<Evaluation> {
-    const t0 = performance.now();
     this.quantizer.restore();
-    this.model.eval();
-    let correct = 0;
-    const margins = new Float64Array(this.data.count);
-    for (let b = 0; b < this.numBatches; b++) {
-      const { x, labels } = this.batchImages(b);
-      const caps = this.model.forward(x, false);
-      give(x.data);
-      correct += countCorrect(caps, labels);
-      for (let i = 0; i < labels.length; i++) {
-        const p = b * this.opts.batchSize + i;
-        const m = classMargin(caps, i, labels[i]);
-        margins[this.order ? this.order[p] : p] = Number.isNaN(m) ? -Infinity : m; // NaN is never correct
-      }
-      give(caps.data);
-      this.opts.onBatch?.(b + 1, this.numBatches);
-    }
+    const fp = evaluateFullPrecision(this.model, this.data, {
+      batchSize: this.opts.batchSize,
+      order: this.order,
+      onBatch: (done) => this.opts.onBatch?.(Math.ceil(done / this.opts.batchSize), this.numBatches),
+    });
     if ((this.opts.order ?? 'hardest-first') === 'hardest-first') {
       // smallest margin first; ties keep the dataset's order
-      const order = Int32Array.from({ length: margins.length }, (_, i) => i).sort((i, j) =>
-        margins[i] < margins[j] ? -1 : margins[i] > margins[j] ? 1 : i - j,
+      const m = fp.margins;
+      const order = Int32Array.from({ length: m.length }, (_, i) => i).sort((i, j) =>
+        m[i] < m[j] ? -1 : m[i] > m[j] ? 1 : i - j,
       );
       this.setOrder(order);
     }
-    const total = this.data.count;
-    const accuracy = (correct * 100.0) / total;
     return {
-      accuracy,
-      lower: accuracy,
-      upper: accuracy,
+      accuracy: fp.accuracy,
+      lower: fp.accuracy,
+      upper: fp.accuracy,
       exact: true,
-      seen: total,
-      total,
-      seconds: (performance.now() - t0) / 1000,
+      seen: fp.total,
+      total: fp.total,
+      seconds: fp.seconds,
     };
   }
 

@@ -1,3 +1,4 @@
 export * from './evaluator.js';
 export * from './qcapsnets.js';
 export * from './fast-evaluator.js';
+export * from './search-model.js';

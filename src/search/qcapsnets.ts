@@ -51,19 +51,63 @@ export interface SearchResult {
 
 export interface SearchLog {
   info(line: string): void;
+  /** called as each step starts (progress displays) */
+  step?(step: StepName): void;
+}
+
+/** The budget must allow 1 bit per parameter (0 fractional bits everywhere). */
+export function checkMemoryBudget(paramCounts: readonly number[], budgetMB: number): void {
+  const minimum = minimumBudgetMB(paramCounts);
+  if (!(budgetMB >= minimum)) {
+    throw new Error(
+      `memoryBudgetMB ${budgetMB} cannot be met: even 1 bit per parameter needs ${minimum} MB; ` +
+        `use a budget of at least ${minimum} MB`,
+    );
+  }
+}
+
+/** Checks a search's settings against a model's layers before any evaluation. */
+export function checkSearchSettings(
+  layers: readonly QuantLayerInfo[],
+  settings: Pick<SearchSettings, 'tolerance' | 'memoryBudgetMB'>,
+): void {
+  const { tolerance, memoryBudgetMB } = settings;
+  if (!(tolerance > 0 && tolerance < 100)) throw new Error(`tolerance ${tolerance}: expected a percentage in (0, 100)`);
+  if (layers.length === 0) throw new Error('layers: a search needs at least one layer');
+  checkMemoryBudget(
+    layers.map((l) => l.paramCount),
+    memoryBudgetMB,
+  );
+}
+
+/** SPEC 5's layer-wise lowering, shared by steps 3A, 4A and 3B: for each position l in turn,
+ *  take one bit off positions l..count-1 together while the configuration passes (and none
+ *  would go below 0 bits); at the first fail put that bit back and move on to l + 1. */
+async function lowerLayerwise(
+  count: number,
+  bitsAt: (k: number) => number,
+  shift: (from: number, delta: 1 | -1) => void,
+  passes: () => Promise<boolean>,
+): Promise<void> {
+  for (let l = 0; l < count; l++) {
+    for (;;) {
+      if (!(await passes())) {
+        shift(l, 1);
+        break;
+      }
+      let floor = false;
+      for (let k = l; k < count; k++) floor ||= bitsAt(k) <= 0;
+      if (floor) break;
+      shift(l, -1);
+    }
+  }
 }
 
 /** Step 2's weight bits: [N, N-1, ..., N-slope+1, N-slope+1, ...] with the largest N whose
  *  memory fits, the gentlest slope needed for the last layer to keep >= 0 bits. */
 export function memoryBits(paramCounts: readonly number[], budgetMB: number): number[] {
+  checkMemoryBudget(paramCounts, budgetMB);
   const budgetBits = budgetMB * BITS_PER_MB;
-  const minimumBits = paramCounts.reduce((a, b) => a + b, 0);
-  if (!(budgetBits >= minimumBits)) {
-    throw new Error(
-      `--memory-budget ${budgetMB} MB cannot be met: even 1 bit per parameter needs ${minimumBudgetMB(paramCounts)} MB; ` +
-        `use a budget of at least ${minimumBudgetMB(paramCounts)} MB`,
-    );
-  }
   const n = paramCounts.length;
   for (let slope = 5; slope >= 0; slope--) {
     const decrease = paramCounts.map((_, l) => -Math.min(l, Math.max(slope - 1, 0)));
@@ -85,16 +129,16 @@ export async function runSearch(
   evaluator: Evaluator,
   log: SearchLog,
 ): Promise<SearchResult> {
+  checkSearchSettings(layers, settings);
   const { fpAccuracy: A, tolerance } = settings;
-  if (!(tolerance > 0 && tolerance < 100))
-    throw new Error(`--accuracy-tolerance ${tolerance}: expected a value in (0, 100)`);
+  if (!(A >= 0 && A <= 100)) throw new Error(`fpAccuracy ${A}: expected a percentage in [0, 100]`);
   const paramCounts = layers.map((l) => l.paramCount);
   const fp32Bits = paramCounts.reduce((a, b) => a + b, 0) * 32;
   // the same floating-point expressions as the reference code, so thresholds match exactly
   const minimumAccuracy = A - (tolerance / 100) * A;
   const accReduction = A - minimumAccuracy;
   const step1Min = A - (5 / 100) * accReduction;
-  const step2Weights = memoryBits(paramCounts, settings.memoryBudgetMB); // fail fast, before any evaluation
+  const step2Weights = memoryBits(paramCounts, settings.memoryBudgetMB);
 
   const evaluations: EvaluationRecord[] = [];
   const cache = new Map<string, Evaluation>();
@@ -170,6 +214,7 @@ export async function runSearch(
   );
 
   // STEP 1: one N for all weights, activations and routing values; binary search from 32.
+  log.step?.('step1');
   log.info('STEP 1: layer-uniform quantization');
   const tried: { bits: number; passed: boolean }[] = [];
   const first = await test('step1', uniformBits(layers, 32), step1Min, true);
@@ -195,6 +240,7 @@ export async function runSearch(
   report('step1', step1, await exact('step1', step1));
 
   // STEP 2: weight bits that fit the memory budget; activations and routing keep step 1's.
+  log.step?.('step2');
   log.info('STEP 2: memory budget');
   const step2: BitConfig = {
     weightBits: step2Weights,
@@ -208,6 +254,7 @@ export async function runSearch(
   if (step2Acc > minimumAccuracy) {
     // BRANCH A
     const step3AMin = step2Acc - ((step2Acc - minimumAccuracy) * 55) / 100;
+    log.step?.('step3A');
     log.info('STEP 3A: layer-wise activation bits');
     // the activation bits each routing layer's routing bits follow
     const followed =
@@ -218,34 +265,29 @@ export async function runSearch(
             .filter((p) => p >= 0)
         : routingLayers;
     const cfg = cloneBits(step2);
-    const sync = () => followed.forEach((layer, x) => (cfg.routingBits[x] = cfg.actBits[layer]));
-    for (let l = 0; l < layers.length; l++) {
-      for (;;) {
-        if (!(await test('step3A', cfg, step3AMin, false)).passed) {
-          for (let k = l; k < layers.length; k++) cfg.actBits[k] += 1;
-          sync();
-          break;
-        }
-        if (cfg.actBits.slice(l).some((b) => b <= 0)) break; // no fewer than 0 fractional bits
-        for (let k = l; k < layers.length; k++) cfg.actBits[k] -= 1;
-        sync();
-      }
-    }
+    await lowerLayerwise(
+      layers.length,
+      (k) => cfg.actBits[k],
+      (from, delta) => {
+        for (let k = from; k < layers.length; k++) cfg.actBits[k] += delta;
+        followed.forEach((layer, x) => (cfg.routingBits[x] = cfg.actBits[layer]));
+      },
+      async () => (await test('step3A', cfg, step3AMin, false)).passed,
+    );
     report('step3A', cfg, await exact('step3A', cfg));
 
+    log.step?.('step4A');
     log.info('STEP 4A: layer-wise dynamic routing bits');
     // only the layers that iterate (routing with one iteration has nothing to quantize)
     const iterating = routingLayers.flatMap((layer, x) => (layers[layer].iterations > 1 ? [x] : []));
-    for (let l = 0; l < iterating.length; l++) {
-      for (;;) {
-        if (!(await test('step4A', cfg, minimumAccuracy, false)).passed) {
-          for (let k = l; k < iterating.length; k++) cfg.routingBits[iterating[k]] += 1;
-          break;
-        }
-        if (iterating.slice(l).some((x) => cfg.routingBits[x] <= 0)) break;
-        for (let k = l; k < iterating.length; k++) cfg.routingBits[iterating[k]] -= 1;
-      }
-    }
+    await lowerLayerwise(
+      iterating.length,
+      (k) => cfg.routingBits[iterating[k]],
+      (from, delta) => {
+        for (let k = from; k < iterating.length; k++) cfg.routingBits[iterating[k]] += delta;
+      },
+      async () => (await test('step4A', cfg, minimumAccuracy, false)).passed,
+    );
     const satisfied = report('step4A', cfg, await exact('step4A', cfg));
     return {
       minimumAccuracy,
@@ -258,18 +300,17 @@ export async function runSearch(
   }
 
   // BRANCH B
+  log.step?.('step3B');
   log.info('STEP 3B: layer-wise weight bits');
   const cfg = cloneBits(step1);
-  for (let l = 0; l < layers.length; l++) {
-    for (;;) {
-      if (!(await test('step3B', cfg, minimumAccuracy, false)).passed) {
-        for (let k = l; k < layers.length; k++) cfg.weightBits[k] += 1;
-        break;
-      }
-      if (cfg.weightBits.slice(l).some((b) => b <= 0)) break;
-      for (let k = l; k < layers.length; k++) cfg.weightBits[k] -= 1;
-    }
-  }
+  await lowerLayerwise(
+    layers.length,
+    (k) => cfg.weightBits[k],
+    (from, delta) => {
+      for (let k = from; k < layers.length; k++) cfg.weightBits[k] += delta;
+    },
+    async () => (await test('step3B', cfg, minimumAccuracy, false)).passed,
+  );
   const accuracyModel = report('step3B', cfg, await exact('step3B', cfg));
   return {
     minimumAccuracy,

@@ -93,10 +93,10 @@ export interface Kernels {
   setThreads(n: number): void;
   getThreads(): number;
   /** false: convolutions avoid the DFT and Winograd algorithms (im2col + GEMM only), so that
-   *  rounding decisions downstream match a direct convolution's (--rounding-compat dac2020). */
+   *  rounding decisions downstream match a direct convolution's (rounding compat 'dac2020'). */
   setFastConv(enabled: boolean): void;
   /** true: conv2dForward first tries the exact fixed-point convolution (conv2dForwardFixedPoint);
-   *  the quantized forward turns it on under --rounding-compat dac2020. The TypeScript backend
+   *  the quantized forward turns it on under rounding compat 'dac2020'. The TypeScript backend
    *  keeps its float convolution. */
   setFixedPointConv(enabled: boolean): void;
   /** The exact convolution of fixed-point values (x multiples of 2^-fx, w of 2^-fw, integers

@@ -1,5 +1,5 @@
 // Resumable training checkpoints, one safetensors file (default `<model stem>.ckpt.safetensors`
-// next to --full-precision-filename), replaced atomically after every epoch (and when a run is
+// next to the model file), replaced atomically after every epoch (and when a run is
 // interrupted):
 //   tensors   model.<name>      the model's state_dict (PyTorch names, shapes and layouts;
 //                               BatchNorm buffers included, num_batches_tracked as I64)
@@ -20,6 +20,7 @@ import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
 import type { NamedTensor } from '../io/tensor-data.js';
 import type { CapsDecoder, CapsNet } from '../models/capsnet.js';
 import type { Adam } from '../tensor/ops/adam.js';
+import type { OptionNames } from './checks.js';
 import type { EpochSummary } from './summary.js';
 
 export const CHECKPOINT_FORMAT = 'qcapsnets-training-checkpoint';
@@ -106,6 +107,8 @@ export function adamNames(model: CapsNet, decoder: CapsDecoder): string[] {
 }
 
 export interface LoadedCheckpoint {
+  /** the file it was read from */
+  file: string;
   state: TrainingState;
   model: Map<string, NamedTensor>;
   decoder: Map<string, NamedTensor>;
@@ -113,44 +116,52 @@ export interface LoadedCheckpoint {
   adamV: Map<string, NamedTensor>;
 }
 
-/** Reads a checkpoint written by writeTrainingCheckpoint; errors name the file. */
-export function readTrainingCheckpoint(file: string, flag = '--resume'): LoadedCheckpoint {
-  if (!existsSync(file)) throw new Error(`${flag} ${file}: no such file`);
+/** Reads a checkpoint written by writeTrainingCheckpoint; errors start with `label` and the file
+ *  (trainModel: TrainOptions.resume; the CLI: its option's flag). */
+export function readTrainingCheckpoint(file: string, label = 'checkpoint'): LoadedCheckpoint {
+  if (!existsSync(file)) throw new Error(`${label} ${file}: no such file`);
   let contents: ReturnType<typeof readSafetensors>;
   try {
     contents = readSafetensors(file);
   } catch (err) {
     throw new Error(
-      `${flag} ${file}: not a qcapsnets training checkpoint (a safetensors file written by trainModel): ${(err as Error).message}`,
+      `${label} ${file}: not a qcapsnets training checkpoint (a safetensors file written by trainModel): ${(err as Error).message}`,
       { cause: err },
     );
   }
   const { tensors, metadata } = contents;
   if (metadata.format !== CHECKPOINT_FORMAT)
     throw new Error(
-      `${flag} ${file}: not a qcapsnets training checkpoint (expected metadata format '${CHECKPOINT_FORMAT}'; ` +
+      `${label} ${file}: not a qcapsnets training checkpoint (expected metadata format '${CHECKPOINT_FORMAT}'; ` +
         `a model .pt file holds weights only and cannot resume training)`,
     );
   if (metadata.version !== CHECKPOINT_VERSION)
     throw new Error(
-      `${flag} ${file}: checkpoint version ${metadata.version}, this qcapsnets reads ${CHECKPOINT_VERSION}`,
+      `${label} ${file}: checkpoint version ${metadata.version}, this qcapsnets reads ${CHECKPOINT_VERSION}`,
     );
   let state: TrainingState;
   try {
     state = JSON.parse(metadata.state ?? '') as TrainingState;
   } catch (err) {
     throw new Error(
-      `${flag} ${file}: the training state in the metadata is not valid JSON (${(err as Error).message})`,
+      `${label} ${file}: the training state in the metadata is not valid JSON (${(err as Error).message})`,
       { cause: err },
     );
   }
-  const out: LoadedCheckpoint = { state, model: new Map(), decoder: new Map(), adamM: new Map(), adamV: new Map() };
+  const out: LoadedCheckpoint = {
+    file,
+    state,
+    model: new Map(),
+    decoder: new Map(),
+    adamM: new Map(),
+    adamV: new Map(),
+  };
   for (const [name, t] of tensors) {
     if (name.startsWith('adam.m.')) out.adamM.set(name.slice(7), t);
     else if (name.startsWith('adam.v.')) out.adamV.set(name.slice(7), t);
     else if (name.startsWith('model.')) out.model.set(name.slice(6), t);
     else if (name.startsWith('decoder.')) out.decoder.set(name.slice(8), t);
-    else throw new Error(`${flag} ${file}: unexpected tensor '${name}'`);
+    else throw new Error(`${label} ${file}: unexpected tensor '${name}'`);
   }
   return out;
 }
@@ -168,7 +179,7 @@ export function restoreAdam(adam: Adam, names: string[], ckpt: LoadedCheckpoint,
   });
   if (ckpt.adamM.size !== names.length) problems.push(`${ckpt.adamM.size} Adam moments for ${names.length} parameters`);
   if (problems.length)
-    throw new Error(`--resume ${file}: the optimizer state does not match:\n  ${problems.join('\n  ')}`);
+    throw new Error(`checkpoint ${file}: the optimizer state does not match:\n  ${problems.join('\n  ')}`);
   names.forEach((name, k) => {
     adam.state[k].m.set(ckpt.adamM.get(name)!.data);
     adam.state[k].v.set(ckpt.adamV.get(name)!.data);
@@ -177,4 +188,64 @@ export function restoreAdam(adam: Adam, names: string[], ckpt: LoadedCheckpoint,
   adam.beta1 = ckpt.state.adam.beta1;
   adam.beta2 = ckpt.state.adam.beta2;
   adam.eps = ckpt.state.adam.eps;
+}
+
+function sameArgs(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+/** The settings a resumed run must share with its checkpoint (epochs may grow). */
+const SAME_SETTINGS = [
+  'lr',
+  'batchSize',
+  'regularizationScale',
+  'decaySteps',
+  'decayRate',
+  'hardTraining',
+  'seed',
+  'testBatchSize',
+] as const satisfies readonly (keyof RunSettings)[];
+
+/** What a run is, for comparing it with a checkpoint's. */
+export type RunIdentity = Pick<TrainingState, 'model' | 'decoder' | 'dataset' | 'settings'>;
+
+/** A checkpoint may only continue the run it came from (more epochs allowed); the error lists
+ *  every difference, each named as `names` says (trainModel's options, or the CLI's flags). */
+export function checkResumable(ckpt: LoadedCheckpoint, run: RunIdentity, names: OptionNames): void {
+  const { state } = ckpt;
+  const problems: string[] = [];
+  const modules = [
+    ['model', names.model, names.modelArgs],
+    ['decoder', names.decoder, names.decoderArgs],
+  ] as const;
+  for (const [key, kindName, argsName] of modules) {
+    const ours = run[key];
+    const theirs = state[key];
+    if (ours.kind !== theirs.kind || !sameArgs(ours.args, theirs.args))
+      problems.push(
+        `${kindName} ${ours.kind} ${argsName} ${ours.args.join(' ')}: the checkpoint has ${theirs.kind} ${theirs.args.join(' ')}`,
+      );
+  }
+  const ds = state.dataset;
+  const our = run.dataset;
+  if (ds.name !== our.name || ds.trainCount !== our.trainCount || ds.testCount !== our.testCount)
+    problems.push(
+      `${names.dataset} ${our.name} (${our.trainCount} train / ${our.testCount} test images): the checkpoint was trained on ` +
+        `${ds.name} (${ds.trainCount} / ${ds.testCount})`,
+    );
+  for (const key of SAME_SETTINGS) {
+    const ours = run.settings[key];
+    const theirs = state.settings[key];
+    if (ours !== theirs) problems.push(`${names.settings[key]} ${String(ours)}: the checkpoint used ${String(theirs)}`);
+  }
+  const done = state.history.length;
+  if (done > run.settings.epochs)
+    problems.push(
+      `${names.settings.epochs} ${run.settings.epochs}: the checkpoint has already finished ${done} epochs`,
+    );
+  if (problems.length)
+    throw new Error(
+      `${names.resume} ${ckpt.file}: the checkpoint belongs to a different run:\n  ${problems.join('\n  ')}\n` +
+        `Pass the settings of the original run (only ${names.settings.epochs} may grow), or start afresh without ${names.resume}.`,
+    );
 }

@@ -1,6 +1,6 @@
 // Full-precision training and evaluation of capsule networks (SPEC 3): trainModel for the
 // CLI's training, evaluateModel for its `evaluate` subcommand.
-export { trainModel } from './trainer.js';
+export { trainModel, runIdentity } from './trainer.js';
 export {
   evaluateModel,
   countCorrect,
@@ -15,12 +15,22 @@ export { learningRate, isHardEpoch, firstHardEpoch } from './schedule.js';
 export {
   defaultCheckpointPath,
   readTrainingCheckpoint,
+  checkResumable,
   CHECKPOINT_FORMAT,
   CHECKPOINT_VERSION,
   type TrainingState,
   type RunSettings,
+  type RunIdentity,
+  type LoadedCheckpoint,
 } from './checkpoint.js';
-export { checkModelFitsDataset, checkDecoderFits, decoderOutputShape } from './checks.js';
+export {
+  checkModelFitsDataset,
+  checkDecoderFits,
+  decoderOutputShape,
+  TRAIN_OPTION_NAMES,
+  type OptionNames,
+  type DatasetShape,
+} from './checks.js';
 export {
   ProgressReporter,
   formatDuration,

@@ -1,58 +1,60 @@
-// trainModel's options: the CLI flags of the reference (SPEC 6) with their defaults, plus the
-// model/decoder, datasets, files and output sinks; resolved and checked before training starts.
+// trainModel's options: the reference's training settings (SPEC 6) with their defaults, plus the
+// model/decoder, datasets, files and output sinks; resolved and checked before training starts,
+// with errors that name the option (TrainOptions.lr).  The CLI maps its flags onto these.
 import type { AugmentSpec } from '../data/augment.js';
 import type { Dataset } from '../data/dataset.js';
 import type { CapsDecoder, CapsNet } from '../models/capsnet.js';
 import { buildDecoder, buildModel } from '../models/factory.js';
-import type { RunSettings } from './checkpoint.js';
-import { checkPositiveInteger, checkPositiveNumber, checkSeed } from './checks.js';
+import type { LoadedCheckpoint, RunSettings } from './checkpoint.js';
+import { checkPositiveInteger, checkPositiveNumber, checkSeed, TRAIN_OPTION_NAMES } from './checks.js';
 import type { ProgressMode, ProgressStream, StepReport } from './progress.js';
 import type { EpochSummary } from './summary.js';
 
-/** A model or decoder by name and command-line arguments (built with --seed). */
+/** A model or decoder by name and integer arguments (built with the run's seed). */
 export interface ModuleSpec {
   name: string;
   args: readonly number[];
 }
 
 export interface TrainOptions {
-  /** A built model, or --model / --model-args. */
+  /** A built model, or its name and args (buildModel). */
   model: CapsNet | ModuleSpec;
-  /** A built decoder, or --decoder / --decoder-args. */
+  /** A built decoder, or its name and args (buildDecoder). */
   decoder: CapsDecoder | ModuleSpec;
   train: Dataset;
   test: Dataset;
-  /** --epochs (10) */
+  /** Training epochs (10). */
   epochs?: number;
-  /** --lr (0.001) */
+  /** Initial learning rate of Adam (0.001). */
   lr?: number;
-  /** --batch-size (100) */
+  /** Training batch size (100). */
   batchSize?: number;
-  /** --log-interval (10): batches between log lines when progress is not drawn as a bar */
+  /** Batches between log lines when progress is not drawn as a bar (10). */
   logInterval?: number;
-  /** --regularization-scale (0.0005) */
+  /** Weight of the reconstruction loss (0.0005). */
   regularizationScale?: number;
-  /** --decay-steps (2000) */
+  /** Learning-rate decay steps (2000). */
   decaySteps?: number;
-  /** --decay-rate (0.96) */
+  /** Learning-rate decay rate: lr * rate^(step / decaySteps) (0.96). */
   decayRate?: number;
-  /** --hard-training (false): hard margins for the last floor(epochs / 2) epochs */
+  /** Hard margins for the last floor(epochs / 2) epochs (false). */
   hardTraining?: boolean;
-  /** --seed (42): parameter init (for models given by name), shuffling and augmentation */
+  /** Seed of parameter init (for models given by name), shuffling and augmentation (42). */
   seed?: number;
-  /** --test-batch-size (100) */
+  /** Batch size of the test passes (100). */
   testBatchSize?: number;
-  /** --full-precision-filename ('./model.pt'): the best model's state_dict (PyTorch .pt) */
+  /** Where the best model's state_dict goes (PyTorch .pt; './model.pt'). */
   fullPrecisionFilename?: string;
   /** The resumable checkpoint; default `<model stem>.ckpt.safetensors` next to the model file. */
   checkpointFilename?: string;
-  /** Continue from a checkpoint: its path, or true for checkpointFilename. */
-  resume?: string | boolean;
+  /** Continue from a checkpoint: its path, true for checkpointFilename, or one already read
+   *  with readTrainingCheckpoint. */
+  resume?: string | boolean | LoadedCheckpoint;
   /** GEMM threads (kernels().setThreads); default: leave as is. */
   threads?: number;
   /** Training-set augmentation; default: the dataset's (augmentationFor(train.name)); null: none. */
   augment?: AugmentSpec | null;
-  /** 'auto' (default): a bar on a terminal, log lines every --log-interval batches otherwise. */
+  /** 'auto' (default): a bar on a terminal, log lines every logInterval batches otherwise. */
   progress?: ProgressMode;
   /** Where progress goes (default process.stderr). */
   progressStream?: ProgressStream;
@@ -84,24 +86,25 @@ export interface ResolvedSettings extends RunSettings {
   logInterval: number;
 }
 
-/** The numeric options with defaults, each checked (errors name the flag). */
+/** The numeric options with defaults, each checked (errors name the option: TrainOptions.lr). */
 export function resolveSettings(opts: TrainOptions): ResolvedSettings {
   const d = TRAIN_DEFAULTS;
+  const n = TRAIN_OPTION_NAMES.settings;
   return {
-    epochs: checkPositiveInteger(opts.epochs ?? d.epochs, '--epochs'),
-    lr: checkPositiveNumber(opts.lr ?? d.lr, '--lr'),
-    batchSize: checkPositiveInteger(opts.batchSize ?? d.batchSize, '--batch-size'),
-    logInterval: checkPositiveInteger(opts.logInterval ?? d.logInterval, '--log-interval'),
+    epochs: checkPositiveInteger(opts.epochs ?? d.epochs, n.epochs),
+    lr: checkPositiveNumber(opts.lr ?? d.lr, n.lr),
+    batchSize: checkPositiveInteger(opts.batchSize ?? d.batchSize, n.batchSize),
+    logInterval: checkPositiveInteger(opts.logInterval ?? d.logInterval, 'TrainOptions.logInterval'),
     regularizationScale: checkPositiveNumber(
       opts.regularizationScale ?? d.regularizationScale,
-      '--regularization-scale',
+      n.regularizationScale,
       true,
     ),
-    decaySteps: checkPositiveNumber(opts.decaySteps ?? d.decaySteps, '--decay-steps'),
-    decayRate: checkPositiveNumber(opts.decayRate ?? d.decayRate, '--decay-rate'),
+    decaySteps: checkPositiveNumber(opts.decaySteps ?? d.decaySteps, n.decaySteps),
+    decayRate: checkPositiveNumber(opts.decayRate ?? d.decayRate, n.decayRate),
     hardTraining: opts.hardTraining ?? d.hardTraining,
-    seed: checkSeed(opts.seed ?? d.seed),
-    testBatchSize: checkPositiveInteger(opts.testBatchSize ?? d.testBatchSize, '--test-batch-size'),
+    seed: checkSeed(opts.seed ?? d.seed, n.seed),
+    testBatchSize: checkPositiveInteger(opts.testBatchSize ?? d.testBatchSize, n.testBatchSize),
   };
 }
 

@@ -1,6 +1,6 @@
 // Training progress: on a terminal, a bar per epoch redrawn in place (carriage returns) with
 // the losses, running accuracy, images/s and ETA; elsewhere (a file or a pipe), one plain line
-// every --log-interval batches in the reference's format. Log lines pass through here so they
+// every logInterval batches in the reference's format. Log lines pass through here so they
 // never land in the middle of a bar.
 
 export type ProgressMode = 'auto' | 'bar' | 'lines' | 'none';

@@ -3,7 +3,7 @@
 //     stepped after every optimizer step, so the optimizer step with 0-based global index k
 //     uses lr0 * rate^(k / steps) (continuous exponential decay, not staircase; the first step
 //     uses lr0 itself);
-//   - hard training (--hard-training): the first ceil(epochs / 2) epochs use the normal margins,
+//   - hard training (TrainOptions.hardTraining): the first ceil(epochs / 2) epochs use the normal margins,
 //     the last floor(epochs / 2) the hard ones (0.95 / 0.05 / lambda 0.8).
 
 /** Learning rate of the optimizer step with 0-based global index `step`. */

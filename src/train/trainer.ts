@@ -3,17 +3,19 @@
 //   - Adam over the model's then the decoder's parameters, lr = lr0 * decay_rate^(step /
 //     decay_steps) for the step with 0-based global index `step` (schedule.ts);
 //   - loss = margin + regularization_scale * reconstruction (trainingStep), hard margins for the
-//     last floor(epochs / 2) epochs with --hard-training;
+//     last floor(epochs / 2) epochs with hardTraining;
 //   - after each epoch a full test pass; when its accuracy beats the best so far (strictly, the
-//     best starting at 0) the MODEL's state_dict is written to --full-precision-filename (the
+//     best starting at 0) the MODEL's state_dict is written to fullPrecisionFilename (the
 //     reference saves model.state_dict() only; the decoder is for training and lives in the
 //     checkpoint);
 //   - after each epoch (and on abort) a resumable checkpoint (checkpoint.ts) that makes a resumed
 //     run take exactly the steps of an uninterrupted one.
-// Every option is checked before any work starts; files are written atomically.
+// Every option is checked before any work starts, errors naming the option (TrainOptions.lr);
+// files are written atomically.
 import { resolve } from 'node:path';
 import { augmentationFor } from '../data/augment.js';
 import { DataLoader } from '../data/loader.js';
+import type { Dataset } from '../data/dataset.js';
 import type { CapsDecoder, CapsNet } from '../models/capsnet.js';
 import { trainingStep } from '../models/training-step.js';
 import { writeStateDict } from '../io/pt.js';
@@ -22,16 +24,26 @@ import { Adam } from '../tensor/ops/adam.js';
 import { give } from '../tensor/pool.js';
 import {
   adamNames,
+  checkResumable,
   defaultCheckpointPath,
   type EpochProgress,
   readTrainingCheckpoint,
   restoreAdam,
+  type RunIdentity,
+  type RunSettings,
   type TrainingState,
   writeTrainingCheckpoint,
 } from './checkpoint.js';
-import { checkDecoderFits, checkModelFitsDataset, checkOutputPath, checkPositiveInteger } from './checks.js';
-import { countCorrect, evaluateModel } from './evaluate.js';
-import { resolveModules, resolveSettings, type ResolvedSettings, type TrainOptions } from './options.js';
+import {
+  checkDecoderFits,
+  checkModelFitsDataset,
+  checkOutputPath,
+  checkPositiveInteger,
+  TRAIN_OPTION_NAMES,
+} from './checks.js';
+import { countCorrect } from '../models/metrics.js';
+import { evaluateModel } from './evaluate.js';
+import { resolveModules, resolveSettings, type TrainOptions } from './options.js';
 import { ProgressReporter } from './progress.js';
 import { isHardEpoch, learningRate } from './schedule.js';
 import type { EpochSummary, TrainSummary } from './summary.js';
@@ -46,57 +58,29 @@ const emptyProgress = (): EpochProgress => ({
   seconds: 0,
 });
 
-function sameArgs(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((v, i) => v === b[i]);
-}
-
-const SETTING_FLAGS: Record<string, string> = {
-  lr: '--lr',
-  batchSize: '--batch-size',
-  regularizationScale: '--regularization-scale',
-  decaySteps: '--decay-steps',
-  decayRate: '--decay-rate',
-  hardTraining: '--hard-training',
-  seed: '--seed',
-  testBatchSize: '--test-batch-size',
-};
-
-/** A checkpoint may only continue the run it came from (more epochs allowed). */
-function checkResumable(
-  state: TrainingState,
-  file: string,
+/** The run's model, decoder, data and settings, as a checkpoint records them. */
+export function runIdentity(
   model: CapsNet,
   decoder: CapsDecoder,
-  opts: TrainOptions,
-  s: ResolvedSettings,
-): void {
-  const problems: string[] = [];
-  if (state.model.kind !== model.kind || !sameArgs(state.model.args, model.args))
-    problems.push(
-      `--model ${model.kind} --model-args ${model.args.join(' ')}: the checkpoint has ${state.model.kind} ${state.model.args.join(' ')}`,
-    );
-  if (state.decoder.kind !== decoder.kind || !sameArgs(state.decoder.args, decoder.args))
-    problems.push(
-      `--decoder ${decoder.kind} --decoder-args ${decoder.args.join(' ')}: the checkpoint has ${state.decoder.kind} ${state.decoder.args.join(' ')}`,
-    );
-  const ds = state.dataset;
-  if (ds.name !== opts.train.name || ds.trainCount !== opts.train.count || ds.testCount !== opts.test.count)
-    problems.push(
-      `--dataset ${opts.train.name} (${opts.train.count} train / ${opts.test.count} test images): the checkpoint was trained on ` +
-        `${ds.name} (${ds.trainCount} / ${ds.testCount})`,
-    );
-  for (const [key, flag] of Object.entries(SETTING_FLAGS)) {
-    const ours = s[key as keyof ResolvedSettings];
-    const theirs = state.settings[key as keyof typeof state.settings];
-    if (ours !== theirs) problems.push(`${flag} ${String(ours)}: the checkpoint used ${String(theirs)}`);
-  }
-  const done = state.history.length;
-  if (done > s.epochs) problems.push(`--epochs ${s.epochs}: the checkpoint has already finished ${done} epochs`);
-  if (problems.length)
-    throw new Error(
-      `--resume ${file}: the checkpoint belongs to a different run:\n  ${problems.join('\n  ')}\n` +
-        `Pass the flags of the original run (only --epochs may grow), or start afresh without --resume.`,
-    );
+  data: { train: Dataset; test: Dataset },
+  s: RunSettings,
+): RunIdentity {
+  return {
+    model: { kind: model.kind, args: [...model.args] },
+    decoder: { kind: decoder.kind, args: [...decoder.args] },
+    dataset: { name: data.train.name, trainCount: data.train.count, testCount: data.test.count },
+    settings: {
+      epochs: s.epochs,
+      lr: s.lr,
+      batchSize: s.batchSize,
+      regularizationScale: s.regularizationScale,
+      decaySteps: s.decaySteps,
+      decayRate: s.decayRate,
+      hardTraining: s.hardTraining,
+      seed: s.seed,
+      testBatchSize: s.testBatchSize,
+    },
+  };
 }
 
 /** Trains `opts.model` with `opts.decoder` on `opts.train`, testing on `opts.test` after each epoch. */
@@ -109,13 +93,16 @@ export async function trainModel(opts: TrainOptions): Promise<TrainSummary> {
   checkModelFitsDataset(model, opts.train);
   checkModelFitsDataset(model, opts.test);
   checkDecoderFits(decoder, model, opts.train);
-  const modelFile = checkOutputPath(opts.fullPrecisionFilename ?? './model.pt', '--full-precision-filename');
-  const checkpointFile = checkOutputPath(opts.checkpointFilename ?? defaultCheckpointPath(modelFile), '--checkpoint');
+  const modelFile = checkOutputPath(opts.fullPrecisionFilename ?? './model.pt', 'TrainOptions.fullPrecisionFilename');
+  const checkpointFile = checkOutputPath(
+    opts.checkpointFilename ?? defaultCheckpointPath(modelFile),
+    'TrainOptions.checkpointFilename',
+  );
   if (checkpointFile === modelFile)
     throw new Error(
-      `the checkpoint file and --full-precision-filename are both ${modelFile}; choose another checkpoint name`,
+      `TrainOptions.checkpointFilename and fullPrecisionFilename are both ${modelFile}; choose another checkpoint name`,
     );
-  if (opts.threads !== undefined) kernels().setThreads(checkPositiveInteger(opts.threads, '--threads'));
+  if (opts.threads !== undefined) kernels().setThreads(checkPositiveInteger(opts.threads, 'TrainOptions.threads'));
   const augment = opts.augment !== undefined ? opts.augment : augmentationFor(opts.train.name);
   const loader = new DataLoader(opts.train, { batchSize: s.batchSize, seed: s.seed, augment, shuffle: true });
   const batchesPerEpoch = loader.batchesPerEpoch;
@@ -139,16 +126,22 @@ export async function trainModel(opts: TrainOptions): Promise<TrainSummary> {
   let partial: EpochProgress | null = null;
   let resumedFrom: TrainSummary['resumedFrom'] = null;
   if (opts.resume) {
-    const file = resolve(opts.resume === true ? checkpointFile : opts.resume);
-    const ckpt = readTrainingCheckpoint(file);
-    checkResumable(ckpt.state, file, model, decoder, opts, s);
+    const ckpt =
+      typeof opts.resume === 'object'
+        ? opts.resume
+        : readTrainingCheckpoint(
+            resolve(opts.resume === true ? checkpointFile : opts.resume),
+            TRAIN_OPTION_NAMES.resume,
+          );
+    const file = ckpt.file;
+    checkResumable(ckpt, runIdentity(model, decoder, opts, s), TRAIN_OPTION_NAMES);
     model.loadStateDict(ckpt.model, `checkpoint ${file}`);
     decoder.loadStateDict(ckpt.decoder, `checkpoint ${file}`);
     restoreAdam(adam, names, ckpt, file);
     ({ epoch, batch: fromBatch, globalStep, bestAccuracy, bestEpoch, history, partial } = ckpt.state);
     if (globalStep !== (epoch - 1) * batchesPerEpoch + fromBatch)
       throw new Error(
-        `--resume ${file}: inconsistent position (epoch ${epoch}, batch ${fromBatch}, step ${globalStep})`,
+        `checkpoint ${file}: inconsistent position (epoch ${epoch}, batch ${fromBatch}, step ${globalStep})`,
       );
     resumedFrom = { epoch, batch: fromBatch };
   }
@@ -161,20 +154,7 @@ export async function trainModel(opts: TrainOptions): Promise<TrainSummary> {
     sink,
   );
   const snapshot = (e: number, b: number, p: EpochProgress | null): TrainingState => ({
-    model: { kind: model.kind, args: [...model.args] },
-    decoder: { kind: decoder.kind, args: [...decoder.args] },
-    dataset: { name: opts.train.name, trainCount: opts.train.count, testCount: opts.test.count },
-    settings: {
-      epochs: s.epochs,
-      lr: s.lr,
-      batchSize: s.batchSize,
-      regularizationScale: s.regularizationScale,
-      decaySteps: s.decaySteps,
-      decayRate: s.decayRate,
-      hardTraining: s.hardTraining,
-      seed: s.seed,
-      testBatchSize: s.testBatchSize,
-    },
+    ...runIdentity(model, decoder, opts, s),
     epoch: e,
     batch: b,
     globalStep,

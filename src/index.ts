@@ -1,0 +1,67 @@
+// qcapsnets as a library: `import { ... } from 'qcapsnets'`.
+//
+//   const model = loadModel('model.pt', { model: 'ShallowCapsNet', args: [28, 1, 10, 16] });
+//   const test = loadDataset('mnist', 'test');
+//   evaluateFullPrecision(model, test, { batchSize: 100 }).accuracy;
+//   const q = quantize(model, uniformBits(model.quantLayers, 8), { method: 'round_to_nearest' });
+//   q.evaluate(test).accuracy;
+//   const r = await searchModel(model, test, { method: 'round_to_nearest', memoryBudgetMB: 3,
+//                                              onProgress: (p) => ... });
+//
+// The main calls are exported by name; each folder's whole API is there too, as a namespace
+// (tensor, nn, models, data, train, quant, search, io).
+
+// models: build, load, save
+export { buildModel, buildDecoder, MODEL_NAMES, DECODER_NAMES } from './models/factory.js';
+export { ShallowCapsNet } from './models/shallow-capsnet.js';
+export { DeepCaps } from './models/deepcaps.js';
+export { FCDecoder, ConvDecoder28, ConvDecoder64 } from './models/decoders.js';
+export type { CapsNet, CapsDecoder, ModelName, DecoderName, QuantLayerInfo } from './models/capsnet.js';
+export { loadModel, saveModel, type LoadModelOptions } from './io/model-file.js';
+
+// data
+export { loadDataset, DATASET_INFO } from './data/load.js';
+export type { DatasetName } from './data/sources.js';
+export type { Dataset, Split } from './data/dataset.js';
+
+// training and full-precision evaluation
+export { trainModel } from './train/trainer.js';
+export type { TrainOptions } from './train/options.js';
+export type { TrainSummary, EpochSummary } from './train/summary.js';
+export { evaluateFullPrecision, type ImageSource, type FullPrecisionResult } from './models/evaluate.js';
+export { countCorrect, predictedClass, classMargin } from './models/metrics.js';
+
+// quantization
+export { quantize, QuantizedModel, type QuantizeOptions } from './quant/quantized-model.js';
+export { uniformBits, type BitConfig } from './quant/config.js';
+export { weightMemoryMB, minimumBudgetMB } from './quant/memory.js';
+export { QUANT_METHODS, type RoundingCompat } from './quant/methods.js';
+export type { QuantMethod } from './tensor/backend.js';
+
+// the Q-CapsNets search
+export {
+  searchModel,
+  SEARCH_DEFAULTS,
+  type SearchOptions,
+  type SearchProgress,
+  type ModelSearchResult,
+} from './search/search-model.js';
+export type { SearchResult, StepResult, StepName } from './search/qcapsnets.js';
+
+// files
+export { readStateDict, writeStateDict, type StateDict } from './io/pt.js';
+export { readSafetensors, writeSafetensors } from './io/safetensors.js';
+export { writeJsonReport, writeHtmlReport, type SearchReport } from './io/report.js';
+
+// the compute backend (threads, native or TypeScript kernels)
+export { kernels, backendInfo } from './tensor/kernels.js';
+export { Tensor } from './tensor/tensor.js';
+
+export * as tensor from './tensor/index.js';
+export * as nn from './nn/index.js';
+export * as models from './models/index.js';
+export * as data from './data/index.js';
+export * as train from './train/index.js';
+export * as quant from './quant/index.js';
+export * as search from './search/index.js';
+export * as io from './io/index.js';

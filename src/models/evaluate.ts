@@ -1,0 +1,101 @@
+// The full-precision test pass (the reference's full_precision_test), the one used by training
+// (after each epoch), by `qcapsnets evaluate` and by the search (its reference accuracy and the
+// margins that order its batches): eval mode (BatchNorm running statistics), batches in a
+// given order, accuracy = correct * 100 / total, loss = the margin loss with the normal margins
+// averaged per batch and then over the batches, and each image's margin.
+import { give, take } from '../tensor/pool.js';
+import { Tensor } from '../tensor/tensor.js';
+import type { CapsNet } from './capsnet.js';
+import { classMargin, countCorrect, marginLossValue } from './metrics.js';
+
+/** Test images in a fixed order (a Dataset is one). */
+export interface ImageSource {
+  count: number;
+  labels: Int32Array;
+  height: number;
+  width: number;
+  channels: number;
+  /** Writes image i as float32 [H, W, C] in [0, 1] into out at offset. */
+  writeImage(i: number, out: Float32Array, offset: number): void;
+}
+
+export interface FullPrecisionOptions {
+  batchSize: number;
+  /** position -> image index (default: the source's order) */
+  order?: Int32Array | null;
+  /** called after each batch with the images done and the total */
+  onBatch?: (done: number, total: number) => void;
+}
+
+export interface FullPrecisionResult {
+  /** correct * 100 / total, as the reference prints it */
+  accuracy: number;
+  correct: number;
+  total: number;
+  /** mean over the batches of the batch-mean margin loss */
+  loss: number;
+  /** per image (by image index): label capsule's squared length minus the longest other's;
+   *  -Infinity where the output is NaN (never correct) */
+  margins: Float64Array;
+  seconds: number;
+}
+
+/** Batch b of a source in a given order, as a [n, H, W, C] tensor from the buffer pool. */
+export function sourceBatch(data: ImageSource, b: number, batchSize: number, order: Int32Array | null = null): Tensor {
+  const i0 = b * batchSize;
+  const n = Math.min(batchSize, data.count - i0);
+  const size = data.height * data.width * data.channels;
+  const x = new Tensor(take(n * size), [n, data.height, data.width, data.channels]);
+  for (let i = 0; i < n; i++) data.writeImage(order ? order[i0 + i] : i0 + i, x.data, i * size);
+  return x;
+}
+
+/** One full pass of the model's own parameters over `data`. */
+export function evaluateFullPrecision(
+  model: CapsNet,
+  data: ImageSource,
+  opts: FullPrecisionOptions,
+): FullPrecisionResult {
+  const t0 = performance.now();
+  const { batchSize } = opts;
+  if (!(Number.isInteger(batchSize) && batchSize >= 1))
+    throw new Error(`evaluateFullPrecision: batchSize ${batchSize}: expected a positive integer`);
+  if (!(data.count >= 1)) throw new Error('evaluateFullPrecision: the data holds no images');
+  const order = opts.order ?? null;
+  const total = data.count;
+  const batches = Math.ceil(total / batchSize);
+  const margins = new Float64Array(total);
+  const wasTraining = model.training;
+  model.eval();
+  let correct = 0;
+  let lossSum = 0;
+  try {
+    for (let b = 0; b < batches; b++) {
+      const x = sourceBatch(data, b, batchSize, order);
+      const n = x.shape[0];
+      const labels = new Int32Array(n);
+      for (let i = 0; i < n; i++) labels[i] = data.labels[order ? order[b * batchSize + i] : b * batchSize + i];
+      const caps = model.forward(x, false);
+      give(x.data);
+      correct += countCorrect(caps, labels);
+      lossSum += marginLossValue(caps, labels);
+      for (let i = 0; i < n; i++) {
+        const p = b * batchSize + i;
+        const m = classMargin(caps, i, labels[i]);
+        margins[order ? order[p] : p] = Number.isNaN(m) ? -Infinity : m;
+      }
+      give(caps.data);
+      opts.onBatch?.(Math.min(total, (b + 1) * batchSize), total);
+    }
+  } finally {
+    model.train(wasTraining);
+  }
+  return {
+    accuracy: (correct * 100.0) / total,
+    correct,
+    total,
+    loss: lossSum / batches,
+    margins,
+    seconds: (performance.now() - t0) / 1000,
+  };
+}

@@ -1,0 +1,165 @@
+// The whole search on a trained model, as a library call: the full-precision pass (the
+// reference accuracy, and the margins that order the batches hardest first), then steps 1, 2,
+// 3A/4A or 3B over the fast evaluator, then the chosen models as QuantizedModel values.
+// Nothing is written; the command line writes the files (src/cli/search-job.ts).
+import type { CapsNet, QuantLayerInfo } from '../models/capsnet.js';
+import type { ImageSource } from '../models/evaluate.js';
+import { QuantizedModel } from '../quant/quantized-model.js';
+import { ModelQuantizer } from '../quant/quantized-forward.js';
+import { QUANT_METHODS, type RoundingCompat, ROUNDING_COMPATS } from '../quant/methods.js';
+import type { QuantMethod } from '../tensor/backend.js';
+import { FastEvaluator } from './fast-evaluator.js';
+import { checkSearchSettings, runSearch, type SearchResult, type StepName } from './qcapsnets.js';
+
+export interface SearchProgress {
+  /** 'full-precision': the reference pass; then each step of the search in turn */
+  phase: 'full-precision' | StepName;
+  /** batches done and in all of the evaluation under way (0 as a step starts) */
+  batch: number;
+  batches: number;
+  /** evaluations started so far (the full-precision pass not counted) */
+  evaluations: number;
+}
+
+export interface SearchOptions {
+  /** rounding method (SPEC 4) */
+  method: QuantMethod;
+  /** accuracy tolerance, percent of the full-precision accuracy (the reference's default: 2) */
+  tolerance?: number;
+  /** weight memory budget in MB (the reference's default: 200) */
+  memoryBudgetMB?: number;
+  /** 'none' (default) or 'dac2020' */
+  compat?: RoundingCompat;
+  /** stochastic rounding's seed (default 42) */
+  seed?: number;
+  /** images per batch (default 100) */
+  batchSize?: number;
+  /** MB for intermediate results reused across evaluations (default 1024; 0: none) */
+  cacheMB?: number;
+  /** stop an evaluation once its pass/fail is certain (default true) */
+  earlyStop?: boolean;
+  /** dac2020: images of margin for deciding with the fast convolutions (default 0: exact) */
+  approximateMarginImages?: number;
+  /** the search's log lines (default: none) */
+  log?: (line: string) => void;
+  /** called after every batch of every evaluation */
+  onProgress?: (p: SearchProgress) => void;
+}
+
+export interface ModelSearchResult {
+  fullPrecisionAccuracy: number;
+  layers: QuantLayerInfo[];
+  search: SearchResult;
+  /** the chosen models: 'satisfied' (branch A) or 'memory' and 'accuracy' (branch B) */
+  models: { kind: 'satisfied' | 'memory' | 'accuracy'; model: QuantizedModel; accuracy: number; memoryMB: number }[];
+  /** the search itself (steps 1 to 3B/4A), without the full-precision pass */
+  searchSeconds: number;
+  evaluations: number;
+  /** work done, in full passes over every stage of every batch */
+  fullPassEquivalents: number;
+}
+
+export const SEARCH_DEFAULTS = {
+  tolerance: 2,
+  memoryBudgetMB: 200,
+  compat: 'none' as RoundingCompat,
+  seed: 42,
+  batchSize: 100,
+  cacheMB: 1024,
+  earlyStop: true,
+  approximateMarginImages: 0,
+};
+
+function checkOptions(
+  model: CapsNet,
+  test: ImageSource,
+  o: SearchOptions,
+): Required<Omit<SearchOptions, 'log' | 'onProgress'>> {
+  if (!QUANT_METHODS.includes(o?.method))
+    throw new Error(`searchModel: options.method '${o?.method}': expected one of ${QUANT_METHODS.join(', ')}`);
+  const r = {
+    ...SEARCH_DEFAULTS,
+    ...Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)),
+  } as Required<Omit<SearchOptions, 'log' | 'onProgress'>>;
+  if (!ROUNDING_COMPATS.includes(r.compat))
+    throw new Error(`searchModel: options.compat '${r.compat}': expected one of ${ROUNDING_COMPATS.join(', ')}`);
+  if (!(Number.isInteger(r.batchSize) && r.batchSize >= 1))
+    throw new Error(`searchModel: options.batchSize ${r.batchSize}: expected a positive integer`);
+  if (!(r.cacheMB >= 0)) throw new Error(`searchModel: options.cacheMB ${r.cacheMB}: expected 0 or more`);
+  if (!(r.approximateMarginImages >= 0))
+    throw new Error(`searchModel: options.approximateMarginImages ${r.approximateMarginImages}: expected 0 or more`);
+  if (!Number.isSafeInteger(r.seed) || r.seed < 0)
+    throw new Error(`searchModel: options.seed ${r.seed}: expected a non-negative integer`);
+  if (!(test?.count >= 1)) throw new Error('searchModel: the test images are empty');
+  if (test.height !== model.inputWh || test.width !== model.inputWh || test.channels !== model.inputCh)
+    throw new Error(
+      `searchModel: the test images are ${test.height}x${test.width}x${test.channels}, the model takes ${model.inputWh}x${model.inputWh}x${model.inputCh}`,
+    );
+  checkSearchSettings(model.quantLayers, r);
+  return r;
+}
+
+/** Runs the Q-CapsNets search on a trained model over `test` (SPEC 5). */
+export async function searchModel(
+  model: CapsNet,
+  test: ImageSource,
+  options: SearchOptions,
+): Promise<ModelSearchResult> {
+  const o = checkOptions(model, test, options);
+  const log = options.log ?? (() => {});
+  const quantizer = new ModelQuantizer(model, o.method, o.compat, o.seed);
+  let phase: SearchProgress['phase'] = 'full-precision';
+  const evaluator = new FastEvaluator(model, quantizer, test, {
+    batchSize: o.batchSize,
+    cacheMB: o.cacheMB,
+    earlyStop: o.earlyStop,
+    // dac2020: a pass with the fast convolutions decides when it clears the threshold by the
+    // given number of images; closer calls run again with exact-order convolutions
+    approximateMargin:
+      o.compat === 'dac2020' && o.earlyStop && o.approximateMarginImages > 0
+        ? (o.approximateMarginImages * 100) / test.count
+        : null,
+    onBatch: (batch, batches) =>
+      options.onProgress?.({ phase, batch, batches, evaluations: evaluator.stats.evaluations }),
+  });
+  const fp = await evaluator.evaluateFullPrecision();
+  log(`full-precision accuracy on ${test.count} test images: ${fp.accuracy}% (${fp.seconds.toFixed(1)} s)`);
+  log(
+    `evaluation order: hardest images first (the ${test.count - Math.round((fp.accuracy * test.count) / 100)} misclassified at full precision lead)`,
+  );
+  const batches = Math.ceil(test.count / o.batchSize);
+  const searchStart = performance.now();
+  let search: SearchResult;
+  try {
+    search = await runSearch(
+      model.quantLayers,
+      { fpAccuracy: fp.accuracy, tolerance: o.tolerance, memoryBudgetMB: o.memoryBudgetMB, compat: o.compat },
+      evaluator,
+      {
+        info: log,
+        step: (s) => {
+          phase = s;
+          options.onProgress?.({ phase, batch: 0, batches, evaluations: evaluator.stats.evaluations });
+        },
+      },
+    );
+  } finally {
+    evaluator.clear();
+    quantizer.restore();
+  }
+  const searchSeconds = (performance.now() - searchStart) / 1000;
+  return {
+    fullPrecisionAccuracy: fp.accuracy,
+    layers: model.quantLayers.map((l) => ({ ...l })),
+    search,
+    models: search.models.map((m) => ({
+      kind: m.kind,
+      model: new QuantizedModel(model, m.result.bits, { method: o.method, compat: o.compat, seed: o.seed }),
+      accuracy: m.result.accuracy,
+      memoryMB: m.result.memoryMB,
+    })),
+    searchSeconds,
+    evaluations: evaluator.stats.evaluations,
+    fullPassEquivalents: evaluator.stats.stagesRun / (batches * model.stages.length),
+  };
+}

@@ -1,0 +1,179 @@
+// The library's entry point (src/index.ts) as a program uses it: each model describes its own
+// quantization layers; quantize() gives a QuantizedModel that computes what the search's
+// evaluator computes and leaves the float model as it was; searchModel() reports progress per
+// phase; every function rejects bad arguments with an error that names the argument.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { availableParallelism } from 'node:os';
+import { readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import {
+  buildModel,
+  type DeepCaps,
+  evaluateFullPrecision,
+  type ImageSource,
+  quantize,
+  searchModel,
+  type SearchProgress,
+  uniformBits,
+} from '../src/index.js';
+import { ModelQuantizer } from '../src/quant/quantized-forward.js';
+import { FastEvaluator } from '../src/search/fast-evaluator.js';
+import { defaultThreads } from '../src/tensor/kernels.js';
+
+function syntheticImages(n: number, seed: number): ImageSource {
+  let s = seed;
+  const rnd = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) >>> 8) / 16777216;
+  const pixels = Float32Array.from({ length: n * 784 }, () => (rnd() < 0.7 ? 0 : rnd()));
+  const labels = Int32Array.from({ length: n }, () => Math.floor(rnd() * 10));
+  return {
+    count: n,
+    labels,
+    height: 28,
+    width: 28,
+    channels: 1,
+    writeImage: (i, out, off) => out.set(pixels.subarray(i * 784, (i + 1) * 784), off),
+  };
+}
+
+test('each model describes its quantization layers, with iterations read from its routing layers', () => {
+  const shallow = buildModel('ShallowCapsNet', [28, 1, 10, 16]);
+  assert.deepEqual(
+    shallow.quantLayers.map((l) => [l.name, l.routes, l.iterations, l.capsule]),
+    [
+      ['conv', false, 0, false],
+      ['primary', true, 1, true],
+      ['digit', true, 3, true],
+    ],
+  );
+  assert.equal(
+    shallow.quantLayers.reduce((n, l) => n + l.paramCount, 0),
+    shallow.parameterCount(),
+  );
+  const deep = buildModel('DeepCaps', [28, 1, 10, 32]) as DeepCaps;
+  assert.deepEqual(
+    deep.quantLayers.map((l) => [l.name, l.routes, l.iterations, l.capsule]),
+    [
+      ['conv1', false, 0, false],
+      ['block1', false, 0, true],
+      ['block2', false, 0, true],
+      ['block3', false, 0, true],
+      ['block4', true, 3, true],
+      ['capsLayer', true, 3, true],
+    ],
+  );
+  assert.deepEqual(deep.routingLayerNames, ['block4', 'capsLayer']);
+  assert.equal(deep.capsLayer.iterations, deep.quantLayers[5].iterations);
+});
+
+test('a QuantizedModel computes what the search evaluates, and leaves the float model unchanged', async () => {
+  const model = buildModel('ShallowCapsNet', [28, 1, 10, 16], { seed: 7 });
+  const data = syntheticImages(60, 3);
+  const before = model.parameters().map((p) => p.param.data.slice());
+  const bits = { weightBits: [6, 5, 4], actBits: [6, 6, 5], routingBits: [5, 4] };
+  for (const method of ['truncation', 'round_to_nearest', 'stochastic_rounding'] as const) {
+    const q = quantize(model, bits, { method, seed: 11 });
+    const got = q.evaluate(data, { batchSize: 20 });
+    const quantizer = new ModelQuantizer(model, method, 'none', 11);
+    const ev = new FastEvaluator(model, quantizer, data, {
+      batchSize: 20,
+      cacheMB: 0,
+      earlyStop: false,
+      order: 'dataset',
+    });
+    const want = await ev.evaluate(bits);
+    quantizer.restore();
+    assert.equal(got.accuracy, want.accuracy, method);
+    assert.equal(got.total, 60);
+  }
+  model.parameters().forEach((p, i) => assert.deepEqual(p.param.data, before[i], `${p.name} unchanged`));
+
+  // stateDict holds the quantized weights (multiples of 2^-6 in conv), the float model keeps its own
+  const q = quantize(model, bits, { method: 'round_to_nearest' });
+  const w = q.stateDict().get('conv.conv.weight') ?? q.stateDict().get('conv.weight');
+  assert.ok(w, 'the state_dict names the first conv weight');
+  for (const v of w.data) assert.equal(v * 64, Math.round(v * 64));
+  model.parameters().forEach((p, i) => assert.deepEqual(p.param.data, before[i], `${p.name} unchanged`));
+
+  // training the float model further is seen by the next call
+  const first = model.parameters()[0];
+  first.param.data.fill(0.25);
+  const after = q.stateDict();
+  const name = [...after.keys()].find((k) => k.startsWith(first.name.split('.')[0]) && k.endsWith('weight'));
+  assert.ok(name);
+  assert.ok(
+    after.get(name)!.data.every((v) => v === 0.25),
+    `${name} follows the float model`,
+  );
+  assert.ok(first.param.data.every((v) => v === 0.25));
+});
+
+test('searchModel reports each phase and returns the chosen models as QuantizedModels', async () => {
+  const model = buildModel('ShallowCapsNet', [28, 1, 10, 16], { seed: 5 });
+  const data = syntheticImages(40, 9);
+  const phases: SearchProgress['phase'][] = [];
+  const r = await searchModel(model, data, {
+    method: 'truncation',
+    memoryBudgetMB: 3,
+    batchSize: 20,
+    onProgress: (p) => {
+      if (phases[phases.length - 1] !== p.phase) phases.push(p.phase);
+      assert.ok(p.batch >= 0 && p.batch <= p.batches);
+    },
+  });
+  assert.deepEqual(phases.slice(0, 3), ['full-precision', 'step1', 'step2']);
+  assert.equal(r.fullPrecisionAccuracy, evaluateFullPrecision(model, data, { batchSize: 20 }).accuracy);
+  assert.ok(r.models.length >= 1);
+  for (const m of r.models) {
+    assert.equal(m.model.method, 'truncation');
+    assert.ok(m.memoryMB > 0);
+  }
+});
+
+test('bad arguments: errors name the argument', async () => {
+  const model = buildModel('ShallowCapsNet', [28, 1, 10, 16]);
+  const ok = uniformBits(model.quantLayers, 8);
+  assert.throws(
+    () => quantize(model, { ...ok, weightBits: [8, 8] }, { method: 'truncation' }),
+    /bits\.weightBits: expected 3 bit counts \(conv, primary, digit\), got 2/,
+  );
+  assert.throws(
+    () => quantize(model, { ...ok, actBits: [8, 40, 8] }, { method: 'truncation' }),
+    /bits\.actBits\[1\] \(primary\): expected an integer number of fractional bits in \[0, 32\], got 40/,
+  );
+  assert.throws(
+    () => quantize(model, { ...ok, routingBits: [8, -1] }, { method: 'truncation' }),
+    /bits\.routingBits\[1\] \(digit\)/,
+  );
+  assert.throws(
+    () => quantize(model, ok, { method: 'nearest' as never }),
+    /options\.method 'nearest': expected one of truncation/,
+  );
+  const data = syntheticImages(10, 1);
+  await assert.rejects(
+    searchModel(model, data, { method: 'truncation', tolerance: 0 }),
+    /tolerance 0: expected a percentage in \(0, 100\)/,
+  );
+  await assert.rejects(
+    searchModel(model, data, { method: 'truncation', memoryBudgetMB: 0.1 }),
+    /memoryBudgetMB 0.1 cannot be met/,
+  );
+  await assert.rejects(searchModel(model, data, { method: 'truncation', batchSize: 0 }), /options\.batchSize 0/);
+  await assert.rejects(searchModel(model, { ...data, count: 0 }, { method: 'truncation' }), /test images are empty/);
+  await assert.rejects(
+    searchModel(model, { ...data, height: 32, width: 32 }, { method: 'truncation' }),
+    /the test images are 32x32x1, the model takes 28x28x1/,
+  );
+  assert.throws(
+    () => quantize(model, ok, { method: 'truncation' }).evaluate({ ...data, channels: 3 }),
+    /data has 28x28x3 images/,
+  );
+});
+
+test("README: the default thread count it states is the code's", () => {
+  const readme = readFileSync(join(resolve(dirname(fileURLToPath(import.meta.url)), '..', '..'), 'README.md'), 'utf8');
+  assert.match(readme, /default is every core, at most 8/);
+  assert.doesNotMatch(readme, /the default is 1\b/);
+  if (process.env.QCAPS_THREADS === undefined) assert.equal(defaultThreads(), Math.min(8, availableParallelism()));
+});
