@@ -5,6 +5,7 @@
       "sources": [
         "native/addon.cc",
         "native/gemm.cc",
+        "native/gemm-builtin.cc",
         "native/conv.cc",
         "native/fixedconv.cc",
         "native/fixedwino.cc",

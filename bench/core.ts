@@ -4,11 +4,14 @@
 // OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset so that OpenBLAS picks its best kernels;
 // PyTorch runs at its fastest setting here (the faster of 1 and 2 threads, malloc reusing
 // memory) and at its default setting (2 threads, default malloc).
+// In a build with OpenBLAS, gemm, W1, W2 and W3 also run on the built-in GEMM (QCAPS_GEMM=builtin,
+// and QCAPS_SMALL_PATCH_CONV=0 as in a build without CBLAS), each right after its OpenBLAS run.
 //   npm run bench [-- --json] [--runs N] [--threads 1,2] [--batch 100] [--no-torch]
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { backendInfo, kernels } from '../src/tensor/kernels.js';
+import { blasInfo } from '../src/tensor/kernels-native.js';
 import { conv2dForward, Tensor } from '../src/tensor/index.js';
 import { deepCapsConvWorkload, shallowCapsNetWorkload, type Workload } from './workloads.js';
 import { MALLOC_REUSE, arg, median, peakRssMb, runChild } from './common.js';
@@ -126,27 +129,46 @@ function main(): void {
   say(`qcapsnets bench: batch ${batch}, median of ${runs} runs after a warm-up, each workload in its own process`);
   say(`OPENBLAS_CORETYPE ${hadCore ? `was ${hadCore}, unset for the bench` : 'unset'}; OPENBLAS_L2_SIZE unset`);
 
-  const ours: Record<string, Measurement> = {};
+  // In a build with CBLAS, each workload also runs on the built-in GEMM as a build without CBLAS
+  // runs it (QCAPS_SMALL_PATCH_CONV=0: no OpenBLAS-order small-patch kernel there), right after
+  // the same workload on CBLAS so that both see the same load of the machine. QCAPS_GEMM is
+  // unset for the CBLAS runs.
+  delete env.QCAPS_GEMM;
+  const hasBlas = (() => {
+    try {
+      return !blasInfo().includes('no CBLAS');
+    } catch {
+      return false;
+    }
+  })();
+  const configs: [string, NodeJS.ProcessEnv, Record<string, Measurement>][] = [['ours', env, {}]];
+  if (hasBlas) configs.push(['built-in', { ...env, QCAPS_GEMM: 'builtin', QCAPS_SMALL_PATCH_CONV: '0' }, {}]);
   for (const name of ['gemm', 'W1', 'W2', 'W3']) {
     for (const t of threadList) {
-      const m = runChild<Measurement>(
-        'bench',
-        process.execPath,
-        [self, '--child', name, '--threads', String(t), '--runs', String(runs), '--batch', String(batch)],
-        env,
-      );
-      if (!m) continue;
-      say(
-        `  ours   ${name.padEnd(4)} threads ${t}: ${m.median_ms.toFixed(1)} ms  peak RSS ${m.peak_rss_mb.toFixed(0)} MB`,
-      );
-      if (!ours[name] || m.median_ms < ours[name].median_ms) ours[name] = m;
+      for (const [label, childEnv, best] of configs) {
+        const m = runChild<Measurement>(
+          'bench',
+          process.execPath,
+          [self, '--child', name, '--threads', String(t), '--runs', String(runs), '--batch', String(batch)],
+          childEnv,
+        );
+        if (!m) continue;
+        say(
+          `  ${label.padEnd(8)} ${name.padEnd(4)} threads ${t}: ${m.median_ms.toFixed(1)} ms  peak RSS ${m.peak_rss_mb.toFixed(0)} MB`,
+        );
+        if (!best[name] || m.median_ms < best[name].median_ms) best[name] = m;
+      }
     }
   }
+  const ours = configs[0][2];
+  // a build without CBLAS runs nothing but the built-in GEMM: its figures are the built-in ones
+  const builtin = configs[1]?.[2] ?? ours;
   const gemm = ours.gemm;
   if (gemm)
     say(
       `  blas: ${gemm.blas}; sgemm check vs float64: max rel err ${(gemm.gemm_check_max_rel_err as number).toExponential(1)}`,
     );
+  if (hasBlas && builtin.gemm) say(`  built-in: ${builtin.gemm.blas}`);
 
   const torch: Record<string, { fastest: Measurement | null; default: Measurement | null }> = {};
   const withTorch = !process.argv.includes('--no-torch') && torchAvailable();
@@ -188,6 +210,8 @@ function main(): void {
     return t && ours[name] ? ours[name].median_ms / t.median_ms : null;
   };
   const sgemmGflops = (gemm?.sgemm_gflops as number) ?? null;
+  const vsBlas = (name: string) =>
+    hasBlas && builtin[name] && ours[name] ? builtin[name].median_ms / ours[name].median_ms : null;
   const w1Flops = shallowCapsNetWorkload(1, false).flops * batch;
   const result = {
     batch,
@@ -208,6 +232,14 @@ function main(): void {
     sgemm_gflops: sgemmGflops,
     conv_gflops: (gemm?.conv_gflops as number) ?? null,
     conv_vs_sgemm: gemm ? (gemm.conv_gflops as number) / sgemmGflops : null,
+    W1_builtin_ms: builtin.W1?.median_ms ?? null,
+    W2_builtin_ms: builtin.W2?.median_ms ?? null,
+    W3_builtin_ms: builtin.W3?.median_ms ?? null,
+    W1_builtin_vs_blas: vsBlas('W1'),
+    W2_builtin_vs_blas: vsBlas('W2'),
+    W3_builtin_vs_blas: vsBlas('W3'),
+    sgemm_builtin_gflops: (builtin.gemm?.sgemm_gflops as number) ?? null,
+    builtin_gemm: builtin.gemm ? String(builtin.gemm.blas) : null,
     W1_floor_ms: sgemmGflops ? w1Flops / sgemmGflops / 1e6 : null,
     W1_vs_floor: sgemmGflops && ours.W1 ? ours.W1.median_ms / (w1Flops / sgemmGflops / 1e6) : null,
     W2_peak_rss_mb: ours.W2?.peak_rss_mb ?? null,
@@ -232,6 +264,15 @@ function main(): void {
   say(
     `sgemm ${fmt(sgemmGflops, 1)} GFLOP/s, conv 256->256 ${fmt(result.conv_gflops, 1)} GFLOP/s (direct-conv FLOPs / time; DFT path) (${fmt((result.conv_vs_sgemm ?? 0) * 100, 0)}% of sgemm); W1 is x${fmt(result.W1_vs_floor)} its sgemm floor of ${fmt(result.W1_floor_ms, 0)} ms`,
   );
+  const builtinRow = (w: 'W1' | 'W2' | 'W3') => {
+    const ms = result[`${w}_builtin_ms`];
+    const r = result[`${w}_builtin_vs_blas`];
+    say(`${w} (built-in GEMM) ${fmt(ms, 1)} ms (x${fmt(r)} OpenBLAS${hasBlas ? '' : ': no CBLAS in this build'})`);
+  };
+  builtinRow('W1');
+  builtinRow('W2');
+  builtinRow('W3');
+  say(`sgemm (built-in GEMM) ${fmt(result.sgemm_builtin_gflops, 1)} GFLOP/s`);
   if (json) console.log(JSON.stringify(result));
 }
 

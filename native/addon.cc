@@ -91,12 +91,29 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
 
 Napi::Value GetThreads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), qc::get_threads()); }
 
-Napi::Value SetFastConv(const Napi::CallbackInfo& info) {
-  qc::set_fast_conv(info[0].ToBoolean());
-  return info.Env().Undefined();
-}
-
 Napi::Value BlasInfo(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), qc::blas_info()); }
+
+// setGemm('builtin' | 'blas', isa?: 'auto' | 'avx512' | 'avx2' | 'scalar') -> blasInfo()
+Napi::Value SetGemm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string which = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  if (!qc::set_gemm(which.c_str())) {
+    Napi::Error::New(env, "qcaps_native: setGemm('" + which + "'): expected 'builtin' or 'blas' (this build: " +
+                              qc::blas_info() + ")")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  if (info.Length() > 1 && info[1].IsString()) {
+    const std::string isa = info[1].As<Napi::String>().Utf8Value();
+    if (!qc::set_builtin_gemm_isa(isa.c_str())) {
+      Napi::Error::New(env, "qcaps_native: setGemm: built-in kernels '" + isa +
+                                "' not available (auto, avx512, avx2 or scalar, as the CPU allows)")
+          .ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+  }
+  return Napi::String::New(env, qc::blas_info());
+}
 
 // sgemm(transA, transB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc)
 Napi::Value Sgemm(const Napi::CallbackInfo& info) {
@@ -138,13 +155,18 @@ bool conv_forward_args(const Napi::CallbackInfo& info, ConvForwardArgs& a) {
          need(env, a.bias, g.O, "bias") && need(env, a.y, (size_t)g.B * g.OH * g.OW * g.O, "y");
 }
 
-// conv2dForward(geom, x, w, bias | null, y, relu, quant | null): quant, the output's quantizer
+// conv2dForward(geom, x, w, bias | null, y, relu, quant | null, mode): quant, the output's
+// quantizer; mode bit 0: fast algorithms allowed, bit 1: exact fixed-point tried first
 Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
   ConvForwardArgs a;
   qc::QuantSpec q{};
   const bool hasQ = quant_spec(info[6], q);
+  const uint32_t bits = info.Length() > 7 && info[7].IsNumber() ? info[7].As<Napi::Number>().Uint32Value() : 1u;
+  qc::ConvMode mode;
+  mode.fast = (bits & 1u) != 0;
+  mode.fixed_point = (bits & 2u) != 0;
   if (conv_forward_args(info, a))
-    qc::conv2d_forward(a.g, a.x.data, a.w.data, a.bias.data, a.y.data, a.relu, hasQ ? &q : nullptr);
+    qc::conv2d_forward(a.g, a.x.data, a.w.data, a.bias.data, a.y.data, a.relu, hasQ ? &q : nullptr, mode);
   return info.Env().Undefined();
 }
 
@@ -158,11 +180,6 @@ Napi::Value Conv2dForwardFixedPoint(const Napi::CallbackInfo& info) {
 
 Napi::Value FixedPointConvMethod(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), qc::fixed_point_conv_method());
-}
-
-Napi::Value SetFixedPointConv(const Napi::CallbackInfo& info) {
-  qc::set_fixed_point_conv(info[0].ToBoolean());
-  return info.Env().Undefined();
 }
 
 Napi::Value Conv2dBackwardData(const Napi::CallbackInfo& info) {
@@ -384,12 +401,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   qc::set_threads(1);
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("getThreads", Napi::Function::New(env, GetThreads));
-  exports.Set("setFastConv", Napi::Function::New(env, SetFastConv));
   exports.Set("blasInfo", Napi::Function::New(env, BlasInfo));
+  exports.Set("setGemm", Napi::Function::New(env, SetGemm));
   exports.Set("sgemm", Napi::Function::New(env, Sgemm));
   exports.Set("conv2dForward", Napi::Function::New(env, Conv2dForward));
   exports.Set("conv2dForwardFixedPoint", Napi::Function::New(env, Conv2dForwardFixedPoint));
-  exports.Set("setFixedPointConv", Napi::Function::New(env, SetFixedPointConv));
   exports.Set("fixedPointConvMethod", Napi::Function::New(env, FixedPointConvMethod));
   exports.Set("conv2dBackwardData", Napi::Function::New(env, Conv2dBackwardData));
   exports.Set("conv2dBackwardWeight", Napi::Function::New(env, Conv2dBackwardWeight));

@@ -52,16 +52,14 @@ bool env_enabled(const char* name) {
   return !(e && e[0] == '0');
 }
 
-bool g_fast_algorithms = true;
-
-bool use_winograd(const ConvGeom& g) {
+bool use_winograd(const ConvGeom& g, bool fast = true) {
   static const bool enabled = env_enabled("QCAPS_WINOGRAD");
-  return g_fast_algorithms && enabled && winograd_applies(g);
+  return fast && enabled && winograd_applies(g);
 }
 
-bool use_fft(const ConvGeom& g) {
+bool use_fft(const ConvGeom& g, bool fast = true) {
   static const bool enabled = env_enabled("QCAPS_FFT_CONV");
-  return g_fast_algorithms && enabled && fft_applies(g);
+  return fast && enabled && fft_applies(g);
 }
 
 bool is_pointwise(const ConvGeom& g) { return g.KH == 1 && g.KW == 1 && g.stride == 1 && g.pad == 0; }
@@ -155,16 +153,16 @@ void bias_gradient(const float* dy, size_t rows, int O, float* db) {
 }
 
 void conv2d_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu,
-                    const QuantSpec* q) {
+                    const QuantSpec* q, ConvMode mode) {
   // Exact integer sums where they are the fastest: Winograd (2.25 multiplications an output
   // instead of 9) beats one int16 pass at twice the float rate, except at the smallest sizes;
   // one pass beats the DFT, and two passes (inputs wider than int16) beat im2col only
   bool done = true;
-  if (use_winograd(g))
+  if (use_winograd(g, mode.fast))
     winograd_forward(g, x, w, bias, y, relu);
-  else if (fixed_point_conv_forward(g, x, w, bias, y, relu, use_fft(g) ? 1 : 2))
+  else if (mode.fixed_point && fixed_point_conv(g, x, w, bias, y, relu, use_fft(g, mode.fast) ? 1 : 2))
     ;
-  else if (use_fft(g))
+  else if (use_fft(g, mode.fast))
     fft_forward(g, x, w, bias, y, relu);
   else
     done = false;
@@ -252,8 +250,6 @@ void conv2d_backward_weight(const ConvGeom& g, const float* x, const float* dy, 
   }
   if (db) bias_gradient(dy, rows, g.O, db);
 }
-
-void set_fast_conv(bool enabled) { g_fast_algorithms = enabled; }
 
 void relu_mask(float* dy, const float* y, size_t n) {
   parallel_for(n, [&](size_t b, size_t e, int) {

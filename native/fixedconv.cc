@@ -268,7 +268,6 @@ namespace {
 
 using namespace fixedpoint;
 
-bool g_fixed_point = false;
 const char* g_last_method = "none";
 
 // The weights as int16, packed [ky][O block][pair][lane][2], with what the overflow bound
@@ -356,14 +355,8 @@ const int16_t* packed_data(PackedWeights& pw) {
 
 }  // namespace
 
-void set_fixed_point_conv(bool enabled) { g_fixed_point = enabled; }
-
 const char* fixed_point_conv_method() { return g_last_method; }
 
-bool fixed_point_conv_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y,
-                              bool relu, int maxPasses) {
-  return g_fixed_point && fixed_point_conv(g, x, w, bias, y, relu, maxPasses);
-}
 
 bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu,
                       int maxPasses) {

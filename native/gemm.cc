@@ -1,5 +1,6 @@
 // GEMM: CBLAS when the build found it (OpenBLAS via pkg-config, Accelerate on macOS),
-// otherwise a cache-blocked GEMM in plain C++ so that the addon builds everywhere.
+// otherwise the built-in packed, register-blocked GEMM of native/gemm-builtin.cc, so that the
+// addon builds everywhere; QCAPS_GEMM=builtin runs the built-in one in a CBLAS build too.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -26,42 +27,61 @@ namespace qc {
 static int g_threads = 1;
 
 #if defined(QC_CBLAS_OPENBLAS) || defined(QC_CBLAS_ACCELERATE)
-void sgemm_serial(bool tA, bool tB, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
-           int ldb, float beta, float* C, int ldc) {
-  if (M == 0 || N == 0) return;
-  cblas_sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans, M, N, K, alpha,
-              A, lda, B, ldb, beta, C, ldc);
-}
-#else
-// Built-in: C += A_blk * B_blk over 64x256x256 blocks, inner loop vectorisable over j.
-void sgemm_serial(bool tA, bool tB, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
-           int ldb, float beta, float* C, int ldc) {
-  for (int i = 0; i < M; i++)
-    for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] = beta == 0.f ? 0.f : beta * C[(size_t)i * ldc + j];
-  const int MB = 64, KB = 256, NB = 512;
-  std::vector<float> bpack((size_t)KB * NB);
-  for (int k0 = 0; k0 < K; k0 += KB) {
-    int kb = std::min(KB, K - k0);
-    for (int j0 = 0; j0 < N; j0 += NB) {
-      int nb = std::min(NB, N - j0);
-      for (int k = 0; k < kb; k++)
-        for (int j = 0; j < nb; j++)
-          bpack[(size_t)k * nb + j] = tB ? B[(size_t)(j0 + j) * ldb + k0 + k] : B[(size_t)(k0 + k) * ldb + j0 + j];
-      for (int i0 = 0; i0 < M; i0 += MB) {
-        int ib = std::min(MB, M - i0);
-        for (int i = 0; i < ib; i++) {
-          float* c = C + (size_t)(i0 + i) * ldc + j0;
-          for (int k = 0; k < kb; k++) {
-            float a = alpha * (tA ? A[(size_t)(k0 + k) * lda + i0 + i] : A[(size_t)(i0 + i) * lda + k0 + k]);
-            const float* b = &bpack[(size_t)k * nb];
-            for (int j = 0; j < nb; j++) c[j] += a * b[j];
-          }
-        }
-      }
-    }
-  }
-}
+#define QC_HAVE_CBLAS 1
 #endif
+
+namespace {
+
+// Which GEMM runs: CBLAS where the build found one, unless QCAPS_GEMM=builtin (read once at
+// load) or set_gemm("builtin"); builds without CBLAS always run the built-in one
+// (native/gemm-builtin.cc). Switched only between kernel calls, from the JavaScript thread.
+// Everything else stays as it is: the direct small-patch kernel (native/smallconv.cc, built
+// with OpenBLAS only) still runs under the built-in GEMM, since its multiply-adds in column
+// order from zero are the built-in AVX2/AVX-512 kernels' too (K <= 128, one block): the same
+// bits as im2col + the built-in GEMM, i.e. as a build without CBLAS, only faster
+// (test/gemm-builtin.test.ts checks the bits; the bench's built-in rows turn it off to time
+// what such a build runs).
+bool initial_builtin() {
+#ifdef QC_HAVE_CBLAS
+  const char* e = getenv("QCAPS_GEMM");
+  if (!e || !*e || strcmp(e, "blas") == 0) return false;
+  if (strcmp(e, "builtin") == 0) return true;
+  fprintf(stderr, "qcapsnets: QCAPS_GEMM=%s ignored (expected blas or builtin)\n", e);
+  return false;
+#else
+  return true;
+#endif
+}
+bool g_builtin = initial_builtin();
+
+}  // namespace
+
+bool set_gemm(const char* which) {
+  if (strcmp(which, "builtin") == 0) {
+    g_builtin = true;
+    return true;
+  }
+#ifdef QC_HAVE_CBLAS
+  if (strcmp(which, "blas") == 0) {
+    g_builtin = false;
+    return true;
+  }
+#endif
+  return false;
+}
+
+void sgemm_serial(bool tA, bool tB, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
+                  int ldb, float beta, float* C, int ldc) {
+#ifdef QC_HAVE_CBLAS
+  if (!g_builtin) {
+    if (M == 0 || N == 0) return;
+    cblas_sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans, M, N, K, alpha, A,
+                lda, B, ldb, beta, C, ldc);
+    return;
+  }
+#endif
+  sgemm_builtin(tA, tB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
 
 // All parallelism is ours (native/parallel.cc): OpenBLAS always runs single-threaded inside
 // our threads, so no BLAS worker spins against them.
@@ -100,11 +120,17 @@ int get_threads() { return g_threads; }
 const char* blas_info() {
   static char buf[512];
 #if defined(QC_CBLAS_OPENBLAS)
-  snprintf(buf, sizeof buf, "OpenBLAS %s; core %s", openblas_get_config(), openblas_get_corename());
+  if (g_builtin)
+    snprintf(buf, sizeof buf, "built-in GEMM %s (forced; build has OpenBLAS)", sgemm_builtin_kernel());
+  else
+    snprintf(buf, sizeof buf, "OpenBLAS %s; core %s", openblas_get_config(), openblas_get_corename());
 #elif defined(QC_CBLAS_ACCELERATE)
-  snprintf(buf, sizeof buf, "Accelerate");
+  if (g_builtin)
+    snprintf(buf, sizeof buf, "built-in GEMM %s (forced; build has Accelerate)", sgemm_builtin_kernel());
+  else
+    snprintf(buf, sizeof buf, "Accelerate");
 #else
-  snprintf(buf, sizeof buf, "built-in blocked GEMM (no CBLAS found at build time)");
+  snprintf(buf, sizeof buf, "built-in GEMM %s (no CBLAS found at build time)", sgemm_builtin_kernel());
 #endif
   return buf;
 }

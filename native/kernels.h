@@ -23,7 +23,7 @@ inline bool cpu_has_avx512f() {
 #endif
 }
 
-// Row-major C[M,N] = alpha * op(A) op(B) + beta * C (CBLAS, or the built-in blocked GEMM).
+// Row-major C[M,N] = alpha * op(A) op(B) + beta * C (CBLAS, or the built-in GEMM).
 void sgemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda,
            const float* B, int ldb, float beta, float* C, int ldc);
 // The same on the calling thread only (for use inside parallel regions).
@@ -31,7 +31,17 @@ void sgemm_serial(bool transA, bool transB, int M, int N, int K, float alpha, co
                   const float* B, int ldb, float beta, float* C, int ldc);
 void set_threads(int n);
 int get_threads();
+// What runs the GEMMs: the CBLAS the build found, or the built-in GEMM.
 const char* blas_info();
+// "builtin" or "blas" (false, nothing changed: no CBLAS in this build, or another name).
+// Builds without CBLAS always run the built-in GEMM; QCAPS_GEMM=builtin sets it at load.
+bool set_gemm(const char* which);
+// The built-in GEMM (gemm-builtin.cc), its micro-kernel ("AVX-512 12x32", ...) and the choice
+// of kernel family: "auto", "avx512", "avx2", "scalar" (false where the CPU lacks it).
+void sgemm_builtin(bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda,
+                   const float* B, int ldb, float beta, float* C, int ldc);
+const char* sgemm_builtin_kernel();
+bool set_builtin_gemm_isa(const char* isa);
 
 // Channels-last convolution: x [B,H,W,C], w [O,KH,KW,C], y [B,OH,OW,O].
 struct ConvGeom {
@@ -39,9 +49,18 @@ struct ConvGeom {
 };
 struct QuantSpec;
 // ... then quantized by q when given (the layer's output quantizer, applied where the output is
-// still in cache: per chunk of rows, or per block of a direct kernel)
+// still in cache: per chunk of rows, or per block of a direct kernel). The mode travels with
+// the call (no process-wide switch): fast = false allows only im2col + GEMM (summation order
+// close to a direct convolution; where results must match another implementation bit for bit,
+// e.g. --rounding-compat dac2020); fixed_point = true first tries the exact fixed-point
+// convolution (below) where Winograd does not apply, with two passes only where the
+// alternative is im2col.
+struct ConvMode {
+  bool fast = true;
+  bool fixed_point = false;
+};
 void conv2d_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu,
-                    const QuantSpec* q = nullptr);
+                    const QuantSpec* q = nullptr, ConvMode mode = ConvMode{});
 void conv2d_backward_data(const ConvGeom& g, const float* dy, const float* w, float* dx);
 void conv2d_backward_weight(const ConvGeom& g, const float* x, const float* dy, float* dw, float* db);
 // Winograd F(2x2,3x3) versions, used by the conv2d_* entry points when they apply
@@ -57,20 +76,12 @@ void fft_forward(const ConvGeom& g, const float* x, const float* w, const float*
 void fft_backward_data(const ConvGeom& g, const float* dy, const float* w, float* dx);
 void fft_backward_weight(const ConvGeom& g, const float* x, const float* dy, float* dw, float* db);
 
-// false: only im2col + GEMM (summation order close to a direct convolution; used where
-// results must match another implementation bit for bit, e.g. --rounding-compat dac2020)
-void set_fast_conv(bool enabled);
-
 // Exact convolution of fixed-point values with int16 VNNI GEMMs (fixedconv.cc): when the CPU,
 // the geometry and the values allow it, writes y and returns true; else false.
 // Inputs wider than int16 (up to 2^30) take two passes, one per 15-bit-or-less limb of x;
-// maxPasses = 1 declines them. While set_fixed_point_conv(true), conv2d_forward tries it
-// where Winograd does not apply, with two passes only where the alternative is im2col.
-void set_fixed_point_conv(bool enabled);
+// maxPasses = 1 declines them. conv2d_forward tries it when its mode asks for it.
 bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu,
                       int maxPasses = 2);
-bool fixed_point_conv_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y,
-                              bool relu, int maxPasses);
 // How the last fixed_point_conv call ran: "winograd" (exact integer Winograd, fixedwino.cc),
 // "direct" (one pass), "limbs" (two passes), "declined", or "none" before any call.
 const char* fixed_point_conv_method();

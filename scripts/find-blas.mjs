@@ -1,6 +1,7 @@
 // Prints compiler or linker flags for CBLAS, found through pkg-config (OpenBLAS first).
-// With no CBLAS found it prints the define that selects the built-in blocked GEMM,
-// so the addon still builds on any machine with a C++ compiler.
+// With no CBLAS found, or QCAPS_NO_BLAS=1, it prints none (a marker define only): the addon
+// then runs the built-in GEMM (native/gemm-builtin.cc) and builds on any machine with a C++
+// compiler. A build with CBLAS runs the built-in GEMM too under QCAPS_GEMM=builtin.
 import { execFileSync } from 'node:child_process';
 
 const what = process.argv[2];

@@ -139,22 +139,12 @@ for (const [k, skip] of backendCases())
           const bias = lcg(g.O, 3, frac === null ? null : 12);
           const fused = new Float32Array(g.B * g.OH * g.OW * g.O);
           const apart = new Float32Array(fused.length);
-          k.setFastConv(false); // dac2020's setting
-          k.setFixedPointConv(fixedPoint);
-          try {
-            if (fixedRuns) declineFixedPoint(k);
-            k.conv2dForward(g, x, w, bias, fused, true, q);
-            if (fixedRuns && fixedPoint)
-              assert.notEqual(
-                k.fixedPointConvMethod(),
-                'declined',
-                `${what}: the fused convolution ran in fixed point`,
-              );
-            k.conv2dForward(g, x, w, bias, apart, true);
-          } finally {
-            k.setFastConv(true);
-            k.setFixedPointConv(false);
-          }
+          const mode = { fastAlgorithms: false, fixedPoint }; // dac2020's setting
+          if (fixedRuns) declineFixedPoint(k);
+          k.conv2dForward(g, x, w, bias, fused, true, q, mode);
+          if (fixedRuns && fixedPoint)
+            assert.notEqual(k.fixedPointConvMethod(), 'declined', `${what}: the fused convolution ran in fixed point`);
+          k.conv2dForward(g, x, w, bias, apart, true, null, mode);
           k.quantize(apart, apart, apart.length, q);
           assert.deepEqual(fused, apart, `${k.name}: ${what}, ${q.method}`);
         }

@@ -17,6 +17,7 @@ import {
   searchModel,
   type SearchProgress,
   uniformBits,
+  Tensor,
 } from '../src/index.js';
 import { ModelQuantizer } from '../src/quant/quantized-forward.js';
 import { FastEvaluator } from '../src/search/fast-evaluator.js';
@@ -107,6 +108,19 @@ test('a QuantizedModel computes what the search evaluates, and leaves the float 
     `${name} follows the float model`,
   );
   assert.ok(first.param.data.every((v) => v === 0.25));
+});
+
+test('a quantized forward sets no process-wide kernel state: float forwards around it keep their bits', () => {
+  const model = buildModel('DeepCaps', [28, 1, 10, 32], { seed: 2 });
+  const data = syntheticImages(4, 8);
+  const x = new Tensor(new Float32Array(4 * 784), [4, 28, 28, 1]);
+  for (let i = 0; i < 4; i++) data.writeImage(i, x.data, i * 784);
+  model.eval();
+  const before = model.forward(x, false).data.slice();
+  // dac2020 arithmetic: im2col only and exact fixed-point convolutions inside the quantized forward
+  const q = quantize(model, uniformBits(model.quantLayers, 7), { method: 'truncation', compat: 'dac2020' });
+  q.forward(x);
+  assert.deepEqual(model.forward(x, false).data, before, 'the float forward after a quantized one');
 });
 
 test('searchModel reports each phase and returns the chosen models as QuantizedModels', async () => {

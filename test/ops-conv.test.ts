@@ -246,12 +246,8 @@ test('native direct convolution of small patches (K <= 128) gives the bits of im
     nat.sgemm(false, true, rows, g.O, K, 1, col, 0, K, w, 0, K, 0, ref, 0, g.O);
     for (let i = 0; i < ref.length; i++) ref[i] = Math.max(0, Math.fround(ref[i] + bias[i % g.O]));
     const y = new Float32Array(ref.length);
-    nat.setFastConv(false); // dac2020's setting: no Winograd or DFT in front of it
-    try {
-      nat.conv2dForward(g, x, w, bias, y, true);
-    } finally {
-      nat.setFastConv(true);
-    }
+    // dac2020's setting: no Winograd or DFT in front of it
+    nat.conv2dForward(g, x, w, bias, y, true, null, { fastAlgorithms: false, fixedPoint: false });
     assert.deepEqual(y, ref, what);
   }
 });

@@ -121,19 +121,12 @@ test('native fixed-point convolution (AVX512-VNNI) runs in one pass and equals t
       assert.ok(method === 'winograd' || method === 'direct', `${what}: method '${method}'`);
       assert.ok(typescriptKernels.conv2dForwardFixedPoint(g, x, w, bias, b, relu));
       assert.deepEqual(a, b, `${what}, relu ${relu}`);
-      // conv2dForward takes the same path while the quantized forward has it switched on (under
+      // conv2dForward takes the same path when the quantized forward's mode asks for it (under
       // dac2020 arithmetic, whose float convolutions are im2col; in the default one Winograd
       // keeps the 3x3 layers, where it is faster)
       const c = new Float32Array(a.length);
       resetMethod(nat);
-      nat.setFixedPointConv(true);
-      nat.setFastConv(false);
-      try {
-        nat.conv2dForward(g, x, w, bias, c, relu);
-      } finally {
-        nat.setFixedPointConv(false);
-        nat.setFastConv(true);
-      }
+      nat.conv2dForward(g, x, w, bias, c, relu, null, { fastAlgorithms: false, fixedPoint: true });
       assert.equal(nat.fixedPointConvMethod(), method, `${what}: conv2dForward dispatches to it`);
       assert.deepEqual(c, a, `${what}: conv2dForward gives its bits`);
     }

@@ -66,7 +66,13 @@ export class Conv2d extends Module implements Layer {
     const q = this.quantOutput ? ctx.quant : null;
     // the output quantizer inside the kernel where the hooks give it, else over the output
     const quant = q?.activationSpec?.(this.path, 'out') ?? null;
-    const y = conv2dForward(x, this.weight, this.bias, { stride: this.stride, pad: this.pad, relu: this.relu, quant });
+    const y = conv2dForward(x, this.weight, this.bias, {
+      stride: this.stride,
+      pad: this.pad,
+      relu: this.relu,
+      quant,
+      mode: ctx.quant?.conv,
+    });
     if (q && !quant) q.activation(this.path, 'out', y);
     this.cache = ctx.training ? { x, y } : null;
     return y;

@@ -9,7 +9,7 @@
 //   - backward(dy) accumulates into the parameter gradients (call zeroGrad() between steps),
 //     releases the layer's own temporaries to the pool and returns dx, owned by the caller.
 //     dy stays the caller's, but a layer may use it as scratch (e.g. masking by a fused ReLU).
-import type { QuantSpec, RoutingQuant } from '../tensor/backend.js';
+import type { ConvMode, QuantSpec, RoutingQuant } from '../tensor/backend.js';
 import { convTransposeWeightFromTorch, convTransposeWeightToTorch } from '../tensor/ops/conv-transpose2d.js';
 import { ohwiToOihw, oihwToOhwi } from '../tensor/ops/conv2d.js';
 import { numel, shapeStr, Tensor } from '../tensor/tensor.js';
@@ -26,6 +26,8 @@ export interface QuantHooks {
   /** The quantizers for the routing inside `layer` (c and v with the activation bits, s and
    *  the logits with the routing bits), or null. */
   routing(layer: string): RoutingQuant | null;
+  /** The convolution algorithms this forward may use (absent: DEFAULT_CONV_MODE). */
+  conv?: ConvMode;
 }
 
 export interface ForwardContext {

@@ -31,7 +31,9 @@ export class ModelQuantizer {
   readonly layers: QuantLayerInfo[];
   private readonly fp: { layer: number; name: string; param: Tensor; values: Float32Array }[];
   private readonly applied: (number | null)[];
-  /** Convolutions may use the DFT and Winograd algorithms (see applyWeights). */
+  /** Convolutions may use the DFT and Winograd algorithms (the hooks' conv mode). Under dac2020
+   *  arithmetic they do not: im2col + GEMM sums match the reference's closely enough that its
+   *  rounding decisions are reproduced. Convolutions of fixed-point values are exact either way. */
   fastConv: boolean;
   private readonly layerIndex: Map<string, number>;
   private readonly routingIndex: Map<string, number>;
@@ -55,15 +57,8 @@ export class ModelQuantizer {
     this.fastConv = compat !== 'dac2020';
   }
 
-  /** Writes every layer's parameters quantized with its weight bits (only layers that changed).
-   *  Convolutions of fixed-point inputs and weights are exact; the others use, under dac2020
-   *  arithmetic, im2col + GEMM (fastConv false), whose sums match the reference's closely
-   *  enough that its rounding decisions are reproduced, else the fast algorithms. */
+  /** Writes every layer's parameters quantized with its weight bits (only layers that changed). */
   applyWeights(weightBits: readonly number[]): void {
-    kernels().setFastConv(this.fastConv);
-    // where inputs and weights are fixed point (up to 15 bits), convolutions are exact integer
-    // sums (native/fixedconv.cc): faster than either float algorithm, and order-free
-    kernels().setFixedPointConv(true);
     if (weightBits.length !== this.layers.length) {
       throw new Error(`quantized forward: ${weightBits.length} weight bit counts for ${this.layers.length} layers`);
     }
@@ -91,8 +86,6 @@ export class ModelQuantizer {
 
   /** Puts the full-precision parameters back. */
   restore(): void {
-    kernels().setFastConv(true);
-    kernels().setFixedPointConv(false);
     for (const p of this.fp) p.param.data.set(p.values);
     this.applied.fill(null);
   }
@@ -120,6 +113,9 @@ export class ModelQuantizer {
         streamOf(`a|${batch}|${path}|${point}`),
       );
     return {
+      // where inputs and weights are fixed point (up to 15 bits), convolutions are exact integer
+      // sums (native/fixedconv.cc): faster than either float algorithm, and order-free
+      conv: { fastAlgorithms: this.fastConv, fixedPoint: true },
       activation: (path, point, t) => {
         k.quantize(t.data, t.data, t.size, activationSpec(path, point));
       },

@@ -87,26 +87,33 @@ export type ConvForwardArgs = [
 
 export type FixedPointConvMethod = 'none' | 'declined' | 'direct' | 'limbs' | 'winograd';
 
+/** Which algorithms one convolution may use; it travels with each call (a quantized forward
+ *  passes its own, in QuantHooks.conv), so no kernel state is process-wide. */
+export interface ConvMode {
+  /** the DFT and Winograd algorithms may run; false: im2col + GEMM only, so that rounding
+   *  decisions downstream match a direct convolution's (rounding compat 'dac2020') */
+  fastAlgorithms: boolean;
+  /** first try the exact fixed-point convolution (conv2dForwardFixedPoint); the TypeScript
+   *  backend keeps its float convolution */
+  fixedPoint: boolean;
+}
+
+/** A float forward's convolutions: every algorithm, no fixed-point path. */
+export const DEFAULT_CONV_MODE: ConvMode = Object.freeze({ fastAlgorithms: true, fixedPoint: false });
+
 export interface Kernels {
   readonly name: 'native' | 'typescript';
   /** Threads used by GEMM and the parallel kernels (1 = single-threaded). */
   setThreads(n: number): void;
   getThreads(): number;
-  /** false: convolutions avoid the DFT and Winograd algorithms (im2col + GEMM only), so that
-   *  rounding decisions downstream match a direct convolution's (rounding compat 'dac2020'). */
-  setFastConv(enabled: boolean): void;
-  /** true: conv2dForward first tries the exact fixed-point convolution (conv2dForwardFixedPoint);
-   *  the quantized forward turns it on under rounding compat 'dac2020'. The TypeScript backend
-   *  keeps its float convolution. */
-  setFixedPointConv(enabled: boolean): void;
   /** The exact convolution of fixed-point values (x multiples of 2^-fx, w of 2^-fw, integers
    *  within int16, and no int32 sum of 64 products of a kernel row that could overflow):
    *  y = sum rounded once to float32, + bias, ReLU; conv2dForward's arguments. Returns false
    *  and leaves y untouched where it does not apply (natively: also on CPUs without
    *  AVX512-VNNI). */
   conv2dForwardFixedPoint(...args: ConvForwardArgs): boolean;
-  /** How the last fixed-point convolution ran (conv2dForwardFixedPoint, or conv2dForward while
-   *  setFixedPointConv is on): natively 'winograd' (exact integer Winograd, fewer products),
+  /** How the last fixed-point convolution ran (conv2dForwardFixedPoint, or conv2dForward with
+   *  mode.fixedPoint): natively 'winograd' (exact integer Winograd, fewer products),
    *  'direct' (one pass), 'limbs' (two passes over the limbs of inputs wider than int16);
    *  the TypeScript reference sums directly. 'declined': it did not apply. */
   fixedPointConvMethod(): FixedPointConvMethod;
@@ -131,7 +138,7 @@ export interface Kernels {
   ): void;
   /** y = conv(x, w) + bias (bias may be null), then max(0, y) when relu, then quantized by
    *  `quant` when given (as quantize over all of y; natively while the output is in cache);
-   *  y is overwritten. */
+   *  y is overwritten. `mode` (default DEFAULT_CONV_MODE) says which algorithms may run. */
   conv2dForward(
     g: ConvGeom,
     x: Float32Array,
@@ -140,6 +147,7 @@ export interface Kernels {
     y: Float32Array,
     relu: boolean,
     quant?: QuantSpec | null,
+    mode?: ConvMode,
   ): void;
   /** dx = d loss / d x given dy; dx is overwritten. */
   conv2dBackwardData(g: ConvGeom, dy: Float32Array, w: Float32Array, dx: Float32Array): void;

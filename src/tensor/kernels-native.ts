@@ -4,17 +4,16 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FixedPointConvMethod, Kernels, QuantSpec, RoutingQuant } from './backend.js';
-import { QuantMethodIds } from './backend.js';
+import { DEFAULT_CONV_MODE, QuantMethodIds } from './backend.js';
 
 /** The functions the addon exports (see native/addon.cc). */
 interface Addon {
   setThreads(n: number): void;
   getThreads(): number;
-  setFastConv(enabled: boolean): void;
-  setFixedPointConv(enabled: boolean): void;
   conv2dForwardFixedPoint(...args: unknown[]): boolean;
   fixedPointConvMethod(): string;
   blasInfo(): string;
+  setGemm(which: string, isa?: string): string;
   sgemm(...args: unknown[]): void;
   conv2dForward(
     geom: Int32Array,
@@ -24,6 +23,8 @@ interface Addon {
     y: Float32Array,
     relu: boolean,
     quant: Float64Array | null,
+    /** bit 0: fast algorithms (Winograd, DFT) allowed; bit 1: exact fixed-point tried first */
+    mode: number,
   ): void;
   conv2dBackwardData(geom: Int32Array, dy: Float32Array, w: Float32Array, dx: Float32Array): void;
   conv2dBackwardWeight(
@@ -93,10 +94,33 @@ function packRoutingQuant(q: RoutingQuant | null): [Float64Array | null, Float64
   return [q?.act ? packQuant(q.act) : null, q?.routing ? packQuant(q.routing) : null];
 }
 
-export function loadNativeKernels(): { kernels: Kernels; info: string } {
+let loaded: Addon | null = null;
+
+function loadAddon(): Addon {
+  if (loaded) return loaded;
   const path = findAddon();
   if (!path) throw new Error('build/Release/qcaps_native.node not found (run `npm rebuild` to build it)');
-  const addon = createRequire(import.meta.url)(path) as Addon;
+  loaded = createRequire(import.meta.url)(path) as Addon;
+  return loaded;
+}
+
+/** Which GEMM the addon runs: 'blas' (the CBLAS the build found; the default there) or
+ *  'builtin' (native/gemm-builtin.cc, what a build without CBLAS always runs; QCAPS_GEMM=builtin
+ *  sets it at load). `isa` picks the built-in kernels ('auto', or 'avx512', 'avx2', 'scalar'
+ *  where the CPU has them; for tests). Returns blasInfo(); throws for 'blas' in a build without
+ *  CBLAS. The backend line printed at start-up is not updated. */
+export function setGemm(which: 'builtin' | 'blas', isa?: 'auto' | 'avx512' | 'avx2' | 'scalar'): string {
+  return isa === undefined ? loadAddon().setGemm(which) : loadAddon().setGemm(which, isa);
+}
+
+/** What runs the addon's GEMMs now, e.g. "OpenBLAS 0.3.21 ...; core Cooperlake" or
+ *  "built-in GEMM AVX-512 12x32 (no CBLAS found at build time)". */
+export function blasInfo(): string {
+  return loadAddon().blasInfo();
+}
+
+export function loadNativeKernels(): { kernels: Kernels; info: string } {
+  const addon = loadAddon();
   const geom = new Int32Array(16);
   const packGeom = (...values: number[]) => {
     geom.set(values);
@@ -110,15 +134,22 @@ export function loadNativeKernels(): { kernels: Kernels; info: string } {
     name: 'native',
     setThreads: (n) => addon.setThreads(n),
     getThreads: () => addon.getThreads(),
-    setFastConv: (enabled) => addon.setFastConv(enabled),
-    setFixedPointConv: (enabled) => addon.setFixedPointConv(enabled),
     conv2dForwardFixedPoint: (g, x, w, bias, y, relu) =>
       addon.conv2dForwardFixedPoint(convGeom(g), x, w, bias, y, relu),
     fixedPointConvMethod: () => addon.fixedPointConvMethod() as FixedPointConvMethod,
     sgemm: (tA, tB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc) =>
       addon.sgemm(tA, tB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc),
-    conv2dForward: (g, x, w, bias, y, relu, quant) =>
-      addon.conv2dForward(convGeom(g), x, w, bias, y, relu, quant ? packQuant(quant) : null),
+    conv2dForward: (g, x, w, bias, y, relu, quant, mode = DEFAULT_CONV_MODE) =>
+      addon.conv2dForward(
+        convGeom(g),
+        x,
+        w,
+        bias,
+        y,
+        relu,
+        quant ? packQuant(quant) : null,
+        (mode.fastAlgorithms ? 1 : 0) | (mode.fixedPoint ? 2 : 0),
+      ),
     conv2dBackwardData: (g, dy, w, dx) => addon.conv2dBackwardData(convGeom(g), dy, w, dx),
     conv2dBackwardWeight: (g, x, dy, dw, db) => addon.conv2dBackwardWeight(convGeom(g), x, dy, dw, db),
     routingForward: (g, votes, bias, v, saveS, saveC, quant) => {

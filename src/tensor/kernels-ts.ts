@@ -20,8 +20,6 @@ export const typescriptKernels: Kernels = {
   name: 'typescript',
   setThreads() {},
   getThreads: () => 1,
-  setFastConv() {},
-  setFixedPointConv() {},
   conv2dForwardFixedPoint: conv2dForwardFixedPointTs,
   fixedPointConvMethod: fixedPointConvMethodTs,
   sgemm: sgemmTs,

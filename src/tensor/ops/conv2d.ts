@@ -1,7 +1,7 @@
 // conv2d on channels-last tensors, forward and backward (optionally fused with ReLU).
 //   x [B,H,W,C], weight [O,KH,KW,C] ("OHWI"; PyTorch's OIHW is permuted on load), bias [O]
 //   y [B,OH,OW,O], OH = floor((H + 2*pad - KH) / stride) + 1
-import type { ConvGeom, QuantSpec } from '../backend.js';
+import type { ConvGeom, ConvMode, QuantSpec } from '../backend.js';
 import { kernels } from '../kernels.js';
 import { take } from '../pool.js';
 import { check, expectShape, shapeStr, Tensor } from '../tensor.js';
@@ -29,17 +29,17 @@ export function conv2dGeom(x: Tensor, w: Tensor, opts: Conv2dOptions, op = 'conv
 }
 
 /** y = conv2d(x, w) + bias, then ReLU when opts.relu, then quantized by `quant` when given
- *  (the layer's output quantizer, fused into the kernel). */
+ *  (the layer's output quantizer, fused into the kernel); `mode`: the algorithms it may use. */
 export function conv2dForward(
   x: Tensor,
   w: Tensor,
   bias: Tensor | null,
-  opts: Conv2dOptions & { quant?: QuantSpec | null } = {},
+  opts: Conv2dOptions & { quant?: QuantSpec | null; mode?: ConvMode } = {},
 ): Tensor {
   const g = conv2dGeom(x, w, opts);
   if (bias) expectShape(bias, [g.O], 'conv2d', 'bias');
   const y = take(g.B * g.OH * g.OW * g.O);
-  kernels().conv2dForward(g, x.data, w.data, bias?.data ?? null, y, opts.relu ?? false, opts.quant ?? null);
+  kernels().conv2dForward(g, x.data, w.data, bias?.data ?? null, y, opts.relu ?? false, opts.quant ?? null, opts.mode);
   return new Tensor(y, [g.B, g.OH, g.OW, g.O]);
 }
 
