@@ -52,6 +52,7 @@ export type { SearchResult, StepResult, StepName } from './search/qcapsnets.js';
 export { readStateDict, writeStateDict, type StateDict } from './io/pt.js';
 export { readSafetensors, writeSafetensors } from './io/safetensors.js';
 export { writeJsonReport, writeHtmlReport, type SearchReport } from './io/report.js';
+export { readQuantizedModel, writeQuantizedModel, type QuantizedFileInfo } from './io/quantized-file.js';
 
 // the compute backend (threads, native or TypeScript kernels)
 export { kernels, backendInfo } from './tensor/kernels.js';

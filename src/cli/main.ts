@@ -2,7 +2,8 @@
 // qcapsnets: the command line of the reference's main.py (SPEC 6), in TypeScript.
 //   qcapsnets [flags]             train (or --no-training: load), then the Q-CapsNets search
 //   qcapsnets train [flags]       training only
-//   qcapsnets evaluate [flags]    full-precision accuracy of --trained-weights-path
+//   qcapsnets evaluate [flags]    full-precision accuracy of --trained-weights-path (a packed
+//                                 <stem>_quantized_<kind>.safetensors: its quantized accuracy)
 //   qcapsnets search [flags]      the search on --trained-weights-path
 import { existsSync, statSync } from 'node:fs';
 import { DatasetMissingError, loadDataset } from '../data/load.js';
@@ -14,11 +15,13 @@ import { parseQuantMethod, parseRoundingCompat } from '../quant/methods.js';
 import { ModelQuantizer } from '../quant/quantized-forward.js';
 import { evaluateFullPrecision } from '../models/evaluate.js';
 import { readStateDict } from '../io/pt.js';
+import { datasetFingerprint, readQuantizedModel } from '../io/quantized-file.js';
 import { backendInfo, kernels } from '../tensor/kernels.js';
 import {
   checkLoadedDataset,
   checkResumeFlags,
   checkSearchFlags,
+  datasetShapeFromFlags,
   FLAGS,
   helpText,
   modulesFromFlags,
@@ -73,9 +76,86 @@ function loadTrained(o: Options, model: CapsNet): string {
   return path;
 }
 
+/** The flags given on the command line (not left at their defaults), by their own names. */
+function givenFlags(argv: readonly string[]): Set<string> {
+  const byName = new Map<string, string>();
+  for (const f of FLAGS) for (const n of [f.name, ...(f.aliases ?? [])]) byName.set(n, f.name);
+  const given = new Set<string>();
+  for (const a of argv) {
+    const name = byName.get(a.replace(/^--?/, '').split('=')[0]);
+    if (a.startsWith('-') && name) given.add(name);
+  }
+  return given;
+}
+
+/** `evaluate` of a packed quantized model (<stem>_quantized_<kind>.safetensors): the model, its
+ *  bits, method, arithmetic and seed come from the file; flags that say otherwise are an error. */
+async function evaluatePacked(o: Options, given: Set<string>): Promise<number> {
+  const path = str(o, 'trained-weights-path');
+  if (!existsSync(path) || statSync(path).isDirectory())
+    throw new Error(`--trained-weights-path ${path}: no such file (expected a <stem>_quantized_<kind>.safetensors)`);
+  const { quantized: q, info } = readQuantizedModel(path);
+  const holds = `${info.model} --model-args ${info.modelArgs.join(' ')}, --quantization-method ${info.method}, --rounding-compat ${info.compat}, --seed ${info.seed}`;
+  const conflicts: string[] = [];
+  const differs = (flag: string, mine: string) => given.has(flag) && String(o[flag]) !== mine;
+  if (differs('model', info.model)) conflicts.push(`--model ${str(o, 'model')}`);
+  if (given.has('model-args') && (o['model-args'] as number[]).join(' ') !== info.modelArgs.join(' '))
+    conflicts.push(`--model-args ${(o['model-args'] as number[]).join(' ')}`);
+  if (differs('quantization-method', info.method))
+    conflicts.push(`--quantization-method ${str(o, 'quantization-method')}`);
+  if (differs('rounding-compat', info.compat)) conflicts.push(`--rounding-compat ${str(o, 'rounding-compat')}`);
+  if (info.method === 'stochastic_rounding' && differs('seed', String(info.seed)))
+    conflicts.push(`--seed ${str(o, 'seed')}`);
+  if (conflicts.length)
+    throw new Error(
+      `${conflicts.join(', ')}: ${path} holds a quantized ${holds}; leave ${conflicts.length > 1 ? 'these flags' : 'the flag'} out (the file decides)`,
+    );
+  const m = q.model;
+  const shape = datasetShapeFromFlags(o);
+  if (shape.height !== m.inputWh || shape.channels !== m.inputCh || shape.numClasses !== m.numClasses)
+    throw new Error(
+      `--dataset ${shape.name} has ${shape.height}x${shape.width}x${shape.channels} images of ${shape.numClasses} classes, ` +
+        `but ${path} holds ${info.model} ${info.modelArgs.join(' ')} for ${m.inputWh}x${m.inputWh}x${m.inputCh} images of ${m.numClasses} classes`,
+    );
+  const test = await loadSplit(o, 'test');
+  checkLoadedDataset(m, test);
+  // stochastic rounding draws per batch: repeat the search's batches when these are its images
+  let order: Int32Array | null = null;
+  let batchSize = num(o, 'test-batch-size');
+  const fingerprint = datasetFingerprint(test);
+  if (info.method === 'stochastic_rounding') {
+    const ev = info.evaluationOrder;
+    if (ev && ev.fingerprint === fingerprint) {
+      order = ev.order;
+      if (given.has('test-batch-size') && batchSize !== ev.batchSize)
+        log(
+          `--test-batch-size ${batchSize} ignored: the search's batches of ${ev.batchSize} decide the stochastic draws`,
+        );
+      batchSize = ev.batchSize;
+      log(`stochastic rounding: batches of ${batchSize} in the search's order (hardest images first)`);
+    } else
+      log(
+        'stochastic rounding: these are not the test images the search used, so its batches cannot be repeated ' +
+          '(the draws depend on the batch); evaluating in dataset order',
+      );
+  }
+  const b = q.bits;
+  const r = q.evaluate(test, { batchSize, order });
+  log(
+    `quantized accuracy of ${path} (${info.model} ${info.modelArgs.join(' ')}, ${info.method}${info.compat === 'none' ? '' : `, ${info.compat}`}, ` +
+      `w=[${b.weightBits}] a=[${b.actBits}] r=[${b.routingBits}]) on ${test}: ${r.accuracy}% (${r.correct}/${r.total})`,
+  );
+  const s = info.search;
+  if (s && s.fingerprint === fingerprint)
+    log(`the search counted ${s.correct}/${s.images} on these images${s.correct === r.correct ? ' (the same)' : ''}`);
+  if (o.json) console.log(JSON.stringify({ accuracy: r.accuracy, correct: r.correct, total: r.total }));
+  return 0;
+}
+
 async function main(): Promise<number> {
   process.env.QCAPS_QUIET ??= '1'; // the banner below names the backend
-  const { command, options: o } = parseArgs(process.argv.slice(2));
+  const argv = process.argv.slice(2);
+  const { command, options: o } = parseArgs(argv);
   if (o.help) {
     log(helpText());
     return 0;
@@ -87,6 +167,8 @@ async function main(): Promise<number> {
   log(`qcapsnets ${command === 'all' ? '' : command + ' '}on ${backendInfo()}, ${kernels().getThreads()} threads`);
   const method = parseQuantMethod(str(o, 'quantization-method'), '--quantization-method');
   const compat = parseRoundingCompat(str(o, 'rounding-compat'), '--rounding-compat');
+  if (command === 'evaluate' && /\.safetensors$/i.test(str(o, 'trained-weights-path')))
+    return evaluatePacked(o, givenFlags(argv));
   const training = trains(command, o);
   const { model, decoder } = modulesFromFlags(o, training);
   if (searches(command))
@@ -137,6 +219,7 @@ async function main(): Promise<number> {
     earlyStop: !o['no-early-stop'],
     approximateMarginImages: num(o, 'approximate-margin'),
     outputDir: o['output-dir'] === null ? null : str(o, 'output-dir'),
+    decoder: training ? { name: str(o, 'decoder'), args: o['decoder-args'] as number[] } : null,
     settings,
     log,
   });

@@ -1,6 +1,8 @@
 // The search part of the command line: load a trained model and the test set, measure the
 // full-precision accuracy, run the Q-CapsNets search with the fast evaluator, and write
-// <stem>_quantized_{satisfied|memory|accuracy}.pt, <stem>_qcapsnets.json and .html.
+// <stem>_quantized_{satisfied|memory|accuracy}.pt (float32 state_dicts) and .safetensors (the
+// same models packed at their bit widths, src/io/quantized-file.ts), <stem>_qcapsnets.json
+// and .html.
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { mkdirSync } from 'node:fs';
 import type { Dataset } from '../data/dataset.js';
@@ -10,6 +12,7 @@ import type { RoundingCompat } from '../quant/methods.js';
 import type { SearchResult } from '../search/qcapsnets.js';
 import { type SearchProgress, searchModel } from '../search/search-model.js';
 import { writeStateDict } from '../io/pt.js';
+import { datasetFingerprint, writeQuantizedModel } from '../io/quantized-file.js';
 import { type SearchReport, writeHtmlReport, writeJsonReport } from '../io/report.js';
 
 export interface SearchJobOptions {
@@ -28,6 +31,8 @@ export interface SearchJobOptions {
   /** dac2020: images of margin for deciding with the fast convolutions (0: always exact) */
   approximateMarginImages?: number;
   outputDir: string | null;
+  /** the decoder the model was trained with in this run (recorded in the packed files) */
+  decoder?: { name: string; args: readonly number[] } | null;
   settings: Record<string, unknown>;
   log: (line: string) => void;
 }
@@ -75,12 +80,50 @@ export async function runSearchJob(o: SearchJobOptions): Promise<SearchJobResult
   const stem = basename(o.modelFile, extname(o.modelFile));
   const files: string[] = [];
   const models: SearchReport['models'] = [];
+  const fingerprint = datasetFingerprint(o.test);
+  // stochastic rounding's draws depend on the batch: `evaluate` needs the search's order to
+  // repeat its count
+  const evaluationOrder =
+    o.method === 'stochastic_rounding' ? { order: r.imageOrder, batchSize: o.testBatchSize, fingerprint } : undefined;
   for (const [k, m] of search.models.entries()) {
     const file = join(outDir, `${stem}_quantized_${m.kind}.pt`);
     writeStateDict(file, r.models[k].model.stateDict());
     files.push(file);
-    o.log(`model-${m.kind} stored in ${file}: accuracy ${m.result.accuracy}%, ${m.result.memoryMB.toFixed(4)} MB`);
-    models.push({ kind: m.kind, file, ...flatStep(m.result) });
+    const total = o.test.count;
+    const correct = Math.round((m.result.accuracy * total) / 100);
+    const packedFile = join(outDir, `${stem}_quantized_${m.kind}.safetensors`);
+    const packed = writeQuantizedModel(packedFile, r.models[k].model, {
+      decoder: o.decoder ?? null,
+      search: {
+        kind: m.kind,
+        dataset: o.test.name,
+        images: total,
+        correct,
+        accuracy: m.result.accuracy,
+        batchSize: o.testBatchSize,
+        order: 'hardest-first',
+        fingerprint,
+      },
+      evaluationOrder,
+    });
+    files.push(packedFile);
+    o.log(
+      `model-${m.kind} stored in ${file} and, at its bit widths, ${packedFile}: accuracy ${m.result.accuracy}% ` +
+        `(${correct}/${total}), ${m.result.memoryMB.toFixed(4)} MB; packed ${packed.packedBytes} bytes of tensors ` +
+        `for a weight memory of ${packed.memoryBytes} bytes`,
+    );
+    models.push({
+      kind: m.kind,
+      file,
+      ...flatStep(m.result),
+      correct,
+      total,
+      packedFile,
+      packedBytes: packed.packedBytes,
+      packedWeightBytes: packed.weightBytes,
+      memoryBytes: packed.memoryBytes,
+      packedFileBytes: packed.fileBytes,
+    });
   }
 
   const report: SearchReport = {

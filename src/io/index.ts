@@ -13,10 +13,33 @@ export {
   type NamedTensor,
   type StateDict,
 } from './pt.js';
-export { readSafetensors, writeSafetensors, type SafetensorsContents } from './safetensors.js';
+export {
+  readSafetensors,
+  writeSafetensors,
+  readSafetensorsRaw,
+  writeSafetensorsRaw,
+  type SafetensorsContents,
+  type RawSafetensorsContents,
+  type RawTensor,
+} from './safetensors.js';
 export { ZipReader, zipBytes, zipChunks, type ZipEntryInfo, type ZipWriteEntry, type ZipWriteOptions } from './zip.js';
 export { unpickle, PyDict, PyTuple, PyCallable, type PyValue, type PyObject, type UnpickleOptions } from './pickle.js';
 export { writeFileAtomic } from './atomic-write.js';
 export { crc32 } from './crc32.js';
 export { loadModel, saveModel, type LoadModelOptions } from './model-file.js';
 export { writeJsonReport, writeHtmlReport, type SearchReport } from './report.js';
+export {
+  readQuantizedModel,
+  writeQuantizedModel,
+  datasetFingerprint,
+  packBits,
+  unpackBits,
+  QUANTIZED_FORMAT,
+  QUANTIZED_FORMAT_VERSION,
+  type QuantizedFileInfo,
+  type QuantizedFileSummary,
+  type WriteQuantizedInfo,
+  type TensorFormat,
+  type EvaluationOrder,
+  type QuantizedSearchRecord,
+} from './quantized-file.js';

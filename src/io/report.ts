@@ -35,7 +35,24 @@ export interface SearchReport {
   minimumAccuracy: number;
   branch: 'A' | 'B';
   steps: ReportStep[];
-  models: (ReportStep & { kind: string; file: string })[];
+  models: (ReportStep & {
+    kind: string;
+    /** the float32 state_dict (.pt) */
+    file: string;
+    /** the accuracy as a count of the test images */
+    correct?: number;
+    total?: number;
+    /** the model at its bit widths (.safetensors, src/io/quantized-file.ts) */
+    packedFile?: string;
+    /** that file's tensor bytes (packed parameters, buffers, evaluation order) */
+    packedBytes?: number;
+    /** of which the packed parameters */
+    packedWeightBytes?: number;
+    /** SPEC 4's weight memory (sum of parameters x (w_l + 1) bits) in bytes */
+    memoryBytes?: number;
+    /** the packed file's size, header included */
+    packedFileBytes?: number;
+  })[];
   evaluations: ReportEvaluation[];
   notes: string[];
   seconds: number;
@@ -104,7 +121,8 @@ export function writeHtmlReport(file: string, report: SearchReport): void {
     .map(
       (m) =>
         `<tr><td>${m.kind}</td><td>${esc(m.file)}</td><td>${bits(m.weightBits)}</td><td>${bits(m.actBits)}</td>` +
-        `<td>${bits(m.routingBits)}</td><td>${m.accuracy.toFixed(2)}</td><td>${m.memoryMB.toFixed(4)}</td></tr>`,
+        `<td>${bits(m.routingBits)}</td><td>${m.accuracy.toFixed(2)}</td><td>${m.memoryMB.toFixed(4)}</td>` +
+        `<td>${m.packedFile ? `${esc(m.packedFile)}: ${m.packedBytes} bytes (weight memory ${m.memoryBytes})` : ''}</td></tr>`,
     )
     .join('\n');
   const evalRows = report.evaluations
@@ -132,7 +150,7 @@ ${chart(report)}
 <table><tr><th>step</th><th>weight bits</th><th>activation bits</th><th>routing bits</th><th>accuracy (%)</th><th>memory (MB)</th><th>vs 32 bits</th></tr>
 ${stepRows}</table>
 <h2>Quantized models</h2>
-<table><tr><th>model</th><th>file</th><th>weight bits</th><th>activation bits</th><th>routing bits</th><th>accuracy (%)</th><th>memory (MB)</th></tr>
+<table><tr><th>model</th><th>file</th><th>weight bits</th><th>activation bits</th><th>routing bits</th><th>accuracy (%)</th><th>memory (MB)</th><th>packed file: tensor bytes</th></tr>
 ${modelRows}</table>
 <h2>Settings</h2><table>${settings}</table>
 <h2>Every evaluation</h2>

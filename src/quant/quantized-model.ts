@@ -87,15 +87,24 @@ export class QuantizedModel {
     });
   }
 
-  /** Test accuracy over `data` in its own order, batch b drawing from stream b. */
+  /** Test accuracy over `data` in its own order (or in `order`: position -> image index, a
+   *  permutation of the images, e.g. the search's hardest-first order), batch b drawing from
+   *  stream b. */
   evaluate(
     data: ImageSource,
-    options: { batchSize?: number; onBatch?: (done: number, total: number) => void } = {},
+    options: {
+      batchSize?: number;
+      order?: Int32Array | null;
+      onBatch?: (done: number, total: number) => void;
+    } = {},
   ): { accuracy: number; correct: number; total: number } {
     const batchSize = options.batchSize ?? 100;
     if (!(Number.isInteger(batchSize) && batchSize >= 1))
       throw new Error(`QuantizedModel.evaluate: options.batchSize ${batchSize}: expected a positive integer`);
     if (!(data?.count >= 1)) throw new Error('QuantizedModel.evaluate: data holds no images');
+    const order = options.order ?? null;
+    if (order !== null) checkOrder(order, data.count);
+    const labels = order === null ? data.labels : Int32Array.from(order, (i) => data.labels[i]);
     const m = this.model;
     if (data.height !== m.inputWh || data.width !== m.inputWh || data.channels !== m.inputCh)
       throw new Error(
@@ -108,10 +117,10 @@ export class QuantizedModel {
       try {
         const batches = Math.ceil(data.count / batchSize);
         for (let b = 0; b < batches; b++) {
-          const x = sourceBatch(data, b, batchSize);
+          const x = sourceBatch(data, b, batchSize, order);
           const caps = m.forward(x, { training: false, quant: this.quantizer.hooks(this.bits, b) });
           give(x.data);
-          correct += countCorrect(caps, data.labels.subarray(b * batchSize, b * batchSize + x.shape[0]));
+          correct += countCorrect(caps, labels.subarray(b * batchSize, b * batchSize + x.shape[0]));
           give(caps.data);
           options.onBatch?.(Math.min(data.count, (b + 1) * batchSize), data.count);
         }
@@ -126,6 +135,89 @@ export class QuantizedModel {
    *  grid; buffers unchanged): what `<stem>_quantized_<kind>.pt` holds. */
   stateDict(): Map<string, StateTensor> {
     return this.withWeights(() => this.model.stateDict());
+  }
+
+  /** Every parameter at its bit width, in state_dict order and PyTorch's layout: the integers
+   *  q such that the quantized value is q * 2^-fracBits (fracBits = the layer's weight bits),
+   *  as Int32Array when every one fits in 32 bits, else BigInt64Array; totalBits is the
+   *  two's-complement width including the sign: under the default arithmetic the format's
+   *  fracBits + 1 (weights saturate to [-1, 1 - 2^-fracBits]), under dac2020 (nothing
+   *  saturates) the width these values need (width 'measured'). Buffers are not included. */
+  integerParameters(): IntegerParameter[] {
+    const params = new Set(this.model.parameters().map((p) => p.name));
+    const layerOf = new Map(this.model.layerNames.map((n, i) => [n, i]));
+    const out: IntegerParameter[] = [];
+    for (const [name, t] of this.stateDict()) {
+      if (!params.has(name)) continue;
+      const layer = layerOf.get(name.split('.')[0]);
+      if (layer === undefined) throw new Error(`integerParameters: parameter '${name}' belongs to no layer`);
+      const frac = this.bits.weightBits[layer];
+      const scale = 2 ** frac;
+      const n = t.data.length;
+      let lo = 0;
+      let hi = 0;
+      const ints = new Float64Array(n);
+      for (let i = 0; i < n; i++) {
+        const v = t.data[i] * scale; // exact: a power-of-two scale of a float32
+        if (!Number.isInteger(v))
+          throw new Error(
+            `integerParameters: ${name}[${i}] = ${t.data[i]} is not a multiple of 2^-${frac} (layer ${this.model.layerNames[layer]})`,
+          );
+        ints[i] = v;
+        if (v < lo) lo = v;
+        if (v > hi) hi = v;
+      }
+      let totalBits = 1;
+      while (lo < -(2 ** (totalBits - 1)) || hi > 2 ** (totalBits - 1) - 1) totalBits++;
+      if (totalBits > 64) throw new Error(`integerParameters: ${name} needs ${totalBits} bits, more than 64`);
+      const saturated = this.compat !== 'dac2020';
+      if (saturated) {
+        if (totalBits > frac + 1)
+          throw new Error(
+            `integerParameters: ${name} has values in [${lo / scale}, ${hi / scale}], outside the saturation range [-1, 1 - 2^-${frac}]`,
+          );
+        totalBits = frac + 1;
+      }
+      const values = totalBits <= 32 ? Int32Array.from(ints) : BigInt64Array.from(ints, (v) => BigInt(v));
+      out.push({
+        name,
+        layer: this.model.layerNames[layer],
+        shape: [...t.shape],
+        values,
+        totalBits,
+        fracBits: frac,
+        width: saturated ? 'format' : 'measured',
+      });
+    }
+    return out;
+  }
+}
+
+/** One parameter at its bit width (see QuantizedModel.integerParameters). */
+export interface IntegerParameter {
+  /** PyTorch state_dict name */
+  name: string;
+  /** its top-level layer */
+  layer: string;
+  /** PyTorch shape; values are row-major in PyTorch's layout */
+  shape: number[];
+  /** value = integer * 2^-fracBits */
+  values: Int32Array | BigInt64Array;
+  /** two's-complement bits including the sign */
+  totalBits: number;
+  fracBits: number;
+  /** 'format': fracBits + 1 (default arithmetic); 'measured': what the values need (dac2020) */
+  width: 'format' | 'measured';
+}
+
+function checkOrder(order: Int32Array, count: number): void {
+  if (!(order instanceof Int32Array) || order.length !== count)
+    throw new Error(`QuantizedModel.evaluate: options.order must be an Int32Array of ${count} image indices`);
+  const seen = new Uint8Array(count);
+  for (const i of order) {
+    if (!(i >= 0 && i < count) || seen[i])
+      throw new Error(`QuantizedModel.evaluate: options.order is not a permutation of 0..${count - 1}`);
+    seen[i] = 1;
   }
 }
 

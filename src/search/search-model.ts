@@ -52,6 +52,9 @@ export interface ModelSearchResult {
   search: SearchResult;
   /** the chosen models: 'satisfied' (branch A) or 'memory' and 'accuracy' (branch B) */
   models: { kind: 'satisfied' | 'memory' | 'accuracy'; model: QuantizedModel; accuracy: number; memoryMB: number }[];
+  /** position -> test image index: the order the search ran its batches in (hardest images
+   *  first), which stochastic rounding's draws depend on */
+  imageOrder: Int32Array;
   /** the search itself (steps 1 to 3B/4A), without the full-precision pass */
   searchSeconds: number;
   evaluations: number;
@@ -158,6 +161,7 @@ export async function searchModel(
       accuracy: m.result.accuracy,
       memoryMB: m.result.memoryMB,
     })),
+    imageOrder: evaluator.imageOrder,
     searchSeconds,
     evaluations: evaluator.stats.evaluations,
     fullPassEquivalents: evaluator.stats.stagesRun / (batches * model.stages.length),
