@@ -36,16 +36,17 @@ if (run.status !== 0) {
   process.exit(run.status || 1);
 }
 
-// what a finished run leaves: the full-precision model, at least one quantized model, the report
+// what a finished run leaves: the full-precision model, at least one quantized model (.pt and
+// packed .safetensors), the report
 const written = existsSync(outDir) ? readdirSync(outDir) : [];
 const expected = [
   'demo.pt',
   'demo_qcapsnets.json',
   'demo_qcapsnets.html',
-  ...written.filter((f) => /^demo_quantized_[a-z]+\.pt$/.test(f)),
+  ...written.filter((f) => /^demo_quantized_[a-z]+\.(pt|safetensors)$/.test(f)),
 ];
 const missing = expected.filter((f) => !existsSync(join(outDir, f)) || statSync(join(outDir, f)).size === 0);
-if (missing.length > 0 || expected.length < 4) {
+if (missing.length > 0 || expected.length < 5) {
   console.error(
     `demo: the run ended without ${missing.length ? missing.join(', ') : 'a quantized model'} in ${outDir}`,
   );
