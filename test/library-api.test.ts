@@ -17,6 +17,7 @@ import {
   searchModel,
   type SearchProgress,
   uniformBits,
+  quant,
   Tensor,
 } from '../src/index.js';
 import { ModelQuantizer } from '../src/quant/quantized-forward.js';
@@ -190,4 +191,21 @@ test("README: the default thread count it states is the code's", () => {
   assert.match(readme, /default is every core, at most 8/);
   assert.doesNotMatch(readme, /the default is 1\b/);
   if (process.env.QCAPS_THREADS === undefined) assert.equal(defaultThreads(), Math.min(8, availableParallelism()));
+});
+
+test("activation memory: elements per image at each layer's activation points, x (a_l + 1) bits", async () => {
+  const shallow = buildModel('ShallowCapsNet', [28, 1, 10, 16]);
+  // conv output 20x20x256; primary votes 6x6x32 capsules of 8; digit votes 1152 x 10 x 16
+  assert.deepEqual(quant.activationCounts(shallow), [20 * 20 * 256, 6 * 6 * 32 * 8, 1152 * 10 * 16]);
+  assert.equal(quant.activationMemoryBits([10, 20], [3, 0]), 10 * 4 + 20 * 1);
+  const deep = buildModel('DeepCaps', [28, 1, 10, 32]);
+  assert.equal(quant.activationCounts(deep)[0], 28 * 28 * 128, 'conv1 output');
+  // the search reports it for every step, beside the weight memory
+  const data = syntheticImages(20, 4);
+  const r = await searchModel(shallow, data, { method: 'truncation', memoryBudgetMB: 3, batchSize: 20 });
+  const counts = quant.activationCounts(shallow);
+  for (const s of r.search.steps) {
+    assert.equal(s.activationKB, quant.activationMemoryBits(counts, s.bits.actBits) / 8000, s.step);
+    assert.ok(s.activationReduction! > 1, s.step);
+  }
 });

@@ -183,5 +183,7 @@ function flatStep(s: SearchResult['steps'][number]) {
     accuracy: s.accuracy,
     memoryMB: s.memoryMB,
     reduction: s.reduction,
+    activationKB: s.activationKB ?? null,
+    activationReduction: s.activationReduction ?? null,
   };
 }

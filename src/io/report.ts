@@ -11,6 +11,9 @@ export interface ReportStep {
   accuracy: number;
   memoryMB: number;
   reduction: number;
+  /** activation memory per image, kB (sum over activation points of elements x (a_l + 1) bits) */
+  activationKB?: number | null;
+  activationReduction?: number | null;
 }
 
 export interface ReportEvaluation {
@@ -114,7 +117,8 @@ export function writeHtmlReport(file: string, report: SearchReport): void {
     .map(
       (s) =>
         `<tr><td>${s.step}</td><td>${bits(s.weightBits)}</td><td>${bits(s.actBits)}</td><td>${bits(s.routingBits)}</td>` +
-        `<td>${s.accuracy.toFixed(2)}</td><td>${s.memoryMB.toFixed(4)}</td><td>${s.reduction.toFixed(2)}x</td></tr>`,
+        `<td>${s.accuracy.toFixed(2)}</td><td>${s.memoryMB.toFixed(4)}</td><td>${s.reduction.toFixed(2)}x</td>` +
+        `<td>${s.activationKB == null ? '' : `${s.activationKB.toFixed(1)} (${s.activationReduction!.toFixed(2)}x)`}</td></tr>`,
     )
     .join('\n');
   const modelRows = report.models
@@ -147,7 +151,7 @@ branch ${report.branch}, ${report.evaluations.length} evaluations in ${report.se
 ${report.notes.map((n) => `<p><b>Note:</b> ${esc(n)}</p>`).join('\n')}
 ${chart(report)}
 <h2>Steps</h2>
-<table><tr><th>step</th><th>weight bits</th><th>activation bits</th><th>routing bits</th><th>accuracy (%)</th><th>memory (MB)</th><th>vs 32 bits</th></tr>
+<table><tr><th>step</th><th>weight bits</th><th>activation bits</th><th>routing bits</th><th>accuracy (%)</th><th>memory (MB)</th><th>vs 32 bits</th><th>activations per image (kB, vs 32 bits)</th></tr>
 ${stepRows}</table>
 <h2>Quantized models</h2>
 <table><tr><th>model</th><th>file</th><th>weight bits</th><th>activation bits</th><th>routing bits</th><th>accuracy (%)</th><th>memory (MB)</th><th>packed file: tensor bytes</th></tr>

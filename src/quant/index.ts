@@ -3,3 +3,4 @@ export * from './memory.js';
 export * from './config.js';
 export * from './quantized-forward.js';
 export * from './quantized-model.js';
+export * from './activation-volume.js';

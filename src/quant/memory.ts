@@ -21,3 +21,15 @@ export function weightMemoryMB(paramCounts: readonly number[], weightBits: reado
 export function minimumBudgetMB(paramCounts: readonly number[]): number {
   return paramCounts.reduce((a, b) => a + b, 0) / BITS_PER_MB;
 }
+
+/** Activation memory of a configuration per image (the 2022 follow-up's "activation
+ *  reduction"): sum over the activation quantization points of element count x (a_l + 1)
+ *  bits, with `counts[l]` the elements per image at layer l's points (activationCounts). */
+export function activationMemoryBits(counts: readonly number[], actBits: readonly number[]): number {
+  if (counts.length !== actBits.length) {
+    throw new Error(`memory: ${actBits.length} activation bit counts for ${counts.length} layers`);
+  }
+  let bits = 0;
+  for (let l = 0; l < counts.length; l++) bits += counts[l] * (actBits[l] + 1);
+  return bits;
+}

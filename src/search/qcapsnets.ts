@@ -9,7 +9,7 @@
 import type { BitConfig, QuantLayerInfo } from '../quant/config.js';
 import { cloneBits, configKey, uniformBits } from '../quant/config.js';
 import type { RoundingCompat } from '../quant/methods.js';
-import { BITS_PER_MB, minimumBudgetMB, weightMemoryBits } from '../quant/memory.js';
+import { activationMemoryBits, BITS_PER_MB, minimumBudgetMB, weightMemoryBits } from '../quant/memory.js';
 import type { Evaluation, Evaluator } from './evaluator.js';
 
 export interface SearchSettings {
@@ -17,6 +17,9 @@ export interface SearchSettings {
   tolerance: number;
   memoryBudgetMB: number;
   compat: RoundingCompat;
+  /** elements per image at each layer's activation points (activationCounts), for the
+   *  activation memory printed beside the weight memory; absent: not reported */
+  activationCounts?: readonly number[];
 }
 
 export type StepName = 'step1' | 'step2' | 'step3A' | 'step4A' | 'step3B';
@@ -37,6 +40,10 @@ export interface StepResult {
   accuracy: number;
   memoryMB: number;
   reduction: number;
+  /** activation memory per image in kB (1 kB = 8,000 bits) and its reduction against 32 bits,
+   *  when the settings give activationCounts */
+  activationKB?: number;
+  activationReduction?: number;
 }
 
 export interface SearchResult {
@@ -198,6 +205,12 @@ export async function runSearch(
       memoryMB: mem / BITS_PER_MB,
       reduction: fp32Bits / mem,
     };
+    const counts = settings.activationCounts;
+    if (counts) {
+      const act = activationMemoryBits(counts, bits.actBits);
+      r.activationKB = act / 8000;
+      r.activationReduction = (counts.reduce((a, b) => a + b, 0) * 32) / act;
+    }
     steps.push(r);
     log.info(`${step.toUpperCase()} output:`);
     log.info(`  weight bits:          [${bits.weightBits.join(', ')}]`);
@@ -206,6 +219,10 @@ export async function runSearch(
     log.info(
       `  accuracy: ${accuracy.toFixed(2)}%   weight memory: ${r.memoryMB.toFixed(4)} MB (${r.reduction.toFixed(2)}x smaller than 32 bits)`,
     );
+    if (r.activationKB !== undefined)
+      log.info(
+        `  activation memory: ${r.activationKB.toFixed(1)} kB per image (${r.activationReduction!.toFixed(2)}x smaller than 32 bits)`,
+      );
     return r;
   };
 

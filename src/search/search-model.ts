@@ -4,6 +4,7 @@
 // Nothing is written; the command line writes the files (src/cli/search-job.ts).
 import type { CapsNet, QuantLayerInfo } from '../models/capsnet.js';
 import type { ImageSource } from '../models/evaluate.js';
+import { activationCounts } from '../quant/activation-volume.js';
 import { QuantizedModel } from '../quant/quantized-model.js';
 import { ModelQuantizer } from '../quant/quantized-forward.js';
 import { QUANT_METHODS, type RoundingCompat, ROUNDING_COMPATS } from '../quant/methods.js';
@@ -131,12 +132,19 @@ export async function searchModel(
     `evaluation order: hardest images first (the ${test.count - Math.round((fp.accuracy * test.count) / 100)} misclassified at full precision lead)`,
   );
   const batches = Math.ceil(test.count / o.batchSize);
+  const counts = activationCounts(model);
   const searchStart = performance.now();
   let search: SearchResult;
   try {
     search = await runSearch(
       model.quantLayers,
-      { fpAccuracy: fp.accuracy, tolerance: o.tolerance, memoryBudgetMB: o.memoryBudgetMB, compat: o.compat },
+      {
+        fpAccuracy: fp.accuracy,
+        tolerance: o.tolerance,
+        memoryBudgetMB: o.memoryBudgetMB,
+        compat: o.compat,
+        activationCounts: counts,
+      },
       evaluator,
       {
         info: log,
