@@ -12,6 +12,7 @@ import { typescriptKernels, useKernels } from '../src/tensor/kernels.js';
 import type { Kernels } from '../src/tensor/backend.js';
 import { permute } from '../src/tensor/ops/shape.js';
 import { Tensor } from '../src/tensor/tensor.js';
+import type { ImageSource } from '../src/models/evaluate.js';
 
 export interface Fixture {
   get(name: string): Tensor;
@@ -191,4 +192,20 @@ export function withBackend<T>(k: Kernels, fn: () => T): T {
   if (k === standIn) throw notLoadedError(nativeMissing()!);
   useKernels(k);
   return fn();
+}
+
+/** n synthetic 28x28x1 images (70% background, seeded) with random labels, as an ImageSource. */
+export function syntheticImages(n: number, seed: number): ImageSource {
+  let s = seed;
+  const rnd = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) >>> 8) / 16777216;
+  const pixels = Float32Array.from({ length: n * 784 }, () => (rnd() < 0.7 ? 0 : rnd()));
+  const labels = Int32Array.from({ length: n }, () => Math.floor(rnd() * 10));
+  return {
+    count: n,
+    labels,
+    height: 28,
+    width: 28,
+    channels: 1,
+    writeImage: (i, out, off) => out.set(pixels.subarray(i * 784, (i + 1) * 784), off),
+  };
 }

@@ -12,7 +12,6 @@ import {
   buildModel,
   type DeepCaps,
   evaluateFullPrecision,
-  type ImageSource,
   quantize,
   searchModel,
   type SearchProgress,
@@ -23,21 +22,7 @@ import {
 import { ModelQuantizer } from '../src/quant/quantized-forward.js';
 import { FastEvaluator } from '../src/search/fast-evaluator.js';
 import { defaultThreads } from '../src/tensor/kernels.js';
-
-function syntheticImages(n: number, seed: number): ImageSource {
-  let s = seed;
-  const rnd = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) >>> 8) / 16777216;
-  const pixels = Float32Array.from({ length: n * 784 }, () => (rnd() < 0.7 ? 0 : rnd()));
-  const labels = Int32Array.from({ length: n }, () => Math.floor(rnd() * 10));
-  return {
-    count: n,
-    labels,
-    height: 28,
-    width: 28,
-    channels: 1,
-    writeImage: (i, out, off) => out.set(pixels.subarray(i * 784, (i + 1) * 784), off),
-  };
-}
+import { syntheticImages } from './helpers.js';
 
 test('each model describes its quantization layers, with iterations read from its routing layers', () => {
   const shallow = buildModel('ShallowCapsNet', [28, 1, 10, 16]);

@@ -7,26 +7,10 @@ import { test } from 'node:test';
 import { buildModel } from '../src/models/factory.js';
 import { ModelQuantizer, quantLayers } from '../src/quant/quantized-forward.js';
 import { uniformBits, type BitConfig } from '../src/quant/config.js';
-import type { ImageSource } from '../src/models/evaluate.js';
 import { FastEvaluator } from '../src/search/fast-evaluator.js';
 import { give, Tensor } from '../src/tensor/index.js';
-import { assertClose } from './helpers.js';
+import { assertClose, syntheticImages } from './helpers.js';
 import { predictedClass } from '../src/models/metrics.js';
-
-function syntheticImages(n: number, seed: number): ImageSource {
-  let s = seed;
-  const rnd = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) >>> 8) / 16777216;
-  const pixels = Float32Array.from({ length: n * 784 }, () => (rnd() < 0.7 ? 0 : rnd()));
-  const labels = Int32Array.from({ length: n }, () => Math.floor(rnd() * 10));
-  return {
-    count: n,
-    labels,
-    height: 28,
-    width: 28,
-    channels: 1,
-    writeImage: (i, out, off) => out.set(pixels.subarray(i * 784, (i + 1) * 784), off),
-  };
-}
 
 test('ShallowCapsNet layers for the search: parameter counts, routing layers and iterations', () => {
   const model = buildModel('ShallowCapsNet', [28, 1, 10, 16], { seed: 1 });
