@@ -26,13 +26,15 @@ export async function runTraining(
   { model, decoder, train, test, resume }: TrainingInputs,
   log: (line: string) => void,
 ): Promise<TrainingOutcome> {
-  // Ctrl-C ends the current step and writes a resumable checkpoint at that batch
+  // Ctrl-C or SIGTERM ends the current step and writes a resumable checkpoint at that batch
   const abort = new AbortController();
   const onSignal = () => {
     log('interrupted: finishing the current step and writing a checkpoint ...');
     abort.abort();
   };
+  // Ctrl-C, or a scheduler's SIGTERM (Slurm, Kubernetes): the same
   process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   const summary = await trainModel({
     model,
     decoder,
@@ -43,7 +45,10 @@ export async function runTraining(
     resume: resume ?? undefined,
     log,
     signal: abort.signal,
-  }).finally(() => process.off('SIGINT', onSignal));
+  }).finally(() => {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  });
   if (summary.interrupted)
     throw new Error(`training was interrupted; continue with --resume ${summary.checkpointFile}`);
   log(
