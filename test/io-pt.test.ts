@@ -230,3 +230,26 @@ test('torch.load(weights_only=True) + load_state_dict accept what we write', (t)
   assert.match(run.stdout, /^OK /);
   fs.rmSync(dir, { recursive: true });
 });
+
+test("atomic writes: a killed writer's temporary file is removed by the next write; file-system errors name the file", () => {
+  const dir = tempDir();
+  const file = path.join(dir, 'model.pt');
+  // a process that has exited: its pid names a stale temporary file
+  const gone = spawnSync(process.execPath, ['-e', 'console.log(process.pid)'], { encoding: 'utf8' });
+  const stale = path.join(dir, `.model.pt.${Number(gone.stdout.trim())}.0badf00d.tmp`);
+  const live = path.join(dir, `.model.pt.${process.ppid}.0badf00d.tmp`); // a running process
+  fs.writeFileSync(stale, new Uint8Array(100));
+  fs.writeFileSync(live, new Uint8Array(100));
+  writeStateDict(file, new Map([['w', { dtype: 'float32', shape: [1], data: Float32Array.from([1]) }]]));
+  assert.deepEqual(fs.readdirSync(dir).sort(), [path.basename(live), 'model.pt'].sort());
+  // a folder in place of the file: the error names it
+  const folder = path.join(dir, 'folder.pt');
+  fs.mkdirSync(folder);
+  assert.throws(
+    () => writeFileAtomic(folder, () => [new Uint8Array(1)]),
+    (err: Error) =>
+      err.message.startsWith(`${folder}: cannot write it: `) &&
+      !fs.readdirSync(dir).some((n) => n.includes('folder.pt.')),
+  );
+  fs.rmSync(dir, { recursive: true });
+});
