@@ -3,7 +3,7 @@
 // Debian's dataset-fashion-mnist is installed).
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -32,6 +32,7 @@ test('--help lists every flag of the reference with its default', () => {
 
 test('bad input is one clear error line before any work', () => {
   const dir = mkdtempSync(join(tmpdir(), 'qcaps-cli-bad-'));
+  writeFileSync(join(dir, 'a-file'), 'not a folder');
   const cases: [string[], RegExp][] = [
     [['--visible-gpus', '0'], /--visible-gpus 0: this build has no GPU backend/],
     [
@@ -88,6 +89,12 @@ test('bad input is one clear error line before any work', () => {
       /FCDecoder \(--decoder-args 16 784\) reconstructs 784 values per image but cifar10 images are 64x64x3; use --decoder ConvDecoder64 16 3/,
     ],
     [['train', '--full-precision-filename', dir], /--full-precision-filename .* is a folder/],
+    // an --output-dir that is a file fails before any training or search
+    [
+      ['--output-dir', join(dir, 'a-file'), '--full-precision-filename', join(dir, 'm.pt')],
+      /--output-dir .*a-file: .*a-file is a file, not a folder/,
+    ],
+    [['--output-dir', join(dir, 'a-file', 'sub')], /--output-dir .*a-file\/sub: .*a-file is a file, not a folder/],
     [
       ['train', '--full-precision-filename', join(dir, 'm.pt'), '--resume', join(dir, 'none.ckpt.safetensors')],
       /--resume .*none\.ckpt\.safetensors: no such file/,

@@ -2,7 +2,7 @@
 // (SPEC 6) plus qcapsnets' own (--data-dir, --output-dir, --json, ...). Parsed by hand, and
 // validated here, once, before any long work: a bad flag or value is one clear error that
 // names the flag. The library below checks its own options again, naming those.
-import { mkdirSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { DATASET_INFO, isDatasetName } from '../data/load.js';
 import type { DatasetName } from '../data/sources.js';
@@ -333,6 +333,27 @@ export function checkSearchFlags(o: Options, paramCounts: readonly number[]): vo
     );
   const tol = num(o, 'accuracy-tolerance');
   if (!(tol > 0 && tol < 100)) throw new Error(`--accuracy-tolerance ${tol}: expected a value in (0, 100)`);
+  if (o['output-dir'] !== null) checkWritableFolder(str(o, 'output-dir'), '--output-dir');
+}
+
+/** A folder the run can write into, or one it can create (its nearest existing parent is a
+ *  writable folder), checked before long work starts. */
+export function checkWritableFolder(dir: string, flag: string): void {
+  let at = resolve(dir);
+  for (;;) {
+    if (existsSync(at)) {
+      if (!statSync(at).isDirectory()) throw new Error(`${flag} ${dir}: ${at} is a file, not a folder`);
+      try {
+        accessSync(at, constants.W_OK);
+      } catch {
+        throw new Error(`${flag} ${dir}: the folder ${at} is not writable`);
+      }
+      return;
+    }
+    const up = dirname(at);
+    if (up === at) return;
+    at = up;
+  }
 }
 
 /** --dataset's image shape and classes, known before its files are read. */

@@ -12,7 +12,6 @@ import { downloadDataset } from '../data/download.js';
 import type { Dataset } from '../data/dataset.js';
 import type { CapsNet } from '../models/capsnet.js';
 import { parseQuantMethod, parseRoundingCompat } from '../quant/methods.js';
-import { ModelQuantizer } from '../quant/quantized-forward.js';
 import { evaluateFullPrecision } from '../models/evaluate.js';
 import { readStateDict } from '../io/pt.js';
 import { datasetFingerprint, readQuantizedModel } from '../io/quantized-file.js';
@@ -174,7 +173,7 @@ async function main(): Promise<number> {
   if (searches(command))
     checkSearchFlags(
       o,
-      new ModelQuantizer(model, method, compat, num(o, 'seed')).layers.map((l) => l.paramCount),
+      model.quantLayers.map((l) => l.paramCount),
     );
   const files = training ? prepareTrainingFiles(o) : null;
   let modelFile = training ? '' : loadTrained(o, model);
