@@ -121,8 +121,11 @@ class PickleMachine {
         return this.push(this.dv.getUint16(this.skip(2), true));
       case OP.LONG1:
         return this.push(decodeLong(this.take(this.take(1)[0])));
-      case OP.LONG4:
-        return this.push(decodeLong(this.take(this.length32())));
+      case OP.LONG4: {
+        const n = this.length32();
+        if (n > MAX_LONG_BYTES) this.fail(`LONG4 integer of ${n} bytes is longer than the ${MAX_LONG_BYTES} allowed`);
+        return this.push(decodeLong(this.take(n)));
+      }
       case OP.BINFLOAT:
         return this.push(this.dv.getFloat64(this.skip(8), false));
       case OP.INT:
@@ -175,7 +178,8 @@ class PickleMachine {
       case OP.APPENDS:
       case OP.ADDITEMS: {
         const items = this.popMark();
-        this.topList(op === OP.APPENDS ? 'APPENDS' : 'ADDITEMS').push(...items);
+        const list = this.topList(op === OP.APPENDS ? 'APPENDS' : 'ADDITEMS');
+        for (const item of items) list.push(item); // not push(...items): too many arguments overflow the stack
         return;
       }
       case OP.EMPTY_DICT:
@@ -443,17 +447,26 @@ export function describe(value: PyValue): string {
   return typeof value === 'bigint' ? 'int' : typeof value;
 }
 
-/** Two's-complement little-endian integer, as a number when it is safe, else a bigint. */
+/** Longest LONG4 body accepted (1 MiB; torch.save never writes more than a few bytes). */
+const MAX_LONG_BYTES = 1 << 20;
+/** Longest decimal INT/LONG literal accepted, as Python's default int_max_str_digits. */
+const MAX_DECIMAL_DIGITS = 4300;
+
+/** Two's-complement little-endian integer, as a number when it is safe, else a bigint. Linear time. */
 function decodeLong(bytes: Uint8Array): number | bigint {
-  let value = 0n;
-  for (let i = bytes.length - 1; i >= 0; i--) value = (value << 8n) | BigInt(bytes[i]);
-  if (bytes.length > 0 && bytes[bytes.length - 1] & 0x80) value -= 1n << BigInt(8 * bytes.length);
+  if (bytes.length === 0) return 0;
+  const bigEndian = Buffer.from(bytes).reverse();
+  let value = BigInt('0x' + bigEndian.toString('hex'));
+  if (bytes[bytes.length - 1] & 0x80) value -= 1n << BigInt(8 * bytes.length);
   return narrow(value);
 }
 
 function decodeDecimal(text: string, fail: (message: string) => never): number | bigint {
-  if (!/^[-+]?\d+$/.test(text.trim())) fail(`invalid integer literal '${text}'`);
-  return narrow(BigInt(text.trim()));
+  const trimmed = text.trim();
+  if (trimmed.length > MAX_DECIMAL_DIGITS + 1) fail(`integer literal longer than ${MAX_DECIMAL_DIGITS} digits`);
+  if (!/^[-+]?\d+$/.test(trimmed))
+    fail(`invalid integer literal '${text.length > 40 ? text.slice(0, 40) + '...' : text}'`);
+  return narrow(BigInt(trimmed));
 }
 
 function narrow(value: bigint): number | bigint {

@@ -67,17 +67,23 @@ export function readLegacyCheckpoint(bytes: Uint8Array, source: string): Checkpo
     if (!ref) throw fileError(source, `storage '${key}' has data but no tensor refers to it`);
     if (pos + 8 > bytes.length)
       throw fileError(source, `truncated: storage '${key}' header is missing at offset ${pos}`);
-    const count = Number(dv.getBigInt64(pos, true));
-    const length = count * elementSize(ref.dtype);
+    const count = dv.getBigInt64(pos, true);
+    const length = count * BigInt(elementSize(ref.dtype));
     pos += 8;
-    if (count < 0 || pos + length > bytes.length) {
+    if (count < 0n || BigInt(pos) + length > BigInt(bytes.length)) {
       throw fileError(
         source,
         `truncated: storage '${key}' needs ${length} bytes at offset ${pos}, the file has ${bytes.length - pos} left`,
       );
     }
-    data.set(key, bytes.subarray(pos, pos + length));
-    pos += length;
+    if (BigInt(ref.numel) > count) {
+      throw fileError(
+        source,
+        `storage '${key}' declares ${ref.numel} ${ref.dtype} elements, but its data holds only ${count}`,
+      );
+    }
+    data.set(key, bytes.subarray(pos, pos + Number(length)));
+    pos += Number(length);
   }
   return toCheckpointValue(
     root,

@@ -153,7 +153,8 @@ function readZipCheckpoint(zip: ZipReader): CheckpointValue {
       if (bytes.length < expected) {
         throw fileError(
           file,
-          `storage record '${record}' has ${bytes.length} bytes, expected ${expected} (${ref.numel} x ${ref.dtype})`,
+          `storage '${ref.key}' declares ${ref.numel} ${ref.dtype} elements (${expected} bytes), ` +
+            `but its record '${record}' has only ${bytes.length} bytes`,
         );
       }
       return bytes;

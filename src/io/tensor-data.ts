@@ -58,11 +58,22 @@ export class StorageRegistry {
         `unsupported persistent id ${describe(pid)} (expected ('storage', type, key, location, numel))`,
       );
     }
+    if (!Number.isSafeInteger(numel) || numel < 0) {
+      throw fileError(this.source, `storage '${key}' declares an invalid element count ${numel}`);
+    }
     const root = this.root(key, type, numel, String(location));
     if (view === undefined || view === null) return root;
     // Legacy format only: (view_key, element_offset, view_numel) into the root storage.
     const [, offset, size] = view instanceof PyTuple ? view.items : [];
-    if (typeof offset !== 'number' || typeof size !== 'number') {
+    if (
+      typeof offset !== 'number' ||
+      typeof size !== 'number' ||
+      !Number.isSafeInteger(offset) ||
+      !Number.isSafeInteger(size) ||
+      offset < 0 ||
+      size < 0 ||
+      offset + size > root.numel
+    ) {
       throw fileError(this.source, `invalid storage view metadata for storage '${key}'`);
     }
     return new StorageRef(key, type.dtype, size, root.location, offset);
@@ -92,69 +103,165 @@ export function toCheckpointValue(
   source: string,
 ): CheckpointValue {
   const decoded = new Map<string, DecodedValues>();
+  let storageElements = 0;
+  let materialised = 0;
   const decodeStorage = (ref: StorageRef): DecodedValues => {
     let values = decoded.get(ref.key);
     if (!values) {
       const bytes = storageBytes(ref);
       values = decodeElements(bytes, ref.dtype, Math.floor(bytes.length / elementSize(ref.dtype)));
       decoded.set(ref.key, values);
+      storageElements += values.floats.length;
     }
     return values;
   };
-  const convert = (v: PyValue, where: string): CheckpointValue => {
+  // Containers reached twice through the pickle memo are converted once and shared (as in
+  // Python), so a small pickle of lists holding the previous list twice stays small. A
+  // container that contains itself is refused, and so is nesting deeper than MAX_DEPTH.
+  const done = new Map<object, CheckpointValue>();
+  const active = new Set<object>();
+  const convert = (v: PyValue, where: string, depth: number): CheckpointValue => {
     if (v === null || typeof v !== 'object' || v instanceof Uint8Array) return v;
-    if (Array.isArray(v)) return v.map((item, i) => convert(item, `${where}[${i}]`));
-    if (v instanceof PyTuple) return v.items.map((item, i) => convert(item, `${where}[${i}]`));
-    if (v instanceof PyDict) {
-      const out: CheckpointDict = new Map();
-      for (const [key, item] of v) {
-        const name = dictKey(key);
-        out.set(name, convert(item, where ? `${where}.${name}` : name));
+    const cached = done.get(v);
+    if (cached !== undefined) return cached;
+    if (active.has(v)) throw fileError(source, `'${where || 'top level'}' contains itself (a cyclic container)`);
+    if (depth > MAX_DEPTH) {
+      throw fileError(source, `containers are nested deeper than ${MAX_DEPTH} levels (at '${truncated(where)}')`);
+    }
+    if (Array.isArray(v) || v instanceof PyTuple || v instanceof PyDict) {
+      active.add(v);
+      let out: CheckpointValue;
+      if (v instanceof PyDict) {
+        const dict: CheckpointDict = new Map();
+        for (const [key, item] of v) {
+          const name = dictKey(key, source);
+          dict.set(name, convert(item, where ? `${where}.${name}` : name, depth + 1));
+        }
+        out = dict;
+      } else {
+        const items = Array.isArray(v) ? v : v.items;
+        const list: CheckpointValue[] = new Array<CheckpointValue>(items.length);
+        for (let i = 0; i < items.length; i++) list[i] = convert(items[i], `${where}[${i}]`, depth + 1);
+        out = list;
       }
+      active.delete(v);
+      done.set(v, out);
       return out;
     }
-    if (v instanceof TensorRef) return gatherTensor(v, decodeStorage(v.storage), where, source);
+    if (v instanceof TensorRef) {
+      const storage = decodeStorage(v.storage);
+      const numel = checkedNumel(v, storage, where, source);
+      materialised += numel;
+      const budget = Math.max(MIN_TOTAL_LIMIT, STORAGE_MULTIPLE * storageElements);
+      if (materialised > budget) {
+        throw fileError(
+          source,
+          `tensor '${where}': the tensors so far need ${materialised} elements in all, more than ${budget} ` +
+            `(${STORAGE_MULTIPLE} times the ${storageElements} elements of their storages); the file is corrupt or hostile`,
+        );
+      }
+      return gatherTensor(v, storage, numel, where, source);
+    }
     if ('value' in v && typeof v.value === 'string') return v.value; // torch.device / torch.dtype markers
     throw fileError(source, `'${where || 'top level'}' holds a ${v.pyClass}, which is not supported`);
   };
-  return convert(value, '');
+  return convert(value, '', 0);
 }
 
-function dictKey(key: PyValue): string {
-  if (typeof key === 'string' || typeof key === 'number' || typeof key === 'bigint' || typeof key === 'boolean') {
-    return String(key);
-  }
-  if (key instanceof PyTuple) return `(${key.items.map(dictKey).join(', ')})`;
-  return describe(key);
+/** Deepest container nesting accepted (real checkpoints nest a few levels). */
+export const MAX_DEPTH = 1000;
+/** Most elements one tensor may have once materialised. */
+const MAX_TENSOR_ELEMENTS = 2 ** 31 - 1;
+/** Materialised tensors may exceed their storages (stride-0 or overlapping views) by this factor... */
+const STORAGE_MULTIPLE = 64;
+/** ...or reach this many elements each, whichever is more... */
+const MIN_ELEMENT_LIMIT = 2 ** 24;
+/** ...and this many for all the tensors of a file together. */
+const MIN_TOTAL_LIMIT = 2 ** 25;
+
+function truncated(text: string): string {
+  return text.length > 80 ? `${text.slice(0, 80)}...` : text;
 }
 
-/** Dense row-major copy of the elements a (shape, strides, offset) view selects. */
-function gatherTensor(ref: TensorRef, storage: DecodedValues, name: string, source: string): NamedTensor {
-  const shape = [...ref.shape];
-  const n = shape.reduce((a, b) => a * b, 1);
+/** The element count of `ref`, after checking its shape and strides against its storage. */
+function checkedNumel(ref: TensorRef, storage: DecodedValues, name: string, source: string): number {
+  const shape = ref.shape;
   const offset = ref.storage.elementOffset + ref.storageOffset;
   if (ref.stride.length !== shape.length) {
     throw fileError(source, `tensor '${name}' has ${shape.length} dims but ${ref.stride.length} strides`);
   }
-  if (n > 0) {
-    const last = shape.reduce((acc, size, d) => acc + (size - 1) * ref.stride[d], offset);
-    if (last >= storage.floats.length) {
-      throw fileError(
-        source,
-        `tensor '${name}' reads storage '${ref.storage.key}' up to element ${last}, ` +
-          `but the storage has only ${storage.floats.length} elements (truncated or corrupt file?)`,
-      );
+  if (!Number.isSafeInteger(offset) || offset < 0) {
+    throw fileError(source, `tensor '${name}' has an invalid storage offset ${offset}`);
+  }
+  let n = 1;
+  for (const size of shape) n *= size;
+  const shapeText = `[${shape.join(', ')}]`;
+  if (n > MAX_TENSOR_ELEMENTS) {
+    throw fileError(
+      source,
+      `tensor '${name}' has shape ${shapeText}, ${n} elements (more than ${MAX_TENSOR_ELEMENTS})`,
+    );
+  }
+  if (n === 0) return 0;
+  // Strides are non-negative, so the furthest element read is at offset + sum((size - 1) * stride).
+  let last = offset;
+  for (let d = 0; d < shape.length; d++) last += (shape[d] - 1) * ref.stride[d];
+  if (!(last < storage.floats.length)) {
+    throw fileError(
+      source,
+      `tensor '${name}' reads storage '${ref.storage.key}' up to element ${last}, ` +
+        `but the storage has only ${storage.floats.length} elements (truncated or corrupt file?)`,
+    );
+  }
+  const limit = Math.max(MIN_ELEMENT_LIMIT, STORAGE_MULTIPLE * storage.floats.length);
+  if (n > limit) {
+    throw fileError(
+      source,
+      `tensor '${name}' has shape ${shapeText}, ${n} elements, over a storage '${ref.storage.key}' of only ` +
+        `${storage.floats.length} elements (more than ${limit} is refused; corrupt or hostile file?)`,
+    );
+  }
+  return n;
+}
+
+function dictKey(key: PyValue, source: string, depth = 0): string {
+  if (typeof key === 'string' || typeof key === 'number' || typeof key === 'bigint' || typeof key === 'boolean') {
+    return String(key);
+  }
+  if (key instanceof PyTuple) {
+    // A hostile key may nest deeply or share sub-tuples: bound the depth and the length.
+    if (depth > MAX_DEPTH) throw fileError(source, `a dict key nests tuples deeper than ${MAX_DEPTH} levels`);
+    let text = '(';
+    for (const [i, item] of key.items.entries()) {
+      text += (i > 0 ? ', ' : '') + dictKey(item, source, depth + 1);
+      if (text.length > MAX_KEY_LENGTH)
+        throw fileError(source, `a dict key is longer than ${MAX_KEY_LENGTH} characters`);
     }
+    return text + ')';
   }
-  const tensor: NamedTensor = {
-    shape,
-    dtype: ref.storage.dtype,
-    data: gather(storage.floats, offset, shape, ref.stride, n),
-  };
-  if (storage.integers && isIntegerDType(ref.storage.dtype)) {
-    tensor.integers = gather(storage.integers, offset, shape, ref.stride, n);
+  return describe(key);
+}
+
+const MAX_KEY_LENGTH = 4096;
+
+/** Dense row-major copy of the elements a (shape, strides, offset) view selects. */
+function gatherTensor(ref: TensorRef, storage: DecodedValues, n: number, name: string, source: string): NamedTensor {
+  const shape = [...ref.shape];
+  const offset = ref.storage.elementOffset + ref.storageOffset;
+  try {
+    const tensor: NamedTensor = {
+      shape,
+      dtype: ref.storage.dtype,
+      data: gather(storage.floats, offset, shape, ref.stride, n),
+    };
+    if (storage.integers && isIntegerDType(ref.storage.dtype)) {
+      tensor.integers = gather(storage.integers, offset, shape, ref.stride, n);
+    }
+    return tensor;
+  } catch (err) {
+    if (err instanceof RangeError) throw fileError(source, `tensor '${name}' is too large to load (${err.message})`);
+    throw err;
   }
-  return tensor;
 }
 
 function gather<T extends Float32Array | BigInt64Array>(

@@ -8,6 +8,7 @@
 // "extra" field so every record's data starts at a multiple of 64 bytes (torch memory-maps
 // tensor data in place); it switches to ZIP64 fields only where a size or offset needs them.
 
+import { constants as bufferConstants } from 'node:buffer';
 import * as zlib from 'node:zlib';
 import { bufferSource, fileError, type ByteSource } from './byte-source.js';
 import { crc32 } from './crc32.js';
@@ -114,17 +115,44 @@ export class ZipReader {
   }
 
   private inflate(entry: ZipEntryInfo, compressed: Uint8Array): Uint8Array {
+    // Deflate cannot expand data by more than about 1032:1, so a larger declared size is a lie;
+    // refuse it before allocating, and never inflate past the declared size (a "zip bomb").
+    const limit = compressed.length * MAX_DEFLATE_RATIO + 1024;
+    if (entry.size > limit) {
+      throw fileError(
+        this.source.name,
+        `ZIP entry '${entry.name}' declares ${entry.size} bytes from only ${compressed.length} compressed bytes, ` +
+          `more than deflate can produce`,
+      );
+    }
+    let inflated: Buffer;
     try {
-      const inflated = zlib.inflateRawSync(compressed);
-      return new Uint8Array(inflated.buffer, inflated.byteOffset, inflated.byteLength);
+      inflated = zlib.inflateRawSync(compressed, { maxOutputLength: Math.min(entry.size + 1, MAX_BUFFER) });
     } catch (err) {
+      if ((err as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') {
+        throw fileError(
+          this.source.name,
+          `ZIP entry '${entry.name}' inflates to more than the ${entry.size} bytes its directory declares`,
+        );
+      }
       throw fileError(
         this.source.name,
         `ZIP entry '${entry.name}' has corrupt deflate data (${(err as Error).message})`,
       );
     }
+    if (inflated.length > entry.size) {
+      throw fileError(
+        this.source.name,
+        `ZIP entry '${entry.name}' inflates to more than the ${entry.size} bytes its directory declares`,
+      );
+    }
+    return new Uint8Array(inflated.buffer, inflated.byteOffset, inflated.byteLength);
   }
 }
+
+const MAX_BUFFER = bufferConstants.MAX_LENGTH;
+/** Deflate's largest possible expansion ratio (about 1032:1), rounded up. */
+const MAX_DEFLATE_RATIO = 1040;
 
 function readCentralDirectory(source: ByteSource): ZipEntryInfo[] {
   const end = findEndRecord(source);
