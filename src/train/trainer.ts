@@ -125,6 +125,7 @@ export async function trainModel(opts: TrainOptions): Promise<TrainSummary> {
   let history: EpochSummary[] = [];
   let partial: EpochProgress | null = null;
   let resumedFrom: TrainSummary['resumedFrom'] = null;
+  let resumeFile = '';
   if (opts.resume) {
     const ckpt =
       typeof opts.resume === 'object'
@@ -139,6 +140,11 @@ export async function trainModel(opts: TrainOptions): Promise<TrainSummary> {
     decoder.loadStateDict(ckpt.decoder, `checkpoint ${file}`);
     restoreAdam(adam, names, ckpt, file);
     ({ epoch, batch: fromBatch, globalStep, bestAccuracy, bestEpoch, history, partial } = ckpt.state);
+    if (!(Number.isInteger(fromBatch) && fromBatch >= 0 && fromBatch <= batchesPerEpoch))
+      throw new Error(
+        `checkpoint ${file}: batch ${fromBatch} is outside the epoch's ${batchesPerEpoch} batches (0 to ${batchesPerEpoch})`,
+      );
+    resumeFile = file;
     if (globalStep !== (epoch - 1) * batchesPerEpoch + fromBatch)
       throw new Error(
         `checkpoint ${file}: inconsistent position (epoch ${epoch}, batch ${fromBatch}, step ${globalStep})`,
@@ -177,8 +183,7 @@ export async function trainModel(opts: TrainOptions): Promise<TrainSummary> {
     globalStep,
     totalSeconds: (Date.now() - started) / 1000,
   });
-  if (resumedFrom)
-    progress.log(`Resuming from ${checkpointFile}: epoch ${epoch}, batch ${fromBatch} (step ${globalStep})`);
+  if (resumedFrom) progress.log(`Resuming from ${resumeFile}: epoch ${epoch}, batch ${fromBatch} (step ${globalStep})`);
 
   // ---- epochs
   for (; epoch <= s.epochs; epoch++, fromBatch = 0, partial = null) {
