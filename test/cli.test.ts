@@ -139,7 +139,7 @@ test('train, then --resume with other flags: the error names the flags that diff
       again.stderr,
       /--resume .*m\.ckpt\.safetensors: the checkpoint belongs to a different run:\n {2}--lr 0\.002: the checkpoint used 0\.001\n/,
     );
-    assert.match(again.stderr, /only --epochs may grow\), or start afresh without --resume/);
+    assert.match(again.stderr, /only --epochs may grow, and --lr shrink\), or start afresh without --resume/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -1,7 +1,7 @@
 // Bad input to trainModel / evaluateModel is refused before any work starts, with an error
 // that names the option (or file) and what was expected, and leaves no file behind.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -124,7 +124,7 @@ test('resuming with different options names them', async () => {
     assert.deepEqual(readdirSync(runDir), ['m.ckpt.safetensors']);
     await assert.rejects(
       trainModel({ ...base, lr: 0.002, seed: 1, resume: true }),
-      /different run:\n {2}TrainOptions\.lr 0\.002: the checkpoint used 0\.001\n {2}TrainOptions\.seed 1: the checkpoint used 42\n.*only TrainOptions\.epochs may grow/,
+      /different run:\n {2}TrainOptions\.lr 0\.002: the checkpoint used 0\.001\n {2}TrainOptions\.seed 1: the checkpoint used 42\n.*only TrainOptions\.epochs may grow, and TrainOptions\.lr shrink/,
     );
     await assert.rejects(
       trainModel({ ...base, decoder: { name: 'ConvDecoder28', args: [16, 1] }, resume: true }),
@@ -145,4 +145,63 @@ test('evaluateModel refuses a dataset of another size and a bad batch size', asy
   assert.equal(r.total, 4);
   assert.equal(r.accuracy, (r.correct * 100) / 4);
   assert.ok(Number.isFinite(r.loss) && r.loss > 0);
+});
+
+test('a non-finite loss stops training with the epoch and step, keeping the last checkpoint and the best model', async () => {
+  const out = mkdtempSync(join(dir, 'nan-'));
+  const model = buildModel('ShallowCapsNet', [28, 1, 10, 16]);
+  const decoder = buildDecoder('FCDecoder', [16, 784]);
+  const train = blank('mnist', 'train', 28, 1, 8);
+  const file = join(out, 'model.pt');
+  // after the first step of epoch 2 a weight turns NaN (as a diverging run's would): the
+  // next step's loss is NaN
+  const run = trainModel(
+    opts({
+      model,
+      decoder,
+      train,
+      epochs: 3,
+      batchSize: 4,
+      fullPrecisionFilename: file,
+      onStep: (r) => {
+        if (r.epoch === 2 && r.batch === 1)
+          model
+            .parameters()
+            .find((p) => p.name === 'digit.weight')!
+            .param.data.fill(NaN);
+      },
+    }),
+  );
+  await assert.rejects(run, (err: Error) => {
+    assert.equal(err.name, 'NonFiniteTrainingError');
+    assert.match(
+      err.message,
+      /^non-finite output \(margin loss: capsules \[4, 10, 16\] has a non-finite value \(NaN\).*\) at epoch 2, batch 2 \(step 4\); training stopped before the update/,
+    );
+    assert.match(err.message, /The last good checkpoint is .*model\.ckpt\.safetensors, /);
+    assert.match(err.message, /; resume from that checkpoint with a smaller learning rate\.$/);
+    // the best model is named when there is one on disk (epoch 1's test pass on blank images
+    // may have found nothing better than 0%)
+    assert.equal(/the best model .*model\.pt/.test(err.message), existsSync(file), err.message);
+    return true;
+  });
+  // the checkpoint on disk is epoch 1's, finite
+  const { readSafetensors } = await import('../src/io/safetensors.js');
+  for (const [name, t] of readSafetensors(join(out, 'model.ckpt.safetensors')).tensors)
+    assert.ok(t.data.every(Number.isFinite), `${name} finite`);
+  // and the run continues from the checkpoint with a smaller learning rate
+  const resumed = await trainModel(
+    opts({
+      model: buildModel('ShallowCapsNet', [28, 1, 10, 16]),
+      decoder: buildDecoder('FCDecoder', [16, 784]),
+      train,
+      epochs: 3,
+      batchSize: 4,
+      lr: 0.0001,
+      fullPrecisionFilename: file,
+      resume: true,
+    }),
+  );
+  assert.equal(resumed.resumedFrom?.epoch, 2);
+  assert.equal(resumed.epochs.length, 3);
 });

@@ -3,7 +3,7 @@
 import type { Dataset } from '../data/dataset.js';
 import type { CapsDecoder, CapsNet } from '../models/capsnet.js';
 import type { LoadedCheckpoint } from '../train/checkpoint.js';
-import { trainModel } from '../train/trainer.js';
+import { NonFiniteTrainingError, trainModel } from '../train/trainer.js';
 import { type Options, trainSettingsFromFlags } from './args.js';
 
 export interface TrainingOutcome {
@@ -45,10 +45,17 @@ export async function runTraining(
     resume: resume ?? undefined,
     log,
     signal: abort.signal,
-  }).finally(() => {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-  });
+  })
+    .catch((err: unknown) => {
+      if (!(err instanceof NonFiniteTrainingError)) throw err;
+      const lr = Number(o.lr) / 10;
+      const again = err.checkpointFile ? `--resume ${err.checkpointFile} --lr ${lr}` : `--lr ${lr}`;
+      throw new Error(`${err.message} For example: the same command with ${again}`, { cause: err });
+    })
+    .finally(() => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    });
   if (summary.interrupted)
     throw new Error(`training was interrupted; continue with --resume ${summary.checkpointFile}`);
   log(

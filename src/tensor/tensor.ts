@@ -94,11 +94,18 @@ export function expectShape(t: Tensor, shape: Shape, op: string, name: string): 
   }
 }
 
+/** A NaN or Infinity where an op needs finite values (a diverging training run, say). */
+export class NonFiniteValueError extends Error {
+  override name = 'NonFiniteValueError';
+}
+
 export function expectFinite(t: Tensor, op: string, name: string): void {
   const d = t.data;
   for (let i = 0; i < d.length; i++) {
     if (!Number.isFinite(d[i])) {
-      throw new Error(`${op}: ${name} ${shapeStr(t.shape)} has a non-finite value (${d[i]}) at flat index ${i}`);
+      throw new NonFiniteValueError(
+        `${op}: ${name} ${shapeStr(t.shape)} has a non-finite value (${d[i]}) at flat index ${i}`,
+      );
     }
   }
 }

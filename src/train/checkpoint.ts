@@ -273,6 +273,8 @@ export function checkResumable(ckpt: LoadedCheckpoint, run: RunIdentity, names: 
   for (const key of SAME_SETTINGS) {
     const ours = run.settings[key];
     const theirs = state.settings[key];
+    // a smaller learning rate is how a run that diverged continues
+    if (key === 'lr' && typeof ours === 'number' && typeof theirs === 'number' && ours < theirs) continue;
     if (ours !== theirs) problems.push(`${names.settings[key]} ${String(ours)}: the checkpoint used ${String(theirs)}`);
   }
   const done = state.history.length;
@@ -283,6 +285,6 @@ export function checkResumable(ckpt: LoadedCheckpoint, run: RunIdentity, names: 
   if (problems.length)
     throw new Error(
       `${names.resume} ${ckpt.file}: the checkpoint belongs to a different run:\n  ${problems.join('\n  ')}\n` +
-        `Pass the settings of the original run (only ${names.settings.epochs} may grow), or start afresh without ${names.resume}.`,
+        `Pass the settings of the original run (only ${names.settings.epochs} may grow, and ${names.settings.lr} shrink), or start afresh without ${names.resume}.`,
     );
 }

@@ -12,6 +12,7 @@
 //     run take exactly the steps of an uninterrupted one.
 // Every option is checked before any work starts, errors naming the option (TrainOptions.lr);
 // files are written atomically.
+import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { augmentationFor } from '../data/augment.js';
 import { DataLoader } from '../data/loader.js';
@@ -22,6 +23,7 @@ import { writeStateDict } from '../io/pt.js';
 import { kernels } from '../tensor/kernels.js';
 import { Adam } from '../tensor/ops/adam.js';
 import { give } from '../tensor/pool.js';
+import { NonFiniteValueError } from '../tensor/tensor.js';
 import {
   adamNames,
   checkResumable,
@@ -203,10 +205,34 @@ export async function trainModel(opts: TrainOptions): Promise<TrainSummary> {
       model.zeroGrad();
       decoder.zeroGrad();
       adam.lr = lastLr = learningRate(globalStep, s.lr, s.decayRate, s.decaySteps);
-      const r = trainingStep(model, decoder, batch.images, batch.labels, {
-        regularizationScale: s.regularizationScale,
-        hard,
-      });
+      // a non-finite output, loss or gradient stops training before it reaches the weights: the
+      // last checkpoint and the best model on disk stay as they were
+      const stop = (what: string) => {
+        progress.finishEpoch();
+        return new NonFiniteTrainingError(
+          what,
+          epoch,
+          batch.batchIndex + 1,
+          globalStep + 1,
+          existsSync(checkpointFile) ? checkpointFile : null,
+          bestEpoch !== null && existsSync(modelFile) ? modelFile : null,
+        );
+      };
+      let r: ReturnType<typeof trainingStep>;
+      try {
+        r = trainingStep(model, decoder, batch.images, batch.labels, {
+          regularizationScale: s.regularizationScale,
+          hard,
+        });
+      } catch (err) {
+        if (err instanceof NonFiniteValueError) throw stop(`output (${err.message})`);
+        throw err;
+      }
+      const bad = !Number.isFinite(r.loss) ? 'loss' : firstNonFinite(params, grads);
+      if (bad !== null) {
+        give(r.caps.data);
+        throw stop(bad);
+      }
       adam.update(grads);
       const batchAccuracy = countCorrect(r.caps, batch.labels) / B;
       give(r.caps.data);
@@ -288,4 +314,40 @@ export async function trainModel(opts: TrainOptions): Promise<TrainSummary> {
   }
   progress.log(`Best Full-Precision Accuracy: ${bestAccuracy}% (epoch ${bestEpoch ?? '-'})`);
   return summary(false);
+}
+
+/** Training met a non-finite loss or gradient (SPEC 3's losses diverged: usually a learning
+ *  rate too large). Nothing was written after the last good state. */
+export class NonFiniteTrainingError extends Error {
+  constructor(
+    /** 'loss', 'output (...)' (the model's capsules), or the gradient's parameter name */
+    readonly what: string,
+    readonly epoch: number,
+    /** 1-based batch of the epoch, and optimizer step */
+    readonly batch: number,
+    readonly step: number,
+    /** the last checkpoint written (null: none yet) and the best model so far (null: none) */
+    readonly checkpointFile: string | null,
+    readonly bestModelFile: string | null,
+  ) {
+    super(
+      `non-finite ${what === 'loss' || what.startsWith('output') ? what : `gradient of ${what}`} at epoch ${epoch}, batch ${batch} (step ${step}); ` +
+        `training stopped before the update. ` +
+        (checkpointFile ? `The last good checkpoint is ${checkpointFile}` : 'No checkpoint was written yet') +
+        (bestModelFile ? `, the best model ${bestModelFile}` : ', and there is no best model yet') +
+        `; resume${checkpointFile ? ' from that checkpoint' : ''} with a smaller learning rate.`,
+    );
+    this.name = 'NonFiniteTrainingError';
+  }
+}
+
+/** The name of the first parameter whose gradient holds NaN or Infinity, or null. */
+function firstNonFinite(params: readonly { name: string }[], grads: readonly { data: Float32Array }[]): string | null {
+  for (let k = 0; k < grads.length; k++) {
+    const g = grads[k].data;
+    let sum = 0;
+    for (let i = 0; i < g.length; i++) sum += g[i] * 0; // NaN * 0 and Infinity * 0 are NaN
+    if (sum !== 0) return params[k].name;
+  }
+  return null;
 }
