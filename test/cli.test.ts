@@ -158,10 +158,10 @@ test('evaluate and search end to end: JSON, quantized .pt files that load back, 
     const acc = JSON.parse(ev.stdout.trim().split('\n').pop()!);
     assert.equal(acc.total, 200);
     assert.equal(acc.accuracy, (acc.correct * 100) / 200);
-    // a wrong model for the checkpoint: the differing keys are listed
+    // a wrong model for the checkpoint: the flags that fit it
     const wrong = run(['evaluate', ...common, '--model', 'DeepCaps', '--model-args', '28', '1', '10', '32']);
     assert.equal(wrong.status, 2);
-    assert.match(wrong.stderr, /conv1\.conv\.weight/);
+    assert.match(wrong.stderr, /pass --model ShallowCapsNet --model-args 28 1 10 16/);
     const out = join(dir, 'out');
     const s = run([
       'search',
@@ -189,6 +189,23 @@ test('evaluate and search end to end: JSON, quantized .pt files that load back, 
     assert.ok(report.evaluations.length >= 5 && report.steps.length >= 3);
     assert.match(readFileSync(join(out, 'net_qcapsnets.html'), 'utf8'), /<svg[\s\S]*STEP|step1/);
     assert.match(s.stdout, /STEP1 output:\n {2}weight bits: +\[\d+, \d+, \d+\]/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a checkpoint of the other model (or other args) is one line naming the flags that fit it', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'qcaps-cli-other-'));
+  try {
+    const file = join(dir, 'deep.pt');
+    writeStateDict(file, buildModel('DeepCaps', [28, 1, 10, 32]).stateDict());
+    const r = run(['evaluate', '--trained-weights-path', file, '--test-limit', '10']);
+    assert.equal(r.status, 2);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    assert.match(
+      r.stderr,
+      /holds a DeepCaps 28 1 10 32 state_dict, not ShallowCapsNet 28 1 10 16: pass --model DeepCaps --model-args 28 1 10 32/,
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -16,6 +16,7 @@ import {
   searchModel,
   type SearchProgress,
   uniformBits,
+  models,
   quant,
   Tensor,
 } from '../src/index.js';
@@ -193,4 +194,15 @@ test("activation memory: elements per image at each layer's activation points, x
     assert.equal(s.activationKB, quant.activationMemoryBits(counts, s.bits.actBits) / 8000, s.step);
     assert.ok(s.activationReduction! > 1, s.step);
   }
+});
+
+test('modelOfStateDict reads the model and its arguments from a state_dict', () => {
+  for (const [name, args] of [
+    ['ShallowCapsNet', [28, 1, 10, 16]],
+    ['ShallowCapsNet', [64, 3, 10, 16]],
+    ['DeepCaps', [28, 1, 10, 32]],
+    ['DeepCaps', [64, 3, 10, 32]],
+  ] as const)
+    assert.deepEqual(models.modelOfStateDict(buildModel(name, [...args]).stateDict()), { name, args: [...args] });
+  assert.equal(models.modelOfStateDict(new Map([['fc.weight', { shape: [2, 2] }]])), null);
 });

@@ -5,6 +5,7 @@
 import { accessSync, constants, existsSync, mkdirSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { DATASET_INFO, isDatasetName } from '../data/load.js';
+import { DEEPCAPS_INPUT_SIZES } from '../models/deepcaps.js';
 import type { DatasetName } from '../data/sources.js';
 import type { CapsDecoder, CapsNet, DecoderName, ModelName } from '../models/capsnet.js';
 import {
@@ -388,8 +389,15 @@ function moduleFromFlags<T>(o: Options, which: 'model' | 'decoder', build: (name
 export function modulesFromFlags(o: Options, training: boolean): { model: CapsNet; decoder: CapsDecoder | null } {
   const seed = num(o, 'seed');
   const shape = datasetShapeFromFlags(o);
-  const model = moduleFromFlags(o, 'model', (name, args) => buildModel(name, args, { seed }));
-  checkModelFitsDataset(model, shape, FLAG_NAMES);
+  // the fit against --dataset before anything is built (a wrong --model-args can ask for GBs)
+  const name = str(o, 'model');
+  const args = o['model-args'] as number[];
+  const buildable = name !== 'DeepCaps' || (DEEPCAPS_INPUT_SIZES as readonly number[]).includes(args[0]);
+  if (isModelName(name) && moduleArgsProblem(name, args) === null && buildable) {
+    const [inputWh, inputCh, numClasses, capsDim] = args;
+    checkModelFitsDataset({ kind: name, inputWh, inputCh, numClasses, capsDim, args }, shape, FLAG_NAMES);
+  }
+  const model = moduleFromFlags(o, 'model', (n, a) => buildModel(n, a, { seed }));
   if (!training) return { model, decoder: null };
   const decoder = moduleFromFlags(o, 'decoder', (name, args) => buildDecoder(name, args, { seed }));
   checkDecoderFits(decoder, model, shape, FLAG_NAMES);

@@ -11,6 +11,7 @@ import type { DatasetName } from '../data/sources.js';
 import { downloadDataset } from '../data/download.js';
 import type { Dataset } from '../data/dataset.js';
 import type { CapsNet } from '../models/capsnet.js';
+import { modelOfStateDict } from '../models/factory.js';
 import { parseQuantMethod, parseRoundingCompat } from '../quant/methods.js';
 import { evaluateFullPrecision } from '../models/evaluate.js';
 import { readStateDict } from '../io/pt.js';
@@ -71,7 +72,19 @@ function loadTrained(o: Options, model: CapsNet): string {
       `--trained-weights-path ${path}: expected a .pt state_dict file (written by torch.save or by qcapsnets)`,
     );
   }
-  model.loadStateDict(readStateDict(path), path);
+  const sd = readStateDict(path);
+  try {
+    model.loadStateDict(sd, path);
+  } catch (err) {
+    // a file of the other model, or of other --model-args: one line that says which flags fit
+    const found = modelOfStateDict(sd);
+    if (!found) throw err;
+    throw new Error(
+      `--trained-weights-path ${path} holds a ${found.name} ${found.args.join(' ')} state_dict, not ${model.kind} ` +
+        `${model.args.join(' ')}: pass --model ${found.name} --model-args ${found.args.join(' ')}`,
+      { cause: err },
+    );
+  }
   return path;
 }
 

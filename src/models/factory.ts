@@ -84,3 +84,30 @@ export function buildDecoder(name: string, args: readonly number[], opts: BuildO
       return new ConvDecoder64(a, b, seed);
   }
 }
+
+/** Which model a state_dict belongs to, and its --model-args, read from its tensors' names and
+ *  shapes (for a helpful error when a file of the other model, or other args, is given);
+ *  null when it is neither model's. */
+export function modelOfStateDict(
+  sd: ReadonlyMap<string, { shape: readonly number[] }>,
+): { name: ModelName; args: number[] } | null {
+  const shape = (k: string) => sd.get(k)?.shape;
+  const conv = shape('conv.conv.weight');
+  const digit = shape('digit.weight');
+  const digitBias = shape('digit.bias');
+  if (conv?.length === 4 && digit?.length === 3 && digitBias?.length === 2) {
+    // digit reads 32 capsule types on a g x g grid, g = floor((wh - 17) / 2) + 1: wh = 2g + 16
+    // (28 for 1152 capsules, 64 for 18432; 2g + 15 gives the same grid)
+    const g = Math.round(Math.sqrt(digit[0] / 32));
+    if (32 * g * g === digit[0])
+      return { name: 'ShallowCapsNet', args: [2 * g + 16, conv[1], digitBias[0], digitBias[1]] };
+  }
+  const conv1 = shape('conv1.conv.weight');
+  const caps = shape('capsLayer.weight');
+  const capsBias = shape('capsLayer.bias');
+  if (conv1?.length === 4 && caps?.length === 3 && capsBias?.length === 2) {
+    const wh = caps[0] === 640 ? 28 : caps[0] === 2560 ? 64 : null;
+    if (wh !== null) return { name: 'DeepCaps', args: [wh, conv1[1], capsBias[0], capsBias[1]] };
+  }
+  return null;
+}

@@ -92,7 +92,14 @@ function describeImages(ds: DatasetShape): string {
 }
 
 /** The model's input size and class count must match the dataset's images, classes and labels. */
-export function checkModelFitsDataset(model: CapsNet, ds: DatasetShape, names: OptionNames = TRAIN_OPTION_NAMES): void {
+/** What the fit check needs of a model: a built one, or its name and arguments before it is built. */
+export type ModelShape = Pick<CapsNet, 'kind' | 'inputWh' | 'inputCh' | 'numClasses' | 'capsDim' | 'args'>;
+
+export function checkModelFitsDataset(
+  model: ModelShape,
+  ds: DatasetShape,
+  names: OptionNames = TRAIN_OPTION_NAMES,
+): void {
   const where = describeDataset(ds);
   if (ds.count === 0) throw new Error(`dataset ${where} is empty (${ds.source ?? 'no images'})`);
   if (ds.height !== model.inputWh || ds.width !== model.inputWh || ds.channels !== model.inputCh) {
