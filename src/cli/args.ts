@@ -56,6 +56,8 @@ export const FLAGS: FlagSpec[] = [
     help: 'FCDecoder: in_dim out_dim; ConvDecoder*: in_dim out_ch',
   },
   { name: 'dataset', kind: 'string', default: 'mnist', help: 'mnist, fashion-mnist, cifar10 or svhn' },
+  { name: 'format', kind: 'string', default: 'vectors', help: 'export: what to write (vectors: golden vectors)' },
+  { name: 'images', kind: 'int', default: 10, help: 'export: how many test images (the first N)' },
   { name: 'no-training', kind: 'bool', default: false, help: 'skip training: load --trained-weights-path' },
   {
     name: 'full-precision-filename',
@@ -171,7 +173,8 @@ export const FLAGS: FlagSpec[] = [
 
 export type Options = Record<string, string | number | boolean | number[] | null>;
 
-export const SUBCOMMANDS = ['train', 'evaluate', 'search'] as const;
+export const SUBCOMMANDS = ['train', 'evaluate', 'search', 'export'] as const;
+export const EXPORT_FORMATS = ['vectors'] as const;
 export type Subcommand = (typeof SUBCOMMANDS)[number] | 'all';
 
 function parseNumber(flag: string, kind: 'int' | 'float', raw: string): number {
@@ -229,12 +232,14 @@ export function parseArgs(argv: string[]): { command: Subcommand; options: Optio
     if (raw === undefined) throw new Error(`--${spec.name}: missing value`);
     options[spec.name] = spec.kind === 'string' ? raw : parseNumber(spec.name, spec.kind, raw);
   }
+  if (!(EXPORT_FORMATS as readonly string[]).includes(String(options.format)))
+    throw new Error(`--format ${String(options.format)}: expected one of ${EXPORT_FORMATS.join(', ')}`);
   return { command, options };
 }
 
 export function helpText(): string {
   const lines = [
-    'usage: qcapsnets [train|evaluate|search] [flags]',
+    'usage: qcapsnets [train|evaluate|search|export] [flags]',
     '',
     'With no command: train (or load with --no-training), then run the Q-CapsNets search, as the',
     "reference's main.py does. train: training only. evaluate: the full-precision accuracy of",

@@ -16,6 +16,7 @@ import { parseQuantMethod, parseRoundingCompat } from '../quant/methods.js';
 import { evaluateFullPrecision } from '../models/evaluate.js';
 import { readStateDict } from '../io/pt.js';
 import { datasetFingerprint, readQuantizedModel } from '../io/quantized-file.js';
+import { runExport } from './export-job.js';
 import { backendInfo, kernels } from '../tensor/kernels.js';
 import {
   checkLoadedDataset,
@@ -181,6 +182,14 @@ async function main(): Promise<number> {
   const compat = parseRoundingCompat(str(o, 'rounding-compat'), '--rounding-compat');
   if (command === 'evaluate' && /\.safetensors$/i.test(str(o, 'trained-weights-path')))
     return evaluatePacked(o, givenFlags(argv));
+  if (command === 'export')
+    return runExport(
+      str(o, 'trained-weights-path'),
+      num(o, 'images'),
+      (o['output-dir'] as string | null) ?? null,
+      () => loadSplit(o, 'test'),
+      log,
+    );
   const training = trains(command, o);
   const { model, decoder } = modulesFromFlags(o, training);
   if (searches(command))

@@ -29,6 +29,15 @@ function quantizeInPlace(buf: Float32Array, spec: QuantSpec | null, stream: numb
   if (spec) quantizeTs(buf, buf, buf.length, { ...spec, stream: spec.stream + stream });
 }
 
+/** Called by the TypeScript reference routing after each value is computed and quantized:
+ *  (iteration, 'c' | 's' | 'v' | 'logits', values), and by capsulesForwardTs with iteration -1
+ *  and 'votes'. `values` is scratch that the routing goes on using: copy it to keep it. */
+export type RoutingRecord = (
+  iteration: number,
+  name: 'c' | 's' | 'v' | 'logits' | 'votes',
+  values: Float32Array,
+) => void;
+
 export function routingForwardTs(
   g: RoutingGeom,
   u: Float32Array,
@@ -37,6 +46,7 @@ export function routingForwardTs(
   saveS: Float32Array | null,
   saveC: Float32Array | null,
   quant: RoutingQuant | null,
+  record?: RoutingRecord,
 ): void {
   const { B, I, P, J, D, iterations } = g;
   const nc = B * I * P * J;
@@ -47,6 +57,7 @@ export function routingForwardTs(
   for (let t = 0; t < iterations; t++) {
     softmaxLogits(g, logits, c);
     quantizeInPlace(c, quant?.act ?? null, 4 * t);
+    record?.(t, 'c', c);
     for (let b = 0; b < B; b++)
       for (let p = 0; p < P; p++)
         for (let j = 0; j < J; j++) {
@@ -59,6 +70,7 @@ export function routingForwardTs(
           }
         }
     quantizeInPlace(s, quant?.routing ?? null, 4 * t + 1);
+    record?.(t, 's', s);
     for (let k = 0; k < ns; k += D) {
       let n2 = 0;
       for (let d = 0; d < D; d++) n2 += s[k + d] * s[k + d];
@@ -67,6 +79,7 @@ export function routingForwardTs(
       for (let d = 0; d < D; d++) v[k + d] = s[k + d] * f;
     }
     quantizeInPlace(v.subarray(0, ns), quant?.act ?? null, 4 * t + 2);
+    record?.(t, 'v', v.subarray(0, ns));
     if (saveS) saveS.set(s, t * ns);
     if (saveC) saveC.set(c, t * nc);
     if (t === iterations - 1) break; // the last update of the logits is never used
@@ -81,6 +94,7 @@ export function routingForwardTs(
             logits[((b * I + i) * P + p) * J + j] += dot;
           }
     quantizeInPlace(logits, quant?.routing ?? null, 4 * t + 3);
+    record?.(t, 'logits', logits);
   }
 }
 
@@ -94,6 +108,7 @@ export function capsulesForwardTs(
   bias: Float32Array,
   v: Float32Array,
   quant: RoutingQuant | null,
+  record?: RoutingRecord,
 ): void {
   const { B, I, Din, J, D, iterations } = g;
   const JD = J * D;
@@ -109,7 +124,8 @@ export function capsulesForwardTs(
       }
     }
   if (quant?.votes) quantizeTs(u, u, u.length, quant.votes);
-  routingForwardTs({ B, I, P: 1, J, D, iterations, softmax: 'j' }, u, bias, v, null, null, quant);
+  record?.(-1, 'votes', u);
+  routingForwardTs({ B, I, P: 1, J, D, iterations, softmax: 'j' }, u, bias, v, null, null, quant, record);
 }
 
 export function routingBackwardTs(
