@@ -3,6 +3,7 @@
 // margins that order its batches): eval mode (BatchNorm running statistics), batches in a
 // given order, accuracy = correct * 100 / total, loss = the margin loss with the normal margins
 // averaged per batch and then over the batches, and each image's margin.
+import { EVAL, type ForwardContext } from '../nn/module.js';
 import { give, take } from '../tensor/pool.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { CapsNet } from './capsnet.js';
@@ -50,6 +51,43 @@ export function sourceBatch(data: ImageSource, b: number, batchSize: number, ord
   return x;
 }
 
+/** One pass in eval mode over `data`'s batches (in `order`, position -> image index, when
+ *  given): batch b runs with `contextOf(b)` and `visit` sees its class capsules, its labels and
+ *  the position of its first image; the model's train/eval mode is put back afterwards. Used by
+ *  the full-precision pass and by QuantizedModel.evaluate. `fn` names the caller in errors. */
+export function forEachBatch(
+  fn: string,
+  model: CapsNet,
+  data: ImageSource,
+  opts: FullPrecisionOptions,
+  contextOf: (b: number) => ForwardContext,
+  visit: (caps: Tensor, labels: Int32Array, first: number) => void,
+): void {
+  const { batchSize } = opts;
+  if (!(Number.isInteger(batchSize) && batchSize >= 1))
+    throw new Error(`${fn}: batchSize ${batchSize}: expected a positive integer`);
+  if (!(data.count >= 1)) throw new Error(`${fn}: the data holds no images`);
+  const order = opts.order ?? null;
+  const total = data.count;
+  const wasTraining = model.training;
+  model.eval();
+  try {
+    for (let b = 0, first = 0; first < total; b++, first += batchSize) {
+      const x = sourceBatch(data, b, batchSize, order);
+      const n = x.shape[0];
+      const labels = new Int32Array(n);
+      for (let i = 0; i < n; i++) labels[i] = data.labels[order ? order[first + i] : first + i];
+      const caps = model.forward(x, contextOf(b));
+      give(x.data);
+      visit(caps, labels, first);
+      give(caps.data);
+      opts.onBatch?.(Math.min(total, first + batchSize), total);
+    }
+  } finally {
+    model.train(wasTraining);
+  }
+}
+
 /** One full pass of the model's own parameters over `data`. */
 export function evaluateFullPrecision(
   model: CapsNet,
@@ -57,39 +95,28 @@ export function evaluateFullPrecision(
   opts: FullPrecisionOptions,
 ): FullPrecisionResult {
   const t0 = performance.now();
-  const { batchSize } = opts;
-  if (!(Number.isInteger(batchSize) && batchSize >= 1))
-    throw new Error(`evaluateFullPrecision: batchSize ${batchSize}: expected a positive integer`);
-  if (!(data.count >= 1)) throw new Error('evaluateFullPrecision: the data holds no images');
   const order = opts.order ?? null;
-  const total = data.count;
-  const batches = Math.ceil(total / batchSize);
-  const margins = new Float64Array(total);
-  const wasTraining = model.training;
-  model.eval();
+  const margins = new Float64Array(data.count);
   let correct = 0;
   let lossSum = 0;
-  try {
-    for (let b = 0; b < batches; b++) {
-      const x = sourceBatch(data, b, batchSize, order);
-      const n = x.shape[0];
-      const labels = new Int32Array(n);
-      for (let i = 0; i < n; i++) labels[i] = data.labels[order ? order[b * batchSize + i] : b * batchSize + i];
-      const caps = model.forward(x, false);
-      give(x.data);
+  let batches = 0;
+  forEachBatch(
+    'evaluateFullPrecision',
+    model,
+    data,
+    opts,
+    () => EVAL,
+    (caps, labels, first) => {
       correct += countCorrect(caps, labels);
       lossSum += marginLossValue(caps, labels);
-      for (let i = 0; i < n; i++) {
-        const p = b * batchSize + i;
+      batches++;
+      for (let i = 0; i < labels.length; i++) {
         const m = classMargin(caps, i, labels[i]);
-        margins[order ? order[p] : p] = Number.isNaN(m) ? -Infinity : m;
+        margins[order ? order[first + i] : first + i] = Number.isNaN(m) ? -Infinity : m;
       }
-      give(caps.data);
-      opts.onBatch?.(Math.min(total, (b + 1) * batchSize), total);
-    }
-  } finally {
-    model.train(wasTraining);
-  }
+    },
+  );
+  const total = data.count;
   return {
     accuracy: (correct * 100.0) / total,
     correct,

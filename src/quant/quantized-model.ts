@@ -3,10 +3,9 @@
 // the quantized weights for the call and put the full-precision ones back afterwards, so the
 // float model is the same before and after.
 import type { CapsNet, QuantLayerInfo } from '../models/capsnet.js';
-import { type ImageSource, sourceBatch } from '../models/evaluate.js';
+import { forEachBatch, type ImageSource } from '../models/evaluate.js';
 import { countCorrect } from '../models/metrics.js';
 import type { StateTensor } from '../nn/module.js';
-import { give } from '../tensor/pool.js';
 import type { QuantMethod } from '../tensor/backend.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { type BitConfig, checkBitConfig, cloneBits } from './config.js';
@@ -35,14 +34,7 @@ export class QuantizedModel {
     bits: BitConfig,
     options: QuantizeOptions,
   ) {
-    if (!QUANT_METHODS.includes(options?.method))
-      throw new Error(`quantize: options.method '${options?.method}': expected one of ${QUANT_METHODS.join(', ')}`);
-    const compat = options.compat ?? 'none';
-    if (!ROUNDING_COMPATS.includes(compat))
-      throw new Error(`quantize: options.compat '${compat}': expected one of ${ROUNDING_COMPATS.join(', ')}`);
-    const seed = options.seed ?? 42;
-    if (!Number.isSafeInteger(seed) || seed < 0)
-      throw new Error(`quantize: options.seed ${seed}: expected a non-negative integer`);
+    const { compat, seed } = checkQuantizeOptions('quantize', options);
     checkBitConfig(model.quantLayers, bits, 'quantize: bits');
     this.bits = cloneBits(bits);
     this.method = options.method;
@@ -98,37 +90,25 @@ export class QuantizedModel {
       onBatch?: (done: number, total: number) => void;
     } = {},
   ): { accuracy: number; correct: number; total: number } {
-    const batchSize = options.batchSize ?? 100;
-    if (!(Number.isInteger(batchSize) && batchSize >= 1))
-      throw new Error(`QuantizedModel.evaluate: options.batchSize ${batchSize}: expected a positive integer`);
-    if (!(data?.count >= 1)) throw new Error('QuantizedModel.evaluate: data holds no images');
     const order = options.order ?? null;
-    if (order !== null) checkOrder(order, data.count);
-    const labels = order === null ? data.labels : Int32Array.from(order, (i) => data.labels[i]);
+    if (order !== null && data?.count >= 1) checkOrder(order, data.count);
     const m = this.model;
-    if (data.height !== m.inputWh || data.width !== m.inputWh || data.channels !== m.inputCh)
+    if (data?.count >= 1 && (data.height !== m.inputWh || data.width !== m.inputWh || data.channels !== m.inputCh))
       throw new Error(
         `QuantizedModel.evaluate: data has ${data.height}x${data.width}x${data.channels} images, the model takes ${m.inputWh}x${m.inputWh}x${m.inputCh}`,
       );
-    return this.withWeights(() => {
-      const wasTraining = m.training;
-      m.eval();
-      let correct = 0;
-      try {
-        const batches = Math.ceil(data.count / batchSize);
-        for (let b = 0; b < batches; b++) {
-          const x = sourceBatch(data, b, batchSize, order);
-          const caps = m.forward(x, { training: false, quant: this.quantizer.hooks(this.bits, b) });
-          give(x.data);
-          correct += countCorrect(caps, labels.subarray(b * batchSize, b * batchSize + x.shape[0]));
-          give(caps.data);
-          options.onBatch?.(Math.min(data.count, (b + 1) * batchSize), data.count);
-        }
-      } finally {
-        m.train(wasTraining);
-      }
-      return { accuracy: (correct * 100.0) / data.count, correct, total: data.count };
-    });
+    let correct = 0;
+    this.withWeights(() =>
+      forEachBatch(
+        'QuantizedModel.evaluate',
+        m,
+        data,
+        { batchSize: options.batchSize ?? 100, order, onBatch: options.onBatch },
+        (b) => ({ training: false, quant: this.quantizer.hooks(this.bits, b) }),
+        (caps, labels) => (correct += countCorrect(caps, labels)),
+      ),
+    );
+    return { accuracy: (correct * 100.0) / data.count, correct, total: data.count };
   }
 
   /** The model's state_dict with the quantized parameters (float32 values on the fixed-point
@@ -219,6 +199,20 @@ function checkOrder(order: Int32Array, count: number): void {
       throw new Error(`QuantizedModel.evaluate: options.order is not a permutation of 0..${count - 1}`);
     seen[i] = 1;
   }
+}
+
+/** A quantization's method, arithmetic and seed, with their defaults ('none', 42); errors
+ *  start with `fn` and name the option (quantize and searchModel share them). */
+export function checkQuantizeOptions(fn: string, o: QuantizeOptions): Required<QuantizeOptions> {
+  if (!QUANT_METHODS.includes(o?.method))
+    throw new Error(`${fn}: options.method '${o?.method}': expected one of ${QUANT_METHODS.join(', ')}`);
+  const compat = o.compat ?? 'none';
+  if (!ROUNDING_COMPATS.includes(compat))
+    throw new Error(`${fn}: options.compat '${compat}': expected one of ${ROUNDING_COMPATS.join(', ')}`);
+  const seed = o.seed ?? 42;
+  if (!Number.isSafeInteger(seed) || seed < 0)
+    throw new Error(`${fn}: options.seed ${seed}: expected a non-negative integer`);
+  return { method: o.method, compat, seed };
 }
 
 /** The model at a bit configuration (see QuantizedModel). */

@@ -5,9 +5,9 @@
 import type { CapsNet, QuantLayerInfo } from '../models/capsnet.js';
 import type { ImageSource } from '../models/evaluate.js';
 import { activationCounts } from '../quant/activation-volume.js';
-import { QuantizedModel } from '../quant/quantized-model.js';
+import { checkQuantizeOptions, QuantizedModel } from '../quant/quantized-model.js';
 import { ModelQuantizer } from '../quant/quantized-forward.js';
-import { QUANT_METHODS, type RoundingCompat, ROUNDING_COMPATS } from '../quant/methods.js';
+import type { RoundingCompat } from '../quant/methods.js';
 import type { QuantMethod } from '../tensor/backend.js';
 import { FastEvaluator } from './fast-evaluator.js';
 import { checkSearchSettings, runSearch, type SearchResult, type StepName } from './qcapsnets.js';
@@ -79,21 +79,16 @@ function checkOptions(
   test: ImageSource,
   o: SearchOptions,
 ): Required<Omit<SearchOptions, 'log' | 'onProgress'>> {
-  if (!QUANT_METHODS.includes(o?.method))
-    throw new Error(`searchModel: options.method '${o?.method}': expected one of ${QUANT_METHODS.join(', ')}`);
   const r = {
     ...SEARCH_DEFAULTS,
     ...Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)),
+    ...checkQuantizeOptions('searchModel', o),
   } as Required<Omit<SearchOptions, 'log' | 'onProgress'>>;
-  if (!ROUNDING_COMPATS.includes(r.compat))
-    throw new Error(`searchModel: options.compat '${r.compat}': expected one of ${ROUNDING_COMPATS.join(', ')}`);
   if (!(Number.isInteger(r.batchSize) && r.batchSize >= 1))
     throw new Error(`searchModel: options.batchSize ${r.batchSize}: expected a positive integer`);
   if (!(r.cacheMB >= 0)) throw new Error(`searchModel: options.cacheMB ${r.cacheMB}: expected 0 or more`);
   if (!(r.approximateMarginImages >= 0))
     throw new Error(`searchModel: options.approximateMarginImages ${r.approximateMarginImages}: expected 0 or more`);
-  if (!Number.isSafeInteger(r.seed) || r.seed < 0)
-    throw new Error(`searchModel: options.seed ${r.seed}: expected a non-negative integer`);
   if (!(test?.count >= 1)) throw new Error('searchModel: the test images are empty');
   if (test.height !== model.inputWh || test.width !== model.inputWh || test.channels !== model.inputCh)
     throw new Error(
