@@ -1,9 +1,44 @@
-// `qcapsnets export --format vectors`: golden vectors of a packed quantized model (see README Files).
+// `qcapsnets export --format vectors`: golden vectors of a packed quantized model (see README Files);
+// `--format onnx`: its quantized forward as an ONNX graph (README "ONNX export").
 import { existsSync, statSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { basename, dirname } from 'node:path';
 import type { Dataset } from '../data/dataset.js';
 import { exportGoldenVectors } from '../io/golden-vectors.js';
+import { exportOnnx, ONNX_ROUNDINGS } from '../io/onnx-export.js';
 import { readQuantizedModel } from '../io/quantized-file.js';
+import { checkWritableFolder } from './args.js';
+
+/** The packed quantized model at `path` (errors name the file and the flag). */
+function readPacked(path: string): ReturnType<typeof readQuantizedModel> {
+  if (!existsSync(path) || statSync(path).isDirectory())
+    throw new Error(`--trained-weights-path ${path}: no such file (expected a <stem>_quantized_<kind>.safetensors)`);
+  if (!/\.safetensors$/i.test(path))
+    throw new Error(
+      `--trained-weights-path ${path}: holds no quantized configuration (export needs a packed <stem>_quantized_<kind>.safetensors)`,
+    );
+  return readQuantizedModel(path);
+}
+
+/** `export --format onnx`: <stem>_quantized_<kind>.onnx beside the packed file (or in --output-dir). */
+export async function runOnnxExport(
+  path: string,
+  outputDir: string | null,
+  rounding: string | null,
+  log: (line: string) => void,
+): Promise<number> {
+  if (rounding !== null && !(ONNX_ROUNDINGS as readonly string[]).includes(rounding))
+    throw new Error(`--onnx-rounding ${rounding}: expected ${ONNX_ROUNDINGS.join(', ')}`);
+  if (outputDir !== null) checkWritableFolder(outputDir, '--output-dir');
+  const { quantized: q } = readPacked(path);
+  const r = exportOnnx(q, {
+    outDir: outputDir ?? dirname(path),
+    fileName: basename(path).replace(/\.safetensors$/i, '.onnx'),
+    rounding: rounding as (typeof ONNX_ROUNDINGS)[number] | null,
+    roundingLabel: '--onnx-rounding',
+  });
+  log(`ONNX graph (opset ${r.opset}, ${r.nodes} nodes, ${r.rounding}): ${r.file} (${r.bytes} bytes)`);
+  return 0;
+}
 
 export async function runExport(
   path: string,
@@ -12,13 +47,7 @@ export async function runExport(
   loadTest: () => Promise<Dataset>,
   log: (line: string) => void,
 ): Promise<number> {
-  if (!existsSync(path) || statSync(path).isDirectory())
-    throw new Error(`--trained-weights-path ${path}: no such file (expected a <stem>_quantized_<kind>.safetensors)`);
-  if (!/\.safetensors$/i.test(path))
-    throw new Error(
-      `--trained-weights-path ${path}: holds no quantized configuration (export needs a packed <stem>_quantized_<kind>.safetensors)`,
-    );
-  const { quantized: q } = readQuantizedModel(path);
+  const { quantized: q } = readPacked(path);
   const test = await loadTest();
   const outDir = outputDir ?? dirname(path);
   const r = exportGoldenVectors(q, test, { images, outDir });

@@ -16,7 +16,7 @@ import { parseQuantMethod, parseRoundingCompat } from '../quant/methods.js';
 import { evaluateFullPrecision } from '../models/evaluate.js';
 import { readStateDict } from '../io/pt.js';
 import { datasetFingerprint, readQuantizedModel } from '../io/quantized-file.js';
-import { runExport } from './export-job.js';
+import { runExport, runOnnxExport } from './export-job.js';
 import { backendInfo, kernels } from '../tensor/kernels.js';
 import {
   checkLoadedDataset,
@@ -182,6 +182,13 @@ async function main(): Promise<number> {
   const compat = parseRoundingCompat(str(o, 'rounding-compat'), '--rounding-compat');
   if (command === 'evaluate' && /\.safetensors$/i.test(str(o, 'trained-weights-path')))
     return evaluatePacked(o, givenFlags(argv));
+  if (command === 'export' && str(o, 'format') === 'onnx')
+    return runOnnxExport(
+      str(o, 'trained-weights-path'),
+      (o['output-dir'] as string | null) ?? null,
+      (o['onnx-rounding'] as string | null) ?? null,
+      log,
+    );
   if (command === 'export')
     return runExport(
       str(o, 'trained-weights-path'),

@@ -100,7 +100,9 @@ export function exportOnnx(q: QuantizedModel, options: OnnxExportOptions): OnnxE
   try {
     mkdirSync(dir, { recursive: true });
   } catch (err) {
-    throw new Error(`ONNX export: output folder ${options.outDir}: cannot create it (${(err as Error).message})`);
+    throw new Error(`ONNX export: output folder ${options.outDir}: cannot create it (${(err as Error).message})`, {
+      cause: err,
+    });
   }
   const file = join(dir, options.fileName ?? `${m.kind}_quantized_${q.method}.onnx`);
   writeFileAtomic(file, () => [bytes]);
