@@ -1,0 +1,232 @@
+// `qcapsnets export --format onnx`: the graph, run in onnxruntime-node, gives our quantized
+// forward's class lengths (within 1e-4) and predictions (identical), on both models; weights are
+// int8/int16 initializers behind DequantizeLinear; stochastic rounding needs --onnx-rounding;
+// bad input is a one-line error and leaves no file behind.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import onnxProto from 'onnx-proto';
+import type * as Ort from 'onnxruntime-node';
+import { loadDataset } from '../src/data/load.js';
+import type { Dataset } from '../src/data/dataset.js';
+import { exportOnnx } from '../src/io/onnx-export.js';
+import { writeQuantizedModel } from '../src/io/quantized-file.js';
+import { writeSafetensors } from '../src/io/safetensors.js';
+import { sourceBatch } from '../src/models/evaluate.js';
+import { buildModel } from '../src/models/factory.js';
+import type { CapsNet } from '../src/models/capsnet.js';
+import { type BitConfig, quantize, type QuantizedModel } from '../src/quant/index.js';
+import { trainModel } from '../src/train/trainer.js';
+
+const ort = createRequire(import.meta.url)('onnxruntime-node') as typeof Ort;
+const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+const run = (args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
+const dir = mkdtempSync(join(tmpdir(), 'qcaps-onnx-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+const lib = join(dir, 'library'); // where the library calls write
+
+const fashion = loadDataset('fashion-mnist', 'test', { limit: 1000 });
+const shallowBits: BitConfig = { weightBits: [8, 7, 6], actBits: [6, 6, 6], routingBits: [5, 5] };
+
+/** ShallowCapsNet after 20 steps of 16 real Fashion-MNIST images (well above chance). */
+let trained: CapsNet | null = null;
+async function trainedShallow(): Promise<CapsNet> {
+  if (trained) return trained;
+  const model = buildModel('ShallowCapsNet', [28, 1, 10, 16]);
+  await trainModel({
+    model,
+    decoder: { name: 'FCDecoder', args: [16, 784] },
+    train: loadDataset('fashion-mnist', 'train', { limit: 320 }),
+    test: loadDataset('fashion-mnist', 'test', { limit: 16 }),
+    epochs: 1,
+    batchSize: 16,
+    lr: 0.002,
+    fullPrecisionFilename: join(dir, 'trained.pt'),
+    progress: 'none',
+    augment: null,
+  });
+  trained = model;
+  return model;
+}
+
+/** The largest |length difference| and the images whose predicted class differs, between the
+ *  graph in onnxruntime and our quantized forward, over the first n images in batches of 100. */
+async function compare(file: string, q: QuantizedModel, data: Dataset, n: number) {
+  const session = await ort.InferenceSession.create(file);
+  const K = q.model.numClasses;
+  let maxDiff = 0;
+  let correct = 0;
+  const differ: number[] = [];
+  for (let b = 0; b * 100 < n; b++) {
+    const x = sourceBatch(data, b, Math.min(100, n - b * 100));
+    const caps = q.forward(x, b);
+    const out = await session.run({ images: new ort.Tensor('float32', x.data.slice(0, x.size), x.shape) });
+    const lengths = out.lengths.data as Float32Array;
+    const D = caps.shape[2];
+    for (let i = 0; i < x.shape[0]; i++) {
+      const ours = new Float64Array(K);
+      for (let k = 0; k < K; k++) {
+        for (let d = 0; d < D; d++) ours[k] += caps.data[(i * K + k) * D + d] ** 2;
+        ours[k] = Math.sqrt(ours[k]);
+        maxDiff = Math.max(maxDiff, Math.abs(ours[k] - lengths[i * K + k]));
+      }
+      const predicted = argmax(ours);
+      if (predicted !== argmax(lengths.subarray(i * K, (i + 1) * K))) differ.push(b * 100 + i);
+      if (predicted === data.labels[b * 100 + i]) correct++;
+    }
+  }
+  return { maxDiff, differ, accuracy: correct / n };
+}
+
+function argmax(v: ArrayLike<number>): number {
+  let best = 0;
+  for (let k = 1; k < v.length; k++) if (v[k] > v[best]) best = k;
+  return best;
+}
+
+/** The weight initializers of an exported graph: integer tensors, each read by a DequantizeLinear. */
+function checkIntegerWeights(file: string, q: QuantizedModel): void {
+  const m = onnxProto.onnx.ModelProto.decode(readFileSync(file));
+  const T = onnxProto.onnx.TensorProto.DataType;
+  assert.equal(Number(m.opsetImport![0].version), 21);
+  const dq = new Map(m.graph!.node!.filter((n) => n.opType === 'DequantizeLinear').map((n) => [n.input![0], n]));
+  for (const p of q.integerParameters()) {
+    const init = m.graph!.initializer!.find((t) => t.name === `${p.name}.int`);
+    assert.ok(init, `${p.name}: no integer initializer`);
+    assert.equal(init.dataType, p.totalBits <= 8 ? T.INT8 : T.INT16, `${p.name}: ${p.totalBits} bits`);
+    assert.ok(dq.has(`${p.name}.int`), `${p.name}: no DequantizeLinear`);
+    assert.equal(dq.get(`${p.name}.int`)!.output![0], p.name);
+  }
+  const floatWeights = m.graph!.initializer!.filter((t) => t.dataType === T.FLOAT && t.dims!.length > 1);
+  assert.deepEqual(
+    floatWeights.map((t) => t.name),
+    [],
+    'no float weight tensors',
+  );
+}
+
+test('ShallowCapsNet trained on Fashion-MNIST, exported by the CLI: 1,000 test images as ours', async () => {
+  const model = await trainedShallow();
+  const q = quantize(model, shallowBits, { method: 'round_to_nearest' });
+  const packed = join(dir, 'fashion_quantized_accuracy.safetensors');
+  writeQuantizedModel(packed, q);
+  const out = join(dir, 'onnx-out');
+  const r = run(['export', '--format', 'onnx', '--trained-weights-path', packed, '--output-dir', out]);
+  assert.equal(r.status, 0, r.stderr);
+  const file = join(out, 'fashion_quantized_accuracy.onnx');
+  assert.match(r.stdout, /ONNX graph \(opset 21, \d+ nodes, round_to_nearest\)/);
+  checkIntegerWeights(file, q);
+  const c = await compare(file, q, fashion, 1000);
+  assert.ok(c.maxDiff <= 1e-4, `max |length difference| ${c.maxDiff}`);
+  assert.deepEqual(c.differ, [], 'images whose prediction differs');
+  assert.ok(c.accuracy > 0.4, `quantized accuracy ${c.accuracy}: the model should have learned something`);
+});
+
+test('ShallowCapsNet with truncation (dac2020) and logarithmic rounding', async () => {
+  const model = await trainedShallow();
+  for (const [method, compat, n] of [
+    ['truncation', 'dac2020', 200],
+    ['logarithmic', 'none', 20],
+  ] as const) {
+    const q = quantize(model, shallowBits, { method, compat });
+    const r = exportOnnx(q, { outDir: lib });
+    assert.equal(r.file, join(lib, `ShallowCapsNet_quantized_${method}.onnx`));
+    assert.equal(r.rounding, method);
+    const c = await compare(r.file, q, fashion, n);
+    assert.ok(c.maxDiff <= 1e-4, `${method}: max |length difference| ${c.maxDiff}`);
+    assert.deepEqual(c.differ, [], `${method}: images whose prediction differs`);
+  }
+});
+
+test('DeepCaps (28 1 10 8, initial weights): 100 test images as ours', async () => {
+  const model = buildModel('DeepCaps', [28, 1, 10, 8]);
+  const bits = {
+    weightBits: [7, 7, 6, 6, 6, 6],
+    actBits: [6, 6, 6, 5, 5, 6],
+    routingBits: [5, 5],
+  };
+  const q = quantize(model, bits, { method: 'round_to_nearest' });
+  const r = exportOnnx(q, { outDir: lib, fileName: 'deepcaps.onnx' });
+  checkIntegerWeights(r.file, q);
+  const c = await compare(r.file, q, fashion, 100);
+  assert.ok(c.maxDiff <= 1e-4, `max |length difference| ${c.maxDiff}`);
+  assert.deepEqual(c.differ, [], 'images whose prediction differs');
+});
+
+test('stochastic rounding: refused in one line naming --onnx-rounding, exported with it', async () => {
+  const model = await trainedShallow();
+  const q = quantize(model, shallowBits, { method: 'stochastic_rounding', seed: 7 });
+  const packed = join(dir, 'sr_quantized_memory.safetensors');
+  writeQuantizedModel(packed, q);
+  const out = join(dir, 'sr-out');
+  const refused = run(['export', '--format', 'onnx', '--trained-weights-path', packed, '--output-dir', out]);
+  assert.notEqual(refused.status, 0);
+  assert.match(refused.stderr, /stochastic rounding has no deterministic graph; pass --onnx-rounding round_to_nearest/);
+  assert.equal(refused.stderr.trim().split('\n').length, 1, refused.stderr);
+  assert.ok(!existsSync(join(out, 'sr_quantized_memory.onnx')));
+  const ok = run([
+    'export',
+    '--format',
+    'onnx',
+    '--trained-weights-path',
+    packed,
+    '--output-dir',
+    out,
+    '--onnx-rounding',
+    'round_to_nearest',
+  ]);
+  assert.equal(ok.status, 0, ok.stderr);
+  assert.match(ok.stdout, /round_to_nearest/);
+  const file = join(out, 'sr_quantized_memory.onnx');
+  // the stored (stochastically rounded) weight integers, as they are in the packed file
+  checkIntegerWeights(file, q);
+  const m = onnxProto.onnx.ModelProto.decode(readFileSync(file));
+  const w = m.graph!.initializer!.find((t) => t.name === 'digit.weight.int')!;
+  const stored = q.integerParameters().find((p) => p.name === 'digit.weight')!.values;
+  assert.deepEqual(Int8Array.from(stored as Int32Array), new Int8Array(Uint8Array.from(w.rawData!).buffer));
+  assert.throws(() => exportOnnx(q, { outDir: lib }), /stochastic rounding has no deterministic graph/);
+});
+
+test('bad input: clear errors naming the file or flag, and no file left behind', async () => {
+  const model = buildModel('ShallowCapsNet', [28, 1, 10, 16]);
+  const bad = join(dir, 'bad');
+  const ckpt = join(dir, 'model.ckpt.safetensors');
+  writeSafetensors(ckpt, model.stateDict(), { format: 'qcapsnets-training-checkpoint', version: '1' });
+  const notQuantized = run(['export', '--format', 'onnx', '--trained-weights-path', ckpt, '--output-dir', bad]);
+  assert.notEqual(notQuantized.status, 0);
+  assert.match(notQuantized.stderr, /model\.ckpt\.safetensors: not a qcapsnets quantized model/);
+  const pt = join(dir, 'model.pt');
+  writeFileSync(pt, 'not a packed file');
+  const ptRun = run(['export', '--format', 'onnx', '--trained-weights-path', pt, '--output-dir', bad]);
+  assert.match(ptRun.stderr, /--trained-weights-path .*model\.pt: holds no quantized configuration/);
+  const format = run(['export', '--format', 'tflite', '--trained-weights-path', ckpt]);
+  assert.notEqual(format.status, 0);
+  assert.match(format.stderr, /--format tflite: expected one of vectors, onnx/);
+  // an output folder under a regular file cannot be created
+  const packed = join(dir, 'small_quantized_satisfied.safetensors');
+  writeQuantizedModel(packed, quantize(model, shallowBits, { method: 'round_to_nearest' }));
+  const unwritable = run([
+    'export',
+    '--format',
+    'onnx',
+    '--trained-weights-path',
+    packed,
+    '--output-dir',
+    join(pt, 'out'),
+  ]);
+  assert.notEqual(unwritable.status, 0);
+  assert.match(unwritable.stderr, /--output-dir .*model\.pt\/out: .*model\.pt is a file, not a folder/);
+  const rounding = run(['export', '--format', 'onnx', '--trained-weights-path', packed, '--onnx-rounding', 'floor']);
+  assert.match(rounding.stderr, /--onnx-rounding floor: expected round_to_nearest/);
+  assert.ok(!existsSync(bad));
+  assert.deepEqual(
+    readdirSync(dir).filter((f) => f.endsWith('.onnx') || f.endsWith('.tmp')),
+    [],
+    'no graph or temporary file beside the packed files',
+  );
+});
