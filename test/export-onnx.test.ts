@@ -110,7 +110,7 @@ function checkIntegerWeights(file: string, q: QuantizedModel): void {
   );
 }
 
-test('ShallowCapsNet trained on Fashion-MNIST, exported by the CLI: 1,000 test images as ours', async () => {
+test('ShallowCapsNet trained on Fashion-MNIST, exported by the CLI: 1,000 test images as ours', async (t) => {
   const model = await trainedShallow();
   const q = quantize(model, shallowBits, { method: 'round_to_nearest' });
   const packed = join(dir, 'fashion_quantized_accuracy.safetensors');
@@ -122,6 +122,7 @@ test('ShallowCapsNet trained on Fashion-MNIST, exported by the CLI: 1,000 test i
   assert.match(r.stdout, /ONNX graph \(opset 21, \d+ nodes, round_to_nearest\)/);
   checkIntegerWeights(file, q);
   const c = await compare(file, q, fashion, 1000);
+  t.diagnostic(`max |length difference| ${c.maxDiff}, quantized accuracy ${c.accuracy}`);
   assert.ok(c.maxDiff <= 1e-4, `max |length difference| ${c.maxDiff}`);
   assert.deepEqual(c.differ, [], 'images whose prediction differs');
   assert.ok(c.accuracy > 0.4, `quantized accuracy ${c.accuracy}: the model should have learned something`);
