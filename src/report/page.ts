@@ -19,6 +19,9 @@ figure{margin:12px 0 20px}figcaption{font-size:13px;color:#555;max-width:760px}
 svg{display:block;max-width:100%;height:auto}
 .note{background:#fff8e1;border-left:4px solid #f0b400;padding:6px 10px;margin:8px 0;font-size:14px}
 details summary{cursor:pointer;color:#1f5fa0;margin:8px 0}
+.settings{display:grid;grid-template-columns:repeat(3,minmax(150px,max-content) minmax(120px,1fr));gap:3px 12px;font-size:13px;margin:8px 0}
+.settings dt{color:#666}.settings dd{margin:0;font-variant-numeric:tabular-nums;overflow-wrap:anywhere}
+td{overflow-wrap:anywhere}
 code{background:#f2f2f2;padding:0 3px;border-radius:3px}
 `;
 
@@ -62,11 +65,10 @@ export function figure(svg: string, caption: string): string {
 
 export const bitList = (b: readonly number[]): string => `[${b.join(', ')}]`;
 
-/** Settings as a two-column table. */
+/** Settings as a compact grid of name / value pairs. */
 export function settingsTable(settings: Record<string, unknown>): string {
-  const rows = Object.entries(settings).map(([k, v]) => [
-    k,
-    Array.isArray(v) ? v.join(' ') : v === null ? '—' : typeof v === 'object' ? JSON.stringify(v) : String(v),
-  ]);
-  return table('settings', ['setting', 'value'], rows);
+  const value = (v: unknown) =>
+    Array.isArray(v) ? v.join(' ') : v === null ? '—' : typeof v === 'object' ? JSON.stringify(v) : String(v);
+  const items = Object.entries(settings).map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(value(v))}</dd>`);
+  return `<dl class="settings">${items.join('')}</dl>`;
 }

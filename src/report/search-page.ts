@@ -1,6 +1,7 @@
 // The page of one search (<stem>_qcapsnets.html): its settings and reference accuracies, the
 // steps table, per-layer bits of the chosen models, and every evaluated configuration as
 // accuracy against weight memory with the Pareto front and the chosen models.
+import { basename } from 'node:path';
 import type { SearchReport } from '../io/report.js';
 import { configKey } from '../quant/config.js';
 import { weightMemoryMB } from '../quant/memory.js';
@@ -170,8 +171,8 @@ export function searchPage(r: SearchReport, source: string): string {
     num(m.memoryMB, 4),
     xr(m.reduction),
     kb(m.activationKB),
-    m.file,
-    m.packedFile ? `${m.packedFile} (${m.packedBytes} bytes of tensors)` : '',
+    basename(m.file),
+    m.packedFile ? `${basename(m.packedFile)} (${m.packedBytes} bytes of tensors)` : '',
   ]);
   const evalRows = r.evaluations.map((e, i) => [
     i + 1,

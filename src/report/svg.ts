@@ -184,8 +184,8 @@ function axesSvg(sx: Scale, sy: Scale, o: PlotOptions, W: number, H: number): st
 
 /** An x/y plot. Points outside a log axis's positive range are left out. */
 export function plot(o: PlotOptions): string {
-  const W = o.width ?? 760;
-  const H = o.height ?? 380;
+  const W = o.width ?? 900;
+  const H = o.height ?? 420;
   const refs = o.refs ?? [];
   const all = o.series.flatMap((s) => s.points);
   const sx = scale(
