@@ -81,7 +81,7 @@ function scatter(r: SearchReport): string {
     });
   }
   if (configs.some((c) => !c.exact))
-    series.push({ label: 'stopped early (upper bound)', color: '#666', mode: 'markers', marker: 'ring', points: [] });
+    series.push({ label: 'stopped early (bound)', color: '#666', mode: 'markers', marker: 'ring', points: [] });
   const exact = configs.filter((c) => c.exact);
   const front = paretoFront(exact).map((i) => exact[i]);
   series.push({

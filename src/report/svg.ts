@@ -74,7 +74,7 @@ interface Scale {
   fmt: (v: number) => string;
 }
 
-const LEGEND_W = 190;
+const LEGEND_W = 215;
 const M = { left: 64, right: 16 + LEGEND_W, top: 34, bottom: 50 };
 
 /** Ticks at 1, 2 or 5 x 10^k, about `count` of them over [lo, hi]. */
@@ -182,6 +182,35 @@ function axesSvg(sx: Scale, sy: Scale, o: PlotOptions, W: number, H: number): st
   return parts.join('');
 }
 
+type Box = [left: number, top: number, right: number, bottom: number];
+
+/** A point's label beside it, at the first of a few spots (right/left, above/below, further
+ *  out) that overlaps no label placed before and stays in the plot area. */
+function placeLabel(text: string, x: number, y: number, placed: Box[], area: Box): string {
+  const w = 7.2 * text.length; // 12px bold, about 7 px a character
+  const h = 14;
+  const spots: [dx: number, dy: number][] = [
+    [9, -8],
+    [9, 18],
+    [-9 - w, -8],
+    [-9 - w, 18],
+    [9, -24],
+    [9, 34],
+    [-9 - w, -24],
+    [-9 - w, 34],
+  ];
+  const boxOf = ([dx, dy]: [number, number]): Box => [x + dx, y + dy - h + 3, x + dx + w, y + dy + 3];
+  const free = (b: Box) =>
+    b[0] >= area[0] &&
+    b[2] <= area[1] &&
+    b[1] >= area[2] &&
+    b[3] <= area[3] &&
+    placed.every((q) => b[2] <= q[0] || b[0] >= q[2] || b[3] <= q[1] || b[1] >= q[3]);
+  const spot = spots.find((d) => free(boxOf(d))) ?? spots[0];
+  placed.push(boxOf(spot));
+  return `<text class="point-label" x="${(x + spot[0]).toFixed(1)}" y="${(y + spot[1]).toFixed(1)}" font-size="12" font-weight="bold" fill="#222" stroke="white" stroke-width="3" paint-order="stroke">${esc(text)}</text>`;
+}
+
 /** An x/y plot. Points outside a log axis's positive range are left out. */
 export function plot(o: PlotOptions): string {
   const W = o.width ?? 900;
@@ -217,6 +246,7 @@ export function plot(o: PlotOptions): string {
     }
   }
   const labels: string[] = [];
+  const placed: Box[] = [];
   o.series.forEach((s) => {
     const pts = s.points.filter(shown);
     const xy = pts.map((p) => [sx(p.x), sy(p.y)] as const);
@@ -237,10 +267,7 @@ export function plot(o: PlotOptions): string {
     if (s.mode !== 'line' && s.mode !== 'step')
       pts.forEach((p, i) => {
         body.push(markerSvg(s.marker ?? 'circle', xy[i][0], xy[i][1], s.size ?? 4, s.color, s.cls ?? '', p.tip));
-        if (p.label)
-          labels.push(
-            `<text class="point-label" x="${(xy[i][0] + 9).toFixed(1)}" y="${(xy[i][1] - 8).toFixed(1)}" font-size="12" font-weight="bold" fill="#222" stroke="white" stroke-width="3" paint-order="stroke">${esc(p.label)}</text>`,
-          );
+        if (p.label) labels.push(placeLabel(p.label, xy[i][0], xy[i][1], placed, [x0, x1, y1, y0]));
       });
   });
   const legend = [
