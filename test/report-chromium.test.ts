@@ -57,7 +57,11 @@ const PAGES: Expect[] = [
     plots: sweep.grid.methods.length + 1,
     visible: { '.pt.eval': sweep.evaluated.length, '.pt.chosen': 6 },
     rows: { grid: sweep.rows.length },
-    svgText: ['round_to_nearest: accuracy against weight memory', 'truncation: accuracy against weight memory', 'chosen: memory'],
+    svgText: [
+      'round_to_nearest: accuracy against weight memory',
+      'truncation: accuracy against weight memory',
+      'chosen: memory',
+    ],
   },
   {
     name: 'sensitivity',
@@ -111,30 +115,39 @@ test('report pages in headless Chromium: plots in view, markers, tables, labels,
       assert.equal(boxes.length, p.plots, `${p.name}: plots`);
       for (const b of boxes) {
         assert.ok(b.w > 200 && b.h > 150, `${p.name}: a plot of ${b.w}x${b.h} px`);
-        assert.ok(b.x >= 0 && b.x + b.w <= VIEWPORT.width, `${p.name}: a plot at x ${b.x}..${b.x + b.w}, past the viewport`);
+        assert.ok(
+          b.x >= 0 && b.x + b.w <= VIEWPORT.width,
+          `${p.name}: a plot at x ${b.x}..${b.x + b.w}, past the viewport`,
+        );
       }
       for (const [sel, n] of Object.entries(p.visible)) {
         // drawn: a non-empty box inside the plot that holds it
-        const shown = await page.$$eval(sel, (els) =>
-          els.filter((e) => {
-            const r = e.getBoundingClientRect();
-            const svg = (e as SVGElement).ownerSVGElement!.getBoundingClientRect();
-            return (
-              r.width > 0 &&
-              r.height > 0 &&
-              r.left >= svg.left - 1 &&
-              r.right <= svg.right + 1 &&
-              r.top >= svg.top - 1 &&
-              r.bottom <= svg.bottom + 1
-            );
-          }).length,
+        const shown = await page.$$eval(
+          sel,
+          (els) =>
+            els.filter((e) => {
+              const r = e.getBoundingClientRect();
+              const svg = (e as SVGElement).ownerSVGElement!.getBoundingClientRect();
+              return (
+                r.width > 0 &&
+                r.height > 0 &&
+                r.left >= svg.left - 1 &&
+                r.right <= svg.right + 1 &&
+                r.top >= svg.top - 1 &&
+                r.bottom <= svg.bottom + 1
+              );
+            }).length,
         );
         assert.equal(shown, n, `${p.name}: visible ${sel}`);
       }
       for (const [id, n] of Object.entries(p.rows))
         assert.equal(await page.locator(`#${id} tbody tr`).count(), n, `${p.name}: rows of #${id}`);
       const texts = await page.$$eval('svg text', (els) => els.map((e) => e.textContent ?? ''));
-      for (const s of p.svgText) assert.ok(texts.some((x) => x.includes(s)), `${p.name}: the text '${s}' in a plot`);
+      for (const s of p.svgText)
+        assert.ok(
+          texts.some((x) => x.includes(s)),
+          `${p.name}: the text '${s}' in a plot`,
+        );
       // legends sit right of their plot areas: no entry overlaps the data
       const overlaps = await page.$$eval('svg.plot', (svgs) =>
         svgs.flatMap((svg) => {

@@ -15,7 +15,9 @@ export function bruteForceFront(points: { memoryMB: number; accuracy: number }[]
       ({ p }) =>
         !points.some(
           (q) =>
-            q.accuracy >= p.accuracy && q.memoryMB <= p.memoryMB && (q.accuracy > p.accuracy || q.memoryMB < p.memoryMB),
+            q.accuracy >= p.accuracy &&
+            q.memoryMB <= p.memoryMB &&
+            (q.accuracy > p.accuracy || q.memoryMB < p.memoryMB),
         ),
     );
   const seen = new Set<string>();
@@ -35,7 +37,14 @@ const LAYERS = [
 ];
 const PARAMS = LAYERS.map((l) => l.paramCount);
 
-function evaluation(step: string, w: number[], a: number[], r: number[], acc: number | null, bounds?: [number, number]) {
+function evaluation(
+  step: string,
+  w: number[],
+  a: number[],
+  r: number[],
+  acc: number | null,
+  bounds?: [number, number],
+) {
   return {
     step,
     weightBits: w,
@@ -89,7 +98,12 @@ export function sampleSearch(): SearchReport {
   ];
   return {
     tool: 'qcapsnets',
-    settings: { model: 'ShallowCapsNet', 'quantization-method': 'round_to_nearest', 'memory-budget': 4, 'accuracy-tolerance': 2 },
+    settings: {
+      model: 'ShallowCapsNet',
+      'quantization-method': 'round_to_nearest',
+      'memory-budget': 4,
+      'accuracy-tolerance': 2,
+    },
     layers: LAYERS,
     fullPrecisionAccuracy: 91.25,
     minimumAccuracy: 89.425,

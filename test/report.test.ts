@@ -46,7 +46,10 @@ test('search page: a marker per distinct configuration, the Pareto front, chosen
   assert.equal(count(html, /class="pt eval bounded"/g), 1, 'the configuration only bounded is a ring');
   // the front of the exact configurations, by a quadratic search over every pair
   const exact = [...distinct.values()].filter((e) => e.exact);
-  const pts = exact.map((e) => ({ memoryMB: weightMemoryMB([20992, 5308672, 1474560], e.weightBits), accuracy: e.accuracy! }));
+  const pts = exact.map((e) => ({
+    memoryMB: weightMemoryMB([20992, 5308672, 1474560], e.weightBits),
+    accuracy: e.accuracy!,
+  }));
   const want = bruteForceFront(pts).map((i) => [pts[i].memoryMB, pts[i].accuracy]);
   assert.ok(want.length >= 3);
   const [front] = fronts(html);
@@ -65,7 +68,7 @@ test('search page: a marker per distinct configuration, the Pareto front, chosen
   assert.match(html, /branch B/);
 });
 
-test('sweep page: the grid, one plot per method with its front and the cells\' models', () => {
+test("sweep page: the grid, one plot per method with its front and the cells' models", () => {
   const r = sampleSweep();
   const html = renderReport(r, 'runs/net_sweep.json');
   selfContained(html);
@@ -115,7 +118,10 @@ test('a foreign or damaged run JSON is one error naming the file and what was ex
   };
   const cases: [unknown, RegExp][] = [
     [[1, 2], /^runs\/x\.json: expected the JSON object of a qcapsnets run, got an array$/],
-    [{ name: 'x' }, /^runs\/x\.json: not a qcapsnets run: its "tool" field is missing; expected 'qcapsnets' \(a search/],
+    [
+      { name: 'x' },
+      /^runs\/x\.json: not a qcapsnets run: its "tool" field is missing; expected 'qcapsnets' \(a search/,
+    ],
     [{ tool: 'aimet' }, /^runs\/x\.json: not a qcapsnets run: its "tool" field is 'aimet'/],
     [
       broken(sampleSearch(), (r) => ((r.steps[1] as unknown as Record<string, unknown>).accuracy = 'high')),
@@ -129,7 +135,10 @@ test('a foreign or damaged run JSON is one error naming the file and what was ex
       broken(sampleSearch(), (r) => r.evaluations[3].weightBits.pop()),
       /^runs\/x\.json: evaluations\[3\]: expected 3 weight and activation bit counts and 2 routing/,
     ],
-    [broken(sampleSweep(), (r) => (r.pareto = [0, 99])), /^runs\/x\.json: pareto\[1\]: expected an index into evaluated/],
+    [
+      broken(sampleSweep(), (r) => (r.pareto = [0, 99])),
+      /^runs\/x\.json: pareto\[1\]: expected an index into evaluated/,
+    ],
     [
       broken(sampleSweep(), (r) => ((r as unknown as Record<string, unknown>).version = 7)),
       /^runs\/x\.json: version: expected one of 1, got number 7 \(in a sweep result\)$/,
@@ -165,7 +174,10 @@ test('qcapsnets report RUN.json writes RUN.html; a corrupt or foreign file write
     writeFileSync(corrupt, JSON.stringify(sampleSearch()).slice(0, 300));
     const c = run(['report', corrupt]);
     assert.equal(c.status, 2);
-    assert.match(c.stderr, /^qcapsnets: error: report .*cut\.json: not JSON \(.*\); expected a qcapsnets run's \.json\n$/);
+    assert.match(
+      c.stderr,
+      /^qcapsnets: error: report .*cut\.json: not JSON \(.*\); expected a qcapsnets run's \.json\n$/,
+    );
     const foreign = join(dir, 'package.json');
     writeFileSync(foreign, JSON.stringify({ name: 'x', version: '1.0.0' }));
     const f = run(['report', foreign]);

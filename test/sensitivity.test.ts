@@ -29,7 +29,11 @@ test('FULL_PRECISION everywhere is the float32 forward; a layer set back to it g
   const before = model.parameters().map((p) => p.param.data.slice());
   const q = new ModelQuantizer(model, 'round_to_nearest', 'none', 42);
   const ev = new FastEvaluator(model, q, images, { batchSize: 20, cacheMB: 64, earlyStop: false, order: 'dataset' });
-  const full = { weightBits: [FULL_PRECISION, FULL_PRECISION, FULL_PRECISION], actBits: [FULL_PRECISION, FULL_PRECISION, FULL_PRECISION], routingBits: [FULL_PRECISION, FULL_PRECISION] };
+  const full = {
+    weightBits: [FULL_PRECISION, FULL_PRECISION, FULL_PRECISION],
+    actBits: [FULL_PRECISION, FULL_PRECISION, FULL_PRECISION],
+    routingBits: [FULL_PRECISION, FULL_PRECISION],
+  };
   assert.equal((await ev.evaluate(full)).accuracy, fp.accuracy);
   await ev.evaluate({ ...full, weightBits: [2, 2, 2] });
   q.applyWeights([FULL_PRECISION, 2, FULL_PRECISION]);
@@ -45,7 +49,10 @@ test('FULL_PRECISION everywhere is the float32 forward; a layer set back to it g
   q.restore();
   assert.deepEqual(parseBitList('2..5'), [2, 3, 4, 5]);
   assert.deepEqual(parseBitList('8, 2,4'), [2, 4, 8]);
-  assert.throws(() => parseBitList('1..40', '--sensitivity-bits'), /--sensitivity-bits '1\.\.40': expected fractional bit counts in \[0, 32\]/);
+  assert.throws(
+    () => parseBitList('1..40', '--sensitivity-bits'),
+    /--sensitivity-bits '1\.\.40': expected fractional bit counts in \[0, 32\]/,
+  );
 });
 
 test('qcapsnets sensitivity: a curve per layer and quantity, full precision reached at 24 bits, JSON + page', (t) => {
@@ -58,7 +65,15 @@ test('qcapsnets sensitivity: a curve per layer and quantity, full precision reac
     const bad = run([...common, '--sensitivity-bits', '4..2']);
     assert.equal(bad.status, 2);
     assert.match(bad.stderr, /--sensitivity-bits 4\.\.2: the range's start is above its end/);
-    const r = run([...common, '--sensitivity-bits', '1,24', '--quantization-method', 'round_to_nearest', '--output-dir', join(dir, 'out')]);
+    const r = run([
+      ...common,
+      '--sensitivity-bits',
+      '1,24',
+      '--quantization-method',
+      'round_to_nearest',
+      '--output-dir',
+      join(dir, 'out'),
+    ]);
     assert.equal(r.status, 0, r.stderr);
     const res = JSON.parse(readFileSync(join(dir, 'out', 'net_sensitivity.json'), 'utf8')) as SensitivityResult;
     assert.equal(res.tool, 'qcapsnets sensitivity');

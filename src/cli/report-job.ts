@@ -6,14 +6,20 @@ import { checkRunJson, writeReportHtml } from '../report/index.js';
 import { checkWritableFolder } from './args.js';
 import { dirname } from 'node:path';
 
-export function runReportJob(positional: readonly string[], output: string | null, log: (line: string) => void): number {
+export function runReportJob(
+  positional: readonly string[],
+  output: string | null,
+  log: (line: string) => void,
+): number {
   if (positional.length !== 1)
     throw new Error(
       `report: expected one run JSON (qcapsnets report RUN.json [--output FILE]), got ${positional.length ? positional.join(' ') : 'none'}`,
     );
   const file = positional[0];
   if (!existsSync(file) || statSync(file).isDirectory())
-    throw new Error(`report ${file}: no such file (expected a <stem>_qcapsnets.json, _sweep.json or _sensitivity.json)`);
+    throw new Error(
+      `report ${file}: no such file (expected a <stem>_qcapsnets.json, _sweep.json or _sensitivity.json)`,
+    );
   let json: unknown;
   try {
     json = JSON.parse(readFileSync(file, 'utf8'));

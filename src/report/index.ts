@@ -81,7 +81,9 @@ const SWEEP_SHAPE: Shape = {
     version: { oneOf: [SWEEP_VERSION] },
     model: { fields: { kind: 'string', args: bits, file: 'string', sha256: 'string' } },
     settings: { fields: { dataset: 'string', testImages: 'number' } },
-    grid: { fields: { tolerances: { array: 'number' }, memoryBudgetsMB: { array: 'number' }, methods: { array: 'string' } } },
+    grid: {
+      fields: { tolerances: { array: 'number' }, memoryBudgetsMB: { array: 'number' }, methods: { array: 'string' } },
+    },
     shard: { nullable: { fields: { index: 'number', count: 'number' } } },
     fullPrecisionAccuracy: 'number',
     fullPrecisionMemoryMB: 'number',
@@ -176,7 +178,9 @@ function expected(s: Shape): string {
 function check(v: unknown, s: Shape, path: string, fail: (path: string, what: string) => never): void {
   const bad = () => fail(path, `expected ${expected(s)}, got ${describe(v)}`);
   if (typeof s === 'string') {
-    if (s === 'number' ? !(typeof v === 'number' && Number.isFinite(v)) : s === 'object' ? !isObject(v) : typeof v !== s)
+    if (
+      s === 'number' ? !(typeof v === 'number' && Number.isFinite(v)) : s === 'object' ? !isObject(v) : typeof v !== s
+    )
       bad();
     return;
   }
@@ -238,7 +242,10 @@ export function checkRunJson(json: unknown, source: string): RunKind {
     ];
     for (const [path, s] of lists)
       if (s.weightBits.length !== n || s.actBits.length !== n || s.routingBits.length !== routes)
-        fail(path, `expected ${n} weight and activation bit counts and ${routes} routing (one per layer), got ${s.weightBits.length}, ${s.actBits.length} and ${s.routingBits.length}`);
+        fail(
+          path,
+          `expected ${n} weight and activation bit counts and ${routes} routing (one per layer), got ${s.weightBits.length}, ${s.actBits.length} and ${s.routingBits.length}`,
+        );
   } else if (kind === 'sweep') {
     const r = o as unknown as SweepResult;
     r.pareto.forEach((p, i) => {
@@ -249,7 +256,10 @@ export function checkRunJson(json: unknown, source: string): RunKind {
     const r = o as unknown as SensitivityResult;
     r.curves.forEach((c, i) => {
       if (c.bits.length !== c.accuracy.length || c.bits.length === 0)
-        fail(`curves[${i}]`, `expected as many accuracies as bit counts (at least one), got ${c.accuracy.length} for ${c.bits.length}`);
+        fail(
+          `curves[${i}]`,
+          `expected as many accuracies as bit counts (at least one), got ${c.accuracy.length} for ${c.bits.length}`,
+        );
     });
   }
   return kind!;

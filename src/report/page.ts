@@ -21,7 +21,7 @@ svg{display:block;max-width:100%;height:auto}
 details summary{cursor:pointer;color:#1f5fa0;margin:8px 0}
 .settings{display:grid;grid-template-columns:repeat(3,minmax(150px,max-content) minmax(120px,1fr));gap:3px 12px;font-size:13px;margin:8px 0}
 .settings dt{color:#666}.settings dd{margin:0;font-variant-numeric:tabular-nums;overflow-wrap:anywhere}
-td{overflow-wrap:anywhere}
+td{overflow-wrap:break-word}
 code{background:#f2f2f2;padding:0 3px;border-radius:3px}
 `;
 
@@ -47,7 +47,12 @@ export function facts(items: [string, string][]): string {
 }
 
 /** A table; cells are text (escaped), numbers are right-aligned. */
-export function table(id: string, head: string[], rows: (string | number)[][], rowClass?: (i: number) => string): string {
+export function table(
+  id: string,
+  head: string[],
+  rows: (string | number)[][],
+  rowClass?: (i: number) => string,
+): string {
   const th = head.map((h) => `<th>${esc(h)}</th>`).join('');
   const tr = rows
     .map((r, i) => {

@@ -98,20 +98,23 @@ function scatter(r: SearchReport): string {
     marker: 'diamond',
     size: 6,
     cls: 'chosen',
-    points: r.models.map(
-      (m): Point => ({
-        x: m.memoryMB,
-        y: m.accuracy,
-        label: `model-${m.kind}`,
-        tip: `model-${m.kind}: ${num(m.accuracy)}%, ${num(m.memoryMB)} MB`,
-      }),
-    ),
+    points: r.models.map((m): Point => ({
+      x: m.memoryMB,
+      y: m.accuracy,
+      label: `model-${m.kind}`,
+      tip: `model-${m.kind}: ${num(m.accuracy)}%, ${num(m.memoryMB)} MB`,
+    })),
   });
   const xs = configs.map((c) => c.memoryMB).filter((v) => v > 0);
   const log = xs.length > 0 && Math.max(...xs) / Math.min(...xs) > 20;
   const budget = Number(r.settings['memory-budget']);
   const refs: RefLine[] = [
-    { axis: 'y', value: r.fullPrecisionAccuracy, label: `full precision ${num(r.fullPrecisionAccuracy)}%`, color: '#2ca02c' },
+    {
+      axis: 'y',
+      value: r.fullPrecisionAccuracy,
+      label: `full precision ${num(r.fullPrecisionAccuracy)}%`,
+      color: '#2ca02c',
+    },
     { axis: 'y', value: r.minimumAccuracy, label: `A_min ${num(r.minimumAccuracy)}%`, color: '#d62728' },
   ];
   if (Number.isFinite(budget) && budget > 0 && budget <= 4 * Math.max(...xs, 0))
@@ -167,7 +170,9 @@ export function searchPage(r: SearchReport, source: string): string {
     bitList(m.weightBits),
     bitList(m.actBits),
     bitList(m.routingBits),
-    m.correct !== undefined && m.total !== undefined ? `${num(m.accuracy, 2)} (${m.correct}/${m.total})` : num(m.accuracy, 2),
+    m.correct !== undefined && m.total !== undefined
+      ? `${num(m.accuracy, 2)} (${m.correct}/${m.total})`
+      : num(m.accuracy, 2),
     num(m.memoryMB, 4),
     xr(m.reduction),
     kb(m.activationKB),
@@ -217,10 +222,23 @@ export function searchPage(r: SearchReport, source: string): string {
     '<h2>Chosen models</h2>',
     table(
       'models',
-      ['model', 'weight bits', 'activation bits', 'routing bits', 'accuracy (%)', 'weight memory (MB)', 'vs 32 bits', 'activations (kB)', 'file', 'packed file'],
+      [
+        'model',
+        'weight bits',
+        'activation bits',
+        'routing bits',
+        'accuracy (%)',
+        'weight memory (MB)',
+        'vs 32 bits',
+        'activations (kB)',
+        'file',
+        'packed file',
+      ],
       modelRows,
     ),
-    ...r.models.map((m) => figure(bitBars(r, m), `Fractional bits of model-${m.kind}, layer by layer (routing: routing layers only).`)),
+    ...r.models.map((m) =>
+      figure(bitBars(r, m), `Fractional bits of model-${m.kind}, layer by layer (routing: routing layers only).`),
+    ),
     '<h2>Settings</h2>',
     settingsTable(r.settings),
     `<details><summary>Every evaluation (${r.evaluations.length})</summary>`,

@@ -31,10 +31,19 @@ export function sensitivityPage(r: SensitivityResult, source: string): string {
           marker: MARKERS[i % MARKERS.length],
           cls: `curve-point ${kind}`,
           lineAttrs: { 'data-layer': c.layer, 'data-kind': kind },
-          points: c.bits.map((b, k) => ({ x: b, y: c.accuracy[k], tip: `${c.layer} ${kind}, ${b} bits: ${num(c.accuracy[k])}%` })),
+          points: c.bits.map((b, k) => ({
+            x: b,
+            y: c.accuracy[k],
+            tip: `${c.layer} ${kind}, ${b} bits: ${num(c.accuracy[k])}%`,
+          })),
         })),
         refs: [
-          { axis: 'y', value: r.fullPrecisionAccuracy, label: `full precision ${num(r.fullPrecisionAccuracy)}%`, color: '#2ca02c' },
+          {
+            axis: 'y',
+            value: r.fullPrecisionAccuracy,
+            label: `full precision ${num(r.fullPrecisionAccuracy)}%`,
+            color: '#2ca02c',
+          },
         ],
       }),
       `Each curve quantizes only that layer's ${kind} (${r.settings.method}); everything else stays at float32.`,
@@ -57,7 +66,17 @@ export function sensitivityPage(r: SensitivityResult, source: string): string {
     ]),
     ...plots,
     '<h2>Per curve</h2>',
-    table('curves', ['layer', 'kind', 'lowest accuracy (%)', 'highest accuracy (%)', 'fewest bits within 0.5 points of full precision'], rows),
+    table(
+      'curves',
+      [
+        'layer',
+        'kind',
+        'lowest accuracy (%)',
+        'highest accuracy (%)',
+        'fewest bits within 0.5 points of full precision',
+      ],
+      rows,
+    ),
     '<h2>Settings</h2>',
     settingsTable({ ...r.settings, model: `${r.model.kind} ${r.model.args.join(' ')}`, 'model file': r.model.file }),
   ]);

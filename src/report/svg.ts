@@ -141,14 +141,22 @@ function markerSvg(kind: Marker, x: number, y: number, r: number, color: string,
   }
 }
 
-function legendSvg(x: number, y: number, entries: { label: string; color: string; mode: Series['mode']; marker?: Marker }[]) {
+function legendSvg(
+  x: number,
+  y: number,
+  entries: { label: string; color: string; mode: Series['mode']; marker?: Marker }[],
+) {
   return entries
     .map((e, i) => {
       const cy = y + i * 20;
       const line =
-        e.mode === 'markers' ? '' : `<line x1="${x}" x2="${x + 22}" y1="${cy}" y2="${cy}" stroke="${e.color}" stroke-width="2"/>`;
+        e.mode === 'markers'
+          ? ''
+          : `<line x1="${x}" x2="${x + 22}" y1="${cy}" y2="${cy}" stroke="${e.color}" stroke-width="2"/>`;
       const mark =
-        e.mode === 'line' || e.mode === 'step' ? '' : markerSvg(e.marker ?? 'circle', x + 11, cy, 4.5, e.color, 'legend-mark');
+        e.mode === 'line' || e.mode === 'step'
+          ? ''
+          : markerSvg(e.marker ?? 'circle', x + 11, cy, 4.5, e.color, 'legend-mark');
       return `<g class="legend-entry">${line}${mark}<text x="${x + 30}" y="${cy + 4}" font-size="12">${esc(e.label)}</text></g>`;
     })
     .join('');
@@ -300,13 +308,15 @@ export interface BarOptions {
 /** Grouped vertical bars, the value written above each bar. */
 export function bars(o: BarOptions): string {
   const W = o.width ?? Math.max(520, Math.min(1100, 120 + o.categories.length * 26 * (o.series.length + 1) + M.right));
-  const H = o.height ?? 280;
-  const [x0, x1, y0, y1] = [M.left, W - M.right, H - M.bottom, M.top];
+  const band = (W - M.right - M.left) / o.categories.length;
+  const slanted = o.categories.some((c) => 6.5 * c.length > band - 4);
+  const longest = Math.max(...o.categories.map((c) => c.length));
+  const H = (o.height ?? 280) + (slanted ? Math.round(4 * longest) : 0);
+  const [x0, x1, y0, y1] = [M.left, W - M.right, H - M.bottom - (slanted ? Math.round(4 * longest) : 0), M.top];
   const max = Math.max(1, ...o.series.flatMap((s) => s.values.filter((v): v is number => v !== null)));
   const ticks = niceTicks(0, max, 4);
   const top = Math.max(max, ticks[ticks.length - 1]) * 1.12;
   const sy = (v: number) => y0 - (v / top) * (y0 - y1);
-  const band = (x1 - x0) / o.categories.length;
   const bw = Math.min(28, (band * 0.8) / o.series.length);
   const parts: string[] = [];
   for (const t of ticks)
@@ -326,8 +336,11 @@ export function bars(o: BarOptions): string {
         `<text x="${(x + (bw - 2) / 2).toFixed(1)}" y="${(sy(v) - 3).toFixed(1)}" font-size="10" text-anchor="middle" fill="#333">${num(v)}</text>`,
       );
     });
+    // names wider than their band are written slanted
     parts.push(
-      `<text class="category" x="${cx.toFixed(1)}" y="${y0 + 16}" font-size="11" text-anchor="middle">${esc(c)}</text>`,
+      slanted
+        ? `<text class="category" x="${cx.toFixed(1)}" y="${y0 + 14}" font-size="11" text-anchor="end" transform="rotate(-35 ${cx.toFixed(1)} ${y0 + 14})">${esc(c)}</text>`
+        : `<text class="category" x="${cx.toFixed(1)}" y="${y0 + 16}" font-size="11" text-anchor="middle">${esc(c)}</text>`,
     );
   });
   parts.push(
@@ -336,7 +349,12 @@ export function bars(o: BarOptions): string {
     `<text class="axis-label" x="16" y="${(y0 + y1) / 2}" font-size="13" text-anchor="middle" transform="rotate(-90 16 ${(y0 + y1) / 2})">${esc(o.yLabel)}</text>`,
     `<text class="plot-title" x="${x0}" y="20" font-size="14" font-weight="bold">${esc(o.title)}</text>`,
   );
-  const legend = o.series.map((s) => ({ label: s.label, color: s.color, mode: 'markers' as const, marker: 'square' as const }));
+  const legend = o.series.map((s) => ({
+    label: s.label,
+    color: s.color,
+    mode: 'markers' as const,
+    marker: 'square' as const,
+  }));
   return [
     `<svg class="bars" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" xmlns="http://www.w3.org/2000/svg" font-family="system-ui, sans-serif" role="img" aria-label="${esc(o.title)}">`,
     `<rect width="${W}" height="${H}" fill="white"/>`,

@@ -11,7 +11,9 @@ const KIND_COLORS = { satisfied: '#ffd400', memory: '#e377c2', accuracy: '#17bec
 function methodPlot(r: SweepResult, method: string, color: string): string {
   const pts = r.evaluated.filter((p) => p.method === method);
   const exact = pts.filter((p) => p.exact);
-  const front = paretoFront(exact.map((p) => ({ memoryMB: p.weightMemoryMB, accuracy: p.accuracy }))).map((i) => exact[i]);
+  const front = paretoFront(exact.map((p) => ({ memoryMB: p.weightMemoryMB, accuracy: p.accuracy }))).map(
+    (i) => exact[i],
+  );
   const tip = (p: (typeof pts)[number]) =>
     `w ${bitList(p.bits.weightBits)} a ${bitList(p.bits.actBits)} r ${bitList(p.bits.routingBits)}\n` +
     `${num(p.weightMemoryMB)} MB, ${p.exact ? '' : 'at least '}${num(p.accuracy)}%`;
@@ -41,16 +43,14 @@ function methodPlot(r: SweepResult, method: string, color: string): string {
   ];
   const rows = r.rows.filter((row) => row.method === method);
   for (const kind of ['satisfied', 'memory', 'accuracy'] as const) {
-    const chosen = rows.flatMap((row) =>
-      row.models.filter((m) => m.kind === kind).map((m) => ({ row, m })),
-    );
+    const chosen = rows.flatMap((row) => row.models.filter((m) => m.kind === kind).map((m) => ({ row, m })));
     if (chosen.length === 0) continue;
     series.push({
       label: `chosen: ${kind}`,
       color: KIND_COLORS[kind],
       mode: 'markers',
       marker: 'diamond',
-      size: 6,
+      size: kind === 'satisfied' ? 8 : 6, // under the others where a cell's models coincide
       cls: 'chosen',
       points: chosen.map(({ row, m }) => ({
         x: m.weightMemoryMB,
@@ -68,7 +68,12 @@ function methodPlot(r: SweepResult, method: string, color: string): string {
       y: { label: 'accuracy (%)' },
       series,
       refs: [
-        { axis: 'y', value: r.fullPrecisionAccuracy, label: `full precision ${num(r.fullPrecisionAccuracy)}%`, color: '#2ca02c' },
+        {
+          axis: 'y',
+          value: r.fullPrecisionAccuracy,
+          label: `full precision ${num(r.fullPrecisionAccuracy)}%`,
+          color: '#2ca02c',
+        },
       ],
     }),
     `${pts.length} configurations evaluated with ${method}; the black step line is their Pareto front; ` +
@@ -96,10 +101,10 @@ export function sweepPage(r: SweepResult, source: string): string {
   const cellSum = r.rows.reduce((a, row) => a + row.evaluations, 0);
   const counts = bars({
     title: 'Evaluations',
-    categories: ['this sweep (distinct)', 'the middle cell alone', 'cells run one by one'],
+    categories: ['this sweep', 'middle cell alone', 'cells one by one'],
     yLabel: 'evaluations',
     series: [{ label: 'evaluations', color: PALETTE[0], values: [r.evaluations, r.middleCellEvaluations, cellSum] }],
-    width: 620,
+    width: 760,
     height: 240,
   });
   const methods = r.grid.methods;
@@ -111,7 +116,10 @@ export function sweepPage(r: SweepResult, source: string): string {
         [`${num(r.fullPrecisionAccuracy, 2)}%`, 'full-precision accuracy'],
         [`${num(r.fullPrecisionMemoryMB, 4)} MB`, '32-bit weight memory'],
         [`${num(r.fullPrecisionActivationKB, 1)} kB`, '32-bit activations per image'],
-        [`${r.rows.length}`, `cells (${methods.length} methods x ${r.grid.tolerances.length} tolerances x ${r.grid.memoryBudgetsMB.length} budgets)`],
+        [
+          `${r.rows.length}`,
+          `cells (${methods.length} methods x ${r.grid.tolerances.length} tolerances x ${r.grid.memoryBudgetsMB.length} budgets)`,
+        ],
         [`${r.evaluations}`, `evaluations (the middle cell alone: ${r.middleCellEvaluations})`],
         [`${num(r.seconds, 1)} s`, 'run time'],
       ]),

@@ -91,7 +91,10 @@ export function parseBitList(text: string, label = 'bits'): number[] {
     if (a > b) throw new Error(`${label} ${text}: the range's start is above its end`);
     values = Array.from({ length: b - a + 1 }, (_, i) => a + i);
   } else {
-    values = text.split(/[\s,]+/).filter((s) => s !== '').map(Number);
+    values = text
+      .split(/[\s,]+/)
+      .filter((s) => s !== '')
+      .map(Number);
   }
   if (values.length === 0 || !values.every((b) => Number.isInteger(b) && b >= 0 && b <= MAX_FRACTIONAL_BITS))
     throw new Error(
