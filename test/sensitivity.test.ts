@@ -98,6 +98,9 @@ test('qcapsnets sensitivity: a curve per layer and quantity, full precision reac
       assert.ok(Math.abs(c.accuracy[1] - res.fullPrecisionAccuracy) <= 2, `${c.layer} ${c.kind}: ${c.accuracy}`);
     }
     assert.equal((r.stderr.match(/^sensitivity \d+\/16: /gm) ?? []).length, 16, r.stderr);
+    // the layers before the varied one run once per batch, then come from the kept outputs
+    const [, reused] = /(\d+) of \d+ stage runs reused/.exec(r.stdout) ?? [];
+    assert.ok(Number(reused) >= 10, r.stdout);
     const html = readFileSync(join(dir, 'out', 'net_sensitivity.html'), 'utf8');
     assert.equal((html.match(/<svg class="plot"/g) ?? []).length, 3);
   } finally {
