@@ -54,7 +54,11 @@ export function evaluatedConfigs(r: SearchReport): EvaluatedConfig[] {
   return [...byKey.values()];
 }
 
-function scatter(r: SearchReport): string {
+/** The scatter of every configuration; with `zoom`, only what lies at or above that accuracy
+ *  (the region around A_min, which far-off failures squash in the full plot). */
+function scatter(r: SearchReport, zoom: number | null = null): string {
+  const keep = (y: number) => zoom === null || y >= zoom;
+  const kind = zoom === null ? 'eval' : 'zoomed';
   const configs = evaluatedConfigs(r);
   const steps = [...new Set(configs.map((c) => c.step))];
   const series: Series[] = [];
@@ -67,17 +71,19 @@ function scatter(r: SearchReport): string {
       label: step,
       color,
       mode: 'markers',
-      cls: 'eval exact',
-      points: mine.filter((c) => c.exact).map((c) => ({ x: c.memoryMB, y: c.accuracy, tip: tip(c) })),
+      cls: `${kind} exact`,
+      points: mine
+        .filter((c) => c.exact && keep(c.accuracy))
+        .map((c) => ({ x: c.memoryMB, y: c.accuracy, tip: tip(c) })),
     });
     series.push({
       label: `${step} (stopped early)`,
       color,
       mode: 'markers',
       marker: 'ring',
-      cls: 'eval bounded',
+      cls: `${kind} bounded`,
       noLegend: true,
-      points: mine.filter((c) => !c.exact).map((c) => ({ x: c.memoryMB, y: c.upper, tip: tip(c) })),
+      points: mine.filter((c) => !c.exact && keep(c.upper)).map((c) => ({ x: c.memoryMB, y: c.upper, tip: tip(c) })),
     });
   }
   if (configs.some((c) => !c.exact))
@@ -88,8 +94,11 @@ function scatter(r: SearchReport): string {
     label: 'Pareto front',
     color: '#111',
     mode: 'step',
-    points: front.map((c) => ({ x: c.memoryMB, y: c.accuracy })),
-    lineAttrs: { id: 'pareto-front', 'data-front': front.map((c) => `${c.memoryMB},${c.accuracy}`).join(';') },
+    points: front.filter((c) => keep(c.accuracy)).map((c) => ({ x: c.memoryMB, y: c.accuracy })),
+    lineAttrs:
+      zoom === null
+        ? { id: 'pareto-front', 'data-front': front.map((c) => `${c.memoryMB},${c.accuracy}`).join(';') }
+        : {},
   });
   series.push({
     label: 'chosen model',
@@ -97,13 +106,15 @@ function scatter(r: SearchReport): string {
     mode: 'markers',
     marker: 'diamond',
     size: 6,
-    cls: 'chosen',
-    points: r.models.map((m): Point => ({
-      x: m.memoryMB,
-      y: m.accuracy,
-      label: `model-${m.kind}`,
-      tip: `model-${m.kind}: ${num(m.accuracy)}%, ${num(m.memoryMB)} MB`,
-    })),
+    cls: zoom === null ? 'chosen' : 'zoomed-chosen',
+    points: r.models
+      .filter((m) => keep(m.accuracy))
+      .map((m): Point => ({
+        x: m.memoryMB,
+        y: m.accuracy,
+        label: `model-${m.kind}`,
+        tip: `model-${m.kind}: ${num(m.accuracy)}%, ${num(m.memoryMB)} MB`,
+      })),
   });
   const xs = configs.map((c) => c.memoryMB).filter((v) => v > 0);
   const log = xs.length > 0 && Math.max(...xs) / Math.min(...xs) > 20;
@@ -119,6 +130,17 @@ function scatter(r: SearchReport): string {
   ];
   if (Number.isFinite(budget) && budget > 0 && budget <= 4 * Math.max(...xs, 0))
     refs.push({ axis: 'x', value: budget, label: `budget ${num(budget)} MB`, color: '#777' });
+  if (zoom !== null)
+    return figure(
+      plot({
+        title: `Around A_min: the configurations at ${num(zoom, 2)}% or more`,
+        x: { label: 'weight memory (MB)', log },
+        y: { label: 'accuracy (%)', min: zoom },
+        series,
+        refs,
+      }),
+      `The same plot, from ${num(zoom, 2)}% up: where the search decided.`,
+    );
   return figure(
     plot({
       title: 'Accuracy against weight memory, every evaluated configuration',
@@ -131,6 +153,17 @@ function scatter(r: SearchReport): string {
       `once their step's pass/fail was certain, drawn at their upper bound). The black step line is the Pareto ` +
       `front of the exact ones; diamonds are the chosen models.`,
   );
+}
+
+/** The plot around A_min when the full plot's accuracies span much more than the search's
+ *  window (A_min minus the tolerance band, up to full precision); '' otherwise. */
+function zoomedScatter(r: SearchReport): string {
+  const band = Math.max(1, r.fullPrecisionAccuracy - r.minimumAccuracy);
+  const from = Math.max(0, r.minimumAccuracy - band);
+  const ys = evaluatedConfigs(r).map((c) => (c.exact ? c.accuracy : c.upper));
+  const inside = ys.filter((y) => y >= from).length;
+  const span = Math.max(...ys, r.fullPrecisionAccuracy) - Math.min(...ys, r.minimumAccuracy);
+  return inside >= 2 && span > 4 * (r.fullPrecisionAccuracy + 1 - from) ? scatter(r, from) : '';
 }
 
 function bitBars(r: SearchReport, m: SearchReport['models'][number]): string {
@@ -203,6 +236,7 @@ export function searchPage(r: SearchReport, source: string): string {
     ...r.notes.map((n) => `<p class="note">${esc(n)}</p>`),
     '<h2>Accuracy against weight memory</h2>',
     scatter(r),
+    zoomedScatter(r),
     '<h2>Steps</h2>',
     table(
       'steps',
