@@ -51,7 +51,14 @@ export type { SearchResult, StepResult, StepName } from './search/qcapsnets.js';
 // files
 export { readStateDict, writeStateDict, type StateDict } from './io/pt.js';
 export { readSafetensors, writeSafetensors } from './io/safetensors.js';
-export { writeJsonReport, writeHtmlReport, type SearchReport } from './io/report.js';
+export { writeJsonReport, type SearchReport } from './io/report.js';
+export { renderReport, writeHtmlReport, writeReportHtml, checkRunJson } from './report/index.js';
+export {
+  sensitivityAnalysis,
+  type SensitivityResult,
+  type SensitivityCurve,
+  type SensitivityOptions,
+} from './search/sensitivity.js';
 export { readQuantizedModel, writeQuantizedModel, type QuantizedFileInfo } from './io/quantized-file.js';
 export { exportOnnx, type OnnxExportOptions, type OnnxExportResult } from './io/onnx-export.js';
 

@@ -179,12 +179,19 @@ export const FLAGS: FlagSpec[] = [
     default: null,
     help: 'continue training from a checkpoint written by an earlier run',
   },
+  {
+    name: 'sensitivity-bits',
+    kind: 'string',
+    default: '1..16',
+    help: 'sensitivity: fractional bits to try, a range (1..16) or a list (2,4,8)',
+  },
+  { name: 'output', kind: 'string', default: null, help: 'report: the HTML file (default: RUN.json with .html)' },
   { name: 'help', kind: 'bool', default: false, help: 'show this help', aliases: ['h'] },
 ];
 
 export type Options = Record<string, string | number | boolean | number[] | null>;
 
-export const SUBCOMMANDS = ['train', 'evaluate', 'search', 'export'] as const;
+export const SUBCOMMANDS = ['train', 'evaluate', 'search', 'export', 'report', 'sensitivity'] as const;
 export const EXPORT_FORMATS = ['vectors', 'onnx'] as const;
 export type Subcommand = (typeof SUBCOMMANDS)[number] | 'all';
 
@@ -196,7 +203,8 @@ function parseNumber(flag: string, kind: 'int' | 'float', raw: string): number {
   return v;
 }
 
-export function parseArgs(argv: string[]): { command: Subcommand; options: Options } {
+export function parseArgs(argv: string[]): { command: Subcommand; options: Options; positional: string[] } {
+  const positional: string[] = []; // `report RUN.json`
   const options: Options = {};
   for (const f of FLAGS) options[f.name] = Array.isArray(f.default) ? [...f.default] : f.default;
   let command: Subcommand = 'all';
@@ -217,6 +225,10 @@ export function parseArgs(argv: string[]): { command: Subcommand; options: Optio
   }
   for (; i < argv.length; i++) {
     const arg = argv[i];
+    if (!arg.startsWith('-') && command === 'report') {
+      positional.push(arg);
+      continue;
+    }
     if (!arg.startsWith('-')) throw new Error(`unexpected argument '${arg}' (flags start with --; see --help)`);
     let name = arg.replace(/^--?/, '');
     let inline: string | undefined;
@@ -245,16 +257,20 @@ export function parseArgs(argv: string[]): { command: Subcommand; options: Optio
   }
   if (!(EXPORT_FORMATS as readonly string[]).includes(String(options.format)))
     throw new Error(`--format ${String(options.format)}: expected one of ${EXPORT_FORMATS.join(', ')}`);
-  return { command, options };
+  return { command, options, positional };
 }
 
 export function helpText(): string {
   const lines = [
-    'usage: qcapsnets [train|evaluate|search|export] [flags]',
+    'usage: qcapsnets [train|evaluate|search|export|sensitivity] [flags]',
+    '       qcapsnets report RUN.json [--output FILE]',
     '',
     'With no command: train (or load with --no-training), then run the Q-CapsNets search, as the',
     "reference's main.py does. train: training only. evaluate: the full-precision accuracy of",
-    '--trained-weights-path. search: the search on --trained-weights-path.',
+    '--trained-weights-path. search: the search on --trained-weights-path. sensitivity: accuracy',
+    "against --sensitivity-bits for each layer's weights, activations and routing alone, the rest at",
+    'full precision (<stem>_sensitivity.json and .html). report: the HTML page of a search, sweep or',
+    'sensitivity JSON.',
     '',
     'flags:',
   ];

@@ -5,6 +5,8 @@
 //   qcapsnets evaluate [flags]    full-precision accuracy of --trained-weights-path (a packed
 //                                 <stem>_quantized_<kind>.safetensors: its quantized accuracy)
 //   qcapsnets search [flags]      the search on --trained-weights-path
+//   qcapsnets sensitivity [flags] accuracy against bits, one layer's quantity at a time
+//   qcapsnets report RUN.json     the HTML page of a search, sweep or sensitivity JSON
 import { existsSync, statSync } from 'node:fs';
 import { DatasetMissingError, loadDataset } from '../data/load.js';
 import type { DatasetName } from '../data/sources.js';
@@ -17,10 +19,14 @@ import { evaluateFullPrecision } from '../models/evaluate.js';
 import { readStateDict } from '../io/pt.js';
 import { datasetFingerprint, readQuantizedModel } from '../io/quantized-file.js';
 import { runExport, runOnnxExport } from './export-job.js';
+import { runReportJob } from './report-job.js';
+import { runSensitivityJob } from './sensitivity-job.js';
+import { parseBitList } from '../search/sensitivity.js';
 import { backendInfo, kernels } from '../tensor/kernels.js';
 import {
   checkLoadedDataset,
   checkResumeFlags,
+  checkWritableFolder,
   checkSearchFlags,
   datasetShapeFromFlags,
   FLAGS,
@@ -168,11 +174,12 @@ async function evaluatePacked(o: Options, given: Set<string>): Promise<number> {
 async function main(): Promise<number> {
   process.env.QCAPS_QUIET ??= '1'; // the banner below names the backend
   const argv = process.argv.slice(2);
-  const { command, options: o } = parseArgs(argv);
+  const { command, options: o, positional } = parseArgs(argv);
   if (o.help) {
     log(helpText());
     return 0;
   }
+  if (command === 'report') return runReportJob(positional, o.output === null ? null : str(o, 'output'), log);
   // ---- every flag is checked before any long work (training, loading data)
   validateFlags(o);
   const started = performance.now();
@@ -204,6 +211,9 @@ async function main(): Promise<number> {
       o,
       model.quantLayers.map((l) => l.paramCount),
     );
+  const sensitivityBits =
+    command === 'sensitivity' ? parseBitList(str(o, 'sensitivity-bits'), '--sensitivity-bits') : [];
+  if (command === 'sensitivity' && o['output-dir'] !== null) checkWritableFolder(str(o, 'output-dir'), '--output-dir');
   const files = training ? prepareTrainingFiles(o) : null;
   let modelFile = training ? '' : loadTrained(o, model);
   const settings: Record<string, unknown> = {};
@@ -223,6 +233,26 @@ async function main(): Promise<number> {
     }
     // the search starts from the best model, as the reference does
     model.loadStateDict(readStateDict(modelFile), modelFile);
+  }
+
+  if (command === 'sensitivity') {
+    const { result, files: written } = await runSensitivityJob({
+      model,
+      modelFile,
+      test,
+      method,
+      compat,
+      seed: num(o, 'seed'),
+      bits: sensitivityBits,
+      testBatchSize: num(o, 'test-batch-size'),
+      cacheMB: num(o, 'cache-mb'),
+      outputDir: o['output-dir'] === null ? null : str(o, 'output-dir'),
+      settings,
+      log,
+    });
+    if (o.json)
+      console.log(JSON.stringify({ ...result, files: written, seconds: (performance.now() - started) / 1000 }));
+    return 0;
   }
 
   if (command === 'evaluate') {

@@ -13,7 +13,8 @@ import type { SearchResult } from '../search/qcapsnets.js';
 import { type SearchProgress, searchModel } from '../search/search-model.js';
 import { writeStateDict } from '../io/pt.js';
 import { datasetFingerprint, writeQuantizedModel } from '../io/quantized-file.js';
-import { type SearchReport, writeHtmlReport, writeJsonReport } from '../io/report.js';
+import { type SearchReport, writeJsonReport } from '../io/report.js';
+import { writeHtmlReport } from '../report/index.js';
 
 export interface SearchJobOptions {
   model: CapsNet;
@@ -161,7 +162,7 @@ export async function runSearchJob(o: SearchJobOptions): Promise<SearchJobResult
   const jsonFile = join(outDir, `${stem}_qcapsnets.json`);
   const htmlFile = join(outDir, `${stem}_qcapsnets.html`);
   writeJsonReport(jsonFile, report);
-  writeHtmlReport(htmlFile, report);
+  writeHtmlReport(htmlFile, report, jsonFile);
   files.push(jsonFile, htmlFile);
   o.log(`results: ${jsonFile} and ${htmlFile}`);
   return {

@@ -27,7 +27,7 @@ export { unpickle, PyDict, PyTuple, PyCallable, type PyValue, type PyObject, typ
 export { writeFileAtomic } from './atomic-write.js';
 export { crc32 } from './crc32.js';
 export { loadModel, saveModel, type LoadModelOptions } from './model-file.js';
-export { writeJsonReport, writeHtmlReport, type SearchReport } from './report.js';
+export { writeJsonReport, type SearchReport } from './report.js';
 export {
   readQuantizedModel,
   writeQuantizedModel,

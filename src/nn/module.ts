@@ -21,8 +21,8 @@ export interface QuantHooks {
   /** Quantize, in place, the activation at `point` ('out', 'votes', 'conv', 'squash'). */
   activation(layer: string, point: string, t: Tensor): void;
   /** The quantizer that activation(layer, point, .) applies, for kernels that fuse it into
-   *  their output (absent: layers call activation). */
-  activationSpec?(layer: string, point: string): QuantSpec;
+   *  their output (absent: layers call activation; null: that point is not quantized). */
+  activationSpec?(layer: string, point: string): QuantSpec | null;
   /** The quantizers for the routing inside `layer` (c and v with the activation bits, s and
    *  the logits with the routing bits), or null. */
   routing(layer: string): RoutingQuant | null;

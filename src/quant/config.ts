@@ -39,6 +39,12 @@ export function cloneBits(c: BitConfig): BitConfig {
   return { weightBits: [...c.weightBits], actBits: [...c.actBits], routingBits: [...c.routingBits] };
 }
 
+/** A bit count that means 'not quantized': the quantized forward leaves that layer's
+ *  weights, activations or routing values at float32 (the sensitivity analysis varies one
+ *  quantity with every other one at full precision). checkBitConfig refuses it, so no search
+ *  configuration can hold it. */
+export const FULL_PRECISION = Number.POSITIVE_INFINITY;
+
 /** The most fractional bits a configuration may ask for (step 1 starts from 32). */
 export const MAX_FRACTIONAL_BITS = 32;
 

@@ -8,7 +8,7 @@ import type { QuantHooks } from '../nn/module.js';
 import type { QuantMethod, RoutingQuant } from '../tensor/backend.js';
 import { kernels } from '../tensor/kernels.js';
 import type { Tensor } from '../tensor/tensor.js';
-import type { BitConfig, QuantLayerInfo } from './config.js';
+import { type BitConfig, FULL_PRECISION, type QuantLayerInfo } from './config.js';
 import { activationQuant, type RoundingCompat, weightQuant } from './methods.js';
 
 /** FNV-1a hash of a string: the stream number of a quantization point. */
@@ -57,7 +57,8 @@ export class ModelQuantizer {
     this.fastConv = compat !== 'dac2020';
   }
 
-  /** Writes every layer's parameters quantized with its weight bits (only layers that changed). */
+  /** Writes every layer's parameters quantized with its weight bits (only layers that changed);
+   *  FULL_PRECISION puts that layer's float32 values back. */
   applyWeights(weightBits: readonly number[]): void {
     if (weightBits.length !== this.layers.length) {
       throw new Error(`quantized forward: ${weightBits.length} weight bit counts for ${this.layers.length} layers`);
@@ -66,6 +67,10 @@ export class ModelQuantizer {
     for (const p of this.fp) {
       const bits = weightBits[p.layer];
       if (this.applied[p.layer] === bits) continue;
+      if (bits === FULL_PRECISION) {
+        p.param.data.set(p.values);
+        continue;
+      }
       k.quantize(
         p.values,
         p.param.data,
@@ -96,7 +101,7 @@ export class ModelQuantizer {
   }
 
   /** Hooks for one batch: activations with the layer's activation bits, routing values with
-   *  its routing bits (SPEC 4). */
+   *  its routing bits (SPEC 4); a FULL_PRECISION count leaves those values as they are. */
   hooks(bits: BitConfig, batch: number): QuantHooks {
     const top = (path: string) => {
       const l = this.layerIndex.get(path.split('.')[0]);
@@ -104,20 +109,17 @@ export class ModelQuantizer {
       return l;
     };
     const k = kernels();
+    const spec = (b: number, stream: number) =>
+      b === FULL_PRECISION ? null : activationQuant(this.method, b, this.compat, this.seed, stream);
     const activationSpec = (path: string, point: string) =>
-      activationQuant(
-        this.method,
-        bits.actBits[top(path)],
-        this.compat,
-        this.seed,
-        streamOf(`a|${batch}|${path}|${point}`),
-      );
+      spec(bits.actBits[top(path)], streamOf(`a|${batch}|${path}|${point}`));
     return {
       // where inputs and weights are fixed point (up to 15 bits), convolutions are exact integer
       // sums (native/fixedconv.cc): faster than either float algorithm, and order-free
       conv: { fastAlgorithms: this.fastConv, fixedPoint: true },
       activation: (path, point, t) => {
-        k.quantize(t.data, t.data, t.size, activationSpec(path, point));
+        const q = activationSpec(path, point);
+        if (q) k.quantize(t.data, t.data, t.size, q);
       },
       activationSpec,
       routing: (path): RoutingQuant | null => {
@@ -126,14 +128,8 @@ export class ModelQuantizer {
         if (r === undefined) return null;
         const stream = streamOf(`r|${batch}|${path}`);
         return {
-          act: activationQuant(this.method, bits.actBits[top(path)], this.compat, this.seed, stream),
-          routing: activationQuant(
-            this.method,
-            bits.routingBits[r],
-            this.compat,
-            this.seed,
-            (stream + 0x5bd1e995) >>> 0,
-          ),
+          act: spec(bits.actBits[top(path)], stream),
+          routing: spec(bits.routingBits[r], (stream + 0x5bd1e995) >>> 0),
           votes: activationSpec(path, 'votes'), // what activation(path, 'votes', .) applies
         };
       },

@@ -2,3 +2,4 @@ export * from './evaluator.js';
 export * from './qcapsnets.js';
 export * from './fast-evaluator.js';
 export * from './search-model.js';
+export * from './sensitivity.js';

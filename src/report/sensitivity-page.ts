@@ -1,0 +1,83 @@
+// The page of a sensitivity analysis (<stem>_sensitivity.json, src/search/sensitivity.ts): one
+// plot per kind (weights, activations, routing) with one accuracy-against-bits curve per
+// layer, every other quantity at full precision; the full-precision accuracy as a line.
+import type { SensitivityResult } from '../search/sensitivity.js';
+import { SENSITIVITY_KINDS } from '../search/sensitivity.js';
+import { facts, figure, page, settingsTable, table } from './page.js';
+import { num, PALETTE, plot } from './svg.js';
+
+const MARKERS = ['circle', 'square', 'diamond', 'ring'] as const;
+
+/** The fewest bits at which a curve stays within `points` of full precision ('–': never). */
+function bitsWithin(c: SensitivityResult['curves'][number], fp: number, points: number): string {
+  const i = c.bits.findIndex((_, k) => c.accuracy.slice(k).every((a) => a >= fp - points));
+  return i < 0 ? '–' : String(c.bits[i]);
+}
+
+export function sensitivityPage(r: SensitivityResult, source: string): string {
+  const layerNames = r.layers.map((l) => l.name);
+  const color = (layer: string) => PALETTE[Math.max(0, layerNames.indexOf(layer)) % PALETTE.length];
+  const plots = SENSITIVITY_KINDS.filter((k) => r.curves.some((c) => c.kind === k)).map((kind) => {
+    const curves = r.curves.filter((c) => c.kind === kind);
+    return figure(
+      plot({
+        title: `${kind}: accuracy against fractional bits, one layer at a time`,
+        x: { label: 'fractional bits' },
+        y: { label: 'accuracy (%)' },
+        series: curves.map((c, i) => ({
+          label: c.layer,
+          color: color(c.layer),
+          mode: 'line+markers' as const,
+          marker: MARKERS[i % MARKERS.length],
+          cls: `curve-point ${kind}`,
+          lineAttrs: { 'data-layer': c.layer, 'data-kind': kind },
+          points: c.bits.map((b, k) => ({
+            x: b,
+            y: c.accuracy[k],
+            tip: `${c.layer} ${kind}, ${b} bits: ${num(c.accuracy[k])}%`,
+          })),
+        })),
+        refs: [
+          {
+            axis: 'y',
+            value: r.fullPrecisionAccuracy,
+            label: `full precision ${num(r.fullPrecisionAccuracy)}%`,
+            color: '#2ca02c',
+          },
+        ],
+      }),
+      `Each curve quantizes only that layer's ${kind} (${r.settings.method}); everything else stays at float32.`,
+    );
+  });
+  const rows = r.curves.map((c) => [
+    c.layer,
+    c.kind,
+    num(Math.min(...c.accuracy), 2),
+    num(Math.max(...c.accuracy), 2),
+    bitsWithin(c, r.fullPrecisionAccuracy, 0.5),
+  ]);
+  return page(`Q-CapsNets sensitivity: ${r.model.kind} ${r.model.args.join(' ')}`, `${source} · ${r.settings.method}`, [
+    facts([
+      [`${num(r.fullPrecisionAccuracy, 2)}%`, 'full-precision accuracy'],
+      [`${r.curves.length}`, 'curves (layer x weights / activations / routing)'],
+      [`${r.settings.bits[0]}–${r.settings.bits[r.settings.bits.length - 1]}`, 'fractional bits tried'],
+      [`${r.evaluations}`, 'evaluations'],
+      [`${num(r.seconds, 1)} s`, 'run time'],
+    ]),
+    ...plots,
+    '<h2>Per curve</h2>',
+    table(
+      'curves',
+      [
+        'layer',
+        'kind',
+        'lowest accuracy (%)',
+        'highest accuracy (%)',
+        'fewest bits within 0.5 points of full precision',
+      ],
+      rows,
+    ),
+    '<h2>Settings</h2>',
+    settingsTable({ ...r.settings, model: `${r.model.kind} ${r.model.args.join(' ')}`, 'model file': r.model.file }),
+  ]);
+}

@@ -1,0 +1,196 @@
+// Per-layer sensitivity (issue 12, item 3; AIMET's per-layer analysis, the ONNX Runtime QDQ
+// debugger): the accuracy against bits of one quantity at a time (one layer's weights, its
+// activations, or its routing values), every other quantity at full precision
+// (FULL_PRECISION in the quantized forward). Curves show where accuracy is lost.
+// Evaluations run on the fast evaluator in layer order, so every configuration that varies
+// layer l starts from the kept full-precision outputs of layers 0..l-1.
+import type { CapsNet } from '../models/capsnet.js';
+import type { ImageSource } from '../models/evaluate.js';
+import { type BitConfig, FULL_PRECISION, MAX_FRACTIONAL_BITS } from '../quant/config.js';
+import { checkQuantizeOptions } from '../quant/quantized-model.js';
+import { ModelQuantizer } from '../quant/quantized-forward.js';
+import type { RoundingCompat } from '../quant/methods.js';
+import type { QuantMethod } from '../tensor/backend.js';
+import { FastEvaluator } from './fast-evaluator.js';
+
+export const SENSITIVITY_TOOL = 'qcapsnets sensitivity';
+export const SENSITIVITY_VERSION = 1;
+
+export type SensitivityKind = 'weights' | 'activations' | 'routing';
+export const SENSITIVITY_KINDS: readonly SensitivityKind[] = ['weights', 'activations', 'routing'];
+
+export interface SensitivityCurve {
+  /** the top-level layer (quantLayers' name) */
+  layer: string;
+  kind: SensitivityKind;
+  /** fractional bits, ascending */
+  bits: number[];
+  /** percent on the test images, one per entry of `bits` */
+  accuracy: number[];
+}
+
+/** `<stem>_sensitivity.json`, written by `qcapsnets sensitivity`. */
+export interface SensitivityResult {
+  tool: typeof SENSITIVITY_TOOL;
+  version: typeof SENSITIVITY_VERSION;
+  model: { kind: string; args: number[]; file: string };
+  settings: {
+    dataset: string;
+    testImages: number;
+    method: QuantMethod;
+    compat: RoundingCompat;
+    seed: number;
+    batchSize: number;
+    bits: number[];
+    [flag: string]: unknown;
+  };
+  layers: { name: string; paramCount: number; routes: boolean }[];
+  fullPrecisionAccuracy: number;
+  curves: SensitivityCurve[];
+  /** quantized evaluations run (the full-precision pass not counted) */
+  evaluations: number;
+  seconds: number;
+}
+
+export interface SensitivityOptions {
+  method: QuantMethod;
+  compat?: RoundingCompat;
+  seed?: number;
+  /** fractional bit counts to try, each an integer in [0, 32] */
+  bits: readonly number[];
+  /** images per batch (default 100) */
+  batchSize?: number;
+  /** MB for the kept stage outputs (default 1024; 0: none) */
+  cacheMB?: number;
+  /** called after each evaluation: `done` of `total`, the curve's layer and kind, its result */
+  onEvaluation?: (p: {
+    done: number;
+    total: number;
+    layer: string;
+    kind: SensitivityKind;
+    bits: number;
+    accuracy: number;
+  }) => void;
+}
+
+export interface SensitivityAnalysis {
+  fullPrecisionAccuracy: number;
+  curves: SensitivityCurve[];
+  evaluations: number;
+  /** stage runs saved by the kept outputs of earlier layers, of all stage runs asked for */
+  stagesReused: number;
+  stagesRun: number;
+}
+
+/** Parses '1..16', '2,4,8' or '8' into sorted distinct bit counts; errors name `label`. */
+export function parseBitList(text: string, label = 'bits'): number[] {
+  const range = /^\s*(\d+)\s*\.\.\s*(\d+)\s*$/.exec(text);
+  let values: number[];
+  if (range) {
+    const [a, b] = [Number(range[1]), Number(range[2])];
+    if (a > b) throw new Error(`${label} ${text}: the range's start is above its end`);
+    values = Array.from({ length: b - a + 1 }, (_, i) => a + i);
+  } else {
+    values = text
+      .split(/[\s,]+/)
+      .filter((s) => s !== '')
+      .map(Number);
+  }
+  if (values.length === 0 || !values.every((b) => Number.isInteger(b) && b >= 0 && b <= MAX_FRACTIONAL_BITS))
+    throw new Error(
+      `${label} '${text}': expected fractional bit counts in [0, ${MAX_FRACTIONAL_BITS}], as a range (1..16) or a list (2,4,8)`,
+    );
+  return [...new Set(values)].sort((x, y) => x - y);
+}
+
+/** Every curve the model has, in layer order: weights (layers with parameters), activations,
+ *  routing (routing layers). */
+export function sensitivityCurves(model: CapsNet): { layer: number; kind: SensitivityKind; routing: number }[] {
+  const out: { layer: number; kind: SensitivityKind; routing: number }[] = [];
+  let r = 0;
+  model.quantLayers.forEach((l, i) => {
+    if (l.paramCount > 0) out.push({ layer: i, kind: 'weights', routing: -1 });
+    out.push({ layer: i, kind: 'activations', routing: -1 });
+    if (l.routes) out.push({ layer: i, kind: 'routing', routing: r++ });
+  });
+  return out;
+}
+
+/** One quantity at `bits`, all others at full precision. */
+function oneQuantity(model: CapsNet, c: { layer: number; kind: SensitivityKind; routing: number }, bits: number) {
+  const layers = model.quantLayers;
+  const config: BitConfig = {
+    weightBits: layers.map(() => FULL_PRECISION),
+    actBits: layers.map(() => FULL_PRECISION),
+    routingBits: layers.filter((l) => l.routes).map(() => FULL_PRECISION),
+  };
+  if (c.kind === 'weights') config.weightBits[c.layer] = bits;
+  else if (c.kind === 'activations') config.actBits[c.layer] = bits;
+  else config.routingBits[c.routing] = bits;
+  return config;
+}
+
+/** Runs the sensitivity analysis of a trained model on `test` (exact accuracies, no early stop). */
+export async function sensitivityAnalysis(
+  model: CapsNet,
+  test: ImageSource,
+  options: SensitivityOptions,
+): Promise<SensitivityAnalysis> {
+  const q = checkQuantizeOptions('sensitivityAnalysis', options);
+  const batchSize = options.batchSize ?? 100;
+  const cacheMB = options.cacheMB ?? 1024;
+  if (!(Number.isInteger(batchSize) && batchSize >= 1))
+    throw new Error(`sensitivityAnalysis: options.batchSize ${batchSize}: expected a positive integer`);
+  if (!(cacheMB >= 0)) throw new Error(`sensitivityAnalysis: options.cacheMB ${cacheMB}: expected 0 or more`);
+  const bits = [...options.bits];
+  if (
+    bits.length === 0 ||
+    !bits.every((b) => Number.isInteger(b) && b >= 0 && b <= MAX_FRACTIONAL_BITS) ||
+    bits.some((b, i) => i > 0 && b <= bits[i - 1])
+  )
+    throw new Error(
+      `sensitivityAnalysis: options.bits [${bits}]: expected ascending distinct integers in [0, ${MAX_FRACTIONAL_BITS}]`,
+    );
+  if (!(test?.count >= 1)) throw new Error('sensitivityAnalysis: the test images are empty');
+  if (test.height !== model.inputWh || test.width !== model.inputWh || test.channels !== model.inputCh)
+    throw new Error(
+      `sensitivityAnalysis: the test images are ${test.height}x${test.width}x${test.channels}, the model takes ${model.inputWh}x${model.inputWh}x${model.inputCh}`,
+    );
+
+  const quantizer = new ModelQuantizer(model, q.method, q.compat, q.seed);
+  const evaluator = new FastEvaluator(model, quantizer, test, { batchSize, cacheMB, earlyStop: false });
+  const plan = sensitivityCurves(model);
+  const total = plan.length * bits.length;
+  const curves: SensitivityCurve[] = [];
+  let fullPrecisionAccuracy: number;
+  try {
+    fullPrecisionAccuracy = (await evaluator.evaluateFullPrecision()).accuracy;
+    for (const c of plan) {
+      const layer = model.quantLayers[c.layer].name;
+      const curve: SensitivityCurve = { layer, kind: c.kind, bits: [...bits], accuracy: [] };
+      for (const b of bits) {
+        const e = await evaluator.evaluate(oneQuantity(model, c, b));
+        curve.accuracy.push(e.accuracy);
+        options.onEvaluation?.({
+          done: evaluator.stats.evaluations,
+          total,
+          layer,
+          kind: c.kind,
+          bits: b,
+          accuracy: e.accuracy,
+        });
+      }
+      curves.push(curve);
+    }
+  } finally {
+    evaluator.clear();
+    quantizer.restore();
+  }
+  return {
+    fullPrecisionAccuracy,
+    curves,
+    evaluations: evaluator.stats.evaluations,
+    stagesReused: evaluator.stats.stagesReused,
+    stagesRun: evaluator.stats.stagesRun,
+  };
+}
