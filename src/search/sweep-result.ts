@@ -1,0 +1,90 @@
+// The result of `qcapsnets sweep` (<stem>_sweep.json): one row per grid cell (tolerance x memory
+// budget x method), every configuration any cell evaluated, and the Pareto front over
+// (accuracy, weight memory) of all of them. Shards (`--shard i/n`) write the same shape with
+// their share of the rows; `qcapsnets merge` combines them.
+import type { QuantMethod } from '../tensor/backend.js';
+import type { RoundingCompat } from '../quant/methods.js';
+
+export const SWEEP_TOOL = 'qcapsnets sweep';
+export const SWEEP_VERSION = 1;
+
+export interface SweepBits {
+  weightBits: number[];
+  actBits: number[];
+  routingBits: number[];
+}
+
+/** A model a cell chose: 'satisfied' (branch A), or 'memory' and 'accuracy' (branch B). */
+export interface SweepModel {
+  kind: 'satisfied' | 'memory' | 'accuracy';
+  bits: SweepBits;
+  /** percent, on the images the search decided on */
+  accuracy: number;
+  /** percent on the test set when the search decided on a held-out selection split, else null */
+  testAccuracy: number | null;
+  weightMemoryMB: number;
+  /** 32-bit weight memory / this model's */
+  weightReduction: number;
+  /** activation memory per image, kB (1 kB = 8,000 bits) */
+  activationKB: number;
+  /** 32-bit activation memory / this model's */
+  activationReduction: number;
+}
+
+export interface SweepRow {
+  /** percent of the full-precision accuracy */
+  tolerance: number;
+  memoryBudgetMB: number;
+  method: QuantMethod;
+  branch: 'A' | 'B';
+  models: SweepModel[];
+  /** evaluations this cell's search asked for: what the same search alone would run */
+  evaluations: number;
+  /** of those, the ones no earlier cell (or the --eval-cache file) had already made */
+  newEvaluations: number;
+  seconds: number;
+}
+
+/** One configuration evaluated by any cell (each configuration once per method). */
+export interface SweepPoint {
+  method: QuantMethod;
+  bits: SweepBits;
+  /** percent; exact, or the lower bound when the evaluation stopped early (then exact: false) */
+  accuracy: number;
+  exact: boolean;
+  weightMemoryMB: number;
+  activationKB: number;
+}
+
+export interface SweepResult {
+  tool: typeof SWEEP_TOOL;
+  version: typeof SWEEP_VERSION;
+  model: { kind: string; args: number[]; file: string; sha256: string };
+  settings: {
+    dataset: string;
+    testImages: number;
+    /** images held out of the training set that the search decided on (0: the test set) */
+    selectionSplit: number;
+    seed: number;
+    compat: RoundingCompat;
+    [flag: string]: unknown;
+  };
+  grid: { tolerances: number[]; memoryBudgetsMB: number[]; methods: QuantMethod[] };
+  /** this file's share of the grid; null for a whole grid or a merge of all shards */
+  shard: { index: number; count: number } | null;
+  fullPrecisionAccuracy: number;
+  /** 32-bit weight memory of the model, MB, and activation memory per image, kB */
+  fullPrecisionMemoryMB: number;
+  fullPrecisionActivationKB: number;
+  /** in grid order: methods, then tolerances, then budgets */
+  rows: SweepRow[];
+  evaluated: SweepPoint[];
+  /** indices into `evaluated` of the Pareto front (no other point has both higher or equal
+   *  accuracy and lower or equal weight memory, one strictly), by weight memory ascending */
+  pareto: number[];
+  /** distinct evaluations this run made (cache hits from --eval-cache not counted) */
+  evaluations: number;
+  /** the evaluations of the middle cell's search alone (its row's `evaluations`) */
+  middleCellEvaluations: number;
+  seconds: number;
+}
