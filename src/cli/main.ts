@@ -5,6 +5,8 @@
 //   qcapsnets evaluate [flags]    full-precision accuracy of --trained-weights-path (a packed
 //                                 <stem>_quantized_<kind>.safetensors: its quantized accuracy)
 //   qcapsnets search [flags]      the search on --trained-weights-path
+//   qcapsnets sweep [flags]       a grid of searches (tolerances x budgets x methods) in one run
+//   qcapsnets merge A.json ...    the shards of a sweep in one result
 import { existsSync, statSync } from 'node:fs';
 import { DatasetMissingError, loadDataset } from '../data/load.js';
 import type { DatasetName } from '../data/sources.js';
@@ -30,10 +32,13 @@ import {
   parseArgs,
   prepareTrainingFiles,
   searches,
+  sweepGridFromFlags,
   trains,
   validateFlags,
 } from './args.js';
+import { runMerge } from './merge-job.js';
 import { runSearchJob } from './search-job.js';
+import { runSweepJob } from './sweep-job.js';
 import { runTraining } from './train-job.js';
 
 const log = (line: string) => process.stdout.write(line + '\n');
@@ -168,9 +173,13 @@ async function evaluatePacked(o: Options, given: Set<string>): Promise<number> {
 async function main(): Promise<number> {
   process.env.QCAPS_QUIET ??= '1'; // the banner below names the backend
   const argv = process.argv.slice(2);
-  const { command, options: o } = parseArgs(argv);
+  const { command, options: o, files: mergeFiles } = parseArgs(argv);
   if (o.help) {
     log(helpText());
+    return 0;
+  }
+  if (command === 'merge') {
+    runMerge(mergeFiles, o.output === null ? null : str(o, 'output'), log);
     return 0;
   }
   // ---- every flag is checked before any long work (training, loading data)
@@ -190,6 +199,7 @@ async function main(): Promise<number> {
       () => loadSplit(o, 'test'),
       log,
     );
+  if (command === 'sweep') return sweep(o);
   const training = trains(command, o);
   const { model, decoder } = modulesFromFlags(o, training);
   if (searches(command))
@@ -239,6 +249,7 @@ async function main(): Promise<number> {
     cacheMB: num(o, 'cache-mb'),
     earlyStop: !o['no-early-stop'],
     approximateMarginImages: num(o, 'approximate-margin'),
+    evalCacheFile: o['eval-cache'] === null ? null : str(o, 'eval-cache'),
     outputDir: o['output-dir'] === null ? null : str(o, 'output-dir'),
     decoder: training ? { name: str(o, 'decoder'), args: o['decoder-args'] as number[] } : null,
     settings,
@@ -259,6 +270,53 @@ async function main(): Promise<number> {
       }),
     );
   }
+  return 0;
+}
+
+/** `qcapsnets sweep`: the grid, the model and the shard checked before the data is loaded. */
+async function sweep(o: Options): Promise<number> {
+  const { model } = modulesFromFlags(o, false);
+  const { grid, shard, budgetDivisors } = sweepGridFromFlags(
+    o,
+    model.quantLayers.map((l) => l.paramCount),
+  );
+  const modelFile = loadTrained(o, model);
+  const test = await loadSplit(o, 'test');
+  checkLoadedDataset(model, test);
+  const { result, file } = await runSweepJob({
+    model,
+    modelFile,
+    test,
+    grid,
+    shard,
+    compat: parseRoundingCompat(str(o, 'rounding-compat'), '--rounding-compat'),
+    seed: num(o, 'seed'),
+    testBatchSize: num(o, 'test-batch-size'),
+    cacheMB: num(o, 'cache-mb'),
+    earlyStop: !o['no-early-stop'],
+    evalCacheFile: o['eval-cache'] === null ? null : str(o, 'eval-cache'),
+    outputDir: o['output-dir'] === null ? null : str(o, 'output-dir'),
+    // what the rows depend on (not where files are, threads or the shard): merge compares these
+    settings: {
+      model: str(o, 'model'),
+      modelArgs: o['model-args'],
+      testLimit: o['test-limit'],
+      testBatchSize: num(o, 'test-batch-size'),
+      earlyStop: !o['no-early-stop'],
+      budgetDivisors,
+    },
+    log,
+  });
+  if (o.json)
+    console.log(
+      JSON.stringify({
+        file,
+        rows: result.rows.length,
+        evaluations: result.evaluations,
+        middleCellEvaluations: result.middleCellEvaluations,
+        seconds: result.seconds,
+      }),
+    );
   return 0;
 }
 
