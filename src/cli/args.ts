@@ -204,7 +204,12 @@ export const FLAGS: FlagSpec[] = [
     default: null,
     help: 'sweep: run share i of n of the grid (i/n, 1-based: cells k with k mod n = i-1); merge the shards after',
   },
-  { name: 'output', kind: 'string', default: null, help: 'merge: the merged file (default: <stem>_sweep.json beside the first)' },
+  {
+    name: 'output',
+    kind: 'string',
+    default: null,
+    help: 'merge: the merged file (default: <stem>_sweep.json beside the first)',
+  },
   { name: 'help', kind: 'bool', default: false, help: 'show this help', aliases: ['h'] },
 ];
 
@@ -508,7 +513,9 @@ export function checkResumeFlags(
 function commaList(flag: string, raw: string): string[] {
   const items = raw.split(',').map((s) => s.trim());
   if (raw.trim() === '' || items.some((s) => s === ''))
-    throw new Error(`--${flag} '${raw}': the grid axis is empty or has an empty item; expected values separated by commas`);
+    throw new Error(
+      `--${flag} '${raw}': the grid axis is empty or has an empty item; expected values separated by commas`,
+    );
   if (new Set(items).size !== items.length) throw new Error(`--${flag} ${raw}: a value appears twice`);
   return items;
 }
@@ -536,7 +543,9 @@ export function sweepGridFromFlags(
   for (const t of tolerances)
     if (!(t > 0 && t < 100)) throw new Error(`--tolerances: ${t}: expected values in (0, 100)`);
   if (o['memory-budgets'] !== null && o['budget-divisors'] !== null)
-    throw new Error('--memory-budgets and --budget-divisors: give one of them (budgets in MB, or as divisors of the 32-bit memory)');
+    throw new Error(
+      '--memory-budgets and --budget-divisors: give one of them (budgets in MB, or as divisors of the 32-bit memory)',
+    );
   const fp32MB = (paramCounts.reduce((a, b) => a + b, 0) * 32) / 8_000_000;
   const minimumMB = minimumBudgetMB(paramCounts);
   let budgetDivisors: number[] | null = null;

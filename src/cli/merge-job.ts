@@ -14,9 +14,12 @@ function readSweep(file: string): SweepResult {
   try {
     r = JSON.parse(readFileSync(file, 'utf8')) as SweepResult;
   } catch (err) {
-    throw new Error(`merge: ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : 'not JSON'}`, {
-      cause: err,
-    });
+    throw new Error(
+      `merge: ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : 'not JSON'}`,
+      {
+        cause: err,
+      },
+    );
   }
   if (r?.tool !== SWEEP_TOOL || r.version !== SWEEP_VERSION || !Array.isArray(r.rows) || !Array.isArray(r.evaluated))
     throw new Error(`merge: ${file}: not a ${SWEEP_TOOL} result (version ${SWEEP_VERSION})`);
@@ -36,14 +39,18 @@ export function mergeSweeps(files: readonly string[]): SweepResult {
         `merge: ${f} is a sweep of another model (sha256 ${r.model.sha256.slice(0, 12)}…, ${files[0]} has ${first.model.sha256.slice(0, 12)}…)`,
       );
     if (!same(r.grid, first.grid))
-      throw new Error(`merge: ${f} is a sweep of another grid (${JSON.stringify(r.grid)}, ${files[0]} has ${JSON.stringify(first.grid)})`);
+      throw new Error(
+        `merge: ${f} is a sweep of another grid (${JSON.stringify(r.grid)}, ${files[0]} has ${JSON.stringify(first.grid)})`,
+      );
     for (const key of new Set([...Object.keys(r.settings), ...Object.keys(first.settings)]))
       if (!same(r.settings[key], first.settings[key]))
         throw new Error(
           `merge: ${f} was run with ${key} ${JSON.stringify(r.settings[key])}, ${files[0]} with ${JSON.stringify(first.settings[key])}`,
         );
     if (r.fullPrecisionAccuracy !== first.fullPrecisionAccuracy)
-      throw new Error(`merge: ${f} measured another full-precision accuracy (${r.fullPrecisionAccuracy}%, ${files[0]}: ${first.fullPrecisionAccuracy}%)`);
+      throw new Error(
+        `merge: ${f} measured another full-precision accuracy (${r.fullPrecisionAccuracy}%, ${files[0]}: ${first.fullPrecisionAccuracy}%)`,
+      );
   });
   // every cell exactly once
   const cells = gridCells(first.grid);
@@ -56,7 +63,8 @@ export function mergeSweeps(files: readonly string[]): SweepResult {
     for (const row of r.rows) {
       const i = index.get(cellKey(row));
       if (i === undefined) throw new Error(`merge: ${files[k]} has a row (${cellKey(row)}) outside the grid`);
-      if (from.has(i)) throw new Error(`merge: the cell ${cellKey(row)} is in both ${files[from.get(i)!]} and ${files[k]}`);
+      if (from.has(i))
+        throw new Error(`merge: the cell ${cellKey(row)} is in both ${files[from.get(i)!]} and ${files[k]}`);
       from.set(i, k);
       rows[i] = row;
     }

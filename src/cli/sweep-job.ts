@@ -156,7 +156,9 @@ export function writeSweepResult(file: string, result: SweepResult): void {
 
 /** One line per row: the cell, its branch and its models. */
 export function sweepTable(r: SweepResult): string[] {
-  const lines = ['method            tolerance  budget MB  branch  model      w/a/r bits                     accuracy  weight x  act x  evals (new)'];
+  const lines = [
+    'method            tolerance  budget MB  branch  model      w/a/r bits                     accuracy  weight x  act x  evals (new)',
+  ];
   const bits = (b: { weightBits: number[]; actBits: number[]; routingBits: number[] }) =>
     `${b.weightBits.join(',')}/${b.actBits.join(',')}/${b.routingBits.join(',')}`;
   for (const row of r.rows as SweepRow[])

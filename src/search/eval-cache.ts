@@ -134,9 +134,13 @@ export class EvalCache {
       throw new Error(`eval cache ${file}: line 1 is not a JSON header; expected a file written by --eval-cache`);
     }
     if (found.tool !== EVAL_CACHE_TOOL)
-      throw new Error(`eval cache ${file}: not an evaluation cache (its first line has no "tool": "${EVAL_CACHE_TOOL}")`);
+      throw new Error(
+        `eval cache ${file}: not an evaluation cache (its first line has no "tool": "${EVAL_CACHE_TOOL}")`,
+      );
     if (found.version !== EVAL_CACHE_VERSION)
-      throw new Error(`eval cache ${file}: version ${found.version}, this qcapsnets reads version ${EVAL_CACHE_VERSION}`);
+      throw new Error(
+        `eval cache ${file}: version ${found.version}, this qcapsnets reads version ${EVAL_CACHE_VERSION}`,
+      );
     for (const f of HEADER_FIELDS)
       if (found[f] !== header[f])
         throw new Error(
@@ -241,7 +245,9 @@ function parseLine(line: string, where: string): StoredEvaluation {
     typeof o.exact !== 'boolean' ||
     !ints(o.batchCorrect)
   )
-    throw new Error(`${where}: expected method, w, a, r, accuracy, lower, upper, exact, seen, total, correct, batchCorrect`);
+    throw new Error(
+      `${where}: expected method, w, a, r, accuracy, lower, upper, exact, seen, total, correct, batchCorrect`,
+    );
   return {
     method: o.method as QuantMethod,
     bits: { weightBits: o.w as number[], actBits: o.a as number[], routingBits: o.r as number[] },

@@ -107,7 +107,9 @@ function checkOptions(
     const mine = { compat: r.compat, seed: r.seed, batchSize: r.batchSize, earlyStop: r.earlyStop };
     for (const [k, v] of Object.entries(mine))
       if (h[k as keyof typeof mine] !== v)
-        throw new Error(`searchModel: options.evalCache holds evaluations with ${k} ${h[k as keyof typeof mine]}, options.${k} is ${v}`);
+        throw new Error(
+          `searchModel: options.evalCache holds evaluations with ${k} ${h[k as keyof typeof mine]}, options.${k} is ${v}`,
+        );
     if (h.approximateMarginImages !== r.approximateMarginImages)
       throw new Error(
         `searchModel: options.evalCache holds evaluations with approximateMarginImages ${h.approximateMarginImages}, options.approximateMarginImages is ${r.approximateMarginImages}`,
