@@ -117,6 +117,8 @@ test('two shards as two processes, merged, equal the unsharded sweep row for row
   );
   assert.equal(g.middleCellEvaluations, w.middleCellEvaluations);
   assert.equal(g.evaluations, read(s1).evaluations + read(s2).evaluations);
+  assert.equal(g.middleCellImages, w.middleCellImages);
+  assert.ok(w.imagesEvaluated! < w.rows.reduce((a, r) => a + r.imagesEvaluated!, 0), 'cells share images');
 
   // merging: a shard missing, another grid, another model, a cell twice
   const bad = (name: string, edit: (r: SweepResult) => void) => {

@@ -115,6 +115,9 @@ export function mergeSweeps(files: readonly string[]): SweepResult {
     pareto: paretoFront(evaluated),
     evaluations: results.reduce((a, r) => a + r.evaluations, 0),
     middleCellEvaluations: mid.evaluations,
+    ...(results.every((r) => r.imagesEvaluated !== undefined)
+      ? { imagesEvaluated: results.reduce((a, r) => a + r.imagesEvaluated!, 0), middleCellImages: mid.imagesEvaluated }
+      : {}),
     // the shards' compute time together
     seconds: results.reduce((a, r) => a + r.seconds, 0),
   };

@@ -134,6 +134,8 @@ export async function runSweepJob(o: SweepJobOptions): Promise<{ result: SweepRe
     pareto: core.pareto,
     evaluations: core.evaluations,
     middleCellEvaluations: core.middleCellEvaluations,
+    imagesEvaluated: core.imagesEvaluated,
+    middleCellImages: core.middleCellImages,
     seconds: (performance.now() - t0) / 1000,
   };
   const outDir = resolve(o.outputDir ?? dirname(o.modelFile));
@@ -144,6 +146,8 @@ export async function runSweepJob(o: SweepJobOptions): Promise<{ result: SweepRe
   o.log(
     `${core.evaluations} evaluations run for the ${result.rows.length} cells` +
       (core.middleCellEvaluations ? ` (the middle cell's search alone: ${core.middleCellEvaluations})` : '') +
+      `, ${core.imagesEvaluated} images` +
+      (core.middleCellImages ? ` (the middle cell alone: ${core.middleCellImages})` : '') +
       `; ${result.evaluated.length} configurations evaluated, ${result.pareto.length} on the Pareto front`,
   );
   o.log(`results: ${file}`);

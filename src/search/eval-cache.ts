@@ -269,6 +269,11 @@ export interface CachingStats {
   queries: number;
   fromCache: number;
   computed: number;
+  /** images the queries would have run on a fresh evaluator of each search (an evaluation
+   *  resumed after an early stop of the same search counts only the rest) */
+  imagesAsked: number;
+  /** images the wrapped evaluator ran for the computed ones */
+  imagesRun: number;
 }
 
 /**
@@ -277,7 +282,7 @@ export interface CachingStats {
  * evaluator's view, where an exact query after an early-stopped one says "resumed after".
  */
 export class CachingEvaluator implements Evaluator {
-  stats: CachingStats = { queries: 0, fromCache: 0, computed: 0 };
+  stats: CachingStats = { queries: 0, fromCache: 0, computed: 0, imagesAsked: 0, imagesRun: 0 };
   /** per configuration any query of this run asked about: its stored evaluation with the
    *  most images */
   readonly answered = new Map<string, StoredEvaluation>();
@@ -312,11 +317,13 @@ export class CachingEvaluator implements Evaluator {
       answer = await this.inner.evaluate(bits, decided);
       this.cache.add(this.method, bits, answer);
       this.stats.computed++;
+      this.stats.imagesRun += answer.seen - (answer.resumedAfter ?? 0);
     }
     // "resumed after": what this search's own evaluator would say, whatever the cache held
     if (resumedAfter !== undefined && answer.seen > resumedAfter && !answer.approximate)
       answer.resumedAfter = resumedAfter;
     else delete answer.resumedAfter;
+    this.stats.imagesAsked += answer.seen - (answer.resumedAfter ?? 0);
     if (answer.exact) this.partials.delete(key);
     else if (!answer.approximate) this.partials.set(key, answer.seen);
     const best = this.cache.get(this.method, bits);

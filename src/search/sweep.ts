@@ -55,6 +55,8 @@ export interface SweepCore {
   pareto: number[];
   evaluations: number;
   middleCellEvaluations: number;
+  imagesEvaluated: number;
+  middleCellImages: number;
 }
 
 export interface SweepCell {
@@ -132,6 +134,7 @@ export async function runSweep(model: CapsNet, test: ImageSource, o: SweepOption
   const points: SweepPoint[] = [];
   let fullPrecisionAccuracy = NaN;
   let evaluations = 0;
+  let imagesEvaluated = 0;
 
   for (const method of o.grid.methods) {
     const mine = cells.filter((c) => c.method === method);
@@ -185,6 +188,7 @@ export async function runSweep(model: CapsNet, test: ImageSource, o: SweepOption
           evaluations: evaluator.stats.queries - before.queries,
           newEvaluations: evaluator.stats.computed - before.computed,
           seconds: (performance.now() - t0) / 1000,
+          imagesEvaluated: evaluator.stats.imagesAsked - before.imagesAsked,
         };
         rows.push(row);
         evaluations += row.newEvaluations;
@@ -198,6 +202,7 @@ export async function runSweep(model: CapsNet, test: ImageSource, o: SweepOption
       fast.clear();
       quantizer.restore();
     }
+    imagesEvaluated += evaluator.stats.imagesRun;
     for (const e of evaluator.answered.values()) points.push(sweepPoint(e, paramCounts, activationKB));
   }
 
@@ -216,6 +221,8 @@ export async function runSweep(model: CapsNet, test: ImageSource, o: SweepOption
     evaluations,
     // a shard without the middle cell reports 0; `qcapsnets merge` fills it in
     middleCellEvaluations: middleRow?.evaluations ?? 0,
+    imagesEvaluated,
+    middleCellImages: middleRow?.imagesEvaluated ?? 0,
   };
 }
 
