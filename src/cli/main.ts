@@ -30,6 +30,7 @@ import {
   modulesFromFlags,
   type Options,
   parseArgs,
+  type Subcommand,
   prepareTrainingFiles,
   searches,
   sweepGridFromFlags,
@@ -178,6 +179,19 @@ async function main(): Promise<number> {
     log(helpText());
     return 0;
   }
+  // the flags of one command only, given to another, are an error rather than ignored
+  const given = givenFlags(argv);
+  const only: [string[], Subcommand[]][] = [
+    [['tolerances', 'memory-budgets', 'budget-divisors', 'methods', 'shard'], ['sweep']],
+    [['eval-cache'], ['sweep', 'search', 'all']],
+    [['output'], ['merge']],
+  ];
+  for (const [flags, commands] of only)
+    for (const f of flags)
+      if (given.has(f) && !commands.includes(command))
+        throw new Error(
+          `--${f} applies to ${commands.map((c) => (c === 'all' ? 'the default command' : c)).join(', ')} only`,
+        );
   if (command === 'merge') {
     runMerge(mergeFiles, o.output === null ? null : str(o, 'output'), log);
     return 0;
