@@ -190,6 +190,8 @@ test('bad sweep input is one clear error line before any work', () => {
     ],
     [withModel(model, ['--methods', 'round_to_nearest,rounding']), /--methods: unknown quantization method 'rounding'/],
     [withModel(model, ['--shard', '3/2']), /--shard 3\/2: expected i\/n with 1 <= i <= n/],
+    [['search', '--shard', '1/2'], /--shard applies to sweep only/],
+    [['train', '--eval-cache', cache], /--eval-cache applies to sweep, search and the default command only/],
     [withModel(model, ['--shard', '0/2']), /--shard 0\/2: expected i\/n with 1 <= i <= n/],
     [withModel(model, ['--budget-divisors', '64']), /--budget-divisors: 64: expected values in \[1, 32\]/],
     [withModel(model, ['--memory-budgets', '0.1']), /--memory-budgets: 0.1 MB cannot be met/],

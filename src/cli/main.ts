@@ -190,7 +190,10 @@ async function main(): Promise<number> {
     for (const f of flags)
       if (given.has(f) && !commands.includes(command))
         throw new Error(
-          `--${f} applies to ${commands.map((c) => (c === 'all' ? 'the default command' : c)).join(', ')} only`,
+          `--${f} applies to ${commands
+            .map((c) => (c === 'all' ? 'the default command' : c))
+            .join(', ')
+            .replace(/, ([^,]+)$/, ' and $1')} only`,
         );
   if (command === 'merge') {
     runMerge(mergeFiles, o.output === null ? null : str(o, 'output'), log);
