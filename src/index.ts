@@ -47,6 +47,9 @@ export {
   type ModelSearchResult,
 } from './search/search-model.js';
 export type { SearchResult, StepResult, StepName } from './search/qcapsnets.js';
+export { runSweep, gridCells, type SweepOptions, type SweepGrid } from './search/sweep.js';
+export { EvalCache, CachingEvaluator, type EvalCacheHeader } from './search/eval-cache.js';
+export type { SweepResult, SweepRow, SweepPoint } from './search/sweep-result.js';
 
 // files
 export { readStateDict, writeStateDict, type StateDict } from './io/pt.js';

@@ -185,13 +185,63 @@ export const FLAGS: FlagSpec[] = [
     default: '1..16',
     help: 'sensitivity: fractional bits to try, a range (1..16) or a list (2,4,8)',
   },
-  { name: 'output', kind: 'string', default: null, help: 'report: the HTML file (default: RUN.json with .html)' },
+  {
+    name: 'eval-cache',
+    kind: 'string',
+    default: null,
+    help: 'search, sweep: a file of evaluations (JSON lines, appended as they end) that later runs on this model and these images reuse, and a killed run resumes from',
+  },
+  {
+    name: 'tolerances',
+    kind: 'string',
+    default: null,
+    help: 'sweep: accuracy tolerances, comma-separated (default: --accuracy-tolerance)',
+  },
+  {
+    name: 'memory-budgets',
+    kind: 'string',
+    default: null,
+    help: 'sweep: weight memory budgets in MB, comma-separated (default: --memory-budget)',
+  },
+  {
+    name: 'budget-divisors',
+    kind: 'string',
+    default: null,
+    help: 'sweep: budgets as divisors of the 32-bit weight memory, comma-separated (4: a quarter of it), instead of --memory-budgets',
+  },
+  {
+    name: 'methods',
+    kind: 'string',
+    default: null,
+    help: 'sweep: rounding methods, comma-separated (default: --quantization-method)',
+  },
+  {
+    name: 'shard',
+    kind: 'string',
+    default: null,
+    help: 'sweep: run share i of n of the grid (i/n, 1-based: cells k with k mod n = i-1); merge the shards after',
+  },
+  {
+    name: 'output',
+    kind: 'string',
+    default: null,
+    help: 'report: the HTML file (default: RUN.json with .html); merge: the merged file (default: <stem>_sweep.json beside the first)',
+  },
   { name: 'help', kind: 'bool', default: false, help: 'show this help', aliases: ['h'] },
 ];
 
 export type Options = Record<string, string | number | boolean | number[] | null>;
 
-export const SUBCOMMANDS = ['train', 'evaluate', 'search', 'export', 'report', 'sensitivity'] as const;
+export const SUBCOMMANDS = [
+  'train',
+  'evaluate',
+  'search',
+  'export',
+  'sweep',
+  'merge',
+  'report',
+  'sensitivity',
+] as const;
 export const EXPORT_FORMATS = ['vectors', 'onnx'] as const;
 export type Subcommand = (typeof SUBCOMMANDS)[number] | 'all';
 
@@ -204,7 +254,7 @@ function parseNumber(flag: string, kind: 'int' | 'float', raw: string): number {
 }
 
 export function parseArgs(argv: string[]): { command: Subcommand; options: Options; positional: string[] } {
-  const positional: string[] = []; // `report RUN.json`
+  const positional: string[] = []; // `report RUN.json`, `merge A.json B.json ...`
   const options: Options = {};
   for (const f of FLAGS) options[f.name] = Array.isArray(f.default) ? [...f.default] : f.default;
   let command: Subcommand = 'all';
@@ -225,7 +275,7 @@ export function parseArgs(argv: string[]): { command: Subcommand; options: Optio
   }
   for (; i < argv.length; i++) {
     const arg = argv[i];
-    if (!arg.startsWith('-') && command === 'report') {
+    if (!arg.startsWith('-') && (command === 'report' || command === 'merge')) {
       positional.push(arg);
       continue;
     }
@@ -262,15 +312,20 @@ export function parseArgs(argv: string[]): { command: Subcommand; options: Optio
 
 export function helpText(): string {
   const lines = [
-    'usage: qcapsnets [train|evaluate|search|export|sensitivity] [flags]',
+    'usage: qcapsnets [train|evaluate|search|export|sweep|sensitivity] [flags]',
+    '       qcapsnets merge A.json B.json ... [--output FILE]',
     '       qcapsnets report RUN.json [--output FILE]',
     '',
     'With no command: train (or load with --no-training), then run the Q-CapsNets search, as the',
     "reference's main.py does. train: training only. evaluate: the full-precision accuracy of",
-    '--trained-weights-path. search: the search on --trained-weights-path. sensitivity: accuracy',
-    "against --sensitivity-bits for each layer's weights, activations and routing alone, the rest at",
-    'full precision (<stem>_sensitivity.json and .html). report: the HTML page of a search, sweep or',
-    'sensitivity JSON.',
+    '--trained-weights-path. search: the search on --trained-weights-path.',
+    'sweep: the search for every cell of --methods x --tolerances x --memory-budgets (or',
+    '--budget-divisors) on --trained-weights-path, in one run that shares every evaluation;',
+    'it writes <stem>_sweep.json (a row per cell: the chosen bits, accuracy, memory reductions)',
+    'and no model files. merge: the shards of a sweep (--shard i/n) in one file.',
+    "sensitivity: accuracy against --sensitivity-bits for each layer's weights, activations and",
+    'routing alone, the rest at full precision (<stem>_sensitivity.json and .html). report: the',
+    'HTML page of a search, sweep or sensitivity JSON.',
     '',
     'flags:',
   ];
@@ -480,4 +535,79 @@ export function checkResumeFlags(
   run: { model: CapsNet; decoder: CapsDecoder; train: Dataset; test: Dataset },
 ): void {
   checkResumable(ckpt, runIdentity(run.model, run.decoder, run, trainSettingsFromFlags(o)), FLAG_NAMES);
+}
+
+// ---- sweep: the grid's axes and the shard, checked before any work
+
+/** A comma-separated flag value (an empty axis is an error naming the flag). */
+function commaList(flag: string, raw: string): string[] {
+  const items = raw.split(',').map((s) => s.trim());
+  if (raw.trim() === '' || items.some((s) => s === ''))
+    throw new Error(
+      `--${flag} '${raw}': the grid axis is empty or has an empty item; expected values separated by commas`,
+    );
+  if (new Set(items).size !== items.length) throw new Error(`--${flag} ${raw}: a value appears twice`);
+  return items;
+}
+
+/**
+ * The sweep's grid from --methods, --tolerances, --memory-budgets or --budget-divisors (each
+ * defaulting to the single-search flag), and --shard i/n, against the model's layers (their
+ * parameter counts): every budget reachable, every tolerance in (0, 100), 1 <= i <= n.
+ */
+export function sweepGridFromFlags(
+  o: Options,
+  paramCounts: readonly number[],
+): {
+  grid: { tolerances: number[]; memoryBudgetsMB: number[]; methods: ReturnType<typeof parseQuantMethod>[] };
+  shard: { index: number; count: number } | null;
+  budgetDivisors: number[] | null;
+} {
+  const methods = (o.methods === null ? [str(o, 'quantization-method')] : commaList('methods', str(o, 'methods'))).map(
+    (m) => parseQuantMethod(m, '--methods'),
+  );
+  const tolerances =
+    o.tolerances === null
+      ? [num(o, 'accuracy-tolerance')]
+      : commaList('tolerances', str(o, 'tolerances')).map((v) => parseNumber('tolerances', 'float', v));
+  for (const t of tolerances)
+    if (!(t > 0 && t < 100)) throw new Error(`--tolerances: ${t}: expected values in (0, 100)`);
+  if (o['memory-budgets'] !== null && o['budget-divisors'] !== null)
+    throw new Error(
+      '--memory-budgets and --budget-divisors: give one of them (budgets in MB, or as divisors of the 32-bit memory)',
+    );
+  const fp32MB = (paramCounts.reduce((a, b) => a + b, 0) * 32) / 8_000_000;
+  const minimumMB = minimumBudgetMB(paramCounts);
+  let budgetDivisors: number[] | null = null;
+  let memoryBudgetsMB: number[];
+  if (o['budget-divisors'] !== null) {
+    budgetDivisors = commaList('budget-divisors', str(o, 'budget-divisors')).map((v) =>
+      parseNumber('budget-divisors', 'float', v),
+    );
+    for (const d of budgetDivisors)
+      if (!(d >= 1 && d <= 32))
+        throw new Error(`--budget-divisors: ${d}: expected values in [1, 32] (32: one bit per parameter)`);
+    memoryBudgetsMB = budgetDivisors.map((d) => fp32MB / d);
+  } else {
+    memoryBudgetsMB =
+      o['memory-budgets'] === null
+        ? [num(o, 'memory-budget')]
+        : commaList('memory-budgets', str(o, 'memory-budgets')).map((v) => parseNumber('memory-budgets', 'float', v));
+    for (const b of memoryBudgetsMB)
+      if (!(b >= minimumMB))
+        throw new Error(
+          `--memory-budgets: ${b} MB cannot be met: even 1 bit per parameter needs ${minimumMB} MB; use budgets of at least ${minimumMB} MB`,
+        );
+  }
+  let shard: { index: number; count: number } | null = null;
+  if (o.shard !== null) {
+    const m = /^\s*(-?\d+)\s*\/\s*(-?\d+)\s*$/.exec(str(o, 'shard'));
+    const index = m ? Number(m[1]) : NaN;
+    const count = m ? Number(m[2]) : NaN;
+    if (!(count >= 1 && index >= 1 && index <= count))
+      throw new Error(`--shard ${str(o, 'shard')}: expected i/n with 1 <= i <= n (e.g. 1/4)`);
+    shard = { index, count };
+  }
+  if (o['output-dir'] !== null) checkWritableFolder(str(o, 'output-dir'), '--output-dir');
+  return { grid: { tolerances, memoryBudgetsMB, methods }, shard, budgetDivisors };
 }

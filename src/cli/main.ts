@@ -7,6 +7,8 @@
 //   qcapsnets search [flags]      the search on --trained-weights-path
 //   qcapsnets sensitivity [flags] accuracy against bits, one layer's quantity at a time
 //   qcapsnets report RUN.json     the HTML page of a search, sweep or sensitivity JSON
+//   qcapsnets sweep [flags]       a grid of searches (tolerances x budgets x methods) in one run
+//   qcapsnets merge A.json ...    the shards of a sweep in one result
 import { existsSync, statSync } from 'node:fs';
 import { DatasetMissingError, loadDataset } from '../data/load.js';
 import type { DatasetName } from '../data/sources.js';
@@ -34,12 +36,16 @@ import {
   modulesFromFlags,
   type Options,
   parseArgs,
+  type Subcommand,
   prepareTrainingFiles,
   searches,
+  sweepGridFromFlags,
   trains,
   validateFlags,
 } from './args.js';
+import { runMerge } from './merge-job.js';
 import { runSearchJob } from './search-job.js';
+import { runSweepJob } from './sweep-job.js';
 import { runTraining } from './train-job.js';
 
 const log = (line: string) => process.stdout.write(line + '\n');
@@ -180,6 +186,26 @@ async function main(): Promise<number> {
     return 0;
   }
   if (command === 'report') return runReportJob(positional, o.output === null ? null : str(o, 'output'), log);
+  // the flags of one command only, given to another, are an error rather than ignored
+  const given = givenFlags(argv);
+  const only: [string[], Subcommand[]][] = [
+    [['tolerances', 'memory-budgets', 'budget-divisors', 'methods', 'shard'], ['sweep']],
+    [['eval-cache'], ['sweep', 'search', 'all']],
+    [['output'], ['merge', 'report']],
+  ];
+  for (const [flags, commands] of only)
+    for (const f of flags)
+      if (given.has(f) && !commands.includes(command))
+        throw new Error(
+          `--${f} applies to ${commands
+            .map((c) => (c === 'all' ? 'the default command' : c))
+            .join(', ')
+            .replace(/, ([^,]+)$/, ' and $1')} only`,
+        );
+  if (command === 'merge') {
+    runMerge(positional, o.output === null ? null : str(o, 'output'), log);
+    return 0;
+  }
   // ---- every flag is checked before any long work (training, loading data)
   validateFlags(o);
   const started = performance.now();
@@ -204,6 +230,7 @@ async function main(): Promise<number> {
       () => loadSplit(o, 'test'),
       log,
     );
+  if (command === 'sweep') return sweep(o);
   const training = trains(command, o);
   const { model, decoder } = modulesFromFlags(o, training);
   if (searches(command))
@@ -276,6 +303,7 @@ async function main(): Promise<number> {
     cacheMB: num(o, 'cache-mb'),
     earlyStop: !o['no-early-stop'],
     approximateMarginImages: num(o, 'approximate-margin'),
+    evalCacheFile: o['eval-cache'] === null ? null : str(o, 'eval-cache'),
     outputDir: o['output-dir'] === null ? null : str(o, 'output-dir'),
     decoder: training ? { name: str(o, 'decoder'), args: o['decoder-args'] as number[] } : null,
     settings,
@@ -296,6 +324,53 @@ async function main(): Promise<number> {
       }),
     );
   }
+  return 0;
+}
+
+/** `qcapsnets sweep`: the grid, the model and the shard checked before the data is loaded. */
+async function sweep(o: Options): Promise<number> {
+  const { model } = modulesFromFlags(o, false);
+  const { grid, shard, budgetDivisors } = sweepGridFromFlags(
+    o,
+    model.quantLayers.map((l) => l.paramCount),
+  );
+  const modelFile = loadTrained(o, model);
+  const test = await loadSplit(o, 'test');
+  checkLoadedDataset(model, test);
+  const { result, file } = await runSweepJob({
+    model,
+    modelFile,
+    test,
+    grid,
+    shard,
+    compat: parseRoundingCompat(str(o, 'rounding-compat'), '--rounding-compat'),
+    seed: num(o, 'seed'),
+    testBatchSize: num(o, 'test-batch-size'),
+    cacheMB: num(o, 'cache-mb'),
+    earlyStop: !o['no-early-stop'],
+    evalCacheFile: o['eval-cache'] === null ? null : str(o, 'eval-cache'),
+    outputDir: o['output-dir'] === null ? null : str(o, 'output-dir'),
+    // what the rows depend on (not where files are, threads or the shard): merge compares these
+    settings: {
+      model: str(o, 'model'),
+      modelArgs: o['model-args'],
+      testLimit: o['test-limit'],
+      testBatchSize: num(o, 'test-batch-size'),
+      earlyStop: !o['no-early-stop'],
+      budgetDivisors,
+    },
+    log,
+  });
+  if (o.json)
+    console.log(
+      JSON.stringify({
+        file,
+        rows: result.rows.length,
+        evaluations: result.evaluations,
+        middleCellEvaluations: result.middleCellEvaluations,
+        seconds: result.seconds,
+      }),
+    );
   return 0;
 }
 

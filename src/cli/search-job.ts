@@ -15,6 +15,7 @@ import { writeStateDict } from '../io/pt.js';
 import { datasetFingerprint, writeQuantizedModel } from '../io/quantized-file.js';
 import { type SearchReport, writeJsonReport } from '../io/report.js';
 import { writeHtmlReport } from '../report/index.js';
+import { fileSha256, openEvalCache } from './sweep-job.js';
 
 export interface SearchJobOptions {
   model: CapsNet;
@@ -31,6 +32,8 @@ export interface SearchJobOptions {
   earlyStop: boolean;
   /** dac2020: images of margin for deciding with the fast convolutions (0: always exact) */
   approximateMarginImages?: number;
+  /** --eval-cache: evaluations to reuse and to append to (null: none) */
+  evalCacheFile?: string | null;
   outputDir: string | null;
   /** the decoder the model was trained with in this run (recorded in the packed files) */
   decoder?: { name: string; args: readonly number[] } | null;
@@ -61,7 +64,20 @@ function progressLine(): (p: SearchProgress) => void {
 export async function runSearchJob(o: SearchJobOptions): Promise<SearchJobResult> {
   const t0 = performance.now();
   // settings were checked with the flags (src/cli/args.ts); searchModel checks its options again
+  const evalCache = o.evalCacheFile
+    ? openEvalCache(o.evalCacheFile, {
+        model: o.model,
+        modelSha256: fileSha256(o.modelFile),
+        test: o.test,
+        compat: o.compat,
+        seed: o.seed,
+        batchSize: o.testBatchSize,
+        earlyStop: o.earlyStop,
+        approximateMarginImages: o.approximateMarginImages ?? 0,
+      })
+    : undefined;
   const r = await searchModel(o.model, o.test, {
+    evalCache,
     method: o.method,
     compat: o.compat,
     tolerance: o.tolerance,
@@ -73,7 +89,7 @@ export async function runSearchJob(o: SearchJobOptions): Promise<SearchJobResult
     approximateMarginImages: o.approximateMarginImages ?? 0,
     log: o.log,
     onProgress: progressLine(),
-  });
+  }).finally(() => evalCache?.close());
   const search = r.search;
 
   const outDir = resolve(o.outputDir ?? dirname(o.modelFile));

@@ -20,8 +20,16 @@ export interface Evaluation {
   /** computed with the fast (DFT/Winograd) convolutions under dac2020 arithmetic; the bounds
    *  include the safety margin (see FastEvaluatorOptions.approximateMargin) */
   approximate?: boolean;
+  /** correct images of each batch seen, in evaluation order, from the first batch (a resumed
+   *  evaluation's too), when the evaluator counts per batch: a later query with another
+   *  threshold can then find where this evaluation would have stopped (src/search/eval-cache.ts) */
+  batchCorrect?: number[];
 }
 
 export interface Evaluator {
   evaluate(bits: BitConfig, decided?: (lower: number, upper: number) => boolean): Promise<Evaluation>;
+  /** Optional: continue a configuration's next evaluation after the batches whose correct
+   *  counts are given (an early-stopped evaluation of an earlier run, read from a file), as
+   *  if this evaluator had stopped there itself. */
+  resumeAfter?(bits: BitConfig, batchCorrect: readonly number[]): void;
 }

@@ -63,6 +63,8 @@ interface Partial {
   nextBatch: number;
   correct: number;
   seen: number;
+  /** correct images per batch so far */
+  batchCorrect: number[];
 }
 
 export class FastEvaluator implements Evaluator {
@@ -209,6 +211,7 @@ export class FastEvaluator implements Evaluator {
     this.partials.delete(configKey);
     let correct = resumed?.correct ?? 0;
     let seen = resumed?.seen ?? 0;
+    const batchCorrect = resumed ? [...resumed.batchCorrect] : [];
     const total = this.data.count;
     let exact = true;
     this.stats.evaluations++;
@@ -258,7 +261,9 @@ export class FastEvaluator implements Evaluator {
         }
       }
       const caps = input;
-      correct += countCorrect(caps, labels);
+      const right = countCorrect(caps, labels);
+      batchCorrect.push(right);
+      correct += right;
       seen += caps.shape[0];
       if (ownsInput) give(caps.data);
       this.stats.batchesRun++;
@@ -268,7 +273,7 @@ export class FastEvaluator implements Evaluator {
         const upper = ((correct + total - seen) * 100.0) / total;
         if (decided(lower, upper)) {
           exact = false;
-          this.partials.set(configKey, { nextBatch: b + 1, correct, seen });
+          this.partials.set(configKey, { nextBatch: b + 1, correct, seen, batchCorrect: [...batchCorrect] });
           break;
         }
       }
@@ -284,7 +289,20 @@ export class FastEvaluator implements Evaluator {
       total,
       seconds: (performance.now() - t0) / 1000,
       ...(resumed ? { resumedAfter: resumed.seen } : {}),
+      batchCorrect,
     };
+  }
+
+  /** Seeds the partial count of an evaluation that stopped early after these batches (in an
+   *  earlier run), so that the next evaluation of `bits` runs only the batches after them, as
+   *  after an early stop of its own. Ignored when this evaluator holds a partial already, or
+   *  when the counts do not fit its batches. Call after evaluateFullPrecision (the order). */
+  resumeAfter(bits: BitConfig, batchCorrect: readonly number[]): void {
+    const key = this.prefixKey(bits, this.model.stages.length);
+    const n = batchCorrect.length;
+    if (this.partials.has(key) || n < 1 || n >= this.numBatches) return;
+    const correct = batchCorrect.reduce((a, b) => a + b, 0);
+    this.partials.set(key, { nextBatch: n, correct, seen: n * this.opts.batchSize, batchCorrect: [...batchCorrect] });
   }
 
   /** Full-precision accuracy (no quantization, the model's own parameters), a full pass. */

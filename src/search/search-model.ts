@@ -9,6 +9,8 @@ import { checkQuantizeOptions, QuantizedModel } from '../quant/quantized-model.j
 import { ModelQuantizer } from '../quant/quantized-forward.js';
 import type { RoundingCompat } from '../quant/methods.js';
 import type { QuantMethod } from '../tensor/backend.js';
+import { CachingEvaluator, type EvalCache } from './eval-cache.js';
+import type { Evaluator } from './evaluator.js';
 import { FastEvaluator } from './fast-evaluator.js';
 import { checkSearchSettings, runSearch, type SearchResult, type StepName } from './qcapsnets.js';
 
@@ -41,6 +43,9 @@ export interface SearchOptions {
   earlyStop?: boolean;
   /** dac2020: images of margin for deciding with the fast convolutions (default 0: exact) */
   approximateMarginImages?: number;
+  /** evaluations of earlier runs to reuse, and where this run's go (src/search/eval-cache.ts);
+   *  its header must name this model file and these test images (the caller checks those) */
+  evalCache?: EvalCache;
   /** the search's log lines (default: none) */
   log?: (line: string) => void;
   /** called after every batch of every evaluation */
@@ -59,6 +64,8 @@ export interface ModelSearchResult {
   /** the search itself (steps 1 to 3B/4A), without the full-precision pass */
   searchSeconds: number;
   evaluations: number;
+  /** with options.evalCache: the evaluations it could not answer (run by this call) */
+  newEvaluations?: number;
   /** work done, in full passes over every stage of every batch */
   fullPassEquivalents: number;
 }
@@ -78,12 +85,12 @@ function checkOptions(
   model: CapsNet,
   test: ImageSource,
   o: SearchOptions,
-): Required<Omit<SearchOptions, 'log' | 'onProgress'>> {
+): Required<Omit<SearchOptions, 'log' | 'onProgress' | 'evalCache'>> {
   const r = {
     ...SEARCH_DEFAULTS,
     ...Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)),
     ...checkQuantizeOptions('searchModel', o),
-  } as Required<Omit<SearchOptions, 'log' | 'onProgress'>>;
+  } as Required<Omit<SearchOptions, 'log' | 'onProgress' | 'evalCache'>>;
   if (!(Number.isInteger(r.batchSize) && r.batchSize >= 1))
     throw new Error(`searchModel: options.batchSize ${r.batchSize}: expected a positive integer`);
   if (!(r.cacheMB >= 0)) throw new Error(`searchModel: options.cacheMB ${r.cacheMB}: expected 0 or more`);
@@ -95,6 +102,19 @@ function checkOptions(
       `searchModel: the test images are ${test.height}x${test.width}x${test.channels}, the model takes ${model.inputWh}x${model.inputWh}x${model.inputCh}`,
     );
   checkSearchSettings(model.quantLayers, r);
+  const h = o.evalCache?.header;
+  if (h) {
+    const mine = { compat: r.compat, seed: r.seed, batchSize: r.batchSize, earlyStop: r.earlyStop };
+    for (const [k, v] of Object.entries(mine))
+      if (h[k as keyof typeof mine] !== v)
+        throw new Error(
+          `searchModel: options.evalCache holds evaluations with ${k} ${h[k as keyof typeof mine]}, options.${k} is ${v}`,
+        );
+    if (h.approximateMarginImages !== r.approximateMarginImages)
+      throw new Error(
+        `searchModel: options.evalCache holds evaluations with approximateMarginImages ${h.approximateMarginImages}, options.approximateMarginImages is ${r.approximateMarginImages}`,
+      );
+  }
   return r;
 }
 
@@ -122,6 +142,8 @@ export async function searchModel(
       options.onProgress?.({ phase, batch, batches, evaluations: evaluator.stats.evaluations }),
   });
   const fp = await evaluator.evaluateFullPrecision();
+  const caching = options.evalCache ? new CachingEvaluator(evaluator, options.evalCache, o.method) : null;
+  if (caching) log(`${options.evalCache!.note}`);
   log(`full-precision accuracy on ${test.count} test images: ${fp.accuracy}% (${fp.seconds.toFixed(1)} s)`);
   log(
     `evaluation order: hardest images first (the ${test.count - Math.round((fp.accuracy * test.count) / 100)} misclassified at full precision lead)`,
@@ -140,7 +162,7 @@ export async function searchModel(
         compat: o.compat,
         activationCounts: counts,
       },
-      evaluator,
+      (caching ?? evaluator) as Evaluator,
       {
         info: log,
         step: (s) => {
@@ -154,6 +176,10 @@ export async function searchModel(
     quantizer.restore();
   }
   const searchSeconds = (performance.now() - searchStart) / 1000;
+  if (caching)
+    log(
+      `eval cache: ${caching.stats.fromCache} of ${caching.stats.queries} evaluations answered from it, ${caching.stats.computed} run`,
+    );
   return {
     fullPrecisionAccuracy: fp.accuracy,
     layers: model.quantLayers.map((l) => ({ ...l })),
@@ -166,7 +192,8 @@ export async function searchModel(
     })),
     imageOrder: evaluator.imageOrder,
     searchSeconds,
-    evaluations: evaluator.stats.evaluations,
+    evaluations: caching ? caching.stats.queries : evaluator.stats.evaluations,
+    ...(caching ? { newEvaluations: caching.stats.computed } : {}),
     fullPassEquivalents: evaluator.stats.stagesRun / (batches * model.stages.length),
   };
 }

@@ -43,6 +43,9 @@ export interface SweepRow {
   /** of those, the ones no earlier cell (or the --eval-cache file) had already made */
   newEvaluations: number;
   seconds: number;
+  /** images the cell's search alone would run through the model (an evaluation that resumes
+   *  an early-stopped one counts only the rest): the cost of `evaluations` in images */
+  imagesEvaluated?: number;
 }
 
 /** One configuration evaluated by any cell (each configuration once per method). */
@@ -86,5 +89,9 @@ export interface SweepResult {
   evaluations: number;
   /** the evaluations of the middle cell's search alone (its row's `evaluations`) */
   middleCellEvaluations: number;
+  /** images this run put through the model for its evaluations, and the middle cell's
+   *  search alone (its row's imagesEvaluated): the two counts above in images */
+  imagesEvaluated?: number;
+  middleCellImages?: number;
   seconds: number;
 }

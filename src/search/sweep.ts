@@ -1,0 +1,282 @@
+// A grid of searches in one run (issue 12): tolerances x memory budgets x rounding methods.
+// Cells run in grid order (methods, then tolerances, then budgets). All cells of one method
+// share one FastEvaluator, so its prefix caches and early-stopped partial counts carry over
+// from cell to cell, and one CachingEvaluator over an EvalCache, so a configuration another
+// cell (or an earlier run, with a cache file) evaluated is answered without running it again,
+// exactly as a fresh evaluator would answer it (src/search/eval-cache.ts): every cell makes
+// the decisions of the same search alone.
+//
+// A shard (index i of n, 1-based) runs the cells k (0-based, grid order) with k mod n = i - 1.
+import type { CapsNet } from '../models/capsnet.js';
+import type { ImageSource } from '../models/evaluate.js';
+import { activationCounts } from '../quant/activation-volume.js';
+import type { BitConfig } from '../quant/config.js';
+import { configKey } from '../quant/config.js';
+import { activationMemoryBits, weightMemoryMB } from '../quant/memory.js';
+import type { RoundingCompat } from '../quant/methods.js';
+import { ModelQuantizer } from '../quant/quantized-forward.js';
+import type { QuantMethod } from '../tensor/backend.js';
+import { CachingEvaluator, type EvalCache, type StoredEvaluation } from './eval-cache.js';
+import { FastEvaluator } from './fast-evaluator.js';
+import { checkSearchSettings, runSearch } from './qcapsnets.js';
+import type { SweepModel, SweepPoint, SweepRow } from './sweep-result.js';
+
+export interface SweepGrid {
+  tolerances: number[];
+  memoryBudgetsMB: number[];
+  methods: QuantMethod[];
+}
+
+export interface SweepShard {
+  index: number;
+  count: number;
+}
+
+export interface SweepOptions {
+  grid: SweepGrid;
+  shard: SweepShard | null;
+  compat: RoundingCompat;
+  seed: number;
+  batchSize: number;
+  cacheMB: number;
+  earlyStop: boolean;
+  /** shared by every cell; its header must fit this model, these images and settings */
+  evalCache: EvalCache;
+  /** one line per cell, as it ends */
+  log?: (line: string) => void;
+}
+
+export interface SweepCore {
+  fullPrecisionAccuracy: number;
+  fullPrecisionMemoryMB: number;
+  fullPrecisionActivationKB: number;
+  rows: SweepRow[];
+  evaluated: SweepPoint[];
+  pareto: number[];
+  evaluations: number;
+  middleCellEvaluations: number;
+  imagesEvaluated: number;
+  middleCellImages: number;
+}
+
+export interface SweepCell {
+  /** position in grid order */
+  index: number;
+  method: QuantMethod;
+  tolerance: number;
+  memoryBudgetMB: number;
+}
+
+/** Every cell of the grid, in grid order (methods, then tolerances, then budgets). */
+export function gridCells(grid: SweepGrid): SweepCell[] {
+  const cells: SweepCell[] = [];
+  for (const method of grid.methods)
+    for (const tolerance of grid.tolerances)
+      for (const memoryBudgetMB of grid.memoryBudgetsMB)
+        cells.push({ index: cells.length, method, tolerance, memoryBudgetMB });
+  return cells;
+}
+
+/** The cells of a shard: k mod count = index - 1. */
+export function shardCells(grid: SweepGrid, shard: SweepShard | null): SweepCell[] {
+  const all = gridCells(grid);
+  return shard ? all.filter((c) => c.index % shard.count === shard.index - 1) : all;
+}
+
+/** The middle cell: the first method's middle tolerance and middle budget (the lower middle
+ *  of an even axis). The sweep's cost is compared with its search alone. */
+export function middleCell(grid: SweepGrid): SweepCell {
+  const t = Math.floor((grid.tolerances.length - 1) / 2);
+  const b = Math.floor((grid.memoryBudgetsMB.length - 1) / 2);
+  return gridCells(grid)[t * grid.memoryBudgetsMB.length + b];
+}
+
+/** Checks a grid and a shard; the errors name the axis or the shard. */
+export function checkSweepGrid(
+  grid: SweepGrid,
+  shard: SweepShard | null,
+  paramCounts: readonly number[],
+  names = { tolerances: 'tolerances', memoryBudgetsMB: 'memoryBudgetsMB', methods: 'methods', shard: 'shard' },
+): void {
+  for (const axis of ['tolerances', 'memoryBudgetsMB', 'methods'] as const) {
+    if (grid[axis].length === 0) throw new Error(`${names[axis]}: the grid axis is empty; expected one value or more`);
+    if (new Set<unknown>(grid[axis]).size !== grid[axis].length)
+      throw new Error(`${names[axis]} ${grid[axis].join(',')}: a value appears twice`);
+  }
+  for (const tolerance of grid.tolerances)
+    for (const memoryBudgetMB of grid.memoryBudgetsMB)
+      checkSearchSettings(
+        paramCounts.map((paramCount) => ({ name: '', paramCount, routes: false, iterations: 0, capsule: false })),
+        { tolerance, memoryBudgetMB },
+      );
+  if (shard) {
+    const { index, count } = shard;
+    if (!(Number.isInteger(count) && count >= 1 && Number.isInteger(index) && index >= 1 && index <= count))
+      throw new Error(`${names.shard} ${index}/${count}: expected i/n with 1 <= i <= n`);
+  }
+}
+
+/** Runs the grid's cells (a shard's share) on a trained model over `test`. */
+export async function runSweep(model: CapsNet, test: ImageSource, o: SweepOptions): Promise<SweepCore> {
+  const layers = model.quantLayers;
+  const paramCounts = layers.map((l) => l.paramCount);
+  checkSweepGrid(o.grid, o.shard, paramCounts);
+  const log = o.log ?? (() => {});
+  const counts = activationCounts(model);
+  const activationKB = (actBits: readonly number[]) => activationMemoryBits(counts, actBits) / 8000;
+  const fp32MB = weightMemoryMB(
+    paramCounts,
+    paramCounts.map(() => 31),
+  );
+  const fp32ActKB = activationKB(counts.map(() => 31));
+  const cells = shardCells(o.grid, o.shard);
+  const rows: SweepRow[] = [];
+  const points: SweepPoint[] = [];
+  let fullPrecisionAccuracy = NaN;
+  let evaluations = 0;
+  let imagesEvaluated = 0;
+
+  for (const method of o.grid.methods) {
+    const mine = cells.filter((c) => c.method === method);
+    if (mine.length === 0) continue;
+    // one method at a time: its quantizer writes the model's weights until restore()
+    const quantizer = new ModelQuantizer(model, method, o.compat, o.seed);
+    const fast = new FastEvaluator(model, quantizer, test, {
+      batchSize: o.batchSize,
+      cacheMB: o.cacheMB,
+      earlyStop: o.earlyStop,
+    });
+    const evaluator = new CachingEvaluator(fast, o.evalCache, method);
+    try {
+      const fp = await fast.evaluateFullPrecision();
+      fullPrecisionAccuracy = fp.accuracy;
+      for (const cell of mine) {
+        const t0 = performance.now();
+        const before = { ...evaluator.stats };
+        evaluator.beginSearch();
+        const search = await runSearch(
+          layers,
+          {
+            fpAccuracy: fp.accuracy,
+            tolerance: cell.tolerance,
+            memoryBudgetMB: cell.memoryBudgetMB,
+            compat: o.compat,
+            activationCounts: counts,
+          },
+          evaluator,
+          { info: () => {} },
+        );
+        const models: SweepModel[] = search.models.map((m) => {
+          const act = activationKB(m.result.bits.actBits);
+          return {
+            kind: m.kind,
+            bits: m.result.bits,
+            accuracy: m.result.accuracy,
+            testAccuracy: null,
+            weightMemoryMB: m.result.memoryMB,
+            weightReduction: m.result.reduction,
+            activationKB: act,
+            activationReduction: fp32ActKB / act,
+          };
+        });
+        const row: SweepRow = {
+          tolerance: cell.tolerance,
+          memoryBudgetMB: cell.memoryBudgetMB,
+          method,
+          branch: search.branch,
+          models,
+          evaluations: evaluator.stats.queries - before.queries,
+          newEvaluations: evaluator.stats.computed - before.computed,
+          seconds: (performance.now() - t0) / 1000,
+          imagesEvaluated: evaluator.stats.imagesAsked - before.imagesAsked,
+        };
+        rows.push(row);
+        evaluations += row.newEvaluations;
+        log(
+          `cell ${cell.index + 1}/${gridCells(o.grid).length} (${method}, tolerance ${cell.tolerance}%, budget ` +
+            `${cell.memoryBudgetMB.toFixed(4)} MB): branch ${row.branch}, ${row.evaluations} evaluations ` +
+            `(${row.newEvaluations} new), ${row.seconds.toFixed(1)} s`,
+        );
+      }
+    } finally {
+      fast.clear();
+      quantizer.restore();
+    }
+    imagesEvaluated += evaluator.stats.imagesRun;
+    for (const e of evaluator.answered.values()) points.push(sweepPoint(e, paramCounts, activationKB));
+  }
+
+  const evaluated = sortPoints(points, o.grid.methods);
+  const middle = middleCell(o.grid);
+  const middleRow = rows.find(
+    (r) => r.method === middle.method && r.tolerance === middle.tolerance && r.memoryBudgetMB === middle.memoryBudgetMB,
+  );
+  return {
+    fullPrecisionAccuracy,
+    fullPrecisionMemoryMB: fp32MB,
+    fullPrecisionActivationKB: fp32ActKB,
+    rows,
+    evaluated,
+    pareto: paretoFront(evaluated),
+    evaluations,
+    // a shard without the middle cell reports 0; `qcapsnets merge` fills it in
+    middleCellEvaluations: middleRow?.evaluations ?? 0,
+    imagesEvaluated,
+    middleCellImages: middleRow?.imagesEvaluated ?? 0,
+  };
+}
+
+function sweepPoint(
+  e: StoredEvaluation,
+  paramCounts: readonly number[],
+  activationKB: (actBits: readonly number[]) => number,
+): SweepPoint {
+  return {
+    method: e.method,
+    bits: { weightBits: [...e.bits.weightBits], actBits: [...e.bits.actBits], routingBits: [...e.bits.routingBits] },
+    accuracy: e.exact ? e.accuracy : e.lower,
+    exact: e.exact,
+    weightMemoryMB: weightMemoryMB(paramCounts, e.bits.weightBits),
+    activationKB: activationKB(e.bits.actBits),
+  };
+}
+
+const bitsKey = (b: BitConfig) => configKey(b);
+
+/** The canonical order of `evaluated`: by method (grid order), weight memory, then bits. */
+export function sortPoints(points: SweepPoint[], methods: readonly QuantMethod[]): SweepPoint[] {
+  return [...points].sort((p, q) => {
+    const m = methods.indexOf(p.method) - methods.indexOf(q.method);
+    if (m !== 0) return m;
+    if (p.weightMemoryMB !== q.weightMemoryMB) return p.weightMemoryMB - q.weightMemoryMB;
+    const a = bitsKey(p.bits);
+    const b = bitsKey(q.bits);
+    return a < b ? -1 : a > b ? 1 : 0;
+  });
+}
+
+/**
+ * Indices of the Pareto front over (accuracy up, weight memory down), by weight memory
+ * ascending (then accuracy descending). Only exact points take part: an early-stopped
+ * evaluation knows a lower bound of its accuracy, which cannot place it on the front (its
+ * accuracy is unknown), and using it to push others off would leave the front without the
+ * point that does dominate them, so it is left out of the comparison altogether.
+ */
+export function paretoFront(points: readonly SweepPoint[]): number[] {
+  const exact = points.flatMap((p, i) => (p.exact ? [i] : []));
+  const front = exact.filter(
+    (i) =>
+      !exact.some((j) => {
+        const p = points[i];
+        const q = points[j];
+        return (
+          q.accuracy >= p.accuracy &&
+          q.weightMemoryMB <= p.weightMemoryMB &&
+          (q.accuracy > p.accuracy || q.weightMemoryMB < p.weightMemoryMB)
+        );
+      }),
+  );
+  return front.sort(
+    (i, j) => points[i].weightMemoryMB - points[j].weightMemoryMB || points[j].accuracy - points[i].accuracy || i - j,
+  );
+}
