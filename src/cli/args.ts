@@ -362,8 +362,9 @@ export function checkWritableFolder(dir: string, flag: string): void {
       if (!statSync(at).isDirectory()) throw new Error(`${flag} ${dir}: ${at} is a file, not a folder`);
       try {
         accessSync(at, constants.W_OK);
-      } catch {
-        throw new Error(`${flag} ${dir}: the folder ${at} is not writable`);
+      } catch (err) {
+        const readOnly = (err as NodeJS.ErrnoException).code === 'EROFS' ? ' (a read-only file system)' : '';
+        throw new Error(`${flag} ${dir}: the folder ${at} is not writable${readOnly}`, { cause: err });
       }
       return;
     }
@@ -371,6 +372,17 @@ export function checkWritableFolder(dir: string, flag: string): void {
     if (up === at) return;
     at = up;
   }
+}
+
+/** The folders a command writes into, checked before any long work: training's model and
+ *  checkpoint folder, and the search's outputs (--output-dir, else the model's folder). */
+export function checkOutputFolders(command: Subcommand, o: Options): void {
+  const training = trains(command, o);
+  if (training) checkWritableFolder(dirname(resolve(str(o, 'full-precision-filename'))), '--full-precision-filename');
+  const weights = resolve(str(o, 'trained-weights-path'));
+  // (a --trained-weights-path that is no file is loadTrained's error)
+  if (searches(command) && o['output-dir'] === null && !training && existsSync(weights) && statSync(weights).isFile())
+    checkWritableFolder(dirname(weights), '--trained-weights-path (the search writes next to it without --output-dir)');
 }
 
 /** --dataset's image shape and classes, known before its files are read. */

@@ -20,6 +20,7 @@ import { runExport } from './export-job.js';
 import { backendInfo, kernels } from '../tensor/kernels.js';
 import {
   checkLoadedDataset,
+  checkOutputFolders,
   checkResumeFlags,
   checkSearchFlags,
   datasetShapeFromFlags,
@@ -208,6 +209,7 @@ async function main(): Promise<number> {
       o,
       model.quantLayers.map((l) => l.paramCount),
     );
+  checkOutputFolders(command, o);
   const files = training ? prepareTrainingFiles(o) : null;
   let modelFile = training ? '' : loadTrained(o, model);
   const settings: Record<string, unknown> = {};
