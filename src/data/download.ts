@@ -124,7 +124,18 @@ async function fetchVerified(
     try {
       const reader = response.body.getReader();
       for (;;) {
-        const { done, value } = await reader.read();
+        let chunk: Awaited<ReturnType<typeof reader.read>>;
+        try {
+          chunk = await reader.read();
+        } catch (err) {
+          // the connection dropped mid-file (fetch says only 'terminated')
+          const cause = (err as { cause?: { message?: string } }).cause?.message;
+          throw new Error(
+            `${url}: download interrupted after ${bytes} bytes (${(err as Error).message}${cause ? `: ${cause}` : ''}); nothing was kept, run it again`,
+            { cause: err },
+          );
+        }
+        const { done, value } = chunk;
         if (done) break;
         h.md5?.update(value);
         h.sha256?.update(value);
