@@ -1,7 +1,9 @@
 // An interrupted download: a connection that drops mid-file is an error naming the URL and leaves
 // no file (nor a temporary one); a file cut short by an earlier interrupted copy is noticed by
-// its checksum and fetched again, so loadDataset then reads the whole file.
+// its checksum and fetched again, so loadDataset then reads the whole file; the temporary file
+// of a download killed outright is removed by the next download into the folder.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -61,6 +63,9 @@ test('a dropped connection names the URL and leaves nothing; a truncated file is
       () => loadDataset('mnist', 'train', { dataDir: dir, packageFallback: false }),
       /train-images-idx3-ubyte\.gz: gzip data is truncated or corrupt/,
     );
+    // and what a download killed outright leaves (SIGKILL: no cleanup), from a process now gone
+    const gone = spawnSync(process.execPath, ['-e', '']).pid!;
+    writeFileSync(join(dir, `.t10k-images-idx3-ubyte.gz.part-${gone}-0123abcd`), 'partial');
     drop = false;
     await downloadDataset('mnist', dir, { baseUrl, checksums });
     assert.deepEqual(readdirSync(dir).sort(), [...files.keys()].sort());
