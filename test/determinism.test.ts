@@ -5,7 +5,7 @@
 // comparison. Between thread counts: the search on a given model file is the same; training's
 // weights are not (the weight gradients are summed in per-thread parts), as the README says.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,11 +15,17 @@ import { readStateDict } from '../src/io/pt.js';
 import { readSafetensors } from '../src/io/safetensors.js';
 
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
-const run = (args: string[]) => {
-  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
-  assert.equal(r.status, 0, `${args.join(' ')}\n${r.stderr}`);
-  return r.stdout;
-};
+/** Runs the CLI (concurrently with others: each runs on its own --threads) and returns stdout. */
+async function run(args: string[]): Promise<string> {
+  const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const code = await new Promise<number | null>((res) => child.on('close', (c) => res(c)));
+  assert.equal(code, 0, `${args.join(' ')}\n${err}`);
+  return out;
+}
 // 4 training steps of 50 digits, then the search with stochastic rounding on 200 test digits
 const data = ['--dataset', 'mnist', '--test-limit', '200', '--seed', '7'];
 const training = [...data, '--epochs', '1', '--train-limit', '200', '--batch-size', '50'];
@@ -51,13 +57,18 @@ const decisions = (stdout: string) =>
 test(
   'the same command twice writes the same bytes; thread counts: same search, training documented',
   { timeout: 600_000 },
-  () => {
+  async () => {
     const root = mkdtempSync(join(tmpdir(), 'qcaps-determinism-'));
     try {
       const dirs = ['runa', 'runb'].map((n) => join(root, n));
-      const outs = dirs.map((d) =>
-        run([...training, ...searching, '--threads', '1', '--full-precision-filename', join(d, 'm.pt'), '--json']),
-      );
+      // run d trains at 2 threads (compared below), alongside runs a and b
+      const d = join(root, 'rund');
+      const outs = await Promise.all([
+        ...dirs.map((dir) =>
+          run([...training, ...searching, '--threads', '1', '--full-precision-filename', join(dir, 'm.pt'), '--json']),
+        ),
+        run(['train', ...training, '--threads', '2', '--full-precision-filename', join(d, 'm.pt')]),
+      ]);
       const [a, b] = dirs;
       const names = readdirSync(a).sort();
       assert.deepEqual(readdirSync(b).sort(), names, 'the same files');
@@ -96,7 +107,7 @@ test(
 
       // 2 threads: the search on run a's model makes the same decisions and the same models
       const c = join(root, 'runc');
-      const searched = run([
+      const searched = await run([
         'search',
         ...data,
         ...searching,
@@ -116,8 +127,6 @@ test(
 
       // 2 threads: training's weights differ in their last bits, then by up to the size of a few
       // Adam steps (lr 0.001 each); when they no longer differ, the README's paragraph must change
-      const d = join(root, 'rund');
-      run(['train', ...training, '--threads', '2', '--full-precision-filename', join(d, 'm.pt')]);
       const one = readStateDict(join(a, 'm.pt'));
       const two = readStateDict(join(d, 'm.pt'));
       let differing = 0;
