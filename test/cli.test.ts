@@ -58,6 +58,12 @@ test('bad input is one clear error line before any work', () => {
     [['train', '--regularization-scale', '-1'], /--regularization-scale -1: expected 0 or more/],
     [['--seed', '1e300'], /--seed 1e\+300: expected an integer/],
     [['--memory-budget', '0'], /--memory-budget 0: expected a positive number of MB/],
+    [['evaluate', '--test-limit', '0'], /--test-limit 0: expected a positive integer/],
+    [['train', '--train-limit', '0'], /--train-limit 0: expected a positive integer/],
+    [
+      ['train', '--checkpoint-every', '-1'],
+      /--checkpoint-every -1: expected 0 \(only at epoch ends\) or a number of batches/,
+    ],
     [
       ['--model-args', '28', '1', '10'],
       /--model ShallowCapsNet --model-args 28 1 10: args needs 4 values \(input_wh input_ch num_classes caps_dim\), got 3/,

@@ -55,6 +55,17 @@ test('non-positive or non-integer options name their option', async () => {
   await refused({ batchSize: 0 }, /TrainOptions\.batchSize must be a positive integer, got 0/);
   await refused({ testBatchSize: -5 }, /TrainOptions\.testBatchSize must be a positive integer/);
   await refused({ logInterval: 0 }, /TrainOptions\.logInterval must be a positive integer/);
+  await refused({ checkpointEvery: -1 }, /TrainOptions\.checkpointEvery must be an integer >= 0, got -1/);
+  await refused({ checkpointEvery: 1.5 }, /TrainOptions\.checkpointEvery must be an integer >= 0, got 1\.5/);
+  // an empty split would average over nothing (NaN%) and write a model of it
+  await refused(
+    { test: blank('mnist', 'test', 28, 1, 0) },
+    /TrainOptions\.test \(mnist\/test from .*\) holds 0 images/,
+  );
+  await refused(
+    { train: blank('mnist', 'train', 28, 1, 0) },
+    /TrainOptions\.train \(mnist\/train from .*\) holds 0 images/,
+  );
   await refused({ decaySteps: 0 }, /TrainOptions\.decaySteps must be a positive number/);
   await refused({ decayRate: -1 }, /TrainOptions\.decayRate must be a positive number/);
   await refused({ regularizationScale: -1 }, /TrainOptions\.regularizationScale must be a non-negative number/);

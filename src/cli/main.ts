@@ -27,6 +27,7 @@ import { parseBitList } from '../search/sensitivity.js';
 import { backendInfo, kernels } from '../tensor/kernels.js';
 import {
   checkLoadedDataset,
+  checkOutputFolders,
   checkResumeFlags,
   checkWritableFolder,
   checkSearchFlags,
@@ -58,6 +59,10 @@ function num(o: Options, k: string): number {
 }
 
 async function loadSplit(o: Options, split: 'train' | 'test'): Promise<Dataset> {
+  return nonEmpty(await findSplit(o, split));
+}
+
+async function findSplit(o: Options, split: 'train' | 'test'): Promise<Dataset> {
   const name = str(o, 'dataset') as DatasetName;
   const dataDir = o['data-dir'] === null ? undefined : str(o, 'data-dir');
   const limit = (split === 'test' ? o['test-limit'] : o['train-limit']) as number | null;
@@ -76,6 +81,13 @@ async function loadSplit(o: Options, split: 'train' | 'test'): Promise<Dataset> 
     await downloadDataset(name, dataDir, { log });
     return loadDataset(name, split, { dataDir, limit: limit ?? undefined });
   }
+}
+
+/** A split of 0 images would give an accuracy of NaN% and a search on nothing: an error. */
+function nonEmpty(ds: Dataset): Dataset {
+  if (ds.count === 0)
+    throw new Error(`${ds.source}: the ${ds.split} split of ${ds.name} holds 0 images; expected at least one`);
+  return ds;
 }
 
 function loadTrained(o: Options, model: CapsNet): string {
@@ -241,6 +253,7 @@ async function main(): Promise<number> {
   const sensitivityBits =
     command === 'sensitivity' ? parseBitList(str(o, 'sensitivity-bits'), '--sensitivity-bits') : [];
   if (command === 'sensitivity' && o['output-dir'] !== null) checkWritableFolder(str(o, 'output-dir'), '--output-dir');
+  checkOutputFolders(command, o);
   const files = training ? prepareTrainingFiles(o) : null;
   let modelFile = training ? '' : loadTrained(o, model);
   const settings: Record<string, unknown> = {};
@@ -378,6 +391,9 @@ main().then(
   (code) => process.exit(code),
   (err: Error) => {
     process.stderr.write(`qcapsnets: error: ${err.message}\n`);
+    // the stack (and its causes') only when asked: flags are parsed again, as the error may be theirs
+    if (process.argv.slice(2).some((a) => a === '--verbose'))
+      for (let e: unknown = err; e instanceof Error; e = e.cause) process.stderr.write(`${e.stack ?? e.message}\n`);
     process.exit(2);
   },
 );

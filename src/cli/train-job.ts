@@ -42,6 +42,7 @@ export async function runTraining(
     test,
     ...trainSettingsFromFlags(o),
     fullPrecisionFilename: String(o['full-precision-filename']),
+    checkpointEvery: Number(o['checkpoint-every']),
     resume: resume ?? undefined,
     log,
     signal: abort.signal,

@@ -3,11 +3,12 @@
 // then renames it into place, so `dir` never holds a partial or unverified file: bytes go
 // to a hidden temporary file that is deleted on any failure. The CIFAR-10 tarball is
 // extracted (only its known members, each written the same way) and then removed.
-// Files already present with the right checksum are not fetched again.
+// Files already present with the right checksum are not fetched again; temporary files left by a
+// download that was killed outright are removed by the next one into the same folder.
 
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { DATASET_SOURCES, type Checksum, type DatasetName, type RemoteFile } from './sources.js';
@@ -36,6 +37,7 @@ export async function downloadDataset(
   const baseUrl = withSlash(options.baseUrl ?? source.baseUrl);
   const log = options.log ?? (() => undefined);
   await mkdir(dir, { recursive: true });
+  await removeStaleParts(dir);
   const written: string[] = [];
   for (const file of source.files) {
     const checksum = options.checksums?.[file.name] ?? file.checksum;
@@ -60,6 +62,24 @@ export async function downloadDataset(
 
 function withSlash(url: string): string {
   return url.endsWith('/') ? url : `${url}/`;
+}
+
+/** Removes `.<name>.part-<pid>-<hex>` files of downloads whose process no longer runs (one
+ *  killed outright leaves its temporary file behind). */
+async function removeStaleParts(dir: string): Promise<void> {
+  for (const name of await readdir(dir)) {
+    const m = /^\..+\.part-(\d+)-[0-9a-f]{8}$/.exec(name);
+    if (m && Number(m[1]) !== process.pid && !running(Number(m[1]))) await rm(join(dir, name), { force: true });
+  }
+}
+
+function running(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'; // exists, another user's
+  }
 }
 
 function tempPath(dir: string, name: string): string {
@@ -124,7 +144,18 @@ async function fetchVerified(
     try {
       const reader = response.body.getReader();
       for (;;) {
-        const { done, value } = await reader.read();
+        let chunk: Awaited<ReturnType<typeof reader.read>>;
+        try {
+          chunk = await reader.read();
+        } catch (err) {
+          // the connection dropped mid-file (fetch says only 'terminated')
+          const cause = (err as { cause?: { message?: string } }).cause?.message;
+          throw new Error(
+            `${url}: download interrupted after ${bytes} bytes (${(err as Error).message}${cause ? `: ${cause}` : ''}); nothing was kept, run it again`,
+            { cause: err },
+          );
+        }
+        const { done, value } = chunk;
         if (done) break;
         h.md5?.update(value);
         h.sha256?.update(value);

@@ -116,6 +116,17 @@ export class FastEvaluator implements Evaluator {
     return `${this.quantizer.fastConv ? 'fast' : 'exact'}|w${bits.weightBits.slice(0, depth)}|a${bits.actBits.slice(0, depth)}|r${routing}`;
   }
 
+  private peakBytes = 0;
+
+  /** Bytes of intermediate results held now, and the most held at once since construction
+   *  (at most cacheMB * 2^20: a prefix is kept only when all its batches fit). */
+  get cacheBytes(): number {
+    return this.cachedBytes();
+  }
+  get peakCacheBytes(): number {
+    return this.peakBytes;
+  }
+
   private cachedBytes(): number {
     let sum = 0;
     for (const m of this.caches) for (const c of m.values()) sum += c.bytes;
@@ -256,6 +267,7 @@ export class FastEvaluator implements Evaluator {
           if (!c.skip) {
             c.states[b] = out;
             c.bytes += out.data.byteLength;
+            this.peakBytes = Math.max(this.peakBytes, this.cachedBytes());
             ownsInput = false; // the cache keeps it
           }
         }

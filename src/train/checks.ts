@@ -53,6 +53,13 @@ export function checkPositiveInteger(value: unknown, name: string): number {
   return value;
 }
 
+/** An integer >= 0, e.g. TrainOptions.checkpointEvery. */
+export function checkCount(value: unknown, name: string): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0)
+    throw new Error(`${name} must be an integer >= 0, got ${String(value)}`);
+  return value;
+}
+
 /** A finite number > 0 (or >= 0 with allowZero), e.g. TrainOptions.lr. */
 export function checkPositiveNumber(value: unknown, name: string, allowZero = false): number {
   if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || (!allowZero && value === 0))

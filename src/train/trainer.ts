@@ -8,8 +8,9 @@
 //     best starting at 0) the MODEL's state_dict is written to fullPrecisionFilename (the
 //     reference saves model.state_dict() only; the decoder is for training and lives in the
 //     checkpoint);
-//   - after each epoch (and on abort) a resumable checkpoint (checkpoint.ts) that makes a resumed
-//     run take exactly the steps of an uninterrupted one.
+//   - after each epoch, every checkpointEvery steps within one, and on abort, a resumable
+//     checkpoint (checkpoint.ts) that makes a resumed run take exactly the steps of an
+//     uninterrupted one.
 // Every option is checked before any work starts, errors naming the option (TrainOptions.lr);
 // files are written atomically.
 import { existsSync } from 'node:fs';
@@ -92,6 +93,12 @@ export async function trainModel(opts: TrainOptions): Promise<TrainSummary> {
   const s = resolveSettings(opts);
   const { model, decoder } = resolveModules(opts, s.seed);
   if (!opts.train || !opts.test) throw new Error('trainModel: needs the train and the test dataset');
+  for (const [ds, name] of [
+    [opts.train, 'TrainOptions.train'],
+    [opts.test, 'TrainOptions.test'],
+  ] as const)
+    if (ds.count === 0)
+      throw new Error(`${name} (${ds.name}/${ds.split} from ${ds.source}) holds 0 images; expected at least one`);
   checkModelFitsDataset(model, opts.train);
   checkModelFitsDataset(model, opts.test);
   checkDecoderFits(decoder, model, opts.train);
@@ -264,6 +271,11 @@ export async function trainModel(opts: TrainOptions): Promise<TrainSummary> {
       globalStep++;
       progress.step(report);
       opts.onStep?.(report);
+      // every checkpointEvery steps, unless the epoch ends here (its own checkpoint follows)
+      if (s.checkpointEvery > 0 && globalStep % s.checkpointEvery === 0 && done < batchesPerEpoch) {
+        writeTrainingCheckpoint(checkpointFile, model, decoder, adam, snapshot(epoch, done, acc));
+        progress.log(`Checkpoint at epoch ${epoch}, batch ${done} (step ${globalStep}) saved to ${checkpointFile}`);
+      }
       if (opts.signal?.aborted) {
         progress.finishEpoch();
         writeTrainingCheckpoint(checkpointFile, model, decoder, adam, snapshot(epoch, done, acc));
