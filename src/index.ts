@@ -53,6 +53,7 @@ export { readStateDict, writeStateDict, type StateDict } from './io/pt.js';
 export { readSafetensors, writeSafetensors } from './io/safetensors.js';
 export { writeJsonReport, writeHtmlReport, type SearchReport } from './io/report.js';
 export { readQuantizedModel, writeQuantizedModel, type QuantizedFileInfo } from './io/quantized-file.js';
+export { exportC, type CExportOptions } from './io/c-export.js';
 
 // the compute backend (threads, native or TypeScript kernels)
 export { kernels, backendInfo } from './tensor/kernels.js';

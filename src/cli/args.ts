@@ -56,7 +56,7 @@ export const FLAGS: FlagSpec[] = [
     help: 'FCDecoder: in_dim out_dim; ConvDecoder*: in_dim out_ch',
   },
   { name: 'dataset', kind: 'string', default: 'mnist', help: 'mnist, fashion-mnist, cifar10 or svhn' },
-  { name: 'format', kind: 'string', default: 'vectors', help: 'export: what to write (vectors: golden vectors)' },
+  { name: 'format', kind: 'string', default: 'vectors', help: 'export: what to write (vectors: golden vectors; c: a C99 directory)' },
   { name: 'images', kind: 'int', default: 10, help: 'export: how many test images (the first N)' },
   { name: 'no-training', kind: 'bool', default: false, help: 'skip training: load --trained-weights-path' },
   {
@@ -174,7 +174,7 @@ export const FLAGS: FlagSpec[] = [
 export type Options = Record<string, string | number | boolean | number[] | null>;
 
 export const SUBCOMMANDS = ['train', 'evaluate', 'search', 'export'] as const;
-export const EXPORT_FORMATS = ['vectors'] as const;
+export const EXPORT_FORMATS = ['vectors', 'c'] as const;
 export type Subcommand = (typeof SUBCOMMANDS)[number] | 'all';
 
 function parseNumber(flag: string, kind: 'int' | 'float', raw: string): number {

@@ -1,8 +1,11 @@
-// `qcapsnets export --format vectors`: golden vectors of a packed quantized model (see README Files).
+// `qcapsnets export --format vectors|c`: golden vectors or a C99 directory of a packed quantized
+// model (see README Files, C export).
 import { existsSync, statSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { basename, dirname } from 'node:path';
 import type { Dataset } from '../data/dataset.js';
+import { checkCExport, exportC } from '../io/c-export.js';
 import { exportGoldenVectors } from '../io/golden-vectors.js';
+import { BUILD_COMMAND } from '../io/c-export-source.js';
 import { readQuantizedModel } from '../io/quantized-file.js';
 
 export async function runExport(
@@ -11,6 +14,7 @@ export async function runExport(
   outputDir: string | null,
   loadTest: () => Promise<Dataset>,
   log: (line: string) => void,
+  format = 'vectors',
 ): Promise<number> {
   if (!existsSync(path) || statSync(path).isDirectory())
     throw new Error(`--trained-weights-path ${path}: no such file (expected a <stem>_quantized_<kind>.safetensors)`);
@@ -19,6 +23,13 @@ export async function runExport(
       `--trained-weights-path ${path}: holds no quantized configuration (export needs a packed <stem>_quantized_<kind>.safetensors)`,
     );
   const { quantized: q } = readQuantizedModel(path);
+  if (format === 'c') {
+    const outDir = outputDir ?? dirname(path);
+    checkCExport(q, outDir);
+    const r = exportC(q, { outDir, stem: basename(path).replace(/\.safetensors$/i, '') });
+    log(`C export: ${r.dir} (${r.files.join(', ')}); build: cd ${r.dir} && ${BUILD_COMMAND}`);
+    return 0;
+  }
   const test = await loadTest();
   const outDir = outputDir ?? dirname(path);
   const r = exportGoldenVectors(q, test, { images, outDir });

@@ -189,6 +189,7 @@ async function main(): Promise<number> {
       (o['output-dir'] as string | null) ?? null,
       () => loadSplit(o, 'test'),
       log,
+      str(o, 'format'),
     );
   const training = trains(command, o);
   const { model, decoder } = modulesFromFlags(o, training);
