@@ -302,6 +302,23 @@ static void conv_float_input(const float *x, int H, int W, int C, const float *w
       }
 }
 
+#ifdef QCAPS_USES_BATCHNORM
+/* ---- BatchNorm2d at inference (running statistics), as native/elementwise.cc:
+ * y = gamma h + beta, h = (float)((x - mean) invStd), invStd = (float)(1 / sqrt(var + eps)),
+ * over rows of C channels ---- */
+static void batchnorm_eval(float *y, size_t rows, int C, const float *mean, const float *var, double eps,
+                           const float *gamma, const float *beta) {
+  size_t r;
+  int c;
+  for (r = 0; r < rows; r++)
+    for (c = 0; c < C; c++) {
+      const float inv_std = (float)(1.0 / sqrt((double)var[c] + eps));
+      const float h = (float)(((double)y[r * C + c] - (double)mean[c]) * (double)inv_std);
+      y[r * C + c] = gamma[c] * h + beta[c];
+    }
+}
+#endif
+
 /* class lengths |v_k| and the prediction: the longest class capsule (the first on ties) */
 static int class_lengths_of(const float *v, int K, int D, float *lengths) {
   int best = -1, k, d;

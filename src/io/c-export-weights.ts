@@ -71,10 +71,42 @@ export function cTensors(q: QuantizedModel): CTensor[] {
   });
 }
 
+/** A float buffer of the model (BatchNorm's running statistics), not quantized. */
+export interface CFloatBuffer {
+  name: string;
+  array: string;
+  macro: string;
+  values: Float32Array;
+}
+
+/** The model's float buffers that inference reads (BatchNorm running_mean and running_var). */
+export function cFloatBuffers(q: QuantizedModel): CFloatBuffer[] {
+  return q.model
+    .buffers()
+    .filter((b) => b.value.dtype === 'float32')
+    .map((b) => ({
+      name: b.name,
+      array: `qcaps_${cName(b.name)}`,
+      macro: `QCAPS_${cName(b.name).toUpperCase()}`,
+      values: b.value.data,
+    }));
+}
+
+/** A float32 value as a C float literal that reads back exactly. */
+export function floatLiteral(v: number): string {
+  const s = String(Math.fround(v));
+  if (!Number.isFinite(v)) throw new Error(`C export: ${v} is not a finite float`);
+  return /[.e]/.test(s) ? `${s}f` : `${s}.0f`;
+}
+
 const METHOD_CODES: Record<string, number> = { truncation: 0, round_to_nearest: 1, logarithmic: 3 };
 
 /** The text of qcaps_weights.h, in chunks (the arrays are large). */
-export function* weightHeader(q: QuantizedModel, tensors: readonly CTensor[]): Generator<string> {
+export function* weightHeader(
+  q: QuantizedModel,
+  tensors: readonly CTensor[],
+  floats: readonly CFloatBuffer[] = [],
+): Generator<string> {
   const m = q.model;
   yield `/* qcaps_weights.h: the integer weights of a quantized ${m.kind} (written by qcapsnets export --format c).
  * value = integer * 2^-FRAC_BITS; TOTAL_BITS is the two's-complement width with the sign.
@@ -117,6 +149,11 @@ export function* weightHeader(q: QuantizedModel, tensors: readonly CTensor[]): G
       yield `${line},\n`;
     }
     yield '};\n';
+  }
+  for (const f of floats) {
+    yield `\n/* ${f.name} [${f.values.length}] (float32, not quantized) */\n`;
+    yield `#define ${f.macro}_SIZE ${f.values.length}\n`;
+    yield `static const float ${f.array}[${f.values.length}] = {\n${Array.from(f.values, floatLiteral).join(',')}\n};\n`;
   }
   yield '\n#endif\n';
 }

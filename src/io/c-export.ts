@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import type { QuantizedModel } from '../quant/quantized-model.js';
 import { writeFileAtomic } from './atomic-write.js';
 import { mainSource, makefile, modelHeader, modelSource } from './c-export-source.js';
-import { cTensors, weightHeader } from './c-export-weights.js';
+import { cFloatBuffers, cTensors, weightHeader } from './c-export-weights.js';
 
 export interface CExportOptions {
   /** the folder that receives <stem>_quantized_<kind>_c/ */
@@ -32,8 +32,6 @@ export function checkCExport(q: QuantizedModel, outDir: string): void {
       "C export: stochastic rounding's draws depend on the evaluation batch and are not reproduced in C; " +
         'export a truncation, round_to_nearest or logarithmic configuration',
     );
-  if (q.model.kind !== 'ShallowCapsNet')
-    throw new Error(`C export: ${q.model.kind} is not supported yet (ShallowCapsNet is)`);
   let at = resolve(outDir);
   while (!existsSync(at)) {
     const up = resolve(at, '..');
@@ -52,7 +50,8 @@ export function checkCExport(q: QuantizedModel, outDir: string): void {
 export function exportC(q: QuantizedModel, options: CExportOptions): { dir: string; files: string[] } {
   checkCExport(q, options.outDir);
   const tensors = cTensors(q);
-  const source = modelSource(q, tensors);
+  const floats = cFloatBuffers(q);
+  const source = modelSource(q, tensors, floats);
   mkdirSync(options.outDir, { recursive: true });
   const dir = join(options.outDir, `${options.stem}_c`);
   const temp = join(options.outDir, `.${options.stem}_c.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
@@ -60,7 +59,7 @@ export function exportC(q: QuantizedModel, options: CExportOptions): { dir: stri
   const text = (s: string) => () => [enc.encode(s)];
   try {
     mkdirSync(temp);
-    writeFileAtomic(join(temp, 'qcaps_weights.h'), () => chunks(weightHeader(q, tensors), enc));
+    writeFileAtomic(join(temp, 'qcaps_weights.h'), () => chunks(weightHeader(q, tensors, floats), enc));
     writeFileAtomic(join(temp, 'qcaps_model.h'), text(modelHeader(q)));
     writeFileAtomic(join(temp, 'qcaps_model.c'), text(source));
     writeFileAtomic(join(temp, 'main.c'), text(mainSource()));
