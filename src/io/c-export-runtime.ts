@@ -273,33 +273,64 @@ static void route(const float *u, const float *bias, int I, int P, int J, int D,
       }                                                                                           \
   }
 
+/* fmaf(a, b, c), correctly rounded, inline (libm's fmaf is a call where the target has no
+ * FMA instruction): a b is exact in double; a b + c is rounded to odd in double (TwoSum gives
+ * the error; an inexact even result moves one ulp towards the exact value), and rounding
+ * that to float gives the correctly rounded a b + c (Boldo & Melquiond 2008: 53 >= 24 + 2) */
+#if defined(FP_FAST_FMAF)
+#define fma_float fmaf
+#else
+#if FLT_EVAL_METHOD != 0
+#error "qcaps_model.c needs float and double arithmetic without extended precision (FLT_EVAL_METHOD 0)"
+#endif
+static float fma_float(float a, float b, float c) {
+  const double p = (double)a * (double)b, cd = (double)c;
+  double s = p + cd;
+  const double bb = s - p;
+  const double e = (p - (s - bb)) + (cd - bb);
+  uint64_t bits;
+  memcpy(&bits, &s, sizeof bits);
+  if (e != 0 && !(bits & 1)) {
+    bits += ((e > 0) == (s > 0)) ? 1 : (uint64_t)-1;
+    memcpy(&s, &bits, sizeof s);
+  }
+  return (float)s;
+}
+#endif
+
 /* ---- convolution of the float input image, as the native direct kernel for small patches
  * (and im2col + OpenBLAS): per output one fused multiply-add after another in the order
- * (ky, kx, c) from zero, then + bias, then ReLU. w: the float weights [O][K][K][C]. ---- */
+ * (ky, kx, c) from zero, then + bias, then ReLU. w: the float weights [O][K][K][C]. The
+ * outputs of one pixel are summed side by side in y. ---- */
 static void conv_float_input(const float *x, int H, int W, int C, const float *w, int O, int K, int stride, int pad,
                              const float *bias, int relu, float *y) {
   const int OH = (H + 2 * pad - K) / stride + 1, OW = (W + 2 * pad - K) / stride + 1;
+  const size_t KKC = (size_t)K * K * C;
   int oy, ox, o, ky, kx, c;
   for (oy = 0; oy < OH; oy++)
-    for (ox = 0; ox < OW; ox++)
-      for (o = 0; o < O; o++) {
-        float acc = 0.f;
-        for (ky = 0; ky < K; ky++) {
-          const int iy = oy * stride - pad + ky;
-          if (iy < 0 || iy >= H) continue;
-          for (kx = 0; kx < K; kx++) {
-            const int ix = ox * stride - pad + kx;
-            const float *xp, *wp;
-            if (ix < 0 || ix >= W) continue;
-            xp = x + ((size_t)iy * W + ix) * C;
-            wp = w + (((size_t)o * K + ky) * K + kx) * C;
-            for (c = 0; c < C; c++) acc = fmaf(xp[c], wp[c], acc);
+    for (ox = 0; ox < OW; ox++) {
+      float *acc = y + ((size_t)oy * OW + ox) * O;
+      for (o = 0; o < O; o++) acc[o] = 0.f;
+      for (ky = 0; ky < K; ky++) {
+        const int iy = oy * stride - pad + ky;
+        if (iy < 0 || iy >= H) continue;
+        for (kx = 0; kx < K; kx++) {
+          const int ix = ox * stride - pad + kx;
+          if (ix < 0 || ix >= W) continue;
+          for (c = 0; c < C; c++) {
+            const float xv = x[((size_t)iy * W + ix) * C + c];
+            const float *wp = w + ((size_t)ky * K + kx) * C + c;
+            for (o = 0; o < O; o++) acc[o] = fma_float(xv, wp[(size_t)o * KKC], acc[o]);
           }
         }
-        if (bias) acc = acc + bias[o];
-        if (relu && !(acc > 0)) acc = 0;
-        y[((size_t)oy * OW + ox) * O + o] = acc;
       }
+      for (o = 0; o < O; o++) {
+        float v = acc[o];
+        if (bias) v = v + bias[o];
+        if (relu && !(v > 0)) v = 0;
+        acc[o] = v;
+      }
+    }
 }
 
 #ifdef QCAPS_USES_BATCHNORM

@@ -40,17 +40,14 @@ function shallowSource(q: QuantizedModel, tensors: readonly CTensor[]): string {
   const I = m.numPrimaryCaps;
   const K = m.numClasses;
   const D = m.capsDim;
-  const [wConv, wPrimary, wDigit] = q.bits.weightBits;
+  const wPrimary = q.bits.weightBits[1];
   const [aConv, aPrimary, aDigit] = q.bits.actBits;
-  const [rPrimary, rDigit] = q.bits.routingBits;
   const convW = floatCopy(tensorOf(tensors, 'conv.conv.weight'));
   const convB = floatCopy(tensorOf(tensors, 'conv.conv.bias'));
   const primW = tensorOf(tensors, 'primary.conv3d.weight');
   const primB = floatCopy(tensorOf(tensors, 'primary.bias'));
   const digW = tensorOf(tensors, 'digit.weight');
   const digB = floatCopy(tensorOf(tensors, 'digit.bias'));
-  void wConv;
-  void wDigit;
   return `
 QCAPS_CONV_FIXED(primary_conv, ${primW.array}, ${primW.macro}_ROW_L1)
 QCAPS_CAPSULE_VOTES(digit_votes, ${digW.array})
@@ -92,7 +89,6 @@ int qcaps_infer(const float *image, float *class_lengths) {
   quantize_floats(primary_votes, ${P * 256}, QCAPS_PRIMARY_ACT_BITS);
   route(primary_votes, ${primB.name}, 1, ${P}, 32, 8, ${m.primary.iterations}, 0, QCAPS_PRIMARY_ACT_BITS,
         QCAPS_PRIMARY_ROUTING_BITS, primary_v, primary_logits, primary_c, primary_s);
-  (void)${rPrimary};
   /* [P][32][8] -> [32 * P][8]: the capsule list in the order (type, y, x) */
   for (p = 0; p < ${P}; p++)
     for (j = 0; j < 32; j++)
@@ -102,7 +98,6 @@ int qcaps_infer(const float *image, float *class_lengths) {
   quantize_floats(digit_votes_buf, ${I * K * D}, QCAPS_DIGIT_ACT_BITS);
   route(digit_votes_buf, ${digB.name}, ${I}, 1, ${K}, ${D}, ${m.digit.iterations}, 0, QCAPS_DIGIT_ACT_BITS,
         QCAPS_DIGIT_ROUTING_BITS, digit_v, digit_logits, digit_c, digit_s);
-  (void)${rDigit};
   return class_lengths_of(digit_v, ${K}, ${D}, class_lengths);
 }
 `;
@@ -120,7 +115,6 @@ function deepCapsSource(q: QuantizedModel, tensors: readonly CTensor[], floats: 
   const layer = new Map(m.layerNames.map((n, i) => [n, i]));
   const act = (name: string) => q.bits.actBits[layer.get(name)!];
   const wb = (name: string) => q.bits.weightBits[layer.get(name)!];
-  const routingBits = (name: string) => q.bits.routingBits[m.routingLayerNames.indexOf(name)];
   const t = (name: string) => tensorOf(tensors, name);
   const buffer = (name: string) => {
     const f = floats.find((x) => x.name === name);
@@ -215,7 +209,6 @@ function deepCapsSource(q: QuantizedModel, tensors: readonly CTensor[], floats: 
         `  quantize_floats(${name}_votes, ${ci * P * O}, ${a});`,
         `  route(${name}_votes, ${routingBias}, ${ci}, ${P}, ${co}, ${no}, ${block.routingIterations}, 1, ${a}, QCAPS_${upper}_ROUTING_BITS, ${name}_skip, ${name}_logits, ${name}_c, ${name}_rs);`,
       );
-      void routingBits(name);
     }
     conv2dCaps(`${name}.l2`, `${name}_x1_int`, `${s1}`, O, 1, scaleOwn, `${name}_x2`);
     body.push(`  to_integers(${name}_x2, ${name}_x2_int, ${n}, ${a});`);
@@ -293,6 +286,7 @@ export function modelSource(q: QuantizedModel, tensors: readonly CTensor[], floa
  * Build: ${BUILD_COMMAND}
  * Integer convolutions (int64 sums), votes, squash, softmax and routing in float32 as the
  * tool's native kernels; only static buffers, no malloc (qcaps_infer is not reentrant). */
+#include <float.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
