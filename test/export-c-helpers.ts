@@ -39,8 +39,15 @@ export function runC(binary: string, images: string, n: number): { pred: number[
   return { pred: rows.map((r) => r[0]), lengths: rows.map((r) => r.slice(1)) };
 }
 
-/** Compares the C binary with QuantizedModel.forward (batches of 100); returns max |diff|. */
-export function compare(q: QuantizedModel, binary: string, n: number, tag: string, dir: string): number {
+/** Compares the C binary with QuantizedModel.forward (batches of 100) on the first n test
+ *  images; returns the largest class length difference and the C predictions. */
+export function compare(
+  q: QuantizedModel,
+  binary: string,
+  n: number,
+  tag: string,
+  dir: string,
+): { maxDiff: number; pred: number[] } {
   const data = loadDataset('fashion-mnist', 'test', { limit: n });
   const x = sourceBatch(data, 0, n);
   const images = join(dir, `images-${n}.f32`);
@@ -61,5 +68,5 @@ export function compare(q: QuantizedModel, binary: string, n: number, tag: strin
     }
   }
   assert.ok(maxDiff <= 1e-4, `${tag}: class lengths differ by ${maxDiff}`);
-  return maxDiff;
+  return { maxDiff, pred: c.pred };
 }
