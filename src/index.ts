@@ -64,6 +64,7 @@ export {
 } from './search/sensitivity.js';
 export { readQuantizedModel, writeQuantizedModel, type QuantizedFileInfo } from './io/quantized-file.js';
 export { exportOnnx, type OnnxExportOptions, type OnnxExportResult } from './io/onnx-export.js';
+export { exportC, type CExportOptions } from './io/c-export.js';
 
 // the compute backend (threads, native or TypeScript kernels)
 export { kernels, backendInfo } from './tensor/kernels.js';

@@ -60,7 +60,7 @@ export const FLAGS: FlagSpec[] = [
     name: 'format',
     kind: 'string',
     default: 'vectors',
-    help: 'export: what to write (vectors: golden vectors; onnx: the quantized forward as an ONNX graph)',
+    help: 'export: what to write (vectors: golden vectors; onnx: the quantized forward as an ONNX graph; c: a C99 directory)',
   },
   {
     name: 'onnx-rounding',
@@ -249,7 +249,7 @@ export const SUBCOMMANDS = [
   'report',
   'sensitivity',
 ] as const;
-export const EXPORT_FORMATS = ['vectors', 'onnx'] as const;
+export const EXPORT_FORMATS = ['vectors', 'onnx', 'c'] as const;
 export type Subcommand = (typeof SUBCOMMANDS)[number] | 'all';
 
 function parseNumber(flag: string, kind: 'int' | 'float', raw: string): number {

@@ -1,10 +1,13 @@
 // `qcapsnets export --format vectors`: golden vectors of a packed quantized model (see README Files);
-// `--format onnx`: its quantized forward as an ONNX graph (README "ONNX export").
+// `--format onnx`: its quantized forward as an ONNX graph (README "ONNX export"); `--format c`: a
+// C99 directory with its integer weights and inference (README "C export").
 import { existsSync, statSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import type { Dataset } from '../data/dataset.js';
+import { checkCExport, exportC } from '../io/c-export.js';
 import { exportGoldenVectors } from '../io/golden-vectors.js';
 import { exportOnnx, ONNX_ROUNDINGS } from '../io/onnx-export.js';
+import { BUILD_COMMAND } from '../io/c-export-source.js';
 import { readQuantizedModel } from '../io/quantized-file.js';
 import { checkWritableFolder } from './args.js';
 
@@ -46,8 +49,16 @@ export async function runExport(
   outputDir: string | null,
   loadTest: () => Promise<Dataset>,
   log: (line: string) => void,
+  format = 'vectors',
 ): Promise<number> {
   const { quantized: q } = readPacked(path);
+  if (format === 'c') {
+    const outDir = outputDir ?? dirname(path);
+    checkCExport(q, outDir);
+    const r = exportC(q, { outDir, stem: basename(path).replace(/\.safetensors$/i, '') });
+    log(`C export: ${r.dir} (${r.files.join(', ')}); build: cd ${r.dir} && ${BUILD_COMMAND}`);
+    return 0;
+  }
   const test = await loadTest();
   const outDir = outputDir ?? dirname(path);
   const r = exportGoldenVectors(q, test, { images, outDir });

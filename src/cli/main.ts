@@ -241,6 +241,7 @@ async function main(): Promise<number> {
       (o['output-dir'] as string | null) ?? null,
       () => loadSplit(o, 'test'),
       log,
+      str(o, 'format'),
     );
   if (command === 'sweep') return sweep(o);
   const training = trains(command, o);
