@@ -5,6 +5,7 @@
 
 import { readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
+import { fileError } from '../io/byte-source.js';
 
 export type IdxData = Uint8Array | Int8Array | Int16Array | Int32Array | Float32Array | Float64Array;
 
@@ -37,8 +38,8 @@ export function maybeGunzip(bytes: Uint8Array, fileName: string, expected: strin
   try {
     return gunzipSync(bytes);
   } catch (err) {
-    throw new Error(
-      `${fileName}: gzip data is truncated or corrupt (${(err as Error).message}); expected a complete gzip stream holding ${expected}`,
+    throw fileError(
+      fileName, `gzip data is truncated or corrupt (${(err as Error).message}); expected a complete gzip stream holding ${expected}`,
       { cause: err },
     );
   }
@@ -48,23 +49,23 @@ export function maybeGunzip(bytes: Uint8Array, fileName: string, expected: strin
 export function parseIdx(bytes: Uint8Array, fileName = '<idx bytes>'): IdxArray {
   const raw = maybeGunzip(bytes, fileName, 'an IDX file');
   if (raw.length < 4) {
-    throw new Error(
-      `${fileName}: ${raw.length} bytes is too short for an IDX file; expected at least a 4-byte magic number`,
+    throw fileError(
+      fileName, `${raw.length} bytes is too short for an IDX file; expected at least a 4-byte magic number`,
     );
   }
   const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
   const typeInfo = typeByCode[raw[2]];
   if (raw[0] !== 0 || raw[1] !== 0 || typeInfo === undefined || raw[3] === 0) {
     const magic = Array.from(raw.subarray(0, 4), (b) => b.toString(16).padStart(2, '0')).join(' ');
-    throw new Error(
-      `${fileName}: bad IDX magic number ${magic}; expected 00 00 <type 08|09|0b|0c|0d|0e> <number of dimensions >= 1>`,
+    throw fileError(
+      fileName, `bad IDX magic number ${magic}; expected 00 00 <type 08|09|0b|0c|0d|0e> <number of dimensions >= 1>`,
     );
   }
   const rank = raw[3];
   const headerBytes = 4 + 4 * rank;
   if (raw.length < headerBytes) {
-    throw new Error(
-      `${fileName}: truncated IDX header: ${raw.length} bytes, expected ${headerBytes} for ${rank} dimensions`,
+    throw fileError(
+      fileName, `truncated IDX header: ${raw.length} bytes, expected ${headerBytes} for ${rank} dimensions`,
     );
   }
   const dims: number[] = [];
@@ -73,8 +74,8 @@ export function parseIdx(bytes: Uint8Array, fileName = '<idx bytes>'): IdxArray 
   const expectedBytes = headerBytes + count * typeInfo.bytes;
   if (raw.length !== expectedBytes) {
     const what = raw.length < expectedBytes ? 'truncated' : 'has trailing bytes';
-    throw new Error(
-      `${fileName}: IDX file ${what}: ${raw.length} bytes, expected ${expectedBytes} ` +
+    throw fileError(
+      fileName, `IDX file ${what}: ${raw.length} bytes, expected ${expectedBytes} ` +
         `(header ${headerBytes} + ${count} ${typeInfo.type} values for dims [${dims.join(', ')}])`,
     );
   }
@@ -119,8 +120,8 @@ export function readIdxFile(path: string): IdxArray {
 export function readIdxImages(path: string): { count: number; height: number; width: number; pixels: Uint8Array } {
   const idx = readIdxFile(path);
   if (idx.type !== 'uint8' || idx.dims.length !== 3) {
-    throw new Error(
-      `${path}: expected an IDX image file (uint8, 3 dimensions [N, H, W], magic 00 00 08 03); ` +
+    throw fileError(
+      path, `expected an IDX image file (uint8, 3 dimensions [N, H, W], magic 00 00 08 03); ` +
         `got ${idx.type} with dims [${idx.dims.join(', ')}]`,
     );
   }
@@ -132,15 +133,15 @@ export function readIdxImages(path: string): { count: number; height: number; wi
 export function readIdxLabels(path: string, numClasses = 10): Int32Array {
   const idx = readIdxFile(path);
   if (idx.type !== 'uint8' || idx.dims.length !== 1) {
-    throw new Error(
-      `${path}: expected an IDX label file (uint8, 1 dimension [N], magic 00 00 08 01); ` +
+    throw fileError(
+      path, `expected an IDX label file (uint8, 1 dimension [N], magic 00 00 08 01); ` +
         `got ${idx.type} with dims [${idx.dims.join(', ')}]`,
     );
   }
   const labels = Int32Array.from(idx.data);
   const bad = labels.findIndex((l) => l >= numClasses);
   if (bad >= 0) {
-    throw new Error(`${path}: label ${labels[bad]} at index ${bad}; expected labels 0..${numClasses - 1}`);
+    throw fileError(path, `label ${labels[bad]} at index ${bad}; expected labels 0..${numClasses - 1}`);
   }
   return labels;
 }

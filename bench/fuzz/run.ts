@@ -1,0 +1,198 @@
+// A fuzzing campaign: inputs made from the seeds by mutate.ts, run in a small pool of
+// worker_threads (worker.ts) with a time limit each; a worker that hangs is terminated and
+// replaced, one that dies (out of memory, a native crash) counts as a crash and is replaced.
+// Input k of reader r is mutated by Rng(seed, r, k), so a campaign is reproducible and any
+// slice of it can be rerun.
+import { createHash } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { Rng } from '../../src/data/rng.js';
+import { writeFileAtomic } from '../../src/io/atomic-write.js';
+import { mutateJson, mutateMany, mutatePickle } from './mutate.js';
+import { READER_NAMES, READERS } from './readers.js';
+import { seedsFor, type Seed } from './seeds.js';
+import type { WorkerResult, WorkerTask } from './worker.js';
+
+export type FailureKind = 'hang' | 'crash' | 'uncaught' | 'oversized';
+
+export interface ReaderFigures {
+  inputs: number;
+  ok: number;
+  typed: number;
+  hangs: number;
+  crashes: number;
+  uncaught: number;
+  oversized: number;
+}
+
+export interface Failure {
+  readonly reader: string;
+  readonly index: number;
+  readonly kind: FailureKind;
+  readonly message: string;
+  /** Where the input was saved (null without a save folder). */
+  readonly file: string | null;
+}
+
+export interface FuzzReport {
+  inputs: number;
+  hangs: number;
+  crashes: number;
+  uncaught: number;
+  oversized: number;
+  readers: Record<string, ReaderFigures>;
+  seconds: number;
+  failures: Failure[];
+}
+
+export interface FuzzOptions {
+  readonly seed: number;
+  /** Inputs per reader. */
+  readonly inputs: Readonly<Record<string, number>>;
+  readonly workers?: number;
+  /** Failing inputs are written here as <reader>-<sha256 prefix><ext>; null: not saved. */
+  readonly saveDir?: string | null;
+  /** Heap limit of each worker (MiB); above it the worker dies and the input is a crash. */
+  readonly heapLimitMb?: number;
+  readonly onProgress?: (done: number, total: number, report: FuzzReport) => void;
+}
+
+/** The default share of each reader, scaled so the total is `total` (at least 1 each). */
+export function scaledInputs(total: number, readers: readonly string[] = READER_NAMES): Record<string, number> {
+  const sum = readers.reduce((a, r) => a + READERS[r].defaultInputs, 0);
+  return Object.fromEntries(readers.map((r) => [r, Math.max(1, Math.round((total * READERS[r].defaultInputs) / sum))]));
+}
+
+/** Input `index` of a reader: one seed, mutated as a whole or through one of its parts. */
+export function makeInput(seeds: readonly Seed[], seed: number, readerIndex: number, index: number): Uint8Array {
+  const rng = new Rng(seed, readerIndex, index);
+  const s = seeds[rng.int(seeds.length)];
+  if (s.parts.length === 0 || rng.int(3) === 0) return mutateMany(s.bytes, rng, s.fields);
+  const part = s.parts[rng.int(s.parts.length)];
+  if (part.kind === 'pickle') return part.wrap(mutatePickle(part.inner, rng));
+  if (part.kind === 'json' && rng.int(4) !== 0) {
+    const text = new TextDecoder().decode(part.inner);
+    return part.wrap(new TextEncoder().encode(mutateJson(text, rng)));
+  }
+  return part.wrap(mutateMany(part.inner, rng, part.fields));
+}
+
+interface Slot {
+  worker: Worker;
+  ready: Promise<void>;
+}
+
+export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
+  const started = performance.now();
+  const readers = Object.keys(options.inputs);
+  for (const r of readers) if (!READERS[r]) throw new Error(`fuzz: unknown reader '${r}' (expected ${READER_NAMES.join(', ')})`);
+  const report: FuzzReport = {
+    inputs: 0,
+    hangs: 0,
+    crashes: 0,
+    uncaught: 0,
+    oversized: 0,
+    readers: {},
+    seconds: 0,
+    failures: [],
+  };
+  for (const r of readers)
+    report.readers[r] = { inputs: 0, ok: 0, typed: 0, hangs: 0, crashes: 0, uncaught: 0, oversized: 0 };
+  const seeds = new Map(readers.map((r) => [r, seedsFor(r)]));
+  const tasks: { reader: string; index: number }[] = [];
+  // interleaved, so a short run (or the progress line) covers every reader
+  const longest = Math.max(0, ...readers.map((r) => options.inputs[r]));
+  for (let k = 0; k < longest; k++) for (const r of readers) if (k < options.inputs[r]) tasks.push({ reader: r, index: k });
+
+  const dir = mkdtempSync(join(tmpdir(), 'qcaps-fuzz-'));
+  const workerUrl = new URL('./worker.js', import.meta.url);
+  const spawn = (): Slot => {
+    const worker = new Worker(workerUrl, {
+      workerData: { dir },
+      resourceLimits: { maxOldGenerationSizeMb: options.heapLimitMb ?? 1024, stackSizeMb: 4 },
+      stdout: true,
+      stderr: true,
+    });
+    worker.stdout.resume();
+    worker.stderr.resume();
+    const ready = new Promise<void>((resolve, reject) => {
+      worker.once('message', () => resolve());
+      worker.once('error', reject);
+    });
+    return { worker, ready };
+  };
+
+  const record = (reader: string, index: number, bytes: Uint8Array, kind: FailureKind | 'ok' | 'typed', message: string) => {
+    const figures = report.readers[reader];
+    figures.inputs++;
+    report.inputs++;
+    if (kind === 'ok' || kind === 'typed') {
+      figures[kind]++;
+      return;
+    }
+    const key = kind === 'hang' ? 'hangs' : kind === 'crash' ? 'crashes' : kind;
+    figures[key]++;
+    report[key]++;
+    let file: string | null = null;
+    if (options.saveDir) {
+      mkdirSync(options.saveDir, { recursive: true });
+      const hash = createHash('sha256').update(bytes).digest('hex').slice(0, 16);
+      file = join(options.saveDir, `${reader}-${hash}${READERS[reader].ext}`);
+      writeFileAtomic(file, () => [bytes]);
+    }
+    report.failures.push({ reader, index, kind, message, file });
+  };
+
+  /** Runs one input on a slot; replaces the slot's worker after a hang or a crash. */
+  const runOne = (slot: Slot, reader: string, index: number, bytes: Uint8Array): Promise<void> =>
+    new Promise((resolve) => {
+      const { worker } = slot;
+      let settled = false;
+      const done = (kind: FailureKind | 'ok' | 'typed', message: string, replace: boolean) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        worker.off('message', onMessage);
+        worker.off('error', onError);
+        worker.off('exit', onExit);
+        record(reader, index, bytes, kind, message);
+        if (replace) {
+          void worker.terminate();
+          Object.assign(slot, spawn());
+        }
+        resolve();
+      };
+      const onMessage = (m: WorkerResult) => done(m.outcome, m.message, false);
+      const onError = (err: Error) => done('crash', `${err.name}: ${err.message}`.split('\n')[0], true);
+      const onExit = (code: number) => done('crash', `worker exited with code ${code}`, true);
+      const timeoutMs = READERS[reader].timeoutMs;
+      const timer = setTimeout(() => done('hang', `no result within ${timeoutMs} ms`, true), timeoutMs);
+      worker.on('message', onMessage);
+      worker.on('error', onError);
+      worker.on('exit', onExit);
+      const task: WorkerTask = { id: index, reader, bytes };
+      worker.postMessage(task);
+    });
+
+  const slots = Array.from({ length: Math.max(1, options.workers ?? 1) }, spawn);
+  let next = 0;
+  const loop = async (slot: Slot) => {
+    while (next < tasks.length) {
+      const { reader, index } = tasks[next++];
+      const bytes = makeInput(seeds.get(reader)!, options.seed, READER_NAMES.indexOf(reader), index);
+      await slot.ready;
+      await runOne(slot, reader, index, bytes);
+      options.onProgress?.(report.inputs, tasks.length, report);
+    }
+  };
+  try {
+    await Promise.all(slots.map(loop));
+  } finally {
+    await Promise.all(slots.map((s) => s.worker.terminate()));
+    rmSync(dir, { recursive: true, force: true });
+  }
+  report.seconds = Math.round((performance.now() - started) / 100) / 10;
+  return report;
+}
