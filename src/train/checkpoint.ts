@@ -180,7 +180,7 @@ function checkState(state: unknown, file: string, where: string): asserts state 
   };
   const int = (v: unknown, name: string, min = 0) => {
     if (!(Number.isInteger(v) && (v as number) >= min))
-      throw bad(`'${name}' is ${JSON.stringify(v)}, expected an integer >= ${min}`);
+      throw bad(`'${name}' is ${shortJson(v)}, expected an integer >= ${min}`);
   };
   const nums = (v: unknown, name: string) => {
     if (!Array.isArray(v) || !v.every((x) => Number.isInteger(x))) throw bad(`'${name}' is not a list of integers`);
@@ -202,6 +202,14 @@ function checkState(state: unknown, file: string, where: string): asserts state 
   if (typeof st.bestAccuracy !== 'number') throw bad("'bestAccuracy' is not a number");
   if (!Array.isArray(st.history)) throw bad("'history' is not a list");
   if (st.partial !== null && typeof st.partial !== 'object') throw bad("'partial' is not an object or null");
+}
+
+/** A value for an error message: primitives as JSON, containers by their kind only (a tampered
+ *  state may nest them too deep for JSON.stringify). */
+function shortJson(v: unknown): string {
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object' && v !== null) return 'an object';
+  return String(JSON.stringify(v));
 }
 
 /** Loads Adam's step and moments from a checkpoint; every parameter must be there with its size. */
