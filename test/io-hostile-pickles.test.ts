@@ -55,13 +55,18 @@ function inEmptyFolder(fn: () => void): string[] {
 function assertRefused(err: unknown, file: string, global: string): true {
   assert.ok(err instanceof FileFormatError, `expected a FileFormatError, got ${String(err)}`);
   assert.ok(err.message.startsWith(`${file}: `), `the error does not name ${file}: ${err.message}`);
-  assert.ok(err.message.includes(`refusing to load global '${global}'`), `the error does not name ${global}: ${err.message}`);
+  assert.ok(
+    err.message.includes(`refusing to load global '${global}'`),
+    `the error does not name ${global}: ${err.message}`,
+  );
   return true;
 }
 
 test('the fixtures are all there (tools/make-hostile-pickles.py)', () => {
   const names = readdirSync(fixtures).sort();
-  const expected = Object.keys(ROUTES).flatMap((r) => [`${r}.pkl`, `${r}.pt`]).sort();
+  const expected = Object.keys(ROUTES)
+    .flatMap((r) => [`${r}.pkl`, `${r}.pt`])
+    .sort();
   assert.deepEqual(names, expected);
 });
 
@@ -104,7 +109,10 @@ test('the CLI refuses every hostile checkpoint with a one-line error naming the 
     assert.notEqual(r.status, 0, `${route}: exit status ${r.status}`);
     const lines = r.stderr.trim().split('\n');
     assert.equal(lines.length, 1, `${route}: expected one line on stderr, got:\n${r.stderr}`);
-    assert.match(lines[0], new RegExp(`${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: refusing to load global '${global}'`));
+    assert.match(
+      lines[0],
+      new RegExp(`${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: refusing to load global '${global}'`),
+    );
     assert.deepEqual(readdirSync(dir), [], `${route}: the payload left a marker file`);
   }
 });

@@ -87,7 +87,8 @@ interface Slot {
 export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
   const started = performance.now();
   const readers = Object.keys(options.inputs);
-  for (const r of readers) if (!READERS[r]) throw new Error(`fuzz: unknown reader '${r}' (expected ${READER_NAMES.join(', ')})`);
+  for (const r of readers)
+    if (!READERS[r]) throw new Error(`fuzz: unknown reader '${r}' (expected ${READER_NAMES.join(', ')})`);
   const report: FuzzReport = {
     inputs: 0,
     hangs: 0,
@@ -104,7 +105,8 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
   const tasks: { reader: string; index: number }[] = [];
   // interleaved, so a short run (or the progress line) covers every reader
   const longest = Math.max(0, ...readers.map((r) => options.inputs[r]));
-  for (let k = 0; k < longest; k++) for (const r of readers) if (k < options.inputs[r]) tasks.push({ reader: r, index: k });
+  for (let k = 0; k < longest; k++)
+    for (const r of readers) if (k < options.inputs[r]) tasks.push({ reader: r, index: k });
 
   const dir = mkdtempSync(join(tmpdir(), 'qcaps-fuzz-'));
   const workerUrl = new URL('./worker.js', import.meta.url);
@@ -124,7 +126,13 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
     return { worker, ready };
   };
 
-  const record = (reader: string, index: number, bytes: Uint8Array, kind: FailureKind | 'ok' | 'typed', message: string) => {
+  const record = (
+    reader: string,
+    index: number,
+    bytes: Uint8Array,
+    kind: FailureKind | 'ok' | 'typed',
+    message: string,
+  ) => {
     const figures = report.readers[reader];
     figures.inputs++;
     report.inputs++;

@@ -53,9 +53,24 @@ export function zipFields(bytes: Uint8Array): SizeField[] {
   for (let p = 0; p + 4 <= bytes.length; p++) {
     if (bytes[p] !== 0x50 || bytes[p + 1] !== 0x4b) continue;
     const sig = dv.getUint32(p, true);
-    if (sig === 0x04034b50) [18, 22].forEach((o) => f(p + o, 4)), [26, 28].forEach((o) => f(p + o, 2));
-    if (sig === 0x02014b50) [20, 24, 42].forEach((o) => f(p + o, 4)), [28, 30, 32].forEach((o) => f(p + o, 2));
-    if (sig === 0x06054b50) [12, 16].forEach((o) => f(p + o, 4)), [8, 10, 20].forEach((o) => f(p + o, 2));
+    // [field offsets of 4 bytes], [of 2 bytes] in the local header, central entry, end record
+    const layout: Record<number, [number[], number[]]> = {
+      0x04034b50: [
+        [18, 22],
+        [26, 28],
+      ],
+      0x02014b50: [
+        [20, 24, 42],
+        [28, 30, 32],
+      ],
+      0x06054b50: [
+        [12, 16],
+        [8, 10, 20],
+      ],
+    };
+    const [wide, narrow] = layout[sig] ?? [[], []];
+    for (const o of wide) f(p + o, 4);
+    for (const o of narrow) f(p + o, 2);
     if (sig === 0x06064b50) [24, 32, 40, 48].forEach((o) => f(p + o, 8));
     if (sig === 0x07064b50) f(p + 8, 8);
   }
@@ -231,7 +246,8 @@ function idxBytes(typeCode: number, dims: number[], valueBytes: number): Uint8Ar
   return out;
 }
 
-const idxDims = (dims: number[]): SizeField[] => dims.map((_, i) => ({ offset: 4 + 4 * i, width: 4, littleEndian: false }));
+const idxDims = (dims: number[]): SizeField[] =>
+  dims.map((_, i) => ({ offset: 4 + 4 * i, width: 4, littleEndian: false }));
 
 const IDX_SHAPES: [string, number, number[], number][] = [
   ['images', 0x08, [3, 28, 28], 1],
@@ -278,7 +294,12 @@ function matMatrix(name: string, mxClass: number, dims: number[], realType: numb
   const dimBytes = new Uint8Array(Int32Array.from(dims).buffer);
   return element(
     MI.MATRIX,
-    concat(element(MI.UINT32, flags), element(MI.INT32, dimBytes), element(MI.INT8, utf8(name)), element(realType, real)),
+    concat(
+      element(MI.UINT32, flags),
+      element(MI.INT32, dimBytes),
+      element(MI.INT8, utf8(name)),
+      element(realType, real),
+    ),
   );
 }
 
@@ -310,7 +331,8 @@ export function matFields(bytes: Uint8Array, start = 128): SizeField[] {
         const size = dv.getUint32(o + 4, true);
         out.push({ offset: o + 4, width: 4, littleEndian: true });
         if (first === MI.MATRIX) walk(o + 8, Math.min(end, o + 8 + size), true);
-        if (inMatrix && child === 1) for (let d = 0; d + 4 <= size; d += 4) out.push({ offset: o + 8 + d, width: 4, littleEndian: true });
+        if (inMatrix && child === 1)
+          for (let d = 0; d + 4 <= size; d += 4) out.push({ offset: o + 8 + d, width: 4, littleEndian: true });
         o += 8 + size + (first === MI.COMPRESSED ? 0 : (8 - (size % 8)) % 8);
       }
       child++;
@@ -363,7 +385,10 @@ const SEEDS: Record<string, () => Seed[]> = {
     const bytes = repoFile('fixtures/io/tiny-legacy.pt');
     return [rawSeed('tiny-legacy.pt', bytes, pickleFields(bytes))];
   },
-  safetensors: () => [plainSafetensorsSeed(), safetensorsSeed('tiny.safetensors', repoFile('fixtures/io/tiny.safetensors'))],
+  safetensors: () => [
+    plainSafetensorsSeed(),
+    safetensorsSeed('tiny.safetensors', repoFile('fixtures/io/tiny.safetensors')),
+  ],
   idx: () => idxSeeds(false),
   'idx-gzip': () => idxSeeds(true),
   cifar: () => [cifarSeed(1), cifarSeed(3)],

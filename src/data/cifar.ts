@@ -26,7 +26,8 @@ export function parseCifarBatch(bytes: Uint8Array, fileName = '<cifar bytes>'): 
   if (bytes.length === 0 || bytes.length % CIFAR_RECORD_BYTES !== 0) {
     const whole = Math.floor(bytes.length / CIFAR_RECORD_BYTES);
     throw fileError(
-      fileName, `${bytes.length} bytes is not a whole number of CIFAR-10 records; expected a multiple of ` +
+      fileName,
+      `${bytes.length} bytes is not a whole number of CIFAR-10 records; expected a multiple of ` +
         `${CIFAR_RECORD_BYTES} (1 label byte + 3x32x32 pixels), ${CIFAR_RECORDS_PER_FILE * CIFAR_RECORD_BYTES} for a full batch ` +
         `(file truncated after ${whole} records?)`,
     );
@@ -36,9 +37,7 @@ export function parseCifarBatch(bytes: Uint8Array, fileName = '<cifar bytes>'): 
   for (let i = 0; i < count; i++) {
     const label = bytes[i * CIFAR_RECORD_BYTES];
     if (label > 9) {
-      throw fileError(
-        fileName, `record ${i} has label ${label}; expected 0..9 (is this the CIFAR-10 binary version?)`,
-      );
+      throw fileError(fileName, `record ${i} has label ${label}; expected 0..9 (is this the CIFAR-10 binary version?)`);
     }
     labels[i] = label;
   }

@@ -39,7 +39,8 @@ export function maybeGunzip(bytes: Uint8Array, fileName: string, expected: strin
     return gunzipSync(bytes);
   } catch (err) {
     throw fileError(
-      fileName, `gzip data is truncated or corrupt (${(err as Error).message}); expected a complete gzip stream holding ${expected}`,
+      fileName,
+      `gzip data is truncated or corrupt (${(err as Error).message}); expected a complete gzip stream holding ${expected}`,
       { cause: err },
     );
   }
@@ -50,7 +51,8 @@ export function parseIdx(bytes: Uint8Array, fileName = '<idx bytes>'): IdxArray 
   const raw = maybeGunzip(bytes, fileName, 'an IDX file');
   if (raw.length < 4) {
     throw fileError(
-      fileName, `${raw.length} bytes is too short for an IDX file; expected at least a 4-byte magic number`,
+      fileName,
+      `${raw.length} bytes is too short for an IDX file; expected at least a 4-byte magic number`,
     );
   }
   const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
@@ -58,14 +60,16 @@ export function parseIdx(bytes: Uint8Array, fileName = '<idx bytes>'): IdxArray 
   if (raw[0] !== 0 || raw[1] !== 0 || typeInfo === undefined || raw[3] === 0) {
     const magic = Array.from(raw.subarray(0, 4), (b) => b.toString(16).padStart(2, '0')).join(' ');
     throw fileError(
-      fileName, `bad IDX magic number ${magic}; expected 00 00 <type 08|09|0b|0c|0d|0e> <number of dimensions >= 1>`,
+      fileName,
+      `bad IDX magic number ${magic}; expected 00 00 <type 08|09|0b|0c|0d|0e> <number of dimensions >= 1>`,
     );
   }
   const rank = raw[3];
   const headerBytes = 4 + 4 * rank;
   if (raw.length < headerBytes) {
     throw fileError(
-      fileName, `truncated IDX header: ${raw.length} bytes, expected ${headerBytes} for ${rank} dimensions`,
+      fileName,
+      `truncated IDX header: ${raw.length} bytes, expected ${headerBytes} for ${rank} dimensions`,
     );
   }
   const dims: number[] = [];
@@ -75,7 +79,8 @@ export function parseIdx(bytes: Uint8Array, fileName = '<idx bytes>'): IdxArray 
   if (raw.length !== expectedBytes) {
     const what = raw.length < expectedBytes ? 'truncated' : 'has trailing bytes';
     throw fileError(
-      fileName, `IDX file ${what}: ${raw.length} bytes, expected ${expectedBytes} ` +
+      fileName,
+      `IDX file ${what}: ${raw.length} bytes, expected ${expectedBytes} ` +
         `(header ${headerBytes} + ${count} ${typeInfo.type} values for dims [${dims.join(', ')}])`,
     );
   }
@@ -121,7 +126,8 @@ export function readIdxImages(path: string): { count: number; height: number; wi
   const idx = readIdxFile(path);
   if (idx.type !== 'uint8' || idx.dims.length !== 3) {
     throw fileError(
-      path, `expected an IDX image file (uint8, 3 dimensions [N, H, W], magic 00 00 08 03); ` +
+      path,
+      `expected an IDX image file (uint8, 3 dimensions [N, H, W], magic 00 00 08 03); ` +
         `got ${idx.type} with dims [${idx.dims.join(', ')}]`,
     );
   }
@@ -134,7 +140,8 @@ export function readIdxLabels(path: string, numClasses = 10): Int32Array {
   const idx = readIdxFile(path);
   if (idx.type !== 'uint8' || idx.dims.length !== 1) {
     throw fileError(
-      path, `expected an IDX label file (uint8, 1 dimension [N], magic 00 00 08 01); ` +
+      path,
+      `expected an IDX label file (uint8, 1 dimension [N], magic 00 00 08 01); ` +
         `got ${idx.type} with dims [${idx.dims.join(', ')}]`,
     );
   }

@@ -118,7 +118,8 @@ class ElementReader {
   element(offset: number, end: number, context: string): Element {
     if (offset + 8 > end) {
       throw fileError(
-        this.fileName, `truncated MAT-file: ${context} needs an 8-byte data element tag at ${this.where} byte ${offset}, ` +
+        this.fileName,
+        `truncated MAT-file: ${context} needs an 8-byte data element tag at ${this.where} byte ${offset}, ` +
           `but only ${Math.max(0, end - offset)} bytes remain`,
       );
     }
@@ -129,7 +130,8 @@ class ElementReader {
       const type = first & 0xffff;
       if (byteCount > 4) {
         throw fileError(
-          this.fileName, `corrupt MAT-file: small data element at ${this.where} byte ${offset} claims ${byteCount} bytes; expected 1..4`,
+          this.fileName,
+          `corrupt MAT-file: small data element at ${this.where} byte ${offset} claims ${byteCount} bytes; expected 1..4`,
         );
       }
       return { type, dataStart: offset + 4, byteCount, next: offset + 8 };
@@ -139,7 +141,8 @@ class ElementReader {
     const dataStart = offset + 8;
     if (dataStart + byteCount > end) {
       throw fileError(
-        this.fileName, `truncated MAT-file: ${context} (${miNames[type] ?? `type ${type}`}) at ${this.where} byte ${offset} ` +
+        this.fileName,
+        `truncated MAT-file: ${context} (${miNames[type] ?? `type ${type}`}) at ${this.where} byte ${offset} ` +
           `claims ${byteCount} bytes but only ${end - dataStart} remain`,
       );
     }
@@ -152,20 +155,20 @@ class ElementReader {
 /** Parses a level-5 MAT-file; `fileName` is used in error messages. */
 export function parseMat(bytes: Uint8Array, fileName = '<mat bytes>'): Map<string, MatVariable> {
   if (bytes.length < 128) {
-    throw fileError(
-      fileName, `${bytes.length} bytes is too short for a MAT-file; expected a 128-byte level-5 header`,
-    );
+    throw fileError(fileName, `${bytes.length} bytes is too short for a MAT-file; expected a 128-byte level-5 header`);
   }
   const text = Buffer.from(bytes.subarray(0, 116)).toString('latin1');
   const indicator = String.fromCharCode(bytes[126], bytes[127]);
   if (text.startsWith('MATLAB 7.3')) {
     throw fileError(
-      fileName, `MATLAB 7.3 (HDF5) MAT-files are not supported; expected a level-5 MAT-file (save -v7 or -v6)`,
+      fileName,
+      `MATLAB 7.3 (HDF5) MAT-files are not supported; expected a level-5 MAT-file (save -v7 or -v6)`,
     );
   }
   if (indicator !== 'IM' && indicator !== 'MI') {
     throw fileError(
-      fileName, `not a MATLAB level-5 MAT-file: endian indicator at bytes 126..127 is ` +
+      fileName,
+      `not a MATLAB level-5 MAT-file: endian indicator at bytes 126..127 is ` +
         `${JSON.stringify(indicator)}; expected "IM" or "MI" after a header starting "MATLAB 5.0 MAT-file"`,
     );
   }
@@ -186,7 +189,8 @@ function readTopLevel(reader: ElementReader, start: number, into: Map<string, Ma
         inflated = inflateSync(reader.bytes.subarray(el.dataStart, el.dataStart + el.byteCount));
       } catch (err) {
         throw fileError(
-          reader.fileName, `miCOMPRESSED element at ${reader.where} byte ${offset}: zlib data is truncated or corrupt ` +
+          reader.fileName,
+          `miCOMPRESSED element at ${reader.where} byte ${offset}: zlib data is truncated or corrupt ` +
             `(${(err as Error).message}); expected ${el.byteCount} bytes of zlib-compressed data elements`,
           { cause: err },
         );
@@ -200,7 +204,8 @@ function readTopLevel(reader: ElementReader, start: number, into: Map<string, Ma
       }
     } else {
       throw fileError(
-        reader.fileName, `unexpected top-level data element ${miNames[el.type] ?? `type ${el.type}`} at ${reader.where} byte ${offset}; ` +
+        reader.fileName,
+        `unexpected top-level data element ${miNames[el.type] ?? `type ${el.type}`} at ${reader.where} byte ${offset}; ` +
           'expected miMATRIX (14) or miCOMPRESSED (15)',
       );
     }
@@ -214,7 +219,8 @@ function readMatrix(reader: ElementReader, matrix: Element, tagOffset: number): 
   const flags = reader.element(matrix.dataStart, end, `array flags of ${what}`);
   if (flags.type !== MI_UINT32 || flags.byteCount !== 8) {
     throw fileError(
-      reader.fileName, `corrupt ${what}: array flags are ${miNames[flags.type] ?? flags.type} of ${flags.byteCount} bytes; expected miUINT32 of 8 bytes`,
+      reader.fileName,
+      `corrupt ${what}: array flags are ${miNames[flags.type] ?? flags.type} of ${flags.byteCount} bytes; expected miUINT32 of 8 bytes`,
     );
   }
   const flagWord = reader.view.getUint32(flags.dataStart, reader.littleEndian);
@@ -223,7 +229,8 @@ function readMatrix(reader: ElementReader, matrix: Element, tagOffset: number): 
   const dimsEl = reader.element(flags.next, end, `dimensions of ${what}`);
   if (dimsEl.type !== MI_INT32 || dimsEl.byteCount % 4 !== 0 || dimsEl.byteCount < 8) {
     throw fileError(
-      reader.fileName, `corrupt ${what}: dimensions are ${miNames[dimsEl.type] ?? dimsEl.type} of ${dimsEl.byteCount} bytes; expected miINT32 with at least 2 values`,
+      reader.fileName,
+      `corrupt ${what}: dimensions are ${miNames[dimsEl.type] ?? dimsEl.type} of ${dimsEl.byteCount} bytes; expected miINT32 with at least 2 values`,
     );
   }
   const dims: number[] = [];
@@ -232,7 +239,8 @@ function readMatrix(reader: ElementReader, matrix: Element, tagOffset: number): 
   const nameEl = reader.element(dimsEl.next, end, `array name of ${what}`);
   if (nameEl.type !== MI_INT8 && nameEl.type !== MI_UINT8 && nameEl.type !== MI_UTF8) {
     throw fileError(
-      reader.fileName, `corrupt ${what}: array name is ${miNames[nameEl.type] ?? nameEl.type}; expected miINT8`,
+      reader.fileName,
+      `corrupt ${what}: array name is ${miNames[nameEl.type] ?? nameEl.type}; expected miINT8`,
     );
   }
   const name = Buffer.from(reader.bytes.subarray(nameEl.dataStart, nameEl.dataStart + nameEl.byteCount)).toString(
@@ -246,7 +254,8 @@ function readMatrix(reader: ElementReader, matrix: Element, tagOffset: number): 
   const data = convertNumeric(reader, real, className as MatClass, name);
   if (data.length !== count) {
     throw fileError(
-      reader.fileName, `variable "${name}": real part has ${data.length} values, dims [${dims.join(', ')}] need ${count}`,
+      reader.fileName,
+      `variable "${name}": real part has ${data.length} values, dims [${dims.join(', ')}] need ${count}`,
     );
   }
   return { name, className, dims, data, complex };
@@ -257,12 +266,14 @@ function convertNumeric(reader: ElementReader, el: Element, className: MatClass,
   const size = miSize[el.type];
   if (size === undefined || el.type === MI_UTF8) {
     throw fileError(
-      reader.fileName, `variable "${name}": real part is ${miNames[el.type] ?? `type ${el.type}`}; expected a numeric data type`,
+      reader.fileName,
+      `variable "${name}": real part is ${miNames[el.type] ?? `type ${el.type}`}; expected a numeric data type`,
     );
   }
   if (el.byteCount % size !== 0) {
     throw fileError(
-      reader.fileName, `variable "${name}": real part has ${el.byteCount} bytes, not a multiple of ${size} (${miNames[el.type]})`,
+      reader.fileName,
+      `variable "${name}": real part has ${el.byteCount} bytes, not a multiple of ${size} (${miNames[el.type]})`,
     );
   }
   const n = el.byteCount / size;

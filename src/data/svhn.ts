@@ -34,7 +34,8 @@ export function parseSvhnMat(bytes: Uint8Array, fileName = '<svhn mat bytes>'): 
   const yCount = y.dims.reduce((a, b) => a * b, 1);
   if (!y.data || y.dims.filter((d) => d !== 1).length > 1 || yCount !== count) {
     throw fileError(
-      fileName, `y is ${y.className} [${y.dims.join(', ')}]; expected ${count} labels as [${count}, 1] to match X`,
+      fileName,
+      `y is ${y.className} [${y.dims.join(', ')}]; expected ${count} labels as [${count}, 1] to match X`,
     );
   }
   const labels = new Int32Array(count);

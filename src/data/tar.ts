@@ -46,7 +46,8 @@ export function readTar(bytes: Uint8Array, fileName = '<tar bytes>'): TarEntry[]
     for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : header[i];
     if (sum !== stored) {
       throw fileError(
-        fileName, `corrupt tar header at byte ${offset}: checksum ${stored}, computed ${sum}; expected a tar archive`,
+        fileName,
+        `corrupt tar header at byte ${offset}: checksum ${stored}, computed ${sum}; expected a tar archive`,
       );
     }
     const size = octal(header, 124, 12, fileName, 'size');
@@ -54,7 +55,8 @@ export function readTar(bytes: Uint8Array, fileName = '<tar bytes>'): TarEntry[]
     const dataStart = offset + BLOCK;
     if (dataStart + size > bytes.length) {
       throw fileError(
-        fileName, `tar archive truncated: entry at byte ${offset} needs ${size} bytes, ${bytes.length - dataStart} remain`,
+        fileName,
+        `tar archive truncated: entry at byte ${offset} needs ${size} bytes, ${bytes.length - dataStart} remain`,
       );
     }
     const data = bytes.subarray(dataStart, dataStart + size);
@@ -76,7 +78,8 @@ export function readTar(bytes: Uint8Array, fileName = '<tar bytes>'): TarEntry[]
   }
   if (offset < bytes.length || entries.length === 0) {
     throw fileError(
-      fileName, `tar archive truncated at byte ${offset} of ${bytes.length}; expected 512-byte blocks ending with zero blocks`,
+      fileName,
+      `tar archive truncated at byte ${offset} of ${bytes.length}; expected 512-byte blocks ending with zero blocks`,
     );
   }
   return entries;

@@ -126,26 +126,30 @@ export function readTrainingCheckpoint(file: string, label = 'checkpoint'): Load
     contents = readSafetensors(file);
   } catch (err) {
     throw new FileFormatError(
-      file, `${label} ${file}: not a qcapsnets training checkpoint (a safetensors file written by trainModel): ${(err as Error).message}`,
+      file,
+      `${label} ${file}: not a qcapsnets training checkpoint (a safetensors file written by trainModel): ${(err as Error).message}`,
       { cause: err },
     );
   }
   const { tensors, metadata } = contents;
   if (metadata.format !== CHECKPOINT_FORMAT)
     throw new FileFormatError(
-      file, `${label} ${file}: not a qcapsnets training checkpoint (expected metadata format '${CHECKPOINT_FORMAT}'; ` +
+      file,
+      `${label} ${file}: not a qcapsnets training checkpoint (expected metadata format '${CHECKPOINT_FORMAT}'; ` +
         `a model .pt file holds weights only and cannot resume training)`,
     );
   if (metadata.version !== CHECKPOINT_VERSION)
     throw new FileFormatError(
-      file, `${label} ${file}: checkpoint version ${metadata.version}, this qcapsnets reads ${CHECKPOINT_VERSION}`,
+      file,
+      `${label} ${file}: checkpoint version ${metadata.version}, this qcapsnets reads ${CHECKPOINT_VERSION}`,
     );
   let state: TrainingState;
   try {
     state = JSON.parse(metadata.state ?? '') as TrainingState;
   } catch (err) {
     throw new FileFormatError(
-      file, `${label} ${file}: the training state in the metadata is not valid JSON (${(err as Error).message})`,
+      file,
+      `${label} ${file}: the training state in the metadata is not valid JSON (${(err as Error).message})`,
       { cause: err },
     );
   }
