@@ -79,9 +79,70 @@ export function makeInput(seeds: readonly Seed[], seed: number, readerIndex: num
   return part.wrap(mutateMany(part.inner, rng, part.fields));
 }
 
-interface Slot {
-  worker: Worker;
-  ready: Promise<void>;
+export type InputOutcome = FailureKind | 'ok' | 'typed';
+
+/** One worker (worker.ts) that runs inputs one at a time, each under its reader's time limit;
+ *  after a hang or a crash it is replaced by a fresh one. */
+export class FuzzSlot {
+  private worker!: Worker;
+  private ready!: Promise<void>;
+  private readonly dir = mkdtempSync(join(tmpdir(), 'qcaps-fuzz-'));
+
+  constructor(private readonly heapLimitMb = 1024) {
+    this.spawn();
+  }
+
+  private spawn(): void {
+    const worker = new Worker(new URL('./worker.js', import.meta.url), {
+      workerData: { dir: this.dir },
+      resourceLimits: { maxOldGenerationSizeMb: this.heapLimitMb, stackSizeMb: 4 },
+      stdout: true,
+      stderr: true,
+    });
+    worker.stdout.resume();
+    worker.stderr.resume();
+    this.ready = new Promise<void>((resolve, reject) => {
+      worker.once('message', () => resolve());
+      worker.once('error', reject);
+    });
+    this.worker = worker;
+  }
+
+  async run(reader: string, id: number, bytes: Uint8Array): Promise<{ kind: InputOutcome; message: string }> {
+    await this.ready;
+    const worker = this.worker;
+    return new Promise((resolve) => {
+      let settled = false;
+      const done = (kind: InputOutcome, message: string, replace: boolean) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        worker.off('message', onMessage);
+        worker.off('error', onError);
+        worker.off('exit', onExit);
+        if (replace) {
+          void worker.terminate();
+          this.spawn();
+        }
+        resolve({ kind, message });
+      };
+      const onMessage = (m: WorkerResult) => done(m.outcome, m.message, false);
+      const onError = (err: Error) => done('crash', `${err.name}: ${err.message}`.split('\n')[0], true);
+      const onExit = (code: number) => done('crash', `worker exited with code ${code}`, true);
+      const timeoutMs = READERS[reader].timeoutMs;
+      const timer = setTimeout(() => done('hang', `no result within ${timeoutMs} ms`, true), timeoutMs);
+      worker.on('message', onMessage);
+      worker.on('error', onError);
+      worker.on('exit', onExit);
+      const task: WorkerTask = { id, reader, bytes };
+      worker.postMessage(task);
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.worker.terminate();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
 }
 
 export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
@@ -108,31 +169,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
   for (let k = 0; k < longest; k++)
     for (const r of readers) if (k < options.inputs[r]) tasks.push({ reader: r, index: k });
 
-  const dir = mkdtempSync(join(tmpdir(), 'qcaps-fuzz-'));
-  const workerUrl = new URL('./worker.js', import.meta.url);
-  const spawn = (): Slot => {
-    const worker = new Worker(workerUrl, {
-      workerData: { dir },
-      resourceLimits: { maxOldGenerationSizeMb: options.heapLimitMb ?? 1024, stackSizeMb: 4 },
-      stdout: true,
-      stderr: true,
-    });
-    worker.stdout.resume();
-    worker.stderr.resume();
-    const ready = new Promise<void>((resolve, reject) => {
-      worker.once('message', () => resolve());
-      worker.once('error', reject);
-    });
-    return { worker, ready };
-  };
-
-  const record = (
-    reader: string,
-    index: number,
-    bytes: Uint8Array,
-    kind: FailureKind | 'ok' | 'typed',
-    message: string,
-  ) => {
+  const record = (reader: string, index: number, bytes: Uint8Array, kind: InputOutcome, message: string) => {
     const figures = report.readers[reader];
     figures.inputs++;
     report.inputs++;
@@ -153,53 +190,21 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
     report.failures.push({ reader, index, kind, message, file });
   };
 
-  /** Runs one input on a slot; replaces the slot's worker after a hang or a crash. */
-  const runOne = (slot: Slot, reader: string, index: number, bytes: Uint8Array): Promise<void> =>
-    new Promise((resolve) => {
-      const { worker } = slot;
-      let settled = false;
-      const done = (kind: FailureKind | 'ok' | 'typed', message: string, replace: boolean) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        worker.off('message', onMessage);
-        worker.off('error', onError);
-        worker.off('exit', onExit);
-        record(reader, index, bytes, kind, message);
-        if (replace) {
-          void worker.terminate();
-          Object.assign(slot, spawn());
-        }
-        resolve();
-      };
-      const onMessage = (m: WorkerResult) => done(m.outcome, m.message, false);
-      const onError = (err: Error) => done('crash', `${err.name}: ${err.message}`.split('\n')[0], true);
-      const onExit = (code: number) => done('crash', `worker exited with code ${code}`, true);
-      const timeoutMs = READERS[reader].timeoutMs;
-      const timer = setTimeout(() => done('hang', `no result within ${timeoutMs} ms`, true), timeoutMs);
-      worker.on('message', onMessage);
-      worker.on('error', onError);
-      worker.on('exit', onExit);
-      const task: WorkerTask = { id: index, reader, bytes };
-      worker.postMessage(task);
-    });
-
-  const slots = Array.from({ length: Math.max(1, options.workers ?? 1) }, spawn);
+  const slots = Array.from({ length: Math.max(1, options.workers ?? 1) }, () => new FuzzSlot(options.heapLimitMb));
   let next = 0;
-  const loop = async (slot: Slot) => {
+  const loop = async (slot: FuzzSlot) => {
     while (next < tasks.length) {
       const { reader, index } = tasks[next++];
       const bytes = makeInput(seeds.get(reader)!, options.seed, READER_NAMES.indexOf(reader), index);
-      await slot.ready;
-      await runOne(slot, reader, index, bytes);
+      const { kind, message } = await slot.run(reader, index, bytes);
+      record(reader, index, bytes, kind, message);
       options.onProgress?.(report.inputs, tasks.length, report);
     }
   };
   try {
     await Promise.all(slots.map(loop));
   } finally {
-    await Promise.all(slots.map((s) => s.worker.terminate()));
-    rmSync(dir, { recursive: true, force: true });
+    await Promise.all(slots.map((s) => s.close()));
   }
   report.seconds = Math.round((performance.now() - started) / 100) / 10;
   return report;

@@ -14,9 +14,9 @@ export interface ByteSource {
 }
 
 /** The error every file reader throws for bad input: `file` is the file (or source name) it is
- *  about, and the message names it too. Anything else a reader throws is a bug in the reader. */
+ *  about, and the message names it too. Anything else a reader throws is a bug in the reader.
+ *  Its name stays 'Error', so String(err) reads as it always did; tell it apart by instanceof. */
 export class FileFormatError extends Error {
-  override name = 'FileFormatError';
   constructor(
     readonly file: string,
     message: string,

@@ -454,6 +454,14 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
     throw fileError(file, `__metadata__ model_args ${md.model_args}: expected an array of integers`);
   const problem = moduleArgsProblem(name, args);
   if (problem) throw fileError(file, `__metadata__ model ${name} model_args [${args.join(', ')}]: ${problem}`);
+  // every parameter takes at least one bit of the file: refuse model_args whose model could
+  // not fit before building it (its weights are allocated from model_args alone)
+  const least = leastParameterCount(name, args);
+  if (least > 8 * raw.fileBytes)
+    throw fileError(
+      file,
+      `__metadata__ model ${name} model_args [${args.join(', ')}] describe at least ${least} parameters, more than a file of ${raw.fileBytes} bytes holds`,
+    );
   let model: CapsNet;
   try {
     model = buildModel(name, args);
@@ -607,6 +615,20 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
       fileBytes: raw.fileBytes,
     },
   };
+}
+
+/** A lower bound on the parameters of `name` built from `args`, computed without building it:
+ *  its convolutions' weights (ShallowCapsNet: conv 256 x ch x 9 x 9 and primary 256 x 256 x 9 x 9;
+ *  DeepCaps: conv1 128 x ch x 3 x 3 and its four residual blocks of 3 x 3 convolutions) and its
+ *  class capsules' weights, [capsules, 8, classes * dim]. */
+export function leastParameterCount(name: ModelName, args: readonly number[]): number {
+  const [wh, ch, classes, dim] = args;
+  if (name === 'ShallowCapsNet') {
+    const grid = Math.max(0, Math.floor((wh - 17) / 2) + 1); // primary capsules on a grid x grid map
+    return 256 * ch * 81 + 256 * 256 * 81 + 32 * grid ** 2 * 8 * classes * dim;
+  }
+  const blocks = 9 * (4 * 128 * 128 + 256 * 128 + 10 * 256 * 256);
+  return 128 * ch * 9 + blocks + (wh === 64 ? 2560 : 640) * 8 * classes * dim;
 }
 
 function layerBits(file: string, model: CapsNet, layers: unknown): BitConfig {
