@@ -41,8 +41,13 @@ for (const r of readers) if (!READERS[r]) fail(`--reader ${r}: expected one of $
 const saveDir = flag('save-dir') ?? 'fuzz-failures';
 const json = process.argv.includes('--json');
 
+// Ctrl-C (or SIGTERM) ends the campaign early and still prints the figures of what ran
+const stop = new AbortController();
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => stop.abort());
+
 let lastLine = 0;
 const report = await runFuzz({
+  signal: stop.signal,
   seed,
   inputs: scaledInputs(total, readers),
   workers,
@@ -70,6 +75,7 @@ const figures = {
   outcomes: report.readers,
   seed,
   seconds: report.seconds,
+  interrupted: stop.signal.aborted,
 };
 if (json) process.stdout.write(`${JSON.stringify(figures)}\n`);
 else {

@@ -57,6 +57,8 @@ export interface FuzzOptions {
   /** Heap limit of each worker (MiB); above it the worker dies and the input is a crash. */
   readonly heapLimitMb?: number;
   readonly onProgress?: (done: number, total: number, report: FuzzReport) => void;
+  /** Stops the campaign after the inputs in flight; the report then covers what ran. */
+  readonly signal?: AbortSignal;
 }
 
 /** The default share of each reader, scaled so the total is `total` (at least 1 each). */
@@ -193,7 +195,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
   const slots = Array.from({ length: Math.max(1, options.workers ?? 1) }, () => new FuzzSlot(options.heapLimitMb));
   let next = 0;
   const loop = async (slot: FuzzSlot) => {
-    while (next < tasks.length) {
+    while (next < tasks.length && !options.signal?.aborted) {
       const { reader, index } = tasks[next++];
       const bytes = makeInput(seeds.get(reader)!, options.seed, READER_NAMES.indexOf(reader), index);
       const { kind, message } = await slot.run(reader, index, bytes);
