@@ -90,13 +90,17 @@ export class FuzzSlot {
   private ready!: Promise<void>;
   private readonly dir = mkdtempSync(join(tmpdir(), 'qcaps-fuzz-'));
 
-  constructor(private readonly heapLimitMb = 1024) {
+  /** `readersModule`: a module URL with readers.ts's exports, for testing the harness itself. */
+  constructor(
+    private readonly heapLimitMb = 1024,
+    private readonly readersModule?: string,
+  ) {
     this.spawn();
   }
 
   private spawn(): void {
     const worker = new Worker(new URL('./worker.js', import.meta.url), {
-      workerData: { dir: this.dir },
+      workerData: { dir: this.dir, readersModule: this.readersModule },
       resourceLimits: { maxOldGenerationSizeMb: this.heapLimitMb, stackSizeMb: 4 },
       stdout: true,
       stderr: true,
@@ -110,7 +114,12 @@ export class FuzzSlot {
     this.worker = worker;
   }
 
-  async run(reader: string, id: number, bytes: Uint8Array): Promise<{ kind: InputOutcome; message: string }> {
+  async run(
+    reader: string,
+    id: number,
+    bytes: Uint8Array,
+    timeoutMs = READERS[reader].timeoutMs,
+  ): Promise<{ kind: InputOutcome; message: string }> {
     await this.ready;
     const worker = this.worker;
     return new Promise((resolve) => {
@@ -131,7 +140,6 @@ export class FuzzSlot {
       const onMessage = (m: WorkerResult) => done(m.outcome, m.message, false);
       const onError = (err: Error) => done('crash', `${err.name}: ${err.message}`.split('\n')[0], true);
       const onExit = (code: number) => done('crash', `worker exited with code ${code}`, true);
-      const timeoutMs = READERS[reader].timeoutMs;
       const timer = setTimeout(() => done('hang', `no result within ${timeoutMs} ms`, true), timeoutMs);
       worker.on('message', onMessage);
       worker.on('error', onError);
