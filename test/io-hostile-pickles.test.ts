@@ -19,6 +19,8 @@ import { unpickle } from '../src/io/pickle.js';
 import { readCheckpoint, readStateDict } from '../src/io/pt.js';
 import { REFUSAL_REASON, resolveTorchGlobal } from '../src/io/torch-globals.js';
 import { zipBytes } from '../src/io/zip.js';
+import { readIdxFile } from '../src/data/idx.js';
+import { gzipSync } from 'node:zlib';
 
 const fixtures = fileURLToPath(new URL('../../fixtures/hostile/', import.meta.url));
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -170,6 +172,31 @@ describe('hostile sizes and nesting through the checkpoint reader (a typed error
       const file = join(dir, name);
       writeFileSync(file, bytes);
       assertTyped(file, /ZIP|truncated|size/);
+    }
+  });
+
+  test('a gzip IDX file that inflates past the size its header declares, or declares more than gzip can hold', () => {
+    const header = (dims: number[]) => {
+      const b = Buffer.alloc(4 + 4 * dims.length);
+      b[2] = 0x08;
+      b[3] = dims.length;
+      dims.forEach((d, i) => b.writeUInt32BE(d, 4 + 4 * i));
+      return b;
+    };
+    const bomb = join(dir, 'bomb-images-idx3-ubyte.gz'); // 10 values, then 64 MiB of zeros
+    writeFileSync(bomb, gzipSync(Buffer.concat([header([10]), Buffer.alloc(64 << 20)])));
+    const huge = join(dir, 'huge-images-idx3-ubyte.gz'); // 2^36 values in 40 bytes
+    writeFileSync(huge, gzipSync(Buffer.concat([header([65536, 65536, 16]), Buffer.alloc(100)])));
+    for (const [file, pattern] of [
+      [bomb, /gzip data inflates to more than the 18 bytes its header declares/],
+      [huge, /gzip data of \d+ bytes cannot hold the 68719476752 bytes its header declares/],
+    ] as const) {
+      const start = performance.now();
+      assert.throws(
+        () => readIdxFile(file),
+        (err) => err instanceof FileFormatError && err.message.startsWith(`${file}: `) && pattern.test(err.message),
+      );
+      assert.ok(performance.now() - start < 2000, `${file}: ${(performance.now() - start).toFixed(0)} ms`);
     }
   });
 });
