@@ -6,7 +6,8 @@
 // qcaps-hostile-ran-<route> in the working directory: the tests load the fixtures with the
 // working directory set to an empty temporary folder and check it stays empty. Zip bombs,
 // storages larger than their records and 100,000-deep pickles: test/io-hostile.test.ts (here:
-// the same through the checkpoint reader and the CLI).
+// unclosed 100,000-deep pickles and lying ZIP sizes through the checkpoint reader, and gzip
+// IDX bombs).
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
