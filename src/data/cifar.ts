@@ -5,6 +5,7 @@
 
 import { readFileSync } from 'node:fs';
 import type { RawImageSet } from './image-set.js';
+import { fileError } from '../io/byte-source.js';
 
 export const CIFAR_SIDE = 32;
 export const CIFAR_PLANE = CIFAR_SIDE * CIFAR_SIDE;
@@ -24,8 +25,9 @@ export const CIFAR_RECORDS_PER_FILE = 10000;
 export function parseCifarBatch(bytes: Uint8Array, fileName = '<cifar bytes>'): RawImageSet {
   if (bytes.length === 0 || bytes.length % CIFAR_RECORD_BYTES !== 0) {
     const whole = Math.floor(bytes.length / CIFAR_RECORD_BYTES);
-    throw new Error(
-      `${fileName}: ${bytes.length} bytes is not a whole number of CIFAR-10 records; expected a multiple of ` +
+    throw fileError(
+      fileName,
+      `${bytes.length} bytes is not a whole number of CIFAR-10 records; expected a multiple of ` +
         `${CIFAR_RECORD_BYTES} (1 label byte + 3x32x32 pixels), ${CIFAR_RECORDS_PER_FILE * CIFAR_RECORD_BYTES} for a full batch ` +
         `(file truncated after ${whole} records?)`,
     );
@@ -35,9 +37,7 @@ export function parseCifarBatch(bytes: Uint8Array, fileName = '<cifar bytes>'): 
   for (let i = 0; i < count; i++) {
     const label = bytes[i * CIFAR_RECORD_BYTES];
     if (label > 9) {
-      throw new Error(
-        `${fileName}: record ${i} has label ${label}; expected 0..9 (is this the CIFAR-10 binary version?)`,
-      );
+      throw fileError(fileName, `record ${i} has label ${label}; expected 0..9 (is this the CIFAR-10 binary version?)`);
     }
     labels[i] = label;
   }

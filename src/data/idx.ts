@@ -4,7 +4,8 @@
 // http://yann.lecun.com/exdb/mnist/ ("FILE FORMATS FOR THE MNIST DATABASE").
 
 import { readFileSync } from 'node:fs';
-import { gunzipSync } from 'node:zlib';
+import { constants as zlibConstants, gunzipSync } from 'node:zlib';
+import { fileError } from '../io/byte-source.js';
 
 export type IdxData = Uint8Array | Int8Array | Int16Array | Int32Array | Float32Array | Float64Array;
 
@@ -31,40 +32,92 @@ export function isGzip(bytes: Uint8Array): boolean {
   return bytes.length >= 2 && bytes[0] === 0x1f && bytes[1] === 0x8b;
 }
 
-/** Gunzips when the bytes are gzip, naming `fileName` if the stream is truncated or corrupt. */
-export function maybeGunzip(bytes: Uint8Array, fileName: string, expected: string): Uint8Array {
+/** Deflate's densest output: 1032 bytes out per byte in (zlib's technical notes). */
+const DEFLATE_MAX_RATIO = 1032;
+/** The longest IDX header: magic and 255 dimensions. */
+const MAX_IDX_HEADER = 4 + 4 * 255;
+
+/** Gunzips when the bytes are gzip, naming `fileName` if the stream is truncated or corrupt.
+ *  `declaredSize` reads the size the decompressed data says it has from its first bytes (at
+ *  most MAX_IDX_HEADER): the stream is inflated no further than that (a gzip bomb stops
+ *  there), and a size beyond deflate's 1032:1 ratio is refused before inflating. */
+export function maybeGunzip(
+  bytes: Uint8Array,
+  fileName: string,
+  expected: string,
+  declaredSize?: (head: Uint8Array) => number | null,
+): Uint8Array {
   if (!isGzip(bytes)) return bytes;
-  try {
-    return gunzipSync(bytes);
-  } catch (err) {
-    throw new Error(
-      `${fileName}: gzip data is truncated or corrupt (${(err as Error).message}); expected a complete gzip stream holding ${expected}`,
+  const corrupt = (err: unknown) =>
+    fileError(
+      fileName,
+      `gzip data is truncated or corrupt (${(err as Error).message}); expected a complete gzip stream holding ${expected}`,
       { cause: err },
     );
+  let limit: number | undefined;
+  if (declaredSize) {
+    let head: Uint8Array;
+    try {
+      // the first compressed bytes only (at most 4 MiB out), flushed instead of ended
+      head = gunzipSync(bytes.subarray(0, Math.min(bytes.length, 4096)), { finishFlush: zlibConstants.Z_SYNC_FLUSH });
+    } catch (err) {
+      throw corrupt(err);
+    }
+    const size = declaredSize(head.subarray(0, MAX_IDX_HEADER));
+    if (size !== null) {
+      if (size > DEFLATE_MAX_RATIO * bytes.length)
+        throw fileError(
+          fileName,
+          `gzip data of ${bytes.length} bytes cannot hold the ${size} bytes its header declares (deflate packs at most ${DEFLATE_MAX_RATIO}:1)`,
+        );
+      limit = size;
+    }
   }
+  try {
+    return gunzipSync(bytes, limit === undefined ? {} : { maxOutputLength: Math.max(1, limit) });
+  } catch (err) {
+    if ((err as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE' && limit !== undefined)
+      throw fileError(fileName, `gzip data inflates to more than the ${limit} bytes its header declares`);
+    throw corrupt(err);
+  }
+}
+
+/** The byte size an IDX header declares (header and values), or null if `head` is no header. */
+function idxDeclaredSize(head: Uint8Array): number | null {
+  const typeInfo = typeByCode[head[2]];
+  if (head.length < 4 || head[0] !== 0 || head[1] !== 0 || typeInfo === undefined || head[3] === 0) return null;
+  const headerBytes = 4 + 4 * head[3];
+  if (head.length < headerBytes) return null;
+  const view = new DataView(head.buffer, head.byteOffset, head.byteLength);
+  let count = 1;
+  for (let d = 0; d < head[3]; d++) count *= view.getUint32(4 + 4 * d, false);
+  return headerBytes + count * typeInfo.bytes;
 }
 
 /** Parses IDX bytes (gzip or raw). `fileName` is used in error messages only. */
 export function parseIdx(bytes: Uint8Array, fileName = '<idx bytes>'): IdxArray {
-  const raw = maybeGunzip(bytes, fileName, 'an IDX file');
+  const raw = maybeGunzip(bytes, fileName, 'an IDX file', idxDeclaredSize);
   if (raw.length < 4) {
-    throw new Error(
-      `${fileName}: ${raw.length} bytes is too short for an IDX file; expected at least a 4-byte magic number`,
+    throw fileError(
+      fileName,
+      `${raw.length} bytes is too short for an IDX file; expected at least a 4-byte magic number`,
     );
   }
   const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
   const typeInfo = typeByCode[raw[2]];
   if (raw[0] !== 0 || raw[1] !== 0 || typeInfo === undefined || raw[3] === 0) {
     const magic = Array.from(raw.subarray(0, 4), (b) => b.toString(16).padStart(2, '0')).join(' ');
-    throw new Error(
-      `${fileName}: bad IDX magic number ${magic}; expected 00 00 <type 08|09|0b|0c|0d|0e> <number of dimensions >= 1>`,
+    throw fileError(
+      fileName,
+      `bad IDX magic number ${magic}; expected 00 00 <type 08|09|0b|0c|0d|0e> <number of dimensions >= 1>`,
     );
   }
   const rank = raw[3];
   const headerBytes = 4 + 4 * rank;
   if (raw.length < headerBytes) {
-    throw new Error(
-      `${fileName}: truncated IDX header: ${raw.length} bytes, expected ${headerBytes} for ${rank} dimensions`,
+    throw fileError(
+      fileName,
+      `truncated IDX header: ${raw.length} bytes, expected ${headerBytes} for ${rank} dimensions`,
     );
   }
   const dims: number[] = [];
@@ -73,8 +126,9 @@ export function parseIdx(bytes: Uint8Array, fileName = '<idx bytes>'): IdxArray 
   const expectedBytes = headerBytes + count * typeInfo.bytes;
   if (raw.length !== expectedBytes) {
     const what = raw.length < expectedBytes ? 'truncated' : 'has trailing bytes';
-    throw new Error(
-      `${fileName}: IDX file ${what}: ${raw.length} bytes, expected ${expectedBytes} ` +
+    throw fileError(
+      fileName,
+      `IDX file ${what}: ${raw.length} bytes, expected ${expectedBytes} ` +
         `(header ${headerBytes} + ${count} ${typeInfo.type} values for dims [${dims.join(', ')}])`,
     );
   }
@@ -119,8 +173,9 @@ export function readIdxFile(path: string): IdxArray {
 export function readIdxImages(path: string): { count: number; height: number; width: number; pixels: Uint8Array } {
   const idx = readIdxFile(path);
   if (idx.type !== 'uint8' || idx.dims.length !== 3) {
-    throw new Error(
-      `${path}: expected an IDX image file (uint8, 3 dimensions [N, H, W], magic 00 00 08 03); ` +
+    throw fileError(
+      path,
+      `expected an IDX image file (uint8, 3 dimensions [N, H, W], magic 00 00 08 03); ` +
         `got ${idx.type} with dims [${idx.dims.join(', ')}]`,
     );
   }
@@ -132,15 +187,16 @@ export function readIdxImages(path: string): { count: number; height: number; wi
 export function readIdxLabels(path: string, numClasses = 10): Int32Array {
   const idx = readIdxFile(path);
   if (idx.type !== 'uint8' || idx.dims.length !== 1) {
-    throw new Error(
-      `${path}: expected an IDX label file (uint8, 1 dimension [N], magic 00 00 08 01); ` +
+    throw fileError(
+      path,
+      `expected an IDX label file (uint8, 1 dimension [N], magic 00 00 08 01); ` +
         `got ${idx.type} with dims [${idx.dims.join(', ')}]`,
     );
   }
   const labels = Int32Array.from(idx.data);
   const bad = labels.findIndex((l) => l >= numClasses);
   if (bad >= 0) {
-    throw new Error(`${path}: label ${labels[bad]} at index ${bad}; expected labels 0..${numClasses - 1}`);
+    throw fileError(path, `label ${labels[bad]} at index ${bad}; expected labels 0..${numClasses - 1}`);
   }
   return labels;
 }

@@ -13,6 +13,7 @@
 
 import { readFileSync } from 'node:fs';
 import { inflateSync } from 'node:zlib';
+import { fileError } from '../io/byte-source.js';
 
 export type MatClass =
   'double' | 'single' | 'int8' | 'uint8' | 'int16' | 'uint16' | 'int32' | 'uint32' | 'int64' | 'uint64';
@@ -116,8 +117,9 @@ class ElementReader {
   /** The element whose tag starts at `offset`; throws if it runs past `end`. */
   element(offset: number, end: number, context: string): Element {
     if (offset + 8 > end) {
-      throw new Error(
-        `${this.fileName}: truncated MAT-file: ${context} needs an 8-byte data element tag at ${this.where} byte ${offset}, ` +
+      throw fileError(
+        this.fileName,
+        `truncated MAT-file: ${context} needs an 8-byte data element tag at ${this.where} byte ${offset}, ` +
           `but only ${Math.max(0, end - offset)} bytes remain`,
       );
     }
@@ -127,8 +129,9 @@ class ElementReader {
       const byteCount = first >>> 16;
       const type = first & 0xffff;
       if (byteCount > 4) {
-        throw new Error(
-          `${this.fileName}: corrupt MAT-file: small data element at ${this.where} byte ${offset} claims ${byteCount} bytes; expected 1..4`,
+        throw fileError(
+          this.fileName,
+          `corrupt MAT-file: small data element at ${this.where} byte ${offset} claims ${byteCount} bytes; expected 1..4`,
         );
       }
       return { type, dataStart: offset + 4, byteCount, next: offset + 8 };
@@ -137,8 +140,9 @@ class ElementReader {
     const byteCount = this.view.getUint32(offset + 4, this.littleEndian);
     const dataStart = offset + 8;
     if (dataStart + byteCount > end) {
-      throw new Error(
-        `${this.fileName}: truncated MAT-file: ${context} (${miNames[type] ?? `type ${type}`}) at ${this.where} byte ${offset} ` +
+      throw fileError(
+        this.fileName,
+        `truncated MAT-file: ${context} (${miNames[type] ?? `type ${type}`}) at ${this.where} byte ${offset} ` +
           `claims ${byteCount} bytes but only ${end - dataStart} remain`,
       );
     }
@@ -151,20 +155,20 @@ class ElementReader {
 /** Parses a level-5 MAT-file; `fileName` is used in error messages. */
 export function parseMat(bytes: Uint8Array, fileName = '<mat bytes>'): Map<string, MatVariable> {
   if (bytes.length < 128) {
-    throw new Error(
-      `${fileName}: ${bytes.length} bytes is too short for a MAT-file; expected a 128-byte level-5 header`,
-    );
+    throw fileError(fileName, `${bytes.length} bytes is too short for a MAT-file; expected a 128-byte level-5 header`);
   }
   const text = Buffer.from(bytes.subarray(0, 116)).toString('latin1');
   const indicator = String.fromCharCode(bytes[126], bytes[127]);
   if (text.startsWith('MATLAB 7.3')) {
-    throw new Error(
-      `${fileName}: MATLAB 7.3 (HDF5) MAT-files are not supported; expected a level-5 MAT-file (save -v7 or -v6)`,
+    throw fileError(
+      fileName,
+      `MATLAB 7.3 (HDF5) MAT-files are not supported; expected a level-5 MAT-file (save -v7 or -v6)`,
     );
   }
   if (indicator !== 'IM' && indicator !== 'MI') {
-    throw new Error(
-      `${fileName}: not a MATLAB level-5 MAT-file: endian indicator at bytes 126..127 is ` +
+    throw fileError(
+      fileName,
+      `not a MATLAB level-5 MAT-file: endian indicator at bytes 126..127 is ` +
         `${JSON.stringify(indicator)}; expected "IM" or "MI" after a header starting "MATLAB 5.0 MAT-file"`,
     );
   }
@@ -184,8 +188,9 @@ function readTopLevel(reader: ElementReader, start: number, into: Map<string, Ma
       try {
         inflated = inflateSync(reader.bytes.subarray(el.dataStart, el.dataStart + el.byteCount));
       } catch (err) {
-        throw new Error(
-          `${reader.fileName}: miCOMPRESSED element at ${reader.where} byte ${offset}: zlib data is truncated or corrupt ` +
+        throw fileError(
+          reader.fileName,
+          `miCOMPRESSED element at ${reader.where} byte ${offset}: zlib data is truncated or corrupt ` +
             `(${(err as Error).message}); expected ${el.byteCount} bytes of zlib-compressed data elements`,
           { cause: err },
         );
@@ -198,8 +203,9 @@ function readTopLevel(reader: ElementReader, start: number, into: Map<string, Ma
         into.set(variable.name, variable);
       }
     } else {
-      throw new Error(
-        `${reader.fileName}: unexpected top-level data element ${miNames[el.type] ?? `type ${el.type}`} at ${reader.where} byte ${offset}; ` +
+      throw fileError(
+        reader.fileName,
+        `unexpected top-level data element ${miNames[el.type] ?? `type ${el.type}`} at ${reader.where} byte ${offset}; ` +
           'expected miMATRIX (14) or miCOMPRESSED (15)',
       );
     }
@@ -212,8 +218,9 @@ function readMatrix(reader: ElementReader, matrix: Element, tagOffset: number): 
   const what = `miMATRIX at ${reader.where} byte ${tagOffset}`;
   const flags = reader.element(matrix.dataStart, end, `array flags of ${what}`);
   if (flags.type !== MI_UINT32 || flags.byteCount !== 8) {
-    throw new Error(
-      `${reader.fileName}: corrupt ${what}: array flags are ${miNames[flags.type] ?? flags.type} of ${flags.byteCount} bytes; expected miUINT32 of 8 bytes`,
+    throw fileError(
+      reader.fileName,
+      `corrupt ${what}: array flags are ${miNames[flags.type] ?? flags.type} of ${flags.byteCount} bytes; expected miUINT32 of 8 bytes`,
     );
   }
   const flagWord = reader.view.getUint32(flags.dataStart, reader.littleEndian);
@@ -221,8 +228,9 @@ function readMatrix(reader: ElementReader, matrix: Element, tagOffset: number): 
   const complex = (flagWord & 0x800) !== 0;
   const dimsEl = reader.element(flags.next, end, `dimensions of ${what}`);
   if (dimsEl.type !== MI_INT32 || dimsEl.byteCount % 4 !== 0 || dimsEl.byteCount < 8) {
-    throw new Error(
-      `${reader.fileName}: corrupt ${what}: dimensions are ${miNames[dimsEl.type] ?? dimsEl.type} of ${dimsEl.byteCount} bytes; expected miINT32 with at least 2 values`,
+    throw fileError(
+      reader.fileName,
+      `corrupt ${what}: dimensions are ${miNames[dimsEl.type] ?? dimsEl.type} of ${dimsEl.byteCount} bytes; expected miINT32 with at least 2 values`,
     );
   }
   const dims: number[] = [];
@@ -230,8 +238,9 @@ function readMatrix(reader: ElementReader, matrix: Element, tagOffset: number): 
     dims.push(reader.view.getInt32(dimsEl.dataStart + 4 * i, reader.littleEndian));
   const nameEl = reader.element(dimsEl.next, end, `array name of ${what}`);
   if (nameEl.type !== MI_INT8 && nameEl.type !== MI_UINT8 && nameEl.type !== MI_UTF8) {
-    throw new Error(
-      `${reader.fileName}: corrupt ${what}: array name is ${miNames[nameEl.type] ?? nameEl.type}; expected miINT8`,
+    throw fileError(
+      reader.fileName,
+      `corrupt ${what}: array name is ${miNames[nameEl.type] ?? nameEl.type}; expected miINT8`,
     );
   }
   const name = Buffer.from(reader.bytes.subarray(nameEl.dataStart, nameEl.dataStart + nameEl.byteCount)).toString(
@@ -244,8 +253,9 @@ function readMatrix(reader: ElementReader, matrix: Element, tagOffset: number): 
   const real = reader.element(nameEl.next, end, `real part of variable "${name}"`);
   const data = convertNumeric(reader, real, className as MatClass, name);
   if (data.length !== count) {
-    throw new Error(
-      `${reader.fileName}: variable "${name}": real part has ${data.length} values, dims [${dims.join(', ')}] need ${count}`,
+    throw fileError(
+      reader.fileName,
+      `variable "${name}": real part has ${data.length} values, dims [${dims.join(', ')}] need ${count}`,
     );
   }
   return { name, className, dims, data, complex };
@@ -255,13 +265,15 @@ function readMatrix(reader: ElementReader, matrix: Element, tagOffset: number): 
 function convertNumeric(reader: ElementReader, el: Element, className: MatClass, name: string): MatNumeric {
   const size = miSize[el.type];
   if (size === undefined || el.type === MI_UTF8) {
-    throw new Error(
-      `${reader.fileName}: variable "${name}": real part is ${miNames[el.type] ?? `type ${el.type}`}; expected a numeric data type`,
+    throw fileError(
+      reader.fileName,
+      `variable "${name}": real part is ${miNames[el.type] ?? `type ${el.type}`}; expected a numeric data type`,
     );
   }
   if (el.byteCount % size !== 0) {
-    throw new Error(
-      `${reader.fileName}: variable "${name}": real part has ${el.byteCount} bytes, not a multiple of ${size} (${miNames[el.type]})`,
+    throw fileError(
+      reader.fileName,
+      `variable "${name}": real part has ${el.byteCount} bytes, not a multiple of ${size} (${miNames[el.type]})`,
     );
   }
   const n = el.byteCount / size;

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import type { RawImageSet } from './image-set.js';
 import { parseMat } from './matlab.js';
+import { fileError } from '../io/byte-source.js';
 
 export const SVHN_TRAIN_FILE = 'train_32x32.mat';
 export const SVHN_TEST_FILE = 'test_32x32.mat';
@@ -18,7 +19,7 @@ export function parseSvhnMat(bytes: Uint8Array, fileName = '<svhn mat bytes>'): 
   if (!x || !y) {
     const found =
       [...vars.values()].map((v) => `${v.name} (${v.className} [${v.dims.join(', ')}])`).join(', ') || 'none';
-    throw new Error(`${fileName}: expected variables X (uint8 [32, 32, 3, N]) and y ([N, 1]); found ${found}`);
+    throw fileError(fileName, `expected variables X (uint8 [32, 32, 3, N]) and y ([N, 1]); found ${found}`);
   }
   const [height, width, channels, count = 1] = x.dims;
   if (
@@ -28,19 +29,20 @@ export function parseSvhnMat(bytes: Uint8Array, fileName = '<svhn mat bytes>'): 
     x.dims.length > 4 ||
     channels !== 3
   ) {
-    throw new Error(`${fileName}: X is ${x.className} [${x.dims.join(', ')}]; expected uint8 [32, 32, 3, N]`);
+    throw fileError(fileName, `X is ${x.className} [${x.dims.join(', ')}]; expected uint8 [32, 32, 3, N]`);
   }
   const yCount = y.dims.reduce((a, b) => a * b, 1);
   if (!y.data || y.dims.filter((d) => d !== 1).length > 1 || yCount !== count) {
-    throw new Error(
-      `${fileName}: y is ${y.className} [${y.dims.join(', ')}]; expected ${count} labels as [${count}, 1] to match X`,
+    throw fileError(
+      fileName,
+      `y is ${y.className} [${y.dims.join(', ')}]; expected ${count} labels as [${count}, 1] to match X`,
     );
   }
   const labels = new Int32Array(count);
   for (let i = 0; i < count; i++) {
     const v = Number(y.data[i]);
     if (!Number.isInteger(v) || v < 0 || v > 10) {
-      throw new Error(`${fileName}: y(${i + 1}) = ${v}; expected SVHN labels 1..10 (10 meaning the digit 0)`);
+      throw fileError(fileName, `y(${i + 1}) = ${v}; expected SVHN labels 1..10 (10 meaning the digit 0)`);
     }
     labels[i] = v === 10 ? 0 : v;
   }

@@ -4,6 +4,8 @@
 // two zero blocks at the end. GNU long names ('L') and pax 'path' records ('x') are
 // honoured; other entry types are listed with their data but nothing is interpreted.
 
+import { fileError } from '../io/byte-source.js';
+
 export interface TarEntry {
   name: string;
   /** '0' regular file, '5' directory, ... ('\0' is reported as '0'). */
@@ -27,7 +29,7 @@ function octal(bytes: Uint8Array, from: number, length: number, fileName: string
     return v;
   }
   const s = text(bytes, from, length).trim();
-  if (!/^[0-7]*$/.test(s)) throw new Error(`${fileName}: corrupt tar header: ${field} field "${s}" is not octal`);
+  if (!/^[0-7]*$/.test(s)) throw fileError(fileName, `corrupt tar header: ${field} field "${s}" is not octal`);
   return s === '' ? 0 : parseInt(s, 8);
 }
 
@@ -43,16 +45,18 @@ export function readTar(bytes: Uint8Array, fileName = '<tar bytes>'): TarEntry[]
     let sum = 0;
     for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : header[i];
     if (sum !== stored) {
-      throw new Error(
-        `${fileName}: corrupt tar header at byte ${offset}: checksum ${stored}, computed ${sum}; expected a tar archive`,
+      throw fileError(
+        fileName,
+        `corrupt tar header at byte ${offset}: checksum ${stored}, computed ${sum}; expected a tar archive`,
       );
     }
     const size = octal(header, 124, 12, fileName, 'size');
     const type = header[156] === 0 ? '0' : String.fromCharCode(header[156]);
     const dataStart = offset + BLOCK;
     if (dataStart + size > bytes.length) {
-      throw new Error(
-        `${fileName}: tar archive truncated: entry at byte ${offset} needs ${size} bytes, ${bytes.length - dataStart} remain`,
+      throw fileError(
+        fileName,
+        `tar archive truncated: entry at byte ${offset} needs ${size} bytes, ${bytes.length - dataStart} remain`,
       );
     }
     const data = bytes.subarray(dataStart, dataStart + size);
@@ -73,8 +77,9 @@ export function readTar(bytes: Uint8Array, fileName = '<tar bytes>'): TarEntry[]
     entries.push({ name, type, data });
   }
   if (offset < bytes.length || entries.length === 0) {
-    throw new Error(
-      `${fileName}: tar archive truncated at byte ${offset} of ${bytes.length}; expected 512-byte blocks ending with zero blocks`,
+    throw fileError(
+      fileName,
+      `tar archive truncated at byte ${offset} of ${bytes.length}; expected 512-byte blocks ending with zero blocks`,
     );
   }
   return entries;

@@ -13,9 +13,22 @@ export interface ByteSource {
   close(): void;
 }
 
-/** An Error whose message starts with the file it is about: `model.pt: what went wrong`. */
-export function fileError(source: string, message: string): Error {
-  return new Error(`${source}: ${message}`);
+/** The error every file reader throws for bad input: `file` is the file (or source name) it is
+ *  about, and the message names it too. Anything else a reader throws is a bug in the reader.
+ *  Its name stays 'Error', so String(err) reads as it always did; tell it apart by instanceof. */
+export class FileFormatError extends Error {
+  constructor(
+    readonly file: string,
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+/** A FileFormatError whose message starts with the file it is about: `model.pt: what went wrong`. */
+export function fileError(source: string, message: string, options?: ErrorOptions): FileFormatError {
+  return new FileFormatError(source, `${source}: ${message}`, options);
 }
 
 export function bufferSource(bytes: Uint8Array, name: string): ByteSource {

@@ -26,6 +26,7 @@ export { ZipReader, zipBytes, zipChunks, type ZipEntryInfo, type ZipWriteEntry, 
 export { unpickle, PyDict, PyTuple, PyCallable, type PyValue, type PyObject, type UnpickleOptions } from './pickle.js';
 export { writeFileAtomic } from './atomic-write.js';
 export { crc32 } from './crc32.js';
+export { FileFormatError } from './byte-source.js';
 export { loadModel, saveModel, type LoadModelOptions } from './model-file.js';
 export { writeJsonReport, type SearchReport } from './report.js';
 export {

@@ -415,6 +415,14 @@ function jsonField<T>(file: string, metadata: Record<string, string>, key: strin
 
 const isInt = (v: unknown): v is number => Number.isSafeInteger(v);
 
+/** A value from the file's JSON for an error message, as a template string would show it, but
+ *  a list of lists by its kind only (a tampered header may nest lists 100,000 deep, and
+ *  Array.prototype.toString recurses). */
+function brief(v: unknown): string {
+  if (Array.isArray(v) && v.some((x) => typeof x === 'object' && x !== null)) return `a nested list of ${v.length}`;
+  return String(v);
+}
+
 /** Reads a file written by writeQuantizedModel: the QuantizedModel it holds (rebuilt from the
  *  metadata alone) and what the metadata says. Any disagreement is an error naming the file. */
 export function readQuantizedModel(file: string): { quantized: QuantizedModel; info: QuantizedFileInfo } {
@@ -446,6 +454,14 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
     throw fileError(file, `__metadata__ model_args ${md.model_args}: expected an array of integers`);
   const problem = moduleArgsProblem(name, args);
   if (problem) throw fileError(file, `__metadata__ model ${name} model_args [${args.join(', ')}]: ${problem}`);
+  // every parameter takes at least one bit of the file: refuse model_args whose model could
+  // not fit before building it (its weights are allocated from model_args alone)
+  const least = leastParameterCount(name, args);
+  if (least > 8 * raw.fileBytes)
+    throw fileError(
+      file,
+      `__metadata__ model ${name} model_args [${args.join(', ')}] describe at least ${least} parameters, more than a file of ${raw.fileBytes} bytes holds`,
+    );
   let model: CapsNet;
   try {
     model = buildModel(name, args);
@@ -488,9 +504,9 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
     const f = formats[tname];
     const bad = (what: string) => fileError(file, `tensor '${tname}': ${what}`);
     if (!f || typeof f !== 'object') throw bad('missing from __metadata__ tensors');
-    if (!Array.isArray(f.shape) || f.shape.join(',') !== t.shape.join(','))
+    if (!Array.isArray(f.shape) || f.shape.some(Array.isArray) || f.shape.join(',') !== t.shape.join(','))
       throw bad(
-        `__metadata__ shape [${String(f.shape)}] but ${name} [${args.join(' ')}] has [${t.shape.join(', ')}] (model_args that do not fit the tensors?)`,
+        `__metadata__ shape [${brief(f.shape)}] but ${name} [${args.join(' ')}] has [${t.shape.join(', ')}] (model_args that do not fit the tensors?)`,
       );
     const numel = t.data.length;
     if (!paramNames.has(tname)) {
@@ -516,9 +532,9 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
     const layer = layerOf.get(tname.split('.')[0])!;
     const F = bits.weightBits[layer];
     if (f.frac_bits !== F)
-      throw bad(`frac_bits ${f.frac_bits} but layer ${model.layerNames[layer]} has ${F} weight bits`);
+      throw bad(`frac_bits ${brief(f.frac_bits)} but layer ${model.layerNames[layer]} has ${F} weight bits`);
     const b = f.bits;
-    if (!(isInt(b) && b >= 1 && b <= MAX_CODE_BITS)) throw bad(`bits ${b}: expected 1..${MAX_CODE_BITS}`);
+    if (!(isInt(b) && b >= 1 && b <= MAX_CODE_BITS)) throw bad(`bits ${brief(b)}: expected 1..${MAX_CODE_BITS}`);
     const need = Math.ceil((numel * b) / 8);
     if (stored.bytes.length !== need)
       throw bad(
@@ -527,11 +543,11 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
     const codes = unpackBits(stored.bytes, numel, b);
     let values: Float32Array;
     if (method === 'logarithmic') {
-      if (f.encoding !== 'log2') throw bad(`encoding '${f.encoding}', the logarithmic method stores 'log2'`);
-      if (!isInt(f.exp_min)) throw bad(`exp_min ${f.exp_min}: expected an integer`);
+      if (f.encoding !== 'log2') throw bad(`encoding '${brief(f.encoding)}', the logarithmic method stores 'log2'`);
+      if (!isInt(f.exp_min)) throw bad(`exp_min ${brief(f.exp_min)}: expected an integer`);
       values = decodeLog(bad, codes, b, f.exp_min, F, saturated);
     } else {
-      if (f.encoding !== 'fixed') throw bad(`encoding '${f.encoding}', method ${method} stores 'fixed'`);
+      if (f.encoding !== 'fixed') throw bad(`encoding '${brief(f.encoding)}', method ${method} stores 'fixed'`);
       if (saturated && b !== F + 1)
         throw bad(`bits ${b}: the default arithmetic's format of ${F} fractional bits has ${F + 1}`);
       values = decodeFixed(bad, codes, b, F);
@@ -601,6 +617,20 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
   };
 }
 
+/** A lower bound on the parameters of `name` built from `args`, computed without building it:
+ *  its convolutions' weights (ShallowCapsNet: conv 256 x ch x 9 x 9 and primary 256 x 256 x 9 x 9;
+ *  DeepCaps: conv1 128 x ch x 3 x 3 and its four residual blocks of 3 x 3 convolutions) and its
+ *  class capsules' weights, [capsules, 8, classes * dim]. */
+export function leastParameterCount(name: ModelName, args: readonly number[]): number {
+  const [wh, ch, classes, dim] = args;
+  if (name === 'ShallowCapsNet') {
+    const grid = Math.max(0, Math.floor((wh - 17) / 2) + 1); // primary capsules on a grid x grid map
+    return 256 * ch * 81 + 256 * 256 * 81 + 32 * grid ** 2 * 8 * classes * dim;
+  }
+  const blocks = 9 * (4 * 128 * 128 + 256 * 128 + 10 * 256 * 256);
+  return 128 * ch * 9 + blocks + (wh === 64 ? 2560 : 640) * 8 * classes * dim;
+}
+
 function layerBits(file: string, model: CapsNet, layers: unknown): BitConfig {
   const names = model.layerNames;
   if (!Array.isArray(layers) || layers.length !== names.length)
@@ -612,7 +642,16 @@ function layerBits(file: string, model: CapsNet, layers: unknown): BitConfig {
   const routing = new Set(model.routingLayerNames);
   layers.forEach((l: Record<string, unknown>, i) => {
     if (l?.name !== names[i])
-      throw fileError(file, `__metadata__ layers[${i}] is '${l?.name}', ${model.kind}'s layer ${i} is '${names[i]}'`);
+      throw fileError(
+        file,
+        `__metadata__ layers[${i}] is '${brief(l?.name)}', ${model.kind}'s layer ${i} is '${names[i]}'`,
+      );
+    for (const key of ['weight_bits', 'act_bits', 'routing_bits', 'param_count'])
+      if (typeof l[key] === 'object' && l[key] !== null)
+        throw fileError(
+          file,
+          `__metadata__ layers[${i}] (${names[i]}) ${key} is ${brief(l[key])}, expected an integer`,
+        );
     bits.weightBits.push(l.weight_bits as number);
     bits.actBits.push(l.act_bits as number);
     if (routing.has(names[i])) bits.routingBits.push(l.routing_bits as number);
@@ -704,13 +743,22 @@ function dac2020LogPreimage(values: Float32Array): Float32Array {
   return out;
 }
 
+/** JSON.stringify for an error message, or the value's kind where it nests too deep to print. */
+function shortJson(v: unknown): string {
+  try {
+    return String(JSON.stringify(v));
+  } catch {
+    return Array.isArray(v) ? 'a nested list' : 'a nested object';
+  }
+}
+
 function readOrder(file: string, stored: RawTensor | undefined, meta: unknown): EvaluationOrder {
   const m = (meta ?? {}) as Record<string, unknown>;
   const bad = (what: string) => fileError(file, `evaluation order ('${EVAL_ORDER_TENSOR}'): ${what}`);
   if (!stored) throw bad('__metadata__ eval_order is set but the tensor is missing');
   const { images, bits, batch_size: batchSize, fingerprint } = m;
   if (!(isInt(images) && images >= 1 && isInt(bits) && bits >= 1 && bits <= 31 && isInt(batchSize) && batchSize >= 1))
-    throw bad(`__metadata__ eval_order ${JSON.stringify(meta)}: expected images, bits (1..31), batch_size`);
+    throw bad(`__metadata__ eval_order ${shortJson(meta)}: expected images, bits (1..31), batch_size`);
   if (typeof fingerprint !== 'string') throw bad('__metadata__ eval_order has no fingerprint');
   if (stored.dtype !== 'U8' || stored.bytes.length !== Math.ceil((images * bits) / 8))
     throw bad(

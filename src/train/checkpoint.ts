@@ -17,6 +17,7 @@
 import { existsSync } from 'node:fs';
 import { basename, dirname, extname, join } from 'node:path';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
+import { FileFormatError } from '../io/byte-source.js';
 import type { NamedTensor } from '../io/tensor-data.js';
 import type { CapsDecoder, CapsNet } from '../models/capsnet.js';
 import type { Adam } from '../tensor/ops/adam.js';
@@ -119,36 +120,40 @@ export interface LoadedCheckpoint {
 /** Reads a checkpoint written by writeTrainingCheckpoint; errors start with `label` and the file
  *  (trainModel: TrainOptions.resume; the CLI: its option's flag). */
 export function readTrainingCheckpoint(file: string, label = 'checkpoint'): LoadedCheckpoint {
-  if (!existsSync(file)) throw new Error(`${label} ${file}: no such file`);
+  if (!existsSync(file)) throw new FileFormatError(file, `${label} ${file}: no such file`);
   let contents: ReturnType<typeof readSafetensors>;
   try {
     contents = readSafetensors(file);
   } catch (err) {
-    throw new Error(
+    throw new FileFormatError(
+      file,
       `${label} ${file}: not a qcapsnets training checkpoint (a safetensors file written by trainModel): ${(err as Error).message}`,
       { cause: err },
     );
   }
   const { tensors, metadata } = contents;
   if (metadata.format !== CHECKPOINT_FORMAT)
-    throw new Error(
+    throw new FileFormatError(
+      file,
       `${label} ${file}: not a qcapsnets training checkpoint (expected metadata format '${CHECKPOINT_FORMAT}'; ` +
         `a model .pt file holds weights only and cannot resume training)`,
     );
   if (metadata.version !== CHECKPOINT_VERSION)
-    throw new Error(
+    throw new FileFormatError(
+      file,
       `${label} ${file}: checkpoint version ${metadata.version}, this qcapsnets reads ${CHECKPOINT_VERSION}`,
     );
   let state: TrainingState;
   try {
     state = JSON.parse(metadata.state ?? '') as TrainingState;
   } catch (err) {
-    throw new Error(
+    throw new FileFormatError(
+      file,
       `${label} ${file}: the training state in the metadata is not valid JSON (${(err as Error).message})`,
       { cause: err },
     );
   }
-  checkState(state, `${label} ${file}`);
+  checkState(state, file, `${label} ${file}`);
   const out: LoadedCheckpoint = {
     file,
     state,
@@ -162,15 +167,15 @@ export function readTrainingCheckpoint(file: string, label = 'checkpoint'): Load
     else if (name.startsWith('adam.v.')) out.adamV.set(name.slice(7), t);
     else if (name.startsWith('model.')) out.model.set(name.slice(6), t);
     else if (name.startsWith('decoder.')) out.decoder.set(name.slice(8), t);
-    else throw new Error(`${label} ${file}: unexpected tensor '${name}'`);
+    else throw new FileFormatError(file, `${label} ${file}: unexpected tensor '${name}'`);
   }
   return out;
 }
 
 /** The training state's fields have their types (a tampered or truncated state is an error
  *  naming the field, not a TypeError later). */
-function checkState(state: unknown, where: string): asserts state is TrainingState {
-  const bad = (what: string) => new Error(`${where}: the training state ${what}`);
+function checkState(state: unknown, file: string, where: string): asserts state is TrainingState {
+  const bad = (what: string) => new FileFormatError(file, `${where}: the training state ${what}`);
   if (typeof state !== 'object' || state === null || Array.isArray(state)) throw bad('is not an object');
   const st = state as Record<string, unknown>;
   const obj = (v: unknown, name: string) => {
@@ -179,7 +184,7 @@ function checkState(state: unknown, where: string): asserts state is TrainingSta
   };
   const int = (v: unknown, name: string, min = 0) => {
     if (!(Number.isInteger(v) && (v as number) >= min))
-      throw bad(`'${name}' is ${JSON.stringify(v)}, expected an integer >= ${min}`);
+      throw bad(`'${name}' is ${shortJson(v)}, expected an integer >= ${min}`);
   };
   const nums = (v: unknown, name: string) => {
     if (!Array.isArray(v) || !v.every((x) => Number.isInteger(x))) throw bad(`'${name}' is not a list of integers`);
@@ -201,6 +206,14 @@ function checkState(state: unknown, where: string): asserts state is TrainingSta
   if (typeof st.bestAccuracy !== 'number') throw bad("'bestAccuracy' is not a number");
   if (!Array.isArray(st.history)) throw bad("'history' is not a list");
   if (st.partial !== null && typeof st.partial !== 'object') throw bad("'partial' is not an object or null");
+}
+
+/** A value for an error message: primitives as JSON, containers by their kind only (a tampered
+ *  state may nest them too deep for JSON.stringify). */
+function shortJson(v: unknown): string {
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object' && v !== null) return 'an object';
+  return String(JSON.stringify(v));
 }
 
 /** Loads Adam's step and moments from a checkpoint; every parameter must be there with its size. */

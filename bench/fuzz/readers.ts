@@ -1,0 +1,89 @@
+// The readers under fuzzing, each as "read this file and use the result", and the rule that
+// sorts an outcome: a valid result, the reader's own error (a FileFormatError whose message
+// names the file), or anything else (an uncaught bug).
+import { readCifarBatch } from '../../src/data/cifar.js';
+import { readIdxFile } from '../../src/data/idx.js';
+import { readMatFile } from '../../src/data/matlab.js';
+import { readSvhnMat } from '../../src/data/svhn.js';
+import type { RawImageSet } from '../../src/data/image-set.js';
+import { FileFormatError } from '../../src/io/byte-source.js';
+import { readStateDict } from '../../src/io/pt.js';
+import { readQuantizedModel } from '../../src/io/quantized-file.js';
+import { readSafetensors } from '../../src/io/safetensors.js';
+import { readTrainingCheckpoint } from '../../src/train/checkpoint.js';
+
+export interface FuzzReader {
+  /** File extension of its inputs (saved failures keep it). */
+  readonly ext: string;
+  /** Reads the file and touches the result the way a caller would. */
+  readonly read: (file: string) => void;
+  /** Milliseconds an input may take before it counts as a hang. */
+  readonly timeoutMs: number;
+  /** Share of the default 100,000+ inputs. */
+  readonly defaultInputs: number;
+}
+
+function touchImages(set: RawImageSet): void {
+  if (set.count === 0) return;
+  const out = new Uint8Array(set.height * set.width * set.channels);
+  set.copyImage(0, out, 0);
+  set.copyImage(set.count - 1, out, 0);
+}
+
+export const READERS: Readonly<Record<string, FuzzReader>> = {
+  pt: { ext: '.pt', read: (f) => void readStateDict(f), timeoutMs: 2000, defaultInputs: 24_000 },
+  'pt-legacy': { ext: '.pt', read: (f) => void readStateDict(f), timeoutMs: 2000, defaultInputs: 14_000 },
+  safetensors: { ext: '.safetensors', read: (f) => void readSafetensors(f), timeoutMs: 2000, defaultInputs: 14_000 },
+  idx: { ext: '.idx', read: (f) => void readIdxFile(f), timeoutMs: 2000, defaultInputs: 10_000 },
+  'idx-gzip': { ext: '.idx.gz', read: (f) => void readIdxFile(f), timeoutMs: 2000, defaultInputs: 8_000 },
+  cifar: { ext: '.bin', read: (f) => touchImages(readCifarBatch(f)), timeoutMs: 2000, defaultInputs: 5_000 },
+  svhn: { ext: '.mat', read: (f) => touchImages(readSvhnMat(f)), timeoutMs: 2000, defaultInputs: 10_000 },
+  mat: { ext: '.mat', read: (f) => void readMatFile(f), timeoutMs: 2000, defaultInputs: 5_000 },
+  run: {
+    ext: '.ckpt.safetensors',
+    read: (f) => void readTrainingCheckpoint(f),
+    timeoutMs: 2000,
+    defaultInputs: 10_000,
+  },
+  // a model is built for every valid header (~0.2 s), so fewer inputs and a longer limit
+  quantized: {
+    ext: '.safetensors',
+    read: (f) => void readQuantizedModel(f),
+    timeoutMs: 15_000,
+    defaultInputs: 1_500,
+  },
+};
+
+export const READER_NAMES = Object.keys(READERS);
+
+export type Outcome = 'ok' | 'typed' | 'uncaught';
+
+/** Messages V8 gives its own TypeErrors and RangeErrors: a reader that wraps one into its own
+ *  error type still has a bug (it indexed past an array or recursed too deep). */
+const ENGINE_MESSAGES =
+  /Cannot read properties of|Cannot set properties of|is not a function|is not iterable|is not a constructor|Maximum call stack size exceeded|Invalid array length|Array buffer allocation failed/;
+
+/** The reader's own error: a FileFormatError whose message names the file, with no engine
+ *  error inside it (as its message or anywhere down its `cause` chain). */
+export function classifyError(err: unknown, file: string): { outcome: Outcome; message: string } {
+  const message = err instanceof Error ? `${err.name}: ${err.message}` : `thrown non-Error ${String(err)}`;
+  const typed = err instanceof FileFormatError && err.message.includes(file) && !ENGINE_MESSAGES.test(err.message);
+  let cause = err instanceof Error ? err.cause : undefined;
+  let clean = typed;
+  for (let depth = 0; clean && cause !== undefined && depth < 16; depth++) {
+    if (cause instanceof TypeError || cause instanceof RangeError || cause instanceof ReferenceError) clean = false;
+    if (cause instanceof Error && ENGINE_MESSAGES.test(cause.message)) clean = false;
+    cause = cause instanceof Error ? cause.cause : undefined;
+  }
+  return { outcome: clean ? 'typed' : 'uncaught', message: message.split('\n')[0].slice(0, 300) };
+}
+
+/** Runs one reader on one file, in this thread. */
+export function runReader(reader: string, file: string): { outcome: Outcome; message: string } {
+  try {
+    READERS[reader].read(file);
+    return { outcome: 'ok', message: '' };
+  } catch (err) {
+    return classifyError(err, file);
+  }
+}
