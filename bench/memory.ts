@@ -5,7 +5,7 @@
 // (--cache-mb, default 1024) and the second of which reuses it. The images are synthetic (seeded
 // bytes) in a real format: a CIFAR-10 binary test_batch.bin, which the loader resizes to 64x64.
 // Memory does not depend on the weights, so the model keeps its seeded initialisation.
-//   [--test-size 10000] [--cache-mb 1024] [--batch 100] [--evaluations 2] [--json]
+//   [--test-size 10000] [--cache-mb 1024] [--batch 100] [--evaluations 2] [--compat none|dac2020] [--json]
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +15,7 @@ import { writeFileAtomic } from '../src/io/atomic-write.js';
 import { buildModel } from '../src/models/factory.js';
 import type { BitConfig } from '../src/quant/config.js';
 import { ModelQuantizer } from '../src/quant/quantized-forward.js';
+import { parseRoundingCompat } from '../src/quant/methods.js';
 import { FastEvaluator } from '../src/search/fast-evaluator.js';
 import { kernels } from '../src/tensor/kernels.js';
 import { arg, peakRssMb } from './common.js';
@@ -42,6 +43,8 @@ export async function runMemoryBench(modelKind: string, inputSize: number, json:
   const cacheMB = Number(arg('cache-mb', '1024'));
   const batchSize = Number(arg('batch', '100'));
   const evaluations = Number(arg('evaluations', '2'));
+  // the command line's default arithmetic (round_to_nearest, --rounding-compat none)
+  const compat = parseRoundingCompat(arg('compat', 'none'), '--compat');
   if (!(Number.isInteger(testSize) && testSize >= 1 && testSize <= 10000))
     throw new Error(`--test-size ${testSize}: expected 1 to 10000 (one CIFAR-10 test batch)`);
   const dir = mkdtempSync(join(tmpdir(), 'qcaps-bench-memory-'));
@@ -58,9 +61,9 @@ export async function runMemoryBench(modelKind: string, inputSize: number, json:
   console.log(
     `DeepCaps 64 3 10 32, ${test.count} synthetic ${test.height}x${test.width}x${test.channels} images ` +
       `(${(test.pixels.length / 1e6).toFixed(0)} MB of bytes), --cache-mb ${cacheMB}, batch ${batchSize}, ` +
-      `${kernels().getThreads()} threads: RSS ${afterLoad.toFixed(0)} MB after loading`,
+      `round_to_nearest, compat ${compat}, ${kernels().getThreads()} threads: RSS ${afterLoad.toFixed(0)} MB after loading`,
   );
-  const quantizer = new ModelQuantizer(model, 'round_to_nearest', 'dac2020', 42);
+  const quantizer = new ModelQuantizer(model, 'round_to_nearest', compat, 42);
   const evaluator = new FastEvaluator(model, quantizer, test, { batchSize, cacheMB, earlyStop: true });
   const phases: { phase: string; seconds: number; rss_mb: number; peak_rss_mb: number }[] = [];
   const note = (phase: string, seconds: number) => {
@@ -99,6 +102,7 @@ export async function runMemoryBench(modelKind: string, inputSize: number, json:
         input_size: 64,
         test_images: test.count,
         cache_mb: cacheMB,
+        compat,
         batch: batchSize,
         threads: kernels().getThreads(),
         rss_after_load_mb: afterLoad,
