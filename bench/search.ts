@@ -1,11 +1,15 @@
-// `npm run bench:search`: the whole Q-CapsNets search on ShallowCapsNet, Fashion-MNIST, the first
-// 2,000 test images, tolerance 0.5, budget 3 MB, round_to_nearest (or --method truncation) with the reference's
-// arithmetic (--rounding-compat dac2020), against the reference implementation's own search on
-// the same model file and images when PyTorch is installed and QCAPS_REFERENCE_DIR points at a
-// checkout of it (never committed here). The model: --model FILE, or QCAPS_BENCH_MODEL, or one
-// trained once by `qcapsnets train` (1 epoch) and kept in .bench-cache/.
-//   npm run bench:search [-- --json] [--test-size 2000] [--model FILE] [--threads N]
+// `npm run bench:search`: the whole Q-CapsNets search on ShallowCapsNet (the first 2,000
+// Fashion-MNIST test images, budget 3 MB) or, with --model-kind DeepCaps, on DeepCaps 28 1 10 32
+// (the first 1,000, a budget of 32% of its 32-bit weight memory, which step 2 meets above the
+// minimum accuracy: branch A), tolerance 0.5, round_to_nearest (or --method truncation) with the
+// reference's arithmetic (--rounding-compat dac2020), against the reference implementation's own
+// search on the same model file and images when PyTorch is installed and QCAPS_REFERENCE_DIR
+// points at a checkout of it (never committed here). The model: --model FILE, or
+// QCAPS_BENCH_MODEL, or one trained once by `qcapsnets train` and kept in .bench-cache/.
+//   npm run bench:search [-- --json] [--model-kind ShallowCapsNet|DeepCaps] [--test-size N]
+//                        [--model FILE] [--threads N] [--budget MB | --budget-fraction F]
 //                        [--method round_to_nearest|truncation] (the deterministic methods)
+//   npm run bench:search -- --model-kind DeepCaps --input-size 64 --memory-only (bench/memory.ts)
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,20 +20,69 @@ import { buildModel } from '../src/models/factory.js';
 import { readStateDict } from '../src/io/pt.js';
 import { kernels } from '../src/tensor/kernels.js';
 import { runSearchJob } from '../src/cli/search-job.js';
-import { MALLOC_REUSE, arg } from './common.js';
+import { MALLOC_REUSE, arg, peakRssMb } from './common.js';
+import { weightMemoryMB } from '../src/quant/memory.js';
+import { runMemoryBench } from './memory.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 
-function benchModel(): string {
+interface BenchKind {
+  modelArgs: number[];
+  /** the cached model's file name in .bench-cache/ */
+  cacheName: string;
+  /** `qcapsnets train` flags for it (Fashion-MNIST, seed 42) */
+  trainFlags: string[];
+  testSize: number;
+  /** the budget: MB, or a fraction of the 32-bit weight memory */
+  budget: { mb: number } | { fraction: number };
+}
+
+const KINDS: Record<string, BenchKind> = {
+  ShallowCapsNet: {
+    modelArgs: [28, 1, 10, 16],
+    cacheName: 'shallow-fashion-1epoch.pt',
+    trainFlags: ['--epochs', '1'],
+    testSize: 2000,
+    budget: { mb: 3 },
+  },
+  // 1 epoch over the first 20,000 training images: about 4 minutes on 2 cores (shared), 82.29% on the
+  // 10,000 test images
+  DeepCaps: {
+    modelArgs: [28, 1, 10, 32],
+    cacheName: 'deepcaps-fashion-1epoch-20k.pt',
+    trainFlags: [
+      '--model',
+      'DeepCaps',
+      '--model-args',
+      '28',
+      '1',
+      '10',
+      '32',
+      '--decoder',
+      'ConvDecoder28',
+      '--decoder-args',
+      '32',
+      '1',
+      '--epochs',
+      '1',
+      '--train-limit',
+      '20000',
+    ],
+    testSize: 1000,
+    budget: { fraction: 0.32 },
+  },
+};
+
+function benchModel(kind: BenchKind): string {
   const given = process.argv.includes('--model') ? arg('model', '') : process.env.QCAPS_BENCH_MODEL;
   if (given) {
     if (!existsSync(given)) throw new Error(`--model ${given}: no such file`);
     return resolve(given);
   }
-  const file = join(root, '.bench-cache', 'shallow-fashion-1epoch.pt');
+  const file = join(root, '.bench-cache', kind.cacheName);
   if (existsSync(file)) return file;
   mkdirSync(join(root, '.bench-cache'), { recursive: true });
-  console.log(`training the benchmark's model once (1 epoch, Fashion-MNIST) into ${file} ...`);
+  console.log(`training the benchmark's model once (${kind.trainFlags.join(' ')}, Fashion-MNIST) into ${file} ...`);
   const r = spawnSync(
     process.execPath,
     [
@@ -37,8 +90,7 @@ function benchModel(): string {
       'train',
       '--dataset',
       'fashion-mnist',
-      '--epochs',
-      '1',
+      ...kind.trainFlags,
       '--full-precision-filename',
       file,
     ],
@@ -57,9 +109,15 @@ interface ReferenceStep {
 
 async function main(): Promise<void> {
   const json = process.argv.includes('--json');
-  const testSize = Number(arg('test-size', '2000'));
+  const modelKind = arg('model-kind', 'ShallowCapsNet');
+  const kind = KINDS[modelKind];
+  if (!kind) throw new Error(`--model-kind ${modelKind}: expected ${Object.keys(KINDS).join(' or ')}`);
+  if (process.argv.includes('--memory-only')) {
+    await runMemoryBench(modelKind, Number(arg('input-size', '64')), json);
+    return;
+  }
+  const testSize = Number(arg('test-size', String(kind.testSize)));
   const tolerance = Number(arg('tolerance', '0.5'));
-  const budget = Number(arg('budget', '3'));
   const method = arg('method', 'round_to_nearest');
   if (method !== 'round_to_nearest' && method !== 'truncation')
     throw new Error(
@@ -67,9 +125,24 @@ async function main(): Promise<void> {
     );
   const threads = Number(arg('threads', String(kernels().getThreads())));
   kernels().setThreads(threads);
-  const modelFile = benchModel();
-  const model = buildModel('ShallowCapsNet', [28, 1, 10, 16]);
+  const modelFile = benchModel(kind);
+  const model = buildModel(modelKind, kind.modelArgs);
   model.loadStateDict(readStateDict(modelFile), modelFile);
+  const params = model.quantLayers.map((l) => l.paramCount);
+  const fp32MB = weightMemoryMB(
+    params,
+    params.map(() => 31),
+  );
+  const fraction = process.argv.includes('--budget-fraction')
+    ? Number(arg('budget-fraction', ''))
+    : 'fraction' in kind.budget && !process.argv.includes('--budget')
+      ? kind.budget.fraction
+      : null;
+  const budget =
+    fraction !== null ? fraction * fp32MB : Number(arg('budget', String('mb' in kind.budget ? kind.budget.mb : 0)));
+  console.log(
+    `${modelKind} ${kind.modelArgs.join(' ')}: 32-bit weight memory ${fp32MB.toFixed(3)} MB; budget ${budget.toFixed(4)} MB${fraction !== null ? ` (${fraction} of it)` : ''}`,
+  );
   const test = loadDataset('fashion-mnist', 'test', { limit: testSize });
   const out = mkdtempSync(join(tmpdir(), 'qcaps-bench-search-'));
   const lines: string[] = [];
@@ -89,7 +162,7 @@ async function main(): Promise<void> {
       cacheMB: 1024,
       earlyStop: true,
       outputDir: out,
-      settings: { bench: 'search', testSize, tolerance, budget, method },
+      settings: { bench: 'search', modelKind, testSize, tolerance, budget, method },
       log: (l) => lines.push(l),
     });
   } finally {
@@ -104,7 +177,14 @@ async function main(): Promise<void> {
     `ours: ${searchS.toFixed(1)} s, ${result.evaluations} evaluations, ${result.fullPassEquivalents.toFixed(2)} full-pass equivalents (layer runs / layers per pass), ${threads} threads`,
   );
 
-  let reference: { fp_accuracy: number; search_s: number; steps: Record<string, ReferenceStep> } | null = null;
+  const peakRss = peakRssMb();
+  console.log(`ours: peak RSS ${peakRss.toFixed(0)} MB`);
+  let reference: {
+    fp_accuracy: number;
+    search_s: number;
+    peak_rss_mb: number;
+    steps: Record<string, ReferenceStep>;
+  } | null = null;
   const refDir = process.env.QCAPS_REFERENCE_DIR;
   const torchOk =
     existsSync('/usr/bin/python3') &&
@@ -125,6 +205,8 @@ async function main(): Promise<void> {
         String(budget),
         method,
         '2',
+        modelKind,
+        kind.modelArgs.join(','),
       ],
       { env, encoding: 'utf8', maxBuffer: 1 << 26 },
     );
@@ -158,12 +240,13 @@ async function main(): Promise<void> {
     }
     if (Object.keys(reference.steps).length !== result.report.steps.length) identical = false;
     console.log(
-      `reference: ${reference.search_s.toFixed(1)} s; ours / reference = ${(searchS / reference.search_s).toFixed(3)}`,
+      `reference: ${reference.search_s.toFixed(1)} s, peak RSS ${reference.peak_rss_mb.toFixed(0)} MB; ours / reference = ${(searchS / reference.search_s).toFixed(3)}`,
     );
   }
   if (json) {
     console.log(
       JSON.stringify({
+        model_kind: modelKind,
         search_s: searchS,
         job_s: jobS,
         evaluations: result.evaluations,
@@ -176,6 +259,9 @@ async function main(): Promise<void> {
         steps: result.report.steps,
         threads,
         test_images: testSize,
+        budget_mb: budget,
+        peak_rss_mb: peakRss,
+        reference_peak_rss_mb: reference?.peak_rss_mb ?? null,
       }),
     );
   }

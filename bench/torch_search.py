@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import resource
 import shutil
 import sys
 import tempfile
@@ -72,6 +73,10 @@ def parse_steps(log):
 
 def main():
     ref, model_pt, n, tol, budget, method, threads = sys.argv[1:8]
+    kind = sys.argv[8] if len(sys.argv) > 8 else 'ShallowCapsNet'
+    model_args = [int(v) for v in sys.argv[9].split(',')] if len(sys.argv) > 9 else [28, 1, 10, 16]
+    if kind not in ('ShallowCapsNet', 'DeepCaps'):
+        raise SystemExit('torch_search.py: MODEL_KIND %s: expected ShallowCapsNet or DeepCaps' % kind)
     torch.set_num_threads(int(threads))
     stub_torchvision()
     sys.path.insert(0, ref)
@@ -83,7 +88,7 @@ def main():
     try:
         model_file = os.path.join(work, 'model.pt')
         shutil.copy(model_pt, model_file)
-        model = FPM.ShallowCapsNet(28, 1, 10, 16)
+        model = getattr(FPM, kind)(*model_args)
         model.load_state_dict(torch.load(model_file))
         model.eval()
         correct = 0
@@ -95,13 +100,16 @@ def main():
         buf = io.StringIO()
         t0 = time.perf_counter()
         with contextlib.redirect_stdout(buf):
-            qcapsnets('ShallowCapsNet', [28, 1, 10, 16], model_file, 10, loader, fp, float(tol), float(budget), method)
+            qcapsnets(kind, model_args, model_file, 10, loader, fp, float(tol), float(budget), method)
         seconds = time.perf_counter() - t0
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log = buf.getvalue()
     sys.stdout.write(log)
     print(json.dumps({'fp_accuracy': fp, 'search_s': seconds, 'steps': parse_steps(log), 'threads': int(threads),
+                      'model_kind': kind, 'model_args': model_args,
+                      # ru_maxrss is in kB on Linux
+                      'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       'torch': torch.__version__}))
 
 

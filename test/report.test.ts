@@ -190,3 +190,20 @@ test('qcapsnets report RUN.json writes RUN.html; a corrupt or foreign file write
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('search page of a --selection-split run: the split named, each model with its test accuracy', () => {
+  const r = sampleSearch();
+  const plain = renderReport(r, 'runs/net_qcapsnets.json');
+  assert.doesNotMatch(plain, /test accuracy/, 'no test-accuracy column without a split');
+  r.selection = { images: 1000, source: 'the last 1000 training images', fullPrecisionTestAccuracy: 90.5 };
+  r.models = r.models.map((m, i) => ({ ...m, testAccuracy: 88 + i, testCorrect: 8800 + 100 * i, testTotal: 10000 }));
+  const html = renderReport(r, 'runs/net_qcapsnets.json');
+  assert.match(html, /decided on 1000 images held out of the training set/);
+  assert.match(html, /full-precision model scores 90\.5%/);
+  const models = /<table id="models">[\s\S]*?<\/table>/.exec(html)![0];
+  assert.match(models, /<th>test accuracy \(%\)<\/th>/);
+  assert.match(models, /<td>88 \(8800\/10000\)<\/td>/);
+  assert.match(models, /<td>89 \(8900\/10000\)<\/td>/);
+  const bad = { ...r, selection: { images: 'many' } };
+  assert.throws(() => renderReport(bad, 'x.json'), /x\.json: selection/);
+});

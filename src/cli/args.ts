@@ -5,6 +5,7 @@
 import { accessSync, constants, existsSync, mkdirSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { DATASET_INFO, isDatasetName } from '../data/load.js';
+import { checkSelectionSplit } from '../data/selection-split.js';
 import { DEEPCAPS_INPUT_SIZES } from '../models/deepcaps.js';
 import type { DatasetName } from '../data/sources.js';
 import type { CapsDecoder, CapsNet, DecoderName, ModelName } from '../models/capsnet.js';
@@ -160,6 +161,12 @@ export const FLAGS: FlagSpec[] = [
   { name: 'json', kind: 'bool', default: false, help: 'print one JSON object with the results as the last line' },
   { name: 'test-limit', kind: 'int', default: null, help: 'use only the first N test images (quick runs)' },
   { name: 'train-limit', kind: 'int', default: null, help: 'use only the first N training images (quick runs)' },
+  {
+    name: 'selection-split',
+    kind: 'int',
+    default: 0,
+    help: 'hold out the last N training images: not trained on; the search decides on them and reports the test accuracy apart (0: off)',
+  },
   {
     name: 'cache-mb',
     kind: 'int',
@@ -412,6 +419,16 @@ export function validateFlags(o: Options): void {
       `--checkpoint-every ${o['checkpoint-every']}: expected 0 (only at epoch ends) or a number of batches`,
     );
   if (!(num(o, 'cache-mb') >= 0)) throw new Error(`--cache-mb ${o['cache-mb']}: expected 0 or more`);
+  // the published training set size bounds it here; main.ts checks the loaded set's own count
+  const published = DATASET_INFO[str(o, 'dataset') as DatasetName].trainCount;
+  const limit = o['train-limit'] === null ? published : Math.min(published, num(o, 'train-limit'));
+  checkSelectionSplit(
+    num(o, 'selection-split'),
+    limit,
+    o['train-limit'] === null || limit === published
+      ? `the ${str(o, 'dataset')} training set`
+      : `--train-limit ${limit}`,
+  );
   if (!(num(o, 'approximate-margin') >= 0))
     throw new Error(`--approximate-margin ${o['approximate-margin']}: expected 0 or more images`);
 }

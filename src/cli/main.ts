@@ -11,6 +11,7 @@
 //   qcapsnets merge A.json ...    the shards of a sweep in one result
 import { existsSync, statSync } from 'node:fs';
 import { DatasetMissingError, loadDataset } from '../data/load.js';
+import { splitOffSelection } from '../data/selection-split.js';
 import type { DatasetName } from '../data/sources.js';
 import { downloadDataset } from '../data/download.js';
 import type { Dataset } from '../data/dataset.js';
@@ -88,6 +89,20 @@ function nonEmpty(ds: Dataset): Dataset {
   if (ds.count === 0)
     throw new Error(`${ds.source}: the ${ds.split} split of ${ds.name} holds 0 images; expected at least one`);
   return ds;
+}
+
+/** The training set (when `load`), less its --selection-split images, and those images. */
+async function selectionSplit(
+  o: Options,
+  load: boolean,
+): Promise<{ train: Dataset; selection: Dataset | null } | null> {
+  if (!load) return null;
+  const train = await loadSplit(o, 'train');
+  const n = num(o, 'selection-split');
+  if (n === 0) return { train, selection: null };
+  const parts = splitOffSelection(train, n);
+  log(`--selection-split ${n}: the search decides on ${parts.selection}; training uses ${parts.train.count} images`);
+  return parts;
 }
 
 function loadTrained(o: Options, model: CapsNet): string {
@@ -262,9 +277,11 @@ async function main(): Promise<number> {
 
   const test = await loadSplit(o, 'test');
   checkLoadedDataset(model, test);
-  if (training && decoder && files) {
-    const train = await loadSplit(o, 'train');
-    checkLoadedDataset(model, train);
+  // --selection-split N: the last N training images, held out of training; the search decides on them
+  const split = await selectionSplit(o, training || (searches(command) && num(o, 'selection-split') > 0));
+  if (split) checkLoadedDataset(model, split.train);
+  if (training && decoder && files && split) {
+    const train = split.train;
     if (files.resume) checkResumeFlags(o, files.resume, { model, decoder, train, test });
     const summary = await runTraining(o, { model, decoder, train, test, resume: files.resume }, log);
     modelFile = summary.modelFile;
@@ -307,7 +324,8 @@ async function main(): Promise<number> {
   const result = await runSearchJob({
     model,
     modelFile,
-    test,
+    test: split?.selection ?? test,
+    finalTest: split?.selection ? test : undefined,
     method,
     compat,
     tolerance: num(o, 'accuracy-tolerance'),
@@ -331,6 +349,7 @@ async function main(): Promise<number> {
         branch: result.report.branch,
         steps: result.report.steps,
         models: result.report.models,
+        ...(result.report.selection ? { selection: result.report.selection } : {}),
         evaluations: result.evaluations,
         full_pass_equivalents: result.fullPassEquivalents,
         files: result.files,

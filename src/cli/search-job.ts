@@ -12,6 +12,7 @@ import type { RoundingCompat } from '../quant/methods.js';
 import type { SearchResult } from '../search/qcapsnets.js';
 import { type SearchProgress, searchModel } from '../search/search-model.js';
 import { writeStateDict } from '../io/pt.js';
+import { evaluateFullPrecision } from '../models/evaluate.js';
 import { datasetFingerprint, writeQuantizedModel } from '../io/quantized-file.js';
 import { type SearchReport, writeJsonReport } from '../io/report.js';
 import { writeHtmlReport } from '../report/index.js';
@@ -21,7 +22,10 @@ export interface SearchJobOptions {
   model: CapsNet;
   /** the file the model came from (names the outputs) */
   modelFile: string;
+  /** the images the search decides on: the test set, or --selection-split's held-out images */
   test: Dataset;
+  /** with --selection-split: the test set, on which the chosen models are evaluated afterwards */
+  finalTest?: Dataset;
   method: QuantMethod;
   compat: RoundingCompat;
   tolerance: number;
@@ -108,6 +112,8 @@ export async function runSearchJob(o: SearchJobOptions): Promise<SearchJobResult
     files.push(file);
     const total = o.test.count;
     const correct = Math.round((m.result.accuracy * total) / 100);
+    // --selection-split: the search decided on held-out training images; the test set's say
+    const onTest = o.finalTest ? r.models[k].model.evaluate(o.finalTest, { batchSize: o.testBatchSize }) : null;
     const packedFile = join(outDir, `${stem}_quantized_${m.kind}.safetensors`);
     const packed = writeQuantizedModel(packedFile, r.models[k].model, {
       decoder: o.decoder ?? null,
@@ -127,7 +133,8 @@ export async function runSearchJob(o: SearchJobOptions): Promise<SearchJobResult
     o.log(
       `model-${m.kind} stored in ${file} and, at its bit widths, ${packedFile}: accuracy ${m.result.accuracy}% ` +
         `(${correct}/${total}), ${m.result.memoryMB.toFixed(4)} MB; packed ${packed.packedBytes} bytes of tensors ` +
-        `for a weight memory of ${packed.memoryBytes} bytes`,
+        `for a weight memory of ${packed.memoryBytes} bytes` +
+        (onTest ? `; on the test set ${onTest.accuracy}% (${onTest.correct}/${onTest.total})` : ''),
     );
     models.push({
       kind: m.kind,
@@ -140,9 +147,19 @@ export async function runSearchJob(o: SearchJobOptions): Promise<SearchJobResult
       packedWeightBytes: packed.weightBytes,
       memoryBytes: packed.memoryBytes,
       packedFileBytes: packed.fileBytes,
+      ...(onTest ? { testAccuracy: onTest.accuracy, testCorrect: onTest.correct, testTotal: onTest.total } : {}),
     });
   }
 
+  let selection: SearchReport['selection'];
+  if (o.finalTest) {
+    const fp = evaluateFullPrecision(o.model, o.finalTest, { batchSize: o.testBatchSize });
+    selection = { images: o.test.count, source: o.test.source, fullPrecisionTestAccuracy: fp.accuracy };
+    o.log(
+      `selection split: the search decided on ${o.test.count} held-out training images (full precision ` +
+        `${r.fullPrecisionAccuracy}%); full-precision accuracy on the test set ${fp.accuracy}% (${fp.correct}/${fp.total})`,
+    );
+  }
   const report: SearchReport = {
     tool: 'qcapsnets',
     settings: o.settings,
@@ -173,6 +190,7 @@ export async function runSearchJob(o: SearchJobOptions): Promise<SearchJobResult
       seconds: e.cached ? 0 : e.seconds,
     })),
     notes: search.notes,
+    ...(selection ? { selection } : {}),
     seconds: (performance.now() - t0) / 1000,
   };
   const jsonFile = join(outDir, `${stem}_qcapsnets.json`);

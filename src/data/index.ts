@@ -8,6 +8,7 @@ export { parseSvhnMat, readSvhnMat, SVHN_TRAIN_FILE, SVHN_TEST_FILE } from './sv
 export { resizeBilinear, bilinearTaps } from './resize.js';
 export { type RawImageSet, channelsLastImageSet } from './image-set.js';
 export { Dataset, assembleDataset, BYTE_TO_UNIT, type DatasetInit, type Split } from './dataset.js';
+export { checkSelectionSplit, splitOffSelection, type SelectionSplit } from './selection-split.js';
 export { MNIST_PACKAGE_SPLIT, loadMnistPackage } from './mnist-package.js';
 export { DATASET_NAMES, DATASET_SOURCES, type DatasetName, type Checksum, type RemoteFile } from './sources.js';
 export {

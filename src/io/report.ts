@@ -55,7 +55,14 @@ export interface SearchReport {
     memoryBytes?: number;
     /** the packed file's size, header included */
     packedFileBytes?: number;
+    /** --selection-split: the search decided on held-out training images (accuracy, correct,
+     *  total); this is the chosen model's accuracy on the test set */
+    testAccuracy?: number;
+    testCorrect?: number;
+    testTotal?: number;
   })[];
+  /** --selection-split: the images the search decided on, and the full-precision test accuracy */
+  selection?: { images: number; source: string; fullPrecisionTestAccuracy: number };
   evaluations: ReportEvaluation[];
   notes: string[];
   seconds: number;

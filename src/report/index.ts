@@ -54,7 +54,21 @@ const SEARCH_SHAPE: Shape = {
     minimumAccuracy: 'number',
     branch: { oneOf: ['A', 'B'] },
     steps: { array: { fields: stepFields } },
-    models: { array: { fields: { ...stepFields, kind: 'string', file: 'string' } } },
+    models: {
+      array: {
+        fields: {
+          ...stepFields,
+          kind: 'string',
+          file: 'string',
+          testAccuracy: { optional: 'number' },
+          testCorrect: { optional: 'number' },
+          testTotal: { optional: 'number' },
+        },
+      },
+    },
+    selection: {
+      optional: { fields: { images: 'number', source: 'string', fullPrecisionTestAccuracy: 'number' } },
+    },
     evaluations: {
       array: {
         fields: {

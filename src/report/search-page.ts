@@ -198,6 +198,9 @@ export function searchPage(r: SearchReport, source: string): string {
     kb(s.activationKB),
     xr(s.activationReduction),
   ]);
+  // --selection-split: the search decided on held-out training images; the chosen models'
+  // accuracies on the test set are shown beside them
+  const split = r.selection ?? null;
   const modelRows = r.models.map((m) => [
     `model-${m.kind}`,
     bitList(m.weightBits),
@@ -206,6 +209,13 @@ export function searchPage(r: SearchReport, source: string): string {
     m.correct !== undefined && m.total !== undefined
       ? `${num(m.accuracy, 2)} (${m.correct}/${m.total})`
       : num(m.accuracy, 2),
+    ...(split
+      ? [
+          m.testAccuracy === undefined
+            ? '–'
+            : `${num(m.testAccuracy, 2)}${m.testCorrect !== undefined ? ` (${m.testCorrect}/${m.testTotal})` : ''}`,
+        ]
+      : []),
     num(m.memoryMB, 4),
     xr(m.reduction),
     kb(m.activationKB),
@@ -233,6 +243,14 @@ export function searchPage(r: SearchReport, source: string): string {
       [String(r.evaluations.length), 'evaluations'],
       [`${num(r.seconds, 1)} s`, 'run time'],
     ]),
+    ...(split
+      ? [
+          `<p class="note">The search decided on ${split.images} images held out of the training set ` +
+            `(${esc(split.source)}), not on the test set: the accuracies in the plots and the steps are ` +
+            `theirs. On the test set, the full-precision model scores ${num(split.fullPrecisionTestAccuracy, 2)}% ` +
+            `and each chosen model the "test accuracy" below.</p>`,
+        ]
+      : []),
     ...r.notes.map((n) => `<p class="note">${esc(n)}</p>`),
     '<h2>Accuracy against weight memory</h2>',
     scatter(r),
@@ -261,7 +279,8 @@ export function searchPage(r: SearchReport, source: string): string {
         'weight bits',
         'activation bits',
         'routing bits',
-        'accuracy (%)',
+        split ? 'accuracy on the selection split (%)' : 'accuracy (%)',
+        ...(split ? ['test accuracy (%)'] : []),
         'weight memory (MB)',
         'vs 32 bits',
         'activations (kB)',
