@@ -358,6 +358,34 @@ describe('MATLAB level-5 reader and SVHN', () => {
     );
   });
 
+  test('a miCOMPRESSED zlib bomb stops at the size its element declares', () => {
+    const wrap = (inner: Buffer): Buffer => {
+      const z = deflateSync(inner);
+      const tag = Buffer.alloc(8);
+      tag.writeUInt32LE(MI.COMPRESSED, 0);
+      tag.writeUInt32LE(z.length, 4);
+      return Buffer.concat([matHeader(), tag, z]);
+    };
+    // a 16-byte miMATRIX tag followed by 64 MiB of zeros: 64 KiB of zlib data
+    const tag = Buffer.alloc(16);
+    tag.writeUInt32LE(MI.MATRIX, 0);
+    tag.writeUInt32LE(8, 4);
+    const bomb = wrap(Buffer.concat([tag, Buffer.alloc(64 * 2 ** 20)]));
+    assert.ok(bomb.length < 100_000);
+    assert.throws(
+      () => parseMat(bomb, 'bomb.mat'),
+      /bomb\.mat: miCOMPRESSED element at file byte 128: zlib data inflates to more than the 16 bytes its first element declares/,
+    );
+    // a tag that declares 4 GB in a few bytes of zlib data: refused before inflating
+    const liar = Buffer.alloc(8);
+    liar.writeUInt32LE(MI.MATRIX, 0);
+    liar.writeUInt32LE(0xfffffff0, 4);
+    assert.throws(
+      () => parseMat(wrap(liar), 'liar.mat'),
+      /liar\.mat: miCOMPRESSED element at file byte 128: \d+ bytes of zlib data cannot hold the 4294967288-byte element/,
+    );
+  });
+
   test('not a level-5 file, or missing variables, is reported', () => {
     assert.throws(() => parseMat(Buffer.alloc(200), 'a.mat'), /a\.mat: not a MATLAB level-5 MAT-file/);
     const onlyX = Buffer.concat([matHeader(), matrix('X', MX.UINT8, [32, 32, 3, 1], MI.UINT8, Buffer.alloc(3072))]);

@@ -12,7 +12,7 @@
 //   miCOMPRESSED (15) holds a zlib stream that inflates to further data elements.
 
 import { readFileSync } from 'node:fs';
-import { inflateSync } from 'node:zlib';
+import { constants as zlibConstants, inflateSync } from 'node:zlib';
 import { fileError } from '../io/byte-source.js';
 
 export type MatClass =
@@ -178,23 +178,64 @@ export function parseMat(bytes: Uint8Array, fileName = '<mat bytes>'): Map<strin
   return variables;
 }
 
+/** Deflate packs at most 1032:1, so no valid stream inflates further. */
+const DEFLATE_MAX_RATIO = 1032;
+
+/** The data elements of a miCOMPRESSED element. MATLAB and SciPy wrap one variable in each:
+ *  the stream is inflated no further than the size its first element's tag declares (a zlib
+ *  bomb stops there), and a size that deflate could not have packed into the element is
+ *  refused before inflating. */
+function inflateElement(reader: ElementReader, start: number, byteCount: number, offset: number): Uint8Array {
+  const where = `miCOMPRESSED element at ${reader.where} byte ${offset}`;
+  const compressed = reader.bytes.subarray(start, start + byteCount);
+  const corrupt = (err: unknown) =>
+    fileError(
+      reader.fileName,
+      `${where}: zlib data is truncated or corrupt (${(err as Error).message}); ` +
+        `expected ${byteCount} bytes of zlib-compressed data elements`,
+      { cause: err },
+    );
+  let head: Buffer;
+  try {
+    // the first compressed bytes only, flushed instead of ended: enough for the inner tag
+    head = inflateSync(compressed.subarray(0, Math.min(compressed.length, 512)), {
+      finishFlush: zlibConstants.Z_SYNC_FLUSH,
+    });
+  } catch (err) {
+    throw corrupt(err);
+  }
+  let limit: number | undefined;
+  if (head.length >= 8) {
+    const word = reader.littleEndian ? head.readUInt32LE(0) : head.readUInt32BE(0);
+    const small = word >>> 16 !== 0; // small data element: type and size in one word, 4 bytes of data
+    const size = small ? 8 : 8 + (reader.littleEndian ? head.readUInt32LE(4) : head.readUInt32BE(4));
+    limit = size + ((8 - (size % 8)) % 8); // with its padding to 8 bytes
+    if (limit > DEFLATE_MAX_RATIO * Math.max(1, byteCount))
+      throw fileError(
+        reader.fileName,
+        `${where}: ${byteCount} bytes of zlib data cannot hold the ${size}-byte element they declare ` +
+          `(deflate packs at most ${DEFLATE_MAX_RATIO}:1)`,
+      );
+  }
+  try {
+    return inflateSync(compressed, limit === undefined ? {} : { maxOutputLength: limit });
+  } catch (err) {
+    if ((err as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE' && limit !== undefined)
+      throw fileError(
+        reader.fileName,
+        `${where}: zlib data inflates to more than the ${limit} bytes its first element declares`,
+      );
+    throw corrupt(err);
+  }
+}
+
 function readTopLevel(reader: ElementReader, start: number, into: Map<string, MatVariable>): void {
   let offset = start;
   const end = reader.bytes.length;
   while (offset < end) {
     const el = reader.element(offset, end, 'a top-level variable');
     if (el.type === MI_COMPRESSED) {
-      let inflated: Uint8Array;
-      try {
-        inflated = inflateSync(reader.bytes.subarray(el.dataStart, el.dataStart + el.byteCount));
-      } catch (err) {
-        throw fileError(
-          reader.fileName,
-          `miCOMPRESSED element at ${reader.where} byte ${offset}: zlib data is truncated or corrupt ` +
-            `(${(err as Error).message}); expected ${el.byteCount} bytes of zlib-compressed data elements`,
-          { cause: err },
-        );
-      }
+      const inflated = inflateElement(reader, el.dataStart, el.byteCount, offset);
       const where = `${reader.where} byte ${offset} (inflated) `;
       readTopLevel(new ElementReader(inflated, reader.littleEndian, reader.fileName, where.trim()), 0, into);
     } else if (el.type === MI_MATRIX) {
