@@ -449,7 +449,6 @@ export function checkSearchFlags(o: Options, paramCounts: readonly number[]): vo
     );
   const tol = num(o, 'accuracy-tolerance');
   if (!(tol > 0 && tol < 100)) throw new Error(`--accuracy-tolerance ${tol}: expected a value in (0, 100)`);
-  if (o['output-dir'] !== null) checkWritableFolder(str(o, 'output-dir'), '--output-dir');
 }
 
 /** A folder the run can write into, or one it can create (its nearest existing parent is a
@@ -474,14 +473,16 @@ export function checkWritableFolder(dir: string, flag: string): void {
 }
 
 /** The folders a command writes into, checked before any long work: training's model and
- *  checkpoint folder, and the search's outputs (--output-dir, else the model's folder). */
+ *  checkpoint folder, and the outputs of the search, sweep and sensitivity (--output-dir,
+ *  else the model's folder). */
 export function checkOutputFolders(command: Subcommand, o: Options): void {
   const training = trains(command, o);
   if (training) checkWritableFolder(dirname(resolve(str(o, 'full-precision-filename'))), '--full-precision-filename');
+  const writesResults = searches(command) || command === 'sweep' || command === 'sensitivity';
+  if (writesResults && o['output-dir'] !== null) checkWritableFolder(str(o, 'output-dir'), '--output-dir');
   const weights = resolve(str(o, 'trained-weights-path'));
   // (a --trained-weights-path that is no file is loadTrained's error)
-  const writesBesideWeights = searches(command) || command === 'sweep' || command === 'sensitivity';
-  if (writesBesideWeights && o['output-dir'] === null && !training && existsSync(weights) && statSync(weights).isFile())
+  if (writesResults && o['output-dir'] === null && !training && existsSync(weights) && statSync(weights).isFile())
     checkWritableFolder(
       dirname(weights),
       `--trained-weights-path (${command === 'all' ? 'the search' : command} writes next to it without --output-dir)`,
@@ -652,6 +653,5 @@ export function sweepGridFromFlags(
       throw new Error(`--shard ${str(o, 'shard')}: expected i/n with 1 <= i <= n (e.g. 1/4)`);
     shard = { index, count };
   }
-  if (o['output-dir'] !== null) checkWritableFolder(str(o, 'output-dir'), '--output-dir');
   return { grid: { tolerances, memoryBudgetsMB, methods }, shard, budgetDivisors };
 }

@@ -30,7 +30,6 @@ import {
   checkLoadedDataset,
   checkOutputFolders,
   checkResumeFlags,
-  checkWritableFolder,
   checkSearchFlags,
   datasetShapeFromFlags,
   FLAGS,
@@ -268,7 +267,6 @@ async function main(): Promise<number> {
     );
   const sensitivityBits =
     command === 'sensitivity' ? parseBitList(str(o, 'sensitivity-bits'), '--sensitivity-bits') : [];
-  if (command === 'sensitivity' && o['output-dir'] !== null) checkWritableFolder(str(o, 'output-dir'), '--output-dir');
   checkOutputFolders(command, o);
   const files = training ? prepareTrainingFiles(o) : null;
   let modelFile = training ? '' : loadTrained(o, model);
@@ -367,6 +365,7 @@ async function sweep(o: Options): Promise<number> {
     o,
     model.quantLayers.map((l) => l.paramCount),
   );
+  checkOutputFolders('sweep', o);
   const modelFile = loadTrained(o, model);
   const test = await loadSplit(o, 'test');
   checkLoadedDataset(model, test);
