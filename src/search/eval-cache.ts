@@ -44,15 +44,12 @@ export interface EvalCacheHeader {
 }
 
 /** One stored evaluation. */
-export interface StoredEvaluation {
+export interface StoredEvaluation extends Pick<
+  Evaluation,
+  'accuracy' | 'lower' | 'upper' | 'exact' | 'seen' | 'total'
+> {
   method: QuantMethod;
   bits: BitConfig;
-  accuracy: number;
-  lower: number;
-  upper: number;
-  exact: boolean;
-  seen: number;
-  total: number;
   /** correct images among those seen */
   correct: number;
   /** correct images per batch, from the first (empty when the evaluator does not count them) */

@@ -19,7 +19,7 @@ import type { QuantMethod } from '../tensor/backend.js';
 import { CachingEvaluator, type EvalCache, type StoredEvaluation } from './eval-cache.js';
 import { FastEvaluator } from './fast-evaluator.js';
 import { checkSearchSettings, runSearch } from './qcapsnets.js';
-import type { SweepModel, SweepPoint, SweepRow } from './sweep-result.js';
+import type { SweepModel, SweepPoint, SweepResult, SweepRow } from './sweep-result.js';
 
 export interface SweepGrid {
   tolerances: number[];
@@ -46,18 +46,20 @@ export interface SweepOptions {
   log?: (line: string) => void;
 }
 
-export interface SweepCore {
-  fullPrecisionAccuracy: number;
-  fullPrecisionMemoryMB: number;
-  fullPrecisionActivationKB: number;
-  rows: SweepRow[];
-  evaluated: SweepPoint[];
-  pareto: number[];
-  evaluations: number;
-  middleCellEvaluations: number;
-  imagesEvaluated: number;
-  middleCellImages: number;
-}
+/** What a sweep computes: the SweepResult without its file's identity (tool, model, settings,
+ *  grid, shard, seconds), the image counts always present. */
+export type SweepCore = Pick<
+  SweepResult,
+  | 'fullPrecisionAccuracy'
+  | 'fullPrecisionMemoryMB'
+  | 'fullPrecisionActivationKB'
+  | 'rows'
+  | 'evaluated'
+  | 'pareto'
+  | 'evaluations'
+  | 'middleCellEvaluations'
+> &
+  Required<Pick<SweepResult, 'imagesEvaluated' | 'middleCellImages'>>;
 
 export interface SweepCell {
   /** position in grid order */
