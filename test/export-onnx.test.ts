@@ -15,6 +15,8 @@ import type * as Ort from 'onnxruntime-node';
 import { loadDataset } from '../src/data/load.js';
 import type { Dataset } from '../src/data/dataset.js';
 import { exportOnnx } from '../src/io/onnx-export.js';
+import { OnnxGraph } from '../src/io/onnx-graph.js';
+import { convOp } from '../src/io/onnx-layers.js';
 import { writeQuantizedModel } from '../src/io/quantized-file.js';
 import { writeSafetensors } from '../src/io/safetensors.js';
 import { sourceBatch } from '../src/models/evaluate.js';
@@ -144,19 +146,64 @@ test('ShallowCapsNet with truncation (dac2020) and logarithmic rounding', async 
   }
 });
 
-test('DeepCaps (28 1 10 8, initial weights): 100 test images as ours', async () => {
+test('DeepCaps (28 1 10 8, initial weights): 1,000 test images as ours, in both arithmetics', async (t) => {
   const model = buildModel('DeepCaps', [28, 1, 10, 8]);
   const bits = {
     weightBits: [7, 7, 6, 6, 6, 6],
     actBits: [6, 6, 6, 5, 5, 6],
     routingBits: [5, 5],
   };
-  const q = quantize(model, bits, { method: 'round_to_nearest' });
-  const r = exportOnnx(q, { outDir: lib, fileName: 'deepcaps.onnx' });
-  checkIntegerWeights(r.file, q);
-  const c = await compare(r.file, q, fashion, 100);
-  assert.ok(c.maxDiff <= 1e-4, `max |length difference| ${c.maxDiff}`);
-  assert.deepEqual(c.differ, [], 'images whose prediction differs');
+  for (const compat of ['none', 'dac2020'] as const) {
+    const q = quantize(model, bits, { method: 'round_to_nearest', compat });
+    const r = exportOnnx(q, { outDir: lib, fileName: `deepcaps-${compat}.onnx` });
+    checkIntegerWeights(r.file, q);
+    const c = await compare(r.file, q, fashion, 1000);
+    t.diagnostic(`${compat}: max |length difference| ${c.maxDiff}`);
+    assert.ok(c.maxDiff <= 1e-4, `${compat}: max |length difference| ${c.maxDiff}`);
+    assert.deepEqual(c.differ, [], `${compat}: images whose prediction differs`);
+  }
+});
+
+test('a convolution of fixed-point values is summed exactly, where float32 sums would round', async () => {
+  // 12-bit inputs and weights over 8 channels of 5x5 taps: products up to 2^22 grid units, sums
+  // past 2^24, so float32 partial sums round; ours (and the graph) sum exactly, then round once
+  const [C, H, O, k] = [8, 9, 4, 5];
+  let seed = 12345;
+  const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32) * 2 - 1;
+  const x = Float32Array.from({ length: C * H * H }, () => Math.round(rand() * 4095) / 2 ** 6); // NCHW
+  const w = Float32Array.from({ length: O * C * k * k }, () => Math.round(rand() * 2047) / 2 ** 11);
+  const OH = H - k + 1;
+  const expected = new Float32Array(O * OH * OH);
+  for (let o = 0; o < O; o++)
+    for (let y = 0; y < OH; y++)
+      for (let xx = 0; xx < OH; xx++) {
+        let sum = 0; // integer multiples of 2^-17 below 2^53: exact in float64
+        for (let c = 0; c < C; c++)
+          for (let i = 0; i < k; i++)
+            for (let j = 0; j < k; j++) sum += x[(c * H + y + i) * H + xx + j] * w[((o * C + c) * k + i) * k + j];
+        expected[(o * OH + y) * OH + xx] = sum;
+      }
+  const graphOf = async (exact: boolean) => {
+    const g = new OnnxGraph();
+    const wName = g.floats(w, [O, C, k, k], 'w');
+    const geom = { inChannels: C, outChannels: O, kernel: k, stride: 1, pad: 0, relu: false };
+    g.op('Identity', [convOp(g, 'x', wName, null, geom, exact)], {}, 'y');
+    const bytes = g.encode(
+      'conv',
+      [{ name: 'x', dims: ['batch', C, H, H] }],
+      [{ name: 'y', dims: ['batch', O, OH, OH] }],
+      '',
+    );
+    const session = await ort.InferenceSession.create(bytes);
+    const out = await session.run({ x: new ort.Tensor('float32', x, [1, C, H, H]) });
+    return out.y.data as Float32Array;
+  };
+  assert.deepEqual(await graphOf(true), expected, 'the exact lowering: every sum rounded once');
+  const float = await graphOf(false);
+  assert.ok(
+    float.some((v, i) => v !== expected[i]),
+    "ORT's float32 Conv rounds some of these sums: the case needs the exact lowering",
+  );
 });
 
 test('stochastic rounding: refused in one line naming --onnx-rounding, exported with it', async () => {

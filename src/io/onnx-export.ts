@@ -147,8 +147,8 @@ const side = (n: number, c: { kernel: number; stride: number; pad: number }) =>
 
 function shallowCapsNet(ctx: Lowering, m: ShallowCapsNet, x: string): string {
   const { g } = ctx;
-  const convCfg = { outChannels: 256, kernel: 9, stride: 1, pad: 0, relu: true };
-  const h = quantizeOp(g, convOp(g, x, 'conv.conv.weight', 'conv.conv.bias', convCfg), ctx.act('conv'));
+  const convCfg = { inChannels: m.inputCh, outChannels: 256, kernel: 9, stride: 1, pad: 0, relu: true };
+  const h = quantizeOp(g, convOp(g, x, 'conv.conv.weight', 'conv.conv.bias', convCfg, false), ctx.act('conv'));
   const H = side(m.inputWh, convCfg);
   const pc = m.primary.cfg;
   const v = convCapsRouting(ctx, 'primary', h, H, pc, 'primary.conv3d', null, m.primary.iterations, 'j');
@@ -158,8 +158,8 @@ function shallowCapsNet(ctx: Lowering, m: ShallowCapsNet, x: string): string {
 
 function deepCaps(ctx: Lowering, m: DeepCaps, x: string): string {
   const { g } = ctx;
-  const cfg = { outChannels: 128, kernel: 3, stride: 1, pad: 1, relu: true };
-  const y = convOp(g, x, 'conv1.conv.weight', 'conv1.conv.bias', cfg);
+  const cfg = { inChannels: m.inputCh, outChannels: 128, kernel: 3, stride: 1, pad: 1, relu: true };
+  const y = convOp(g, x, 'conv1.conv.weight', 'conv1.conv.bias', cfg, false);
   const bn = m.conv1.batchnorm.state;
   const invStd = Float32Array.from(bn.runningVar.data, (v) => 1 / Math.sqrt(v + bn.eps));
   const mean = bn.runningMean.data.slice();
@@ -218,9 +218,10 @@ function conv2dCaps(
   const { g } = ctx;
   const c = l.cfg;
   const OH = side(H, c);
-  const s = convOp(g, x, `${path}.conv.weight`, `${path}.conv.bias`, { ...c, outChannels: c.co * c.no, relu: false });
+  const geom = { ...c, inChannels: c.ci * c.ni, outChannels: c.co * c.no, relu: false };
+  const s = convOp(g, x, `${path}.conv.weight`, `${path}.conv.bias`, geom, true);
   const sq = quantizeOp(g, s, ctx.act(layer));
-  const v = squashOp(g, g.reshape(sq, [-1, c.co, c.no, OH, OH]), 2);
+  const v = squashOp(g, g.reshape(sq, [-1, c.co, c.no, OH, OH]), 2, 'double');
   const vq = quantizeOp(g, v, ctx.act(layer));
   return { map: g.reshape(vq, [-1, c.co * c.no, OH, OH]), side: OH };
 }
@@ -244,7 +245,7 @@ function convCapsRouting(
   const xi = g.reshape(x, [-1, c.ni, H, H]); // [B*ci, ni, H, W]
   // Conv3DCaps' weight is [co*no, 1, ni, k, k] in PyTorch: the same elements as OIHW
   const w = g.reshape(`${conv}.weight`, [c.co * c.no, c.ni, c.kernel, c.kernel]);
-  const u = convOp(g, xi, w, convBias, { ...c, outChannels: c.co * c.no, relu: false });
+  const u = convOp(g, xi, w, convBias, { ...c, inChannels: c.ni, outChannels: c.co * c.no, relu: false }, true);
   const votes = g.transpose(g.reshape(u, [-1, c.ci, c.co, c.no, P]), [0, 1, 4, 2, 3]);
   const uq = quantizeOp(g, votes, ctx.act(layer));
   const bias = g.reshape(`${layer === 'primary' ? 'primary' : `${layer}.l_skip`}.bias`, [c.co, c.no]);

@@ -2,30 +2,68 @@
 // maps and capsule tensors, in the same order of float32 operations as our kernels:
 //   conv       sum (Conv without bias), + bias, ReLU               (src/tensor/ops/conv2d.ts)
 //   batchnorm  h = float((x - mean) * invStd) in double, gamma h + beta   (native/elementwise.cc)
-//   squash     n2 = sum s^2, v = s * (sqrt(n2) / (1 + n2))          (native/routing.cc)
+//   squash     n2 = sum s^2, v = s * (sqrt(n2) / (1 + n2)): float32 in routing (native/routing.cc),
+//              float64 rounded to float32 in Conv2DCaps (native/elementwise.cc)
 //   softmax    e = exp(l - max), c = e * float(1 / sum e), the sum in double
 //   routing    unrolled: c, s = bias + sum_i c u, v = squash(s), logits += <u, v>, each quantized
-// Fixed-point products and their sums are exact in float32 as long as the values stay within
-// 24 bits of their grid, so the order of ORT's sums does not matter there.
+// Convolutions of fixed-point values are exact sums (convOp), as ours are, so the order of ORT's
+// sums does not matter there; the capsule votes' sums of fixed-point products are exact in
+// float32 as long as they stay within 24 bits of their grid.
 import type { RoutingGeom } from '../tensor/backend.js';
 import { quantizeTs } from '../tensor/ts/quantize.js';
 import { DT, type OnnxGraph } from './onnx-graph.js';
 import { type GraphQuantizer, quantizeOp } from './onnx-quantizers.js';
 
-/** Conv + bias (+ ReLU) on NCHW; w is OIHW. */
-export function convOp(
-  g: OnnxGraph,
-  x: string,
-  w: string,
-  bias: string | null,
-  o: { outChannels: number; kernel: number; stride: number; pad: number; relu: boolean },
-): string {
+export interface ConvGeom {
+  inChannels: number;
+  outChannels: number;
+  kernel: number;
+  stride: number;
+  pad: number;
+  relu: boolean;
+}
+
+/** Conv + bias (+ ReLU) on NCHW; w is OIHW. A float input (the images) goes through ORT's Conv,
+ *  as ours goes through a float convolution. A fixed-point input (`exact`: a quantizer's output,
+ *  with fixed-point weights) is summed exactly, as our integer convolution does
+ *  (native/fixedconv.cc), then rounded once to float32: its patches are gathered exactly by a
+ *  depthwise Conv with one-hot kernels (x * 1 plus zeros), and multiplied by the weights in a
+ *  float64 MatMul, where every product and partial sum is an integer multiple of the grid well
+ *  inside 53 bits, so the order of the sums does not matter. ORT has no float64 Conv. */
+export function convOp(g: OnnxGraph, x: string, w: string, bias: string | null, o: ConvGeom, exact: boolean): string {
   const p = o.pad;
-  let y = g.op('Conv', [x, w], {
-    kernel_shape: [o.kernel, o.kernel],
-    strides: [o.stride, o.stride],
-    pads: [p, p, p, p],
-  });
+  const attrs = { kernel_shape: [o.kernel, o.kernel], strides: [o.stride, o.stride], pads: [p, p, p, p] };
+  let y: string;
+  if (!exact) y = g.op('Conv', [x, w], attrs);
+  else {
+    const C = o.inChannels;
+    const KK = o.kernel * o.kernel;
+    // patches [B, C*KK, OH, OW]: output channel c*KK + t copies input channel c at tap t; the
+    // one-hot kernels [C*KK, 1, k, k] are built in the graph (an identity of zeros tiled C times)
+    const eye = g.op('EyeLike', [g.op('ConstantOfShape', [g.int64s([KK, KK])])]);
+    const pick = g.reshape(g.op('Tile', [g.reshape(eye, [1, KK, o.kernel, o.kernel]), g.int64s([C, 1, 1, 1])]), [
+      C * KK,
+      1,
+      o.kernel,
+      o.kernel,
+    ]);
+    const patches = g.op('Conv', [x, pick], { ...attrs, group: C });
+    const shape = g.op('Shape', [patches]);
+    const cols = g.op('Cast', [g.reshape(patches, [0, C * KK, -1])], { to: DT.double }); // [B, C*KK, P]
+    const wd = g.op('Cast', [g.reshape(w, [o.outChannels, C * KK])], { to: DT.double });
+    const sums = g.op('Cast', [g.op('MatMul', [wd, cols])], { to: DT.float }); // [B, O, P]
+    // back to [B, O, OH, OW]: the patches' shape with O channels
+    const dims = g.op(
+      'Concat',
+      [
+        g.op('Slice', [shape, g.int64s([0]), g.int64s([1])]),
+        g.int64s([o.outChannels]),
+        g.op('Slice', [shape, g.int64s([2]), g.int64s([4])]),
+      ],
+      { axis: 0 },
+    );
+    y = g.op('Reshape', [sums, dims]);
+  }
   if (bias) y = g.op('Add', [y, g.reshape(bias, [1, o.outChannels, 1, 1])]);
   return o.relu ? g.op('Relu', [y]) : y;
 }
@@ -47,11 +85,15 @@ export function batchNormOp(
   return g.op('Add', [scaled, g.reshape(p.beta, [1, C, 1, 1])]);
 }
 
-/** squash along `axis`: s * (sqrt(|s|^2) / (1 + |s|^2)). */
-export function squashOp(g: OnnxGraph, s: string, axis: number): string {
-  const n2 = g.reduce('ReduceSum', g.op('Mul', [s, s]), [axis], true);
-  const f = g.op('Div', [g.op('Sqrt', [n2]), g.op('Add', [g.scalar(1), n2])]);
-  return g.op('Mul', [s, f]);
+/** squash along `axis`: s * (sqrt(|s|^2) / (1 + |s|^2)), in float32 as the routing kernel's
+ *  (native/routing.cc), or in float64 rounded once to float32 as DeepCaps' Conv2DCaps squash
+ *  (native/elementwise.cc). */
+export function squashOp(g: OnnxGraph, s: string, axis: number, precision: 'float' | 'double' = 'float'): string {
+  const x = precision === 'double' ? g.op('Cast', [s], { to: DT.double }) : s;
+  const n2 = g.reduce('ReduceSum', g.op('Mul', [x, x]), [axis], true);
+  const f = g.op('Div', [g.op('Sqrt', [n2]), g.op('Add', [g.scalar(1, precision), n2])]);
+  const v = g.op('Mul', [x, f]);
+  return precision === 'double' ? g.op('Cast', [v], { to: DT.float }) : v;
 }
 
 /** softmax along the last axis as our routing kernel: expf(l - max), the sum of the float32
