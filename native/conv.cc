@@ -154,14 +154,16 @@ void bias_gradient(const float* dy, size_t rows, int O, float* db) {
 
 void conv2d_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu,
                     const QuantSpec* q, ConvMode mode) {
-  // Exact integer sums where they are the fastest: Winograd (2.25 multiplications an output
-  // instead of 9) beats one int16 pass at twice the float rate, except at the smallest sizes;
-  // one pass beats the DFT, and two passes (inputs wider than int16) beat im2col only
+  // Fixed-point values (mode.fixed_point, the quantized forward) first get exact integer sums
+  // wherever they apply, integer Winograd included, so that a quantized model's numbers are
+  // the correctly rounded sums that the ONNX and C exports compute too (and as fast as float
+  // Winograd here); two passes (inputs wider than int16) only where the DFT would not run.
+  // Float values: Winograd, the DFT, then im2col + GEMM.
   bool done = true;
-  if (use_winograd(g, mode.fast))
-    winograd_forward(g, x, w, bias, y, relu);
-  else if (mode.fixed_point && fixed_point_conv(g, x, w, bias, y, relu, use_fft(g, mode.fast) ? 1 : 2))
+  if (mode.fixed_point && fixed_point_conv(g, x, w, bias, y, relu, use_fft(g, mode.fast) ? 1 : 2))
     ;
+  else if (use_winograd(g, mode.fast))
+    winograd_forward(g, x, w, bias, y, relu);
   else if (use_fft(g, mode.fast))
     fft_forward(g, x, w, bias, y, relu);
   else
