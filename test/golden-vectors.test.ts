@@ -13,6 +13,8 @@ import { quantize, uniformBits } from '../src/quant/index.js';
 import { sourceBatch } from '../src/models/evaluate.js';
 import { activationQuant } from '../src/quant/methods.js';
 import { quantizeTs } from '../src/tensor/ts/quantize.js';
+import { conv2dForwardFixedPointTs } from '../src/tensor/ts/fixed-conv.js';
+import type { DeepCaps } from '../src/models/deepcaps.js';
 
 const data = loadDataset('mnist', 'test', { limit: 3 });
 
@@ -93,6 +95,40 @@ test('ShallowCapsNet digit iteration 0: s recomputed from the recorded votes and
     assert.equal(info.fracBits, 3);
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('DeepCaps block1.l2: its conv output recomputed from block1.l1 squash vectors by the TypeScript fixed-point conv, for three methods', () => {
+  const m = buildModel('DeepCaps', [28, 1, 10, 32]);
+  for (const method of ['round_to_nearest', 'truncation', 'logarithmic'] as const) {
+    const dir = mkdtempSync(join(tmpdir(), 'qcaps-gv-'));
+    try {
+      const bits = { weightBits: [8, 7, 6, 6, 6, 6], actBits: [6, 5, 6, 5, 5, 6], routingBits: [5, 5] };
+      const q = quantize(m, bits, { method });
+      const r = exportGoldenVectors(q, data, { images: 2, outDir: dir });
+      const file = readSafetensorsRaw(r.safetensors);
+      const doc = JSON.parse(readFileSync(r.json, 'utf8'));
+      const info = (n: string) => doc.tensors.find((t: { name: string }) => t.name === n);
+      const ints = (n: string) => new Int32Array(file.tensors.get(n)!.bytes.slice().buffer);
+      const inInfo = info('block1.l1/squash');
+      const outInfo = info('block1.l2/conv');
+      assert.deepEqual([inInfo.fracBits, outInfo.fracBits], [5, 5], 'block1 activation bits');
+      const x = Float32Array.from(ints('block1.l1/squash'), (v) => v / 2 ** inInfo.fracBits);
+      const conv = (q.model as DeepCaps).block1.l2.conv;
+      const [B, H, W] = inInfo.shape;
+      const C = x.length / (B * H * W);
+      const [O, K] = [conv.weight.shape[0], conv.weight.shape[1]];
+      const g = { B, H, W, C, O, KH: K, KW: K, stride: conv.stride, pad: conv.pad, OH: H, OW: W };
+      const y = new Float32Array(B * H * W * O);
+      assert.ok(conv2dForwardFixedPointTs(g, x, conv.weight.data, conv.bias!.data, y, false), `${method}: fixed point`);
+      quantizeTs(y, y, y.length, activationQuant(method, outInfo.fracBits, 'none', 42, 0));
+      const rec = ints('block1.l2/conv');
+      assert.deepEqual(outInfo.shape, [B, H, W, O]);
+      for (let k = 0; k < y.length; k++)
+        assert.equal(y[k] * 2 ** outInfo.fracBits + 0, rec[k], `${method}: conv[${k}]`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   }
 });
 

@@ -55,7 +55,7 @@ test('each model describes its quantization layers, with iterations read from it
   assert.equal(deep.capsLayer.iterations, deep.quantLayers[5].iterations);
 });
 
-test('a QuantizedModel computes what the search evaluates, and leaves the float model unchanged', async () => {
+test('a QuantizedModel computes what the search evaluates, never writes the float model, and holds its own weights', async () => {
   const model = buildModel('ShallowCapsNet', [28, 1, 10, 16], { seed: 7 });
   const data = syntheticImages(60, 3);
   const before = model.parameters().map((p) => p.param.data.slice());
@@ -84,17 +84,23 @@ test('a QuantizedModel computes what the search evaluates, and leaves the float 
   for (const v of w.data) assert.equal(v * 64, Math.round(v * 64));
   model.parameters().forEach((p, i) => assert.deepEqual(p.param.data, before[i], `${p.name} unchanged`));
 
-  // training the float model further is seen by the next call
+  // a value: training the float model further changes neither the QuantizedModel's weights nor
+  // its answers; a new quantize() takes the new weights
+  const x = new Tensor(new Float32Array(4 * 784), [4, 28, 28, 1]);
+  for (let i = 0; i < 4; i++) data.writeImage(i, x.data, i * 784);
+  const held = q.stateDict();
+  const capsBefore = q.forward(x).data.slice();
   const first = model.parameters()[0];
   first.param.data.fill(0.25);
-  const after = q.stateDict();
-  const name = [...after.keys()].find((k) => k.startsWith(first.name.split('.')[0]) && k.endsWith('weight'));
+  const name = [...held.keys()].find((k) => k.startsWith(first.name.split('.')[0]) && k.endsWith('weight'));
   assert.ok(name);
+  assert.deepEqual(q.stateDict().get(name)!.data, held.get(name)!.data, `${name} is held at quantize() time`);
+  assert.deepEqual(q.forward(x).data, capsBefore, 'the same class capsules after the float model changed');
+  const again = quantize(model, bits, { method: 'round_to_nearest' }).stateDict().get(name)!;
   assert.ok(
-    after.get(name)!.data.every((v) => v === 0.25),
-    `${name} follows the float model`,
+    again.data.every((v) => v === 0.25),
+    `${name}: a new quantize() takes the float model as it is now`,
   );
-  assert.ok(first.param.data.every((v) => v === 0.25));
 });
 
 test('a quantized forward sets no process-wide kernel state: float forwards around it keep their bits', () => {

@@ -2,17 +2,17 @@
 // at every quantization point of the quantized forward pass (SPEC 4), each with its fixed-point
 // format (value = integer * 2^-frac: activations use the layer's activation bits, routing's s
 // and logits its routing bits), plus the class capsules' lengths and the predictions.
-// The capture pass runs the TypeScript reference kernels (whose routing reports c, s, v and the
-// logits of every iteration) with hooks that call activation() at every point; its class
-// capsules are checked against the normal (native) QuantizedModel.forward.
+// The capture pass runs the native kernels but for routing, which runs in the TypeScript
+// reference (it reports c, s, v and the logits of every iteration), with hooks that call
+// activation() at every point; its class capsules are checked against the normal (native)
+// QuantizedModel.forward.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { type ImageSource, sourceBatch } from '../models/evaluate.js';
 import type { QuantHooks } from '../nn/module.js';
-import { ModelQuantizer } from '../quant/quantized-forward.js';
 import type { QuantizedModel } from '../quant/quantized-model.js';
 import type { Kernels, RoutingQuant } from '../tensor/backend.js';
-import { kernels, typescriptKernels, useKernels } from '../tensor/kernels.js';
+import { kernels, useKernels } from '../tensor/kernels.js';
 import { give } from '../tensor/pool.js';
 import { capsulesForwardTs, type RoutingRecord, routingForwardTs } from '../tensor/ts/routing.js';
 import type { Tensor } from '../tensor/tensor.js';
@@ -75,7 +75,6 @@ export function exportGoldenVectors(
   const lengths = new Float32Array(n * m.numClasses);
   const predictions = new Int32Array(n);
 
-  const mq = new ModelQuantizer(m, q.method, q.compat, q.seed);
   const native = kernels();
   const first: ImageSource = {
     count: n,
@@ -92,7 +91,7 @@ export function exportGoldenVectors(
     const reference = q.forward(xb, b);
     // the capture pass
     const routingPaths = new Map<RoutingQuant, string>();
-    const inner = mq.hooks(q.bits, b);
+    const inner = q.hooks(b);
     const hooks: QuantHooks = {
       conv: inner.conv,
       activation: (path, point, t) => {
@@ -138,24 +137,20 @@ export function exportGoldenVectors(
         );
       };
     };
+    // the native kernels (their exact fixed-point convolutions), but routing from the
+    // TypeScript reference, which reports the values of every iteration
     const capture: Kernels = {
-      ...typescriptKernels,
+      ...native,
       routingForward: (g, u, bias, v, saveS, saveC, quant) =>
         routingForwardTs(g, u, bias, v, saveS, saveC, quant, recordFor(quant)),
       capsulesForward: (g, x2, w, bias, v, quant) => capsulesForwardTs(g, x2, w, bias, v, quant, recordFor(quant)),
     };
     let caps: Tensor;
-    mq.capture();
-    mq.applyWeights(q.bits.weightBits);
-    const wasTraining = m.training;
-    m.eval();
     useKernels(capture);
     try {
       caps = m.forward(xb, { training: false, quant: hooks });
     } finally {
       useKernels(native);
-      m.train(wasTraining);
-      mq.restore();
     }
     const K = m.numClasses;
     const D = caps.size / (caps.shape[0] * K);

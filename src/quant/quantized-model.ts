@@ -1,11 +1,13 @@
 // A trained model at a bit configuration (SPEC 4), as a value: quantize(model, bits, options)
-// checks the configuration against the model's layers; forward, evaluate and stateDict apply
-// the quantized weights for the call and put the full-precision ones back afterwards, so the
-// float model is the same before and after.
+// checks the configuration against the model's layers and copies the model (architecture,
+// parameters, buffers) into a network of its own whose parameters it quantizes once. forward,
+// evaluate, stateDict and the exports read that network; the float model is never written,
+// and training it further does not change a QuantizedModel made before.
 import type { CapsNet, QuantLayerInfo } from '../models/capsnet.js';
+import { buildModel } from '../models/factory.js';
 import { forEachBatch, type ImageSource } from '../models/evaluate.js';
 import { countCorrect } from '../models/metrics.js';
-import type { StateTensor } from '../nn/module.js';
+import type { QuantHooks, StateTensor } from '../nn/module.js';
 import type { QuantMethod } from '../tensor/backend.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { type BitConfig, checkBitConfig, cloneBits } from './config.js';
@@ -27,20 +29,24 @@ export class QuantizedModel {
   readonly method: QuantMethod;
   readonly compat: RoundingCompat;
   readonly seed: number;
+  /** the quantized network: a copy of the float model at quantize() time (in eval mode) whose
+   *  parameters hold their quantized values; its buffers (BatchNorm's running statistics) are
+   *  the float model's */
+  readonly model: CapsNet;
   private readonly quantizer: ModelQuantizer;
 
-  constructor(
-    readonly model: CapsNet,
-    bits: BitConfig,
-    options: QuantizeOptions,
-  ) {
+  constructor(model: CapsNet, bits: BitConfig, options: QuantizeOptions) {
     const { compat, seed } = checkQuantizeOptions('quantize', options);
     checkBitConfig(model.quantLayers, bits, 'quantize: bits');
     this.bits = cloneBits(bits);
     this.method = options.method;
     this.compat = compat;
     this.seed = seed;
-    this.quantizer = new ModelQuantizer(model, this.method, compat, seed);
+    this.model = buildModel(model.kind, model.args);
+    this.model.loadStateDict(model.stateDict(), `${model.kind} state`);
+    this.model.eval();
+    this.quantizer = new ModelQuantizer(this.model, this.method, compat, seed);
+    this.quantizer.applyWeights(this.bits.weightBits);
   }
 
   get layers(): readonly QuantLayerInfo[] {
@@ -55,28 +61,16 @@ export class QuantizedModel {
     );
   }
 
-  private withWeights<T>(fn: () => T): T {
-    this.quantizer.capture(); // the float model as it is now
-    this.quantizer.applyWeights(this.bits.weightBits);
-    try {
-      return fn();
-    } finally {
-      this.quantizer.restore();
-    }
+  /** The activation and routing quantizers of batch `batch` (its stochastic streams), as
+   *  hooks of a forward of `model` (what forward passes; the golden-vector capture wraps them). */
+  hooks(batch = 0): QuantHooks {
+    return this.quantizer.hooks(this.bits, batch);
   }
 
   /** Class capsules [B, K, D] of images x [B, H, W, C]; `batch` names the stochastic draws'
    *  stream (the search's batch index), so batch b of an evaluation repeats exactly. */
   forward(x: Tensor, batch = 0): Tensor {
-    return this.withWeights(() => {
-      const wasTraining = this.model.training;
-      this.model.eval();
-      try {
-        return this.model.forward(x, { training: false, quant: this.quantizer.hooks(this.bits, batch) });
-      } finally {
-        this.model.train(wasTraining);
-      }
-    });
+    return this.model.forward(x, { training: false, quant: this.hooks(batch) });
   }
 
   /** Test accuracy over `data` in its own order (or in `order`: position -> image index, a
@@ -98,15 +92,13 @@ export class QuantizedModel {
         `QuantizedModel.evaluate: data has ${data.height}x${data.width}x${data.channels} images, the model takes ${m.inputWh}x${m.inputWh}x${m.inputCh}`,
       );
     let correct = 0;
-    this.withWeights(() =>
-      forEachBatch(
-        'QuantizedModel.evaluate',
-        m,
-        data,
-        { batchSize: options.batchSize ?? 100, order, onBatch: options.onBatch },
-        (b) => ({ training: false, quant: this.quantizer.hooks(this.bits, b) }),
-        (caps, labels) => (correct += countCorrect(caps, labels)),
-      ),
+    forEachBatch(
+      'QuantizedModel.evaluate',
+      m,
+      data,
+      { batchSize: options.batchSize ?? 100, order, onBatch: options.onBatch },
+      (b) => ({ training: false, quant: this.hooks(b) }),
+      (caps, labels) => (correct += countCorrect(caps, labels)),
     );
     return { accuracy: (correct * 100.0) / data.count, correct, total: data.count };
   }
@@ -114,7 +106,7 @@ export class QuantizedModel {
   /** The model's state_dict with the quantized parameters (float32 values on the fixed-point
    *  grid; buffers unchanged): what `<stem>_quantized_<kind>.pt` holds. */
   stateDict(): Map<string, StateTensor> {
-    return this.withWeights(() => this.model.stateDict());
+    return this.model.stateDict();
   }
 
   /** Every parameter at its bit width, in state_dict order and PyTorch's layout: the integers
