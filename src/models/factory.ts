@@ -68,6 +68,14 @@ export function buildModel(name: string, args: readonly number[], opts: BuildOpt
   }
 }
 
+/** A model of its own with `model`'s architecture, parameters and buffers as they are now (a
+ *  QuantizedModel's network; the search's, so that it never writes the caller's model). */
+export function copyModel(model: CapsNet): CapsNet {
+  const copy = buildModel(model.kind, model.args);
+  copy.loadStateDict(model.stateDict(), `${model.kind} state`);
+  return copy;
+}
+
 /** buildDecoder('FCDecoder', [16, 784]) etc. (the reference's decoder and decoder_args). */
 export function buildDecoder(name: string, args: readonly number[], opts: BuildOptions = {}): CapsDecoder {
   if (!isDecoderName(name))

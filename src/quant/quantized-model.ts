@@ -4,7 +4,7 @@
 // evaluate, stateDict and the exports read that network; the float model is never written,
 // and training it further does not change a QuantizedModel made before.
 import type { CapsNet, QuantLayerInfo } from '../models/capsnet.js';
-import { buildModel } from '../models/factory.js';
+import { copyModel } from '../models/factory.js';
 import { forEachBatch, type ImageSource } from '../models/evaluate.js';
 import { countCorrect } from '../models/metrics.js';
 import type { QuantHooks, StateTensor } from '../nn/module.js';
@@ -42,8 +42,7 @@ export class QuantizedModel {
     this.method = options.method;
     this.compat = compat;
     this.seed = seed;
-    this.model = buildModel(model.kind, model.args);
-    this.model.loadStateDict(model.stateDict(), `${model.kind} state`);
+    this.model = copyModel(model);
     this.model.eval();
     this.quantizer = new ModelQuantizer(this.model, this.method, compat, seed);
     this.quantizer.applyWeights(this.bits.weightBits);

@@ -2,6 +2,7 @@
 // reference accuracy, and the margins that order the batches hardest first), then steps 1, 2,
 // 3A/4A or 3B over the fast evaluator, then the chosen models as QuantizedModel values.
 // Nothing is written; the command line writes the files (src/cli/search-job.ts).
+import { copyModel } from '../models/factory.js';
 import type { CapsNet, QuantLayerInfo } from '../models/capsnet.js';
 import type { ImageSource } from '../models/evaluate.js';
 import { activationCounts } from '../quant/activation-volume.js';
@@ -126,9 +127,11 @@ export async function searchModel(
 ): Promise<ModelSearchResult> {
   const o = checkOptions(model, test, options);
   const log = options.log ?? (() => {});
-  const quantizer = new ModelQuantizer(model, o.method, o.compat, o.seed);
+  // the quantizer writes the weights of a copy, so the caller's model is never written
+  const net = copyModel(model);
+  const quantizer = new ModelQuantizer(net, o.method, o.compat, o.seed);
   let phase: SearchProgress['phase'] = 'full-precision';
-  const evaluator = new FastEvaluator(model, quantizer, test, {
+  const evaluator = new FastEvaluator(net, quantizer, test, {
     batchSize: o.batchSize,
     cacheMB: o.cacheMB,
     earlyStop: o.earlyStop,

@@ -4,6 +4,7 @@
 // (FULL_PRECISION in the quantized forward). Curves show where accuracy is lost.
 // Evaluations run on the fast evaluator in layer order, so every configuration that varies
 // layer l starts from the kept full-precision outputs of layers 0..l-1.
+import { copyModel } from '../models/factory.js';
 import type { CapsNet } from '../models/capsnet.js';
 import type { ImageSource } from '../models/evaluate.js';
 import { type BitConfig, FULL_PRECISION, MAX_FRACTIONAL_BITS } from '../quant/config.js';
@@ -157,8 +158,9 @@ export async function sensitivityAnalysis(
       `sensitivityAnalysis: the test images are ${test.height}x${test.width}x${test.channels}, the model takes ${model.inputWh}x${model.inputWh}x${model.inputCh}`,
     );
 
-  const quantizer = new ModelQuantizer(model, q.method, q.compat, q.seed);
-  const evaluator = new FastEvaluator(model, quantizer, test, { batchSize, cacheMB, earlyStop: false });
+  const net = copyModel(model); // the quantizer writes its weights, never the caller's model
+  const quantizer = new ModelQuantizer(net, q.method, q.compat, q.seed);
+  const evaluator = new FastEvaluator(net, quantizer, test, { batchSize, cacheMB, earlyStop: false });
   const plan = sensitivityCurves(model);
   const total = plan.length * bits.length;
   const curves: SensitivityCurve[] = [];

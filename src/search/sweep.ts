@@ -7,6 +7,7 @@
 // the decisions of the same search alone.
 //
 // A shard (index i of n, 1-based) runs the cells k (0-based, grid order) with k mod n = i - 1.
+import { copyModel } from '../models/factory.js';
 import type { CapsNet } from '../models/capsnet.js';
 import type { ImageSource } from '../models/evaluate.js';
 import { activationCounts } from '../quant/activation-volume.js';
@@ -138,12 +139,13 @@ export async function runSweep(model: CapsNet, test: ImageSource, o: SweepOption
   let evaluations = 0;
   let imagesEvaluated = 0;
 
+  const net = copyModel(model); // the quantizers write its weights, never the caller's model
   for (const method of o.grid.methods) {
     const mine = cells.filter((c) => c.method === method);
     if (mine.length === 0) continue;
-    // one method at a time: its quantizer writes the model's weights until restore()
-    const quantizer = new ModelQuantizer(model, method, o.compat, o.seed);
-    const fast = new FastEvaluator(model, quantizer, test, {
+    // one method at a time: its quantizer writes the weights of `net` until restore()
+    const quantizer = new ModelQuantizer(net, method, o.compat, o.seed);
+    const fast = new FastEvaluator(net, quantizer, test, {
       batchSize: o.batchSize,
       cacheMB: o.cacheMB,
       earlyStop: o.earlyStop,
