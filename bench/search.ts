@@ -21,7 +21,7 @@ import { readStateDict } from '../src/io/pt.js';
 import { kernels } from '../src/tensor/kernels.js';
 import { runSearchJob } from '../src/cli/search-job.js';
 import { MALLOC_REUSE, arg, peakRssMb } from './common.js';
-import { weightMemoryMB } from '../src/quant/memory.js';
+import { fullPrecisionMemoryMB } from '../src/quant/memory.js';
 import { runMemoryBench } from './memory.js';
 import { benchModel, KINDS } from './bench-model.js';
 
@@ -56,10 +56,7 @@ async function main(): Promise<void> {
   const model = buildModel(modelKind, kind.modelArgs);
   model.loadStateDict(readStateDict(modelFile), modelFile);
   const params = model.quantLayers.map((l) => l.paramCount);
-  const fp32MB = weightMemoryMB(
-    params,
-    params.map(() => 31),
-  );
+  const fp32MB = fullPrecisionMemoryMB(params);
   const fraction = process.argv.includes('--budget-fraction')
     ? Number(arg('budget-fraction', ''))
     : 'fraction' in kind.budget && !process.argv.includes('--budget')

@@ -16,7 +16,7 @@ import { runSweepJob } from '../src/cli/sweep-job.js';
 import { readStateDict } from '../src/io/pt.js';
 import { buildModel } from '../src/models/factory.js';
 import { parseRoundingCompat } from '../src/quant/methods.js';
-import { weightMemoryMB } from '../src/quant/memory.js';
+import { fullPrecisionMemoryMB } from '../src/quant/memory.js';
 import { middleCell } from '../src/search/sweep.js';
 import { benchModel, KINDS } from './bench-model.js';
 import { arg } from './common.js';
@@ -33,10 +33,7 @@ async function main(): Promise<void> {
   const tolerances = list('tolerances', '0.2,0.5,1');
   const divisors = list('budget-divisors', '8,10,12');
   const params = model.quantLayers.map((l) => l.paramCount);
-  const fp32MB = weightMemoryMB(
-    params,
-    params.map(() => 31),
-  );
+  const fp32MB = fullPrecisionMemoryMB(params);
   const grid = {
     methods: ['round_to_nearest' as const],
     tolerances,

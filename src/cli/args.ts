@@ -19,7 +19,7 @@ import {
   moduleArgsProblem,
   orList,
 } from '../models/factory.js';
-import { minimumBudgetMB } from '../quant/memory.js';
+import { fullPrecisionMemoryMB, minimumBudgetMB } from '../quant/memory.js';
 import { parseQuantMethod, parseRoundingCompat } from '../quant/methods.js';
 import type { Dataset } from '../data/dataset.js';
 import {
@@ -621,7 +621,7 @@ export function sweepGridFromFlags(
     throw new Error(
       '--memory-budgets and --budget-divisors: give one of them (budgets in MB, or as divisors of the 32-bit memory)',
     );
-  const fp32MB = (paramCounts.reduce((a, b) => a + b, 0) * 32) / 8_000_000;
+  const fp32MB = fullPrecisionMemoryMB(paramCounts);
   const minimumMB = minimumBudgetMB(paramCounts);
   let budgetDivisors: number[] | null = null;
   let memoryBudgetsMB: number[];

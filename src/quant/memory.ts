@@ -17,6 +17,15 @@ export function weightMemoryMB(paramCounts: readonly number[], weightBits: reado
   return weightMemoryBits(paramCounts, weightBits) / BITS_PER_MB;
 }
 
+/** The 32-bit weight memory (31 fractional bits + the sign everywhere): what reductions and
+ *  --budget-divisors are measured against. */
+export function fullPrecisionMemoryMB(paramCounts: readonly number[]): number {
+  return weightMemoryMB(
+    paramCounts,
+    paramCounts.map(() => 31),
+  );
+}
+
 /** The smallest budget any configuration can meet: one bit per parameter (0 fractional bits). */
 export function minimumBudgetMB(paramCounts: readonly number[]): number {
   return paramCounts.reduce((a, b) => a + b, 0) / BITS_PER_MB;

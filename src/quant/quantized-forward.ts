@@ -35,8 +35,6 @@ export class ModelQuantizer {
    *  arithmetic they do not: im2col + GEMM sums match the reference's closely enough that its
    *  rounding decisions are reproduced. Convolutions of fixed-point values are exact either way. */
   fastConv: boolean;
-  private readonly layerIndex: Map<string, number>;
-  private readonly routingIndex: Map<string, number>;
 
   constructor(
     readonly model: CapsNet,
@@ -45,10 +43,9 @@ export class ModelQuantizer {
     readonly seed: number,
   ) {
     this.layers = quantLayers(model);
-    this.layerIndex = new Map(model.layerNames.map((n, i) => [n, i]));
-    this.routingIndex = new Map(model.routingLayerNames.map((n, i) => [n, i]));
+    const layerIndex = new Map(model.layerNames.map((n, i) => [n, i]));
     this.fp = model.parameters().map((p) => ({
-      layer: this.layerIndex.get(p.name.split('.')[0]) ?? -1,
+      layer: layerIndex.get(p.name.split('.')[0]) ?? -1,
       name: p.name,
       param: p.param,
       values: p.param.data.slice(),
@@ -71,22 +68,9 @@ export class ModelQuantizer {
         p.param.data.set(p.values);
         continue;
       }
-      k.quantize(
-        p.values,
-        p.param.data,
-        p.values.length,
-        weightQuant(this.method, bits, this.compat, this.seed, streamOf(`w|${p.name}`)),
-      );
+      k.quantize(p.values, p.param.data, p.values.length, parameterQuant(this, p.name, bits));
     }
     weightBits.forEach((b, l) => (this.applied[l] = b));
-  }
-
-  /** Takes the model's current parameters as the full-precision ones (when it changed since
-   *  construction); only while no quantized weights are applied. */
-  capture(): void {
-    if (this.applied.some((b) => b !== null))
-      throw new Error('quantized forward: capture() while quantized weights are applied');
-    for (const p of this.fp) p.values.set(p.param.data);
   }
 
   /** Puts the full-precision parameters back. */
@@ -100,39 +84,82 @@ export class ModelQuantizer {
     return this.applied;
   }
 
-  /** Hooks for one batch: activations with the layer's activation bits, routing values with
-   *  its routing bits (SPEC 4); a FULL_PRECISION count leaves those values as they are. */
+  /** Hooks for one batch (quantHooks). */
   hooks(bits: BitConfig, batch: number): QuantHooks {
-    const top = (path: string) => {
-      const l = this.layerIndex.get(path.split('.')[0]);
-      if (l === undefined) throw new Error(`quantized forward: no layer named '${path}'`);
-      return l;
-    };
-    const k = kernels();
-    const spec = (b: number, stream: number) =>
-      b === FULL_PRECISION ? null : activationQuant(this.method, b, this.compat, this.seed, stream);
-    const activationSpec = (path: string, point: string) =>
-      spec(bits.actBits[top(path)], streamOf(`a|${batch}|${path}|${point}`));
-    return {
-      // where inputs and weights are fixed point (up to 15 bits), convolutions are exact integer
-      // sums (native/fixedconv.cc): faster than either float algorithm, and order-free
-      conv: { fastAlgorithms: this.fastConv, fixedPoint: true },
-      activation: (path, point, t) => {
-        const q = activationSpec(path, point);
-        if (q) k.quantize(t.data, t.data, t.size, q);
-      },
-      activationSpec,
-      routing: (path): RoutingQuant | null => {
-        const name = path.split('.')[0];
-        const r = this.routingIndex.get(name);
-        if (r === undefined) return null;
-        const stream = streamOf(`r|${batch}|${path}`);
-        return {
-          act: spec(bits.actBits[top(path)], stream),
-          routing: spec(bits.routingBits[r], (stream + 0x5bd1e995) >>> 0),
-          votes: activationSpec(path, 'votes'), // what activation(path, 'votes', .) applies
-        };
-      },
-    };
+    return quantHooks(this.model, this, bits, batch, this.fastConv);
   }
+}
+
+/** A quantization's method, arithmetic and seed. */
+interface Rounding {
+  method: QuantMethod;
+  compat: RoundingCompat;
+  seed: number;
+}
+
+/** The quantizer of parameter `name` at `bits` fractional bits (its stochastic stream is named
+ *  by the parameter). */
+function parameterQuant(r: Rounding, name: string, bits: number) {
+  return weightQuant(r.method, bits, r.compat, r.seed, streamOf(`w|${name}`));
+}
+
+/** Quantizes every parameter of `model` in place with its layer's weight bits, as
+ *  ModelQuantizer.applyWeights does from kept float values (FULL_PRECISION leaves a layer as it
+ *  is): a QuantizedModel's own network, quantized once. */
+export function quantizeWeightsInPlace(model: CapsNet, r: Rounding, weightBits: readonly number[]): void {
+  if (weightBits.length !== model.layerNames.length)
+    throw new Error(`quantized forward: ${weightBits.length} weight bit counts for ${model.layerNames.length} layers`);
+  const layerIndex = new Map(model.layerNames.map((n, i) => [n, i]));
+  const k = kernels();
+  for (const p of model.parameters()) {
+    const bits = weightBits[layerIndex.get(p.name.split('.')[0]) ?? -1];
+    if (bits === FULL_PRECISION) continue;
+    k.quantize(p.param.data, p.param.data, p.param.data.length, parameterQuant(r, p.name, bits));
+  }
+}
+
+/** Hooks for one batch of a forward of `model`: activations with the layer's activation bits,
+ *  routing values with its routing bits (SPEC 4); a FULL_PRECISION count leaves those values as
+ *  they are. `fastConv`: the convolutions' algorithms (ModelQuantizer.fastConv; by default the
+ *  DFT and Winograd may run except under dac2020). */
+export function quantHooks(
+  model: CapsNet,
+  r: Rounding,
+  bits: BitConfig,
+  batch: number,
+  fastConv = r.compat !== 'dac2020',
+): QuantHooks {
+  const layerIndex = new Map(model.layerNames.map((n, i) => [n, i]));
+  const routingIndex = new Map(model.routingLayerNames.map((n, i) => [n, i]));
+  const top = (path: string) => {
+    const l = layerIndex.get(path.split('.')[0]);
+    if (l === undefined) throw new Error(`quantized forward: no layer named '${path}'`);
+    return l;
+  };
+  const k = kernels();
+  const spec = (b: number, stream: number) =>
+    b === FULL_PRECISION ? null : activationQuant(r.method, b, r.compat, r.seed, stream);
+  const activationSpec = (path: string, point: string) =>
+    spec(bits.actBits[top(path)], streamOf(`a|${batch}|${path}|${point}`));
+  return {
+    // where inputs and weights are fixed point (up to 15 bits), convolutions are exact integer
+    // sums (native/fixedconv.cc): faster than either float algorithm, and order-free
+    conv: { fastAlgorithms: fastConv, fixedPoint: true },
+    activation: (path, point, t) => {
+      const q = activationSpec(path, point);
+      if (q) k.quantize(t.data, t.data, t.size, q);
+    },
+    activationSpec,
+    routing: (path): RoutingQuant | null => {
+      const name = path.split('.')[0];
+      const routingLayer = routingIndex.get(name);
+      if (routingLayer === undefined) return null;
+      const stream = streamOf(`r|${batch}|${path}`);
+      return {
+        act: spec(bits.actBits[top(path)], stream),
+        routing: spec(bits.routingBits[routingLayer], (stream + 0x5bd1e995) >>> 0),
+        votes: activationSpec(path, 'votes'), // what activation(path, 'votes', .) applies
+      };
+    },
+  };
 }

@@ -12,7 +12,7 @@ import type { QuantMethod } from '../tensor/backend.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { type BitConfig, checkBitConfig, cloneBits } from './config.js';
 import { QUANT_METHODS, type RoundingCompat, ROUNDING_COMPATS } from './methods.js';
-import { ModelQuantizer } from './quantized-forward.js';
+import { quantHooks, quantizeWeightsInPlace } from './quantized-forward.js';
 import { weightMemoryMB } from './memory.js';
 
 export interface QuantizeOptions {
@@ -33,7 +33,6 @@ export class QuantizedModel {
    *  parameters hold their quantized values; its buffers (BatchNorm's running statistics) are
    *  the float model's */
   readonly model: CapsNet;
-  private readonly quantizer: ModelQuantizer;
 
   constructor(model: CapsNet, bits: BitConfig, options: QuantizeOptions) {
     const { compat, seed } = checkQuantizeOptions('quantize', options);
@@ -44,8 +43,7 @@ export class QuantizedModel {
     this.seed = seed;
     this.model = copyModel(model);
     this.model.eval();
-    this.quantizer = new ModelQuantizer(this.model, this.method, compat, seed);
-    this.quantizer.applyWeights(this.bits.weightBits);
+    quantizeWeightsInPlace(this.model, this, this.bits.weightBits);
   }
 
   get layers(): readonly QuantLayerInfo[] {
@@ -63,7 +61,7 @@ export class QuantizedModel {
   /** The activation and routing quantizers of batch `batch` (its stochastic streams), as
    *  hooks of a forward of `model` (what forward passes; the golden-vector capture wraps them). */
   hooks(batch = 0): QuantHooks {
-    return this.quantizer.hooks(this.bits, batch);
+    return quantHooks(this.model, this, this.bits, batch);
   }
 
   /** Class capsules [B, K, D] of images x [B, H, W, C]; `batch` names the stochastic draws'

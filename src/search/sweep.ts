@@ -13,7 +13,7 @@ import type { ImageSource } from '../models/evaluate.js';
 import { activationCounts } from '../quant/activation-volume.js';
 import type { BitConfig } from '../quant/config.js';
 import { configKey } from '../quant/config.js';
-import { activationMemoryBits, weightMemoryMB } from '../quant/memory.js';
+import { activationMemoryBits, fullPrecisionMemoryMB, weightMemoryMB } from '../quant/memory.js';
 import type { RoundingCompat } from '../quant/methods.js';
 import { ModelQuantizer } from '../quant/quantized-forward.js';
 import type { QuantMethod } from '../tensor/backend.js';
@@ -127,10 +127,7 @@ export async function runSweep(model: CapsNet, test: ImageSource, o: SweepOption
   const log = o.log ?? (() => {});
   const counts = activationCounts(model);
   const activationKB = (actBits: readonly number[]) => activationMemoryBits(counts, actBits) / 8000;
-  const fp32MB = weightMemoryMB(
-    paramCounts,
-    paramCounts.map(() => 31),
-  );
+  const fp32MB = fullPrecisionMemoryMB(paramCounts);
   const fp32ActKB = activationKB(counts.map(() => 31));
   const cells = shardCells(o.grid, o.shard);
   const rows: SweepRow[] = [];
