@@ -183,7 +183,7 @@ test('a convolution of fixed-point values is summed exactly, where float32 sums 
   const graphOf = async (exact: boolean) => {
     const g = new OnnxGraph();
     const wName = g.floats(w, [O, C, k, k], 'w');
-    const geom = { inChannels: C, outChannels: O, kernel: k, stride: 1, pad: 0, relu: false };
+    const geom = { inChannels: C, inSide: H, outChannels: O, kernel: k, stride: 1, pad: 0, relu: false };
     g.op('Identity', [convOp(g, 'x', wName, null, geom, exact)], {}, 'y');
     const bytes = g.encode(
       'conv',

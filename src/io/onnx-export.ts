@@ -19,6 +19,7 @@ import {
   batchNormOp,
   capsuleVotesOp,
   convOp,
+  convSide,
   flattenCapsulesOp,
   routingOps,
   type RoutingQuantizers,
@@ -142,14 +143,19 @@ function weightInitializers(g: OnnxGraph, q: QuantizedModel): OnnxExportResult['
   return types;
 }
 
-const side = (n: number, c: { kernel: number; stride: number; pad: number }) =>
-  Math.floor((n + 2 * c.pad - c.kernel) / c.stride) + 1;
-
 function shallowCapsNet(ctx: Lowering, m: ShallowCapsNet, x: string): string {
   const { g } = ctx;
-  const convCfg = { inChannels: m.inputCh, outChannels: 256, kernel: 9, stride: 1, pad: 0, relu: true };
+  const convCfg = {
+    inChannels: m.inputCh,
+    inSide: m.inputWh,
+    outChannels: 256,
+    kernel: 9,
+    stride: 1,
+    pad: 0,
+    relu: true,
+  };
   const h = quantizeOp(g, convOp(g, x, 'conv.conv.weight', 'conv.conv.bias', convCfg, false), ctx.act('conv'));
-  const H = side(m.inputWh, convCfg);
+  const H = convSide(m.inputWh, convCfg);
   const pc = m.primary.cfg;
   const v = convCapsRouting(ctx, 'primary', h, H, pc, 'primary.conv3d', null, m.primary.iterations, 'j');
   const flat = flattenCapsulesOp(g, v.map, pc.co, pc.no, v.side, v.side);
@@ -158,7 +164,7 @@ function shallowCapsNet(ctx: Lowering, m: ShallowCapsNet, x: string): string {
 
 function deepCaps(ctx: Lowering, m: DeepCaps, x: string): string {
   const { g } = ctx;
-  const cfg = { inChannels: m.inputCh, outChannels: 128, kernel: 3, stride: 1, pad: 1, relu: true };
+  const cfg = { inChannels: m.inputCh, inSide: m.inputWh, outChannels: 128, kernel: 3, stride: 1, pad: 1, relu: true };
   const y = convOp(g, x, 'conv1.conv.weight', 'conv1.conv.bias', cfg, false);
   const bn = m.conv1.batchnorm.state;
   const invStd = Float32Array.from(bn.runningVar.data, (v) => 1 / Math.sqrt(v + bn.eps));
@@ -217,8 +223,8 @@ function conv2dCaps(
 ): { map: string; side: number } {
   const { g } = ctx;
   const c = l.cfg;
-  const OH = side(H, c);
-  const geom = { ...c, inChannels: c.ci * c.ni, outChannels: c.co * c.no, relu: false };
+  const OH = convSide(H, c);
+  const geom = { ...c, inChannels: c.ci * c.ni, inSide: H, outChannels: c.co * c.no, relu: false };
   const s = convOp(g, x, `${path}.conv.weight`, `${path}.conv.bias`, geom, true);
   const sq = quantizeOp(g, s, ctx.act(layer));
   const v = squashOp(g, g.reshape(sq, [-1, c.co, c.no, OH, OH]), 2, 'double');
@@ -240,12 +246,19 @@ function convCapsRouting(
   softmax: 'j' | 'pj',
 ): { map: string; side: number } {
   const { g } = ctx;
-  const OH = side(H, c);
+  const OH = convSide(H, c);
   const P = OH * OH;
   const xi = g.reshape(x, [-1, c.ni, H, H]); // [B*ci, ni, H, W]
   // Conv3DCaps' weight is [co*no, 1, ni, k, k] in PyTorch: the same elements as OIHW
   const w = g.reshape(`${conv}.weight`, [c.co * c.no, c.ni, c.kernel, c.kernel]);
-  const u = convOp(g, xi, w, convBias, { ...c, inChannels: c.ni, outChannels: c.co * c.no, relu: false }, true);
+  const u = convOp(
+    g,
+    xi,
+    w,
+    convBias,
+    { ...c, inChannels: c.ni, inSide: H, outChannels: c.co * c.no, relu: false },
+    true,
+  );
   const votes = g.transpose(g.reshape(u, [-1, c.ci, c.co, c.no, P]), [0, 1, 4, 2, 3]);
   const uq = quantizeOp(g, votes, ctx.act(layer));
   const bias = g.reshape(`${layer === 'primary' ? 'primary' : `${layer}.l_skip`}.bias`, [c.co, c.no]);

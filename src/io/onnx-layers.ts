@@ -16,12 +16,18 @@ import { type GraphQuantizer, quantizeOp } from './onnx-quantizers.js';
 
 export interface ConvGeom {
   inChannels: number;
+  /** input height = width */
+  inSide: number;
   outChannels: number;
   kernel: number;
   stride: number;
   pad: number;
   relu: boolean;
 }
+
+/** The output side of a convolution over an n x n input. */
+export const convSide = (n: number, c: { kernel: number; stride: number; pad: number }) =>
+  Math.floor((n + 2 * c.pad - c.kernel) / c.stride) + 1;
 
 /** Conv + bias (+ ReLU) on NCHW; w is OIHW. A float input (the images) goes through ORT's Conv,
  *  as ours goes through a float convolution. A fixed-point input (`exact`: a quantizer's output,
@@ -48,21 +54,11 @@ export function convOp(g: OnnxGraph, x: string, w: string, bias: string | null, 
       o.kernel,
     ]);
     const patches = g.op('Conv', [x, pick], { ...attrs, group: C });
-    const shape = g.op('Shape', [patches]);
     const cols = g.op('Cast', [g.reshape(patches, [0, C * KK, -1])], { to: DT.double }); // [B, C*KK, P]
     const wd = g.op('Cast', [g.reshape(w, [o.outChannels, C * KK])], { to: DT.double });
     const sums = g.op('Cast', [g.op('MatMul', [wd, cols])], { to: DT.float }); // [B, O, P]
-    // back to [B, O, OH, OW]: the patches' shape with O channels
-    const dims = g.op(
-      'Concat',
-      [
-        g.op('Slice', [shape, g.int64s([0]), g.int64s([1])]),
-        g.int64s([o.outChannels]),
-        g.op('Slice', [shape, g.int64s([2]), g.int64s([4])]),
-      ],
-      { axis: 0 },
-    );
-    y = g.op('Reshape', [sums, dims]);
+    const OH = convSide(o.inSide, o);
+    y = g.reshape(sums, [-1, o.outChannels, OH, OH]);
   }
   if (bias) y = g.op('Add', [y, g.reshape(bias, [1, o.outChannels, 1, 1])]);
   return o.relu ? g.op('Relu', [y]) : y;
