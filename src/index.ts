@@ -17,7 +17,7 @@ export { ShallowCapsNet } from './models/shallow-capsnet.js';
 export { DeepCaps } from './models/deepcaps.js';
 export { FCDecoder, ConvDecoder28, ConvDecoder64 } from './models/decoders.js';
 export type { CapsNet, CapsDecoder, ModelName, DecoderName, QuantLayerInfo } from './models/capsnet.js';
-export { loadModel, saveModel, type LoadModelOptions } from './io/model-file.js';
+export { loadModel, saveModel, type LoadModelOptions } from './models/model-file.js';
 
 // data
 export { loadDataset, DATASET_INFO } from './data/load.js';
@@ -54,7 +54,7 @@ export type { SweepResult, SweepRow, SweepPoint } from './search/sweep-result.js
 // files
 export { readStateDict, writeStateDict, type StateDict } from './io/pt.js';
 export { readSafetensors, writeSafetensors } from './io/safetensors.js';
-export { writeJsonReport, type SearchReport } from './io/report.js';
+export { writeJsonReport, type SearchReport } from './report/search-json.js';
 export { renderReport, writeHtmlReport, writeReportHtml, checkRunJson } from './report/index.js';
 export {
   sensitivityAnalysis,
@@ -62,9 +62,9 @@ export {
   type SensitivityCurve,
   type SensitivityOptions,
 } from './search/sensitivity.js';
-export { readQuantizedModel, writeQuantizedModel, type QuantizedFileInfo } from './io/quantized-file.js';
-export { exportOnnx, type OnnxExportOptions, type OnnxExportResult } from './io/onnx-export.js';
-export { exportC, type CExportOptions } from './io/c-export.js';
+export { readQuantizedModel, writeQuantizedModel, type QuantizedFileInfo } from './export/quantized-file.js';
+export { exportOnnx, type OnnxExportOptions, type OnnxExportResult } from './export/onnx-export.js';
+export { exportC, type CExportOptions } from './export/c-export.js';
 
 // the compute backend (threads, native or TypeScript kernels)
 export { kernels, backendInfo } from './tensor/kernels.js';
@@ -78,3 +78,4 @@ export * as train from './train/index.js';
 export * as quant from './quant/index.js';
 export * as search from './search/index.js';
 export * as io from './io/index.js';
+export * as exporters from './export/index.js';

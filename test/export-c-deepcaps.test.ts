@@ -1,4 +1,4 @@
-// C export of DeepCaps (src/io/c-export-source.ts): conv1 + BatchNorm, the Conv2DCaps blocks
+// C export of DeepCaps (src/export/c-export-source.ts): conv1 + BatchNorm, the Conv2DCaps blocks
 // with their skips, block4's Conv3DCaps with 3-D routing and the class capsules, briefly trained
 // on Fashion-MNIST, quantized with round to nearest (default arithmetic) and with logarithmic
 // rounding (DAC 2020 arithmetic), exported through the command line, compiled and compared with
@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { writeQuantizedModel } from '../src/io/quantized-file.js';
+import { writeQuantizedModel } from '../src/export/quantized-file.js';
 import { quantize } from '../src/quant/index.js';
 import { compare, exportAndBuild } from './export-c-helpers.js';
 import { requireNative } from './helpers.js';

@@ -1,4 +1,4 @@
-// C export (qcapsnets export --format c, src/io/c-export.ts): a ShallowCapsNet briefly trained
+// C export (qcapsnets export --format c, src/export/c-export.ts): a ShallowCapsNet briefly trained
 // on real Fashion-MNIST, quantized at a mixed configuration into a packed file, exported
 // through the command line, compiled with cc -std=c99 -O2 (and no warning under -Wall -Wextra
 // -pedantic), run on 1,000 test images: the same predictions as QuantizedModel.forward and
@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { gunzipSync } from 'node:zlib';
 import { loadDataset } from '../src/data/load.js';
-import { writeQuantizedModel } from '../src/io/quantized-file.js';
+import { writeQuantizedModel } from '../src/export/quantized-file.js';
 import { writeSafetensors } from '../src/io/safetensors.js';
 import { buildModel } from '../src/models/index.js';
 import { quantize } from '../src/quant/index.js';

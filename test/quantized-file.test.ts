@@ -1,4 +1,4 @@
-// Packed quantized models (<stem>_quantized_<kind>.safetensors, src/io/quantized-file.ts): the
+// Packed quantized models (<stem>_quantized_<kind>.safetensors, src/export/quantized-file.ts): the
 // round trip for every method under both arithmetics on ShallowCapsNet and DeepCaps (the same
 // class capsules and correct counts), the byte count against the weight-memory formula, the
 // bit packing, real Fashion-MNIST images, every bad input, and search -> evaluate on the
@@ -20,7 +20,7 @@ import {
   readQuantizedModel,
   unpackBits,
   writeQuantizedModel,
-} from '../src/io/quantized-file.js';
+} from '../src/export/quantized-file.js';
 import { readSafetensorsRaw, writeSafetensors, writeSafetensorsRaw } from '../src/io/safetensors.js';
 import type { CapsNet } from '../src/models/capsnet.js';
 import { sourceBatch } from '../src/models/evaluate.js';
@@ -193,7 +193,7 @@ test('bit packing: little-endian bitstream, every width 1..53', () => {
 test('the library exports readQuantizedModel and writeQuantizedModel', () => {
   assert.equal(lib.readQuantizedModel, readQuantizedModel);
   assert.equal(lib.writeQuantizedModel, writeQuantizedModel);
-  assert.equal(lib.io.readQuantizedModel, readQuantizedModel);
+  assert.equal(lib.exporters.readQuantizedModel, readQuantizedModel);
 });
 
 const fashionDir = '/usr/share/datasets/fashion-mnist';

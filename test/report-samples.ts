@@ -1,7 +1,7 @@
 // Small run results built by hand for the report tests: a search (with repeated and stopped-
 // early evaluations), a sweep of two methods, a sensitivity analysis; and the Pareto front
 // computed the slow way (every pair), independently of src/report/pareto.ts.
-import type { SearchReport } from '../src/io/report.js';
+import type { SearchReport } from '../src/report/search-json.js';
 import { weightMemoryMB } from '../src/quant/memory.js';
 import type { SensitivityResult } from '../src/search/sensitivity.js';
 import type { SweepPoint, SweepResult } from '../src/search/sweep-result.js';

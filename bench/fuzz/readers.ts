@@ -8,7 +8,7 @@ import { readSvhnMat } from '../../src/data/svhn.js';
 import type { RawImageSet } from '../../src/data/image-set.js';
 import { FileFormatError } from '../../src/io/byte-source.js';
 import { readStateDict } from '../../src/io/pt.js';
-import { readQuantizedModel } from '../../src/io/quantized-file.js';
+import { readQuantizedModel } from '../../src/export/quantized-file.js';
 import { readSafetensors } from '../../src/io/safetensors.js';
 import { readTrainingCheckpoint } from '../../src/train/checkpoint.js';
 

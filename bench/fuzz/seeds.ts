@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { deflateSync, gzipSync } from 'node:zlib';
 import { pickleStateDict } from '../../src/io/pickle-writer.js';
-import { writeQuantizedModel } from '../../src/io/quantized-file.js';
+import { writeQuantizedModel } from '../../src/export/quantized-file.js';
 import { writeSafetensors } from '../../src/io/safetensors.js';
 import type { NamedTensor } from '../../src/io/tensor-data.js';
 import { zipBytes, type ZipWriteEntry } from '../../src/io/zip.js';

@@ -4,11 +4,11 @@
 import { existsSync, statSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import type { Dataset } from '../data/dataset.js';
-import { checkCExport, exportC } from '../io/c-export.js';
-import { exportGoldenVectors } from '../io/golden-vectors.js';
-import { exportOnnx, ONNX_ROUNDINGS } from '../io/onnx-export.js';
-import { BUILD_COMMAND } from '../io/c-export-source.js';
-import { readQuantizedModel } from '../io/quantized-file.js';
+import { checkCExport, exportC } from '../export/c-export.js';
+import { exportGoldenVectors } from '../export/golden-vectors.js';
+import { exportOnnx, ONNX_ROUNDINGS } from '../export/onnx-export.js';
+import { BUILD_COMMAND } from '../export/c-export-source.js';
+import { readQuantizedModel } from '../export/quantized-file.js';
 import { checkWritableFolder } from './args.js';
 
 /** The packed quantized model at `path` (errors name the file and the flag). */

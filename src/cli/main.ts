@@ -20,7 +20,7 @@ import { modelOfStateDict } from '../models/factory.js';
 import { parseQuantMethod, parseRoundingCompat } from '../quant/methods.js';
 import { evaluateFullPrecision } from '../models/evaluate.js';
 import { readStateDict } from '../io/pt.js';
-import { datasetFingerprint, readQuantizedModel } from '../io/quantized-file.js';
+import { datasetFingerprint, readQuantizedModel } from '../export/quantized-file.js';
 import { runExport, runOnnxExport } from './export-job.js';
 import { runReportJob } from './report-job.js';
 import { runSensitivityJob } from './sensitivity-job.js';

@@ -1,7 +1,7 @@
 // The search part of the command line: load a trained model and the test set, measure the
 // full-precision accuracy, run the Q-CapsNets search with the fast evaluator, and write
 // <stem>_quantized_{satisfied|memory|accuracy}.pt (float32 state_dicts) and .safetensors (the
-// same models packed at their bit widths, src/io/quantized-file.ts), <stem>_qcapsnets.json
+// same models packed at their bit widths, src/export/quantized-file.ts), <stem>_qcapsnets.json
 // and .html.
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { mkdirSync } from 'node:fs';
@@ -13,8 +13,8 @@ import type { SearchResult } from '../search/qcapsnets.js';
 import { type SearchProgress, searchModel } from '../search/search-model.js';
 import { writeStateDict } from '../io/pt.js';
 import { evaluateFullPrecision } from '../models/evaluate.js';
-import { datasetFingerprint, writeQuantizedModel } from '../io/quantized-file.js';
-import { type SearchReport, writeJsonReport } from '../io/report.js';
+import { datasetFingerprint, writeQuantizedModel } from '../export/quantized-file.js';
+import { type SearchReport, writeJsonReport } from '../report/search-json.js';
 import { writeHtmlReport } from '../report/index.js';
 import { fileSha256, openEvalCache } from './sweep-job.js';
 

@@ -9,7 +9,7 @@ import { basename, dirname, extname, join, resolve } from 'node:path';
 import type { Dataset } from '../data/dataset.js';
 import type { CapsNet } from '../models/capsnet.js';
 import type { RoundingCompat } from '../quant/methods.js';
-import { datasetFingerprint } from '../io/quantized-file.js';
+import { datasetFingerprint } from '../export/quantized-file.js';
 import { writeFileAtomic } from '../io/atomic-write.js';
 import { writeReportHtml } from '../report/index.js';
 import { EVAL_CACHE_TOOL, EVAL_CACHE_VERSION, EvalCache, type EvalCacheHeader } from '../search/eval-cache.js';

@@ -27,20 +27,3 @@ export { unpickle, PyDict, PyTuple, PyCallable, type PyValue, type PyObject, typ
 export { writeFileAtomic } from './atomic-write.js';
 export { crc32 } from './crc32.js';
 export { FileFormatError } from './byte-source.js';
-export { loadModel, saveModel, type LoadModelOptions } from './model-file.js';
-export { writeJsonReport, type SearchReport } from './report.js';
-export {
-  readQuantizedModel,
-  writeQuantizedModel,
-  datasetFingerprint,
-  packBits,
-  unpackBits,
-  QUANTIZED_FORMAT,
-  QUANTIZED_FORMAT_VERSION,
-  type QuantizedFileInfo,
-  type QuantizedFileSummary,
-  type WriteQuantizedInfo,
-  type TensorFormat,
-  type EvaluationOrder,
-  type QuantizedSearchRecord,
-} from './quantized-file.js';

@@ -12,7 +12,7 @@
 // pads the header to 8 bytes as the reference implementation does, and is atomic.
 // readSafetensorsRaw / writeSafetensorsRaw give and take each tensor's bytes as they are in the
 // file, with its safetensors dtype code ('U8', 'I32', ...): for packed integer data (see
-// src/io/quantized-file.ts), which must not be widened to float32.
+// src/export/quantized-file.ts), which must not be widened to float32.
 
 import { writeFileAtomic } from './atomic-write.js';
 import { fileError, fileSource } from './byte-source.js';

@@ -7,3 +7,4 @@ export * from './factory.js';
 export * from './training-step.js';
 export * from './metrics.js';
 export * from './evaluate.js';
+export * from './model-file.js';

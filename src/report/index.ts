@@ -6,7 +6,7 @@
 // renderReport checks the JSON's shape first: a foreign or damaged file is one error naming
 // the file and the field, before anything is drawn.
 import { writeFileAtomic } from '../io/atomic-write.js';
-import type { SearchReport } from '../io/report.js';
+import type { SearchReport } from './search-json.js';
 import { SENSITIVITY_TOOL, SENSITIVITY_VERSION, type SensitivityResult } from '../search/sensitivity.js';
 import { SWEEP_TOOL, SWEEP_VERSION, type SweepResult } from '../search/sweep-result.js';
 import { searchPage } from './search-page.js';

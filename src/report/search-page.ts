@@ -2,7 +2,7 @@
 // steps table, per-layer bits of the chosen models, and every evaluated configuration as
 // accuracy against weight memory with the Pareto front and the chosen models.
 import { basename } from 'node:path';
-import type { SearchReport } from '../io/report.js';
+import type { SearchReport } from './search-json.js';
 import { configKey } from '../quant/config.js';
 import { weightMemoryMB } from '../quant/memory.js';
 import { bitList, facts, figure, page, settingsTable, table } from './page.js';

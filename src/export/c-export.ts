@@ -9,7 +9,7 @@ import { accessSync, constants, existsSync, mkdirSync, renameSync, rmSync, statS
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { QuantizedModel } from '../quant/quantized-model.js';
-import { writeFileAtomic } from './atomic-write.js';
+import { writeFileAtomic } from '../io/atomic-write.js';
 import { mainSource, makefile, modelHeader, modelSource } from './c-export-source.js';
 import { cFloatBuffers, cTensors, weightHeader } from './c-export-weights.js';
 

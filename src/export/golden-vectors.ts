@@ -16,8 +16,8 @@ import { kernels, useKernels } from '../tensor/kernels.js';
 import { give } from '../tensor/pool.js';
 import { capsulesForwardTs, type RoutingRecord, routingForwardTs } from '../tensor/ts/routing.js';
 import type { Tensor } from '../tensor/tensor.js';
-import { writeFileAtomic } from './atomic-write.js';
-import { type RawTensor, writeSafetensorsRaw } from './safetensors.js';
+import { writeFileAtomic } from '../io/atomic-write.js';
+import { type RawTensor, writeSafetensorsRaw } from '../io/safetensors.js';
 
 export interface GoldenVectorOptions {
   images: number;

@@ -1,9 +1,9 @@
 // A model and its weights file in one call: build the named model, then load a state_dict
 // written by torch.save (the reference implementation's checkpoints load unchanged) or by
 // qcapsnets; and the reverse.
-import type { CapsNet } from '../models/capsnet.js';
-import { buildModel } from '../models/factory.js';
-import { readStateDict, writeStateDict } from './pt.js';
+import type { CapsNet } from './capsnet.js';
+import { buildModel } from './factory.js';
+import { readStateDict, writeStateDict } from '../io/pt.js';
 
 export interface LoadModelOptions {
   /** 'ShallowCapsNet' (default) or 'DeepCaps' */

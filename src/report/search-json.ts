@@ -1,7 +1,7 @@
 // The search's result for plotting tools and the report page: <stem>_qcapsnets.json
 // (settings, every evaluation, every step, the final models). Its page,
 // <stem>_qcapsnets.html, is drawn from this JSON by src/report/.
-import { writeFileAtomic } from './atomic-write.js';
+import { writeFileAtomic } from '../io/atomic-write.js';
 
 export interface ReportStep {
   step: string;
@@ -45,7 +45,7 @@ export interface SearchReport {
     /** the accuracy as a count of the test images */
     correct?: number;
     total?: number;
-    /** the model at its bit widths (.safetensors, src/io/quantized-file.ts) */
+    /** the model at its bit widths (.safetensors, src/export/quantized-file.ts) */
     packedFile?: string;
     /** that file's tensor bytes (packed parameters, buffers, evaluation order) */
     packedBytes?: number;

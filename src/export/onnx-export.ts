@@ -13,7 +13,7 @@ import { Conv2DCaps, Conv3DCaps, type CapsConvConfig } from '../nn/conv-caps.js'
 import type { DeepCapsBlock } from '../nn/deepcaps-block.js';
 import { activationQuant } from '../quant/methods.js';
 import type { QuantizedModel } from '../quant/quantized-model.js';
-import { writeFileAtomic } from './atomic-write.js';
+import { writeFileAtomic } from '../io/atomic-write.js';
 import { bytesOf, DT, OnnxGraph, OPSET } from './onnx-graph.js';
 import {
   batchNormOp,

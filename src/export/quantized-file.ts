@@ -39,11 +39,11 @@ import { weightMemoryBits } from '../quant/memory.js';
 import { QUANT_METHODS, type RoundingCompat, ROUNDING_COMPATS } from '../quant/methods.js';
 import { type IntegerParameter, QuantizedModel, quantize } from '../quant/quantized-model.js';
 import type { QuantMethod } from '../tensor/backend.js';
-import { fileError } from './byte-source.js';
-import { crc32 } from './crc32.js';
-import { decodeElements } from './dtypes.js';
-import { type RawTensor, readSafetensorsRaw, writeSafetensorsRaw } from './safetensors.js';
-import { encodeForWriting, type NamedTensor, type StateDict } from './tensor-data.js';
+import { fileError } from '../io/byte-source.js';
+import { crc32 } from '../io/crc32.js';
+import { decodeElements } from '../io/dtypes.js';
+import { type RawTensor, readSafetensorsRaw, writeSafetensorsRaw } from '../io/safetensors.js';
+import { encodeForWriting, type NamedTensor, type StateDict } from '../io/tensor-data.js';
 
 export const QUANTIZED_FORMAT = 'qcapsnets-quantized';
 export const QUANTIZED_FORMAT_VERSION = '1';
