@@ -16,7 +16,8 @@
         "native/winograd.cc",
         "native/fftconv.cc",
         "native/elementwise.cc",
-        "native/expf.cc"
+        "native/expf.cc",
+        "native/isa.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],
