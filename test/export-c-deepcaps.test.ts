@@ -3,7 +3,7 @@
 // on Fashion-MNIST, quantized with round to nearest (default arithmetic) and with logarithmic
 // rounding (DAC 2020 arithmetic), exported through the command line, compiled and compared with
 // QuantizedModel.forward on 1,000 test images (same predictions, class lengths within 1e-4).
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import assert from 'node:assert/strict';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,9 +13,9 @@ import { quantize } from '../src/quant/index.js';
 import { compare, exportAndBuild } from './export-c-helpers.js';
 import { requireNative } from './helpers.js';
 import { trainSmallDeepCaps } from './small-trained-model.js';
+import { FASHION_MNIST, skipUnless } from './requirements.js';
 
-const fashionDir = '/usr/share/datasets/fashion-mnist';
-const skip = existsSync(fashionDir) ? false : `${fashionDir} is absent (apt install dataset-fashion-mnist)`;
+const skip = skipUnless(FASHION_MNIST);
 const dir = mkdtempSync(join(tmpdir(), 'qcaps-cexport-deepcaps-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 

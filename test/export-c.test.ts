@@ -5,16 +5,7 @@
 // class lengths within 1e-4. Truncation and logarithmic (dac2020) on a few images; the bad
 // inputs (not a quantized file, an output folder that cannot be written) leave nothing behind.
 import assert from 'node:assert/strict';
-import {
-  chmodSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -27,9 +18,10 @@ import { quantize } from '../src/quant/index.js';
 import { trainModel } from '../src/train/index.js';
 import { requireNative } from './helpers.js';
 import { compare, exportAndBuild, runC, runCli } from './export-c-helpers.js';
+import { FASHION_MNIST, skipUnless } from './requirements.js';
 
 const fashionDir = '/usr/share/datasets/fashion-mnist';
-const skip = existsSync(fashionDir) ? false : `${fashionDir} is absent (apt install dataset-fashion-mnist)`;
+const skip = skipUnless(FASHION_MNIST);
 const dir = mkdtempSync(join(tmpdir(), 'qcaps-cexport-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 let trained: ReturnType<typeof buildModel> | null = null;

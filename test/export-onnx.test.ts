@@ -25,6 +25,7 @@ import type { CapsNet } from '../src/models/capsnet.js';
 import { type BitConfig, quantize, type QuantizedModel } from '../src/quant/index.js';
 import { trainModel } from '../src/train/trainer.js';
 import { trainSmallDeepCaps } from './small-trained-model.js';
+import { FASHION_MNIST, requirePackages, skipUnless } from './requirements.js';
 
 const ort = createRequire(import.meta.url)('onnxruntime-node') as typeof Ort;
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -33,13 +34,20 @@ const dir = mkdtempSync(join(tmpdir(), 'qcaps-onnx-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 const lib = join(dir, 'library'); // where the library calls write
 
-const fashion = loadDataset('fashion-mnist', 'test', { limit: 1000 });
+/** The first 1,000 Fashion-MNIST test images, read when a test first needs them. */
+let fashionTest: Dataset | null = null;
+const fashion = (): Dataset => {
+  requirePackages(FASHION_MNIST);
+  return (fashionTest ??= loadDataset('fashion-mnist', 'test', { limit: 1000 }));
+};
+const needsFashion = { skip: skipUnless(FASHION_MNIST) };
 const shallowBits: BitConfig = { weightBits: [8, 7, 6], actBits: [6, 6, 6], routingBits: [5, 5] };
 
 /** ShallowCapsNet after 20 steps of 16 real Fashion-MNIST images (well above chance). */
 let trained: CapsNet | null = null;
 async function trainedShallow(): Promise<CapsNet> {
   if (trained) return trained;
+  requirePackages(FASHION_MNIST);
   const model = buildModel('ShallowCapsNet', [28, 1, 10, 16]);
   await trainModel({
     model,
@@ -113,25 +121,29 @@ function checkIntegerWeights(file: string, q: QuantizedModel): void {
   );
 }
 
-test('ShallowCapsNet trained on Fashion-MNIST, exported by the CLI: 1,000 test images as ours', async (t) => {
-  const model = await trainedShallow();
-  const q = quantize(model, shallowBits, { method: 'round_to_nearest' });
-  const packed = join(dir, 'fashion_quantized_accuracy.safetensors');
-  writeQuantizedModel(packed, q);
-  const out = join(dir, 'onnx-out');
-  const r = run(['export', '--format', 'onnx', '--trained-weights-path', packed, '--output-dir', out]);
-  assert.equal(r.status, 0, r.stderr);
-  const file = join(out, 'fashion_quantized_accuracy.onnx');
-  assert.match(r.stdout, /ONNX graph \(opset 21, \d+ nodes, round_to_nearest\)/);
-  checkIntegerWeights(file, q);
-  const c = await compare(file, q, fashion, 1000);
-  t.diagnostic(`max |length difference| ${c.maxDiff}, quantized accuracy ${c.accuracy}`);
-  assert.ok(c.maxDiff <= 1e-4, `max |length difference| ${c.maxDiff}`);
-  assert.deepEqual(c.differ, [], 'images whose prediction differs');
-  assert.ok(c.accuracy > 0.4, `quantized accuracy ${c.accuracy}: the model should have learned something`);
-});
+test(
+  'ShallowCapsNet trained on Fashion-MNIST, exported by the CLI: 1,000 test images as ours',
+  needsFashion,
+  async (t) => {
+    const model = await trainedShallow();
+    const q = quantize(model, shallowBits, { method: 'round_to_nearest' });
+    const packed = join(dir, 'fashion_quantized_accuracy.safetensors');
+    writeQuantizedModel(packed, q);
+    const out = join(dir, 'onnx-out');
+    const r = run(['export', '--format', 'onnx', '--trained-weights-path', packed, '--output-dir', out]);
+    assert.equal(r.status, 0, r.stderr);
+    const file = join(out, 'fashion_quantized_accuracy.onnx');
+    assert.match(r.stdout, /ONNX graph \(opset 21, \d+ nodes, round_to_nearest\)/);
+    checkIntegerWeights(file, q);
+    const c = await compare(file, q, fashion(), 1000);
+    t.diagnostic(`max |length difference| ${c.maxDiff}, quantized accuracy ${c.accuracy}`);
+    assert.ok(c.maxDiff <= 1e-4, `max |length difference| ${c.maxDiff}`);
+    assert.deepEqual(c.differ, [], 'images whose prediction differs');
+    assert.ok(c.accuracy > 0.4, `quantized accuracy ${c.accuracy}: the model should have learned something`);
+  },
+);
 
-test('ShallowCapsNet with truncation (dac2020) and logarithmic rounding', async () => {
+test('ShallowCapsNet with truncation (dac2020) and logarithmic rounding', needsFashion, async () => {
   const model = await trainedShallow();
   for (const [method, compat, n] of [
     ['truncation', 'dac2020', 200],
@@ -141,25 +153,29 @@ test('ShallowCapsNet with truncation (dac2020) and logarithmic rounding', async 
     const r = exportOnnx(q, { outDir: lib });
     assert.equal(r.file, join(lib, `ShallowCapsNet_quantized_${method}.onnx`));
     assert.equal(r.rounding, method);
-    const c = await compare(r.file, q, fashion, n);
+    const c = await compare(r.file, q, fashion(), n);
     assert.ok(c.maxDiff <= 1e-4, `${method}: max |length difference| ${c.maxDiff}`);
     assert.deepEqual(c.differ, [], `${method}: images whose prediction differs`);
   }
 });
 
-test('DeepCaps (28 1 10 32, briefly trained): 1,000 test images as ours, in both arithmetics', async (t) => {
-  const model = await trainSmallDeepCaps(dir);
-  const bits = { weightBits: [8, 7, 7, 7, 7, 6], actBits: [6, 6, 5, 6, 6, 6], routingBits: [5, 6] };
-  for (const compat of ['none', 'dac2020'] as const) {
-    const q = quantize(model, bits, { method: 'round_to_nearest', compat });
-    const r = exportOnnx(q, { outDir: lib, fileName: `deepcaps-${compat}.onnx` });
-    checkIntegerWeights(r.file, q);
-    const c = await compare(r.file, q, fashion, 1000);
-    t.diagnostic(`${compat}: max |length difference| ${c.maxDiff}`);
-    assert.ok(c.maxDiff <= 1e-4, `${compat}: max |length difference| ${c.maxDiff}`);
-    assert.deepEqual(c.differ, [], `${compat}: images whose prediction differs`);
-  }
-});
+test(
+  'DeepCaps (28 1 10 32, briefly trained): 1,000 test images as ours, in both arithmetics',
+  needsFashion,
+  async (t) => {
+    const model = await trainSmallDeepCaps(dir);
+    const bits = { weightBits: [8, 7, 7, 7, 7, 6], actBits: [6, 6, 5, 6, 6, 6], routingBits: [5, 6] };
+    for (const compat of ['none', 'dac2020'] as const) {
+      const q = quantize(model, bits, { method: 'round_to_nearest', compat });
+      const r = exportOnnx(q, { outDir: lib, fileName: `deepcaps-${compat}.onnx` });
+      checkIntegerWeights(r.file, q);
+      const c = await compare(r.file, q, fashion(), 1000);
+      t.diagnostic(`${compat}: max |length difference| ${c.maxDiff}`);
+      assert.ok(c.maxDiff <= 1e-4, `${compat}: max |length difference| ${c.maxDiff}`);
+      assert.deepEqual(c.differ, [], `${compat}: images whose prediction differs`);
+    }
+  },
+);
 
 test('a convolution of fixed-point values is summed exactly, where float32 sums would round', async () => {
   // 12-bit inputs and weights over 8 channels of 5x5 taps: products up to 2^22 grid units, sums
@@ -203,7 +219,7 @@ test('a convolution of fixed-point values is summed exactly, where float32 sums 
   );
 });
 
-test('stochastic rounding: refused in one line naming --onnx-rounding, exported with it', async () => {
+test('stochastic rounding: refused in one line naming --onnx-rounding, exported with it', needsFashion, async () => {
   const model = await trainedShallow();
   const q = quantize(model, shallowBits, { method: 'stochastic_rounding', seed: 7 });
   const packed = join(dir, 'sr_quantized_memory.safetensors');

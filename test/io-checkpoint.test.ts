@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { readStateDict, writeStateDict } from '../src/io/pt.js';
 import { buildModel } from '../src/models/factory.js';
 import { capsuleLengths, Tensor } from '../src/tensor/index.js';
+import { PYTORCH, requirePackages, skipUnless } from './requirements.js';
 
 const MIRROR = '/work/.mirror/bbussolino+Q-CapsNets/repo';
 const script = fileURLToPath(new URL('../../tools/check-checkpoint.py', import.meta.url));
@@ -27,12 +28,11 @@ function referenceDir(work: string): string | null {
   return spawnSync('tar', ['-x', '-C', dir], { input: archive.stdout }).status === 0 ? dir : null;
 }
 
-const torchReady =
-  existsSync('/usr/bin/python3') &&
-  spawnSync('/usr/bin/python3', ['-c', 'import torch'], { stdio: 'ignore' }).status === 0;
+const torchSkip = skipUnless(PYTORCH);
 
 test('state_dicts move both ways between qcapsnets and the reference ShallowCapsNet', (t) => {
-  if (!torchReady) return t.skip('/usr/bin/python3 has no torch');
+  if (torchSkip) return t.skip(torchSkip);
+  requirePackages(PYTORCH);
   const work = mkdtempSync(join(tmpdir(), 'qcaps-ckpt-'));
   try {
     const ref = referenceDir(work);

@@ -23,6 +23,7 @@ import {
   type NamedTensor,
   type StateDict,
 } from '../src/io/pt.js';
+import { PYTORCH, requirePackages, skipUnless, SYSTEM_PYTHON } from './requirements.js';
 
 const fixture = (name: string): string => fileURLToPath(new URL(`../../fixtures/io/${name}`, import.meta.url));
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
@@ -214,12 +215,10 @@ test('writes are atomic: a failed write leaves no file and keeps an existing one
 });
 
 test('torch.load(weights_only=True) + load_state_dict accept what we write', (t) => {
-  const python = '/usr/bin/python3';
-  const probe = spawnSync(python, ['-c', 'import torch'], { encoding: 'utf8' });
-  if (probe.status !== 0) {
-    t.skip(`skipped: ${python} with torch is not available (CI without torch); other checks use committed fixtures`);
-    return;
-  }
+  const python = SYSTEM_PYTHON;
+  const skip = skipUnless(PYTORCH);
+  if (skip) return t.skip(`${skip} (other checks use committed fixtures)`);
+  requirePackages(PYTORCH);
   const dir = tempDir();
   const file = path.join(dir, 'from-typescript.pt');
   writeStateDict(file, readStateDict(fixture('tiny.pt')));

@@ -29,6 +29,7 @@ import type { BitConfig } from '../src/quant/config.js';
 import { type QuantizedModel, quantize } from '../src/quant/quantized-model.js';
 import type { QuantMethod } from '../src/tensor/backend.js';
 import type { RoundingCompat } from '../src/quant/methods.js';
+import { FASHION_MNIST, requirePackages, skipUnless } from './requirements.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'qcaps-qfile-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -196,11 +197,11 @@ test('the library exports readQuantizedModel and writeQuantizedModel', () => {
   assert.equal(lib.exporters.readQuantizedModel, readQuantizedModel);
 });
 
-const fashionDir = '/usr/share/datasets/fashion-mnist';
 test(
   'real Fashion-MNIST test images: ShallowCapsNet, reloaded counts equal',
-  { skip: existsSync(fashionDir) ? false : `${fashionDir} is absent (apt install dataset-fashion-mnist)` },
+  { skip: skipUnless(FASHION_MNIST) },
   () => {
+    requirePackages(FASHION_MNIST);
     const images = loadDataset('fashion-mnist', 'test', { limit: 200 });
     for (const method of ['round_to_nearest', 'stochastic_rounding'] as const) {
       const q = quantize(shallow, bitsFor(shallow, [6, 5, 4], 6, 6), { method, seed: 42 });

@@ -10,6 +10,7 @@ import { loadDataset } from '../src/data/load.js';
 import type { CapsNet } from '../src/models/capsnet.js';
 import { buildModel } from '../src/models/factory.js';
 import { trainModel } from '../src/train/trainer.js';
+import { FASHION_MNIST, requirePackages } from './requirements.js';
 
 export const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
@@ -35,6 +36,7 @@ export function trainSmallModel(dir: string): string {
 /** DeepCaps (28 1 10 32) after one epoch of 96 Fashion-MNIST training images, its weights moved
  *  off their initial values (the export tests; a few seconds). */
 export async function trainSmallDeepCaps(dir: string): Promise<CapsNet> {
+  requirePackages(FASHION_MNIST);
   const model = buildModel('DeepCaps', [28, 1, 10, 32]);
   await trainModel({
     model,
