@@ -129,7 +129,7 @@ test(
       assert.deepEqual(steps(c), steps(a), 'the same steps at 2 threads');
 
       // 2 threads: training's weights differ in their last bits, then by up to the size of a few
-      // Adam steps (lr 0.001 each); when they no longer differ, the README's paragraph must change
+      // Adam steps (lr 0.001 each); when they no longer differ, docs/machines.md's paragraph must change
       const one = readStateDict(join(a, 'm.pt'));
       const two = readStateDict(join(d, 'm.pt'));
       let differing = 0;
@@ -145,7 +145,7 @@ test(
       }
       assert.ok(
         differing > 0,
-        'training at 1 and 2 threads now gives the same weights: update README (Determinism) and this test',
+        'training at 1 and 2 threads now gives the same weights: update docs/machines.md (Determinism) and this test',
       );
       assert.ok(
         largest <= 4 * 2 * 0.001,

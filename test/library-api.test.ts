@@ -178,8 +178,11 @@ test('bad arguments: errors name the argument', async () => {
   );
 });
 
-test("README: the default thread count it states is the code's", () => {
-  const readme = readFileSync(join(resolve(dirname(fileURLToPath(import.meta.url)), '..', '..'), 'README.md'), 'utf8');
+test("docs/machines.md: the default thread count it states is the code's", () => {
+  const readme = readFileSync(
+    join(resolve(dirname(fileURLToPath(import.meta.url)), '..', '..'), 'docs', 'machines.md'),
+    'utf8',
+  );
   assert.match(readme, /default is every core, at most 8/);
   assert.doesNotMatch(readme, /the default is 1\b/);
   if (process.env.QCAPS_THREADS === undefined) assert.equal(defaultThreads(), Math.min(8, availableParallelism()));
