@@ -4,7 +4,10 @@
 // minimum accuracy: branch A), tolerance 0.5, round_to_nearest (or --method truncation) with the
 // reference's arithmetic (--rounding-compat dac2020), against the reference implementation's own
 // search on the same model file and images when PyTorch is installed and QCAPS_REFERENCE_DIR
-// points at a checkout of it (never committed here). The model: --model FILE, or
+// points at a checkout of it (never committed here). When the decisions differ, it prints the
+// correct counts of every configuration both searches evaluated and reruns the reference's
+// evaluation of the first that differs in float32 and float64 (bench/search-differences.ts):
+// the JSON's differences_explained is true when float64 gives our count. The model: --model FILE, or
 // QCAPS_BENCH_MODEL, or one trained once by `qcapsnets train` and kept in .bench-cache/.
 //   npm run bench:search [-- --json] [--model-kind ShallowCapsNet|DeepCaps] [--test-size N]
 //                        [--model FILE] [--threads N] [--budget MB | --budget-fraction F]
@@ -24,6 +27,12 @@ import { MALLOC_REUSE, arg, peakRssMb } from './common.js';
 import { fullPrecisionMemoryMB } from '../src/quant/memory.js';
 import { runMemoryBench } from './memory.js';
 import { benchModel, KINDS } from './bench-model.js';
+import {
+  compareCounts,
+  type DifferenceEvidence,
+  explainDifferences,
+  type ReferenceEvaluation,
+} from './search-differences.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -108,16 +117,17 @@ async function main(): Promise<void> {
     search_s: number;
     peak_rss_mb: number;
     steps: Record<string, ReferenceStep>;
+    evaluations?: ReferenceEvaluation[];
   } | null = null;
   const refDir = process.env.QCAPS_REFERENCE_DIR;
   const torchOk =
     existsSync('/usr/bin/python3') &&
     spawnSync('/usr/bin/python3', ['-c', 'import torch'], { stdio: 'ignore' }).status === 0;
+  const env: NodeJS.ProcessEnv = { ...process.env, ...MALLOC_REUSE };
+  delete env.OPENBLAS_CORETYPE;
+  delete env.OPENBLAS_L2_SIZE;
   if (refDir && torchOk) {
     console.log(`reference search (PyTorch, 2 threads, malloc reuse) from ${refDir} ...`);
-    const env: NodeJS.ProcessEnv = { ...process.env, ...MALLOC_REUSE };
-    delete env.OPENBLAS_CORETYPE;
-    delete env.OPENBLAS_L2_SIZE;
     const r = spawnSync(
       '/usr/bin/python3',
       [
@@ -167,6 +177,21 @@ async function main(): Promise<void> {
       `reference: ${reference.search_s.toFixed(1)} s, peak RSS ${reference.peak_rss_mb.toFixed(0)} MB; ours / reference = ${(searchS / reference.search_s).toFixed(3)}`,
     );
   }
+  // where the decisions differ: both counts of every configuration both searches evaluated,
+  // and the reference's first differing evaluation rerun in float32 and float64
+  const counts = reference?.evaluations ? compareCounts(result.report, reference.evaluations, testSize) : null;
+  let differences: DifferenceEvidence | null = null;
+  if (identical === false && reference?.evaluations && refDir)
+    differences = explainDifferences(result.report, reference.evaluations, model, test, {
+      python: '/usr/bin/python3',
+      script: join(root, 'bench/torch_search.py'),
+      refDir,
+      modelFile,
+      method,
+      modelKind,
+      modelArgs: kind.modelArgs,
+      env,
+    });
   if (json) {
     console.log(
       JSON.stringify({
@@ -178,6 +203,10 @@ async function main(): Promise<void> {
         reference_search_s: reference?.search_s ?? null,
         ratio: reference ? searchS / reference.search_s : null,
         decisions_identical: identical,
+        differences_explained: differences ? differences.explained : null,
+        differences,
+        evaluations_compared: counts?.length ?? null,
+        counts_differing: counts ? counts.filter((c) => !c.same).length : null,
         fp_accuracy: result.report.fullPrecisionAccuracy,
         reference_fp_accuracy: reference?.fp_accuracy ?? null,
         steps: result.report.steps,

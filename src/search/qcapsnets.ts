@@ -7,44 +7,18 @@
 // `compat: 'dac2020'` reproduces the reference code's mapping of routing bits in step 3A
 // (its index skips capsule layers that do not route, which shifts it for DeepCaps).
 import type { BitConfig, QuantLayerInfo } from '../quant/config.js';
-import { cloneBits, configKey, uniformBits } from '../quant/config.js';
-import type { RoundingCompat } from '../quant/methods.js';
-import { activationMemoryBits, BITS_PER_MB, minimumBudgetMB, weightMemoryBits } from '../quant/memory.js';
-import type { Evaluation, Evaluator } from './evaluator.js';
+import { cloneBits, uniformBits } from '../quant/config.js';
+import { BITS_PER_MB, minimumBudgetMB, weightMemoryBits } from '../quant/memory.js';
+import type { Evaluator } from './evaluator.js';
+import {
+  type EvaluationRecord,
+  type SearchLog,
+  SearchRun,
+  type SearchSettings,
+  type StepResult,
+} from './search-run.js';
 
-export interface SearchSettings {
-  fpAccuracy: number;
-  tolerance: number;
-  memoryBudgetMB: number;
-  compat: RoundingCompat;
-  /** elements per image at each layer's activation points (activationCounts), for the
-   *  activation memory printed beside the weight memory; absent: not reported */
-  activationCounts?: readonly number[];
-}
-
-export type StepName = 'step1' | 'step2' | 'step3A' | 'step4A' | 'step3B';
-
-export interface EvaluationRecord extends Evaluation {
-  step: StepName;
-  bits: BitConfig;
-  /** the step's test: accuracy > or >= threshold */
-  threshold: number;
-  strict: boolean;
-  passed: boolean;
-  cached: boolean;
-}
-
-export interface StepResult {
-  step: StepName;
-  bits: BitConfig;
-  accuracy: number;
-  memoryMB: number;
-  reduction: number;
-  /** activation memory per image in kB (1 kB = 8,000 bits) and its reduction against 32 bits,
-   *  when the settings give activationCounts */
-  activationKB?: number;
-  activationReduction?: number;
-}
+export type { EvaluationRecord, SearchLog, SearchSettings, StepName, StepResult } from './search-run.js';
 
 export interface SearchResult {
   minimumAccuracy: number;
@@ -54,12 +28,6 @@ export interface SearchResult {
   models: { kind: 'satisfied' | 'memory' | 'accuracy'; result: StepResult }[];
   evaluations: EvaluationRecord[];
   notes: string[];
-}
-
-export interface SearchLog {
-  info(line: string): void;
-  /** called as each step starts (progress displays) */
-  step?(step: StepName): void;
 }
 
 /** The budget must allow 1 bit per parameter (0 fractional bits everywhere). */
@@ -130,6 +98,20 @@ export function memoryBits(paramCounts: readonly number[], budgetMB: number): nu
   throw new Error('memory: no weight bit pattern fits the budget');
 }
 
+/** SPEC 5's thresholds in the same floating-point expressions as the reference code, so that
+ *  they match it exactly: A_min = A (1 - t/100), and step 1's A - 5% of (A - A_min). */
+function searchThresholds(A: number, tolerance: number): { minimumAccuracy: number; step1Min: number } {
+  const minimumAccuracy = A - (tolerance / 100) * A;
+  const accReduction = A - minimumAccuracy;
+  const step1Min = A - (5 / 100) * accReduction;
+  return { minimumAccuracy, step1Min };
+}
+
+/** The positions of the layers that route, in layer order (routingBits' order). */
+function routingLayerIndices(layers: readonly QuantLayerInfo[]): number[] {
+  return layers.flatMap((l, i) => (l.routes ? [i] : []));
+}
+
 export async function runSearch(
   layers: readonly QuantLayerInfo[],
   settings: SearchSettings,
@@ -140,185 +122,158 @@ export async function runSearch(
   const { fpAccuracy: A, tolerance } = settings;
   if (!(A >= 0 && A <= 100)) throw new Error(`fpAccuracy ${A}: expected a percentage in [0, 100]`);
   const paramCounts = layers.map((l) => l.paramCount);
-  const fp32Bits = paramCounts.reduce((a, b) => a + b, 0) * 32;
-  // the same floating-point expressions as the reference code, so thresholds match exactly
-  const minimumAccuracy = A - (tolerance / 100) * A;
-  const accReduction = A - minimumAccuracy;
-  const step1Min = A - (5 / 100) * accReduction;
+  const { minimumAccuracy, step1Min } = searchThresholds(A, tolerance);
   const step2Weights = memoryBits(paramCounts, settings.memoryBudgetMB);
-
-  const evaluations: EvaluationRecord[] = [];
-  const cache = new Map<string, Evaluation>();
-  const notes: string[] = [];
-
-  /** Evaluates (or reuses) a configuration against `acc > t` (strict) or `acc >= t`. */
-  async function test(step: StepName, bits: BitConfig, threshold: number, strict: boolean): Promise<EvaluationRecord> {
-    const pass = (acc: number) => (strict ? acc > threshold : acc >= threshold);
-    const key = configKey(bits);
-    let e = cache.get(key);
-    let cached = true;
-    if (!e || (!e.exact && pass(e.lower) !== pass(e.upper))) {
-      cached = false;
-      e = await evaluator.evaluate(bits, (lo, hi) => pass(lo) === pass(hi));
-      const prev = cache.get(key);
-      if (!prev || e.exact || !prev.exact) cache.set(key, e);
-    }
-    const rec: EvaluationRecord = {
-      ...e,
-      step,
-      bits: cloneBits(bits),
-      threshold,
-      strict,
-      passed: pass(e.lower),
-      cached,
-    };
-    evaluations.push(rec);
-    const resumed = e.resumedAfter ? ` (resumed after ${e.resumedAfter} images)` : '';
-    const acc = e.exact
-      ? `${e.accuracy.toFixed(2)}%${resumed}`
-      : `in [${e.lower.toFixed(2)}, ${e.upper.toFixed(2)}]% after ${e.seen}/${e.total} images (decided early)`;
-    log.info(
-      `  ${step} try w=[${bits.weightBits}] a=[${bits.actBits}] r=[${bits.routingBits}]: ${acc} ${rec.passed ? 'passes' : 'fails'} ` +
-        `${strict ? '>' : '>='} ${threshold.toFixed(2)}%${cached ? ' (reused)' : ''}`,
-    );
-    return rec;
-  }
-
-  /** The exact accuracy of a configuration: a full pass, or the rest of one that stopped
-   *  early (the evaluator resumes it), unless one was done already. */
-  async function exact(step: StepName, bits: BitConfig): Promise<number> {
-    const hit = cache.get(configKey(bits));
-    if (hit?.exact) return hit.accuracy;
-    const e = await evaluator.evaluate(bits);
-    cache.set(configKey(bits), e);
-    evaluations.push({ ...e, step, bits: cloneBits(bits), threshold: NaN, strict: false, passed: true, cached: false });
-    return e.accuracy;
-  }
-
-  const steps: StepResult[] = [];
-  const report = (step: StepName, bits: BitConfig, accuracy: number): StepResult => {
-    const mem = weightMemoryBits(paramCounts, bits.weightBits);
-    const r: StepResult = {
-      step,
-      bits: cloneBits(bits),
-      accuracy,
-      memoryMB: mem / BITS_PER_MB,
-      reduction: fp32Bits / mem,
-    };
-    const counts = settings.activationCounts;
-    if (counts) {
-      const act = activationMemoryBits(counts, bits.actBits);
-      r.activationKB = act / 8000;
-      r.activationReduction = (counts.reduce((a, b) => a + b, 0) * 32) / act;
-    }
-    steps.push(r);
-    log.info(`${step.toUpperCase()} output:`);
-    log.info(`  weight bits:          [${bits.weightBits.join(', ')}]`);
-    log.info(`  activation bits:      [${bits.actBits.join(', ')}]`);
-    log.info(`  dynamic routing bits: [${bits.routingBits.join(', ')}]`);
-    log.info(
-      `  accuracy: ${accuracy.toFixed(2)}%   weight memory: ${r.memoryMB.toFixed(4)} MB (${r.reduction.toFixed(2)}x smaller than 32 bits)`,
-    );
-    if (r.activationKB !== undefined)
-      log.info(
-        `  activation memory: ${r.activationKB.toFixed(1)} kB per image (${r.activationReduction!.toFixed(2)}x smaller than 32 bits)`,
-      );
-    return r;
-  };
+  const run = new SearchRun(paramCounts, settings, evaluator, log);
+  const result = (branch: SearchResult['branch'], models: SearchResult['models']): SearchResult => ({
+    minimumAccuracy,
+    steps: run.steps,
+    branch,
+    models,
+    evaluations: run.evaluations,
+    notes: run.notes,
+  });
 
   log.info(
     `full-precision accuracy ${A}%, minimum quantized accuracy ${minimumAccuracy}%, memory budget ${settings.memoryBudgetMB} MB`,
   );
-
-  // STEP 1: one N for all weights, activations and routing values; binary search from 32.
-  log.step?.('step1');
-  log.info('STEP 1: layer-uniform quantization');
-  const tried: { bits: number; passed: boolean }[] = [];
-  const first = await test('step1', uniformBits(layers, 32), step1Min, true);
-  tried.push({ bits: 32, passed: first.passed });
-  let step1Bits = 32;
-  if (first.passed) {
-    tried.push({ bits: 16, passed: false });
-    for (;;) {
-      const cur = tried[tried.length - 1];
-      cur.passed = (await test('step1', uniformBits(layers, cur.bits), step1Min, true)).passed;
-      const prev = tried[tried.length - 2];
-      const delta = Math.abs(cur.bits - prev.bits);
-      if (delta === 1) break;
-      tried.push({ bits: Math.trunc(cur.passed ? cur.bits - delta / 2 : cur.bits + delta / 2), passed: false });
-    }
-    step1Bits = [...tried].reverse().find((t) => t.passed)!.bits;
-  } else {
-    const note = `even 32 bits miss the step-1 target (> ${step1Min}%): step 1 keeps 32 bits`;
-    notes.push(note);
-    log.info(`  ${note}`);
+  const step1 = await step1LayerUniform(run, layers, step1Min);
+  const step2 = await step2MemoryBudget(run, step1, step2Weights);
+  if (step2.accuracy > minimumAccuracy) {
+    const satisfied = await branchA(run, layers, settings.compat, step2, minimumAccuracy);
+    return result('A', [{ kind: 'satisfied', result: satisfied }]);
   }
-  const step1 = uniformBits(layers, step1Bits);
-  report('step1', step1, await exact('step1', step1));
+  const accuracyModel = await step3B(run, layers, step1, minimumAccuracy);
+  return result('B', [
+    { kind: 'memory', result: step2 },
+    { kind: 'accuracy', result: accuracyModel },
+  ]);
+}
 
-  // STEP 2: weight bits that fit the memory budget; activations and routing keep step 1's.
-  log.step?.('step2');
-  log.info('STEP 2: memory budget');
+/** STEP 1: one N for all weights, activations and routing values, the fewest bits that keep
+ *  accuracy > step1Min; returns the configuration (its exact accuracy is reported). */
+async function step1LayerUniform(
+  run: SearchRun,
+  layers: readonly QuantLayerInfo[],
+  step1Min: number,
+): Promise<BitConfig> {
+  run.startStep('step1', 'STEP 1: layer-uniform quantization');
+  const step1 = uniformBits(layers, await uniformBitsSearch(run, layers, step1Min));
+  await run.finishStep('step1', step1);
+  return step1;
+}
+
+/** Step 1's binary search, as the reference runs it: 32 bits, then 16, then half the last
+ *  move down after a pass or up after a fail, until a move of 1; the last N that passed. When
+ *  32 bits fail already, 32 with a note. */
+async function uniformBitsSearch(run: SearchRun, layers: readonly QuantLayerInfo[], step1Min: number): Promise<number> {
+  const tried: { bits: number; passed: boolean }[] = [];
+  const first = await run.test('step1', uniformBits(layers, 32), step1Min, true);
+  tried.push({ bits: 32, passed: first.passed });
+  if (!first.passed) {
+    run.note(`even 32 bits miss the step-1 target (> ${step1Min}%): step 1 keeps 32 bits`);
+    return 32;
+  }
+  tried.push({ bits: 16, passed: false });
+  for (;;) {
+    const cur = tried[tried.length - 1];
+    cur.passed = (await run.test('step1', uniformBits(layers, cur.bits), step1Min, true)).passed;
+    const prev = tried[tried.length - 2];
+    const delta = Math.abs(cur.bits - prev.bits);
+    if (delta === 1) break;
+    tried.push({ bits: Math.trunc(cur.passed ? cur.bits - delta / 2 : cur.bits + delta / 2), passed: false });
+  }
+  return [...tried].reverse().find((t) => t.passed)!.bits;
+}
+
+/** STEP 2: the weight bits that fit the memory budget (memoryBits); activations and routing
+ *  keep step 1's. The result decides the branch. */
+async function step2MemoryBudget(run: SearchRun, step1: BitConfig, weightBits: number[]): Promise<StepResult> {
+  run.startStep('step2', 'STEP 2: memory budget');
   const step2: BitConfig = {
-    weightBits: step2Weights,
+    weightBits,
     actBits: [...step1.actBits],
     routingBits: [...step1.routingBits],
   };
-  const step2Acc = await exact('step2', step2);
-  const step2Result = report('step2', step2, step2Acc);
+  return run.finishStep('step2', step2);
+}
 
-  const routingLayers = layers.flatMap((l, i) => (l.routes ? [i] : []));
-  if (step2Acc > minimumAccuracy) {
-    // BRANCH A
-    const step3AMin = step2Acc - ((step2Acc - minimumAccuracy) * 55) / 100;
-    log.step?.('step3A');
-    log.info('STEP 3A: layer-wise activation bits');
-    // the activation bits each routing layer's routing bits follow
-    const followed =
-      settings.compat === 'dac2020'
-        ? layers
-            .flatMap((l, i) => (l.capsule && !l.routes ? [] : [{ i, routes: l.routes }]))
-            .map((e, pos) => (e.routes ? pos : -1))
-            .filter((p) => p >= 0)
-        : routingLayers;
-    const cfg = cloneBits(step2);
-    await lowerLayerwise(
-      layers.length,
-      (k) => cfg.actBits[k],
-      (from, delta) => {
-        for (let k = from; k < layers.length; k++) cfg.actBits[k] += delta;
-        followed.forEach((layer, x) => (cfg.routingBits[x] = cfg.actBits[layer]));
-      },
-      async () => (await test('step3A', cfg, step3AMin, false)).passed,
-    );
-    report('step3A', cfg, await exact('step3A', cfg));
+/** BRANCH A (step 2 kept more than the minimum accuracy): activation bits (3A), then routing
+ *  bits (4A), lowered from step 2's configuration; returns the satisfied model. */
+async function branchA(
+  run: SearchRun,
+  layers: readonly QuantLayerInfo[],
+  compat: SearchSettings['compat'],
+  step2: StepResult,
+  minimumAccuracy: number,
+): Promise<StepResult> {
+  const step2Acc = step2.accuracy;
+  const step3AMin = step2Acc - ((step2Acc - minimumAccuracy) * 55) / 100;
+  const cfg = cloneBits(step2.bits);
+  await step3A(run, layers, compat, cfg, step3AMin);
+  return step4A(run, layers, cfg, minimumAccuracy);
+}
 
-    log.step?.('step4A');
-    log.info('STEP 4A: layer-wise dynamic routing bits');
-    // only the layers that iterate (routing with one iteration has nothing to quantize)
-    const iterating = routingLayers.flatMap((layer, x) => (layers[layer].iterations > 1 ? [x] : []));
-    await lowerLayerwise(
-      iterating.length,
-      (k) => cfg.routingBits[iterating[k]],
-      (from, delta) => {
-        for (let k = from; k < iterating.length; k++) cfg.routingBits[iterating[k]] += delta;
-      },
-      async () => (await test('step4A', cfg, minimumAccuracy, false)).passed,
-    );
-    const satisfied = report('step4A', cfg, await exact('step4A', cfg));
-    return {
-      minimumAccuracy,
-      steps,
-      branch: 'A',
-      models: [{ kind: 'satisfied', result: satisfied }],
-      evaluations,
-      notes,
-    };
-  }
+/** STEP 3A: layer-wise activation bits (accuracy >= step3AMin), each routing layer's routing
+ *  bits following the activation bits of the layer they are mapped to; lowers `cfg` in place. */
+async function step3A(
+  run: SearchRun,
+  layers: readonly QuantLayerInfo[],
+  compat: SearchSettings['compat'],
+  cfg: BitConfig,
+  step3AMin: number,
+): Promise<StepResult> {
+  run.startStep('step3A', 'STEP 3A: layer-wise activation bits');
+  // the activation bits each routing layer's routing bits follow
+  const followed =
+    compat === 'dac2020'
+      ? layers
+          .flatMap((l, i) => (l.capsule && !l.routes ? [] : [{ i, routes: l.routes }]))
+          .map((e, pos) => (e.routes ? pos : -1))
+          .filter((p) => p >= 0)
+      : routingLayerIndices(layers);
+  await lowerLayerwise(
+    layers.length,
+    (k) => cfg.actBits[k],
+    (from, delta) => {
+      for (let k = from; k < layers.length; k++) cfg.actBits[k] += delta;
+      followed.forEach((layer, x) => (cfg.routingBits[x] = cfg.actBits[layer]));
+    },
+    async () => (await run.test('step3A', cfg, step3AMin, false)).passed,
+  );
+  return run.finishStep('step3A', cfg);
+}
 
-  // BRANCH B
-  log.step?.('step3B');
-  log.info('STEP 3B: layer-wise weight bits');
+/** STEP 4A: layer-wise routing bits (accuracy >= A_min) of the layers that iterate (routing
+ *  with one iteration has nothing to quantize); lowers `cfg` in place. */
+async function step4A(
+  run: SearchRun,
+  layers: readonly QuantLayerInfo[],
+  cfg: BitConfig,
+  minimumAccuracy: number,
+): Promise<StepResult> {
+  run.startStep('step4A', 'STEP 4A: layer-wise dynamic routing bits');
+  const iterating = routingLayerIndices(layers).flatMap((layer, x) => (layers[layer].iterations > 1 ? [x] : []));
+  await lowerLayerwise(
+    iterating.length,
+    (k) => cfg.routingBits[iterating[k]],
+    (from, delta) => {
+      for (let k = from; k < iterating.length; k++) cfg.routingBits[iterating[k]] += delta;
+    },
+    async () => (await run.test('step4A', cfg, minimumAccuracy, false)).passed,
+  );
+  return run.finishStep('step4A', cfg);
+}
+
+/** BRANCH B, STEP 3B (step 2 missed the minimum accuracy): layer-wise weight bits (accuracy
+ *  >= A_min) lowered from step 1's configuration; returns the accuracy model. */
+async function step3B(
+  run: SearchRun,
+  layers: readonly QuantLayerInfo[],
+  step1: BitConfig,
+  minimumAccuracy: number,
+): Promise<StepResult> {
+  run.startStep('step3B', 'STEP 3B: layer-wise weight bits');
   const cfg = cloneBits(step1);
   await lowerLayerwise(
     layers.length,
@@ -326,18 +281,7 @@ export async function runSearch(
     (from, delta) => {
       for (let k = from; k < layers.length; k++) cfg.weightBits[k] += delta;
     },
-    async () => (await test('step3B', cfg, minimumAccuracy, false)).passed,
+    async () => (await run.test('step3B', cfg, minimumAccuracy, false)).passed,
   );
-  const accuracyModel = report('step3B', cfg, await exact('step3B', cfg));
-  return {
-    minimumAccuracy,
-    steps,
-    branch: 'B',
-    models: [
-      { kind: 'memory', result: step2Result },
-      { kind: 'accuracy', result: accuracyModel },
-    ],
-    evaluations,
-    notes,
-  };
+  return run.finishStep('step3B', cfg);
 }

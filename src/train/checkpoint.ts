@@ -19,26 +19,17 @@ import { basename, dirname, extname, join } from 'node:path';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
 import { FileFormatError } from '../io/byte-source.js';
 import type { NamedTensor } from '../io/tensor-data.js';
+import type { Dataset } from '../data/dataset.js';
 import type { CapsDecoder, CapsNet } from '../models/capsnet.js';
 import type { Adam } from '../tensor/ops/adam.js';
 import type { OptionNames } from './checks.js';
+import type { RunSettings } from './run-settings.js';
 import type { EpochSummary } from './summary.js';
+
+export type { RunSettings } from './run-settings.js';
 
 export const CHECKPOINT_FORMAT = 'qcapsnets-training-checkpoint';
 export const CHECKPOINT_VERSION = '1';
-
-/** The options that decide a run's numbers; a resumed run must use the same (epochs may grow). */
-export interface RunSettings {
-  epochs: number;
-  lr: number;
-  batchSize: number;
-  regularizationScale: number;
-  decaySteps: number;
-  decayRate: number;
-  hardTraining: boolean;
-  seed: number;
-  testBatchSize: number;
-}
 
 /** Sums over the finished batches of the epoch in progress. */
 export interface EpochProgress {
@@ -258,6 +249,31 @@ const SAME_SETTINGS = [
 
 /** What a run is, for comparing it with a checkpoint's. */
 export type RunIdentity = Pick<TrainingState, 'model' | 'decoder' | 'dataset' | 'settings'>;
+
+/** The run's model, decoder, data and settings, as a checkpoint records them. */
+export function runIdentity(
+  model: CapsNet,
+  decoder: CapsDecoder,
+  data: { train: Dataset; test: Dataset },
+  s: RunSettings,
+): RunIdentity {
+  return {
+    model: { kind: model.kind, args: [...model.args] },
+    decoder: { kind: decoder.kind, args: [...decoder.args] },
+    dataset: { name: data.train.name, trainCount: data.train.count, testCount: data.test.count },
+    settings: {
+      epochs: s.epochs,
+      lr: s.lr,
+      batchSize: s.batchSize,
+      regularizationScale: s.regularizationScale,
+      decaySteps: s.decaySteps,
+      decayRate: s.decayRate,
+      hardTraining: s.hardTraining,
+      seed: s.seed,
+      testBatchSize: s.testBatchSize,
+    },
+  };
+}
 
 /** A checkpoint may only continue the run it came from (more epochs allowed); the error lists
  *  every difference, each named as `names` says (trainModel's options, or the CLI's flags). */

@@ -7,7 +7,7 @@ import { dirname, resolve } from 'node:path';
 import type { CapsDecoder, CapsNet } from '../models/capsnet.js';
 import { reconstructionTarget } from '../models/training-step.js';
 import { Tensor } from '../tensor/tensor.js';
-import type { RunSettings } from './checkpoint.js';
+import type { RunSettings } from './run-settings.js';
 
 /** How the checks' errors name the options they check. */
 export interface OptionNames {
