@@ -48,7 +48,9 @@ export function openEvalCache(
     approximateMarginImages: s.approximateMarginImages,
   };
   try {
-    return file === null ? EvalCache.inMemory(header) : EvalCache.open(resolve(file), header);
+    return file === null
+      ? EvalCache.inMemory(header)
+      : EvalCache.open(resolve(file), header, { layers: s.model.quantLayers, images: s.test.count });
   } catch (err) {
     throw new Error(`--eval-cache ${(err as Error).message.replace(/^eval cache /, '')}`, { cause: err });
   }
