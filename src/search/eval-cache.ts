@@ -426,11 +426,12 @@ function checkStoredEvaluation(
   const isInt = (v: unknown): v is number => Number.isSafeInteger(v);
   const nums = ['accuracy', 'lower', 'upper'] as const;
   const ints = ['seen', 'total', 'correct'] as const;
+  const numbers = (v: unknown): v is number[] => Array.isArray(v) && v.every((x) => typeof x === 'number');
   if (
     typeof o.method !== 'string' ||
-    !Array.isArray(o.w) ||
-    !Array.isArray(o.a) ||
-    !Array.isArray(o.r) ||
+    !numbers(o.w) ||
+    !numbers(o.a) ||
+    !numbers(o.r) ||
     !nums.every((k) => typeof o[k] === 'number' && Number.isFinite(o[k])) ||
     !ints.every((k) => isInt(o[k])) ||
     typeof o.exact !== 'boolean' ||
