@@ -370,6 +370,11 @@ const longLine = (file: string, line: number) =>
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
+/** A header value for a message: JSON of a string, number or boolean; an array or object only
+ *  named (a hostile one may nest deeper than JSON.stringify can recurse). */
+const shown = (v: unknown): string =>
+  v === null || typeof v !== 'object' ? String(JSON.stringify(v)) : Array.isArray(v) ? 'an array' : 'an object';
+
 function checkHeader(file: string, line: string, header: EvalCacheHeader): void {
   let found: unknown;
   try {
@@ -383,15 +388,12 @@ function checkHeader(file: string, line: string, header: EvalCacheHeader): void 
       `not an evaluation cache: its first line is not the JSON header {"tool": "${EVAL_CACHE_TOOL}", ...} that --eval-cache writes; nothing was changed (name a new file, or one an earlier --eval-cache wrote)`,
     );
   if (found.version !== EVAL_CACHE_VERSION)
-    throw cacheError(
-      file,
-      `version ${JSON.stringify(found.version)}, this qcapsnets reads version ${EVAL_CACHE_VERSION}`,
-    );
+    throw cacheError(file, `version ${shown(found.version)}, this qcapsnets reads version ${EVAL_CACHE_VERSION}`);
   for (const f of HEADER_FIELDS)
     if (found[f] !== header[f])
       throw cacheError(
         file,
-        `made with ${f} ${JSON.stringify(found[f])}, this run has ${f} ${JSON.stringify(header[f])}; ` +
+        `made with ${f} ${shown(found[f])}, this run has ${f} ${JSON.stringify(header[f])}; ` +
           `use another --eval-cache file for this ${f === 'modelSha256' || f === 'model' ? 'model' : 'setting'}`,
       );
 }
