@@ -48,7 +48,13 @@ export {
 } from './search/search-model.js';
 export type { SearchResult, StepResult, StepName } from './search/qcapsnets.js';
 export { runSweep, gridCells, type SweepOptions, type SweepGrid } from './search/sweep.js';
-export { EvalCache, CachingEvaluator, type EvalCacheHeader } from './search/eval-cache.js';
+export {
+  EvalCache,
+  CachingEvaluator,
+  readEvalCacheFile,
+  type EvalCacheHeader,
+  type EvalCacheModel,
+} from './search/eval-cache.js';
 export type { SweepResult, SweepRow, SweepPoint } from './search/sweep-result.js';
 
 // files

@@ -6,7 +6,13 @@
 //   quantized-11f992b59ccdc826, quantized-6379c004b2113c1b: a tensor's __metadata__ shape
 //     nested 100,000 deep, compared and printed with Array.prototype.join (a stack overflow);
 //   quantized-8be143302ceea07b: model_args [18, 4294967295, 2, 2], a model built (its weights
-//     allocated) from the metadata alone before any tensor was compared with the file.
+//     allocated) from the metadata alone before any tensor was compared with the file;
+//   eval-cache-7c78af4c8da24526: an evaluation cache line whose bits `w` nest an array 100,000
+//     deep, printed by checkBitConfig's message (a stack overflow); lines now hold flat
+//     arrays of numbers before their bits are checked;
+//   eval-cache-17d381ed5c1061ed: a cache header whose approximateMarginImages nests 100,000
+//     deep, printed with JSON.stringify in the "made with" message; arrays and objects are now
+//     only named there.
 // Each is run twice: here (the error itself) and in the fuzzer's worker, with its time limit and
 // its allocation limit (an allocation beyond what the file could hold is a failure even when
 // the reader turns V8's RangeError into its own error).

@@ -11,6 +11,14 @@ import { readStateDict } from '../../src/io/pt.js';
 import { readQuantizedModel } from '../../src/export/quantized-file.js';
 import { readSafetensors } from '../../src/io/safetensors.js';
 import { readTrainingCheckpoint } from '../../src/train/checkpoint.js';
+import { readRunJson, renderReport } from '../../src/report/index.js';
+import {
+  EVAL_CACHE_TOOL,
+  EVAL_CACHE_VERSION,
+  EvalCache,
+  type EvalCacheHeader,
+  type EvalCacheModel,
+} from '../../src/search/eval-cache.js';
 
 export interface FuzzReader {
   /** File extension of its inputs (saved failures keep it). */
@@ -22,6 +30,31 @@ export interface FuzzReader {
   /** Share of the default 100,000+ inputs. */
   readonly defaultInputs: number;
 }
+
+/** The run an evaluation-cache input is opened for (its seeds are written for it): a
+ *  ShallowCapsNet's three layers, 100 images in batches of 25. */
+export const FUZZ_EVAL_CACHE: { header: EvalCacheHeader; model: EvalCacheModel } = {
+  header: {
+    tool: EVAL_CACHE_TOOL,
+    version: EVAL_CACHE_VERSION,
+    model: 'ShallowCapsNet 28 1 10 16',
+    modelSha256: 'ab'.repeat(32),
+    images: 'crc32:00000001:00000002:100',
+    compat: 'none',
+    seed: 42,
+    batchSize: 25,
+    earlyStop: true,
+    approximateMarginImages: 0,
+  },
+  model: {
+    layers: [
+      { name: 'conv1', paramCount: 20992, routes: false, iterations: 0, capsule: false },
+      { name: 'primary', paramCount: 5308672, routes: true, iterations: 1, capsule: true },
+      { name: 'digit', paramCount: 1474560, routes: true, iterations: 3, capsule: true },
+    ],
+    images: 100,
+  },
+};
 
 function touchImages(set: RawImageSet): void {
   if (set.count === 0) return;
@@ -51,6 +84,20 @@ export const READERS: Readonly<Record<string, FuzzReader>> = {
     read: (f) => void readQuantizedModel(f),
     timeoutMs: 15_000,
     defaultInputs: 1_500,
+  },
+  // --eval-cache as a search opens it (the torn last line cut, the file kept open to append)
+  'eval-cache': {
+    ext: '.jsonl',
+    read: (f) => EvalCache.open(f, FUZZ_EVAL_CACHE.header, FUZZ_EVAL_CACHE.model).close(),
+    timeoutMs: 2000,
+    defaultInputs: 6_000,
+  },
+  // a search, sweep or sensitivity JSON as `report` and `merge` read it, and its page
+  'run-json': {
+    ext: '.json',
+    read: (f) => void renderReport(readRunJson(f).json, f),
+    timeoutMs: 4000,
+    defaultInputs: 6_000,
   },
 };
 

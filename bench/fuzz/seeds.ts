@@ -18,6 +18,8 @@ import { zipBytes, type ZipWriteEntry } from '../../src/io/zip.js';
 import { buildModel } from '../../src/models/factory.js';
 import { quantize } from '../../src/quant/quantized-model.js';
 import { pickleFields, type SizeField } from './mutate.js';
+import { FUZZ_EVAL_CACHE } from './readers.js';
+import { sampleSearch, sampleSensitivity, sampleSweep } from '../../test/report-samples.js';
 
 export type PartKind = 'pickle' | 'json' | 'bytes';
 
@@ -372,6 +374,68 @@ function svhnSeed(n: number, compressed: boolean): Seed {
   };
 }
 
+// ---- evaluation cache and run JSON ------------------------------------------------------
+
+/** Lines of text as one file, each line a JSON part mutated on its own (the others kept). */
+function linesSeed(name: string, lines: string[], end = '\n'): Seed {
+  const build = (k: number, line: Uint8Array) =>
+    utf8(lines.map((l, i) => (i === k ? new TextDecoder().decode(line) : l)).join('\n') + end);
+  return {
+    name,
+    bytes: build(-1, new Uint8Array()),
+    fields: [],
+    parts: lines.map((l, k) => ({ kind: 'json', inner: utf8(l), fields: [], wrap: (inner) => build(k, inner) })),
+  };
+}
+
+/** A cache for FUZZ_EVAL_CACHE: an exact, an early-stopped, a resumed and a fast-convolution
+ *  evaluation, as the search writes them; and the same with a torn last line. */
+function evalCacheSeeds(): Seed[] {
+  const evaluation = (bits: number, correct: number, batchCorrect: number[], extra: object = {}) => {
+    const seen = Math.min(100, batchCorrect.length * 25);
+    const lower = (correct * 100.0) / 100;
+    return JSON.stringify({
+      method: 'round_to_nearest',
+      w: [bits, bits, bits],
+      a: [bits, bits, bits],
+      r: [bits, bits],
+      accuracy: lower,
+      lower,
+      upper: ((correct + 100 - seen) * 100.0) / 100,
+      exact: seen === 100,
+      seen,
+      total: 100,
+      correct,
+      batchCorrect,
+      ...extra,
+    });
+  };
+  const lines = [
+    JSON.stringify(FUZZ_EVAL_CACHE.header),
+    evaluation(8, 80, [20, 20, 20, 20]),
+    evaluation(4, 30, [15, 15]),
+    evaluation(5, 50, [12, 13, 25], { resumedAfter: 50 }),
+    JSON.stringify({
+      ...JSON.parse(evaluation(3, 40, [20, 20])),
+      lower: 39,
+      upper: 91,
+      correct: 39,
+      approximate: true,
+    }),
+  ];
+  return [linesSeed('eval-cache', lines), linesSeed('eval-cache-torn', [...lines, '{"method":"trunc'], '')];
+}
+
+function runJsonSeed(name: string, run: unknown): Seed {
+  const text = JSON.stringify(run, null, 1);
+  return {
+    name,
+    bytes: utf8(text),
+    fields: [],
+    parts: [{ kind: 'json', inner: utf8(text), fields: [], wrap: (t) => t }],
+  };
+}
+
 // ---- all readers' seeds ------------------------------------------------------------------
 
 const SEEDS: Record<string, () => Seed[]> = {
@@ -400,6 +464,12 @@ const SEEDS: Record<string, () => Seed[]> = {
   },
   run: () => [trainingCheckpointSeed()],
   quantized: () => [quantizedSeed()],
+  'eval-cache': evalCacheSeeds,
+  'run-json': () => [
+    runJsonSeed('search', sampleSearch()),
+    runJsonSeed('sweep', sampleSweep()),
+    runJsonSeed('sensitivity', sampleSensitivity()),
+  ],
 };
 
 /** The seeds of one reader (see readers.ts for the names). */

@@ -2,28 +2,26 @@
 // combined into the unsharded result: the same model file (sha256), grid and settings, every
 // cell exactly once; rows in grid order, the evaluated configurations united (one per method
 // and bits), the Pareto front recomputed, the evaluations summed.
-import { readFileSync } from 'node:fs';
+import { existsSync, realpathSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { configKey } from '../quant/config.js';
 import { gridCells, middleCell, paretoFront, sortPoints } from '../search/sweep.js';
 import { SWEEP_TOOL, SWEEP_VERSION, type SweepPoint, type SweepResult } from '../search/sweep-result.js';
-import { sweepFileName, sweepTable, writeSweepResult } from './sweep-job.js';
+import { readRunJson } from '../report/index.js';
+import { sweepFileName, sweepPageFile, sweepTable, writeSweepResult } from './sweep-job.js';
 
+/** A shard's result, checked as `report` checks it (readRunJson: every field the merge and the
+ *  page use, ranges, sizes, nesting); errors name the file and the field. */
 function readSweep(file: string): SweepResult {
-  let r: SweepResult;
+  let run: { kind: string; json: unknown };
   try {
-    r = JSON.parse(readFileSync(file, 'utf8')) as SweepResult;
+    run = readRunJson(file);
   } catch (err) {
-    throw new Error(
-      `merge: ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : 'not JSON'}`,
-      {
-        cause: err,
-      },
-    );
+    throw new Error(`merge: ${(err as Error).message}`, { cause: err });
   }
-  if (r?.tool !== SWEEP_TOOL || r.version !== SWEEP_VERSION || !Array.isArray(r.rows) || !Array.isArray(r.evaluated))
-    throw new Error(`merge: ${file}: not a ${SWEEP_TOOL} result (version ${SWEEP_VERSION})`);
-  return r;
+  if (run.kind !== 'sweep')
+    throw new Error(`merge: ${file}: a ${run.kind} result; expected a ${SWEEP_TOOL} result (version ${SWEEP_VERSION})`);
+  return run.json as SweepResult;
 }
 
 const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
@@ -123,10 +121,28 @@ export function mergeSweeps(files: readonly string[]): SweepResult {
   };
 }
 
-/** The command: merge, write atomically (default <stem>_sweep.json beside the first file). */
+/**
+ * The command: merge, then write the JSON and its page atomically (default <stem>_sweep.json
+ * beside the first file, its page the same name with .html). Everything is checked and the
+ * page rendered before anything is written; the outputs may not be one of the inputs, and
+ * --output names the JSON (an .html name is refused: the page's name follows from it).
+ */
 export function runMerge(files: readonly string[], output: string | null, log: (line: string) => void): string {
+  if (output !== null && /\.html?$/i.test(output))
+    throw new Error(
+      `--output ${output}: names the merged JSON; expected a .json name (its page is written beside it, the same name with .html)`,
+    );
   const merged = mergeSweeps(files);
   const out = resolve(output ?? join(dirname(resolve(files[0])), sweepFileName(merged.model.file, null)));
+  const page = sweepPageFile(out);
+  const same = (a: string, b: string) =>
+    a === b || (existsSync(a) && existsSync(b) && realpathSync(a) === realpathSync(b));
+  for (const f of files)
+    for (const o of [out, page])
+      if (same(resolve(f), o))
+        throw new Error(
+          `merge: ${f} is one of the files to merge and would be overwritten by ${o === out ? 'the merged JSON' : 'its page'}; name another --output`,
+        );
   writeSweepResult(out, merged);
   for (const line of sweepTable(merged)) log(line);
   log(`merged ${files.length} files (${merged.rows.length} cells, ${merged.evaluations} evaluations) into ${out}`);

@@ -1,10 +1,10 @@
 // `qcapsnets report RUN.json [--output FILE]`: the HTML page of a search, sweep or sensitivity
 // run from its JSON (src/report/), written next to it (RUN.html) unless --output says where.
 // A file that is not a run's JSON is one error naming it, before anything is written.
-import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
-import { checkRunJson, writeReportHtml } from '../report/index.js';
+import { mkdirSync } from 'node:fs';
+import { readRunJson, type RunKind, writeReportHtml } from '../report/index.js';
 import { checkWritableFolder } from './args.js';
-import { dirname } from 'node:path';
+import { dirname, resolve } from 'node:path';
 
 export function runReportJob(
   positional: readonly string[],
@@ -16,21 +16,16 @@ export function runReportJob(
       `report: expected one run JSON (qcapsnets report RUN.json [--output FILE]), got ${positional.length ? positional.join(' ') : 'none'}`,
     );
   const file = positional[0];
-  if (!existsSync(file) || statSync(file).isDirectory())
-    throw new Error(
-      `report ${file}: no such file (expected a <stem>_qcapsnets.json, _sweep.json or _sensitivity.json)`,
-    );
+  let kind: RunKind;
   let json: unknown;
   try {
-    json = JSON.parse(readFileSync(file, 'utf8'));
+    ({ kind, json } = readRunJson(file));
   } catch (err) {
-    throw new Error(`report ${file}: not JSON (${(err as Error).message}); expected a qcapsnets run's .json`, {
-      cause: err,
-    });
+    throw new Error(`report ${(err as Error).message}`, { cause: err });
   }
-  const kind = checkRunJson(json, file);
   const out = output ?? file.replace(/\.json$/i, '') + '.html';
-  if (out === file) throw new Error(`--output ${out}: that is the run's JSON itself; name an .html file`);
+  if (resolve(out) === resolve(file))
+    throw new Error(`--output ${out}: that is the run's JSON itself; name an .html file`);
   checkWritableFolder(dirname(out), '--output');
   mkdirSync(dirname(out), { recursive: true });
   writeReportHtml(out, json, file);

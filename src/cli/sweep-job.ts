@@ -11,7 +11,7 @@ import type { CapsNet } from '../models/capsnet.js';
 import type { RoundingCompat } from '../quant/methods.js';
 import { datasetFingerprint } from '../export/quantized-file.js';
 import { writeFileAtomic } from '../io/atomic-write.js';
-import { writeReportHtml } from '../report/index.js';
+import { renderReport } from '../report/index.js';
 import { EVAL_CACHE_TOOL, EVAL_CACHE_VERSION, EvalCache, type EvalCacheHeader } from '../search/eval-cache.js';
 import { runSweep, type SweepGrid, type SweepShard } from '../search/sweep.js';
 import { SWEEP_TOOL, SWEEP_VERSION, type SweepResult, type SweepRow } from '../search/sweep-result.js';
@@ -48,7 +48,9 @@ export function openEvalCache(
     approximateMarginImages: s.approximateMarginImages,
   };
   try {
-    return file === null ? EvalCache.inMemory(header) : EvalCache.open(resolve(file), header);
+    return file === null
+      ? EvalCache.inMemory(header)
+      : EvalCache.open(resolve(file), header, { layers: s.model.quantLayers, images: s.test.count });
   } catch (err) {
     throw new Error(`--eval-cache ${(err as Error).message.replace(/^eval cache /, '')}`, { cause: err });
   }
@@ -155,10 +157,15 @@ export async function runSweepJob(o: SweepJobOptions): Promise<{ result: SweepRe
   return { result, file };
 }
 
-/** The JSON and its page (the same name with .html, src/report/), both written atomically. */
+/** The page of a sweep's JSON file: the same name with .html in place of .json. */
+export const sweepPageFile = (file: string): string => file.replace(/\.json$/i, '') + '.html';
+
+/** The JSON and its page (src/report/), both written atomically; the page is rendered (and
+ *  the result checked) before either is written. */
 export function writeSweepResult(file: string, result: SweepResult): void {
+  const html = renderReport(result, file);
   writeFileAtomic(file, () => [Buffer.from(JSON.stringify(result, null, 1) + '\n')]);
-  writeReportHtml(file.replace(/\.json$/i, '') + '.html', result, file);
+  writeFileAtomic(sweepPageFile(file), () => [Buffer.from(html)]);
 }
 
 /** One line per row: the cell, its branch and its models. */

@@ -5,7 +5,9 @@
 // JSON formats stay in io/ and search/ while the pages can grow their plots here.
 // renderReport checks the JSON's shape first: a foreign or damaged file is one error naming
 // the file and the field, before anything is drawn.
+import { readFileSync, statSync } from 'node:fs';
 import { writeFileAtomic } from '../io/atomic-write.js';
+import { FileFormatError } from '../io/byte-source.js';
 import type { SearchReport } from './search-json.js';
 import { SENSITIVITY_TOOL, SENSITIVITY_VERSION, type SensitivityResult } from '../search/sensitivity.js';
 import { SWEEP_TOOL, SWEEP_VERSION, type SweepResult } from '../search/sweep-result.js';
@@ -24,22 +26,32 @@ export type RunKind = 'search' | 'sweep' | 'sensitivity';
 
 type Shape =
   | 'number'
+  | 'percent'
   | 'string'
   | 'boolean'
   | 'object'
-  | { array: Shape }
+  | { array: Shape; max?: number }
   | { fields: Record<string, Shape> }
   | { optional: Shape }
   | { nullable: Shape }
   | { oneOf: readonly (string | number)[] };
 
+/** The most a run's JSON may hold where a page draws one item each: quantized layers (a
+ *  DeepCaps has 20), values of one sweep axis and cells of a sweep's grid; and the deepest
+ *  nesting of its values (a run's own are 5 deep). */
+export const RUN_LIMITS = { layers: 1000, axisValues: 1000, gridCells: 100_000, depth: 64 };
+/** The largest magnitude of a number in a run's JSON (seconds, megabytes, parameter counts):
+ *  beyond it a page's coordinates would overflow. */
+const MAX_MAGNITUDE = 1e15;
+
 const bits: Shape = { array: 'number' };
 const bitConfig = { weightBits: bits, actBits: bits, routingBits: bits };
 const layer: Shape = { fields: { name: 'string', paramCount: 'number', routes: 'boolean' } };
+const layers: Shape = { array: layer, max: RUN_LIMITS.layers };
 const stepFields = {
   step: 'string',
   ...bitConfig,
-  accuracy: 'number',
+  accuracy: 'percent',
   memoryMB: 'number',
   reduction: 'number',
   activationKB: { optional: { nullable: 'number' } },
@@ -49,9 +61,9 @@ const stepFields = {
 const SEARCH_SHAPE: Shape = {
   fields: {
     settings: 'object',
-    layers: { array: layer },
-    fullPrecisionAccuracy: 'number',
-    minimumAccuracy: 'number',
+    layers,
+    fullPrecisionAccuracy: 'percent',
+    minimumAccuracy: 'percent',
     branch: { oneOf: ['A', 'B'] },
     steps: { array: { fields: stepFields } },
     models: {
@@ -60,23 +72,23 @@ const SEARCH_SHAPE: Shape = {
           ...stepFields,
           kind: 'string',
           file: 'string',
-          testAccuracy: { optional: 'number' },
+          testAccuracy: { optional: 'percent' },
           testCorrect: { optional: 'number' },
           testTotal: { optional: 'number' },
         },
       },
     },
     selection: {
-      optional: { fields: { images: 'number', source: 'string', fullPrecisionTestAccuracy: 'number' } },
+      optional: { fields: { images: 'number', source: 'string', fullPrecisionTestAccuracy: 'percent' } },
     },
     evaluations: {
       array: {
         fields: {
           step: 'string',
           ...bitConfig,
-          accuracy: { nullable: 'number' },
-          lower: 'number',
-          upper: 'number',
+          accuracy: { nullable: 'percent' },
+          lower: 'percent',
+          upper: 'percent',
           exact: 'boolean',
           passed: 'boolean',
           reused: 'boolean',
@@ -96,16 +108,20 @@ const SWEEP_SHAPE: Shape = {
     model: { fields: { kind: 'string', args: bits, file: 'string', sha256: 'string' } },
     settings: { fields: { dataset: 'string', testImages: 'number' } },
     grid: {
-      fields: { tolerances: { array: 'number' }, memoryBudgetsMB: { array: 'number' }, methods: { array: 'string' } },
+      fields: {
+        tolerances: { array: 'percent', max: RUN_LIMITS.axisValues },
+        memoryBudgetsMB: { array: 'number', max: RUN_LIMITS.axisValues },
+        methods: { array: 'string', max: RUN_LIMITS.axisValues },
+      },
     },
     shard: { nullable: { fields: { index: 'number', count: 'number' } } },
-    fullPrecisionAccuracy: 'number',
+    fullPrecisionAccuracy: 'percent',
     fullPrecisionMemoryMB: 'number',
     fullPrecisionActivationKB: 'number',
     rows: {
       array: {
         fields: {
-          tolerance: 'number',
+          tolerance: 'percent',
           memoryBudgetMB: 'number',
           method: 'string',
           branch: { oneOf: ['A', 'B'] },
@@ -114,8 +130,8 @@ const SWEEP_SHAPE: Shape = {
               fields: {
                 kind: { oneOf: ['satisfied', 'memory', 'accuracy'] },
                 bits: sweepBits,
-                accuracy: 'number',
-                testAccuracy: { nullable: 'number' },
+                accuracy: 'percent',
+                testAccuracy: { nullable: 'percent' },
                 weightMemoryMB: 'number',
                 weightReduction: 'number',
                 activationKB: 'number',
@@ -134,7 +150,7 @@ const SWEEP_SHAPE: Shape = {
         fields: {
           method: 'string',
           bits: sweepBits,
-          accuracy: 'number',
+          accuracy: 'percent',
           exact: 'boolean',
           weightMemoryMB: 'number',
           activationKB: 'number',
@@ -155,15 +171,15 @@ const SENSITIVITY_SHAPE: Shape = {
     settings: {
       fields: { dataset: 'string', testImages: 'number', method: 'string', compat: 'string', seed: 'number', bits },
     },
-    layers: { array: layer },
-    fullPrecisionAccuracy: 'number',
+    layers,
+    fullPrecisionAccuracy: 'percent',
     curves: {
       array: {
         fields: {
           layer: 'string',
           kind: { oneOf: ['weights', 'activations', 'routing'] },
           bits: { array: 'number' },
-          accuracy: { array: 'number' },
+          accuracy: { array: 'percent' },
         },
       },
     },
@@ -181,8 +197,9 @@ function describe(v: unknown): string {
 }
 
 function expected(s: Shape): string {
+  if (s === 'percent') return 'a number';
   if (typeof s === 'string') return s === 'object' ? 'an object' : `a ${s}`;
-  if ('array' in s) return 'an array';
+  if ('array' in s) return s.max === undefined ? 'an array' : `an array of at most ${s.max} items`;
   if ('fields' in s) return 'an object';
   if ('optional' in s) return expected(s.optional);
   if ('nullable' in s) return `${expected(s.nullable)} or null`;
@@ -192,10 +209,14 @@ function expected(s: Shape): string {
 function check(v: unknown, s: Shape, path: string, fail: (path: string, what: string) => never): void {
   const bad = () => fail(path, `expected ${expected(s)}, got ${describe(v)}`);
   if (typeof s === 'string') {
-    if (
-      s === 'number' ? !(typeof v === 'number' && Number.isFinite(v)) : s === 'object' ? !isObject(v) : typeof v !== s
-    )
-      bad();
+    if (s === 'number' || s === 'percent') {
+      if (!(typeof v === 'number' && Number.isFinite(v))) bad();
+      const [lo, hi, range] =
+        s === 'percent'
+          ? [0, 100, 'a percentage in [0, 100]']
+          : [-MAX_MAGNITUDE, MAX_MAGNITUDE, 'a number within ±1e15'];
+      if (!((v as number) >= lo && (v as number) <= hi)) fail(path, `expected ${range}, got number ${String(v)}`);
+    } else if (s === 'object' ? !isObject(v) : typeof v !== s) bad();
     return;
   }
   if ('optional' in s) {
@@ -212,6 +233,8 @@ function check(v: unknown, s: Shape, path: string, fail: (path: string, what: st
   }
   if ('array' in s) {
     if (!Array.isArray(v)) bad();
+    if (s.max !== undefined && (v as unknown[]).length > s.max)
+      fail(path, `${(v as unknown[]).length} items; expected at most ${s.max}`);
     (v as unknown[]).forEach((x, i) => check(x, s.array, `${path}[${i}]`, fail));
     return;
   }
@@ -226,11 +249,34 @@ function check(v: unknown, s: Shape, path: string, fail: (path: string, what: st
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-/** Which run a parsed JSON is, its shape checked; errors start with `source` (the file). */
+/** The path of the first value nested deeper than `max` levels (null: none), found without
+ *  recursion: the pages and `merge` stringify settings, which recurses once per level. */
+function tooDeep(json: unknown, max: number): string | null {
+  const stack: { v: unknown; depth: number; path: string }[] = [{ v: json, depth: 0, path: '' }];
+  while (stack.length > 0) {
+    const { v, depth, path } = stack.pop()!;
+    if (typeof v !== 'object' || v === null) continue;
+    if (depth >= max) return path;
+    const keys = Array.isArray(v) ? v.map((_, i) => i) : Object.keys(v);
+    for (const k of keys) {
+      // the path shown is cut after a few levels: a deep one would fill the screen
+      const step = typeof k === 'number' ? `[${k}]` : path ? `.${k}` : k;
+      const shown = depth < 4 ? path + step : depth === 4 ? path + '...' : path;
+      stack.push({ v: (v as Record<string | number, unknown>)[k], depth: depth + 1, path: shown });
+    }
+  }
+  return null;
+}
+
+/** Which run a parsed JSON is, its shape checked; errors (FileFormatError) start with
+ *  `source` (the file) and name the field. */
 export function checkRunJson(json: unknown, source: string): RunKind {
   const fail = (path: string, what: string): never => {
-    throw new Error(`${source}: ${path ? `${path}: ` : ''}${what}`);
+    throw new FileFormatError(source, `${source}: ${path ? `${path}: ` : ''}${what}`);
   };
+  const deep = tooDeep(json, RUN_LIMITS.depth);
+  if (deep !== null)
+    fail(deep, `nested more than ${RUN_LIMITS.depth} levels deep; expected the JSON a qcapsnets run writes`);
   const kinds = `'${SEARCH_TOOL}' (a search's <stem>_qcapsnets.json), '${SWEEP_TOOL}' (<stem>_sweep.json) or '${SENSITIVITY_TOOL}' (<stem>_sensitivity.json)`;
   if (!isObject(json)) fail('', `expected the JSON object of a qcapsnets run, got ${describe(json)}`);
   const tool = (json as Record<string, unknown>).tool;
@@ -262,6 +308,14 @@ export function checkRunJson(json: unknown, source: string): RunKind {
         );
   } else if (kind === 'sweep') {
     const r = o as unknown as SweepResult;
+    const { tolerances, memoryBudgetsMB, methods } = r.grid;
+    const cells = tolerances.length * memoryBudgetsMB.length * methods.length;
+    if (cells > RUN_LIMITS.gridCells)
+      fail(
+        'grid',
+        `${tolerances.length} tolerances x ${memoryBudgetsMB.length} budgets x ${methods.length} methods = ${cells} cells; expected at most ${RUN_LIMITS.gridCells}`,
+      );
+    if (r.rows.length > cells) fail('rows', `${r.rows.length} rows for a grid of ${cells} cells`);
     r.pareto.forEach((p, i) => {
       if (!(Number.isInteger(p) && p >= 0 && p < r.evaluated.length))
         fail(`pareto[${i}]`, `expected an index into evaluated (0..${r.evaluated.length - 1}), got ${p}`);
@@ -277,6 +331,35 @@ export function checkRunJson(json: unknown, source: string): RunKind {
     });
   }
   return kind!;
+}
+
+/** The largest run JSON read (a sweep's of 100,000 evaluated configurations is about 40 MB). */
+export const MAX_RUN_JSON_BYTES = 256 * 2 ** 20;
+
+/** Reads and checks a run's JSON file (checkRunJson): one FileFormatError naming the file and
+ *  the field for a file that is missing, too large, not JSON or not a run. */
+export function readRunJson(file: string): { kind: RunKind; json: unknown } {
+  const st = statSync(file, { throwIfNoEntry: false });
+  if (st === undefined || st.isDirectory())
+    throw new FileFormatError(
+      file,
+      `${file}: no such file (expected a <stem>_qcapsnets.json, _sweep.json or _sensitivity.json)`,
+    );
+  if (!st.isFile()) throw new FileFormatError(file, `${file}: not a regular file (expected a qcapsnets run's .json)`);
+  if (st.size > MAX_RUN_JSON_BYTES)
+    throw new FileFormatError(
+      file,
+      `${file}: ${st.size} bytes; a run's JSON is at most ${MAX_RUN_JSON_BYTES / 2 ** 20} MiB (expected a qcapsnets run's .json)`,
+    );
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new FileFormatError(file, `${file}: not JSON (${(err as Error).message}); expected a qcapsnets run's .json`, {
+      cause: err,
+    });
+  }
+  return { kind: checkRunJson(json, file), json };
 }
 
 /** The page of a run's parsed JSON; `source` (its file) titles the page and starts errors. */

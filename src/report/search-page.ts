@@ -7,7 +7,7 @@ import { configKey } from '../quant/config.js';
 import { weightMemoryMB } from '../quant/memory.js';
 import { bitList, facts, figure, page, settingsTable, table } from './page.js';
 import { paretoFront } from './pareto.js';
-import { bars, esc, num, PALETTE, plot, type Point, type RefLine, type Series } from './svg.js';
+import { bars, esc, maxOf, minOf, num, PALETTE, plot, type Point, type RefLine, type Series } from './svg.js';
 
 export const STEP_COLORS: Record<string, string> = {
   step1: PALETTE[0],
@@ -117,7 +117,7 @@ function scatter(r: SearchReport, zoom: number | null = null): string {
       })),
   });
   const xs = configs.map((c) => c.memoryMB).filter((v) => v > 0);
-  const log = xs.length > 0 && Math.max(...xs) / Math.min(...xs) > 20;
+  const log = xs.length > 0 && maxOf(xs) / minOf(xs) > 20;
   const budget = Number(r.settings['memory-budget']);
   const refs: RefLine[] = [
     {
@@ -128,7 +128,7 @@ function scatter(r: SearchReport, zoom: number | null = null): string {
     },
     { axis: 'y', value: r.minimumAccuracy, label: `A_min ${num(r.minimumAccuracy)}%`, color: '#d62728' },
   ];
-  if (Number.isFinite(budget) && budget > 0 && budget <= 4 * Math.max(...xs, 0))
+  if (Number.isFinite(budget) && budget > 0 && budget <= 4 * Math.max(maxOf(xs), 0))
     refs.push({ axis: 'x', value: budget, label: `budget ${num(budget)} MB`, color: '#777' });
   if (zoom !== null)
     return figure(
@@ -162,7 +162,7 @@ function zoomedScatter(r: SearchReport): string {
   const from = Math.max(0, r.minimumAccuracy - band);
   const ys = evaluatedConfigs(r).map((c) => (c.exact ? c.accuracy : c.upper));
   const inside = ys.filter((y) => y >= from).length;
-  const span = Math.max(...ys, r.fullPrecisionAccuracy) - Math.min(...ys, r.minimumAccuracy);
+  const span = Math.max(maxOf(ys), r.fullPrecisionAccuracy) - Math.min(minOf(ys), r.minimumAccuracy);
   return inside >= 2 && span > 4 * (r.fullPrecisionAccuracy + 1 - from) ? scatter(r, from) : '';
 }
 

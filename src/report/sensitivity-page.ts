@@ -4,7 +4,7 @@
 import type { SensitivityResult } from '../search/sensitivity.js';
 import { SENSITIVITY_KINDS } from '../search/sensitivity.js';
 import { facts, figure, page, settingsTable, table } from './page.js';
-import { num, PALETTE, plot } from './svg.js';
+import { maxOf, minOf, num, PALETTE, plot } from './svg.js';
 
 const MARKERS = ['circle', 'square', 'diamond', 'ring'] as const;
 
@@ -52,8 +52,8 @@ export function sensitivityPage(r: SensitivityResult, source: string): string {
   const rows = r.curves.map((c) => [
     c.layer,
     c.kind,
-    num(Math.min(...c.accuracy), 2),
-    num(Math.max(...c.accuracy), 2),
+    num(minOf(c.accuracy), 2),
+    num(maxOf(c.accuracy), 2),
     bitsWithin(c, r.fullPrecisionAccuracy, 0.5),
   ]);
   return page(`Q-CapsNets sensitivity: ${r.model.kind} ${r.model.args.join(' ')}`, `${source} · ${r.settings.method}`, [

@@ -8,6 +8,21 @@ export const PALETTE = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '
 export const esc = (s: string): string =>
   s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 
+/** The largest and smallest of `xs` as Math.max(...xs) and Math.min(...xs) give them (-Infinity
+ *  and Infinity when empty, NaN when one is NaN), without passing every value as an argument:
+ *  a spread of a few hundred thousand values overflows the call stack. */
+export function maxOf(xs: Iterable<number>): number {
+  let m = -Infinity;
+  for (const x of xs) if (x > m || Number.isNaN(x)) m = Number.isNaN(m) ? m : x;
+  return m;
+}
+
+export function minOf(xs: Iterable<number>): number {
+  let m = Infinity;
+  for (const x of xs) if (x < m || Number.isNaN(x)) m = Number.isNaN(m) ? m : x;
+  return m;
+}
+
 /** A number with at most `digits` significant decimals and no trailing zeros. */
 export function num(v: number, digits = 4): string {
   if (!Number.isFinite(v)) return String(v);
@@ -101,8 +116,8 @@ function logTicks(lo: number, hi: number): number[] {
 
 function scale(axis: Axis, values: number[], from: number, to: number): Scale {
   const finite = values.filter((v) => Number.isFinite(v) && (!axis.log || v > 0));
-  let lo = axis.min ?? Math.min(...finite);
-  let hi = axis.max ?? Math.max(...finite);
+  let lo = axis.min ?? minOf(finite);
+  let hi = axis.max ?? maxOf(finite);
   if (!Number.isFinite(lo) || !Number.isFinite(hi)) [lo, hi] = axis.log ? [1, 10] : [0, 1];
   if (axis.log) {
     if (hi / lo < 1.01) [lo, hi] = [lo / 1.5, hi * 1.5];
@@ -310,10 +325,10 @@ export function bars(o: BarOptions): string {
   const W = o.width ?? Math.max(520, Math.min(1100, 120 + o.categories.length * 26 * (o.series.length + 1) + M.right));
   const band = (W - M.right - M.left) / o.categories.length;
   const slanted = o.categories.some((c) => 6.5 * c.length > band - 4);
-  const longest = Math.max(...o.categories.map((c) => c.length));
+  const longest = maxOf(o.categories.map((c) => c.length));
   const H = (o.height ?? 280) + (slanted ? Math.round(4 * longest) : 0);
   const [x0, x1, y0, y1] = [M.left, W - M.right, H - M.bottom - (slanted ? Math.round(4 * longest) : 0), M.top];
-  const max = Math.max(1, ...o.series.flatMap((s) => s.values.filter((v): v is number => v !== null)));
+  const max = Math.max(1, maxOf(o.series.flatMap((s) => s.values.filter((v): v is number => v !== null))));
   const ticks = niceTicks(0, max, 4);
   const top = Math.max(max, ticks[ticks.length - 1]) * 1.12;
   const sy = (v: number) => y0 - (v / top) * (y0 - y1);

@@ -4,7 +4,7 @@
 import type { SweepResult } from '../search/sweep-result.js';
 import { bitList, facts, figure, page, settingsTable, table } from './page.js';
 import { paretoFront } from './pareto.js';
-import { bars, num, PALETTE, plot, type Series } from './svg.js';
+import { bars, maxOf, minOf, num, PALETTE, plot, type Series } from './svg.js';
 
 const KIND_COLORS = { satisfied: '#ffd400', memory: '#e377c2', accuracy: '#17becf' };
 
@@ -60,7 +60,7 @@ function methodPlot(r: SweepResult, method: string, color: string): string {
     });
   }
   const xs = pts.map((p) => p.weightMemoryMB).filter((v) => v > 0);
-  const log = xs.length > 0 && Math.max(...xs) / Math.min(...xs) > 20;
+  const log = xs.length > 0 && maxOf(xs) / minOf(xs) > 20;
   return figure(
     plot({
       title: `${method}: accuracy against weight memory`,

@@ -264,20 +264,25 @@ export function sortPoints(points: SweepPoint[], methods: readonly QuantMethod[]
  * point that does dominate them, so it is left out of the comparison altogether.
  */
 export function paretoFront(points: readonly SweepPoint[]): number[] {
-  const exact = points.flatMap((p, i) => (p.exact ? [i] : []));
-  const front = exact.filter(
-    (i) =>
-      !exact.some((j) => {
-        const p = points[i];
-        const q = points[j];
-        return (
-          q.accuracy >= p.accuracy &&
-          q.weightMemoryMB <= p.weightMemoryMB &&
-          (q.accuracy > p.accuracy || q.weightMemoryMB < p.weightMemoryMB)
-        );
-      }),
-  );
-  return front.sort(
-    (i, j) => points[i].weightMemoryMB - points[j].weightMemoryMB || points[j].accuracy - points[i].accuracy || i - j,
-  );
+  // by weight memory ascending, then accuracy descending (then index): a point is off the
+  // front when a point of less memory has as much accuracy or more (`before`, the best such
+  // accuracy), or one of the same memory has more; O(n log n), so a merge of many shards'
+  // points stays fast
+  const order = points
+    .flatMap((p, i) => (p.exact ? [i] : []))
+    .sort(
+      (i, j) => points[i].weightMemoryMB - points[j].weightMemoryMB || points[j].accuracy - points[i].accuracy || i - j,
+    );
+  const front: number[] = [];
+  let before = -Infinity;
+  for (let k = 0; k < order.length;) {
+    const memory = points[order[k]].weightMemoryMB;
+    const top = points[order[k]].accuracy; // the best of this memory (sorted first)
+    let end = k;
+    for (; end < order.length && points[order[end]].weightMemoryMB === memory; end++)
+      if (points[order[end]].accuracy === top && top > before) front.push(order[end]);
+    before = Math.max(before, top);
+    k = end;
+  }
+  return front;
 }
