@@ -11,6 +11,7 @@ import { readStateDict } from '../../src/io/pt.js';
 import { readQuantizedModel } from '../../src/export/quantized-file.js';
 import { readSafetensors } from '../../src/io/safetensors.js';
 import { readTrainingCheckpoint } from '../../src/train/checkpoint.js';
+import { C_RUN_TIMEOUT_MS, prepareCBinary, readWithCBinary } from './c-binary.js';
 
 export interface FuzzReader {
   /** File extension of its inputs (saved failures keep it). */
@@ -21,6 +22,9 @@ export interface FuzzReader {
   readonly timeoutMs: number;
   /** Share of the default 100,000+ inputs. */
   readonly defaultInputs: number;
+  /** Run once in the campaign's main thread before its workers start (e.g. to compile a
+   *  binary); returns what undoes it when the campaign ends. */
+  readonly prepare?: () => () => void;
 }
 
 function touchImages(set: RawImageSet): void {
@@ -51,6 +55,22 @@ export const READERS: Readonly<Record<string, FuzzReader>> = {
     read: (f) => void readQuantizedModel(f),
     timeoutMs: 15_000,
     defaultInputs: 1_500,
+  },
+  // the C export's command on IDX and raw float32 images: a process each (~0.5 s with the
+  // sanitizers), so few inputs and a limit past the binary's own
+  'c-idx': {
+    ext: '.idx',
+    read: readWithCBinary,
+    timeoutMs: C_RUN_TIMEOUT_MS + 10_000,
+    defaultInputs: 300,
+    prepare: prepareCBinary,
+  },
+  'c-raw': {
+    ext: '.f32',
+    read: readWithCBinary,
+    timeoutMs: C_RUN_TIMEOUT_MS + 10_000,
+    defaultInputs: 300,
+    prepare: prepareCBinary,
   },
 };
 
