@@ -19,6 +19,7 @@ import {
   type EvalCacheHeader,
   type EvalCacheModel,
 } from '../../src/search/eval-cache.js';
+import { C_RUN_TIMEOUT_MS, prepareCBinary, readWithCBinary } from './c-binary.js';
 
 export interface FuzzReader {
   /** File extension of its inputs (saved failures keep it). */
@@ -29,6 +30,9 @@ export interface FuzzReader {
   readonly timeoutMs: number;
   /** Share of the default 100,000+ inputs. */
   readonly defaultInputs: number;
+  /** Run once in the campaign's main thread before its workers start (e.g. to compile a
+   *  binary); returns what undoes it when the campaign ends. */
+  readonly prepare?: () => () => void;
 }
 
 /** The run an evaluation-cache input is opened for (its seeds are written for it): a
@@ -98,6 +102,22 @@ export const READERS: Readonly<Record<string, FuzzReader>> = {
     read: (f) => void renderReport(readRunJson(f).json, f),
     timeoutMs: 4000,
     defaultInputs: 6_000,
+  },
+  // the C export's command on IDX and raw float32 images: a process each (~0.5 s with the
+  // sanitizers), so few inputs and a limit past the binary's own
+  'c-idx': {
+    ext: '.idx',
+    read: readWithCBinary,
+    timeoutMs: C_RUN_TIMEOUT_MS + 10_000,
+    defaultInputs: 300,
+    prepare: prepareCBinary,
+  },
+  'c-raw': {
+    ext: '.f32',
+    read: readWithCBinary,
+    timeoutMs: C_RUN_TIMEOUT_MS + 10_000,
+    defaultInputs: 300,
+    prepare: prepareCBinary,
   },
 };
 

@@ -200,6 +200,12 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
     report.failures.push({ reader, index, kind, message, file });
   };
 
+  // (before the workers start: they inherit what a preparation leaves in the environment)
+  const undo: (() => void)[] = [];
+  for (const r of readers) {
+    const prepare = READERS[r].prepare;
+    if (prepare && options.inputs[r] > 0) undo.push(prepare());
+  }
   const slots = Array.from({ length: Math.max(1, options.workers ?? 1) }, () => new FuzzSlot(options.heapLimitMb));
   let next = 0;
   const loop = async (slot: FuzzSlot) => {
@@ -222,6 +228,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
     await Promise.all(slots.map(loop));
   } finally {
     await Promise.all(slots.map((s) => s.close()));
+    for (const u of undo.reverse()) u();
   }
   report.seconds = Math.round((performance.now() - started) / 100) / 10;
   return report;

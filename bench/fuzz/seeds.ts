@@ -17,6 +17,7 @@ import type { NamedTensor } from '../../src/io/tensor-data.js';
 import { zipBytes, type ZipWriteEntry } from '../../src/io/zip.js';
 import { buildModel } from '../../src/models/factory.js';
 import { quantize } from '../../src/quant/quantized-model.js';
+import { C_FUZZ_IMAGE } from './c-binary.js';
 import { pickleFields, type SizeField } from './mutate.js';
 import { FUZZ_EVAL_CACHE } from './readers.js';
 import { sampleSearch, sampleSensitivity, sampleSweep } from '../../test/report-samples.js';
@@ -273,6 +274,20 @@ function idxSeeds(gzip: boolean): Seed[] {
   });
 }
 
+/** Images for the C export's command (bench/fuzz/c-binary.ts): IDX ubyte [2][18][18] and
+ *  [1][18][18][1], and raw float32 images in [0, 1] (mutated bytes make NaN, infinities and
+ *  values far outside). */
+function cBinarySeeds(raw: boolean): Seed[] {
+  const { height: h, width: w, channels: c } = C_FUZZ_IMAGE;
+  if (!raw)
+    return [
+      rawSeed('c-idx-3d', idxBytes(0x08, [2, h, w], 1), idxDims([2, h, w])),
+      rawSeed('c-idx-4d', idxBytes(0x08, [1, h, w, c], 1), idxDims([1, h, w, c])),
+    ];
+  const images = (n: number) => float32Bytes(Array.from({ length: n * h * w * c }, (_, i) => ((i * 37) % 256) / 255));
+  return [rawSeed('c-raw-1', images(1), []), rawSeed('c-raw-2', images(2), [])];
+}
+
 function cifarSeed(records: number): Seed {
   const bytes = new Uint8Array(records * 3073);
   for (let i = 0; i < bytes.length; i++) bytes[i] = i % 3073 === 0 ? (i / 3073) % 10 : (i * 13) & 0xff;
@@ -470,6 +485,8 @@ const SEEDS: Record<string, () => Seed[]> = {
     runJsonSeed('sweep', sampleSweep()),
     runJsonSeed('sensitivity', sampleSensitivity()),
   ],
+  'c-idx': () => cBinarySeeds(false),
+  'c-raw': () => cBinarySeeds(true),
 };
 
 /** The seeds of one reader (see readers.ts for the names). */

@@ -22,6 +22,14 @@ function readPacked(path: string): ReturnType<typeof readQuantizedModel> {
   return readQuantizedModel(path);
 }
 
+/** `path` as one word of a POSIX shell command: as it is when it holds only characters no
+ *  shell treats specially, else in single quotes (a quote inside as '\''); a leading '-' gets
+ *  './' so that cd does not read it as an option. */
+export function shellWord(path: string): string {
+  const word = path.startsWith('-') ? `./${path}` : path;
+  return /^[A-Za-z0-9_/.,:@%+=-]+$/.test(word) ? word : `'${word.replace(/'/g, "'\\''")}'`;
+}
+
 /** `export --format onnx`: <stem>_quantized_<kind>.onnx beside the packed file (or in --output-dir). */
 export async function runOnnxExport(
   path: string,
@@ -56,7 +64,7 @@ export async function runExport(
     const outDir = outputDir ?? dirname(path);
     checkCExport(q, outDir);
     const r = exportC(q, { outDir, stem: basename(path).replace(/\.safetensors$/i, '') });
-    log(`C export: ${r.dir} (${r.files.join(', ')}); build: cd ${r.dir} && ${BUILD_COMMAND}`);
+    log(`C export: ${r.dir} (${r.files.join(', ')}); build: cd ${shellWord(r.dir)} && ${BUILD_COMMAND}`);
     return 0;
   }
   const test = await loadTest();

@@ -117,7 +117,8 @@ function loadTrained(o: Options, model: CapsNet): string {
   } catch (err) {
     // a file of the other model, or of other --model-args: one line that says which flags fit
     const found = modelOfStateDict(sd);
-    if (!found) throw err;
+    const same = found && found.name === model.kind && found.args.join(' ') === model.args.join(' ');
+    if (!found || same) throw err;
     throw new Error(
       `--trained-weights-path ${path} holds a ${found.name} ${found.args.join(' ')} state_dict, not ${model.kind} ` +
         `${model.args.join(' ')}: pass --model ${found.name} --model-args ${found.args.join(' ')}`,

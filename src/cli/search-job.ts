@@ -4,7 +4,6 @@
 // same models packed at their bit widths, src/export/quantized-file.ts), <stem>_qcapsnets.json
 // and .html.
 import { basename, dirname, extname, join, resolve } from 'node:path';
-import { mkdirSync } from 'node:fs';
 import type { Dataset } from '../data/dataset.js';
 import type { CapsNet } from '../models/capsnet.js';
 import type { QuantMethod } from '../tensor/backend.js';
@@ -12,6 +11,7 @@ import type { RoundingCompat } from '../quant/methods.js';
 import type { SearchResult } from '../search/qcapsnets.js';
 import { type SearchProgress, searchModel } from '../search/search-model.js';
 import { writeStateDict } from '../io/pt.js';
+import { OutputSet } from '../io/output-set.js';
 import { evaluateFullPrecision } from '../models/evaluate.js';
 import { datasetFingerprint, writeQuantizedModel } from '../export/quantized-file.js';
 import { type SearchReport, writeJsonReport } from '../report/search-json.js';
@@ -97,8 +97,38 @@ export async function runSearchJob(o: SearchJobOptions): Promise<SearchJobResult
   const search = r.search;
 
   const outDir = resolve(o.outputDir ?? dirname(o.modelFile));
-  mkdirSync(outDir, { recursive: true });
   const stem = basename(o.modelFile, extname(o.modelFile));
+  // the set appears whole or not at all (the JSON, which lists the others, last): see OutputSet
+  const set = new OutputSet(outDir, `${stem}_qcapsnets`);
+  try {
+    const r2 = writeOutputs(o, r, set, outDir, stem, t0);
+    set.commit(r2.jsonFile);
+    for (const line of r2.lines) o.log(line);
+    return {
+      report: r2.report,
+      search,
+      files: r2.files,
+      searchSeconds: r.searchSeconds,
+      evaluations: r.evaluations,
+      fullPassEquivalents: r.fullPassEquivalents,
+    };
+  } catch (err) {
+    set.abort();
+    throw err;
+  }
+}
+
+/** Writes the set's files into `set` and returns the lines to log once it is in place. */
+function writeOutputs(
+  o: SearchJobOptions,
+  r: Awaited<ReturnType<typeof searchModel>>,
+  set: OutputSet,
+  outDir: string,
+  stem: string,
+  t0: number,
+): { report: SearchReport; files: string[]; jsonFile: string; lines: string[] } {
+  const search = r.search;
+  const lines: string[] = [];
   const files: string[] = [];
   const models: SearchReport['models'] = [];
   const fingerprint = datasetFingerprint(o.test);
@@ -108,29 +138,31 @@ export async function runSearchJob(o: SearchJobOptions): Promise<SearchJobResult
     o.method === 'stochastic_rounding' ? { order: r.imageOrder, batchSize: o.testBatchSize, fingerprint } : undefined;
   for (const [k, m] of search.models.entries()) {
     const file = join(outDir, `${stem}_quantized_${m.kind}.pt`);
-    writeStateDict(file, r.models[k].model.stateDict());
+    set.write(file, (f) => writeStateDict(f, r.models[k].model.stateDict()));
     files.push(file);
     const total = o.test.count;
     const correct = Math.round((m.result.accuracy * total) / 100);
     // --selection-split: the search decided on held-out training images; the test set's say
     const onTest = o.finalTest ? r.models[k].model.evaluate(o.finalTest, { batchSize: o.testBatchSize }) : null;
     const packedFile = join(outDir, `${stem}_quantized_${m.kind}.safetensors`);
-    const packed = writeQuantizedModel(packedFile, r.models[k].model, {
-      decoder: o.decoder ?? null,
-      search: {
-        kind: m.kind,
-        dataset: o.test.name,
-        images: total,
-        correct,
-        accuracy: m.result.accuracy,
-        batchSize: o.testBatchSize,
-        order: 'hardest-first',
-        fingerprint,
-      },
-      evaluationOrder,
-    });
+    const packed = set.write(packedFile, (f) =>
+      writeQuantizedModel(f, r.models[k].model, {
+        decoder: o.decoder ?? null,
+        search: {
+          kind: m.kind,
+          dataset: o.test.name,
+          images: total,
+          correct,
+          accuracy: m.result.accuracy,
+          batchSize: o.testBatchSize,
+          order: 'hardest-first',
+          fingerprint,
+        },
+        evaluationOrder,
+      }),
+    );
     files.push(packedFile);
-    o.log(
+    lines.push(
       `model-${m.kind} stored in ${file} and, at its bit widths, ${packedFile}: accuracy ${m.result.accuracy}% ` +
         `(${correct}/${total}), ${m.result.memoryMB.toFixed(4)} MB; packed ${packed.packedBytes} bytes of tensors ` +
         `for a weight memory of ${packed.memoryBytes} bytes` +
@@ -155,7 +187,7 @@ export async function runSearchJob(o: SearchJobOptions): Promise<SearchJobResult
   if (o.finalTest) {
     const fp = evaluateFullPrecision(o.model, o.finalTest, { batchSize: o.testBatchSize });
     selection = { images: o.test.count, source: o.test.source, fullPrecisionTestAccuracy: fp.accuracy };
-    o.log(
+    lines.push(
       `selection split: the search decided on ${o.test.count} held-out training images (full precision ` +
         `${r.fullPrecisionAccuracy}%); full-precision accuracy on the test set ${fp.accuracy}% (${fp.correct}/${fp.total})`,
     );
@@ -195,18 +227,11 @@ export async function runSearchJob(o: SearchJobOptions): Promise<SearchJobResult
   };
   const jsonFile = join(outDir, `${stem}_qcapsnets.json`);
   const htmlFile = join(outDir, `${stem}_qcapsnets.html`);
-  writeJsonReport(jsonFile, report);
-  writeHtmlReport(htmlFile, report, jsonFile);
+  set.write(jsonFile, (f) => writeJsonReport(f, report));
+  set.write(htmlFile, (f) => writeHtmlReport(f, report, jsonFile));
   files.push(jsonFile, htmlFile);
-  o.log(`results: ${jsonFile} and ${htmlFile}`);
-  return {
-    report,
-    search,
-    files,
-    searchSeconds: r.searchSeconds,
-    evaluations: r.evaluations,
-    fullPassEquivalents: r.fullPassEquivalents,
-  };
+  lines.push(`results: ${jsonFile} and ${htmlFile}`);
+  return { report, files, jsonFile, lines };
 }
 
 function flatStep(s: SearchResult['steps'][number]) {

@@ -61,11 +61,17 @@ static void quantize_floats(float *v, size_t n, int frac) {
   for (i = 0; i < n; i++) v[i] = quantize_value(v[i], &q);
 }
 
-/* quantized floats -> their integers at frac bits (exact: a power-of-two scale) */
+/* quantized floats -> their integers at frac bits (exact: a power-of-two scale). A value
+ * past int32's range (only from an image far outside [0, 1]) saturates to +-INT32_MAX and NaN
+ * gives 0, where the cast would be undefined behaviour (-INT32_MAX, so that max_abs may negate
+ * every value). */
 static void to_integers(const float *v, int32_t *out, size_t n, int frac) {
   const float scale = ldexpf(1.f, frac);
   size_t i;
-  for (i = 0; i < n; i++) out[i] = (int32_t)(v[i] * scale);
+  for (i = 0; i < n; i++) {
+    const float x = v[i] * scale;
+    out[i] = x >= 2147483648.f ? INT32_MAX : x <= -2147483648.f ? -INT32_MAX : x == x ? (int32_t)x : 0;
+  }
 }
 
 static int32_t max_abs(const int32_t *x, size_t n) {

@@ -6,6 +6,7 @@
 import type { DeepCaps } from '../models/deepcaps.js';
 import { shallowPrimaryGrid, type ShallowCapsNet } from '../models/shallow-capsnet.js';
 import type { QuantizedModel } from '../quant/quantized-model.js';
+import { C_MAIN } from './c-export-main.js';
 import { C_RUNTIME } from './c-export-runtime.js';
 import type { CFloatBuffer, CTensor } from './c-export-weights.js';
 
@@ -317,90 +318,9 @@ int qcaps_infer(const float *image, float *class_lengths);
 `;
 }
 
-/** main.c: classifies the images of a raw float32 file or an IDX file. */
+/** main.c: classifies the images of a raw float32 file or an IDX file (c-export-main.ts). */
 export function mainSource(): string {
-  return `/* main.c: runs qcaps_infer on images from a file (written by qcapsnets export --format c).
- *   qcaps IMAGES [N]
- * IMAGES: an IDX file of unsigned bytes (e.g. t10k-images-idx3-ubyte; pixels / 255) or a raw
- * file of little-endian float32 images [N][H][W][C]. Prints one line per image:
- * the prediction, then the class lengths (%.9g). */
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "qcaps_model.h"
-
-static unsigned long be32(const unsigned char *b) {
-  return ((unsigned long)b[0] << 24) | ((unsigned long)b[1] << 16) | ((unsigned long)b[2] << 8) | b[3];
-}
-
-int main(int argc, char **argv) {
-  static float image[QCAPS_IMAGE_SIZE];
-  static unsigned char bytes[QCAPS_IMAGE_SIZE];
-  float lengths[QCAPS_CLASSES];
-  unsigned char head[4];
-  unsigned long count, n, i, limit = 0;
-  int idx, k;
-  FILE *f;
-  if (argc < 2 || argc > 3) {
-    fprintf(stderr, "usage: %s IMAGES [N]  (IDX ubyte images or raw float32 [N][H][W][C])\\n", argv[0]);
-    return 2;
-  }
-  if (argc == 3) limit = strtoul(argv[2], NULL, 10);
-  f = fopen(argv[1], "rb");
-  if (!f) {
-    fprintf(stderr, "%s: cannot open it\\n", argv[1]);
-    return 1;
-  }
-  idx = fread(head, 1, 4, f) == 4 && head[0] == 0 && head[1] == 0 && head[2] == 0x08;
-  if (idx) {
-    /* IDX: magic 0 0 8 ndim, then ndim big-endian sizes */
-    unsigned char dim[4];
-    unsigned long per = 1;
-    int ndim = head[3], dd;
-    if (fread(dim, 1, 4, f) != 4) return fprintf(stderr, "%s: truncated IDX header\\n", argv[1]), 1;
-    count = be32(dim);
-    for (dd = 1; dd < ndim; dd++) {
-      if (fread(dim, 1, 4, f) != 4) return fprintf(stderr, "%s: truncated IDX header\\n", argv[1]), 1;
-      per *= be32(dim);
-    }
-    if (per != QCAPS_IMAGE_SIZE) {
-      fprintf(stderr, "%s: images of %lu values, the model takes %d\\n", argv[1], per, QCAPS_IMAGE_SIZE);
-      return 1;
-    }
-  } else {
-    long size;
-    fseek(f, 0, SEEK_END);
-    size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    if (size < 0 || size % (long)(sizeof(float) * QCAPS_IMAGE_SIZE) != 0) {
-      fprintf(stderr, "%s: not IDX, and its size is not a multiple of %d float32 values\\n", argv[1], QCAPS_IMAGE_SIZE);
-      return 1;
-    }
-    count = (unsigned long)size / (sizeof(float) * QCAPS_IMAGE_SIZE);
-  }
-  n = limit && limit < count ? limit : count;
-  for (i = 0; i < n; i++) {
-    int pred;
-    if (idx) {
-      if (fread(bytes, 1, QCAPS_IMAGE_SIZE, f) != QCAPS_IMAGE_SIZE) break;
-      for (k = 0; k < QCAPS_IMAGE_SIZE; k++) image[k] = (float)(bytes[k] / 255.0); /* as the tool */
-    } else if (fread(image, sizeof(float), QCAPS_IMAGE_SIZE, f) != QCAPS_IMAGE_SIZE) {
-      break;
-    }
-    pred = qcaps_infer(image, lengths);
-    printf("%d", pred);
-    for (k = 0; k < QCAPS_CLASSES; k++) printf(" %.9g", lengths[k]);
-    printf("\\n");
-  }
-  fclose(f);
-  if (i < n) {
-    fprintf(stderr, "%s: truncated after %lu images\\n", argv[1], i);
-    return 1;
-  }
-  return 0;
-}
-`;
+  return C_MAIN;
 }
 
 export function makefile(): string {

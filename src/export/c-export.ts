@@ -3,13 +3,16 @@
 //   qcaps_weights.h   the integer weights at their formats (c-export-weights.ts)
 //   qcaps_model.c/.h  qcaps_infer(image, class_lengths) -> predicted class (c-export-source.ts)
 //   main.c, Makefile  a command that classifies the images of an IDX or raw float32 file
+//                     (c-export-main.ts)
 // The directory is written under a temporary name and renamed into place, so an export that
-// fails leaves nothing behind (and an earlier export stays whole until the new one is done).
+// fails leaves nothing behind (and an earlier export stays whole until the new one is done);
+// the temporary folders of an export that was killed are removed by the next export of its name.
 import { accessSync, constants, existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { QuantizedModel } from '../quant/quantized-model.js';
 import { writeFileAtomic } from '../io/atomic-write.js';
+import { removeStaleTempFolders } from '../io/output-set.js';
 import { mainSource, makefile, modelHeader, modelSource } from './c-export-source.js';
 import { cFloatBuffers, cTensors, weightHeader } from './c-export-weights.js';
 
@@ -53,6 +56,8 @@ export function exportC(q: QuantizedModel, options: CExportOptions): { dir: stri
   const floats = cFloatBuffers(q);
   const source = modelSource(q, tensors, floats);
   mkdirSync(options.outDir, { recursive: true });
+  // what exports of this name that were killed (SIGKILL, a power cut) left behind
+  removeStaleTempFolders(options.outDir, `${options.stem}_c`);
   const dir = join(options.outDir, `${options.stem}_c`);
   const temp = join(options.outDir, `.${options.stem}_c.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   const enc = new TextEncoder();

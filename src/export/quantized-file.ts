@@ -423,6 +423,39 @@ function brief(v: unknown): string {
   return String(v);
 }
 
+/** A metadata value for a message about its type: a string in quotes, said to be one. */
+function typed(v: unknown): string {
+  if (typeof v === 'string') return `${JSON.stringify(v)} (a string)`;
+  return typeof v === 'object' && v !== null && !Array.isArray(v) ? 'an object' : brief(v);
+}
+
+/** The metadata's 'search' record (what the search measured; `evaluate` prints it beside its
+ *  own count), or null when there is none: its counts must be counts of its images and its
+ *  accuracy theirs, or the error names the file and the field. */
+function checkSearchRecord(file: string, v: unknown): QuantizedSearchRecord | null {
+  if (v === undefined) return null;
+  const bad = (what: string) => fileError(file, `__metadata__ 'search': ${what}`);
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw bad('expected an object');
+  const r = v as Record<string, unknown>;
+  const int = (key: string, min: number, max: number, what: string) => {
+    const x = r[key];
+    if (!(isInt(x) && x >= min && x <= max)) throw bad(`'${key}' is ${typed(x)}, expected ${what}`);
+    return x;
+  };
+  const images = int('images', 1, Number.MAX_SAFE_INTEGER, 'an integer >= 1 (the images evaluated)');
+  const correct = int('correct', 0, images, `an integer from 0 to 'images' (${images})`);
+  int('batchSize', 1, Number.MAX_SAFE_INTEGER, 'an integer >= 1');
+  const accuracy = r.accuracy;
+  if (!(typeof accuracy === 'number' && Math.round((accuracy * images) / 100) === correct))
+    throw bad(`'accuracy' is ${typed(accuracy)}, expected ${correct}/${images} in percent`);
+  for (const key of ['kind', 'order'])
+    if (typeof r[key] !== 'string') throw bad(`'${key}' is ${typed(r[key])}, expected a string`);
+  for (const key of ['dataset', 'fingerprint'])
+    if (r[key] !== undefined && typeof r[key] !== 'string')
+      throw bad(`'${key}' is ${typed(r[key])}, expected a string`);
+  return v as QuantizedSearchRecord;
+}
+
 /** Reads a file written by writeQuantizedModel: the QuantizedModel it holds (rebuilt from the
  *  metadata alone) and what the metadata says. Any disagreement is an error naming the file. */
 export function readQuantizedModel(file: string): { quantized: QuantizedModel; info: QuantizedFileInfo } {
@@ -531,10 +564,15 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
       throw bad(`'${tname}${QWEIGHT}' is ${stored.dtype} [${stored.shape.join(', ')}], expected U8 [bytes]`);
     const layer = layerOf.get(tname.split('.')[0])!;
     const F = bits.weightBits[layer];
+    if (!isInt(f.frac_bits))
+      throw bad(
+        `frac_bits ${typed(f.frac_bits)}: expected the integer ${F} (layer ${model.layerNames[layer]}'s weight bits)`,
+      );
     if (f.frac_bits !== F)
       throw bad(`frac_bits ${brief(f.frac_bits)} but layer ${model.layerNames[layer]} has ${F} weight bits`);
     const b = f.bits;
-    if (!(isInt(b) && b >= 1 && b <= MAX_CODE_BITS)) throw bad(`bits ${brief(b)}: expected 1..${MAX_CODE_BITS}`);
+    if (!(isInt(b) && b >= 1 && b <= MAX_CODE_BITS))
+      throw bad(`bits ${typed(b)}: expected an integer from 1 to ${MAX_CODE_BITS}`);
     const need = Math.ceil((numel * b) / 8);
     if (stored.bytes.length !== need)
       throw bad(
@@ -544,7 +582,7 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
     let values: Float32Array;
     if (method === 'logarithmic') {
       if (f.encoding !== 'log2') throw bad(`encoding '${brief(f.encoding)}', the logarithmic method stores 'log2'`);
-      if (!isInt(f.exp_min)) throw bad(`exp_min ${brief(f.exp_min)}: expected an integer`);
+      if (!isInt(f.exp_min)) throw bad(`exp_min ${typed(f.exp_min)}: expected an integer`);
       values = decodeLog(bad, codes, b, f.exp_min, F, saturated);
     } else {
       if (f.encoding !== 'fixed') throw bad(`encoding '${brief(f.encoding)}', method ${method} stores 'fixed'`);
@@ -589,7 +627,7 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
           `tensor '${k}' element ${i}: the file holds ${want[i]}, which ${method} (${compat}) at ${bits.weightBits[layerOf.get(k.split('.')[0])!]} bits quantizes to ${t.data[i]}: not a value of this quantizer`,
         );
   }
-  const search = jsonField<QuantizedSearchRecord>(file, md, 'search', false) ?? null;
+  const search = checkSearchRecord(file, jsonField<unknown>(file, md, 'search', false));
   const memoryBits = weightMemoryBits(
     model.quantLayers.map((l) => l.paramCount),
     bits.weightBits,

@@ -40,19 +40,30 @@ function namedError(target: string, err: unknown): unknown {
 
 /** Removes `.<base>.<pid>.<hex>.tmp` files whose writing process no longer runs. */
 function removeStaleTemps(dir: string, base: string): void {
+  for (const name of staleTempNames(dir, base, /^\.tmp$/)) {
+    const file = path.join(dir, name);
+    if (fs.lstatSync(file, { throwIfNoEntry: false })?.isFile()) fs.rmSync(file, { force: true });
+  }
+}
+
+/** The names in `dir` of the form `.<base>.<pid>.<8 hex digits><tail>` (`tail` matched by
+ *  `tail`) whose pid is not this process and runs no more: temporaries of this tool that a
+ *  killed process (SIGKILL leaves no chance to clean up) left behind. */
+export function staleTempNames(dir: string, base: string, tail: RegExp): string[] {
   let names: string[];
   try {
     names = fs.readdirSync(dir);
   } catch {
-    return; // the write itself reports a missing folder
+    return []; // the write itself reports a missing folder
   }
   const prefix = `.${base}.`;
-  for (const name of names) {
-    if (!name.startsWith(prefix) || !name.endsWith('.tmp')) continue;
-    const m = /^(\d+)\.[0-9a-f]{8}\.tmp$/.exec(name.slice(prefix.length));
-    if (!m || Number(m[1]) === process.pid || alive(Number(m[1]))) continue;
-    fs.rmSync(path.join(dir, name), { force: true });
-  }
+  return names.filter((name) => {
+    if (!name.startsWith(prefix)) return false;
+    const m = /^(\d+)\.[0-9a-f]{8}(.*)$/.exec(name.slice(prefix.length));
+    if (!m || !tail.test(m[2])) return false;
+    const pid = Number(m[1]);
+    return pid !== process.pid && !alive(pid);
+  });
 }
 
 function alive(pid: number): boolean {

@@ -258,8 +258,8 @@ export abstract class Module {
   }
 
   /** Loads a PyTorch state_dict (names, shapes and layouts as stateDict() gives them). Every
-   *  missing key, unexpected key and wrong shape is reported in one Error; nothing is written
-   *  unless all match. */
+   *  missing key, unexpected key and wrong shape is reported in one Error, then any float value
+   *  that is not finite (NaN, an infinity); nothing is written unless all match. */
   loadStateDict(sd: StateDictLike, source = 'state_dict'): void {
     const map: ReadonlyMap<string, { shape: readonly number[]; data: Float32Array; integers?: BigInt64Array }> =
       sd instanceof Map ? sd : new Map(Object.entries(sd));
@@ -284,12 +284,44 @@ export abstract class Module {
       if (wrong.length) lines.push(`  wrong shapes (${wrong.length}):`, ...wrong.map((s) => `    ${s}`));
       throw new Error(lines.join('\n'));
     }
+    const nonFinite = nonFiniteTensors(entries.map((e) => [e.name, map.get(e.name)!] as const));
+    if (nonFinite)
+      throw new Error(
+        `${this.kind}: the ${source} holds values that are not finite numbers (a run that diverged, or a damaged ` +
+          `file): ${nonFinite}`,
+      );
     for (const e of entries) {
       const t = map.get(e.name)!;
       const values = t.integers ? Float32Array.from(t.integers, (v) => Number(v)) : t.data;
       e.write(values);
     }
   }
+}
+
+/** The float tensors with a NaN or an infinity, as "NAME element I is NaN (K of N values)"
+ *  (the first three such tensors), or null when every value is finite. A parameter or a
+ *  BatchNorm running statistic that is not finite makes every output NaN or 0, and its
+ *  quantizer's integers undefined. */
+export function nonFiniteTensors(
+  tensors: Iterable<readonly [string, { data: Float32Array; integers?: BigInt64Array }]>,
+): string | null {
+  const found: string[] = [];
+  let more = 0;
+  for (const [name, t] of tensors) {
+    if (t.integers) continue; // int64 buffers (num_batches_tracked) are finite by their type
+    let first = -1;
+    let count = 0;
+    for (let i = 0; i < t.data.length; i++) {
+      if (Number.isFinite(t.data[i])) continue;
+      if (first < 0) first = i;
+      count++;
+    }
+    if (first < 0) continue;
+    if (found.length === 3) more++;
+    else found.push(`${name} element ${first} is ${t.data[first]} (${count} of ${t.data.length} values)`);
+  }
+  if (!found.length) return null;
+  return found.join('; ') + (more ? `; and ${more} more tensor${more > 1 ? 's' : ''}` : '');
 }
 
 function entryTensor(e: StateEntry): StateTensor {

@@ -22,6 +22,7 @@ import type { NamedTensor } from '../io/tensor-data.js';
 import type { Dataset } from '../data/dataset.js';
 import type { CapsDecoder, CapsNet } from '../models/capsnet.js';
 import type { Adam } from '../tensor/ops/adam.js';
+import { nonFiniteTensors } from '../nn/module.js';
 import type { OptionNames } from './checks.js';
 import type { RunSettings } from './run-settings.js';
 import type { EpochSummary } from './summary.js';
@@ -219,8 +220,15 @@ export function restoreAdam(adam: Adam, names: string[], ckpt: LoadedCheckpoint,
       problems.push(`Adam moments of ${name} have ${m.data.length} values, expected ${size}`);
   });
   if (ckpt.adamM.size !== names.length) problems.push(`${ckpt.adamM.size} Adam moments for ${names.length} parameters`);
+  const moments = [
+    ...[...ckpt.adamM].map(([k, t]) => [`adam.m.${k}`, t] as const),
+    ...[...ckpt.adamV].map(([k, t]) => [`adam.v.${k}`, t] as const),
+  ];
   if (problems.length)
     throw new Error(`checkpoint ${file}: the optimizer state does not match:\n  ${problems.join('\n  ')}`);
+  const nonFinite = nonFiniteTensors(moments);
+  if (nonFinite)
+    throw new Error(`checkpoint ${file}: the optimizer state holds values that are not finite numbers: ${nonFinite}`);
   names.forEach((name, k) => {
     adam.state[k].m.set(ckpt.adamM.get(name)!.data);
     adam.state[k].v.set(ckpt.adamV.get(name)!.data);
