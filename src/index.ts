@@ -37,6 +37,7 @@ export { uniformBits, type BitConfig } from './quant/config.js';
 export { weightMemoryMB, minimumBudgetMB } from './quant/memory.js';
 export { QUANT_METHODS, type RoundingCompat } from './quant/methods.js';
 export type { QuantMethod } from './tensor/backend.js';
+export { DEFAULT_SEED } from './tensor/seed.js';
 
 // the Q-CapsNets search
 export {

@@ -41,7 +41,7 @@ test('bad input is one clear error line before any work', () => {
       /unknown quantization method 'rounding'; expected one of truncation, round_to_nearest, stochastic_rounding, logarithmic/,
     ],
     [['--model', 'ResNet'], /unknown model 'ResNet': expected ShallowCapsNet or DeepCaps/],
-    [['--accuracy-tolerance', '0'], /--accuracy-tolerance 0: expected a value in \(0, 100\)/],
+    [['--accuracy-tolerance', '0'], /--accuracy-tolerance 0: expected a percentage in \(0, 100\)/],
     [
       ['--memory-budget', '0.1', '--dataset', 'fashion-mnist'],
       /--memory-budget 0.1 MB cannot be met: even 1 bit per parameter needs 0.850548 MB/,

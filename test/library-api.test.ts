@@ -155,7 +155,7 @@ test('bad arguments: errors name the argument', async () => {
   );
   assert.throws(
     () => quantize(model, ok, { method: 'nearest' as never }),
-    /options\.method 'nearest': expected one of truncation/,
+    /options\.method: unknown quantization method 'nearest'; expected one of truncation/,
   );
   const data = syntheticImages(10, 1);
   await assert.rejects(
@@ -174,7 +174,7 @@ test('bad arguments: errors name the argument', async () => {
   );
   assert.throws(
     () => quantize(model, ok, { method: 'truncation' }).evaluate({ ...data, channels: 3 }),
-    /data has 28x28x3 images/,
+    /QuantizedModel.evaluate: the images are 28x28x3, the model takes 28x28x1/,
   );
 });
 

@@ -310,7 +310,11 @@ describe('bad input: clear errors that name the file and the tensor', () => {
       (_t, md) => (md.layers = md.layers.replace('"weight_bits":5', '"weight_bits":40')),
       /__metadata__ layers: bits\.weightBits\[0\] \(conv\): expected an integer number of fractional bits in \[0, 32\], got 40/,
     ],
-    ['an unknown method', (_t, md) => (md.method = 'rounding'), /__metadata__ method 'rounding': expected one of/],
+    [
+      'an unknown method',
+      (_t, md) => (md.method = 'rounding'),
+      /__metadata__ method: unknown quantization method 'rounding'; expected one of/,
+    ],
     [
       'a newer version',
       (_t, md) => (md.format_version = '2'),

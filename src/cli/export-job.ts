@@ -9,7 +9,7 @@ import { exportGoldenVectors } from '../export/golden-vectors.js';
 import { exportOnnx, ONNX_ROUNDINGS } from '../export/onnx-export.js';
 import { BUILD_COMMAND } from '../export/c-export-source.js';
 import { readQuantizedModel } from '../export/quantized-file.js';
-import { checkWritableFolder } from './args.js';
+import { checkWritableFolder } from '../io/writable-folder.js';
 
 /** The packed quantized model at `path` (errors name the file and the flag). */
 function readPacked(path: string): ReturnType<typeof readQuantizedModel> {
@@ -39,7 +39,7 @@ export async function runOnnxExport(
 ): Promise<number> {
   if (rounding !== null && !(ONNX_ROUNDINGS as readonly string[]).includes(rounding))
     throw new Error(`--onnx-rounding ${rounding}: expected ${ONNX_ROUNDINGS.join(', ')}`);
-  if (outputDir !== null) checkWritableFolder(outputDir, '--output-dir');
+  if (outputDir !== null) checkWritableFolder(outputDir, `--output-dir ${outputDir}`);
   const { quantized: q } = readPacked(path);
   const r = exportOnnx(q, {
     outDir: outputDir ?? dirname(path),

@@ -3,7 +3,7 @@
 // A file that is not a run's JSON is one error naming it, before anything is written.
 import { mkdirSync } from 'node:fs';
 import { readRunJson, type RunKind, writeReportHtml } from '../report/index.js';
-import { checkWritableFolder } from './args.js';
+import { checkWritableFolder } from '../io/writable-folder.js';
 import { dirname, resolve } from 'node:path';
 
 export function runReportJob(
@@ -26,7 +26,7 @@ export function runReportJob(
   const out = output ?? file.replace(/\.json$/i, '') + '.html';
   if (resolve(out) === resolve(file))
     throw new Error(`--output ${out}: that is the run's JSON itself; name an .html file`);
-  checkWritableFolder(dirname(out), '--output');
+  checkWritableFolder(dirname(out), `--output ${dirname(out)}`);
   mkdirSync(dirname(out), { recursive: true });
   writeReportHtml(out, json, file);
   log(`${kind} report of ${file}: ${out}`);

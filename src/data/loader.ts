@@ -14,6 +14,7 @@ import { Tensor } from '../tensor/tensor.js';
 import { augmentImage, augmentationFor, drawAugmentParams, type AugmentSpec } from './augment.js';
 import type { Dataset } from './dataset.js';
 import { Rng } from './rng.js';
+import { DEFAULT_SEED } from '../tensor/seed.js';
 
 export interface Batch {
   /** [b, H, W, C] Float32 in [0, 1]. */
@@ -32,7 +33,7 @@ export interface DataLoaderOptions {
   shuffle?: boolean;
   /** Augmentation; default: augmentationFor(dataset.name) for the train split, none for test. null: none. */
   augment?: AugmentSpec | null;
-  /** Seed of shuffling and augmentation (default 42, as trainModel's). */
+  /** Seed of shuffling and augmentation (default DEFAULT_SEED, as trainModel's). */
   seed?: number;
   /** Prepare the next batch in the background (default true). */
   prefetch?: boolean;
@@ -68,7 +69,7 @@ export class DataLoader {
     this.batchSize = options.batchSize;
     this.shuffle = options.shuffle ?? training;
     this.augment = options.augment !== undefined ? options.augment : training ? augmentationFor(dataset.name) : null;
-    this.seed = options.seed ?? 42;
+    this.seed = options.seed ?? DEFAULT_SEED;
     this.prefetch = options.prefetch ?? true;
     this.reuseBuffers = options.reuseBuffers ?? true;
   }

@@ -7,12 +7,13 @@
 // The directory is written under a temporary name and renamed into place, so an export that
 // fails leaves nothing behind (and an earlier export stays whole until the new one is done);
 // the temporary folders of an export that was killed are removed by the next export of its name.
-import { accessSync, constants, existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { QuantizedModel } from '../quant/quantized-model.js';
 import { writeFileAtomic } from '../io/atomic-write.js';
 import { removeStaleTempFolders } from '../io/output-set.js';
+import { checkWritableFolder } from '../io/writable-folder.js';
 import { mainSource, makefile, modelHeader, modelSource } from './c-export-source.js';
 import { cFloatBuffers, cTensors, weightHeader } from './c-export-weights.js';
 
@@ -35,18 +36,7 @@ export function checkCExport(q: QuantizedModel, outDir: string): void {
       "C export: stochastic rounding's draws depend on the evaluation batch and are not reproduced in C; " +
         'export a truncation, round_to_nearest or logarithmic configuration',
     );
-  let at = resolve(outDir);
-  while (!existsSync(at)) {
-    const up = resolve(at, '..');
-    if (up === at) break;
-    at = up;
-  }
-  if (!statSync(at).isDirectory()) throw new Error(`C export: output folder ${outDir}: ${at} is a file, not a folder`);
-  try {
-    accessSync(at, constants.W_OK);
-  } catch {
-    throw new Error(`C export: output folder ${outDir}: ${at} is not writable`);
-  }
+  checkWritableFolder(outDir, `C export: output folder ${outDir}`);
 }
 
 /** Writes the C directory of `q`; returns its path and its files' names. */

@@ -36,7 +36,7 @@ import type { CapsNet, ModelName } from '../models/capsnet.js';
 import { buildModel, isModelName, MODEL_NAMES, moduleArgsProblem, orList } from '../models/factory.js';
 import { type BitConfig, checkBitConfig } from '../quant/config.js';
 import { weightMemoryBits } from '../quant/memory.js';
-import { QUANT_METHODS, type RoundingCompat, ROUNDING_COMPATS } from '../quant/methods.js';
+import { parseQuantMethod, parseRoundingCompat, type RoundingCompat } from '../quant/methods.js';
 import { type IntegerParameter, QuantizedModel, quantize } from '../quant/quantized-model.js';
 import type { QuantMethod } from '../tensor/backend.js';
 import { fileError } from '../io/byte-source.js';
@@ -456,6 +456,15 @@ function checkSearchRecord(file: string, v: unknown): QuantizedSearchRecord | nu
   return v as QuantizedSearchRecord;
 }
 
+/** A value checked by the library's own check, its error made this file's (naming the file). */
+function asFileError<T>(file: string, check: () => T): T {
+  try {
+    return check();
+  } catch (err) {
+    throw fileError(file, (err as Error).message, { cause: err });
+  }
+}
+
 /** Reads a file written by writeQuantizedModel: the QuantizedModel it holds (rebuilt from the
  *  metadata alone) and what the metadata says. Any disagreement is an error naming the file. */
 export function readQuantizedModel(file: string): { quantized: QuantizedModel; info: QuantizedFileInfo } {
@@ -512,12 +521,8 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
     decoder = { name: md.decoder, args: dargs };
   }
   // method, arithmetic, seed, bits
-  const method = md.method as QuantMethod;
-  if (!QUANT_METHODS.includes(method))
-    throw fileError(file, `__metadata__ method '${md.method}': expected one of ${QUANT_METHODS.join(', ')}`);
-  const compat = md.compat as RoundingCompat;
-  if (!ROUNDING_COMPATS.includes(compat))
-    throw fileError(file, `__metadata__ compat '${md.compat}': expected one of ${ROUNDING_COMPATS.join(', ')}`);
+  const method = asFileError(file, () => parseQuantMethod(md.method, '__metadata__ method'));
+  const compat = asFileError(file, () => parseRoundingCompat(md.compat, '__metadata__ compat'));
   const seed = Number(md.seed);
   if (md.seed === undefined || !/^\d+$/.test(md.seed) || !Number.isSafeInteger(seed))
     throw fileError(file, `__metadata__ seed '${md.seed}': expected a non-negative integer`);

@@ -22,6 +22,7 @@ import { permute } from '../tensor/ops/shape.js';
 import { give } from '../tensor/pool.js';
 import { check, shapeStr, Tensor } from '../tensor/tensor.js';
 import { type CapsDecoder, type DecoderName, toContext } from './capsnet.js';
+import { DEFAULT_SEED } from '../tensor/seed.js';
 
 function checkCaps(kind: string, caps: Tensor, inDim: number): void {
   check(
@@ -41,7 +42,7 @@ export class FCDecoder extends Module implements CapsDecoder {
   constructor(
     readonly inDim: number,
     readonly outDim: number,
-    seed = 42,
+    seed = DEFAULT_SEED,
   ) {
     super();
     this.fc1 = this.addChild('fc1', new Linear(inDim, 512, 'relu'));
@@ -186,7 +187,7 @@ abstract class ConvDecoder extends Module implements CapsDecoder {
 export class ConvDecoder28 extends ConvDecoder {
   readonly kind = 'ConvDecoder28';
 
-  constructor(inDim: number, outChannels: number, seed = 42) {
+  constructor(inDim: number, outChannels: number, seed = DEFAULT_SEED) {
     super(
       inDim,
       outChannels,
@@ -205,7 +206,7 @@ export class ConvDecoder28 extends ConvDecoder {
 export class ConvDecoder64 extends ConvDecoder {
   readonly kind = 'ConvDecoder64';
 
-  constructor(inDim: number, outChannels: number, seed = 42) {
+  constructor(inDim: number, outChannels: number, seed = DEFAULT_SEED) {
     super(
       inDim,
       outChannels,

@@ -23,6 +23,7 @@ import {
   runStages,
   toContext,
 } from './capsnet.js';
+import { DEFAULT_SEED } from '../tensor/seed.js';
 
 export const DEEPCAPS_INPUT_SIZES = [28, 64] as const;
 
@@ -48,7 +49,7 @@ export class DeepCaps extends Module implements CapsNet {
     readonly inputCh: number,
     readonly numClasses: number,
     readonly capsDim: number,
-    seed = 42,
+    seed = DEFAULT_SEED,
   ) {
     super();
     if (!(DEEPCAPS_INPUT_SIZES as readonly number[]).includes(inputWh))

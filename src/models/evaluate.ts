@@ -20,6 +20,20 @@ export interface ImageSource {
   writeImage(i: number, out: Float32Array, offset: number): void;
 }
 
+/** The one check that images fit a model's input (height x width x channels); `what` names
+ *  them for the error ("searchModel: the test images"). */
+export function checkImagesFit(
+  model: Pick<CapsNet, 'inputWh' | 'inputCh'>,
+  images: Pick<ImageSource, 'height' | 'width' | 'channels'>,
+  what: string,
+): void {
+  const { height, width, channels } = images;
+  if (height !== model.inputWh || width !== model.inputWh || channels !== model.inputCh)
+    throw new Error(
+      `${what} are ${height}x${width}x${channels}, the model takes ${model.inputWh}x${model.inputWh}x${model.inputCh}`,
+    );
+}
+
 export interface FullPrecisionOptions {
   batchSize: number;
   /** position -> image index (default: the source's order) */

@@ -4,6 +4,7 @@ import type { CapsDecoder, CapsNet, DecoderName, ModelName } from './capsnet.js'
 import { DeepCaps } from './deepcaps.js';
 import { ConvDecoder28, ConvDecoder64, FCDecoder } from './decoders.js';
 import { ShallowCapsNet } from './shallow-capsnet.js';
+import { DEFAULT_SEED } from '../tensor/seed.js';
 
 export const MODEL_NAMES: readonly ModelName[] = ['ShallowCapsNet', 'DeepCaps'];
 export const DECODER_NAMES: readonly DecoderName[] = ['FCDecoder', 'ConvDecoder28', 'ConvDecoder64'];
@@ -42,7 +43,7 @@ function checkArgs(fn: string, name: ModelName | DecoderName, args: readonly num
 }
 
 export interface BuildOptions {
-  /** Seed of the parameter initialisation (default 42). */
+  /** Seed of the parameter initialisation (default DEFAULT_SEED). */
   seed?: number;
 }
 
@@ -59,7 +60,7 @@ export function buildModel(name: string, args: readonly number[], opts: BuildOpt
   if (!isModelName(name)) throw new Error(`buildModel: unknown model '${name}': expected ${orList(MODEL_NAMES)}`);
   checkArgs('buildModel', name, args);
   const [wh, ch, classes, dim] = args;
-  const seed = opts.seed ?? 42;
+  const seed = opts.seed ?? DEFAULT_SEED;
   switch (name) {
     case 'ShallowCapsNet':
       return new ShallowCapsNet(wh, ch, classes, dim, seed);
@@ -82,7 +83,7 @@ export function buildDecoder(name: string, args: readonly number[], opts: BuildO
     throw new Error(`buildDecoder: unknown decoder '${name}': expected ${orList(DECODER_NAMES)}`);
   checkArgs('buildDecoder', name, args);
   const [a, b] = args;
-  const seed = opts.seed ?? 42;
+  const seed = opts.seed ?? DEFAULT_SEED;
   switch (name) {
     case 'FCDecoder':
       return new FCDecoder(a, b, seed);

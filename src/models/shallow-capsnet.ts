@@ -21,6 +21,7 @@ import {
   runStages,
   toContext,
 } from './capsnet.js';
+import { DEFAULT_SEED } from '../tensor/seed.js';
 
 /** Spatial size of the primary capsule grid for a square input of side `inputWh`. */
 export function shallowPrimaryGrid(inputWh: number): number {
@@ -44,7 +45,7 @@ export class ShallowCapsNet extends Module implements CapsNet {
     readonly inputCh: number,
     readonly numClasses: number,
     readonly capsDim: number,
-    seed = 42,
+    seed = DEFAULT_SEED,
   ) {
     super();
     const grid = shallowPrimaryGrid(inputWh);

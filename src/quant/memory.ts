@@ -31,6 +31,21 @@ export function minimumBudgetMB(paramCounts: readonly number[]): number {
   return paramCounts.reduce((a, b) => a + b, 0) / BITS_PER_MB;
 }
 
+/** The one check that a weight memory budget can be met: it must allow 1 bit per parameter (0
+ *  fractional bits everywhere). `what` names the budget and its value as the caller knows it
+ *  (the library's option, the CLI's flag). */
+export function checkMemoryBudget(
+  paramCounts: readonly number[],
+  budgetMB: number,
+  what = `memoryBudgetMB ${budgetMB}`,
+): void {
+  const minimum = minimumBudgetMB(paramCounts);
+  if (!(budgetMB >= minimum))
+    throw new Error(
+      `${what} cannot be met: even 1 bit per parameter needs ${minimum} MB; use a budget of at least ${minimum} MB`,
+    );
+}
+
 /** Activation memory of a configuration per image (the 2022 follow-up's "activation
  *  reduction"): sum over the activation quantization points of element count x (a_l + 1)
  *  bits, with `counts[l]` the elements per image at layer l's points (activationCounts). */

@@ -11,15 +11,17 @@ export const QUANT_METHODS: readonly QuantMethod[] = [
 export type RoundingCompat = 'none' | 'dac2020';
 export const ROUNDING_COMPATS: readonly RoundingCompat[] = ['none', 'dac2020'];
 
-/** A quantization method by name; errors start with `label` (the CLI passes its flag). */
-export function parseQuantMethod(name: string, label = 'parseQuantMethod'): QuantMethod {
-  if ((QUANT_METHODS as readonly string[]).includes(name)) return name as QuantMethod;
+/** A quantization method by name; errors start with `label`, naming where the name came from
+ *  (the CLI's flag, the library's option, a file's field). The one check of a method's name. */
+export function parseQuantMethod(name: unknown, label = 'parseQuantMethod'): QuantMethod {
+  if ((QUANT_METHODS as readonly unknown[]).includes(name)) return name as QuantMethod;
   throw new Error(`${label}: unknown quantization method '${name}'; expected one of ${QUANT_METHODS.join(', ')}`);
 }
 
-/** A rounding compat mode by name; errors start with `label` (the CLI passes its flag). */
-export function parseRoundingCompat(name: string, label = 'parseRoundingCompat'): RoundingCompat {
-  if ((ROUNDING_COMPATS as readonly string[]).includes(name)) return name as RoundingCompat;
+/** A rounding compat mode by name; errors start with `label`, as parseQuantMethod's. The one
+ *  check of a compat mode's name. */
+export function parseRoundingCompat(name: unknown, label = 'parseRoundingCompat'): RoundingCompat {
+  if ((ROUNDING_COMPATS as readonly unknown[]).includes(name)) return name as RoundingCompat;
   throw new Error(`${label}: unknown rounding compat mode '${name}'; expected one of ${ROUNDING_COMPATS.join(', ')}`);
 }
 

@@ -5,22 +5,23 @@
 // and training it further does not change a QuantizedModel made before.
 import type { CapsNet, QuantLayerInfo } from '../models/capsnet.js';
 import { copyModel } from '../models/factory.js';
-import { forEachBatch, type ImageSource } from '../models/evaluate.js';
+import { checkImagesFit, forEachBatch, type ImageSource } from '../models/evaluate.js';
 import { countCorrect } from '../models/metrics.js';
 import type { QuantHooks, StateTensor } from '../nn/module.js';
 import type { QuantMethod } from '../tensor/backend.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { type BitConfig, checkBitConfig, cloneBits } from './config.js';
-import { QUANT_METHODS, type RoundingCompat, ROUNDING_COMPATS } from './methods.js';
+import { parseQuantMethod, parseRoundingCompat, type RoundingCompat } from './methods.js';
 import { quantHooks, quantizeWeightsInPlace } from './quantized-forward.js';
 import { weightMemoryMB } from './memory.js';
+import { DEFAULT_SEED } from '../tensor/seed.js';
 
 export interface QuantizeOptions {
   /** rounding method (SPEC 4) */
   method: QuantMethod;
   /** 'none' (default) or 'dac2020' (the reference code's arithmetic) */
   compat?: RoundingCompat;
-  /** seed of stochastic rounding's draws (default 42) */
+  /** seed of stochastic rounding's draws (default DEFAULT_SEED) */
   seed?: number;
 }
 
@@ -84,10 +85,7 @@ export class QuantizedModel {
     const order = options.order ?? null;
     if (order !== null && data?.count >= 1) checkOrder(order, data.count);
     const m = this.model;
-    if (data?.count >= 1 && (data.height !== m.inputWh || data.width !== m.inputWh || data.channels !== m.inputCh))
-      throw new Error(
-        `QuantizedModel.evaluate: data has ${data.height}x${data.width}x${data.channels} images, the model takes ${m.inputWh}x${m.inputWh}x${m.inputCh}`,
-      );
+    if (data?.count >= 1) checkImagesFit(m, data, 'QuantizedModel.evaluate: the images');
     let correct = 0;
     forEachBatch(
       'QuantizedModel.evaluate',
@@ -190,18 +188,15 @@ function checkOrder(order: Int32Array, count: number): void {
   }
 }
 
-/** A quantization's method, arithmetic and seed, with their defaults ('none', 42); errors
+/** A quantization's method, arithmetic and seed, with their defaults ('none', DEFAULT_SEED); errors
  *  start with `fn` and name the option (quantize and searchModel share them). */
 export function checkQuantizeOptions(fn: string, o: QuantizeOptions): Required<QuantizeOptions> {
-  if (!QUANT_METHODS.includes(o?.method))
-    throw new Error(`${fn}: options.method '${o?.method}': expected one of ${QUANT_METHODS.join(', ')}`);
-  const compat = o.compat ?? 'none';
-  if (!ROUNDING_COMPATS.includes(compat))
-    throw new Error(`${fn}: options.compat '${compat}': expected one of ${ROUNDING_COMPATS.join(', ')}`);
-  const seed = o.seed ?? 42;
+  const method = parseQuantMethod(o?.method, `${fn}: options.method`);
+  const compat = parseRoundingCompat(o.compat ?? 'none', `${fn}: options.compat`);
+  const seed = o.seed ?? DEFAULT_SEED;
   if (!Number.isSafeInteger(seed) || seed < 0)
     throw new Error(`${fn}: options.seed ${seed}: expected a non-negative integer`);
-  return { method: o.method, compat, seed };
+  return { method, compat, seed };
 }
 
 /** The model at a bit configuration (see QuantizedModel). */

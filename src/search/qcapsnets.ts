@@ -8,7 +8,7 @@
 // (its index skips capsule layers that do not route, which shifts it for DeepCaps).
 import type { BitConfig, QuantLayerInfo } from '../quant/config.js';
 import { cloneBits, uniformBits } from '../quant/config.js';
-import { BITS_PER_MB, minimumBudgetMB, weightMemoryBits } from '../quant/memory.js';
+import { BITS_PER_MB, checkMemoryBudget, weightMemoryBits } from '../quant/memory.js';
 import type { Evaluator } from './evaluator.js';
 import {
   type EvaluationRecord,
@@ -30,15 +30,10 @@ export interface SearchResult {
   notes: string[];
 }
 
-/** The budget must allow 1 bit per parameter (0 fractional bits everywhere). */
-export function checkMemoryBudget(paramCounts: readonly number[], budgetMB: number): void {
-  const minimum = minimumBudgetMB(paramCounts);
-  if (!(budgetMB >= minimum)) {
-    throw new Error(
-      `memoryBudgetMB ${budgetMB} cannot be met: even 1 bit per parameter needs ${minimum} MB; ` +
-        `use a budget of at least ${minimum} MB`,
-    );
-  }
+/** The one check of an accuracy tolerance: a percentage of the full-precision accuracy in
+ *  (0, 100). `what` names it and its value as the caller knows it (option or flag). */
+export function checkTolerance(tolerance: number, what = `tolerance ${tolerance}`): void {
+  if (!(tolerance > 0 && tolerance < 100)) throw new Error(`${what}: expected a percentage in (0, 100)`);
 }
 
 /** Checks a search's settings against a model's layers before any evaluation. */
@@ -47,7 +42,7 @@ export function checkSearchSettings(
   settings: Pick<SearchSettings, 'tolerance' | 'memoryBudgetMB'>,
 ): void {
   const { tolerance, memoryBudgetMB } = settings;
-  if (!(tolerance > 0 && tolerance < 100)) throw new Error(`tolerance ${tolerance}: expected a percentage in (0, 100)`);
+  checkTolerance(tolerance);
   if (layers.length === 0) throw new Error('layers: a search needs at least one layer');
   checkMemoryBudget(
     layers.map((l) => l.paramCount),

@@ -4,7 +4,7 @@
 // Nothing is written; the command line writes the files (src/cli/search-job.ts).
 import { copyModel } from '../models/factory.js';
 import type { CapsNet, QuantLayerInfo } from '../models/capsnet.js';
-import type { ImageSource } from '../models/evaluate.js';
+import { checkImagesFit, type ImageSource } from '../models/evaluate.js';
 import { activationCounts } from '../quant/activation-volume.js';
 import { checkQuantizeOptions, QuantizedModel } from '../quant/quantized-model.js';
 import { ModelQuantizer } from '../quant/quantized-forward.js';
@@ -14,6 +14,7 @@ import { CachingEvaluator, type EvalCache } from './eval-cache.js';
 import type { Evaluator } from './evaluator.js';
 import { FastEvaluator } from './fast-evaluator.js';
 import { checkSearchSettings, runSearch, type SearchResult, type StepName } from './qcapsnets.js';
+import { DEFAULT_SEED } from '../tensor/seed.js';
 
 export interface SearchProgress {
   /** 'full-precision': the reference pass; then each step of the search in turn */
@@ -34,7 +35,7 @@ export interface SearchOptions {
   memoryBudgetMB?: number;
   /** 'none' (default) or 'dac2020' */
   compat?: RoundingCompat;
-  /** stochastic rounding's seed (default 42) */
+  /** stochastic rounding's seed (default DEFAULT_SEED) */
   seed?: number;
   /** images per batch (default 100) */
   batchSize?: number;
@@ -75,7 +76,7 @@ export const SEARCH_DEFAULTS = {
   tolerance: 2,
   memoryBudgetMB: 200,
   compat: 'none' as RoundingCompat,
-  seed: 42,
+  seed: DEFAULT_SEED,
   batchSize: 100,
   cacheMB: 1024,
   earlyStop: true,
@@ -98,10 +99,7 @@ function checkOptions(
   if (!(r.approximateMarginImages >= 0))
     throw new Error(`searchModel: options.approximateMarginImages ${r.approximateMarginImages}: expected 0 or more`);
   if (!(test?.count >= 1)) throw new Error('searchModel: the test images are empty');
-  if (test.height !== model.inputWh || test.width !== model.inputWh || test.channels !== model.inputCh)
-    throw new Error(
-      `searchModel: the test images are ${test.height}x${test.width}x${test.channels}, the model takes ${model.inputWh}x${model.inputWh}x${model.inputCh}`,
-    );
+  checkImagesFit(model, test, 'searchModel: the test images');
   checkSearchSettings(model.quantLayers, r);
   const h = o.evalCache?.header;
   if (h) {

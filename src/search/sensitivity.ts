@@ -6,7 +6,7 @@
 // layer l starts from the kept full-precision outputs of layers 0..l-1.
 import { copyModel } from '../models/factory.js';
 import type { CapsNet } from '../models/capsnet.js';
-import type { ImageSource } from '../models/evaluate.js';
+import { checkImagesFit, type ImageSource } from '../models/evaluate.js';
 import { type BitConfig, FULL_PRECISION, MAX_FRACTIONAL_BITS } from '../quant/config.js';
 import { checkQuantizeOptions } from '../quant/quantized-model.js';
 import { ModelQuantizer } from '../quant/quantized-forward.js';
@@ -153,10 +153,7 @@ export async function sensitivityAnalysis(
       `sensitivityAnalysis: options.bits [${bits}]: expected ascending distinct integers in [0, ${MAX_FRACTIONAL_BITS}]`,
     );
   if (!(test?.count >= 1)) throw new Error('sensitivityAnalysis: the test images are empty');
-  if (test.height !== model.inputWh || test.width !== model.inputWh || test.channels !== model.inputCh)
-    throw new Error(
-      `sensitivityAnalysis: the test images are ${test.height}x${test.width}x${test.channels}, the model takes ${model.inputWh}x${model.inputWh}x${model.inputCh}`,
-    );
+  checkImagesFit(model, test, 'sensitivityAnalysis: the test images');
 
   const net = copyModel(model); // the quantizer writes its weights, never the caller's model
   const quantizer = new ModelQuantizer(net, q.method, q.compat, q.seed);

@@ -9,6 +9,7 @@ import type { LoadedCheckpoint, RunSettings } from './checkpoint.js';
 import { checkCount, checkPositiveInteger, checkPositiveNumber, checkSeed, TRAIN_OPTION_NAMES } from './checks.js';
 import type { ProgressMode, ProgressStream, StepReport } from './progress.js';
 import type { EpochSummary } from './summary.js';
+import { DEFAULT_SEED } from '../tensor/seed.js';
 
 /** A model or decoder by name and integer arguments (built with the run's seed). */
 export interface ModuleSpec {
@@ -39,7 +40,7 @@ export interface TrainOptions {
   decayRate?: number;
   /** Hard margins for the last floor(epochs / 2) epochs (false). */
   hardTraining?: boolean;
-  /** Seed of parameter init (for models given by name), shuffling and augmentation (42). */
+  /** Seed of parameter init (for models given by name), shuffling and augmentation (DEFAULT_SEED). */
   seed?: number;
   /** Batch size of the test passes (100). */
   testBatchSize?: number;
@@ -81,7 +82,7 @@ export const TRAIN_DEFAULTS = {
   decaySteps: 2000,
   decayRate: 0.96,
   hardTraining: false,
-  seed: 42,
+  seed: DEFAULT_SEED,
   testBatchSize: 100,
   fullPrecisionFilename: './model.pt',
   // a ShallowCapsNet step of batch 100 takes about 0.5 s on 2 cores (README, Benchmarks), so
