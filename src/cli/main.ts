@@ -25,7 +25,7 @@ import { runExport, runOnnxExport } from './export-job.js';
 import { runReportJob } from './report-job.js';
 import { runSensitivityJob } from './sensitivity-job.js';
 import { parseBitList } from '../search/sensitivity.js';
-import { backendInfo, kernels } from '../tensor/kernels.js';
+import { activeIsa, backendInfo, backendLineByDefault, kernels } from '../tensor/kernels.js';
 import {
   checkLoadedDataset,
   checkOutputFolders,
@@ -199,12 +199,13 @@ async function evaluatePacked(o: Options, given: Set<string>): Promise<number> {
   const s = info.search;
   if (s && s.fingerprint === fingerprint)
     log(`the search counted ${s.correct}/${s.images} on these images${s.correct === r.correct ? ' (the same)' : ''}`);
-  if (o.json) console.log(JSON.stringify({ accuracy: r.accuracy, correct: r.correct, total: r.total }));
+  if (o.json)
+    console.log(JSON.stringify({ accuracy: r.accuracy, correct: r.correct, total: r.total, isa: activeIsa() }));
   return 0;
 }
 
 async function main(): Promise<number> {
-  process.env.QCAPS_QUIET ??= '1'; // the banner below names the backend
+  backendLineByDefault(false); // the banner below names the backend
   const argv = process.argv.slice(2);
   const { command, options: o, positional } = parseArgs(argv);
   if (o.help) {
@@ -315,7 +316,7 @@ async function main(): Promise<number> {
     const r = evaluateFullPrecision(model, test, { batchSize: num(o, 'test-batch-size') });
     const correct = r.correct;
     log(`full-precision accuracy of ${modelFile} on ${test}: ${r.accuracy}% (${correct}/${r.total})`);
-    if (o.json) console.log(JSON.stringify({ accuracy: r.accuracy, correct, total: r.total }));
+    if (o.json) console.log(JSON.stringify({ accuracy: r.accuracy, correct, total: r.total, isa: activeIsa() }));
     return 0;
   }
 
@@ -352,6 +353,7 @@ async function main(): Promise<number> {
         full_pass_equivalents: result.fullPassEquivalents,
         files: result.files,
         seconds: (performance.now() - started) / 1000,
+        isa: activeIsa(),
       }),
     );
   }
@@ -401,6 +403,7 @@ async function sweep(o: Options): Promise<number> {
         evaluations: result.evaluations,
         middleCellEvaluations: result.middleCellEvaluations,
         seconds: result.seconds,
+        isa: activeIsa(),
       }),
     );
   return 0;
