@@ -26,8 +26,10 @@ namespace qc::fixedpoint {
 
 namespace {
 
-// c[i][0..31] += (or = when assign) the totals t[i], or scattered as sc says
-void store_totals(const int64_t (*t)[kLanes], int64_t* const* c, bool assign, const Scatter* sc) {
+// c[i][0..31] += (or = when assign) the totals t[i], or scattered as sc says (inlined, so that
+// it vectorises for the caller's target)
+__attribute__((always_inline)) inline void store_totals(const int64_t (*t)[kLanes], int64_t* const* c, bool assign,
+                                                        const Scatter* sc) {
   for (int i = 0; i < kRows; i++) {
     if (!sc) {
       for (int l = 0; l < kLanes; l++) c[i][l] = assign ? t[i][l] : c[i][l] + t[i][l];
@@ -35,8 +37,11 @@ void store_totals(const int64_t (*t)[kLanes], int64_t* const* c, bool assign, co
     }
     for (int k = 0; k < sc->n; k++) {
       int64_t* ct = c[i] + sc->offset[k];
-      const int64_t factor = sc->sign[k] * ((int64_t)1 << sc->shift);
-      for (int l = 0; l < kLanes; l++) ct[l] += factor * t[i][l];
+      const int shift = sc->shift;  // t << shift, in unsigned arithmetic (exact: the bounds)
+      if (sc->sign[k] > 0)
+        for (int l = 0; l < kLanes; l++) ct[l] += (int64_t)((uint64_t)t[i][l] << shift);
+      else
+        for (int l = 0; l < kLanes; l++) ct[l] -= (int64_t)((uint64_t)t[i][l] << shift);
     }
   }
 }
@@ -73,6 +78,14 @@ void to_float_rows_portable(const int64_t* acc, int o0, int o1, int shift, float
 }
 
 #ifdef QC_HAVE_X86_KERNELS
+// acc += vpmaddwd(a, b) (pairwise int16 products summed in int32) in place: written as asm
+// because GCC 12 copies the accumulators around the intrinsics (as with vpdpwssd below)
+#define QC_MADD_ADD(acc, a, b)                                                        \
+  {                                                                                   \
+    decltype(acc) t_;                                                                 \
+    __asm__("vpmaddwd %2, %3, %1\n\tvpaddd %1, %0, %0" : "+v"(acc), "=&v"(t_) : "v"(b), "v"(a)); \
+  }
+
 // ---- avx2: rows in groups of 4 and lanes in halves of 16 (8 ymm accumulators, 2 weight
 // vectors, 1 broadcast); each segment's int32 sums widened into int64 totals
 __attribute__((target("avx2"))) void micro_kernel_avx2(const int16_t* const* a, int pairs, int seg,
@@ -81,9 +94,6 @@ __attribute__((target("avx2"))) void micro_kernel_avx2(const int16_t* const* a, 
   alignas(32) int64_t totals[kRows][kLanes];
   for (int r0 = 0; r0 < kRows; r0 += 4)
     for (int h = 0; h < 2; h++) {
-      __m256i tot[4][4];  // [row][8 lanes of int64]
-      for (int r = 0; r < 4; r++)
-        for (int q = 0; q < 4; q++) tot[r][q] = _mm256_setzero_si256();
       const int16_t *a0 = a[r0], *a1 = a[r0 + 1], *a2 = a[r0 + 2], *a3 = a[r0 + 3];
       for (int p0 = 0; p0 < pairs; p0 += seg) {
         const int p1 = std::min(pairs, p0 + seg);
@@ -92,27 +102,29 @@ __attribute__((target("avx2"))) void micro_kernel_avx2(const int16_t* const* a, 
         for (int p = p0; p < p1; p++) {
           const int16_t* bp = b + (size_t)p * 2 * kLanes + 32 * h;
           const __m256i b0 = _mm256_loadu_si256((const __m256i*)bp), b1 = _mm256_loadu_si256((const __m256i*)(bp + 16));
-#define QC_AVX2_ROW(i)                                             \
-  {                                                                \
-    int32_t pair;                                                  \
-    memcpy(&pair, a##i + 2 * p, sizeof pair);                      \
-    const __m256i av = _mm256_set1_epi32(pair);                    \
-    s##i##0 = _mm256_add_epi32(s##i##0, _mm256_madd_epi16(av, b0)); \
-    s##i##1 = _mm256_add_epi32(s##i##1, _mm256_madd_epi16(av, b1)); \
+#define QC_AVX2_ROW(i)                        \
+  {                                           \
+    int32_t pair;                             \
+    memcpy(&pair, a##i + 2 * p, sizeof pair); \
+    const __m256i av = _mm256_set1_epi32(pair); \
+    QC_MADD_ADD(s##i##0, av, b0);             \
+    QC_MADD_ADD(s##i##1, av, b1);             \
   }
           QC_AVX2_ROW(0) QC_AVX2_ROW(1) QC_AVX2_ROW(2) QC_AVX2_ROW(3)
 #undef QC_AVX2_ROW
         }
+        // the segment's int32 sums widened into the int64 totals (in memory: the registers
+        // hold the sums)
         const __m256i sums[4][2] = {{s00, s01}, {s10, s11}, {s20, s21}, {s30, s31}};
         for (int r = 0; r < 4; r++)
-          for (int v = 0; v < 2; v++) {
-            tot[r][2 * v] = _mm256_add_epi64(tot[r][2 * v], _mm256_cvtepi32_epi64(_mm256_castsi256_si128(sums[r][v])));
-            tot[r][2 * v + 1] =
-                _mm256_add_epi64(tot[r][2 * v + 1], _mm256_cvtepi32_epi64(_mm256_extracti128_si256(sums[r][v], 1)));
-          }
+          for (int v = 0; v < 2; v++)
+            for (int q = 0; q < 2; q++) {
+              __m256i* t = (__m256i*)(totals[r0 + r] + 16 * h + 8 * v + 4 * q);
+              const __m256i wide = _mm256_cvtepi32_epi64(q ? _mm256_extracti128_si256(sums[r][v], 1)
+                                                              : _mm256_castsi256_si128(sums[r][v]));
+              _mm256_store_si256(t, p0 == 0 ? wide : _mm256_add_epi64(_mm256_load_si256(t), wide));
+            }
       }
-      for (int r = 0; r < 4; r++)
-        for (int q = 0; q < 4; q++) _mm256_store_si256((__m256i*)(totals[r0 + r] + 16 * h + 4 * q), tot[r][q]);
     }
   store_totals(totals, c, assign, sc);
 }
@@ -189,8 +201,8 @@ __attribute__((target("avx512f,avx512bw"), always_inline)) inline void micro_ker
       QC_DPWSSD(lo##i, av, b0);                               \
       QC_DPWSSD(hi##i, av, b1);                               \
     } else {                                                  \
-      lo##i = _mm512_add_epi32(lo##i, _mm512_madd_epi16(av, b0)); \
-      hi##i = _mm512_add_epi32(hi##i, _mm512_madd_epi16(av, b1)); \
+      QC_MADD_ADD(lo##i, av, b0);                             \
+      QC_MADD_ADD(hi##i, av, b1);                             \
     }                                                         \
   }
       QC_ROWS(QC_STEP)
