@@ -9,6 +9,8 @@
 //   npm run bench:search [-- --json] [--model-kind ShallowCapsNet|DeepCaps] [--test-size N]
 //                        [--model FILE] [--threads N] [--budget MB | --budget-fraction F]
 //                        [--method round_to_nearest|truncation] (the deterministic methods)
+//                        [--isa avx512vnni|avx512|avx2|portable] (forces the exact kernels' level,
+//                        as QCAPS_ISA does; the JSON's `isa` names the level that ran)
 //   npm run bench:search -- --model-kind DeepCaps --input-size 64 --memory-only (bench/memory.ts)
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -18,7 +20,9 @@ import { fileURLToPath } from 'node:url';
 import { loadDataset } from '../src/data/load.js';
 import { buildModel } from '../src/models/factory.js';
 import { readStateDict } from '../src/io/pt.js';
-import { kernels } from '../src/tensor/kernels.js';
+import { activeIsa, kernels } from '../src/tensor/kernels.js';
+import { setIsa } from '../src/tensor/kernels-native.js';
+import { ISA_LEVELS, type IsaLevel } from '../src/settings.js';
 import { runSearchJob } from '../src/cli/search-job.js';
 import { MALLOC_REUSE, arg, peakRssMb } from './common.js';
 import { fullPrecisionMemoryMB } from '../src/quant/memory.js';
@@ -52,6 +56,12 @@ async function main(): Promise<void> {
     );
   const threads = Number(arg('threads', String(kernels().getThreads())));
   kernels().setThreads(threads);
+  if (process.argv.includes('--isa')) {
+    const isa = arg('isa', '') as IsaLevel;
+    if (!ISA_LEVELS.includes(isa)) throw new Error(`--isa ${isa}: expected one of ${ISA_LEVELS.join(', ')}`);
+    if (kernels().name !== 'native') throw new Error(`--isa ${isa}: the native kernels are not loaded`);
+    setIsa(isa);
+  }
   const modelFile = benchModel(kind);
   const model = buildModel(modelKind, kind.modelArgs);
   model.loadStateDict(readStateDict(modelFile), modelFile);
@@ -98,7 +108,7 @@ async function main(): Promise<void> {
   const searchS = result.searchSeconds;
   for (const l of lines) console.log(l);
   console.log(
-    `ours: ${searchS.toFixed(1)} s, ${result.evaluations} evaluations, ${result.fullPassEquivalents.toFixed(2)} full-pass equivalents (layer runs / layers per pass), ${threads} threads`,
+    `ours: ${searchS.toFixed(1)} s, ${result.evaluations} evaluations, ${result.fullPassEquivalents.toFixed(2)} full-pass equivalents (layer runs / layers per pass), ${threads} threads, isa ${activeIsa()}`,
   );
 
   const peakRss = peakRssMb();
@@ -182,6 +192,7 @@ async function main(): Promise<void> {
         reference_fp_accuracy: reference?.fp_accuracy ?? null,
         steps: result.report.steps,
         threads,
+        isa: activeIsa(),
         test_images: testSize,
         budget_mb: budget,
         peak_rss_mb: peakRss,
