@@ -81,6 +81,7 @@ async function main(): Promise<void> {
   const out = mkdtempSync(join(tmpdir(), 'qcaps-bench-search-'));
   const lines: string[] = [];
   const t0 = performance.now();
+  const cpu0 = process.cpuUsage();
   let result;
   try {
     result = await runSearchJob({
@@ -103,6 +104,10 @@ async function main(): Promise<void> {
     rmSync(out, { recursive: true, force: true });
   }
   const jobS = (performance.now() - t0) / 1000;
+  // CPU seconds of the whole job (the full-precision pass included): steadier than wall time
+  // on a shared machine, for comparing runs (e.g. --isa levels) at --threads 1
+  const cpu = process.cpuUsage(cpu0);
+  const jobCpuS = (cpu.user + cpu.system) / 1e6;
   // the reference's timing covers its qcapsnets() call (the search and its file writes), not
   // the full-precision test before it: time the same part here
   const searchS = result.searchSeconds;
@@ -183,6 +188,7 @@ async function main(): Promise<void> {
         model_kind: modelKind,
         search_s: searchS,
         job_s: jobS,
+        job_cpu_s: jobCpuS,
         evaluations: result.evaluations,
         full_pass_equivalents: result.fullPassEquivalents,
         reference_search_s: reference?.search_s ?? null,

