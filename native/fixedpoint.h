@@ -86,6 +86,8 @@ struct WinoWeights;
 struct WinoCache {
   WinoCache();
   ~WinoCache();
+  WinoCache(const WinoCache&) = delete;  // owns the plans
+  WinoCache& operator=(const WinoCache&) = delete;
   WinoWeights* plans[2];  // [maxPiece == 3]; null until first built
 };
 
