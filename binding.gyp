@@ -9,6 +9,7 @@
         "native/conv.cc",
         "native/fixedconv.cc",
         "native/fixedwino.cc",
+        "native/fixedkernels.cc",
         "native/smallconv.cc",
         "native/routing.cc",
         "native/quantize.cc",
@@ -17,7 +18,8 @@
         "native/fftconv.cc",
         "native/elementwise.cc",
         "native/expf.cc",
-        "native/isa.cc"
+        "native/isa.cc",
+        "native/settings.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],

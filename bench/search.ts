@@ -12,6 +12,8 @@
 //   npm run bench:search [-- --json] [--model-kind ShallowCapsNet|DeepCaps] [--test-size N]
 //                        [--model FILE] [--threads N] [--budget MB | --budget-fraction F]
 //                        [--method round_to_nearest|truncation] (the deterministic methods)
+//                        [--isa avx512vnni|avx512|avx2|portable] (forces the exact kernels' level,
+//                        as QCAPS_ISA does; the JSON's `isa` names the level that ran)
 //   npm run bench:search -- --model-kind DeepCaps --input-size 64 --memory-only (bench/memory.ts)
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -21,7 +23,9 @@ import { fileURLToPath } from 'node:url';
 import { loadDataset } from '../src/data/load.js';
 import { buildModel } from '../src/models/factory.js';
 import { readStateDict } from '../src/io/pt.js';
-import { kernels } from '../src/tensor/kernels.js';
+import { activeIsa, kernels } from '../src/tensor/kernels.js';
+import { setIsa } from '../src/tensor/kernels-native.js';
+import { ISA_LEVELS, type IsaLevel } from '../src/settings.js';
 import { runSearchJob } from '../src/cli/search-job.js';
 import { MALLOC_REUSE, arg, peakRssMb } from './common.js';
 import { fullPrecisionMemoryMB } from '../src/quant/memory.js';
@@ -61,6 +65,12 @@ async function main(): Promise<void> {
     );
   const threads = Number(arg('threads', String(kernels().getThreads())));
   kernels().setThreads(threads);
+  if (process.argv.includes('--isa')) {
+    const isa = arg('isa', '') as IsaLevel;
+    if (!ISA_LEVELS.includes(isa)) throw new Error(`--isa ${isa}: expected one of ${ISA_LEVELS.join(', ')}`);
+    if (kernels().name !== 'native') throw new Error(`--isa ${isa}: the native kernels are not loaded`);
+    setIsa(isa);
+  }
   const modelFile = benchModel(kind);
   const model = buildModel(modelKind, kind.modelArgs);
   model.loadStateDict(readStateDict(modelFile), modelFile);
@@ -80,6 +90,7 @@ async function main(): Promise<void> {
   const out = mkdtempSync(join(tmpdir(), 'qcaps-bench-search-'));
   const lines: string[] = [];
   const t0 = performance.now();
+  const cpu0 = process.cpuUsage();
   let result;
   try {
     result = await runSearchJob({
@@ -102,12 +113,16 @@ async function main(): Promise<void> {
     rmSync(out, { recursive: true, force: true });
   }
   const jobS = (performance.now() - t0) / 1000;
+  // CPU seconds of the whole job (the full-precision pass included): steadier than wall time
+  // on a shared machine, for comparing runs (e.g. --isa levels) at --threads 1
+  const cpu = process.cpuUsage(cpu0);
+  const jobCpuS = (cpu.user + cpu.system) / 1e6;
   // the reference's timing covers its qcapsnets() call (the search and its file writes), not
   // the full-precision test before it: time the same part here
   const searchS = result.searchSeconds;
   for (const l of lines) console.log(l);
   console.log(
-    `ours: ${searchS.toFixed(1)} s, ${result.evaluations} evaluations, ${result.fullPassEquivalents.toFixed(2)} full-pass equivalents (layer runs / layers per pass), ${threads} threads`,
+    `ours: ${searchS.toFixed(1)} s, ${result.evaluations} evaluations, ${result.fullPassEquivalents.toFixed(2)} full-pass equivalents (layer runs / layers per pass), ${threads} threads, isa ${activeIsa()}`,
   );
 
   const peakRss = peakRssMb();
@@ -198,6 +213,7 @@ async function main(): Promise<void> {
         model_kind: modelKind,
         search_s: searchS,
         job_s: jobS,
+        job_cpu_s: jobCpuS,
         evaluations: result.evaluations,
         full_pass_equivalents: result.fullPassEquivalents,
         reference_search_s: reference?.search_s ?? null,
@@ -211,6 +227,7 @@ async function main(): Promise<void> {
         reference_fp_accuracy: reference?.fp_accuracy ?? null,
         steps: result.report.steps,
         threads,
+        isa: activeIsa(),
         test_images: testSize,
         budget_mb: budget,
         peak_rss_mb: peakRss,

@@ -4,8 +4,11 @@
 #include <napi.h>
 
 #include <string>
+#include <type_traits>
 
+#include "isa.h"
 #include "kernels.h"
+#include "settings.h"
 
 namespace {
 
@@ -155,8 +158,15 @@ bool conv_forward_args(const Napi::CallbackInfo& info, ConvForwardArgs& a) {
          need(env, a.bias, g.O, "bias") && need(env, a.y, (size_t)g.B * g.OH * g.OW * g.O, "y");
 }
 
-// conv2dForward(geom, x, w, bias | null, y, relu, quant | null, mode): quant, the output's
-// quantizer; mode bit 0: fast algorithms allowed, bit 1: exact fixed-point tried first
+// The exact fixed-point convolution's method, or null where it did not run
+Napi::Value MethodValue(Napi::Env env, qc::FixedMethod m) {
+  if (m == qc::FixedMethod::declined) return env.Null();
+  return Napi::String::New(env, qc::fixed_method_name(m));
+}
+
+// conv2dForward(geom, x, w, bias | null, y, relu, quant | null, mode) -> the exact fixed-point
+// method that ran, or null: quant, the output's quantizer; mode bit 0: fast algorithms
+// allowed, bit 1: exact fixed-point tried first
 Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
   ConvForwardArgs a;
   qc::QuantSpec q{};
@@ -165,21 +175,72 @@ Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
   qc::ConvMode mode;
   mode.fast = (bits & 1u) != 0;
   mode.fixed_point = (bits & 2u) != 0;
-  if (conv_forward_args(info, a))
-    qc::conv2d_forward(a.g, a.x.data, a.w.data, a.bias.data, a.y.data, a.relu, hasQ ? &q : nullptr, mode);
-  return info.Env().Undefined();
+  if (!conv_forward_args(info, a)) return info.Env().Undefined();
+  return MethodValue(info.Env(), qc::conv2d_forward(a.g, a.x.data, a.w.data, a.bias.data, a.y.data, a.relu,
+                                                    hasQ ? &q : nullptr, mode));
 }
 
-// conv2dForwardFixedPoint(geom, x, w, bias, y, relu) -> whether the exact fixed-point path ran
+// conv2dForwardFixedPoint(geom, x, w, bias, y, relu) -> the exact fixed-point method that ran
+// ('winograd', 'direct', 'limbs'), or null where it does not apply (y untouched)
 Napi::Value Conv2dForwardFixedPoint(const Napi::CallbackInfo& info) {
   ConvForwardArgs a;
   if (!conv_forward_args(info, a)) return info.Env().Undefined();
-  return Napi::Boolean::New(info.Env(),
-                            qc::fixed_point_conv(a.g, a.x.data, a.w.data, a.bias.data, a.y.data, a.relu));
+  return MethodValue(info.Env(), qc::fixed_point_conv(a.g, a.x.data, a.w.data, a.bias.data, a.y.data, a.relu));
 }
 
-Napi::Value FixedPointConvMethod(const Napi::CallbackInfo& info) {
-  return Napi::String::New(info.Env(), qc::fixed_point_conv_method());
+// configure({ isa?, winograd, fftConv, fixedWinograd, smallPatchConv, convWorkspaceKB,
+// winogradTile, winogradKB }): the settings src/settings.ts read from the environment, passed
+// in once at load (and by tests). isa: 'avx512vnni' | 'avx512' | 'avx2' | 'portable'; an
+// unknown name or a level this CPU cannot run throws, naming both.
+Napi::Value Configure(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) {
+    Napi::TypeError::New(env, "qcaps_native: configure expects an object").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const Napi::Object o = info[0].As<Napi::Object>();
+  qc::Settings s = qc::settings();
+  auto flag = [&](const char* key, bool& out) {
+    if (o.Has(key)) out = o.Get(key).ToBoolean();
+  };
+  auto number = [&](const char* key, auto& out) {
+    if (o.Has(key) && o.Get(key).IsNumber()) out = (std::remove_reference_t<decltype(out)>)o.Get(key).As<Napi::Number>().Int64Value();
+  };
+  flag("winograd", s.winograd);
+  flag("fftConv", s.fftConv);
+  flag("fixedWinograd", s.fixedWinograd);
+  flag("smallPatchConv", s.smallPatchConv);
+  number("convWorkspaceKB", s.convWorkspaceKB);
+  number("winogradTile", s.winogradTile);
+  number("winogradKB", s.winogradKB);
+  if (o.Has("isa") && !o.Get("isa").IsUndefined() && !o.Get("isa").IsNull()) {
+    const std::string name = o.Get("isa").ToString().Utf8Value();
+    qc::Isa isa;
+    const std::string best = qc::isa_name(qc::cpu_isa());
+    if (!qc::parse_isa(name.c_str(), &isa)) {
+      Napi::Error::New(env, "qcaps_native: isa '" + name +
+                                "': expected one of avx512vnni, avx512, avx2, portable (this CPU's best: " + best + ")")
+          .ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    if (!qc::set_isa(isa)) {
+      Napi::Error::New(env, "qcaps_native: isa '" + name + "' is beyond this CPU (its best: " + best +
+                                "; it can run " + best + " and the levels below it, down to portable)")
+          .ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+  }
+  qc::configure(s);
+  return env.Undefined();
+}
+
+// isaInfo() -> { active, cpu }: the instruction-set level the exact kernels run at, and the
+// best this CPU and build allow
+Napi::Value IsaInfo(const Napi::CallbackInfo& info) {
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("active", qc::isa_name(qc::active_isa()));
+  o.Set("cpu", qc::isa_name(qc::cpu_isa()));
+  return o;
 }
 
 Napi::Value Conv2dBackwardData(const Napi::CallbackInfo& info) {
@@ -406,7 +467,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sgemm", Napi::Function::New(env, Sgemm));
   exports.Set("conv2dForward", Napi::Function::New(env, Conv2dForward));
   exports.Set("conv2dForwardFixedPoint", Napi::Function::New(env, Conv2dForwardFixedPoint));
-  exports.Set("fixedPointConvMethod", Napi::Function::New(env, FixedPointConvMethod));
+  exports.Set("configure", Napi::Function::New(env, Configure));
+  exports.Set("isaInfo", Napi::Function::New(env, IsaInfo));
   exports.Set("conv2dBackwardData", Napi::Function::New(env, Conv2dBackwardData));
   exports.Set("conv2dBackwardWeight", Napi::Function::New(env, Conv2dBackwardWeight));
   exports.Set("routingForward", Napi::Function::New(env, RoutingForward));

@@ -15,19 +15,14 @@
 
 #include "kernels.h"
 #include "parallel.h"
+#include "settings.h"
 
 namespace qc {
 
 namespace {
 
-// column-buffer bytes per thread (QCAPS_CONV_WORKSPACE_KB overrides)
-size_t col_bytes_per_thread() {
-  static const size_t bytes = [] {
-    const char* e = getenv("QCAPS_CONV_WORKSPACE_KB");
-    return (size_t)(e ? std::max(64, atoi(e)) : 4 * 1024) << 10;
-  }();
-  return bytes;
-}
+// column-buffer bytes per thread (settings: QCAPS_CONV_WORKSPACE_KB)
+size_t col_bytes_per_thread() { return std::max<size_t>(64, settings().convWorkspaceKB) << 10; }
 constexpr size_t kMaxUnblockedK = 4096;
 
 struct Plan {
@@ -47,20 +42,9 @@ Plan plan(const ConvGeom& g) {
   return p;
 }
 
-bool env_enabled(const char* name) {
-  const char* e = getenv(name);
-  return !(e && e[0] == '0');
-}
+bool use_winograd(const ConvGeom& g, bool fast = true) { return fast && settings().winograd && winograd_applies(g); }
 
-bool use_winograd(const ConvGeom& g, bool fast = true) {
-  static const bool enabled = env_enabled("QCAPS_WINOGRAD");
-  return fast && enabled && winograd_applies(g);
-}
-
-bool use_fft(const ConvGeom& g, bool fast = true) {
-  static const bool enabled = env_enabled("QCAPS_FFT_CONV");
-  return fast && enabled && fft_applies(g);
-}
+bool use_fft(const ConvGeom& g, bool fast = true) { return fast && settings().fftConv && fft_applies(g); }
 
 bool is_pointwise(const ConvGeom& g) { return g.KH == 1 && g.KW == 1 && g.stride == 1 && g.pad == 0; }
 
@@ -152,15 +136,17 @@ void bias_gradient(const float* dy, size_t rows, int O, float* db) {
     for (int o = 0; o < O; o++) db[o] += (float)part[(size_t)t * O + o];
 }
 
-void conv2d_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu,
-                    const QuantSpec* q, ConvMode mode) {
+FixedMethod conv2d_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu,
+                           const QuantSpec* q, ConvMode mode) {
   // Fixed-point values (mode.fixed_point, the quantized forward) first get exact integer sums
   // wherever they apply, integer Winograd included, so that a quantized model's numbers are
   // the correctly rounded sums that the ONNX and C exports compute too (and as fast as float
   // Winograd here); two passes (inputs wider than int16) only where the DFT would not run.
   // Float values: Winograd, the DFT, then im2col + GEMM.
+  const FixedMethod fixed =
+      mode.fixed_point ? fixed_point_conv(g, x, w, bias, y, relu, use_fft(g, mode.fast) ? 1 : 2) : FixedMethod::declined;
   bool done = true;
-  if (mode.fixed_point && fixed_point_conv(g, x, w, bias, y, relu, use_fft(g, mode.fast) ? 1 : 2))
+  if (fixed != FixedMethod::declined)
     ;
   else if (use_winograd(g, mode.fast))
     winograd_forward(g, x, w, bias, y, relu);
@@ -170,9 +156,9 @@ void conv2d_forward(const ConvGeom& g, const float* x, const float* w, const flo
     done = false;
   if (done) {
     if (q) quantize(y, y, (size_t)g.B * g.OH * g.OW * g.O, *q);
-    return;
+    return fixed;
   }
-  if (small_patch_conv(g, x, w, bias, y, relu, q)) return;  // the same bits as below, for K <= 128
+  if (small_patch_conv(g, x, w, bias, y, relu, q)) return fixed;  // the same bits as below, for K <= 128
   const size_t rows = (size_t)g.B * g.OH * g.OW;
   const Plan p = plan(g);
   const int K = (int)p.K;
@@ -188,6 +174,7 @@ void conv2d_forward(const ConvGeom& g, const float* x, const float* w, const flo
       if (q) quantize_slice(yc, yc, (size_t)n * g.O, *q, c0 * g.O);  // while the chunk is in cache
     }
   });
+  return fixed;
 }
 
 void conv2d_backward_data(const ConvGeom& g, const float* dy, const float* w, float* dx) {

@@ -2,30 +2,29 @@
 // value is an integer multiple of 2^-fx and every weight one of 2^-fw, with integers that fit
 // int16, the convolution is an integer dot product:
 //   y[r,o] = 2^-(fx+fw) * sum_k X16[r,k] W16[o,k]   (+ bias, ReLU)
-// computed exactly with AVX512-VNNI (vpdpwssd: 32 int16 products into int32 sums per
-// instruction, twice the float32 FMA rate); the int32 sums are added into int64 totals often
-// enough that they cannot overflow. The only roundings are the conversion of the exact sum to
-// float32 and the bias add, so the result does not depend on a summation order: it is the
-// correctly rounded sum that a float convolution approximates.
-// Anything else (other CPUs, values that are not fixed point, too many bits) returns false and
-// the caller runs the float convolution.
+// computed exactly on every CPU: int16 products summed in int32 (with AVX512-VNNI's vpdpwssd,
+// 32 products per instruction, twice the float32 FMA rate; or vpmaddwd on AVX-512 and AVX2;
+// or plain loops, fixedkernels.cc), added into int64 totals often enough that the int32 sums
+// cannot overflow. The only roundings are the conversion of the exact sum to float32 and the
+// bias add, so the result depends neither on a summation order nor on the CPU: it is the
+// correctly rounded sum that a float convolution approximates. Whether it applies depends on
+// the values and the geometry alone; what it declines (values that are not fixed point, too
+// many bits, too few channels) the caller runs as a float convolution.
 //
 // Layout: no im2col. With channels-last input, the KW*C values of one kernel row (ky) of an
 // output's patch are contiguous in the zero-padded int16 copy of the input, so each GEMM row
 // is read in place. Weights are packed per kernel row and per block of 32 output channels,
-// as int16 pairs (k, k+1) interleaved over the 32 lanes that vpdpwssd fills.
+// as int16 pairs (k, k+1) interleaved over the 32 lanes that vpdpwssd fills (and two vpmaddwd).
 #include <algorithm>
 #include <climits>
 #include <cmath>
 #include <cstring>
 #include <vector>
 
+#include <list>
+
 #include "fixedpoint.h"
 #include "parallel.h"
-
-#ifdef QC_HAVE_VNNI_BUILD
-#include <immintrin.h>
-#endif
 
 namespace qc {
 
@@ -79,15 +78,6 @@ Format format_of(const float* v, size_t n) {
 bool fits_int16(const Format& f) { return f.frac <= 30 && std::ldexp((double)f.maxAbs, f.frac) <= 32767.0; }
 bool fits_int30(const Format& f) { return f.frac <= 30 && std::ldexp((double)f.maxAbs, f.frac) < 0x1p30; }
 
-bool cpu_has_vnni() {
-#ifdef QC_HAVE_VNNI_BUILD
-  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vnni");
-  return ok;
-#else
-  return false;
-#endif
-}
-
 RunBounds run_bounds(const int64_t* chunkL1, size_t rows, int chunks, int chunkPairs) {
   RunBounds rb;
   rb.chunkPairs = chunkPairs;
@@ -111,114 +101,6 @@ int segment_pairs(const RunBounds& rb, int64_t maxX, int pairs) {
   return 0;
 }
 
-#ifdef QC_HAVE_VNNI_BUILD
-// acc += pairwise int16 products of a and b (vpdpwssd). Written as asm because GCC 12 copies
-// the accumulator around the intrinsic.
-#define QC_DPWSSD(acc, a, b) __asm__("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b))
-#define QC_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
-static_assert(kRows == 8, "the micro-kernel is written out for 8 rows");
-
-// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized and -Wuninitialized in their own code
-// (_mm512_extracti64x4_epi64, _mm512_cvtepi64_ps)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-// c[8q..8q+7] += (or = when assign) parts[q], q < 4
-__attribute__((target("avx512f"), always_inline)) static inline void add_parts(int64_t* c, const __m512i* parts,
-                                                                                bool assign) {
-  for (int q = 0; q < 4; q++)
-    _mm512_storeu_si512(c + 8 * q, assign ? parts[q] : _mm512_add_epi64(_mm512_loadu_si512(c + 8 * q), parts[q]));
-}
-
-// c[offset_t + 0..31] += sign_t (parts << shift) for each target t of the scatter
-__attribute__((target("avx512f"), always_inline)) static inline void scatter_parts(int64_t* c, __m512i* parts,
-                                                                                    const Scatter& sc) {
-  for (int q = 0; q < 4; q++) parts[q] = _mm512_slli_epi64(parts[q], sc.shift);
-  for (int t = 0; t < sc.n; t++) {
-    int64_t* ct = c + sc.offset[t];
-    for (int q = 0; q < 4; q++) {
-      const __m512i old = _mm512_loadu_si512(ct + 8 * q);
-      _mm512_storeu_si512(ct + 8 * q, sc.sign[t] > 0 ? _mm512_add_epi64(old, parts[q]) : _mm512_sub_epi64(old, parts[q]));
-    }
-  }
-}
-
-// The 32 int32 lanes of lo (0..15) and hi (16..31) widened to int64: into c (added, or
-// assigned), or scattered into c when sc is given.
-__attribute__((target("avx512f"), always_inline)) static inline void flush_widened(int64_t* c, __m512i lo, __m512i hi,
-                                                                                    bool assign, const Scatter* sc) {
-  __m512i parts[4] = {_mm512_cvtepi32_epi64(_mm512_castsi512_si256(lo)),
-                      _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(lo, 1)),
-                      _mm512_cvtepi32_epi64(_mm512_castsi512_si256(hi)),
-                      _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(hi, 1))};
-  if (sc)
-    scatter_parts(c, parts, *sc);
-  else
-    add_parts(c, parts, assign);
-}
-
-// named registers: 16 accumulators, two weight vectors and one broadcast
-__attribute__((target("avx512f,avx512vnni"))) void micro_kernel(const int16_t* const* a, int pairs, int seg,
-                                                                   const int16_t* b, int64_t* const* c, bool assign,
-                                                                   const Scatter* sc) {
-#define QC_ROW_POINTER(i) const int16_t* a##i = a[i];
-  QC_ROWS(QC_ROW_POINTER)
-  // with a scatter and several segments, the segments' sums meet in `local` first, so that
-  // each output is scattered once
-  const bool viaLocal = sc && seg < pairs;
-  alignas(64) int64_t local[kRows][kLanes];
-  int64_t* out[kRows];
-  for (int i = 0; i < kRows; i++) out[i] = viaLocal ? local[i] : c[i];
-  const Scatter* direct = viaLocal ? nullptr : sc;
-  for (int p0 = 0; p0 < pairs; p0 += seg) {
-    const int p1 = std::min(pairs, p0 + seg);
-#define QC_ZERO(i) __m512i lo##i = _mm512_setzero_si512(), hi##i = _mm512_setzero_si512();
-    QC_ROWS(QC_ZERO)
-    for (int p = p0; p < p1; p++) {
-      const __m512i b0 = _mm512_loadu_si512(b + (size_t)p * 2 * kLanes);
-      const __m512i b1 = _mm512_loadu_si512(b + (size_t)p * 2 * kLanes + kLanes);
-#define QC_STEP(i)                              \
-  {                                             \
-    int32_t pair;                               \
-    memcpy(&pair, a##i + 2 * p, sizeof pair);   \
-    const __m512i av = _mm512_set1_epi32(pair); \
-    QC_DPWSSD(lo##i, av, b0);                   \
-    QC_DPWSSD(hi##i, av, b1);                   \
-  }
-      QC_ROWS(QC_STEP)
-    }
-#define QC_FLUSH(i) flush_widened(out[i], lo##i, hi##i, (assign || viaLocal) && p0 == 0, direct);
-    QC_ROWS(QC_FLUSH)
-  }
-  if (viaLocal)
-    for (int i = 0; i < kRows; i++) {
-      __m512i parts[4];
-      for (int q = 0; q < 4; q++) parts[q] = _mm512_load_si512(local[i] + 8 * q);
-      scatter_parts(c[i], parts, *sc);
-    }
-}
-
-// y[o] = float(acc[o] >> shift) * scale (+ bias[o], ReLU) for o in [o0, o1): the conversion
-// of an int64 is correctly rounded, as the scalar cast
-__attribute__((target("avx512f,avx512dq"))) void to_float_rows(const int64_t* acc, int o0, int o1, int shift,
-                                                               float scale, const float* bias, bool relu, float* y) {
-  int o = o0;
-  for (; o + 8 <= o1; o += 8) {
-    __m256 v = _mm256_mul_ps(_mm512_cvtepi64_ps(_mm512_srai_epi64(_mm512_loadu_si512(acc + o), shift)),
-                             _mm256_set1_ps(scale));
-    if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + o));
-    if (relu) v = _mm256_max_ps(v, _mm256_setzero_ps());
-    _mm256_storeu_ps(y + o, v);
-  }
-  for (; o < o1; o++) {
-    float v = (float)(acc[o] >> shift) * scale;
-    if (bias) v += bias[o];
-    if (relu) v = v > 0.f ? v : 0.f;
-    y[o] = v;
-  }
-}
-#pragma GCC diagnostic pop
-#endif
 
 void to_int16_padded(const ConvGeom& g, const float* x, float sx, int Hq, int Wq, int Cp, int limbBits, int16_t* dst,
                      int16_t* low) {
@@ -268,25 +150,27 @@ namespace {
 
 using namespace fixedpoint;
 
-const char* g_last_method = "none";
-
 // The weights as int16, packed [ky][O block][pair][lane][2], with what the overflow bound
 // needs: a sum over a run of chunks of a kernel row is bounded by max|x16| times the sum of
 // |w16| over those chunks (bounds: the largest such sums, over every output channel and kernel
-// row). Kept for the last weights seen: a quantized forward convolves every
-// batch with the same weights, which are then compared (memcmp) instead of packed again. The
-// bounds are computed at once, the packing when the direct kernel first runs (the Winograd
-// kernel packs its own transforms).
+// row). The bounds are computed at once, the packing when the direct kernel first runs; the
+// integer Winograd keeps its own packings of the same weights in `wino`.
 struct PackedWeights {
-  std::vector<float> source;  // the float weights packed (empty: none yet)
+  std::vector<float> source;  // the float weights packed: with the geometry, the cache's key
   int O = 0, KH = 0, rowLen = 0;
   bool fits = false;  // fixed point within int16
   Format fw;
-  uint64_t version = 0;  // counts the weights seen (keys the Winograd kernel's own cache)
   std::vector<int16_t> packed;
   RunBounds bounds;
-  int64_t patchL1 = 0;           // the largest sum of |w16| over a whole kernel (bounds |y|)
+  int64_t patchL1 = 0;  // the largest sum of |w16| over a whole kernel (bounds |y|)
+  WinoCache wino;
 };
+
+// The packings of the last weights seen, keyed by their values and geometry (compared with
+// memcmp, so that weights changed in place are packed again): a quantized forward convolves
+// every batch with the same weights of each layer, and DeepCaps has a dozen such layers.
+constexpr size_t kCachedWeights = 16;
+std::list<PackedWeights> g_weights;  // most recently used first
 
 // sum of |int(v[i] * scale)| (weights already known to be such integers within int16)
 QC_VECTOR_CLONES
@@ -300,17 +184,19 @@ int64_t abs_sum_int(const float* v, int n, float scale) {
 }
 
 PackedWeights& packed_weights(const ConvGeom& g, const float* w) {
-  static PackedWeights pw;
   const int rowLen = g.KW * g.C;
   const size_t nw = (size_t)g.O * g.KH * rowLen;
-  if (pw.O == g.O && pw.KH == g.KH && pw.rowLen == rowLen && pw.source.size() == nw &&
-      memcmp(pw.source.data(), w, nw * sizeof(float)) == 0)
-    return pw;
+  for (auto it = g_weights.begin(); it != g_weights.end(); ++it)
+    if (it->O == g.O && it->KH == g.KH && it->rowLen == rowLen && it->source.size() == nw &&
+        memcmp(it->source.data(), w, nw * sizeof(float)) == 0) {
+      g_weights.splice(g_weights.begin(), g_weights, it);
+      return g_weights.front();
+    }
+  if (g_weights.size() >= kCachedWeights) g_weights.pop_back();
+  PackedWeights& pw = g_weights.emplace_front();
   pw.source.assign(w, w + nw);
   pw.O = g.O, pw.KH = g.KH, pw.rowLen = rowLen;
   const Format fw = pw.fw = format_of(w, nw);
-  pw.version++;
-  pw.packed.clear();  // packed when the direct kernel first needs them
   pw.fits = fits_int16(fw);
   if (!pw.fits) return pw;
   const float sw = std::ldexp(1.f, fw.frac);
@@ -355,53 +241,60 @@ const int16_t* packed_data(PackedWeights& pw) {
 
 }  // namespace
 
-const char* fixed_point_conv_method() { return g_last_method; }
+const char* fixed_method_name(FixedMethod m) {
+  switch (m) {
+    case FixedMethod::direct:
+      return "direct";
+    case FixedMethod::limbs:
+      return "limbs";
+    case FixedMethod::winograd:
+      return "winograd";
+    case FixedMethod::declined:
+      break;
+  }
+  return "declined";
+}
 
-
-bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu,
-                      int maxPasses) {
-#ifndef QC_HAVE_VNNI_BUILD
-  (void)g, (void)x, (void)w, (void)bias, (void)y, (void)relu, (void)maxPasses;
-  return false;
-#else
-  g_last_method = "declined";
+FixedMethod fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu,
+                             int maxPasses) {
+  // Whether it applies depends on the values and the geometry only, never on the CPU: every
+  // instruction-set level computes the same integers.
+  const Isa isa = active_isa();
   const int rowLen = g.KW * g.C;  // one kernel row of a patch, contiguous in the padded input
-  if (!cpu_has_vnni() || rowLen % 2 != 0 || rowLen < 64 || g.O < 16) return false;
+  if (rowLen % 2 != 0 || rowLen < 64 || g.O < 16) return FixedMethod::declined;
   const size_t nx = (size_t)g.B * g.H * g.W * g.C;
   const Format fx = format_of(x, nx);
-  if (!fits_int30(fx)) return false;
+  if (!fits_int30(fx)) return FixedMethod::declined;
   const float sx = std::ldexp(1.f, fx.frac);
   PackedWeights& pw = packed_weights(g, w);
-  if (!pw.fits) return false;
+  if (!pw.fits) return FixedMethod::declined;
   const int pairs = rowLen / 2, blocks = (g.O + kLanes - 1) / kLanes;
   const int64_t maxX = (int64_t)std::ldexp((double)fx.maxAbs, fx.frac);
-  if ((double)maxX * (double)pw.patchL1 >= 0x1p53) return false;  // as the reference: sums below 2^53
+  if ((double)maxX * (double)pw.patchL1 >= 0x1p53) return FixedMethod::declined;  // as the reference: below 2^53
   // One pass over x when its integers fit int16 and the int32 sums cannot overflow. Else two,
   // over the limbs of x = 2^b high + low (low in [0, 2^b), high = floor(x / 2^b)), with the b
   // that gives both the longest int32 segments; the high limb's sums are scaled by 2^b.
   int limbBits = 0;
   int segs[2] = {fits_int16(fx) ? segment_pairs(pw.bounds, maxX, pairs) : 0, 0};
   if (segs[0] == 0) {
-    if (maxPasses < 2) return false;
+    if (maxPasses < 2) return FixedMethod::declined;
     for (int b = 1; b <= 15; b++) {
       const int64_t maxHigh = (maxX + ((int64_t)1 << b) - 1) >> b;
       const int high = maxHigh <= 32767 ? segment_pairs(pw.bounds, maxHigh, pairs) : 0;
       const int low = segment_pairs(pw.bounds, ((int64_t)1 << b) - 1, pairs);
       if (std::min(high, low) > std::min(segs[0], segs[1])) limbBits = b, segs[0] = high, segs[1] = low;
     }
-    if (limbBits == 0) return false;
+    if (limbBits == 0) return FixedMethod::declined;
   }
   // the same exact sums with fewer products, where that applies
-  if (!limbBits && winograd_fixed_conv(g, x, fx, maxX, w, pw.fw, pw.version, bias, y, relu)) {
-    g_last_method = "winograd";
-    return true;
-  }
-  g_last_method = limbBits ? "limbs" : "direct";
+  if (!limbBits && winograd_fixed_conv(isa, g, x, fx, maxX, w, pw.fw, pw.wino, bias, y, relu))
+    return FixedMethod::winograd;
+  const Kernels kern = kernels_for(isa);
   const int16_t* packed = packed_data(pw);
 
   // input: int16, zero-padded [B, H + 2 pad, W + 2 pad, C]: x itself, or its high and low limbs
   const int Hp = g.H + 2 * g.pad, Wp = g.W + 2 * g.pad, C = g.C;
-  static std::vector<int16_t> xp, xpLow;
+  static std::vector<int16_t> xp, xpLow;  // workspaces, reused
   xp.resize((size_t)g.B * Hp * Wp * C);
   if (limbBits) xpLow.resize(xp.size());
   to_int16_padded(g, x, sx, Hp, Wp, C, limbBits, xp.data(), limbBits ? xpLow.data() : nullptr);
@@ -410,7 +303,7 @@ bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const f
   // ky and the weight blocks outside its rows, so a kernel row's weights stay in cache
   const size_t rows = (size_t)g.B * g.OH * g.OW, rowBlocks = (rows + kRows - 1) / kRows;
   const int ldc = blocks * kLanes;
-  static std::vector<int64_t> acc;
+  static std::vector<int64_t> acc;  // workspace, reused
   acc.resize(rows * ldc);  // the first kernel row's sums are assigned
   const float scale = std::ldexp(1.f, -(fx.frac + pw.fw.frac));
   parallel_for(rowBlocks, [&](size_t bb, size_t be, int) {
@@ -435,8 +328,8 @@ bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const f
               int64_t* c[kRows];
               for (int i = 0; i < kRows; i++)
                 c[i] = i < mr ? acc.data() + (r0 + i) * ldc + (size_t)nb * kLanes : scratch;
-              micro_kernel(a, pairs, segPairs, packed + (((size_t)ky * blocks + nb) * pairs) * 2 * kLanes, c,
-                           first && ky == 0, nullptr);
+              kern.micro_kernel(a, pairs, segPairs, packed + (((size_t)ky * blocks + nb) * pairs) * 2 * kLanes, c,
+                                first && ky == 0, nullptr);
             }
           }
     };
@@ -447,10 +340,10 @@ bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const f
       sweep(xpLow.data(), segs[1], false);
     }
     // y = the exact sum, rounded once to float32, times 2^-(fx+fw)
-    for (size_t r = rb; r < re; r++) to_float_rows(acc.data() + r * ldc, 0, g.O, 0, scale, bias, relu, y + r * g.O);
+    for (size_t r = rb; r < re; r++)
+      kern.to_float_rows(acc.data() + r * ldc, 0, g.O, 0, scale, bias, relu, y + r * g.O);
   });
-  return true;
-#endif
+  return limbBits ? FixedMethod::limbs : FixedMethod::direct;
 }
 
 }  // namespace qc

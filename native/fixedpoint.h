@@ -1,15 +1,13 @@
 // What the two exact fixed-point convolutions share (fixedconv.cc: direct; fixedwino.cc:
-// integer Winograd): the fixed-point format of a tensor, the VNNI micro-kernel, and the
-// int32 overflow bounds that say how long its int32 sums may run before going into int64.
+// integer Winograd): the fixed-point format of a tensor, the micro-kernels of each
+// instruction-set level (fixedkernels.cc), and the int32 overflow bounds that say how long
+// their int32 sums may run before going into int64.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#define QC_HAVE_VNNI_BUILD 1
-#endif
-
+#include "isa.h"
 #include "kernels.h"
 
 namespace qc::fixedpoint {
@@ -29,7 +27,6 @@ struct Format {
 Format format_of(const float* v, size_t n);
 bool fits_int16(const Format& f);
 bool fits_int30(const Format& f);
-bool cpu_has_vnni();
 
 // The packed layout the micro-kernel reads, for a K x O weight matrix (K even, k = 2p + e):
 // [O block][pair p][lane][e], 32 lanes (output channels) per block, zero past O.
@@ -58,12 +55,6 @@ int segment_pairs(const RunBounds& rb, int64_t maxX, int pairs);
 void to_int16_padded(const ConvGeom& g, const float* x, float sx, int Hq, int Wq, int Cp, int limbBits, int16_t* dst,
                      int16_t* low);
 
-// The convolution as exact integer Winograd (fixedwino.cc), for inputs whose integers fit
-// int16 (largest maxX) and weights in format fw, packed last at weightsVersion; false when it
-// does not apply or would not save enough products (the caller runs the direct sums).
-bool winograd_fixed_conv(const ConvGeom& g, const float* x, const Format& fx, int64_t maxX, const float* w,
-                         const Format& fw, uint64_t weightsVersion, const float* bias, float* y, bool relu);
-
 // Where the micro-kernel's sums go instead of c[i]: c[i] + offset[t] for its n targets, added
 // with sign[t] and shifted left by shift (the output transform of the integer Winograd).
 struct Scatter {
@@ -73,16 +64,38 @@ struct Scatter {
   int shift = 0;
 };
 
-#ifdef QC_HAVE_VNNI_BUILD
-// c[i][0..31] += sum_p a_i[2p..2p+1] . b[p][lane][0..1] for the kRows rows i, in int32 sums over
-// segments of `seg` pairs added into the int64 c (b: one packed block of 32 output channels);
-// assign: c = the sums instead; sc: scattered as it says (each segment's sums: the scatter is
-// linear).
-void micro_kernel(const int16_t* const* a, int pairs, int seg, const int16_t* b, int64_t* const* c, bool assign,
-                  const Scatter* sc);
+// The inner loops of one instruction-set level (fixedkernels.cc); every level gives the same
+// integers, so the same bits.
+struct Kernels {
+  // c[i][0..31] += sum_p a_i[2p..2p+1] . b[p][lane][0..1] for the kRows rows i, in int32 sums
+  // over segments of `seg` pairs added into the int64 c (b: one packed block of 32 output
+  // channels); assign: c = the sums instead; sc: scattered as it says instead (each
+  // segment's sums: the scatter is linear).
+  void (*micro_kernel)(const int16_t* const* a, int pairs, int seg, const int16_t* b, int64_t* const* c, bool assign,
+                       const Scatter* sc);
+  // y[o] = float(acc[o] >> shift) * scale, + bias[o], ReLU, for o in [o0, o1) (bias may be null)
+  void (*to_float_rows)(const int64_t* acc, int o0, int o1, int shift, float scale, const float* bias, bool relu,
+                        float* y);
+};
+Kernels kernels_for(Isa isa);
 
-// y[o] = float(acc[o] >> shift) * scale, + bias[o], ReLU, for o in [o0, o1) (bias may be null)
-void to_float_rows(const int64_t* acc, int o0, int o1, int shift, float scale, const float* bias, bool relu, float* y);
-#endif
+// The transformed, packed weights of the integer Winograd for one set of weights (fixedwino.cc),
+// per plan (pieces of up to 3 or 2 taps); kept with the direct kernel's packing of the same
+// weights (fixedconv.cc's cache).
+struct WinoWeights;
+struct WinoCache {
+  WinoCache();
+  ~WinoCache();
+  WinoCache(const WinoCache&) = delete;  // owns the plans
+  WinoCache& operator=(const WinoCache&) = delete;
+  WinoWeights* plans[2];  // [maxPiece == 3]; null until first built
+};
+
+// The convolution as exact integer Winograd (fixedwino.cc), for inputs whose integers fit
+// int16 (largest maxX) and weights w in format fw (cache: their packings, empty for new
+// weights); false when it does not apply or would not save enough products (the caller runs
+// the direct sums; also when settings().fixedWinograd is off).
+bool winograd_fixed_conv(Isa isa, const ConvGeom& g, const float* x, const Format& fx, int64_t maxX, const float* w,
+                         const Format& fw, WinoCache& cache, const float* bias, float* y, bool relu);
 
 }  // namespace qc::fixedpoint

@@ -25,6 +25,9 @@
 // primary capsules), then the direct kernel.
 // Each thread owns output-channel blocks: per transform point the micro-kernel's int64 sums
 // are added, with the signs of A^T (x) A^T, into the 2x2 outputs of their tiles.
+// It runs at every instruction-set level (isa.h): the GEMMs with that level's micro-kernel
+// (fixedkernels.cc); the input transforms with AVX-512 where the level has it, else as GCC
+// vectors (the compiler's AVX2, or whatever the CPU has); the same integers everywhere.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -33,8 +36,11 @@
 #include "fixedpoint.h"
 #include "parallel.h"
 
-#ifdef QC_HAVE_VNNI_BUILD
+#include "settings.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
+#define QC_HAVE_X86_KERNELS 1
 // GCC 12's AVX-512 headers trip -Wmaybe-uninitialized and -Wuninitialized in their own code
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -42,7 +48,6 @@
 
 namespace qc::fixedpoint {
 
-#ifdef QC_HAVE_VNNI_BUILD
 namespace {
 
 // F(2, r) in integers: U = G g, y = AT M >> shift, alpha = r + 1 points; V = BT d is written
@@ -57,66 +62,118 @@ constexpr Fir kF22 = {2, 3, 0, {{1, 0}, {1, 1}, {0, 1}}, {{1, 1, 0}, {0, 1, 1}}}
 constexpr Fir kF23 = {3, 4, 1, {{2, 0, 0}, {1, 1, 1}, {1, -1, 1}, {0, 0, 2}}, {{1, 1, 1, 0}, {0, 1, -1, -1}}};
 const Fir& fir(int r) { return r == 3 ? kF23 : r == 2 ? kF22 : kF21; }
 
-// B^T d along one direction for F(2, R), on 32 int16 channels per vector (entries 0 and +-1)
-template <int R>
-__attribute__((target("avx512f,avx512bw"), always_inline)) inline void input_transform(const __m512i* d, __m512i* v) {
+// B^T d along one direction for F(2, R) (entries 0 and +-1), on any type with + and -: int,
+// or GCC vectors of int16 channels (which wrap as the AVX-512 instructions do)
+template <int R, typename V>
+__attribute__((always_inline)) inline void input_transform(const V* d, V* v) {
   if constexpr (R == 3) {  // [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]
-    v[0] = _mm512_sub_epi16(d[0], d[2]);
-    v[1] = _mm512_add_epi16(d[1], d[2]);
-    v[2] = _mm512_sub_epi16(d[2], d[1]);
-    v[3] = _mm512_sub_epi16(d[1], d[3]);
+    v[0] = d[0] - d[2];
+    v[1] = d[1] + d[2];
+    v[2] = d[2] - d[1];
+    v[3] = d[1] - d[3];
   } else if constexpr (R == 2) {  // [1 -1 0; 0 1 0; 0 -1 1]
-    v[0] = _mm512_sub_epi16(d[0], d[1]);
+    v[0] = d[0] - d[1];
     v[1] = d[1];
-    v[2] = _mm512_sub_epi16(d[2], d[1]);
+    v[2] = d[2] - d[1];
   } else {  // identity
     v[0] = d[0];
     v[1] = d[1];
   }
 }
 
+// 32 int16 channels (GCC's generic vectors: AVX-512, AVX2 or SSE2/NEON instructions, as the
+// function's target allows)
+typedef int16_t I16x32 __attribute__((vector_size(64)));
+
 // V[xi][eta] = (B^T d B)[xi][eta] of the window d[i][j] = window[i rowStride + j colStride],
-// 32 channels at a time (the last block masked to Cp); v[p]: where point p goes
+// 32 channels at a time (the last block copied to Cp); v[p]: where point p goes. Written once,
+// compiled for each target below.
 template <int RY, int RX>
-__attribute__((target("avx512f,avx512bw"))) void transform_window(const int16_t* window, size_t rowStride,
-                                                                    size_t colStride, int Cp, int16_t* const* v) {
+__attribute__((always_inline)) inline void transform_window_generic(const int16_t* window, size_t rowStride,
+                                                                     size_t colStride, int Cp, int16_t* const* v) {
   constexpr int AY = RY + 1, AX = RX + 1;
   for (int c0 = 0; c0 < Cp; c0 += 32) {
-    const __mmask32 mask = Cp - c0 >= 32 ? ~0u : (1u << (Cp - c0)) - 1;
-    __m512i rows[AY][AX];
+    const size_t n = (size_t)std::min(32, Cp - c0) * sizeof(int16_t);
+    I16x32 rows[AY][AX];
     for (int i = 0; i < AY; i++) {
-      __m512i d[AX];
-      for (int j = 0; j < AX; j++) d[j] = _mm512_maskz_loadu_epi16(mask, window + i * rowStride + j * colStride + c0);
+      I16x32 d[AX] = {};
+      for (int j = 0; j < AX; j++) memcpy(&d[j], window + i * rowStride + j * colStride + c0, n);
       input_transform<RX>(d, rows[i]);
     }
     for (int eta = 0; eta < AX; eta++) {
-      __m512i col[AY], out[AY];
+      I16x32 col[AY], out[AY];
       for (int i = 0; i < AY; i++) col[i] = rows[i][eta];
       input_transform<RY>(col, out);
-      for (int xi = 0; xi < AY; xi++) _mm512_mask_storeu_epi16(v[xi * AX + eta] + c0, mask, out[xi]);
+      for (int xi = 0; xi < AY; xi++) memcpy(v[xi * AX + eta] + c0, &out[xi], n);
     }
   }
 }
 
+template <int RY, int RX>
+void transform_window_portable(const int16_t* window, size_t rowStride, size_t colStride, int Cp, int16_t* const* v) {
+  transform_window_generic<RY, RX>(window, rowStride, colStride, Cp, v);
+}
+
+#ifdef QC_HAVE_X86_KERNELS
+template <int RY, int RX>
+__attribute__((target("avx2"))) void transform_window_avx2(const int16_t* window, size_t rowStride, size_t colStride,
+                                                            int Cp, int16_t* const* v) {
+  transform_window_generic<RY, RX>(window, rowStride, colStride, Cp, v);
+}
+
+// The same with AVX-512 masked loads and stores (no copies at the last block)
+template <int RY, int RX>
+__attribute__((target("avx512f,avx512bw"))) void transform_window_avx512(const int16_t* window, size_t rowStride,
+                                                                          size_t colStride, int Cp, int16_t* const* v) {
+  constexpr int AY = RY + 1, AX = RX + 1;
+  for (int c0 = 0; c0 < Cp; c0 += 32) {
+    const __mmask32 mask = Cp - c0 >= 32 ? ~0u : (1u << (Cp - c0)) - 1;
+    I16x32 rows[AY][AX];
+    for (int i = 0; i < AY; i++) {
+      I16x32 d[AX];
+      for (int j = 0; j < AX; j++)
+        d[j] = (I16x32)_mm512_maskz_loadu_epi16(mask, window + i * rowStride + j * colStride + c0);
+      input_transform<RX>(d, rows[i]);
+    }
+    for (int eta = 0; eta < AX; eta++) {
+      I16x32 col[AY], out[AY];
+      for (int i = 0; i < AY; i++) col[i] = rows[i][eta];
+      input_transform<RY>(col, out);
+      for (int xi = 0; xi < AY; xi++) _mm512_mask_storeu_epi16(v[xi * AX + eta] + c0, mask, (__m512i)out[xi]);
+    }
+  }
+}
+#endif
+
 using TransformFn = void (*)(const int16_t*, size_t, size_t, int, int16_t* const*);
-TransformFn transform_for(int ry, int rx) {
-  static const TransformFn table[3][3] = {
-      {transform_window<1, 1>, transform_window<1, 2>, transform_window<1, 3>},
-      {transform_window<2, 1>, transform_window<2, 2>, transform_window<2, 3>},
-      {transform_window<3, 1>, transform_window<3, 2>, transform_window<3, 3>},
-  };
-  return table[ry - 1][rx - 1];
+
+#define QC_TRANSFORM_TABLE(fn)                                                   \
+  {                                                                              \
+    {fn<1, 1>, fn<1, 2>, fn<1, 3>}, {fn<2, 1>, fn<2, 2>, fn<2, 3>}, {fn<3, 1>, fn<3, 2>, fn<3, 3>} \
+  }
+
+TransformFn transform_for(Isa isa, int ry, int rx) {
+  static const TransformFn portable[3][3] = QC_TRANSFORM_TABLE(transform_window_portable);
+#ifdef QC_HAVE_X86_KERNELS
+  static const TransformFn avx2[3][3] = QC_TRANSFORM_TABLE(transform_window_avx2);
+  static const TransformFn avx512[3][3] = QC_TRANSFORM_TABLE(transform_window_avx512);
+  if (isa == Isa::avx512 || isa == Isa::avx512vnni) return avx512[ry - 1][rx - 1];
+  if (isa == Isa::avx2) return avx2[ry - 1][rx - 1];
+#else
+  (void)isa;
+#endif
+  return portable[ry - 1][rx - 1];
 }
 
 // B^T of input_transform<R>, read back from it (row xi, column j)
 template <int R>
-__attribute__((target("avx512f,avx512bw"))) std::vector<std::vector<int>> input_matrix() {
+std::vector<std::vector<int>> input_matrix() {
   std::vector<std::vector<int>> bt(R + 1, std::vector<int>(R + 1));
   for (int j = 0; j <= R; j++) {
-    __m512i d[R + 1], v[R + 1];
-    for (int i = 0; i <= R; i++) d[i] = _mm512_set1_epi16(i == j ? 1 : 0);
+    int d[R + 1], v[R + 1];
+    for (int i = 0; i <= R; i++) d[i] = i == j ? 1 : 0;
     input_transform<R>(d, v);
-    for (int xi = 0; xi <= R; xi++) bt[xi][j] = (int16_t)_mm_extract_epi16(_mm512_castsi512_si128(v[xi]), 0);
+    for (int xi = 0; xi <= R; xi++) bt[xi][j] = v[xi];
   }
   return bt;
 }
@@ -217,10 +274,13 @@ Plan make_plan(const ConvGeom& g, int maxPiece, bool nonNegative) {
 // kernel's: the (1,1) point of F(2x2,3x3) sums 4 inputs and 9 weights.
 constexpr int kWinoChunkPairs = 8;
 
-// The transformed, packed weights of the last weights seen (the direct kernel's weights
-// version and the geometry), with each type's overflow bounds.
+}  // namespace
+
+// The transformed, packed weights of one set of weights (WinoCache, kept with them), for the
+// geometry it was built for (the same weights may be convolved with another stride), with
+// each type's overflow bounds.
 struct WinoWeights {
-  uint64_t version = 0;
+  bool built = false;
   int maxPiece = 0;
   int O = -1, C = -1, KH = -1, KW = -1, stride = -1;
   bool fits = false;
@@ -228,13 +288,44 @@ struct WinoWeights {
   std::vector<std::vector<RunBounds>> worst;  // [type][point], over the output channels
 };
 
+WinoCache::WinoCache() : plans{nullptr, nullptr} {}
+WinoCache::~WinoCache() {
+  for (WinoWeights* p : plans) delete p;
+}
+
+namespace {
+
 // One pair (k, k+1) of one transform point for every output channel: u[e][o] = sum over the
 // terms of coef * row[o] (int16 weight rows, o < n, n a multiple of 32); l1[o] += |u0| + |u1|;
 // the pairs go into the packed blocks (dst: block 0 at this pair, blocks blockStride apart).
 // Returns the largest |u|.
-__attribute__((target("avx512f,avx512bw"))) int32_t pack_pair(const int16_t* const (*rows)[9], const int (*coefs)[9],
-                                                                const int* terms, int n, int64_t* l1, int16_t* dst,
-                                                                size_t blockStride) {
+using PackPairFn = int32_t (*)(const int16_t* const (*rows)[9], const int (*coefs)[9], const int* terms, int n,
+                               int64_t* l1, int16_t* dst, size_t blockStride);
+
+int32_t pack_pair_portable(const int16_t* const (*rows)[9], const int (*coefs)[9], const int* terms, int n,
+                           int64_t* l1, int16_t* dst, size_t blockStride) {
+  int32_t worst = 0;
+  for (int o = 0; o < n; o++) {
+    int32_t u[2] = {0, 0};
+    for (int e = 0; e < 2; e++)
+      for (int t = 0; t < terms[e]; t++) u[e] += coefs[e][t] * rows[e][t][o];
+    const int32_t a0 = std::abs(u[0]), a1 = std::abs(u[1]);
+    worst = std::max(worst, std::max(a0, a1));
+    l1[o] += a0 + a1;
+    int16_t* d = dst + (size_t)(o / kLanes) * blockStride + 2 * (o % kLanes);
+    d[0] = (int16_t)u[0], d[1] = (int16_t)u[1];  // past int16 only when worst says so
+  }
+  return worst;
+}
+
+#ifdef QC_HAVE_X86_KERNELS
+// One pair (k, k+1) of one transform point for every output channel: u[e][o] = sum over the
+// terms of coef * row[o] (int16 weight rows, o < n, n a multiple of 32); l1[o] += |u0| + |u1|;
+// the pairs go into the packed blocks (dst: block 0 at this pair, blocks blockStride apart).
+// Returns the largest |u|.
+__attribute__((target("avx512f,avx512bw"))) int32_t pack_pair_avx512(const int16_t* const (*rows)[9],
+                                                                       const int (*coefs)[9], const int* terms, int n,
+                                                                       int64_t* l1, int16_t* dst, size_t blockStride) {
   __m512i worst = _mm512_setzero_si512();
   for (int o0 = 0; o0 < n; o0 += kLanes) {
     __m512i u[2][2];  // [e][lanes 0-15, 16-31]
@@ -263,16 +354,29 @@ __attribute__((target("avx512f,avx512bw"))) int32_t pack_pair(const int16_t* con
   }
   return _mm512_reduce_max_epi32(worst);
 }
+#endif
 
-const WinoWeights& wino_weights(const ConvGeom& g, const Plan& pl, int maxPiece, const float* w, const Format& fw,
-                                uint64_t version) {
-  static WinoWeights cache[2];  // per plan (pieces of up to 3 or 2 taps)
-  WinoWeights& ww = cache[maxPiece == 3];
-  if (ww.version == version && ww.O == g.O && ww.C == g.C && ww.KH == g.KH && ww.KW == g.KW &&
-      ww.stride == g.stride && ww.maxPiece == maxPiece)
+PackPairFn pack_pair_for(Isa isa) {
+#ifdef QC_HAVE_X86_KERNELS
+  if (isa == Isa::avx512 || isa == Isa::avx512vnni) return pack_pair_avx512;
+#else
+  (void)isa;
+#endif
+  return pack_pair_portable;
+}
+
+// The packings of w (format fw) for plan pl, from the cache kept with w, built on first use.
+const WinoWeights& wino_weights(Isa isa, const ConvGeom& g, const Plan& pl, int maxPiece, const float* w,
+                                const Format& fw, WinoCache& cache) {
+  WinoWeights*& slot = cache.plans[maxPiece == 3];
+  if (!slot) slot = new WinoWeights;
+  WinoWeights& ww = *slot;
+  if (ww.built && ww.O == g.O && ww.C == g.C && ww.KH == g.KH && ww.KW == g.KW && ww.stride == g.stride &&
+      ww.maxPiece == maxPiece)
     return ww;
-  ww.maxPiece = maxPiece;
-  ww.version = version, ww.O = g.O, ww.C = g.C, ww.KH = g.KH, ww.KW = g.KW, ww.stride = g.stride;
+  const PackPairFn pack_pair = pack_pair_for(isa);
+  ww.built = true, ww.maxPiece = maxPiece;
+  ww.O = g.O, ww.C = g.C, ww.KH = g.KH, ww.KW = g.KW, ww.stride = g.stride;
   const int O = g.O, C = g.C, Cp = pl.Cp, s = g.stride, taps = g.KH * g.KW;
   const int blocks = (O + kLanes - 1) / kLanes, Opad = blocks * kLanes;
   // the weight integers as wt[tap][c][o] (o contiguous, zero past O), so that the transforms
@@ -354,8 +458,10 @@ const WinoWeights& wino_weights(const ConvGeom& g, const Plan& pl, int maxPiece,
   return ww;
 }
 
-void run_winograd(const ConvGeom& g, const Plan& pl, const WinoWeights& ww, const std::vector<std::vector<int>>& segs,
-                  const float* x, const Format& fx, const Format& fw, const float* bias, float* y, bool relu) {
+void run_winograd(Isa isa, const ConvGeom& g, const Plan& pl, const WinoWeights& ww,
+                  const std::vector<std::vector<int>>& segs, const float* x, const Format& fx, const Format& fw,
+                  const float* bias, float* y, bool relu) {
+  const Kernels kern = kernels_for(isa);
   // int16 copy of x, zero-padded to [B, Hq, Wq, Cp]
   const int s = g.stride, Cp = pl.Cp, Hq = pl.Hq, Wq = pl.Wq;
   static std::vector<int16_t> xq;
@@ -380,7 +486,7 @@ void run_winograd(const ConvGeom& g, const Plan& pl, const WinoWeights& ww, cons
         const size_t tile = t0 + i, b = tile / tilesPerImage, rem = tile % tilesPerImage;
         const int ty = (int)(rem / pl.OWt), tx = (int)(rem % pl.OWt);
         for (const Type& t : pl.types) {
-          const TransformFn transform = transform_for(t.ry, t.rx);
+          const TransformFn transform = transform_for(isa, t.ry, t.rx);
           for (size_t ci = 0; ci < t.comps.size(); ci++) {
             const Piece &a = t.comps[ci].first, &bb = t.comps[ci].second;
             const int y0 = s * (2 * ty + a.offset) + a.phase, x0 = s * (2 * tx + bb.offset) + bb.phase;
@@ -421,7 +527,7 @@ void run_winograd(const ConvGeom& g, const Plan& pl, const WinoWeights& ww, cons
                 a[i] = vp + (r0 + std::min(i, mr - 1)) * t.K;
                 c[i] = i < mr ? &Y[(r0 + i) * 4 * ldy + nb * kLanes] : spare.data();
               }
-              micro_kernel(a, t.pairs, segs[ti][p], u, c, false, &sc);
+              kern.micro_kernel(a, t.pairs, segs[ti][p], u, c, false, &sc);
             }
           }
         }
@@ -436,7 +542,7 @@ void run_winograd(const ConvGeom& g, const Plan& pl, const WinoWeights& ww, cons
           float* yr = y + (((size_t)b * g.OH + oy) * g.OW + ox) * g.O;
           const int64_t* acc = &Y[(i * 4 + q) * ldy];
           const int oEnd = std::min(g.O, (int)(nbEnd * kLanes));
-          to_float_rows(acc, (int)(nbBegin * kLanes), oEnd, pl.maxShift, scale, bias, relu, yr);
+          kern.to_float_rows(acc, (int)(nbBegin * kLanes), oEnd, pl.maxShift, scale, bias, relu, yr);
         }
       }
     });
@@ -445,13 +551,9 @@ void run_winograd(const ConvGeom& g, const Plan& pl, const WinoWeights& ww, cons
 
 }  // namespace
 
-bool winograd_fixed_conv(const ConvGeom& g, const float* x, const Format& fx, int64_t maxX, const float* w,
-                         const Format& fw, uint64_t weightsVersion, const float* bias, float* y, bool relu) {
-  static const bool enabled = [] {
-    const char* e = getenv("QCAPS_FIXED_WINOGRAD");
-    return !(e && e[0] == '0');
-  }();
-  if (!enabled || !fits_int16(fx) || !__builtin_cpu_supports("avx512bw")) return false;
+bool winograd_fixed_conv(Isa isa, const ConvGeom& g, const float* x, const Format& fx, int64_t maxX, const float* w,
+                         const Format& fw, WinoCache& cache, const float* bias, float* y, bool relu) {
+  if (!settings().fixedWinograd || !fits_int16(fx)) return false;
   // pieces of up to 3 taps (F(2,3): fewest products, but |U| <= 9 max|w|), else of up to 2
   // (|U| <= 4 max|w|, and shorter int32 sums)
   for (int maxPiece = 3; maxPiece >= 2; maxPiece--) {
@@ -464,7 +566,7 @@ bool winograd_fixed_conv(const ConvGeom& g, const float* x, const Format& fx, in
     for (const Type& t : pl.types)
       for (int b : t.bound) fits = fits && b * maxX <= 32767;
     if (!fits) continue;
-    const WinoWeights& ww = wino_weights(g, pl, maxPiece, w, fw, weightsVersion);
+    const WinoWeights& ww = wino_weights(isa, g, pl, maxPiece, w, fw, cache);
     if (!ww.fits) continue;
     // per type and point: the longest int32 segments that cannot overflow
     std::vector<std::vector<int>> segs(pl.types.size());
@@ -475,16 +577,10 @@ bool winograd_fixed_conv(const ConvGeom& g, const float* x, const Format& fx, in
         fits = fits && segs[ti].back() > 0;
       }
     if (!fits) continue;
-    run_winograd(g, pl, ww, segs, x, fx, fw, bias, y, relu);
+    run_winograd(isa, g, pl, ww, segs, x, fx, fw, bias, y, relu);
     return true;
   }
   return false;
 }
-#else
-bool winograd_fixed_conv(const ConvGeom&, const float*, const Format&, int64_t, const float*, const Format&, uint64_t,
-                         const float*, float*, bool) {
-  return false;
-}
-#endif
 
 }  // namespace qc::fixedpoint

@@ -48,6 +48,8 @@ struct ConvGeom {
   int B, H, W, C, O, KH, KW, stride, pad, OH, OW;
 };
 struct QuantSpec;
+// How an exact fixed-point convolution ran (fixed_point_conv below).
+enum class FixedMethod { declined, direct, limbs, winograd };
 // ... then quantized by q when given (the layer's output quantizer, applied where the output is
 // still in cache: per chunk of rows, or per block of a direct kernel). The mode travels with
 // the call (no process-wide switch): fast = false allows only im2col + GEMM (summation order
@@ -59,8 +61,9 @@ struct ConvMode {
   bool fast = true;
   bool fixed_point = false;
 };
-void conv2d_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu,
-                    const QuantSpec* q = nullptr, ConvMode mode = ConvMode{});
+// Returns how the exact fixed-point convolution ran (mode.fixed_point), else declined.
+FixedMethod conv2d_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu,
+                           const QuantSpec* q = nullptr, ConvMode mode = ConvMode{});
 void conv2d_backward_data(const ConvGeom& g, const float* dy, const float* w, float* dx);
 void conv2d_backward_weight(const ConvGeom& g, const float* x, const float* dy, float* dw, float* db);
 // Winograd F(2x2,3x3) versions, used by the conv2d_* entry points when they apply
@@ -76,15 +79,15 @@ void fft_forward(const ConvGeom& g, const float* x, const float* w, const float*
 void fft_backward_data(const ConvGeom& g, const float* dy, const float* w, float* dx);
 void fft_backward_weight(const ConvGeom& g, const float* x, const float* dy, float* dw, float* db);
 
-// Exact convolution of fixed-point values with int16 VNNI GEMMs (fixedconv.cc): when the CPU,
-// the geometry and the values allow it, writes y and returns true; else false.
-// Inputs wider than int16 (up to 2^30) take two passes, one per 15-bit-or-less limb of x;
-// maxPasses = 1 declines them. conv2d_forward tries it when its mode asks for it.
-bool fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu,
-                      int maxPasses = 2);
-// How the last fixed_point_conv call ran: "winograd" (exact integer Winograd, fixedwino.cc),
-// "direct" (one pass), "limbs" (two passes), "declined", or "none" before any call.
-const char* fixed_point_conv_method();
+// Exact convolution of fixed-point values with int16 GEMMs (fixedconv.cc), on every CPU at the
+// level active_isa() names (isa.h), each giving the same bits: when the geometry and the values
+// allow it, writes y and returns how it ran: "winograd" (exact integer Winograd,
+// fixedwino.cc), "direct" (one pass), "limbs" (two passes: inputs wider than int16, up to 2^30,
+// one pass per 15-bit-or-less limb of x; maxPasses = 1 declines them); else declined, y
+// untouched. conv2d_forward tries it when its mode asks for it.
+const char* fixed_method_name(FixedMethod m);
+FixedMethod fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu,
+                             int maxPasses = 2);
 
 // Direct convolution for patches of K = KH*KW*C <= 128 values (smallconv.cc), bit for bit what
 // im2col + OpenBLAS gives; false where it does not apply (other BLAS, no AVX-512, larger K).

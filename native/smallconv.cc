@@ -20,6 +20,7 @@
 
 #include "kernels.h"
 #include "parallel.h"
+#include "settings.h"
 
 namespace qc {
 
@@ -85,12 +86,8 @@ bool small_patch_conv(const ConvGeom& g, const float* x, const float* w, const f
   (void)g, (void)x, (void)w, (void)bias, (void)y, (void)relu, (void)q;
   return false;  // its bits are OpenBLAS's: elsewhere im2col + GEMM stays the reference
 #else
-  static const bool enabled = [] {
-    const char* e = getenv("QCAPS_SMALL_PATCH_CONV");
-    return !(e && e[0] == '0');
-  }();
   const int K = g.KH * g.KW * g.C;
-  if (!enabled || K > kMaxPatch || !cpu_has_avx512f()) return false;
+  if (!settings().smallPatchConv || K > kMaxPatch || !cpu_has_avx512f()) return false;
   // x zero-padded (the zeros take part in the sums, as im2col's do), weights as wt[t][o]
   const int Hp = g.H + 2 * g.pad, Wp = g.W + 2 * g.pad;
   const float* xs = x;

@@ -25,6 +25,7 @@
 
 #include "kernels.h"
 #include "parallel.h"
+#include "settings.h"
 
 namespace qc {
 
@@ -39,12 +40,10 @@ struct Tiles {
   size_t count() const { return (size_t)B * TH * TW; }
 };
 
-// QCAPS_WINOGRAD_TILE=2 or 4 forces a tile size (benchmarks and tests of both)
+// settings().winogradTile (QCAPS_WINOGRAD_TILE) = 2 or 4 forces a tile size (benchmarks and
+// tests of both)
 int tile_side(int OH, int OW) {
-  static const int forced = [] {
-    const char* e = getenv("QCAPS_WINOGRAD_TILE");
-    return e ? atoi(e) : 0;
-  }();
+  const int forced = settings().winogradTile;
   if (forced == 2 || forced == 4) return forced;
   return std::min(OH, OW) >= 7 ? 4 : 2;
 }
@@ -55,10 +54,7 @@ Tiles make_tiles(int B, int H, int W, int C, int O, int pad, int OH, int OW) {
 }
 
 size_t block_tiles(const Tiles& T) {
-  static const size_t budget = [] {
-    const char* e = getenv("QCAPS_WINOGRAD_KB");
-    return (size_t)(e ? atoi(e) : 2048) << 10;
-  }();
+  const size_t budget = settings().winogradKB << 10;  // QCAPS_WINOGRAD_KB
   size_t t = budget / ((size_t)T.planes() * sizeof(float) * (size_t)(T.C + T.O));
   return std::max<size_t>(16, std::min<size_t>(t, 1024));
 }

@@ -73,8 +73,8 @@ export { readQuantizedModel, writeQuantizedModel, type QuantizedFileInfo } from 
 export { exportOnnx, type OnnxExportOptions, type OnnxExportResult } from './export/onnx-export.js';
 export { exportC, type CExportOptions } from './export/c-export.js';
 
-// the compute backend (threads, native or TypeScript kernels)
-export { kernels, backendInfo } from './tensor/kernels.js';
+// the compute backend (threads, native or TypeScript kernels, the exact kernels' level)
+export { kernels, backendInfo, activeIsa } from './tensor/kernels.js';
 export { Tensor } from './tensor/tensor.js';
 
 export * as tensor from './tensor/index.js';

@@ -7,7 +7,8 @@ import { readFileSync } from 'node:fs';
 import type { TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { readSafetensors } from '../src/io/safetensors.js';
-import { loadNativeKernels } from '../src/tensor/kernels-native.js';
+import { isaInfo, loadNativeKernels, setIsa } from '../src/tensor/kernels-native.js';
+import { ISA_LEVELS, type IsaLevel } from '../src/settings.js';
 import { typescriptKernels, useKernels } from '../src/tensor/kernels.js';
 import type { Kernels } from '../src/tensor/backend.js';
 import { permute } from '../src/tensor/ops/shape.js';
@@ -162,29 +163,52 @@ export function backends(): Kernels[] {
   return n ? [n, typescriptKernels] : [typescriptKernels];
 }
 
-/** Why this machine cannot run the native exact fixed-point convolution (native/fixedconv.cc:
- *  x86-64 with AVX512F and AVX512-VNNI; its integer Winograd, native/fixedwino.cc, also needs
- *  AVX512BW), from the CPU's flags in /proc/cpuinfo, independently of the kernel's own answer;
- *  null when it must run. */
-export function fixedPointConvUnsupported(winograd = false): string | null {
-  if (process.arch !== 'x64') return `not x86-64 (${process.arch}): no AVX512-VNNI kernel`;
+/** The best instruction-set level of the exact kernels by the CPU's flags in /proc/cpuinfo,
+ *  independently of the addon's own detection (null where there is no /proc/cpuinfo). */
+export function cpuinfoIsa(): IsaLevel | null {
+  if (process.arch !== 'x64') return 'portable';
   let cpuinfo: string;
   try {
     cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
   } catch {
-    return 'no /proc/cpuinfo to tell whether this CPU has AVX512-VNNI';
+    return null;
   }
-  const line = cpuinfo.split('\n').find((l) => /^flags\s*:/.test(l));
+  const line = cpuinfo.split('\n').find((l) => /^flags\s*:/.test(l)) ?? '';
   const flags = new Set(
-    (line ?? '')
+    line
       .replace(/^flags\s*:/, '')
       .trim()
       .split(/\s+/),
   );
-  const lacking = ['avx512f', 'avx512_vnni', ...(winograd ? ['avx512bw'] : [])].filter((f) => !flags.has(f));
-  if (lacking.length === 0) return null;
-  const what = lacking.includes('avx512_vnni') || lacking.includes('avx512f') ? 'kernel' : 'integer Winograd';
-  return `this CPU lacks ${lacking.join(', ')}: the native fixed-point ${what} declines`;
+  const has = (...f: string[]) => f.every((x) => flags.has(x));
+  if (!has('avx2', 'fma')) return 'portable';
+  if (!has('avx512f', 'avx512bw', 'avx512dq', 'avx512vl')) return 'avx2';
+  return has('avx512_vnni') ? 'avx512vnni' : 'avx512';
+}
+
+/** The instruction-set levels of the exact fixed-point kernels (src/settings.ts), each with null
+ *  where this CPU runs it, else why not: every test of those kernels runs under each level
+ *  (forEachIsa), reporting the others as skipped. */
+export function isaLevels(): [IsaLevel, string | null][] {
+  const { cpu } = isaInfo();
+  const best = ISA_LEVELS.indexOf(cpu);
+  return ISA_LEVELS.map((l, i) => [l, i < best ? `this CPU runs at most ${cpu}` : null]);
+}
+
+/** Runs fn as one subtest of t per instruction-set level, the level forced (setIsa) during it
+ *  and the CPU's best restored after; levels the CPU cannot run are skipped with the reason. */
+export async function forEachIsa(t: TestContext, fn: (level: IsaLevel) => void): Promise<void> {
+  const levels = isaLevels();
+  const best = levels.find(([, why]) => why === null)![0];
+  for (const [level, why] of levels)
+    await t.test(`isa ${level}`, why === null ? {} : { skip: why }, () => {
+      setIsa(level);
+      try {
+        fn(level);
+      } finally {
+        setIsa(best);
+      }
+    });
 }
 
 /** Runs fn with backend k active (k must be under test: see backendCases). */

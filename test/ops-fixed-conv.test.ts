@@ -1,15 +1,16 @@
-// The exact fixed-point convolution (quantized forward under --rounding-compat dac2020):
-// the TypeScript reference equals the correctly rounded exact sums; the native VNNI kernel runs
-// wherever it must (fixed-point inputs and int16 weights on a CPU with AVX512-VNNI), by the
-// method fixedPointConvMethod() should report (integer Winograd, direct, two passes over limbs),
-// also from conv2dForward, and equals the reference bit for bit; both backends decline what they
+// The exact fixed-point convolution (the quantized forward): the TypeScript reference equals
+// the correctly rounded exact sums; the native kernels run wherever they must (fixed-point
+// inputs and int16 weights), on every CPU, by the method they should report (integer
+// Winograd, direct, two passes over limbs), also from conv2dForward, and equal the reference
+// bit for bit at every instruction-set level this CPU runs (avx512vnni, avx512, avx2,
+// portable: the levels above it are reported as skipped); both backends decline what they
 // cannot compute exactly and leave y alone. Skipped only where the addon is not under test (a
-// failure under QCAPS_REQUIRE_NATIVE=1) or /proc/cpuinfo shows the CPU lacks the instructions.
-import { test, type TestContext } from 'node:test';
+// failure under QCAPS_REQUIRE_NATIVE=1).
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ConvGeom, FixedPointConvMethod, Kernels } from '../src/tensor/backend.js';
+import type { ConvGeom, Kernels } from '../src/tensor/backend.js';
 import { typescriptKernels } from '../src/tensor/kernels-ts.js';
-import { backendCases, fixedPointConvUnsupported, requireNative } from './helpers.js';
+import { backendCases, forEachIsa, requireNative } from './helpers.js';
 
 function geom(B: number, H: number, C: number, O: number, K: number, stride: number, pad: number): ConvGeom {
   const OH = Math.floor((H + 2 * pad - K) / stride) + 1;
@@ -49,39 +50,11 @@ function exactSums(g: ConvGeom, x: Float32Array, w: Float32Array): Float64Array 
   return y;
 }
 
-/** The native kernels for a test in which the exact fixed-point kernel must run (winograd: its
- *  integer Winograd too); null after an explicit skip where the addon is not under test (a
- *  failure under QCAPS_REQUIRE_NATIVE=1) or the CPU lacks the instructions (its flags, not the
- *  kernel's answer). */
-function fixedPointNative(t: TestContext, winograd = false): Kernels | null {
-  const nat = requireNative(t);
-  if (!nat) return null;
-  const lacking = fixedPointConvUnsupported(winograd);
-  if (lacking !== null) {
-    t.skip(lacking);
-    return null;
-  }
-  return nat;
-}
-
 /** The native fixed-point convolution where it must run: asserts it ran, returns its method. */
 function mustRun(nat: Kernels, what: string, ...args: Parameters<Kernels['conv2dForwardFixedPoint']>) {
-  const ran = nat.conv2dForwardFixedPoint(...args);
-  const method: FixedPointConvMethod = nat.fixedPointConvMethod();
-  assert.ok(ran, `${what}: the native fixed-point kernel declined (method '${method}')`);
+  const method = nat.conv2dForwardFixedPoint(...args);
+  assert.ok(method !== null, `${what}: the native fixed-point kernel declined`);
   return method;
-}
-
-/** A call every fixed-point kernel declines (16 outputs at least are needed): the method reads
- *  'declined' after it, so the next read says what the next call did. */
-function resetMethod(nat: Kernels): void {
-  const g = geom(1, 4, 32, 1, 1, 1, 0);
-  const y = new Float32Array(g.B * g.OH * g.OW * g.O);
-  assert.equal(
-    nat.conv2dForwardFixedPoint(g, new Float32Array(g.B * g.H * g.W * g.C), new Float32Array(32), null, y, false),
-    false,
-  );
-  assert.equal(nat.fixedPointConvMethod(), 'declined');
 }
 
 const cases: [string, ConvGeom][] = [
@@ -106,37 +79,38 @@ test('fixed-point convolution reference: the exact sums rounded once to float32,
   }
 });
 
-test('native fixed-point convolution (AVX512-VNNI) runs in one pass and equals the reference bit for bit', (t) => {
-  const nat = fixedPointNative(t);
+test('native fixed-point convolution runs in one pass and equals the reference bit for bit, at every level', async (t) => {
+  const nat = requireNative(t);
   if (!nat) return;
-  for (const [what, g] of cases) {
-    for (const relu of [false, true]) {
-      const x = fixedPoint(g.B * g.H * g.W * g.C, 10, 1930, 4, true);
-      const w = fixedPoint(g.O * g.KH * g.KW * g.C, 9, 120, 5);
-      const bias = fixedPoint(g.O, 12, 900, 6);
-      const a = new Float32Array(g.B * g.OH * g.OW * g.O).fill(NaN);
-      const b = new Float32Array(a.length);
-      const method = mustRun(nat, what, g, x, w, bias, a, relu);
-      // int16 inputs: one pass (integer Winograd where it saves products, else direct)
-      assert.ok(method === 'winograd' || method === 'direct', `${what}: method '${method}'`);
-      assert.ok(typescriptKernels.conv2dForwardFixedPoint(g, x, w, bias, b, relu));
-      assert.deepEqual(a, b, `${what}, relu ${relu}`);
-      // conv2dForward takes the same path when the quantized forward's mode asks for it (under
-      // dac2020 arithmetic, whose float convolutions are im2col; in the default one Winograd
-      // keeps the 3x3 layers, where it is faster)
-      const c = new Float32Array(a.length);
-      resetMethod(nat);
-      nat.conv2dForward(g, x, w, bias, c, relu, null, { fastAlgorithms: false, fixedPoint: true });
-      assert.equal(nat.fixedPointConvMethod(), method, `${what}: conv2dForward dispatches to it`);
-      assert.deepEqual(c, a, `${what}: conv2dForward gives its bits`);
+  await forEachIsa(t, () => {
+    for (const [what, g] of cases) {
+      for (const relu of [false, true]) {
+        const x = fixedPoint(g.B * g.H * g.W * g.C, 10, 1930, 4, true);
+        const w = fixedPoint(g.O * g.KH * g.KW * g.C, 9, 120, 5);
+        const bias = fixedPoint(g.O, 12, 900, 6);
+        const a = new Float32Array(g.B * g.OH * g.OW * g.O).fill(NaN);
+        const b = new Float32Array(a.length);
+        const method = mustRun(nat, what, g, x, w, bias, a, relu);
+        // int16 inputs: one pass (integer Winograd where it saves products, else direct)
+        assert.ok(method === 'winograd' || method === 'direct', `${what}: method '${method}'`);
+        assert.ok(typescriptKernels.conv2dForwardFixedPoint(g, x, w, bias, b, relu));
+        assert.deepEqual(a, b, `${what}, relu ${relu}`);
+        // conv2dForward takes the same path when the quantized forward's mode asks for it (under
+        // dac2020 arithmetic, whose float convolutions are im2col; in the default one Winograd
+        // keeps the 3x3 layers, where it is faster)
+        const c = new Float32Array(a.length);
+        const viaForward = nat.conv2dForward(g, x, w, bias, c, relu, null, { fastAlgorithms: false, fixedPoint: true });
+        assert.equal(viaForward, method, `${what}: conv2dForward dispatches to it`);
+        assert.deepEqual(c, a, `${what}: conv2dForward gives its bits`);
+      }
     }
-  }
+  });
 });
 
-test('native fixed-point convolution: exact integer Winograd where it saves products, bit for bit', (t) => {
+test('native fixed-point convolution: exact integer Winograd where it saves products, bit for bit, at every level', async (t) => {
   // F(2,3) and F(2,2) minimal filtering in integers over the stride phases of the kernel;
   // the sums are the same exact integers as the direct kernel's, so the bits are the same
-  const nat = fixedPointNative(t, true);
+  const nat = requireNative(t);
   if (!nat) return;
   const winogradCases: [string, ConvGeom][] = [
     ...cases,
@@ -145,22 +119,28 @@ test('native fixed-point convolution: exact integer Winograd where it saves prod
     ['2x2, 33 -> 20 channels (odd channel count: a pad channel)', geom(2, 9, 33, 20, 2, 1, 0)],
     ['9x9 stride 2, 256 -> 256 channels (ShallowCapsNet primary capsules)', geom(2, 20, 256, 256, 9, 2, 0)],
   ];
-  for (const [what, g] of winogradCases) {
+  // the reference once (the slow part), then each level against it
+  const runs = winogradCases.flatMap(([what, g]) => {
     const x = fixedPoint(g.B * g.H * g.W * g.C, 10, 1930, 41, true);
     const w = fixedPoint(g.O * g.KH * g.KW * g.C, 9, 300, 42);
     const bias = fixedPoint(g.O, 12, 900, 43);
-    for (const relu of [false, true]) {
-      const a = new Float32Array(g.B * g.OH * g.OW * g.O).fill(NaN);
-      const b = new Float32Array(a.length);
+    return [false, true].map((relu) => {
+      const ref = new Float32Array(g.B * g.OH * g.OW * g.O);
+      assert.ok(typescriptKernels.conv2dForwardFixedPoint(g, x, w, bias, ref, relu));
+      return { what: `${what}, relu ${relu}`, g, x, w, bias, relu, ref };
+    });
+  });
+  await forEachIsa(t, () => {
+    for (const { what, g, x, w, bias, relu, ref } of runs) {
+      const a = new Float32Array(ref.length).fill(NaN);
       assert.equal(mustRun(nat, what, g, x, w, bias, a, relu), 'winograd', `${what}: integer Winograd ran`);
-      assert.ok(typescriptKernels.conv2dForwardFixedPoint(g, x, w, bias, b, relu));
-      assert.deepEqual(a, b, `${what}, relu ${relu}`);
+      assert.deepEqual(a, ref, what);
     }
-  }
+  });
 });
 
-test('native fixed-point Winograd: int64 totals past int32, and the direct kernel where transforms overflow int16', (t) => {
-  const nat = fixedPointNative(t, true);
+test('native fixed-point Winograd: int64 totals past int32, and the direct kernel where transforms overflow int16', async (t) => {
+  const nat = requireNative(t);
   if (!nat) return;
   // a 4x4 kernel: F(2,2) in both directions, so |U| <= 4 max|w|
   const g = geom(1, 12, 256, 32, 4, 1, 0);
@@ -169,48 +149,50 @@ test('native fixed-point Winograd: int64 totals past int32, and the direct kerne
     fixedPoint(n, 0, hi - lo, seed, true).map((v) => v + lo);
   const n = g.B * g.H * g.W * g.C;
   const nw = g.O * g.KH * g.KW * g.C;
-  for (const [what, x, w, method] of [
-    // |V| <= 32000 and |U| <= 480: int32 sums of a chunk stay below 2^30, the totals pass 2^31
-    ['totals past int32', ints(n, 7000, 8000, 51), ints(nw, 80, 120, 52), 'winograd'],
-    // 16 products of 32000 x 4000 stay below 2^31, 32 would not: int32 segments of 8 pairs
-    ['int32 segments of a chunk', ints(n, 15000, 16000, 59), ints(nw, 900, 1000, 60), 'winograd'],
-    // |V| <= 4 max|x| for signed inputs, 2 max|x| for non-negative ones (ReLU outputs)
-    [
-      'signed inputs whose transform could pass int16 (4 x 9000)',
-      fixedPoint(n, 0, 9000, 53),
-      ints(nw, 1, 20, 54),
-      'direct',
-    ],
-    [
-      'non-negative inputs whose transform could pass int16 (2 x 17000)',
-      ints(n, 16500, 17000, 57),
-      ints(nw, 1, 20, 54),
-      'direct',
-    ],
-    [
-      'signed inputs whose transform fits int16 (4 x 8000)',
-      fixedPoint(n, 0, 8000, 58),
-      ints(nw, 1, 20, 54),
-      'winograd',
-    ],
-    ['weights whose transform passes int16 (4 x 9000)', ints(n, 0, 100, 55), ints(nw, 8500, 9000, 56), 'direct'],
-  ] as const) {
-    const a = new Float32Array(g.B * g.OH * g.OW * g.O);
-    const b = new Float32Array(a.length);
-    assert.equal(mustRun(nat, what, g, x, w, null, a, false), method, what);
-    assert.ok(typescriptKernels.conv2dForwardFixedPoint(g, x, w, null, b, false));
-    assert.deepEqual(a, b, what);
-    const exact = exactSums(g, x, w);
-    if (what === 'totals past int32')
-      assert.ok(
-        exact.every((v) => v >= 2 ** 31),
-        'every sum exceeds int32',
-      );
-    b.forEach((v, i) => assert.equal(v, Math.fround(exact[i]), `${what}: element ${i}`));
-  }
+  await forEachIsa(t, () => {
+    for (const [what, x, w, method] of [
+      // |V| <= 32000 and |U| <= 480: int32 sums of a chunk stay below 2^30, the totals pass 2^31
+      ['totals past int32', ints(n, 7000, 8000, 51), ints(nw, 80, 120, 52), 'winograd'],
+      // 16 products of 32000 x 4000 stay below 2^31, 32 would not: int32 segments of 8 pairs
+      ['int32 segments of a chunk', ints(n, 15000, 16000, 59), ints(nw, 900, 1000, 60), 'winograd'],
+      // |V| <= 4 max|x| for signed inputs, 2 max|x| for non-negative ones (ReLU outputs)
+      [
+        'signed inputs whose transform could pass int16 (4 x 9000)',
+        fixedPoint(n, 0, 9000, 53),
+        ints(nw, 1, 20, 54),
+        'direct',
+      ],
+      [
+        'non-negative inputs whose transform could pass int16 (2 x 17000)',
+        ints(n, 16500, 17000, 57),
+        ints(nw, 1, 20, 54),
+        'direct',
+      ],
+      [
+        'signed inputs whose transform fits int16 (4 x 8000)',
+        fixedPoint(n, 0, 8000, 58),
+        ints(nw, 1, 20, 54),
+        'winograd',
+      ],
+      ['weights whose transform passes int16 (4 x 9000)', ints(n, 0, 100, 55), ints(nw, 8500, 9000, 56), 'direct'],
+    ] as const) {
+      const a = new Float32Array(g.B * g.OH * g.OW * g.O);
+      const b = new Float32Array(a.length);
+      assert.equal(mustRun(nat, what, g, x, w, null, a, false), method, what);
+      assert.ok(typescriptKernels.conv2dForwardFixedPoint(g, x, w, null, b, false));
+      assert.deepEqual(a, b, what);
+      const exact = exactSums(g, x, w);
+      if (what === 'totals past int32')
+        assert.ok(
+          exact.every((v) => v >= 2 ** 31),
+          'every sum exceeds int32',
+        );
+      b.forEach((v, i) => assert.equal(v, Math.fround(exact[i]), `${what}: element ${i}`));
+    }
+  });
 });
 
-test('fixed-point convolution: sums past int32 are still exact (int64 totals)', (t) => {
+test('fixed-point convolution: sums past int32 are still exact (int64 totals), at every level', async (t) => {
   // the sums exceed int32: the kernel adds its int32 partial sums into int64 totals
   const g = geom(2, 8, 64, 32, 3, 1, 1);
   const x = fixedPoint(g.B * g.H * g.W * g.C, 0, 32000, 13, true);
@@ -223,15 +205,17 @@ test('fixed-point convolution: sums past int32 are still exact (int64 totals)', 
     'some sums exceed int32',
   );
   ref.forEach((v, i) => assert.equal(v, Math.fround(exact[i]), `element ${i}`));
-  const nat = fixedPointNative(t);
+  const nat = requireNative(t);
   if (!nat) return;
-  const y = new Float32Array(ref.length);
-  // |V| could reach 2 x 32000, past int16: the direct kernel, int32 partial sums into int64
-  assert.equal(mustRun(nat, 'sums past int32', g, x, w, null, y, false), 'direct');
-  assert.deepEqual(y, ref);
+  await forEachIsa(t, () => {
+    const y = new Float32Array(ref.length);
+    // |V| could reach 2 x 32000, past int16: the direct kernel, int32 partial sums into int64
+    assert.equal(mustRun(nat, 'sums past int32', g, x, w, null, y, false), 'direct');
+    assert.deepEqual(y, ref);
+  });
 });
 
-test('fixed-point convolution of inputs wider than int16: two passes over limbs of x, still exact', (t) => {
+test('fixed-point convolution of inputs wider than int16: two passes over limbs of x, still exact, at every level', async (t) => {
   // like activations at 16 fractional bits without saturation (dac2020): integers of 18 bits,
   // and weights of 16 bits, whose int32 sums over 64 products could overflow: the native
   // kernel convolves x = 2^b high + low limb by limb and adds 2^b * high + low in int64
@@ -251,11 +235,13 @@ test('fixed-point convolution of inputs wider than int16: two passes over limbs 
       if (!(e > 0)) e = 0;
       assert.equal(v, e, `${what}: element ${i}`);
     });
-    const nat = fixedPointNative(t);
+    const nat = requireNative(t);
     if (!nat) return;
-    const y = new Float32Array(ref.length);
-    assert.equal(mustRun(nat, what, g, xs, w, bias, y, true), 'limbs', `${what}: two passes over limbs`);
-    assert.deepEqual(y, ref, what);
+    await forEachIsa(t, () => {
+      const y = new Float32Array(ref.length);
+      assert.equal(mustRun(nat, what, g, xs, w, bias, y, true), 'limbs', `${what}: two passes over limbs`);
+      assert.deepEqual(y, ref, what);
+    });
   }
 });
 
@@ -286,10 +272,7 @@ for (const [k, skip] of backendCases())
       ];
       for (const [what, x, wt, geo] of declined) {
         const y = new Float32Array(geo.B * geo.OH * geo.OW * geo.O).fill(7);
-        assert.equal(k.conv2dForwardFixedPoint(geo, x, wt, null, y, false), false, `${k.name}: ${what}`);
-        // the method says so too (where the native kernel is built for this CPU at all)
-        if (k.name === 'typescript' || fixedPointConvUnsupported() === null)
-          assert.equal(k.fixedPointConvMethod(), 'declined', `${k.name}: ${what}: method`);
+        assert.equal(k.conv2dForwardFixedPoint(geo, x, wt, null, y, false), null, `${k.name}: ${what}`);
         assert.ok(
           y.every((v) => v === 7),
           `${k.name}: ${what}: y untouched`,
@@ -299,9 +282,10 @@ for (const [k, skip] of backendCases())
   );
 
 test('native fixed-point convolution: weights changed in place between calls are packed again', (t) => {
-  // the kernel keeps the last weights it packed (every batch of a quantized forward has the
-  // same ones); a new quantization written into the same buffer must not reuse them
-  const nat = fixedPointNative(t);
+  // the kernel keeps the packings of the last weights it saw, keyed by their values (every
+  // batch of a quantized forward has the same ones); a new quantization written into the same
+  // buffer must not reuse them
+  const nat = requireNative(t);
   if (!nat) return;
   const [, g] = cases[1];
   const x = fixedPoint(g.B * g.H * g.W * g.C, 10, 1930, 21, true);

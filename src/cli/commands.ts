@@ -20,6 +20,7 @@ import { prepareTrainingFiles, runTraining } from './train-job.js';
 import { checkOutputFolders, checkSearchBudget, sweepGridFromFlags } from './validate.js';
 import { parseBitList } from '../search/sensitivity.js';
 import type { QuantMethod } from '../tensor/backend.js';
+import { activeIsa } from '../tensor/kernels.js';
 import type { RoundingCompat } from '../quant/methods.js';
 
 const seconds = (started: number) => (performance.now() - started) / 1000;
@@ -90,6 +91,7 @@ export async function searchCommand(
         full_pass_equivalents: result.fullPassEquivalents,
         files: result.files,
         seconds: seconds(started),
+        isa: activeIsa(),
       }),
     );
   }
@@ -163,6 +165,7 @@ export async function sweepCommand(o: Options<'sweep'>, log: Log): Promise<numbe
         evaluations: result.evaluations,
         middleCellEvaluations: result.middleCellEvaluations,
         seconds: result.seconds,
+        isa: activeIsa(),
       }),
     );
   return 0;

@@ -4,6 +4,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { datasetFingerprint, readQuantizedModel } from '../export/quantized-file.js';
 import { evaluateFullPrecision } from '../models/evaluate.js';
+import { activeIsa } from '../tensor/kernels.js';
 import type { FlagName, Options } from './flags.js';
 import { datasetShapeFromFlags, loadTestSplit, loadTrained, type Log, modelFromFlags } from './inputs.js';
 
@@ -14,7 +15,8 @@ export async function evaluateCommand(o: Options<'evaluate'>, given: ReadonlySet
   const test = await loadTestSplit(o, model, log);
   const r = evaluateFullPrecision(model, test, { batchSize: o.testBatchSize });
   log(`full-precision accuracy of ${modelFile} on ${test}: ${r.accuracy}% (${r.correct}/${r.total})`);
-  if (o.json) console.log(JSON.stringify({ accuracy: r.accuracy, correct: r.correct, total: r.total }));
+  if (o.json)
+    console.log(JSON.stringify({ accuracy: r.accuracy, correct: r.correct, total: r.total, isa: activeIsa() }));
   return 0;
 }
 
@@ -85,6 +87,7 @@ async function evaluatePacked(o: Options<'evaluate'>, given: ReadonlySet<FlagNam
   const s = info.search;
   if (s && s.fingerprint === fingerprint)
     log(`the search counted ${s.correct}/${s.images} on these images${s.correct === r.correct ? ' (the same)' : ''}`);
-  if (o.json) console.log(JSON.stringify({ accuracy: r.accuracy, correct: r.correct, total: r.total }));
+  if (o.json)
+    console.log(JSON.stringify({ accuracy: r.accuracy, correct: r.correct, total: r.total, isa: activeIsa() }));
   return 0;
 }

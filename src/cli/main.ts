@@ -12,7 +12,7 @@
 //   qcapsnets export [flags]      a packed quantized model as golden vectors, ONNX or C
 // Each command takes its own flags (flags.ts; `qcapsnets <command> --help` lists them). Every
 // flag is checked (validate.ts) before any long work: training, loading data.
-import { backendInfo, kernels } from '../tensor/kernels.js';
+import { backendInfo, backendLineByDefault, kernels } from '../tensor/kernels.js';
 import { exportCommand, searchCommand, sensitivityCommand, sweepCommand } from './commands.js';
 import { evaluateCommand } from './evaluate-job.js';
 import { runMerge } from './merge-job.js';
@@ -24,7 +24,7 @@ import { checkFlagValues } from './validate.js';
 const log = (line: string) => process.stdout.write(line + '\n');
 
 async function main(): Promise<number> {
-  process.env.QCAPS_QUIET ??= '1'; // the banner below names the backend
+  backendLineByDefault(false); // the banner below names the backend
   const cl = parseCommandLine(process.argv.slice(2));
   if (cl.options.help) {
     log(helpText(cl.command));

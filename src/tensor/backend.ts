@@ -85,7 +85,10 @@ export type ConvForwardArgs = [
   relu: boolean,
 ];
 
-export type FixedPointConvMethod = 'none' | 'declined' | 'direct' | 'limbs' | 'winograd';
+/** How an exact fixed-point convolution ran: natively 'winograd' (exact integer Winograd,
+ *  fewer products), 'direct' (one pass), 'limbs' (two passes over the limbs of inputs wider
+ *  than int16); the TypeScript reference always sums directly. The same bits every way. */
+export type FixedPointConvMethod = 'direct' | 'limbs' | 'winograd';
 
 /** Which algorithms one convolution may use; it travels with each call (a quantized forward
  *  passes its own, in QuantHooks.conv), so no kernel state is process-wide. */
@@ -108,15 +111,11 @@ export interface Kernels {
   getThreads(): number;
   /** The exact convolution of fixed-point values (x multiples of 2^-fx, w of 2^-fw, integers
    *  within int16, and no int32 sum of 64 products of a kernel row that could overflow):
-   *  y = sum rounded once to float32, + bias, ReLU; conv2dForward's arguments. Returns false
-   *  and leaves y untouched where it does not apply (natively: also on CPUs without
-   *  AVX512-VNNI). */
-  conv2dForwardFixedPoint(...args: ConvForwardArgs): boolean;
-  /** How the last fixed-point convolution ran (conv2dForwardFixedPoint, or conv2dForward with
-   *  mode.fixedPoint): natively 'winograd' (exact integer Winograd, fewer products),
-   *  'direct' (one pass), 'limbs' (two passes over the limbs of inputs wider than int16);
-   *  the TypeScript reference sums directly. 'declined': it did not apply. */
-  fixedPointConvMethod(): FixedPointConvMethod;
+   *  y = sum rounded once to float32, + bias, ReLU; conv2dForward's arguments. Returns how it
+   *  ran, or null, leaving y untouched, where it does not apply. Natively it runs on every CPU
+   *  (at the level of QCAPS_ISA / the CPU's best), where it applies by the values and the
+   *  geometry alone, with the same bits. */
+  conv2dForwardFixedPoint(...args: ConvForwardArgs): FixedPointConvMethod | null;
   /** Row-major C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N] + beta * C. */
   sgemm(
     transA: boolean,
@@ -138,7 +137,8 @@ export interface Kernels {
   ): void;
   /** y = conv(x, w) + bias (bias may be null), then max(0, y) when relu, then quantized by
    *  `quant` when given (as quantize over all of y; natively while the output is in cache);
-   *  y is overwritten. `mode` (default DEFAULT_CONV_MODE) says which algorithms may run. */
+   *  y is overwritten. `mode` (default DEFAULT_CONV_MODE) says which algorithms may run.
+   *  Returns how the exact fixed-point convolution ran (mode.fixedPoint, natively), else null. */
   conv2dForward(
     g: ConvGeom,
     x: Float32Array,
@@ -148,7 +148,7 @@ export interface Kernels {
     relu: boolean,
     quant?: QuantSpec | null,
     mode?: ConvMode,
-  ): void;
+  ): FixedPointConvMethod | null;
   /** dx = d loss / d x given dy; dx is overwritten. */
   conv2dBackwardData(g: ConvGeom, dy: Float32Array, w: Float32Array, dx: Float32Array): void;
   /** dw += d loss / d w and db += d loss / d bias (db may be null). */

@@ -5,13 +5,15 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FixedPointConvMethod, Kernels, QuantSpec, RoutingQuant } from './backend.js';
 import { DEFAULT_CONV_MODE, QuantMethodIds } from './backend.js';
+import { settings, ISA_LEVELS, type IsaLevel, type NativeSettings } from '../settings.js';
 
 /** The functions the addon exports (see native/addon.cc). */
 interface Addon {
   setThreads(n: number): void;
   getThreads(): number;
-  conv2dForwardFixedPoint(...args: unknown[]): boolean;
-  fixedPointConvMethod(): string;
+  conv2dForwardFixedPoint(...args: unknown[]): FixedPointConvMethod | null;
+  configure(s: Partial<NativeSettings> & { isa?: IsaLevel }): void;
+  isaInfo(): { active: IsaLevel; cpu: IsaLevel };
   blasInfo(): string;
   setGemm(which: string, isa?: string): string;
   sgemm(...args: unknown[]): void;
@@ -25,7 +27,7 @@ interface Addon {
     quant: Float64Array | null,
     /** bit 0: fast algorithms (Winograd, DFT) allowed; bit 1: exact fixed-point tried first */
     mode: number,
-  ): void;
+  ): FixedPointConvMethod | null;
   conv2dBackwardData(geom: Int32Array, dy: Float32Array, w: Float32Array, dx: Float32Array): void;
   conv2dBackwardWeight(
     geom: Int32Array,
@@ -94,14 +96,47 @@ function packRoutingQuant(q: RoutingQuant | null): [Float64Array | null, Float64
   return [q?.act ? packQuant(q.act) : null, q?.routing ? packQuant(q.routing) : null];
 }
 
+/** A setting the addon that loaded cannot take (QCAPS_ISA above what this CPU runs): an error,
+ *  never a fall-back to the TypeScript kernels. */
+export class NativeSettingsError extends Error {}
+
 let loaded: Addon | null = null;
 
+/** The addon, configured once with the settings (src/settings.ts) when first loaded. */
 function loadAddon(): Addon {
   if (loaded) return loaded;
   const path = findAddon();
   if (!path) throw new Error('build/Release/qcaps_native.node not found (run `npm rebuild` to build it)');
-  loaded = createRequire(import.meta.url)(path) as Addon;
+  const addon = createRequire(import.meta.url)(path) as Addon;
+  const s = settings();
+  addon.configure(s.native);
+  if (s.gemm === 'builtin') addon.setGemm('builtin', s.gemmIsa ?? 'auto');
+  if (s.isa !== null) forceIsa(addon, s.isa, 'QCAPS_ISA');
+  loaded = addon;
   return loaded;
+}
+
+/** Forces the exact fixed-point kernels to `level` (QCAPS_ISA does at load; tests compare the
+ *  levels): every level gives the same bits. Throws, naming `source`, for a level above what
+ *  this CPU runs. */
+export function setIsa(level: IsaLevel): void {
+  forceIsa(loadAddon(), level, 'setIsa');
+}
+
+function forceIsa(addon: Addon, level: IsaLevel, source: string): void {
+  const { cpu } = addon.isaInfo();
+  if (!ISA_LEVELS.includes(level))
+    throw new NativeSettingsError(`${source}=${level}: expected one of ${ISA_LEVELS.join(', ')}`);
+  if (ISA_LEVELS.indexOf(level) < ISA_LEVELS.indexOf(cpu))
+    throw new NativeSettingsError(
+      `${source}=${level}: this CPU runs at most ${cpu} (accepted here: ${ISA_LEVELS.slice(ISA_LEVELS.indexOf(cpu)).join(', ')})`,
+    );
+  addon.configure({ isa: level });
+}
+
+/** The level the exact fixed-point kernels run at, and the best this CPU and build allow. */
+export function isaInfo(): { active: IsaLevel; cpu: IsaLevel } {
+  return loadAddon().isaInfo();
 }
 
 /** Which GEMM the addon runs: 'blas' (the CBLAS the build found; the default there) or
@@ -136,7 +171,6 @@ export function loadNativeKernels(): { kernels: Kernels; info: string } {
     getThreads: () => addon.getThreads(),
     conv2dForwardFixedPoint: (g, x, w, bias, y, relu) =>
       addon.conv2dForwardFixedPoint(convGeom(g), x, w, bias, y, relu),
-    fixedPointConvMethod: () => addon.fixedPointConvMethod() as FixedPointConvMethod,
     sgemm: (tA, tB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc) =>
       addon.sgemm(tA, tB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc),
     conv2dForward: (g, x, w, bias, y, relu, quant, mode = DEFAULT_CONV_MODE) =>

@@ -2,7 +2,7 @@
 // fallback when the native addon cannot load.
 import type { Kernels } from './backend.js';
 import { conv2dBackwardDataTs, conv2dBackwardWeightTs, conv2dForwardTs } from './ts/conv.js';
-import { conv2dForwardFixedPointTs, fixedPointConvMethodTs } from './ts/fixed-conv.js';
+import { conv2dForwardFixedPointTs } from './ts/fixed-conv.js';
 import {
   adamUpdateTs,
   batchNormApplyTs,
@@ -21,11 +21,11 @@ export const typescriptKernels: Kernels = {
   setThreads() {},
   getThreads: () => 1,
   conv2dForwardFixedPoint: conv2dForwardFixedPointTs,
-  fixedPointConvMethod: fixedPointConvMethodTs,
   sgemm: sgemmTs,
   conv2dForward: (g, x, w, bias, y, relu, quant) => {
     conv2dForwardTs(g, x, w, bias, y, relu);
     if (quant) quantizeTs(y, y, y.length, quant);
+    return null; // a float convolution, fixed-point values or not
   },
   conv2dBackwardData: conv2dBackwardDataTs,
   conv2dBackwardWeight: conv2dBackwardWeightTs,

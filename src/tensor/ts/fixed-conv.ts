@@ -1,8 +1,8 @@
 // Reference for native/fixedconv.cc: the exact convolution of fixed-point values.
 // When every x is an integer multiple of 2^-fx and every w one of 2^-fw, with weight integers
 // that fit int16 and input integers below 2^30, y = 2^-(fx+fw) * sum X W computed exactly,
-// rounded once to float32, then + bias and ReLU in float32. Returns false (y untouched) where
-// that does not apply; the native kernel applies in the same cases on CPUs with AVX512-VNNI:
+// rounded once to float32, then + bias and ReLU in float32. Returns null (y untouched) where
+// that does not apply; the native kernel applies in the same cases on every CPU:
 // it sums int16 products in int32 over segments of at least 64 products, so it needs them
 // not to overflow, with x itself or, for wider inputs, with limbs of x = 2^b high + low.
 import type { ConvForwardArgs, ConvGeom, FixedPointConvMethod } from '../backend.js';
@@ -40,17 +40,9 @@ const CHUNK = 64;
 const fitsInt16 = (f: { frac: number; maxAbs: number }) => f.frac <= 30 && f.maxAbs * 2 ** f.frac <= 32767;
 const fitsInt30 = (f: { frac: number; maxAbs: number }) => f.frac <= 30 && f.maxAbs * 2 ** f.frac < 2 ** 30;
 
-let lastMethod: FixedPointConvMethod = 'none';
-
-/** 'direct' when the last call applied, else 'declined' ('none' before any). */
-export function fixedPointConvMethodTs(): FixedPointConvMethod {
-  return lastMethod;
-}
-
-export function conv2dForwardFixedPointTs(...args: ConvForwardArgs): boolean {
-  const applied = fixedPointSums(...args);
-  lastMethod = applied ? 'direct' : 'declined';
-  return applied;
+/** 'direct' where it applies (y written), else null (y untouched). */
+export function conv2dForwardFixedPointTs(...args: ConvForwardArgs): FixedPointConvMethod | null {
+  return fixedPointSums(...args) ? 'direct' : null;
 }
 
 function fixedPointSums(
