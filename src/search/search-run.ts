@@ -59,7 +59,7 @@ export class SearchRun {
     private readonly paramCounts: readonly number[],
     private readonly settings: SearchSettings,
     private readonly evaluator: Evaluator,
-    readonly log: SearchLog,
+    private readonly log: SearchLog,
   ) {}
 
   /** Announces a step: the progress display's hook and the step's title line. */

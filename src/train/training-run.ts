@@ -163,10 +163,10 @@ export class TrainingRun {
     return true;
   }
 
-  /** One optimizer step on one batch; returns the number of the epoch's batches done. */
+  /** One optimizer step on one batch, then its record; returns the number of the epoch's
+   *  batches done. */
   private trainStep(epoch: Epoch, batch: Batch): number {
-    const { opts, s, model, decoder, adam, params, grads, loader } = this.setup;
-    const B = batch.labels.length;
+    const { s, model, decoder, adam, params, grads } = this.setup;
     model.zeroGrad();
     decoder.zeroGrad();
     adam.lr = epoch.lastLr = learningRate(this.globalStep, s.lr, s.decayRate, s.decaySteps);
@@ -188,11 +188,23 @@ export class TrainingRun {
       throw this.nonFinite(bad, batch.batchIndex);
     }
     adam.update(grads);
-    const batchAccuracy = countCorrect(r.caps, batch.labels) / B;
+    const batchAccuracy = countCorrect(r.caps, batch.labels) / batch.labels.length;
     give(r.caps.data);
+    return this.recordStep(epoch, batch, r, batchAccuracy);
+  }
+
+  /** Adds a step to the epoch's sums and reports it (progress, onStep); returns the number of
+   *  the epoch's batches done. */
+  private recordStep(
+    epoch: Epoch,
+    batch: Batch,
+    r: { loss: number; marginLoss: number; reconLoss: number },
+    batchAccuracy: number,
+  ): number {
+    const { opts, s, loader } = this.setup;
     const acc = epoch.acc;
     acc.batches++;
-    acc.images += B;
+    acc.images += batch.labels.length;
     acc.lossSum += r.loss;
     acc.marginSum += r.marginLoss;
     acc.reconSum += r.reconLoss;
@@ -241,9 +253,7 @@ export class TrainingRun {
   private async testEpoch(epoch: Epoch): Promise<void> {
     const { opts, s, model, modelFile } = this.setup;
     const progress = this.progress;
-    const { acc, hard, lastLr } = epoch;
-    const seconds = acc.seconds;
-    progress.log(`Time elapsed for epoch ${this.epoch}: ${seconds.toFixed(0)}s.`);
+    progress.log(`Time elapsed for epoch ${this.epoch}: ${epoch.acc.seconds.toFixed(0)}s.`);
 
     const testStart = performance.now();
     const test = await evaluateModel(model, opts.test, s.testBatchSize, {
@@ -260,8 +270,23 @@ export class TrainingRun {
       writeStateDict(modelFile, model.stateDict());
       progress.log(`Best model so far saved to ${modelFile}`);
     }
+    const record = this.epochRecord(epoch, test, testSeconds, best);
+    this.history = [...this.history, record];
+    this.checkpoint(this.epoch + 1, 0, null);
+    opts.onEpoch?.(record);
+  }
+
+  /** The epoch's summary: the means of its training steps and its test pass. */
+  private epochRecord(
+    epoch: Epoch,
+    test: { accuracy: number; correct: number; total: number; loss: number },
+    testSeconds: number,
+    best: boolean,
+  ): EpochSummary {
+    const { acc, hard, lastLr } = epoch;
+    const seconds = acc.seconds;
     const n = Math.max(1, acc.batches);
-    const record: EpochSummary = {
+    return {
       epoch: this.epoch,
       hard,
       trainLoss: acc.lossSum / n,
@@ -278,9 +303,6 @@ export class TrainingRun {
       lastLr,
       best,
     };
-    this.history = [...this.history, record];
-    this.checkpoint(this.epoch + 1, 0, null);
-    opts.onEpoch?.(record);
   }
 
   /** Stopped by the abort signal at batch `batch` of the epoch: the checkpoint records it. */
