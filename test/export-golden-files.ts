@@ -16,7 +16,7 @@ import { exportOnnx } from '../src/export/onnx-export.js';
 import { readQuantizedModel, writeQuantizedModel } from '../src/export/quantized-file.js';
 import type { ImageSource } from '../src/models/evaluate.js';
 import { buildModel } from '../src/models/index.js';
-import { quantize } from '../src/quant/index.js';
+import { bitsFromLists, quantize } from '../src/quant/index.js';
 import type { QuantConfig } from '../src/quant/config.js';
 
 export const GOLDEN_DIR = fileURLToPath(new URL('../../fixtures/export-golden/', import.meta.url));
@@ -89,7 +89,7 @@ export function writeGoldenCase(c: GoldenCase, outDir: string): string[] {
   const model = buildModel(c.model, [28, 1, 10, c.model === 'DeepCaps' ? 32 : 16], { seed: 7 });
   const q = quantize(
     model,
-    { weightBits: c.bits.weight, actBits: c.bits.act, routingBits: c.bits.routing },
+    bitsFromLists(model.quantLayers, { weightBits: c.bits.weight, actBits: c.bits.act, routingBits: c.bits.routing }),
     { method: c.method, compat: c.compat },
   );
   const packed = join(dir, `${c.stem}.safetensors`);

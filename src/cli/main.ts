@@ -18,6 +18,7 @@ import type { Dataset } from '../data/dataset.js';
 import type { CapsNet } from '../models/capsnet.js';
 import { modelOfStateDict } from '../models/factory.js';
 import { parseQuantMethod, parseRoundingCompat } from '../quant/methods.js';
+import { bitsText } from '../quant/config.js';
 import { evaluateFullPrecision } from '../models/evaluate.js';
 import { readStateDict } from '../io/pt.js';
 import { datasetFingerprint, readQuantizedModel } from '../export/quantized-file.js';
@@ -190,11 +191,10 @@ async function evaluatePacked(o: Options, given: Set<string>): Promise<number> {
           '(the draws depend on the batch); evaluating in dataset order',
       );
   }
-  const b = q.bits;
   const r = q.evaluate(test, { batchSize, order });
   log(
     `quantized accuracy of ${path} (${info.model} ${info.modelArgs.join(' ')}, ${info.method}${info.compat === 'none' ? '' : `, ${info.compat}`}, ` +
-      `w=[${b.weightBits}] a=[${b.actBits}] r=[${b.routingBits}]) on ${test}: ${r.accuracy}% (${r.correct}/${r.total})`,
+      `${bitsText(q.bits)}) on ${test}: ${r.accuracy}% (${r.correct}/${r.total})`,
   );
   const s = info.search;
   if (s && s.fingerprint === fingerprint)

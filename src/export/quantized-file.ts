@@ -34,7 +34,7 @@ import { statSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { CapsNet, ModelName } from '../models/capsnet.js';
 import { buildModel, isModelName, MODEL_NAMES, moduleArgsProblem, orList } from '../models/factory.js';
-import { type BitConfig, checkBitConfig } from '../quant/config.js';
+import { type BitConfig, type BitLists, bitsFromLists } from '../quant/config.js';
 import { weightMemoryBits } from '../quant/memory.js';
 import { QUANT_METHODS, type RoundingCompat, ROUNDING_COMPATS } from '../quant/methods.js';
 import { type IntegerParameter, QuantizedModel, quantize } from '../quant/quantized-model.js';
@@ -306,7 +306,7 @@ export function writeQuantizedModel(
   if (!(q instanceof QuantizedModel)) throw new Error('writeQuantizedModel: q must be a QuantizedModel');
   const model = q.model;
   const saturated = q.compat !== 'dac2020';
-  const params = q.integerParameters();
+  const params = q.integers;
   const paramNames = new Set(params.map((p) => p.name));
   const formats: Record<string, TensorFormat> = {};
   const tensors: [string, RawTensor][] = [];
@@ -346,10 +346,9 @@ export function writeQuantizedModel(
     weightBytes += bytes.length;
   }
   const bits = q.bits;
-  const routingIndex = new Map(model.routingLayerNames.map((n, r) => [n, r]));
   const memoryBits = weightMemoryBits(
     q.layers.map((l) => l.paramCount),
-    bits.weightBits,
+    bits.map((b) => b.fracWeight),
   );
   const metadata: Record<string, string> = {
     format: QUANTIZED_FORMAT,
@@ -363,9 +362,9 @@ export function writeQuantizedModel(
       q.layers.map((l, i) => ({
         name: l.name,
         param_count: l.paramCount,
-        weight_bits: bits.weightBits[i],
-        act_bits: bits.actBits[i],
-        routing_bits: routingIndex.has(l.name) ? bits.routingBits[routingIndex.get(l.name)!] : null,
+        weight_bits: bits[i].fracWeight,
+        act_bits: bits[i].fracAct,
+        routing_bits: bits[i].fracRouting,
       })),
     ),
     tensors: JSON.stringify(formats),
@@ -494,7 +493,7 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
   if (typeof formats !== 'object' || formats === null || Array.isArray(formats))
     throw fileError(file, `__metadata__ tensors: expected an object of tensor formats`);
   const paramNames = new Set(model.parameters().map((p) => p.name));
-  const layerOf = new Map(model.layerNames.map((n, i) => [n, i]));
+  const layerBitsOf = (tensor: string) => bits[model.description.index(model.description.layerOf(tensor).name)];
   const sd: StateDict = new Map();
   const used = new Set<string>();
   let weightBytes = 0;
@@ -529,10 +528,8 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
     used.add(tname + QWEIGHT);
     if (stored.dtype !== 'U8' || stored.shape.length !== 1)
       throw bad(`'${tname}${QWEIGHT}' is ${stored.dtype} [${stored.shape.join(', ')}], expected U8 [bytes]`);
-    const layer = layerOf.get(tname.split('.')[0])!;
-    const F = bits.weightBits[layer];
-    if (f.frac_bits !== F)
-      throw bad(`frac_bits ${brief(f.frac_bits)} but layer ${model.layerNames[layer]} has ${F} weight bits`);
+    const { name: layer, fracWeight: F } = layerBitsOf(tname);
+    if (f.frac_bits !== F) throw bad(`frac_bits ${brief(f.frac_bits)} but layer ${layer} has ${F} weight bits`);
     const b = f.bits;
     if (!(isInt(b) && b >= 1 && b <= MAX_CODE_BITS)) throw bad(`bits ${brief(b)}: expected 1..${MAX_CODE_BITS}`);
     const need = Math.ceil((numel * b) / 8);
@@ -586,13 +583,13 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
       if (!Object.is(t.data[i], want[i]) && !(t.data[i] === 0 && want[i] === 0))
         throw fileError(
           file,
-          `tensor '${k}' element ${i}: the file holds ${want[i]}, which ${method} (${compat}) at ${bits.weightBits[layerOf.get(k.split('.')[0])!]} bits quantizes to ${t.data[i]}: not a value of this quantizer`,
+          `tensor '${k}' element ${i}: the file holds ${want[i]}, which ${method} (${compat}) at ${layerBitsOf(k).fracWeight} bits quantizes to ${t.data[i]}: not a value of this quantizer`,
         );
   }
   const search = jsonField<QuantizedSearchRecord>(file, md, 'search', false) ?? null;
   const memoryBits = weightMemoryBits(
     model.quantLayers.map((l) => l.paramCount),
-    bits.weightBits,
+    bits.map((b) => b.fracWeight),
   );
   return {
     quantized,
@@ -638,7 +635,7 @@ function layerBits(file: string, model: CapsNet, layers: unknown): BitConfig {
       file,
       `__metadata__ layers: expected ${names.length} layers (${names.join(', ')}) of ${model.kind}, got ${Array.isArray(layers) ? layers.length : typeof layers}`,
     );
-  const bits: BitConfig = { weightBits: [], actBits: [], routingBits: [] };
+  const bits: BitLists = { weightBits: [], actBits: [], routingBits: [] };
   const routing = new Set(model.routingLayerNames);
   layers.forEach((l: Record<string, unknown>, i) => {
     if (l?.name !== names[i])
@@ -664,11 +661,10 @@ function layerBits(file: string, model: CapsNet, layers: unknown): BitConfig {
       );
   });
   try {
-    checkBitConfig(model.quantLayers, bits, 'bits');
+    return bitsFromLists(model.quantLayers, bits, 'bits');
   } catch (err) {
     throw fileError(file, `__metadata__ layers: ${(err as Error).message}`);
   }
-  return bits;
 }
 
 function toFloat32(bad: (what: string) => Error, v: number, i: number): number {

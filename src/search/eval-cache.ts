@@ -15,8 +15,8 @@
 // decision is certain (where the evaluator itself would have stopped); when the stored batches
 // do not reach that far, the evaluator resumes after them (Evaluator.resumeAfter).
 import * as fs from 'node:fs';
-import type { BitConfig } from '../quant/config.js';
-import { cloneBits, configKey } from '../quant/config.js';
+import type { BitConfig, BitLists } from '../quant/config.js';
+import { bitsToLists, configKey } from '../quant/config.js';
 import type { QuantMethod } from '../tensor/backend.js';
 import { writeFileAtomic } from '../io/atomic-write.js';
 import type { Evaluation, Evaluator } from './evaluator.js';
@@ -49,7 +49,8 @@ export interface StoredEvaluation extends Pick<
   'accuracy' | 'lower' | 'upper' | 'exact' | 'seen' | 'total'
 > {
   method: QuantMethod;
-  bits: BitConfig;
+  /** as the file holds them */
+  bits: BitLists;
   /** correct images among those seen */
   correct: number;
   /** correct images per batch, from the first (empty when the evaluator does not count them) */
@@ -70,7 +71,7 @@ const HEADER_FIELDS: (keyof EvalCacheHeader)[] = [
   'approximateMarginImages',
 ];
 
-const keyOf = (method: QuantMethod, bits: BitConfig) => `${method}|${configKey(bits)}`;
+const keyOf = (method: QuantMethod, bits: BitConfig | BitLists) => `${method}|${configKey(bits)}`;
 
 export class EvalCache {
   /** per method + bits: the exact-arithmetic evaluation that saw the most images */
@@ -177,7 +178,7 @@ export class EvalCache {
   add(method: QuantMethod, bits: BitConfig, e: Evaluation): StoredEvaluation {
     const s: StoredEvaluation = {
       method,
-      bits: cloneBits(bits),
+      bits: bitsToLists(bits),
       accuracy: e.accuracy,
       lower: e.lower,
       upper: e.upper,

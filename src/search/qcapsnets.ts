@@ -7,7 +7,7 @@
 // `compat: 'dac2020'` reproduces the reference code's mapping of routing bits in step 3A
 // (its index skips capsule layers that do not route, which shifts it for DeepCaps).
 import type { BitConfig, QuantLayerInfo } from '../quant/config.js';
-import { cloneBits, configKey, uniformBits } from '../quant/config.js';
+import { bitsText, bitsToLists, cloneBits, configKey, uniformBits } from '../quant/config.js';
 import type { RoundingCompat } from '../quant/methods.js';
 import { activationMemoryBits, BITS_PER_MB, minimumBudgetMB, weightMemoryBits } from '../quant/memory.js';
 import type { Evaluation, Evaluator } from './evaluator.js';
@@ -178,7 +178,7 @@ export async function runSearch(
       ? `${e.accuracy.toFixed(2)}%${resumed}`
       : `in [${e.lower.toFixed(2)}, ${e.upper.toFixed(2)}]% after ${e.seen}/${e.total} images (decided early)`;
     log.info(
-      `  ${step} try w=[${bits.weightBits}] a=[${bits.actBits}] r=[${bits.routingBits}]: ${acc} ${rec.passed ? 'passes' : 'fails'} ` +
+      `  ${step} try ${bitsText(bits)}: ${acc} ${rec.passed ? 'passes' : 'fails'} ` +
         `${strict ? '>' : '>='} ${threshold.toFixed(2)}%${cached ? ' (reused)' : ''}`,
     );
     return rec;
@@ -197,7 +197,8 @@ export async function runSearch(
 
   const steps: StepResult[] = [];
   const report = (step: StepName, bits: BitConfig, accuracy: number): StepResult => {
-    const mem = weightMemoryBits(paramCounts, bits.weightBits);
+    const lists = bitsToLists(bits);
+    const mem = weightMemoryBits(paramCounts, lists.weightBits);
     const r: StepResult = {
       step,
       bits: cloneBits(bits),
@@ -207,15 +208,15 @@ export async function runSearch(
     };
     const counts = settings.activationCounts;
     if (counts) {
-      const act = activationMemoryBits(counts, bits.actBits);
+      const act = activationMemoryBits(counts, lists.actBits);
       r.activationKB = act / 8000;
       r.activationReduction = (counts.reduce((a, b) => a + b, 0) * 32) / act;
     }
     steps.push(r);
     log.info(`${step.toUpperCase()} output:`);
-    log.info(`  weight bits:          [${bits.weightBits.join(', ')}]`);
-    log.info(`  activation bits:      [${bits.actBits.join(', ')}]`);
-    log.info(`  dynamic routing bits: [${bits.routingBits.join(', ')}]`);
+    log.info(`  weight bits:          [${lists.weightBits.join(', ')}]`);
+    log.info(`  activation bits:      [${lists.actBits.join(', ')}]`);
+    log.info(`  dynamic routing bits: [${lists.routingBits.join(', ')}]`);
     log.info(
       `  accuracy: ${accuracy.toFixed(2)}%   weight memory: ${r.memoryMB.toFixed(4)} MB (${r.reduction.toFixed(2)}x smaller than 32 bits)`,
     );
@@ -259,11 +260,7 @@ export async function runSearch(
   // STEP 2: weight bits that fit the memory budget; activations and routing keep step 1's.
   log.step?.('step2');
   log.info('STEP 2: memory budget');
-  const step2: BitConfig = {
-    weightBits: step2Weights,
-    actBits: [...step1.actBits],
-    routingBits: [...step1.routingBits],
-  };
+  const step2: BitConfig = step1.map((l, i) => ({ ...l, fracWeight: step2Weights[i] }));
   const step2Acc = await exact('step2', step2);
   const step2Result = report('step2', step2, step2Acc);
 
@@ -273,7 +270,9 @@ export async function runSearch(
     const step3AMin = step2Acc - ((step2Acc - minimumAccuracy) * 55) / 100;
     log.step?.('step3A');
     log.info('STEP 3A: layer-wise activation bits');
-    // the activation bits each routing layer's routing bits follow
+    // the layer whose activation bits each routing layer's routing bits follow: its own, or
+    // under dac2020 the reference's (a position in the list of layers without the capsule
+    // layers that do not route)
     const followed =
       settings.compat === 'dac2020'
         ? layers
@@ -284,10 +283,10 @@ export async function runSearch(
     const cfg = cloneBits(step2);
     await lowerLayerwise(
       layers.length,
-      (k) => cfg.actBits[k],
+      (k) => cfg[k].fracAct,
       (from, delta) => {
-        for (let k = from; k < layers.length; k++) cfg.actBits[k] += delta;
-        followed.forEach((layer, x) => (cfg.routingBits[x] = cfg.actBits[layer]));
+        for (let k = from; k < layers.length; k++) cfg[k].fracAct += delta;
+        followed.forEach((layer, x) => (cfg[routingLayers[x]].fracRouting = cfg[layer].fracAct));
       },
       async () => (await test('step3A', cfg, step3AMin, false)).passed,
     );
@@ -296,12 +295,13 @@ export async function runSearch(
     log.step?.('step4A');
     log.info('STEP 4A: layer-wise dynamic routing bits');
     // only the layers that iterate (routing with one iteration has nothing to quantize)
-    const iterating = routingLayers.flatMap((layer, x) => (layers[layer].iterations > 1 ? [x] : []));
+    const iterating = routingLayers.filter((layer) => layers[layer].iterations > 1);
+    const routingOf = (layer: number) => cfg[layer].fracRouting as number;
     await lowerLayerwise(
       iterating.length,
-      (k) => cfg.routingBits[iterating[k]],
+      (k) => routingOf(iterating[k]),
       (from, delta) => {
-        for (let k = from; k < iterating.length; k++) cfg.routingBits[iterating[k]] += delta;
+        for (let k = from; k < iterating.length; k++) cfg[iterating[k]].fracRouting = routingOf(iterating[k]) + delta;
       },
       async () => (await test('step4A', cfg, minimumAccuracy, false)).passed,
     );
@@ -322,9 +322,9 @@ export async function runSearch(
   const cfg = cloneBits(step1);
   await lowerLayerwise(
     layers.length,
-    (k) => cfg.weightBits[k],
+    (k) => cfg[k].fracWeight,
     (from, delta) => {
-      for (let k = from; k < layers.length; k++) cfg.weightBits[k] += delta;
+      for (let k = from; k < layers.length; k++) cfg[k].fracWeight += delta;
     },
     async () => (await test('step3B', cfg, minimumAccuracy, false)).passed,
   );
