@@ -33,7 +33,14 @@
 import { statSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { CapsNet, ModelName } from '../models/capsnet.js';
-import { buildModel, isModelName, MODEL_NAMES, moduleArgsProblem, orList } from '../models/factory.js';
+import {
+  buildModel,
+  isModelName,
+  leastParameterCount,
+  MODEL_NAMES,
+  moduleArgsProblem,
+  orList,
+} from '../models/factory.js';
 import { type BitConfig, type BitLists, bitsFromLists } from '../quant/config.js';
 import { weightMemoryBits } from '../quant/memory.js';
 import { QUANT_METHODS, type RoundingCompat, ROUNDING_COMPATS } from '../quant/methods.js';
@@ -427,6 +434,49 @@ function brief(v: unknown): string {
 export function readQuantizedModel(file: string): { quantized: QuantizedModel; info: QuantizedFileInfo } {
   const raw = readSafetensorsRaw(file);
   const md = raw.metadata;
+  checkFormatTag(file, md);
+  const { name, args, model, decoder } = modelOfMetadata(file, md, raw.fileBytes);
+  const { method, compat, seed } = roundingOfMetadata(file, md);
+  const bits = layerBits(file, model, jsonField<unknown>(file, md, 'layers', true));
+  const { sd, formats, evaluationOrder, packedBytes, weightBytes } = decodeTensors(
+    file,
+    raw,
+    model,
+    bits,
+    method,
+    compat,
+  );
+  const quantized = quantizeOnGrid(file, model, sd, bits, { method, compat, seed });
+  const search = jsonField<QuantizedSearchRecord>(file, md, 'search', false) ?? null;
+  const memoryBits = weightMemoryBits(
+    model.quantLayers.map((l) => l.paramCount),
+    bits.map((b) => b.fracWeight),
+  );
+  return {
+    quantized,
+    info: {
+      file,
+      model: name,
+      modelArgs: args,
+      decoder,
+      method,
+      compat,
+      seed,
+      bits,
+      tensors: formats,
+      search,
+      evaluationOrder,
+      metadata: md,
+      packedBytes,
+      weightBytes,
+      memoryBytes: memoryBits / 8,
+      fileBytes: raw.fileBytes,
+    },
+  };
+}
+
+/** The format tag and version, with a hint when the file is a training checkpoint. */
+function checkFormatTag(file: string, md: Record<string, string>): void {
   if (md.format !== QUANTIZED_FORMAT) {
     const what =
       md.format === undefined ? 'its __metadata__ has no format tag' : `its __metadata__ format is '${md.format}'`;
@@ -444,7 +494,15 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
       file,
       `quantized model format version '${md.format_version}', this qcapsnets reads version ${QUANTIZED_FORMAT_VERSION}`,
     );
-  // the model
+}
+
+/** The model the metadata names, built from its model_args (refused before building when the
+ *  file could not hold its parameters), and the decoder it names. */
+function modelOfMetadata(
+  file: string,
+  md: Record<string, string>,
+  fileBytes: number,
+): { name: ModelName; args: number[]; model: CapsNet; decoder: QuantizedFileInfo['decoder'] } {
   const name = md.model;
   if (typeof name !== 'string' || !isModelName(name))
     throw fileError(file, `__metadata__ model '${name}' is not a model: expected ${orList(MODEL_NAMES)}`);
@@ -456,10 +514,10 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
   // every parameter takes at least one bit of the file: refuse model_args whose model could
   // not fit before building it (its weights are allocated from model_args alone)
   const least = leastParameterCount(name, args);
-  if (least > 8 * raw.fileBytes)
+  if (least > 8 * fileBytes)
     throw fileError(
       file,
-      `__metadata__ model ${name} model_args [${args.join(', ')}] describe at least ${least} parameters, more than a file of ${raw.fileBytes} bytes holds`,
+      `__metadata__ model ${name} model_args [${args.join(', ')}] describe at least ${least} parameters, more than a file of ${fileBytes} bytes holds`,
     );
   let model: CapsNet;
   try {
@@ -477,7 +535,14 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
       throw fileError(file, `__metadata__ decoder_args ${md.decoder_args}: expected an array of integers`);
     decoder = { name: md.decoder, args: dargs };
   }
-  // method, arithmetic, seed, bits
+  return { name, args, model, decoder };
+}
+
+/** The metadata's method, arithmetic and seed. */
+function roundingOfMetadata(
+  file: string,
+  md: Record<string, string>,
+): { method: QuantMethod; compat: RoundingCompat; seed: number } {
   const method = md.method as QuantMethod;
   if (!QUANT_METHODS.includes(method))
     throw fileError(file, `__metadata__ method '${md.method}': expected one of ${QUANT_METHODS.join(', ')}`);
@@ -487,7 +552,28 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
   const seed = Number(md.seed);
   if (md.seed === undefined || !/^\d+$/.test(md.seed) || !Number.isSafeInteger(seed))
     throw fileError(file, `__metadata__ seed '${md.seed}': expected a non-negative integer`);
-  const bits = layerBits(file, model, jsonField<unknown>(file, md, 'layers', true));
+  return { method, compat, seed };
+}
+
+/** Every tensor against its format, the model and the data: the state_dict the file holds,
+ *  the evaluation order when it has one, and the bytes of its tensors. */
+function decodeTensors(
+  file: string,
+  raw: ReturnType<typeof readSafetensorsRaw>,
+  model: CapsNet,
+  bits: BitConfig,
+  method: QuantMethod,
+  compat: RoundingCompat,
+): {
+  sd: StateDict;
+  formats: Record<string, TensorFormat>;
+  evaluationOrder: EvaluationOrder | null;
+  packedBytes: number;
+  weightBytes: number;
+} {
+  const md = raw.metadata;
+  const name = model.kind;
+  const args = model.args;
   // every tensor's format against the model and the data
   const formats = jsonField<Record<string, TensorFormat>>(file, md, 'tensors', true);
   if (typeof formats !== 'object' || formats === null || Array.isArray(formats))
@@ -565,6 +651,21 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
     );
   packedBytes += weightBytes + (evaluationOrder ? raw.tensors.get(EVAL_ORDER_TENSOR)!.bytes.length : 0);
 
+  return { sd, formats, evaluationOrder, packedBytes, weightBytes };
+}
+
+/** The model at the file's values, quantized again: every value must be on the quantizer's
+ *  grid, so that quantizing leaves it as it is. */
+function quantizeOnGrid(
+  file: string,
+  model: CapsNet,
+  sd: StateDict,
+  bits: BitConfig,
+  options: { method: QuantMethod; compat: RoundingCompat; seed: number },
+): QuantizedModel {
+  const { method, compat } = options;
+  const paramNames = new Set(model.parameters().map((p) => p.name));
+  const layerBitsOf = (tensor: string) => bits[model.description.index(model.description.layerOf(tensor).name)];
   // the model at those values, quantized again: on-grid values stay as they are
   const exact = new Map<string, Float32Array>();
   for (const [k, v] of sd) if (paramNames.has(k)) exact.set(k, v.data);
@@ -575,7 +676,7 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
   } catch (err) {
     throw fileError(file, (err as Error).message);
   }
-  const quantized = quantize(model, bits, { method, compat, seed });
+  const quantized = quantize(model, bits, options);
   for (const [k, t] of quantized.stateDict()) {
     const want = exact.get(k);
     if (!want) continue;
@@ -586,46 +687,7 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
           `tensor '${k}' element ${i}: the file holds ${want[i]}, which ${method} (${compat}) at ${layerBitsOf(k).fracWeight} bits quantizes to ${t.data[i]}: not a value of this quantizer`,
         );
   }
-  const search = jsonField<QuantizedSearchRecord>(file, md, 'search', false) ?? null;
-  const memoryBits = weightMemoryBits(
-    model.quantLayers.map((l) => l.paramCount),
-    bits.map((b) => b.fracWeight),
-  );
-  return {
-    quantized,
-    info: {
-      file,
-      model: name,
-      modelArgs: args,
-      decoder,
-      method,
-      compat,
-      seed,
-      bits,
-      tensors: formats,
-      search,
-      evaluationOrder,
-      metadata: md,
-      packedBytes,
-      weightBytes,
-      memoryBytes: memoryBits / 8,
-      fileBytes: raw.fileBytes,
-    },
-  };
-}
-
-/** A lower bound on the parameters of `name` built from `args`, computed without building it:
- *  its convolutions' weights (ShallowCapsNet: conv 256 x ch x 9 x 9 and primary 256 x 256 x 9 x 9;
- *  DeepCaps: conv1 128 x ch x 3 x 3 and its four residual blocks of 3 x 3 convolutions) and its
- *  class capsules' weights, [capsules, 8, classes * dim]. */
-export function leastParameterCount(name: ModelName, args: readonly number[]): number {
-  const [wh, ch, classes, dim] = args;
-  if (name === 'ShallowCapsNet') {
-    const grid = Math.max(0, Math.floor((wh - 17) / 2) + 1); // primary capsules on a grid x grid map
-    return 256 * ch * 81 + 256 * 256 * 81 + 32 * grid ** 2 * 8 * classes * dim;
-  }
-  const blocks = 9 * (4 * 128 * 128 + 256 * 128 + 10 * 256 * 256);
-  return 128 * ch * 9 + blocks + (wh === 64 ? 2560 : 640) * 8 * classes * dim;
+  return quantized;
 }
 
 function layerBits(file: string, model: CapsNet, layers: unknown): BitConfig {
