@@ -13,7 +13,7 @@ import { CIFAR_RECORD_BYTES } from '../src/data/cifar.js';
 import { loadDataset } from '../src/data/load.js';
 import { writeFileAtomic } from '../src/io/atomic-write.js';
 import { buildModel } from '../src/models/factory.js';
-import type { BitConfig } from '../src/quant/config.js';
+import { type BitConfig, bitsToLists, uniformBits } from '../src/quant/config.js';
 import { ModelQuantizer } from '../src/quant/quantized-forward.js';
 import { parseRoundingCompat } from '../src/quant/methods.js';
 import { FastEvaluator } from '../src/search/fast-evaluator.js';
@@ -77,17 +77,13 @@ export async function runMemoryBench(modelKind: string, inputSize: number, json:
     const fp = await evaluator.evaluateFullPrecision();
     note('full precision', fp.seconds);
     const layers = model.quantLayers.length;
-    const routing = model.quantLayers.filter((l) => l.routes).length;
     for (let e = 0; e < evaluations; e++) {
       // 8 bits everywhere, then lower weight bits in the last layer only: the second reuses
       // every cached prefix but the last stage's, as steps 2 to 4 of the search do
-      const bits: BitConfig = {
-        weightBits: Array.from({ length: layers }, (_, l) => (l === layers - 1 ? 8 - e : 8)),
-        actBits: new Array<number>(layers).fill(8),
-        routingBits: new Array<number>(routing).fill(8),
-      };
+      const bits: BitConfig = uniformBits(model.quantLayers, 8);
+      bits[layers - 1].fracWeight = 8 - e;
       const r = await evaluator.evaluate(bits);
-      note(`quantized evaluation ${e + 1} (w ${JSON.stringify(bits.weightBits)})`, r.seconds);
+      note(`quantized evaluation ${e + 1} (w ${JSON.stringify(bitsToLists(bits).weightBits)})`, r.seconds);
     }
   } finally {
     evaluator.clear();

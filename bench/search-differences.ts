@@ -7,7 +7,7 @@
 import { spawnSync } from 'node:child_process';
 import type { Dataset } from '../src/data/dataset.js';
 import type { CapsNet } from '../src/models/capsnet.js';
-import type { BitConfig } from '../src/quant/config.js';
+import { type BitLists, bitsFromLists } from '../src/quant/config.js';
 import { QuantizedModel } from '../src/quant/quantized-model.js';
 import type { QuantMethod } from '../src/tensor/backend.js';
 import type { SearchReport } from '../src/report/search-json.js';
@@ -171,7 +171,11 @@ export function explainDifferences(
   // an early-stopped count is a range: count that configuration to the end
   const ours =
     differing.ours ??
-    new QuantizedModel(model, bits as BitConfig, { method: run.method, compat: 'dac2020', seed: 42 }).evaluate(test, {
+    new QuantizedModel(model, bitsFromLists(model.quantLayers, bits as BitLists), {
+      method: run.method,
+      compat: 'dac2020',
+      seed: 42,
+    }).evaluate(test, {
       batchSize: 100,
     }).correct;
   console.log(`first configuration whose counts differ: ${show(bits)}; rerunning the reference's evaluation of it ...`);

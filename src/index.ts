@@ -33,7 +33,14 @@ export { countCorrect, predictedClass, classMargin } from './models/metrics.js';
 
 // quantization
 export { quantize, QuantizedModel, type QuantizeOptions } from './quant/quantized-model.js';
-export { uniformBits, type BitConfig } from './quant/config.js';
+export {
+  uniformBits,
+  bitsFromLists,
+  bitsToLists,
+  type BitConfig,
+  type BitLists,
+  type LayerBits,
+} from './quant/config.js';
 export { weightMemoryMB, minimumBudgetMB } from './quant/memory.js';
 export { QUANT_METHODS, type RoundingCompat } from './quant/methods.js';
 export type { QuantMethod } from './tensor/backend.js';

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { writeQuantizedModel } from '../src/export/quantized-file.js';
-import { quantize } from '../src/quant/index.js';
+import { bitsFromLists, quantize } from '../src/quant/index.js';
 import { compare, exportAndBuild } from './export-c-helpers.js';
 import { requireNative } from './helpers.js';
 import { trainSmallDeepCaps } from './small-trained-model.js';
@@ -31,7 +31,7 @@ test(
       { method: 'logarithmic', compat: 'dac2020', stem: 'deepcaps_quantized_log' },
     ] as const;
     for (const { method, compat, stem } of runs) {
-      const q = quantize(m, bits, { method, compat });
+      const q = quantize(m, bitsFromLists(m.quantLayers, bits), { method, compat });
       const file = join(dir, `${stem}.safetensors`);
       writeQuantizedModel(file, q);
       const { cDir, binary } = exportAndBuild(file, join(dir, 'out'));

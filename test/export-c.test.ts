@@ -14,7 +14,7 @@ import { loadDataset } from '../src/data/load.js';
 import { writeQuantizedModel } from '../src/export/quantized-file.js';
 import { writeSafetensors } from '../src/io/safetensors.js';
 import { buildModel } from '../src/models/index.js';
-import { quantize } from '../src/quant/index.js';
+import { bitsFromLists, quantize } from '../src/quant/index.js';
 import { trainModel } from '../src/train/index.js';
 import { requireNative } from './helpers.js';
 import { compare, exportAndBuild, runC, runCli } from './export-c-helpers.js';
@@ -52,7 +52,7 @@ test(
     const m = await trainedShallow();
     const q = quantize(
       m,
-      { weightBits: [8, 7, 6], actBits: [6, 6, 6], routingBits: [5, 5] },
+      bitsFromLists(m.quantLayers, { weightBits: [8, 7, 6], actBits: [6, 6, 6], routingBits: [5, 5] }),
       { method: 'round_to_nearest' },
     );
     const file = join(dir, 'fashion_quantized_rtn.safetensors');
@@ -80,7 +80,11 @@ test(
 test('truncation: the C export matches the quantized forward', { skip }, async (t) => {
   if (!requireNative(t)) return;
   const m = await trainedShallow();
-  const q = quantize(m, { weightBits: [7, 6, 6], actBits: [5, 6, 5], routingBits: [4, 6] }, { method: 'truncation' });
+  const q = quantize(
+    m,
+    bitsFromLists(m.quantLayers, { weightBits: [7, 6, 6], actBits: [5, 6, 5], routingBits: [4, 6] }),
+    { method: 'truncation' },
+  );
   const file = join(dir, 'fashion_quantized_truncation.safetensors');
   writeQuantizedModel(file, q);
   const { binary } = exportAndBuild(file, join(dir, 'out'));
@@ -99,7 +103,7 @@ test('bad input: not a quantized file, an unwritable output folder, stochastic r
   assert.match(r1.stderr, /plain\.safetensors: not a qcapsnets quantized model/);
   const q = quantize(
     m,
-    { weightBits: [6, 6, 6], actBits: [6, 6, 6], routingBits: [6, 6] },
+    bitsFromLists(m.quantLayers, { weightBits: [6, 6, 6], actBits: [6, 6, 6], routingBits: [6, 6] }),
     { method: 'round_to_nearest' },
   );
   const file = join(dir, 'm_quantized_x.safetensors');
@@ -120,7 +124,7 @@ test('bad input: not a quantized file, an unwritable output folder, stochastic r
   assert.match(r3.stderr, /a-file is a file, not a folder/);
   const sr = quantize(
     m,
-    { weightBits: [6, 6, 6], actBits: [6, 6, 6], routingBits: [6, 6] },
+    bitsFromLists(m.quantLayers, { weightBits: [6, 6, 6], actBits: [6, 6, 6], routingBits: [6, 6] }),
     { method: 'stochastic_rounding' },
   );
   const srFile = join(dir, 'm_quantized_sr.safetensors');

@@ -22,7 +22,7 @@ import { writeSafetensors } from '../src/io/safetensors.js';
 import { sourceBatch } from '../src/models/evaluate.js';
 import { buildModel } from '../src/models/factory.js';
 import type { CapsNet } from '../src/models/capsnet.js';
-import { type BitConfig, quantize, type QuantizedModel } from '../src/quant/index.js';
+import { type BitLists, bitsFromLists, quantize, type QuantizedModel } from '../src/quant/index.js';
 import { trainModel } from '../src/train/trainer.js';
 import { trainSmallDeepCaps } from './small-trained-model.js';
 import { FASHION_MNIST, requirePackages, skipUnless } from './requirements.js';
@@ -41,7 +41,7 @@ const fashion = (): Dataset => {
   return (fashionTest ??= loadDataset('fashion-mnist', 'test', { limit: 1000 }));
 };
 const needsFashion = { skip: skipUnless(FASHION_MNIST) };
-const shallowBits: BitConfig = { weightBits: [8, 7, 6], actBits: [6, 6, 6], routingBits: [5, 5] };
+const shallowBits: BitLists = { weightBits: [8, 7, 6], actBits: [6, 6, 6], routingBits: [5, 5] };
 
 /** ShallowCapsNet after 20 steps of 16 real Fashion-MNIST images (well above chance). */
 let trained: CapsNet | null = null;
@@ -126,7 +126,7 @@ test(
   needsFashion,
   async (t) => {
     const model = await trainedShallow();
-    const q = quantize(model, shallowBits, { method: 'round_to_nearest' });
+    const q = quantize(model, bitsFromLists(model.quantLayers, shallowBits), { method: 'round_to_nearest' });
     const packed = join(dir, 'fashion_quantized_accuracy.safetensors');
     writeQuantizedModel(packed, q);
     const out = join(dir, 'onnx-out');
@@ -149,7 +149,7 @@ test('ShallowCapsNet with truncation (dac2020) and logarithmic rounding', needsF
     ['truncation', 'dac2020', 200],
     ['logarithmic', 'none', 20],
   ] as const) {
-    const q = quantize(model, shallowBits, { method, compat });
+    const q = quantize(model, bitsFromLists(model.quantLayers, shallowBits), { method, compat });
     const r = exportOnnx(q, { outDir: lib });
     assert.equal(r.file, join(lib, `ShallowCapsNet_quantized_${method}.onnx`));
     assert.equal(r.rounding, method);
@@ -166,7 +166,7 @@ test(
     const model = await trainSmallDeepCaps(dir);
     const bits = { weightBits: [8, 7, 7, 7, 7, 6], actBits: [6, 6, 5, 6, 6, 6], routingBits: [5, 6] };
     for (const compat of ['none', 'dac2020'] as const) {
-      const q = quantize(model, bits, { method: 'round_to_nearest', compat });
+      const q = quantize(model, bitsFromLists(model.quantLayers, bits), { method: 'round_to_nearest', compat });
       const r = exportOnnx(q, { outDir: lib, fileName: `deepcaps-${compat}.onnx` });
       checkIntegerWeights(r.file, q);
       const c = await compare(r.file, q, fashion(), 1000);
@@ -221,7 +221,7 @@ test('a convolution of fixed-point values is summed exactly, where float32 sums 
 
 test('stochastic rounding: refused in one line naming --onnx-rounding, exported with it', needsFashion, async () => {
   const model = await trainedShallow();
-  const q = quantize(model, shallowBits, { method: 'stochastic_rounding', seed: 7 });
+  const q = quantize(model, bitsFromLists(model.quantLayers, shallowBits), { method: 'stochastic_rounding', seed: 7 });
   const packed = join(dir, 'sr_quantized_memory.safetensors');
   writeQuantizedModel(packed, q);
   const out = join(dir, 'sr-out');
@@ -270,7 +270,10 @@ test('bad input: clear errors naming the file or flag, and no file left behind',
   assert.match(format.stderr, /--format tflite: expected one of vectors, onnx/);
   // an output folder under a regular file cannot be created
   const packed = join(dir, 'small_quantized_satisfied.safetensors');
-  writeQuantizedModel(packed, quantize(model, shallowBits, { method: 'round_to_nearest' }));
+  writeQuantizedModel(
+    packed,
+    quantize(model, bitsFromLists(model.quantLayers, shallowBits), { method: 'round_to_nearest' }),
+  );
   const unwritable = run([
     'export',
     '--format',

@@ -18,6 +18,7 @@ import { buildModel } from '../src/models/factory.js';
 import type { RoundingCompat } from '../src/quant/methods.js';
 import { type QuantizedModel, quantize } from '../src/quant/quantized-model.js';
 import type { QuantMethod } from '../src/tensor/backend.js';
+import { bitsFromLists, bitsToLists } from '../src/quant/config.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const formatsMd = readFileSync(join(root, 'docs', 'formats.md'), 'utf8');
@@ -139,11 +140,11 @@ const deep = buildModel('DeepCaps', [28, 1, 10, 32], { seed: 6 });
 const images = loadDataset('mnist', 'test', { limit: 5 });
 
 function bitsFor(model: CapsNet, weight: number[]) {
-  return {
+  return bitsFromLists(model.quantLayers, {
     weightBits: weight,
     actBits: model.quantLayers.map(() => 6),
     routingBits: model.routingLayerNames.map(() => 5),
-  };
+  });
 }
 
 const searchRecord: Required<QuantizedSearchRecord> = {
@@ -214,7 +215,7 @@ describe('a reader written from docs/formats.md decodes what the tool wrote', ()
       }[];
       assert.deepEqual(
         layers.map((l) => l.weight_bits),
-        q.bits.weightBits,
+        bitsToLists(q.bits).weightBits,
       );
       const formats = JSON.parse(md.tensors) as Record<string, Format>;
 
@@ -330,7 +331,10 @@ test("docs/formats.md's worked example is the bytes the tool writes", () => {
   const from = (marker: string) => formatsMd.slice(formatsMd.indexOf(marker));
 
   const fixedFile = join(dir, 'worked-fixed.safetensors');
-  writeQuantizedModel(fixedFile, quantize(model, bits, { method: 'round_to_nearest' }));
+  writeQuantizedModel(
+    fixedFile,
+    quantize(model, bitsFromLists(model.quantLayers, bits), { method: 'round_to_nearest' }),
+  );
   const raw = readFileSync(fixedFile);
   assert.ok(formatsMd.includes(`The file starts with \`${hex(raw.subarray(0, 8))}\``), 'the header length bytes');
   const f = readContainer(fixedFile);
@@ -357,7 +361,7 @@ test("docs/formats.md's worked example is the bytes the tool writes", () => {
   });
 
   const logFile = join(dir, 'worked-log2.safetensors');
-  writeQuantizedModel(logFile, quantize(model, bits, { method: 'logarithmic' }));
+  writeQuantizedModel(logFile, quantize(model, bitsFromLists(model.quantLayers, bits), { method: 'logarithmic' }));
   const g = readContainer(logFile);
   assert.ok(formatsMd.includes(JSON.stringify(JSON.parse(g.metadata.tensors)['conv.conv.bias'])));
   const logBytes = g.tensors.get('conv.conv.bias.qweight')!.bytes;

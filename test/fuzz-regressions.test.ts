@@ -25,8 +25,7 @@ import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
 import { READERS, runReader } from '../bench/fuzz/readers.js';
 import { FuzzSlot } from '../bench/fuzz/run.js';
-import { leastParameterCount } from '../src/export/quantized-file.js';
-import { buildModel } from '../src/models/factory.js';
+import { buildModel, leastParameterCount } from '../src/models/factory.js';
 
 const fixtures = fileURLToPath(new URL('../../fixtures/fuzz/', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'qcaps-fuzz-regressions-'));

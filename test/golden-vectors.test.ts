@@ -9,7 +9,7 @@ import { readSafetensorsRaw } from '../src/io/safetensors.js';
 import { writeQuantizedModel } from '../src/export/quantized-file.js';
 import { loadDataset } from '../src/data/index.js';
 import { buildModel } from '../src/models/index.js';
-import { quantize, uniformBits } from '../src/quant/index.js';
+import { bitsFromLists, quantize, uniformBits } from '../src/quant/index.js';
 import { sourceBatch } from '../src/models/evaluate.js';
 import { activationQuant } from '../src/quant/methods.js';
 import { quantizeTs } from '../src/tensor/ts/quantize.js';
@@ -67,7 +67,7 @@ test('ShallowCapsNet digit iteration 0: s recomputed from the recorded votes and
     const m = buildModel('ShallowCapsNet', [28, 1, 10, 16]);
     const q = quantize(
       m,
-      { weightBits: [7, 6, 5], actBits: [6, 5, 4], routingBits: [5, 3] },
+      bitsFromLists(m.quantLayers, { weightBits: [7, 6, 5], actBits: [6, 5, 4], routingBits: [5, 3] }),
       { method: 'round_to_nearest' },
     );
     const r = exportGoldenVectors(q, data, { images: 2, outDir: dir });
@@ -104,7 +104,7 @@ test('DeepCaps block1.l2: its conv output recomputed from block1.l1 squash vecto
     const dir = mkdtempSync(join(tmpdir(), 'qcaps-gv-'));
     try {
       const bits = { weightBits: [8, 7, 6, 6, 6, 6], actBits: [6, 5, 6, 5, 5, 6], routingBits: [5, 5] };
-      const q = quantize(m, bits, { method });
+      const q = quantize(m, bitsFromLists(m.quantLayers, bits), { method });
       const r = exportGoldenVectors(q, data, { images: 2, outDir: dir });
       const file = readSafetensorsRaw(r.safetensors);
       const doc = JSON.parse(readFileSync(r.json, 'utf8'));

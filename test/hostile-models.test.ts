@@ -15,6 +15,7 @@ import { readSafetensors, readSafetensorsRaw, writeSafetensors, writeSafetensors
 import { buildModel } from '../src/models/factory.js';
 import { loadModel } from '../src/models/model-file.js';
 import { quantize } from '../src/quant/quantized-model.js';
+import { bitsFromLists } from '../src/quant/config.js';
 
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const run = (args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
@@ -105,7 +106,10 @@ test("a packed quantized file's float buffers and a training checkpoint: the fil
       routingBits: model.routingLayerNames.map(() => 6),
     };
     const packed = join(dir, 'deep_quantized_memory.safetensors');
-    writeQuantizedModel(packed, quantize(model, bits, { method: 'round_to_nearest', seed: 1 }));
+    writeQuantizedModel(
+      packed,
+      quantize(model, bitsFromLists(model.quantLayers, bits), { method: 'round_to_nearest', seed: 1 }),
+    );
     const raw = readSafetensorsRaw(packed);
     const name = [...raw.tensors.keys()].find((k) => k.endsWith('running_mean'))!;
     const t = raw.tensors.get(name)!;

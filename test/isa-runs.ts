@@ -68,7 +68,9 @@ export function cases(name: string, model: CapsNet): Case[] {
       const bits = uniformBits(model.quantLayers, 8);
       // the first layers' activations (the exact convolutions' inputs): 6 fractional bits for
       // stochastic rounding, 12 to 14 for the others
-      bits.actBits = bits.actBits.map((b, l) => (l >= n - 1 ? b : method === 'stochastic_rounding' ? 6 : 14 - (l % 3)));
+      bits.forEach((b, l) => {
+        if (l < n - 1) b.fracAct = method === 'stochastic_rounding' ? 6 : 14 - (l % 3);
+      });
       const q = quantize(model, bits, { method, compat, seed: 7 });
       out.push({
         what: `${name}, ${method}, ${compat}`,

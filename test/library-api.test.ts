@@ -9,8 +9,11 @@ import { readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
+  bitsFromLists,
+  bitsToLists,
   buildModel,
   type DeepCaps,
+  type LayerBits,
   evaluateFullPrecision,
   quantize,
   searchModel,
@@ -59,7 +62,7 @@ test('a QuantizedModel computes what the search evaluates, never writes the floa
   const model = buildModel('ShallowCapsNet', [28, 1, 10, 16], { seed: 7 });
   const data = syntheticImages(60, 3);
   const before = model.parameters().map((p) => p.param.data.slice());
-  const bits = { weightBits: [6, 5, 4], actBits: [6, 6, 5], routingBits: [5, 4] };
+  const bits = bitsFromLists(model.quantLayers, { weightBits: [6, 5, 4], actBits: [6, 6, 5], routingBits: [5, 4] });
   for (const method of ['truncation', 'round_to_nearest', 'stochastic_rounding'] as const) {
     const q = quantize(model, bits, { method, seed: 11 });
     const got = q.evaluate(data, { batchSize: 20 });
@@ -141,17 +144,30 @@ test('searchModel reports each phase and returns the chosen models as QuantizedM
 test('bad arguments: errors name the argument', async () => {
   const model = buildModel('ShallowCapsNet', [28, 1, 10, 16]);
   const ok = uniformBits(model.quantLayers, 8);
+  const edited = (i: number, change: Partial<LayerBits>) => ok.map((b, k) => (k === i ? { ...b, ...change } : b));
   assert.throws(
-    () => quantize(model, { ...ok, weightBits: [8, 8] }, { method: 'truncation' }),
+    () => quantize(model, ok.slice(0, 2), { method: 'truncation' }),
+    /bits: expected one record per layer \(conv, primary, digit\), got 2/,
+  );
+  assert.throws(
+    () => quantize(model, edited(1, { name: 'digit' }), { method: 'truncation' }),
+    /bits\[1\]: expected layer 'primary', got 'digit'/,
+  );
+  assert.throws(
+    () => quantize(model, edited(1, { fracAct: 40 }), { method: 'truncation' }),
+    /bits\[1\] \(primary\)\.fracAct: expected an integer number of fractional bits in \[0, 32\], got 40/,
+  );
+  assert.throws(
+    () => quantize(model, edited(2, { fracRouting: -1 }), { method: 'truncation' }),
+    /bits\[2\] \(digit\)\.fracRouting/,
+  );
+  assert.throws(
+    () => quantize(model, edited(0, { fracRouting: 4 }), { method: 'truncation' }),
+    /bits\[0\] \(conv\)\.fracRouting: the layer does not route, expected null, got 4/,
+  );
+  assert.throws(
+    () => bitsFromLists(model.quantLayers, { ...bitsToLists(ok), weightBits: [8, 8] }),
     /bits\.weightBits: expected 3 bit counts \(conv, primary, digit\), got 2/,
-  );
-  assert.throws(
-    () => quantize(model, { ...ok, actBits: [8, 40, 8] }, { method: 'truncation' }),
-    /bits\.actBits\[1\] \(primary\): expected an integer number of fractional bits in \[0, 32\], got 40/,
-  );
-  assert.throws(
-    () => quantize(model, { ...ok, routingBits: [8, -1] }, { method: 'truncation' }),
-    /bits\.routingBits\[1\] \(digit\)/,
   );
   assert.throws(
     () => quantize(model, ok, { method: 'nearest' as never }),
@@ -200,7 +216,7 @@ test("activation memory: elements per image at each layer's activation points, x
   const r = await searchModel(shallow, data, { method: 'truncation', memoryBudgetMB: 3, batchSize: 20 });
   const counts = quant.activationCounts(shallow);
   for (const s of r.search.steps) {
-    assert.equal(s.activationKB, quant.activationMemoryBits(counts, s.bits.actBits) / 8000, s.step);
+    assert.equal(s.activationKB, quant.activationMemoryBits(counts, quant.bitsToLists(s.bits).actBits) / 8000, s.step);
     assert.ok(s.activationReduction! > 1, s.step);
   }
 });

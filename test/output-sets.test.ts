@@ -26,6 +26,7 @@ import { writeStateDict } from '../src/io/pt.js';
 import { buildModel } from '../src/models/factory.js';
 import { quantize } from '../src/quant/quantized-model.js';
 import { nativeRequired } from './helpers.js';
+import { bitsFromLists } from '../src/quant/config.js';
 
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const run = (args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
@@ -191,7 +192,10 @@ test("export --format c removes a killed export's temporary folders, and nothing
       routingBits: model.routingLayerNames.map(() => 6),
     };
     const packed = join(dir, 'm_quantized_memory.safetensors');
-    writeQuantizedModel(packed, quantize(model, bits, { method: 'round_to_nearest', seed: 1 }));
+    writeQuantizedModel(
+      packed,
+      quantize(model, bitsFromLists(model.quantLayers, bits), { method: 'round_to_nearest', seed: 1 }),
+    );
     const dead = deadPid();
     const stale = [`.m_quantized_memory_c.${dead}.0123abcd.tmp`, `.m_quantized_memory_c.${dead}.89abcdef.tmp.old`];
     const kept = [

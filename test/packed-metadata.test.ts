@@ -14,6 +14,7 @@ import { type QuantizedSearchRecord, readQuantizedModel, writeQuantizedModel } f
 import { readSafetensorsRaw, writeSafetensorsRaw } from '../src/io/safetensors.js';
 import { buildModel } from '../src/models/factory.js';
 import { quantize } from '../src/quant/quantized-model.js';
+import { bitsFromLists } from '../src/quant/config.js';
 
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'qcaps-packed-md-'));
@@ -37,7 +38,11 @@ function packed(file: string, edit: (md: Record<string, string>) => void = () =>
     actBits: model.quantLayers.map(() => 6),
     routingBits: model.routingLayerNames.map(() => 6),
   };
-  writeQuantizedModel(file, quantize(model, bits, { method: 'round_to_nearest', seed: 1 }), { search: SEARCH });
+  writeQuantizedModel(
+    file,
+    quantize(model, bitsFromLists(model.quantLayers, bits), { method: 'round_to_nearest', seed: 1 }),
+    { search: SEARCH },
+  );
   const raw = readSafetensorsRaw(file);
   edit(raw.metadata);
   writeSafetensorsRaw(file, raw.tensors, raw.metadata);

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { buildModel } from '../src/models/factory.js';
 import { ModelQuantizer, quantLayers } from '../src/quant/quantized-forward.js';
-import { uniformBits, type BitConfig } from '../src/quant/config.js';
+import { type BitConfig, type BitLists, bitsFromLists, uniformBits } from '../src/quant/config.js';
 import { FastEvaluator } from '../src/search/fast-evaluator.js';
 import { give, Tensor } from '../src/tensor/index.js';
 import { assertClose, syntheticImages } from './helpers.js';
@@ -33,7 +33,7 @@ test('with every bit count at 32 the quantized forward matches the full-precisio
   const fp = model.forward(x, false).clone();
   for (const method of ['truncation', 'round_to_nearest', 'stochastic_rounding'] as const) {
     const q = new ModelQuantizer(model, method, 'none', 42);
-    q.applyWeights([32, 32, 32]);
+    q.applyWeights(uniformBits(q.layers, 32));
     const out = model.forward(x, { training: false, quant: q.hooks(uniformBits(q.layers, 32), 0) });
     assertClose(out, fp, `${method} at 32 bits`, 1e-4, 1e-5);
     give(out.data);
@@ -47,11 +47,12 @@ test('the fast evaluator: reuse and early stops change no accuracy and no decisi
   const quantizer = new ModelQuantizer(model, 'round_to_nearest', 'none', 42);
   const plain = new FastEvaluator(model, quantizer, src, { batchSize: 40, cacheMB: 0, earlyStop: false });
   const fast = new FastEvaluator(model, quantizer, src, { batchSize: 40, cacheMB: 512, earlyStop: true });
+  const lists = (l: BitLists) => bitsFromLists(quantizer.layers, l);
   const configs: BitConfig[] = [
     uniformBits(quantizer.layers, 8),
-    { weightBits: [8, 8, 8], actBits: [8, 8, 4], routingBits: [8, 4] }, // reuses conv + primary
-    { weightBits: [8, 8, 8], actBits: [8, 3, 3], routingBits: [3, 3] }, // reuses conv
-    { weightBits: [8, 8, 2], actBits: [8, 3, 3], routingBits: [3, 3] },
+    lists({ weightBits: [8, 8, 8], actBits: [8, 8, 4], routingBits: [8, 4] }), // reuses conv + primary
+    lists({ weightBits: [8, 8, 8], actBits: [8, 3, 3], routingBits: [3, 3] }), // reuses conv
+    lists({ weightBits: [8, 8, 2], actBits: [8, 3, 3], routingBits: [3, 3] }),
     uniformBits(quantizer.layers, 1),
   ];
   for (const bits of configs) {
@@ -82,7 +83,7 @@ test('fast evaluator: a try that returns to an earlier configuration reuses its 
     [7, 7, 7],
     [8, 7, 7],
     [8, 8, 7],
-  ].map((w) => ({ ...a, weightBits: w }));
+  ].map((w) => bitsFromLists(quantizer.layers, { ...a, weightBits: w }));
   for (const [cacheMB, reusesLast] of [
     [512, true],
     [6, false], // room for one prefix of the primary capsules (4.4 MB): [8,7,7]'s displaced [8,8,8]'s
@@ -208,7 +209,7 @@ test('stochastic rounding with the same seed gives the same evaluation every tim
     const e = await ev.evaluate(bits);
     const x = Tensor.zeros([20, 28, 28, 1]);
     for (let i = 0; i < 20; i++) src.writeImage(i, x.data, i * 784);
-    q.applyWeights(bits.weightBits);
+    q.applyWeights(bits);
     const caps = model.forward(x, { training: false, quant: q.hooks(bits, 0) }).clone();
     q.restore();
     return { accuracy: e.accuracy, caps };

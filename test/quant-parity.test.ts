@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { buildModel } from '../src/models/factory.js';
 import { ModelQuantizer } from '../src/quant/quantized-forward.js';
+import { bitsFromLists } from '../src/quant/config.js';
 import { give, type Tensor } from '../src/tensor/index.js';
 import { fixture } from './helpers.js';
 import { type Fill, fillModule, fixtureImages } from './model-fixtures.js';
@@ -40,11 +41,16 @@ for (const [name, model, args, bitExact] of [
       net.eval();
       const bits = f.meta.bits as { weights: number[]; act: number[]; routing: number[] };
       const q = new ModelQuantizer(net, method, 'dac2020', 0);
-      q.applyWeights(bits.weights);
+      const config = bitsFromLists(net.quantLayers, {
+        weightBits: bits.weights,
+        actBits: bits.act,
+        routingBits: bits.routing,
+      });
+      q.applyWeights(config);
       const x = fixtureImages(f);
       const out = net.forward(x, {
         training: false,
-        quant: q.hooks({ weightBits: bits.weights, actBits: bits.act, routingBits: bits.routing }, 0),
+        quant: q.hooks(config, 0),
       });
       const ref = f.get(method);
       if (bitExact) assert.deepEqual(out.data, ref.data);

@@ -25,7 +25,7 @@ import { readSafetensorsRaw, writeSafetensors, writeSafetensorsRaw } from '../sr
 import type { CapsNet } from '../src/models/capsnet.js';
 import { sourceBatch } from '../src/models/evaluate.js';
 import { buildModel } from '../src/models/factory.js';
-import type { BitConfig } from '../src/quant/config.js';
+import { type BitConfig, bitsFromLists } from '../src/quant/config.js';
 import { type QuantizedModel, quantize } from '../src/quant/quantized-model.js';
 import type { QuantMethod } from '../src/tensor/backend.js';
 import type { RoundingCompat } from '../src/quant/methods.js';
@@ -55,11 +55,11 @@ const deep = buildModel('DeepCaps', [28, 1, 10, 32], { seed: 4 });
 }
 
 function bitsFor(model: CapsNet, w: number[], a: number, r: number): BitConfig {
-  return {
+  return bitsFromLists(model.quantLayers, {
     weightBits: w,
     actBits: model.quantLayers.map(() => a),
     routingBits: model.routingLayerNames.map(() => r),
-  };
+  });
 }
 
 function sameValues(a: Float32Array, b: Float32Array, what: string): void {

@@ -4,7 +4,7 @@
 // step-1 target that even 32 bits miss. The fast evaluator is tested in quant-forward.test.ts.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { BitConfig, QuantLayerInfo } from '../src/quant/config.js';
+import { type BitConfig, type BitLists, bitsToLists, type QuantLayerInfo } from '../src/quant/config.js';
 import { memoryBits, runSearch } from '../src/search/qcapsnets.js';
 import type { Evaluation, Evaluator } from '../src/search/evaluator.js';
 
@@ -24,11 +24,11 @@ const deepLayers: QuantLayerInfo[] = [
 
 /** An evaluator whose accuracy is a function of the bits; records what it was asked. */
 class Scripted implements Evaluator {
-  asked: BitConfig[] = [];
-  constructor(private readonly f: (b: BitConfig) => number) {}
+  asked: BitLists[] = [];
+  constructor(private readonly f: (b: BitLists) => number) {}
   async evaluate(bits: BitConfig): Promise<Evaluation> {
-    this.asked.push(JSON.parse(JSON.stringify(bits)));
-    const a = this.f(bits);
+    this.asked.push(bitsToLists(bits));
+    const a = this.f(bitsToLists(bits));
     return { accuracy: a, lower: a, upper: a, exact: true, seen: 100, total: 100, seconds: 0 };
   }
 }
@@ -60,7 +60,7 @@ test('step 1 binary search keeps the smallest N that stays above the target', as
     .filter((b) => b.weightBits.every((w) => w === b.weightBits[0]) && b.actBits.every((a) => a === b.weightBits[0]))
     .map((b) => b.actBits[0]);
   assert.deepEqual(step1Tries.slice(0, 6), [32, 16, 8, 4, 6, 7]);
-  assert.deepEqual(r.steps[0].bits.actBits, [7, 7, 7]);
+  assert.deepEqual(bitsToLists(r.steps[0].bits).actBits, [7, 7, 7]);
   assert.equal(r.steps[0].accuracy, 90);
 });
 
@@ -74,20 +74,24 @@ test('branch A: 3A lowers activation bits layer by layer, routing bits follow, 4
     quiet,
   );
   assert.equal(r.branch, 'A');
-  const s1 = r.steps[0].bits.actBits[0];
+  const s1 = bitsToLists(r.steps[0].bits).actBits[0];
   assert.equal(s1, 5);
   const step3A = r.steps.find((s) => s.step === 'step3A')!;
-  assert.deepEqual(step3A.bits.actBits, [5, 5, 5]);
-  assert.deepEqual(step3A.bits.routingBits, [5, 5], 'routing bits follow the activation bits of primary and digit');
+  assert.deepEqual(bitsToLists(step3A.bits).actBits, [5, 5, 5]);
+  assert.deepEqual(
+    bitsToLists(step3A.bits).routingBits,
+    [5, 5],
+    'routing bits follow the activation bits of primary and digit',
+  );
   const step4A = r.steps.find((s) => s.step === 'step4A')!;
   // only digit iterates (primary routes once): its routing bits go down to 3
-  assert.deepEqual(step4A.bits.routingBits, [5, 3]);
+  assert.deepEqual(bitsToLists(step4A.bits).routingBits, [5, 3]);
   assert.equal(r.models[0].kind, 'satisfied');
 });
 
 test("dac2020 compatibility maps DeepCaps' step-3A routing bits as the reference code does", async () => {
   // activation bits of deeper layers may go lower than earlier ones
-  const f = (b: BitConfig) => (b.actBits.every((a, i) => a >= 8 - i) ? 90 : 10);
+  const f = (b: BitLists) => (b.actBits.every((a, i) => a >= 8 - i) ? 90 : 10);
   const fixed = await runSearch(
     deepLayers,
     { fpAccuracy: 90, tolerance: 2, memoryBudgetMB: 10, compat: 'none' },
@@ -100,8 +104,8 @@ test("dac2020 compatibility maps DeepCaps' step-3A routing bits as the reference
     new Scripted(f),
     quiet,
   );
-  const a = fixed.steps.find((s) => s.step === 'step3A')!.bits;
-  const b = compat.steps.find((s) => s.step === 'step3A')!.bits;
+  const a = bitsToLists(fixed.steps.find((s) => s.step === 'step3A')!.bits);
+  const b = bitsToLists(compat.steps.find((s) => s.step === 'step3A')!.bits);
   assert.deepEqual(a.actBits, b.actBits);
   assert.deepEqual(a.routingBits, [a.actBits[4], a.actBits[5]], 'block4 and capsLayer');
   assert.deepEqual(b.routingBits, [b.actBits[1], b.actBits[2]], 'the reference reads block1 and block2');
@@ -121,7 +125,7 @@ test('branch B: 3B lowers weight bits from the step-1 configuration; memory and 
     r.models.map((m) => m.kind),
     ['memory', 'accuracy'],
   );
-  assert.deepEqual(r.models[1].result.bits.weightBits, [6, 6, 6]);
+  assert.deepEqual(bitsToLists(r.models[1].result.bits).weightBits, [6, 6, 6]);
   assert.ok(r.models[0].result.memoryMB <= 2);
 });
 
@@ -134,7 +138,7 @@ test('when even 32 bits miss the step-1 target the search says so and keeps 32 b
     quiet,
   );
   assert.match(r.notes[0], /even 32 bits miss the step-1 target/);
-  assert.deepEqual(r.steps[0].bits.weightBits, [32, 32, 32]);
+  assert.deepEqual(bitsToLists(r.steps[0].bits).weightBits, [32, 32, 32]);
   await assert.rejects(
     runSearch(shallowLayers, { fpAccuracy: 90, tolerance: 120, memoryBudgetMB: 200, compat: 'none' }, ev, quiet),
     /tolerance 120: expected a percentage in \(0, 100\)/,

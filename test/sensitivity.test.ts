@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { writeStateDict } from '../src/io/pt.js';
 import { evaluateFullPrecision } from '../src/models/evaluate.js';
 import { buildModel } from '../src/models/factory.js';
-import { FULL_PRECISION } from '../src/quant/config.js';
+import { FULL_PRECISION, uniformBits } from '../src/quant/config.js';
 import { ModelQuantizer } from '../src/quant/quantized-forward.js';
 import { FastEvaluator } from '../src/search/fast-evaluator.js';
 import { parseBitList, type SensitivityResult } from '../src/search/sensitivity.js';
@@ -29,14 +29,10 @@ test('FULL_PRECISION everywhere is the float32 forward; a layer set back to it g
   const before = model.parameters().map((p) => p.param.data.slice());
   const q = new ModelQuantizer(model, 'round_to_nearest', 'none', 42);
   const ev = new FastEvaluator(model, q, images, { batchSize: 20, cacheMB: 64, earlyStop: false, order: 'dataset' });
-  const full = {
-    weightBits: [FULL_PRECISION, FULL_PRECISION, FULL_PRECISION],
-    actBits: [FULL_PRECISION, FULL_PRECISION, FULL_PRECISION],
-    routingBits: [FULL_PRECISION, FULL_PRECISION],
-  };
+  const full = uniformBits(q.layers, FULL_PRECISION);
   assert.equal((await ev.evaluate(full)).accuracy, fp.accuracy);
-  await ev.evaluate({ ...full, weightBits: [2, 2, 2] });
-  q.applyWeights([FULL_PRECISION, 2, FULL_PRECISION]);
+  await ev.evaluate(full.map((b) => ({ ...b, fracWeight: 2 })));
+  q.applyWeights(full.map((b) => ({ ...b, fracWeight: b.name === 'primary' ? 2 : FULL_PRECISION })));
   const same = model.parameters().map((p, i) => ({
     name: p.name,
     same: Buffer.compare(Buffer.from(p.param.data.buffer), Buffer.from(before[i].buffer)) === 0,

@@ -13,6 +13,7 @@ import { exportC } from '../../src/export/c-export.js';
 import { FileFormatError } from '../../src/io/byte-source.js';
 import { buildModel } from '../../src/models/factory.js';
 import { quantize } from '../../src/quant/quantized-model.js';
+import { bitsFromLists } from '../../src/quant/config.js';
 
 /** The fuzzed model's image: 18 x 18 x 1 values. */
 export const C_FUZZ_IMAGE = { height: 18, width: 18, channels: 1 } as const;
@@ -39,7 +40,7 @@ export function buildCBinary(dir: string, flags: readonly string[] = SANITIZE_FL
     actBits: model.quantLayers.map(() => 6),
     routingBits: model.routingLayerNames.map(() => 6),
   };
-  const q = quantize(model, bits, { method: 'round_to_nearest', seed: 1 });
+  const q = quantize(model, bitsFromLists(model.quantLayers, bits), { method: 'round_to_nearest', seed: 1 });
   const { dir: cDir } = exportC(q, { outDir: dir, stem: 'fuzz_quantized' });
   const args = ['-std=c99', '-O1', '-g', '-Wall', '-Wextra', '-pedantic', '-Werror', ...flags];
   const cc = spawnSync('cc', [...args, '-o', 'qcaps', 'main.c', 'qcaps_model.c', '-lm'], {

@@ -224,11 +224,12 @@ function trainingCheckpointSeed(): Seed {
 /** The smallest packed quantized model: ShallowCapsNet [18, 1, 2, 2] at 2-bit weights. */
 function quantizedSeed(): Seed {
   const model = buildModel('ShallowCapsNet', [18, 1, 2, 2], { seed: 3 });
-  const bits = {
-    weightBits: model.quantLayers.map(() => 2),
-    actBits: model.quantLayers.map(() => 4),
-    routingBits: model.routingLayerNames.map(() => 4),
-  };
+  const bits = model.quantLayers.map((l) => ({
+    name: l.name,
+    fracWeight: 2,
+    fracAct: 4,
+    fracRouting: l.routes ? 4 : null,
+  }));
   const q = quantize(model, bits, { method: 'round_to_nearest', seed: 1 });
   return safetensorsSeed(
     'quantized',

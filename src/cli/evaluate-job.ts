@@ -5,6 +5,7 @@ import { existsSync, statSync } from 'node:fs';
 import { datasetFingerprint, readQuantizedModel } from '../export/quantized-file.js';
 import { evaluateFullPrecision } from '../models/evaluate.js';
 import { activeIsa } from '../tensor/kernels.js';
+import { bitsText } from '../quant/config.js';
 import type { FlagName, Options } from './flags.js';
 import { datasetShapeFromFlags, loadTestSplit, loadTrained, type Log, modelFromFlags } from './inputs.js';
 
@@ -78,11 +79,10 @@ async function evaluatePacked(o: Options<'evaluate'>, given: ReadonlySet<FlagNam
           '(the draws depend on the batch); evaluating in dataset order',
       );
   }
-  const b = q.bits;
   const r = q.evaluate(test, { batchSize, order });
   log(
     `quantized accuracy of ${path} (${info.model} ${info.modelArgs.join(' ')}, ${info.method}${info.compat === 'none' ? '' : `, ${info.compat}`}, ` +
-      `w=[${b.weightBits}] a=[${b.actBits}] r=[${b.routingBits}]) on ${test}: ${r.accuracy}% (${r.correct}/${r.total})`,
+      `${bitsText(q.bits)}) on ${test}: ${r.accuracy}% (${r.correct}/${r.total})`,
   );
   const s = info.search;
   if (s && s.fingerprint === fingerprint)

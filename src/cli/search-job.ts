@@ -8,6 +8,7 @@ import type { Dataset } from '../data/dataset.js';
 import type { CapsNet } from '../models/capsnet.js';
 import type { QuantMethod } from '../tensor/backend.js';
 import type { RoundingCompat } from '../quant/methods.js';
+import { bitsToLists } from '../quant/config.js';
 import type { SearchResult } from '../search/qcapsnets.js';
 import { type SearchProgress, searchModel } from '../search/search-model.js';
 import { writeStateDict } from '../io/pt.js';
@@ -208,9 +209,7 @@ function writeOutputs(
     models,
     evaluations: search.evaluations.map((e) => ({
       step: e.step,
-      weightBits: e.bits.weightBits,
-      actBits: e.bits.actBits,
-      routingBits: e.bits.routingBits,
+      ...bitsToLists(e.bits),
       accuracy: e.exact ? e.accuracy : null,
       lower: e.lower,
       upper: e.upper,
@@ -237,9 +236,7 @@ function writeOutputs(
 function flatStep(s: SearchResult['steps'][number]) {
   return {
     step: s.step,
-    weightBits: s.bits.weightBits,
-    actBits: s.bits.actBits,
-    routingBits: s.bits.routingBits,
+    ...bitsToLists(s.bits),
     accuracy: s.accuracy,
     memoryMB: s.memoryMB,
     reduction: s.reduction,

@@ -3,6 +3,7 @@
 // The inference follows the quantized forward pass (SPEC 4) of src/quant/quantized-forward.ts:
 // every activation quantized with its layer's activation bits, routing's s and logits with
 // its routing bits, convolutions of fixed-point values as exact integer sums.
+import { convOutputSide } from '../tensor/conv-geometry.js';
 import type { DeepCaps } from '../models/deepcaps.js';
 import { shallowPrimaryGrid, type ShallowCapsNet } from '../models/shallow-capsnet.js';
 import type { QuantizedModel } from '../quant/quantized-model.js';
@@ -35,14 +36,14 @@ function shallowSource(q: QuantizedModel, tensors: readonly CTensor[]): string {
   const m = q.model as ShallowCapsNet;
   const H = m.inputWh;
   const C = m.inputCh;
-  const H1 = H - 8; // conv: 9x9, no padding
+  const H1 = convOutputSide(H, m.description.layer('conv').conv!);
   const G = shallowPrimaryGrid(H);
   const P = G * G;
   const I = m.numPrimaryCaps;
   const K = m.numClasses;
   const D = m.capsDim;
-  const wPrimary = q.bits.weightBits[1];
-  const [aConv, aPrimary, aDigit] = q.bits.actBits;
+  const wPrimary = q.bitsOf('primary').fracWeight;
+  const [aConv, aPrimary, aDigit] = q.bits.map((b) => b.fracAct);
   const convW = floatCopy(tensorOf(tensors, 'conv.conv.weight'));
   const convB = floatCopy(tensorOf(tensors, 'conv.conv.bias'));
   const primW = tensorOf(tensors, 'primary.conv3d.weight');
@@ -105,7 +106,7 @@ int qcaps_infer(const float *image, float *class_lengths) {
 }
 
 /** Side of a stride-s, pad-1, 3x3 convolution's output. */
-const convSide = (n: number, stride: number) => Math.floor((n + 2 - 3) / stride) + 1;
+const convSide = (n: number, stride: number) => convOutputSide(n, { kernel: 3, stride, pad: 1 });
 
 function deepCapsSource(q: QuantizedModel, tensors: readonly CTensor[], floats: readonly CFloatBuffer[]): string {
   const m = q.model as DeepCaps;
@@ -113,9 +114,8 @@ function deepCapsSource(q: QuantizedModel, tensors: readonly CTensor[], floats: 
   const Cin = m.inputCh;
   const K = m.numClasses;
   const D = m.capsDim;
-  const layer = new Map(m.layerNames.map((n, i) => [n, i]));
-  const act = (name: string) => q.bits.actBits[layer.get(name)!];
-  const wb = (name: string) => q.bits.weightBits[layer.get(name)!];
+  const act = (name: string) => q.bitsOf(name).fracAct;
+  const wb = (name: string) => q.bitsOf(name).fracWeight;
   const t = (name: string) => tensorOf(tensors, name);
   const buffer = (name: string) => {
     const f = floats.find((x) => x.name === name);

@@ -3,6 +3,7 @@
 // int8_t / int16_t / int32_t that holds its two's-complement width, in this tool's layout
 // (conv weights [O, KH, KW, C], capsule weights [I, Din, J*D], capsule biases [J, D]), with
 // macros for its size, fractional bits and total bits, and for every layer's bits.
+import { integerContainer } from '../quant/integer-container.js';
 import type { QuantizedModel } from '../quant/quantized-model.js';
 
 /** One parameter as the C code sees it. */
@@ -30,7 +31,7 @@ const cName = (name: string) => name.replace(/[^A-Za-z0-9]/g, '_');
 /** The parameters of `q` in this tool's layout, as integers (see CTensor). */
 export function cTensors(q: QuantizedModel): CTensor[] {
   const layouts = new Map(q.model.parameters().map((p) => [p.name, p]));
-  return q.integerParameters().map((p) => {
+  return q.integers.map((p) => {
     const param = layouts.get(p.name);
     if (!param) throw new Error(`C export: parameter '${p.name}' is not in the model`);
     if (p.totalBits > 32) throw new Error(`C export: ${p.name} needs ${p.totalBits} bits, more than int32_t holds`);
@@ -56,7 +57,9 @@ export function cTensors(q: QuantizedModel): CTensor[] {
     } else if (param.layout !== 'plain') {
       throw new Error(`C export: parameter '${p.name}' has layout '${param.layout}', which the C code does not read`);
     }
-    const ctype = p.totalBits <= 8 ? 'int8_t' : p.totalBits <= 16 ? 'int16_t' : 'int32_t';
+    const container = integerContainer(p.totalBits);
+    if (container === 64) throw new Error(`C export: parameter '${p.name}' needs ${p.totalBits} bits, more than 32`);
+    const ctype = `int${container}_t` as const;
     return {
       name: p.name,
       array: `qcaps_${cName(p.name)}`,
@@ -128,13 +131,11 @@ export function* weightHeader(
 #define QCAPS_COMPAT ${q.compat === 'dac2020' ? 1 : 0}
 
 `;
-  const routing = new Map(m.routingLayerNames.map((n, i) => [n, i]));
-  for (let l = 0; l < m.layerNames.length; l++) {
-    const name = cName(m.layerNames[l]).toUpperCase();
-    yield `#define QCAPS_${name}_WEIGHT_BITS ${q.bits.weightBits[l]}\n`;
-    yield `#define QCAPS_${name}_ACT_BITS ${q.bits.actBits[l]}\n`;
-    const r = routing.get(m.layerNames[l]);
-    if (r !== undefined) yield `#define QCAPS_${name}_ROUTING_BITS ${q.bits.routingBits[r]}\n`;
+  for (const b of q.bits) {
+    const name = cName(b.name).toUpperCase();
+    yield `#define QCAPS_${name}_WEIGHT_BITS ${b.fracWeight}\n`;
+    yield `#define QCAPS_${name}_ACT_BITS ${b.fracAct}\n`;
+    if (b.fracRouting !== null) yield `#define QCAPS_${name}_ROUTING_BITS ${b.fracRouting}\n`;
   }
   for (const t of tensors) {
     yield `\n/* ${t.name} [${t.shape.join('][')}] */\n`;

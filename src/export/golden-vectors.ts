@@ -2,20 +2,18 @@
 // at every quantization point of the quantized forward pass (SPEC 4), each with its fixed-point
 // format (value = integer * 2^-frac: activations use the layer's activation bits, routing's s
 // and logits its routing bits), plus the class capsules' lengths and the predictions.
-// The capture pass runs the native kernels but for routing, which runs in the TypeScript
-// reference (it reports c, s, v and the logits of every iteration), with hooks that call
-// activation() at every point; its class capsules are checked against the normal (native)
-// QuantizedModel.forward.
+// The capture pass runs the current kernels but for routing, which its hooks hand to the
+// TypeScript reference with a recorder (it reports c, s, v and the logits of every iteration;
+// no process-wide state changes), and hooks that call activation() at every point; its class
+// capsules are checked against the normal QuantizedModel.forward.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { type ImageSource, sourceBatch } from '../models/evaluate.js';
 import type { QuantHooks } from '../nn/module.js';
+import { bitsToLists } from '../quant/config.js';
 import type { QuantizedModel } from '../quant/quantized-model.js';
-import type { Kernels, RoutingQuant } from '../tensor/backend.js';
-import { kernels, useKernels } from '../tensor/kernels.js';
+import type { RoutingRecord } from '../tensor/backend.js';
 import { give } from '../tensor/pool.js';
-import { capsulesForwardTs, type RoutingRecord, routingForwardTs } from '../tensor/ts/routing.js';
-import type { Tensor } from '../tensor/tensor.js';
 import { writeFileAtomic } from '../io/atomic-write.js';
 import { type RawTensor, writeSafetensorsRaw } from '../io/safetensors.js';
 
@@ -53,8 +51,6 @@ export function exportGoldenVectors(
     throw new Error(`exportGoldenVectors: options.images ${n}: expected an integer in [1, ${data.count}]`);
   const batchSize = options.batchSize ?? 100;
   const m = q.model;
-  const layerIndex = new Map(m.layerNames.map((name, i) => [name, i]));
-  const routingIndex = new Map(m.routingLayerNames.map((name, i) => [name, i]));
   const records = new Map<string, Recorded>();
   const order: string[] = [];
   const put = (name: string, info: Recorded['info'], values: Float32Array, shape: number[]) => {
@@ -66,16 +62,10 @@ export function exportGoldenVectors(
     }
     r.parts.push({ values: values.slice(), shape });
   };
-  const layerOf = (path: string) => {
-    const l = layerIndex.get(path.split('.')[0]);
-    if (l === undefined) throw new Error(`exportGoldenVectors: no layer named '${path}'`);
-    return l;
-  };
   const inputData = new Float32Array(n * m.inputWh * m.inputWh * m.inputCh);
   const lengths = new Float32Array(n * m.numClasses);
   const predictions = new Int32Array(n);
 
-  const native = kernels();
   const first: ImageSource = {
     count: n,
     labels: data.labels.subarray(0, n),
@@ -90,7 +80,6 @@ export function exportGoldenVectors(
     const B = xb.shape[0];
     const reference = q.forward(xb, b);
     // the capture pass
-    const routingPaths = new Map<RoutingQuant, string>();
     const inner = q.hooks(b);
     const hooks: QuantHooks = {
       conv: inner.conv,
@@ -101,25 +90,23 @@ export function exportGoldenVectors(
           {
             name: `${path}/${point}`,
             point,
-            layer: m.layerNames[layerOf(path)],
-            fracBits: q.bits.actBits[layerOf(path)],
+            layer: q.bitsOf(path).name,
+            fracBits: q.bitsOf(path).fracAct,
             iteration: null,
           },
           t.data.subarray(0, t.size),
           [...t.shape],
         );
       },
+      // the routing runs in the TypeScript reference, which reports c, s, v and the logits of
+      // every iteration
       routing: (path) => {
         const r = inner.routing(path);
-        if (r) routingPaths.set(r, path);
-        return r;
+        return r && { ...r, record: recorder(path) };
       },
     };
-    const recordFor = (quant: RoutingQuant | null): RoutingRecord | undefined => {
-      const path = quant ? routingPaths.get(quant) : undefined;
-      if (!path) return undefined;
-      const l = layerOf(path);
-      const r = routingIndex.get(path.split('.')[0])!;
+    const recorder = (path: string): RoutingRecord => {
+      const bits = q.bitsOf(path);
       return (it, name, values) => {
         const routingValue = name === 's' || name === 'logits';
         const key = it < 0 ? `${path}/${name}` : `${path}/iter${it}/${name}`;
@@ -128,8 +115,8 @@ export function exportGoldenVectors(
           {
             name: key,
             point: name,
-            layer: m.layerNames[l],
-            fracBits: routingValue ? q.bits.routingBits[r] : q.bits.actBits[l],
+            layer: bits.name,
+            fracBits: routingValue ? bits.fracRouting : bits.fracAct,
             iteration: it < 0 ? null : it,
           },
           values,
@@ -137,21 +124,7 @@ export function exportGoldenVectors(
         );
       };
     };
-    // the native kernels (their exact fixed-point convolutions), but routing from the
-    // TypeScript reference, which reports the values of every iteration
-    const capture: Kernels = {
-      ...native,
-      routingForward: (g, u, bias, v, saveS, saveC, quant) =>
-        routingForwardTs(g, u, bias, v, saveS, saveC, quant, recordFor(quant)),
-      capsulesForward: (g, x2, w, bias, v, quant) => capsulesForwardTs(g, x2, w, bias, v, quant, recordFor(quant)),
-    };
-    let caps: Tensor;
-    useKernels(capture);
-    try {
-      caps = m.forward(xb, { training: false, quant: hooks });
-    } finally {
-      useKernels(native);
-    }
+    const caps = m.forward(xb, { training: false, quant: hooks });
     const K = m.numClasses;
     const D = caps.size / (caps.shape[0] * K);
     for (let i = 0; i < caps.size; i++)
@@ -273,7 +246,7 @@ export function exportGoldenVectors(
     method: q.method,
     compat: q.compat,
     seed: q.seed,
-    bits: q.bits,
+    bits: bitsToLists(q.bits),
     batch_size: batchSize,
     images: Array.from({ length: n }, (_, i) => i),
     tensors,

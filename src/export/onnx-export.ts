@@ -3,6 +3,8 @@
 // class lengths [batch, K] and class capsules [batch, K, D]. Weights are integer initializers
 // (int8 / int16 / int32 by the width they need) behind DequantizeLinear with scale 2^-frac;
 // every activation and routing quantizer is explicit ops; routing iterations are unrolled.
+import { bitsToLists } from '../quant/config.js';
+import { integerContainer } from '../quant/integer-container.js';
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { CapsNet } from '../models/capsnet.js';
@@ -73,11 +75,10 @@ export function exportOnnx(q: QuantizedModel, options: OnnxExportOptions): OnnxE
     const spec = activationQuant(graphMethod, bits, q.compat, 0, 0);
     return { method: graphMethod, frac: spec.frac, compat: spec.compat };
   };
-  const layerIndex = new Map(m.layerNames.map((n, i) => [n, i]));
-  const act = (layer: string) => quantizerOf(q.bits.actBits[layerIndex.get(layer)!]);
+  const act = (layer: string) => quantizerOf(q.bitsOf(layer).fracAct);
   const routing = (layer: string): RoutingQuantizers => ({
     act: act(layer),
-    routing: quantizerOf(q.bits.routingBits[m.routingLayerNames.indexOf(layer)]),
+    routing: quantizerOf(q.bitsOf(layer).fracRouting!),
   });
   const ctx: Lowering = { g, m, act, routing };
   const x = g.transpose('images', [0, 3, 1, 2]); // NHWC -> NCHW
@@ -95,7 +96,7 @@ export function exportOnnx(q: QuantizedModel, options: OnnxExportOptions): OnnxE
       { name: 'capsules', dims: ['batch', m.numClasses, m.capsDim] },
     ],
     `qcapsnets ${m.kind} (${m.args.join(' ')}), ${q.method}${q.compat === 'dac2020' ? ' (dac2020)' : ''}` +
-      `${graphMethod !== q.method ? ` exported with ${graphMethod}` : ''}; bits ${JSON.stringify(q.bits)}`,
+      `${graphMethod !== q.method ? ` exported with ${graphMethod}` : ''}; bits ${JSON.stringify(bitsToLists(q.bits))}`,
   );
   const dir = resolve(options.outDir);
   try {
@@ -122,7 +123,7 @@ interface Lowering {
  *  not saturate) fits no DequantizeLinear input type: that parameter is a float initializer. */
 function weightInitializers(g: OnnxGraph, q: QuantizedModel): OnnxExportResult['weightTypes'] {
   const types: OnnxExportResult['weightTypes'] = {};
-  for (const p of q.integerParameters()) {
+  for (const p of q.integers) {
     const scale = g.scalar(2 ** -p.fracBits);
     if (p.values instanceof BigInt64Array) {
       const f = Float32Array.from(p.values, (v) => Number(v) * 2 ** -p.fracBits);
@@ -130,10 +131,11 @@ function weightInitializers(g: OnnxGraph, q: QuantizedModel): OnnxExportResult['
       types[p.name] = 'float';
       continue;
     }
+    const container = integerContainer(p.totalBits);
     const [type, dt, raw] =
-      p.totalBits <= 8
+      container === 8
         ? (['int8', DT.int8, bytesOf(Int8Array.from(p.values))] as const)
-        : p.totalBits <= 16
+        : container === 16
           ? (['int16', DT.int16, bytesOf(Int16Array.from(p.values))] as const)
           : (['int32', DT.int32, bytesOf(p.values)] as const);
     g.tensor(`${p.name}.int`, dt, p.shape, raw);

@@ -9,6 +9,7 @@
 // Convolutions of fixed-point values are exact sums (convOp), as ours are, so the order of ORT's
 // sums does not matter there; the capsule votes' sums of fixed-point products are exact in
 // float32 as long as they stay within 24 bits of their grid.
+import { convOutputSide } from '../tensor/conv-geometry.js';
 import type { RoutingGeom } from '../tensor/backend.js';
 import { quantizeTs } from '../tensor/ts/quantize.js';
 import { DT, type OnnxGraph } from './onnx-graph.js';
@@ -26,8 +27,7 @@ export interface ConvGeom {
 }
 
 /** The output side of a convolution over an n x n input. */
-export const convSide = (n: number, c: { kernel: number; stride: number; pad: number }) =>
-  Math.floor((n + 2 * c.pad - c.kernel) / c.stride) + 1;
+export const convSide = convOutputSide;
 
 /** Conv + bias (+ ReLU) on NCHW; w is OIHW. A float input (the images) goes through ORT's Conv,
  *  as ours goes through a float convolution. A fixed-point input (`exact`: a quantizer's output,

@@ -33,8 +33,15 @@
 import { statSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { CapsNet, ModelName } from '../models/capsnet.js';
-import { buildModel, isModelName, MODEL_NAMES, moduleArgsProblem, orList } from '../models/factory.js';
-import { type BitConfig, checkBitConfig } from '../quant/config.js';
+import {
+  buildModel,
+  isModelName,
+  leastParameterCount,
+  MODEL_NAMES,
+  moduleArgsProblem,
+  orList,
+} from '../models/factory.js';
+import { type BitConfig, type BitLists, bitsFromLists } from '../quant/config.js';
 import { weightMemoryBits } from '../quant/memory.js';
 import { parseQuantMethod, parseRoundingCompat, type RoundingCompat } from '../quant/methods.js';
 import { type IntegerParameter, QuantizedModel, quantize } from '../quant/quantized-model.js';
@@ -306,7 +313,7 @@ export function writeQuantizedModel(
   if (!(q instanceof QuantizedModel)) throw new Error('writeQuantizedModel: q must be a QuantizedModel');
   const model = q.model;
   const saturated = q.compat !== 'dac2020';
-  const params = q.integerParameters();
+  const params = q.integers;
   const paramNames = new Set(params.map((p) => p.name));
   const formats: Record<string, TensorFormat> = {};
   const tensors: [string, RawTensor][] = [];
@@ -346,10 +353,9 @@ export function writeQuantizedModel(
     weightBytes += bytes.length;
   }
   const bits = q.bits;
-  const routingIndex = new Map(model.routingLayerNames.map((n, r) => [n, r]));
   const memoryBits = weightMemoryBits(
     q.layers.map((l) => l.paramCount),
-    bits.weightBits,
+    bits.map((b) => b.fracWeight),
   );
   const metadata: Record<string, string> = {
     format: QUANTIZED_FORMAT,
@@ -363,9 +369,9 @@ export function writeQuantizedModel(
       q.layers.map((l, i) => ({
         name: l.name,
         param_count: l.paramCount,
-        weight_bits: bits.weightBits[i],
-        act_bits: bits.actBits[i],
-        routing_bits: routingIndex.has(l.name) ? bits.routingBits[routingIndex.get(l.name)!] : null,
+        weight_bits: bits[i].fracWeight,
+        act_bits: bits[i].fracAct,
+        routing_bits: bits[i].fracRouting,
       })),
     ),
     tensors: JSON.stringify(formats),
@@ -470,6 +476,49 @@ function asFileError<T>(file: string, check: () => T): T {
 export function readQuantizedModel(file: string): { quantized: QuantizedModel; info: QuantizedFileInfo } {
   const raw = readSafetensorsRaw(file);
   const md = raw.metadata;
+  checkFormatTag(file, md);
+  const { name, args, model, decoder } = modelOfMetadata(file, md, raw.fileBytes);
+  const { method, compat, seed } = roundingOfMetadata(file, md);
+  const bits = layerBits(file, model, jsonField<unknown>(file, md, 'layers', true));
+  const { sd, formats, evaluationOrder, packedBytes, weightBytes } = decodeTensors(
+    file,
+    raw,
+    model,
+    bits,
+    method,
+    compat,
+  );
+  const quantized = quantizeOnGrid(file, model, sd, bits, { method, compat, seed });
+  const search = checkSearchRecord(file, jsonField<unknown>(file, md, 'search', false));
+  const memoryBits = weightMemoryBits(
+    model.quantLayers.map((l) => l.paramCount),
+    bits.map((b) => b.fracWeight),
+  );
+  return {
+    quantized,
+    info: {
+      file,
+      model: name,
+      modelArgs: args,
+      decoder,
+      method,
+      compat,
+      seed,
+      bits,
+      tensors: formats,
+      search,
+      evaluationOrder,
+      metadata: md,
+      packedBytes,
+      weightBytes,
+      memoryBytes: memoryBits / 8,
+      fileBytes: raw.fileBytes,
+    },
+  };
+}
+
+/** The format tag and version, with a hint when the file is a training checkpoint. */
+function checkFormatTag(file: string, md: Record<string, string>): void {
   if (md.format !== QUANTIZED_FORMAT) {
     const what =
       md.format === undefined ? 'its __metadata__ has no format tag' : `its __metadata__ format is '${md.format}'`;
@@ -487,7 +536,15 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
       file,
       `quantized model format version '${md.format_version}', this qcapsnets reads version ${QUANTIZED_FORMAT_VERSION}`,
     );
-  // the model
+}
+
+/** The model the metadata names, built from its model_args (refused before building when the
+ *  file could not hold its parameters), and the decoder it names. */
+function modelOfMetadata(
+  file: string,
+  md: Record<string, string>,
+  fileBytes: number,
+): { name: ModelName; args: number[]; model: CapsNet; decoder: QuantizedFileInfo['decoder'] } {
   const name = md.model;
   if (typeof name !== 'string' || !isModelName(name))
     throw fileError(file, `__metadata__ model '${name}' is not a model: expected ${orList(MODEL_NAMES)}`);
@@ -499,10 +556,10 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
   // every parameter takes at least one bit of the file: refuse model_args whose model could
   // not fit before building it (its weights are allocated from model_args alone)
   const least = leastParameterCount(name, args);
-  if (least > 8 * raw.fileBytes)
+  if (least > 8 * fileBytes)
     throw fileError(
       file,
-      `__metadata__ model ${name} model_args [${args.join(', ')}] describe at least ${least} parameters, more than a file of ${raw.fileBytes} bytes holds`,
+      `__metadata__ model ${name} model_args [${args.join(', ')}] describe at least ${least} parameters, more than a file of ${fileBytes} bytes holds`,
     );
   let model: CapsNet;
   try {
@@ -520,19 +577,47 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
       throw fileError(file, `__metadata__ decoder_args ${md.decoder_args}: expected an array of integers`);
     decoder = { name: md.decoder, args: dargs };
   }
-  // method, arithmetic, seed, bits
+  return { name, args, model, decoder };
+}
+
+/** The metadata's method, arithmetic and seed. */
+function roundingOfMetadata(
+  file: string,
+  md: Record<string, string>,
+): { method: QuantMethod; compat: RoundingCompat; seed: number } {
   const method = asFileError(file, () => parseQuantMethod(md.method, '__metadata__ method'));
   const compat = asFileError(file, () => parseRoundingCompat(md.compat, '__metadata__ compat'));
   const seed = Number(md.seed);
   if (md.seed === undefined || !/^\d+$/.test(md.seed) || !Number.isSafeInteger(seed))
     throw fileError(file, `__metadata__ seed '${md.seed}': expected a non-negative integer`);
-  const bits = layerBits(file, model, jsonField<unknown>(file, md, 'layers', true));
+  return { method, compat, seed };
+}
+
+/** Every tensor against its format, the model and the data: the state_dict the file holds,
+ *  the evaluation order when it has one, and the bytes of its tensors. */
+function decodeTensors(
+  file: string,
+  raw: ReturnType<typeof readSafetensorsRaw>,
+  model: CapsNet,
+  bits: BitConfig,
+  method: QuantMethod,
+  compat: RoundingCompat,
+): {
+  sd: StateDict;
+  formats: Record<string, TensorFormat>;
+  evaluationOrder: EvaluationOrder | null;
+  packedBytes: number;
+  weightBytes: number;
+} {
+  const md = raw.metadata;
+  const name = model.kind;
+  const args = model.args;
   // every tensor's format against the model and the data
   const formats = jsonField<Record<string, TensorFormat>>(file, md, 'tensors', true);
   if (typeof formats !== 'object' || formats === null || Array.isArray(formats))
     throw fileError(file, `__metadata__ tensors: expected an object of tensor formats`);
   const paramNames = new Set(model.parameters().map((p) => p.name));
-  const layerOf = new Map(model.layerNames.map((n, i) => [n, i]));
+  const layerBitsOf = (tensor: string) => bits[model.description.index(model.description.layerOf(tensor).name)];
   const sd: StateDict = new Map();
   const used = new Set<string>();
   let weightBytes = 0;
@@ -567,14 +652,10 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
     used.add(tname + QWEIGHT);
     if (stored.dtype !== 'U8' || stored.shape.length !== 1)
       throw bad(`'${tname}${QWEIGHT}' is ${stored.dtype} [${stored.shape.join(', ')}], expected U8 [bytes]`);
-    const layer = layerOf.get(tname.split('.')[0])!;
-    const F = bits.weightBits[layer];
+    const { name: layer, fracWeight: F } = layerBitsOf(tname);
     if (!isInt(f.frac_bits))
-      throw bad(
-        `frac_bits ${typed(f.frac_bits)}: expected the integer ${F} (layer ${model.layerNames[layer]}'s weight bits)`,
-      );
-    if (f.frac_bits !== F)
-      throw bad(`frac_bits ${brief(f.frac_bits)} but layer ${model.layerNames[layer]} has ${F} weight bits`);
+      throw bad(`frac_bits ${typed(f.frac_bits)}: expected the integer ${F} (layer ${layer}'s weight bits)`);
+    if (f.frac_bits !== F) throw bad(`frac_bits ${brief(f.frac_bits)} but layer ${layer} has ${F} weight bits`);
     const b = f.bits;
     if (!(isInt(b) && b >= 1 && b <= MAX_CODE_BITS))
       throw bad(`bits ${typed(b)}: expected an integer from 1 to ${MAX_CODE_BITS}`);
@@ -611,6 +692,21 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
     );
   packedBytes += weightBytes + (evaluationOrder ? raw.tensors.get(EVAL_ORDER_TENSOR)!.bytes.length : 0);
 
+  return { sd, formats, evaluationOrder, packedBytes, weightBytes };
+}
+
+/** The model at the file's values, quantized again: every value must be on the quantizer's
+ *  grid, so that quantizing leaves it as it is. */
+function quantizeOnGrid(
+  file: string,
+  model: CapsNet,
+  sd: StateDict,
+  bits: BitConfig,
+  options: { method: QuantMethod; compat: RoundingCompat; seed: number },
+): QuantizedModel {
+  const { method, compat } = options;
+  const paramNames = new Set(model.parameters().map((p) => p.name));
+  const layerBitsOf = (tensor: string) => bits[model.description.index(model.description.layerOf(tensor).name)];
   // the model at those values, quantized again: on-grid values stay as they are
   const exact = new Map<string, Float32Array>();
   for (const [k, v] of sd) if (paramNames.has(k)) exact.set(k, v.data);
@@ -621,7 +717,7 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
   } catch (err) {
     throw fileError(file, (err as Error).message);
   }
-  const quantized = quantize(model, bits, { method, compat, seed });
+  const quantized = quantize(model, bits, options);
   for (const [k, t] of quantized.stateDict()) {
     const want = exact.get(k);
     if (!want) continue;
@@ -629,49 +725,10 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
       if (!Object.is(t.data[i], want[i]) && !(t.data[i] === 0 && want[i] === 0))
         throw fileError(
           file,
-          `tensor '${k}' element ${i}: the file holds ${want[i]}, which ${method} (${compat}) at ${bits.weightBits[layerOf.get(k.split('.')[0])!]} bits quantizes to ${t.data[i]}: not a value of this quantizer`,
+          `tensor '${k}' element ${i}: the file holds ${want[i]}, which ${method} (${compat}) at ${layerBitsOf(k).fracWeight} bits quantizes to ${t.data[i]}: not a value of this quantizer`,
         );
   }
-  const search = checkSearchRecord(file, jsonField<unknown>(file, md, 'search', false));
-  const memoryBits = weightMemoryBits(
-    model.quantLayers.map((l) => l.paramCount),
-    bits.weightBits,
-  );
-  return {
-    quantized,
-    info: {
-      file,
-      model: name,
-      modelArgs: args,
-      decoder,
-      method,
-      compat,
-      seed,
-      bits,
-      tensors: formats,
-      search,
-      evaluationOrder,
-      metadata: md,
-      packedBytes,
-      weightBytes,
-      memoryBytes: memoryBits / 8,
-      fileBytes: raw.fileBytes,
-    },
-  };
-}
-
-/** A lower bound on the parameters of `name` built from `args`, computed without building it:
- *  its convolutions' weights (ShallowCapsNet: conv 256 x ch x 9 x 9 and primary 256 x 256 x 9 x 9;
- *  DeepCaps: conv1 128 x ch x 3 x 3 and its four residual blocks of 3 x 3 convolutions) and its
- *  class capsules' weights, [capsules, 8, classes * dim]. */
-export function leastParameterCount(name: ModelName, args: readonly number[]): number {
-  const [wh, ch, classes, dim] = args;
-  if (name === 'ShallowCapsNet') {
-    const grid = Math.max(0, Math.floor((wh - 17) / 2) + 1); // primary capsules on a grid x grid map
-    return 256 * ch * 81 + 256 * 256 * 81 + 32 * grid ** 2 * 8 * classes * dim;
-  }
-  const blocks = 9 * (4 * 128 * 128 + 256 * 128 + 10 * 256 * 256);
-  return 128 * ch * 9 + blocks + (wh === 64 ? 2560 : 640) * 8 * classes * dim;
+  return quantized;
 }
 
 function layerBits(file: string, model: CapsNet, layers: unknown): BitConfig {
@@ -681,7 +738,7 @@ function layerBits(file: string, model: CapsNet, layers: unknown): BitConfig {
       file,
       `__metadata__ layers: expected ${names.length} layers (${names.join(', ')}) of ${model.kind}, got ${Array.isArray(layers) ? layers.length : typeof layers}`,
     );
-  const bits: BitConfig = { weightBits: [], actBits: [], routingBits: [] };
+  const bits: BitLists = { weightBits: [], actBits: [], routingBits: [] };
   const routing = new Set(model.routingLayerNames);
   layers.forEach((l: Record<string, unknown>, i) => {
     if (l?.name !== names[i])
@@ -707,11 +764,10 @@ function layerBits(file: string, model: CapsNet, layers: unknown): BitConfig {
       );
   });
   try {
-    checkBitConfig(model.quantLayers, bits, 'bits');
+    return bitsFromLists(model.quantLayers, bits, 'bits');
   } catch (err) {
     throw fileError(file, `__metadata__ layers: ${(err as Error).message}`);
   }
-  return bits;
 }
 
 function toFloat32(bad: (what: string) => Error, v: number, i: number): number {

@@ -3,6 +3,7 @@
 import type { ForwardContext, Module } from '../nn/module.js';
 import { give } from '../tensor/pool.js';
 import type { Tensor } from '../tensor/tensor.js';
+import type { LayerDescription, ModelDescription } from './description.js';
 
 export type ModelName = 'ShallowCapsNet' | 'DeepCaps';
 export type DecoderName = 'FCDecoder' | 'ConvDecoder28' | 'ConvDecoder64';
@@ -15,8 +16,8 @@ export interface InferenceStage {
   run(input: Tensor, ctx: ForwardContext): Tensor;
 }
 
-/** One top-level layer as quantization sees it (SPEC 4's "layer"): the model states it, the
- *  quantizer, the memory count and the search read it. */
+/** One top-level layer as quantization sees it (SPEC 4's "layer"): what the search and the
+ *  memory count need of a layer (a LayerDescription has it all). */
 export interface QuantLayerInfo {
   name: string;
   /** parameters counted in the weight memory (weights, biases, capsule biases, BN affine) */
@@ -27,27 +28,6 @@ export interface QuantLayerInfo {
   iterations: number;
   /** a capsule layer (DeepCaps blocks, primary and class capsules) */
   capsule: boolean;
-}
-
-/** What a model says of one of its top-level layers; see describeLayers. */
-export interface LayerSpec {
-  name: string;
-  module: Module;
-  capsule: boolean;
-  /** the layer's own routing iteration count, or null when it does not route */
-  routingIterations: number | null;
-}
-
-/** The quantization layers of a model from its top-level layers: parameter counts from the
- *  modules, routing iterations from the routing layers themselves. */
-export function describeLayers(specs: readonly LayerSpec[]): QuantLayerInfo[] {
-  return specs.map((s) => ({
-    name: s.name,
-    paramCount: s.module.parameterCount(),
-    routes: s.routingIterations !== null,
-    iterations: s.routingIterations ?? 0,
-    capsule: s.capsule,
-  }));
 }
 
 /** The forward pass, written once as the stages: they run in order; in training every
@@ -75,8 +55,10 @@ export interface CapsNet extends Module {
   /** The inference forward, one stage per top-level layer (same order as layerNames);
    *  forward() is these stages composed (runStages). */
   readonly stages: readonly InferenceStage[];
-  /** The top-level layers as quantization sees them (same order as layerNames). */
-  readonly quantLayers: readonly QuantLayerInfo[];
+  /** The model's one description: its top-level layers by name (src/models/description.ts). */
+  readonly description: ModelDescription;
+  /** The top-level layers (description.layers). */
+  readonly quantLayers: readonly LayerDescription[];
   readonly kind: ModelName;
   readonly inputWh: number;
   readonly inputCh: number;
@@ -84,9 +66,9 @@ export interface CapsNet extends Module {
   readonly capsDim: number;
   /** The model's arguments as on the command line (--model-args). */
   readonly args: readonly number[];
-  /** Top-level layers in order (quantLayers' names). */
+  /** Top-level layers in order (description.names). */
   readonly layerNames: readonly string[];
-  /** Top-level layers that route, in order (quantLayers with routes). */
+  /** Top-level layers that route, in order (description.routingNames). */
   readonly routingLayerNames: readonly string[];
   /** Images x [B,H,W,C] (channels-last, values in [0,1]) -> class capsules [B, numClasses,
    *  capsDim], owned by the caller. `training` (or ctx.training; default: the train()/eval() mode) caches for backward and uses

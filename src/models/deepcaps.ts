@@ -15,20 +15,17 @@ import { type ForwardContext, inputGrad, Module, needCache } from '../nn/module.
 import { concat, split } from '../tensor/ops/shape.js';
 import { give } from '../tensor/pool.js';
 import { expectShape, Tensor } from '../tensor/tensor.js';
-import {
-  type CapsNet,
-  describeLayers,
-  type InferenceStage,
-  type QuantLayerInfo,
-  runStages,
-  toContext,
-} from './capsnet.js';
+import { convOutputSide } from '../tensor/conv-geometry.js';
+import { type CapsNet, type InferenceStage, runStages, toContext } from './capsnet.js';
+import { type LayerDescription, ModelDescription } from './description.js';
 import { DEFAULT_SEED } from '../tensor/seed.js';
 
 export const DEEPCAPS_INPUT_SIZES = [28, 64] as const;
 
-/** Side of a stride-2, pad-1, 3x3 convolution's output. */
-const half = (n: number) => Math.floor((n - 1) / 2) + 1;
+const CONV1 = { kernel: 3, stride: 1, pad: 1 };
+/** every block's first convolutions (l1 and the skip's input side): 3x3, stride 2, pad 1 */
+const BLOCK = { kernel: 3, stride: 2, pad: 1 };
+const half = (n: number) => convOutputSide(n, BLOCK);
 
 export class DeepCaps extends Module implements CapsNet {
   readonly kind = 'DeepCaps';
@@ -40,7 +37,7 @@ export class DeepCaps extends Module implements CapsNet {
   readonly capsLayer: Capsules;
   /** Capsules into capsLayer (640 for 28x28, 2560 for 64x64). */
   readonly numFlatCaps: number;
-  readonly quantLayers: readonly QuantLayerInfo[];
+  readonly description: ModelDescription;
   /** the training forward's intermediate results: conv1's output, blocks 1-3's, the flat capsules */
   private cache: Tensor[] | null = null;
 
@@ -62,9 +59,7 @@ export class DeepCaps extends Module implements CapsNet {
       new Conv2dBnRelu({
         inChannels: inputCh,
         outChannels: 128,
-        kernel: 3,
-        stride: 1,
-        pad: 1,
+        ...CONV1,
         momentum: 0.99,
         eps: 1e-3,
       }),
@@ -80,23 +75,35 @@ export class DeepCaps extends Module implements CapsNet {
       module: b,
       capsule: true,
       routingIterations: b.routingIterations,
+      conv: BLOCK,
     });
-    this.quantLayers = describeLayers([
-      { name: 'conv1', module: this.conv1, capsule: false, routingIterations: null },
+    this.description = new ModelDescription(this, [
+      { name: 'conv1', module: this.conv1, capsule: false, routingIterations: null, conv: CONV1 },
       block('block1', this.block1),
       block('block2', this.block2),
       block('block3', this.block3),
       block('block4', this.block4),
-      { name: 'capsLayer', module: this.capsLayer, capsule: true, routingIterations: this.capsLayer.iterations },
+      {
+        name: 'capsLayer',
+        module: this.capsLayer,
+        capsule: true,
+        routingIterations: this.capsLayer.iterations,
+        // block3's and block4's capsules, flattened and concatenated (block3 first)
+        input: { from: ['block3', 'block4'], flatten: true },
+      },
     ]);
   }
 
-  get layerNames(): string[] {
-    return this.quantLayers.map((l) => l.name);
+  get quantLayers(): readonly LayerDescription[] {
+    return this.description.layers;
   }
 
-  get routingLayerNames(): string[] {
-    return this.quantLayers.filter((l) => l.routes).map((l) => l.name);
+  get layerNames(): readonly string[] {
+    return this.description.names;
+  }
+
+  get routingLayerNames(): readonly string[] {
+    return this.description.routingNames;
   }
 
   get args(): number[] {

@@ -3,7 +3,7 @@
 import type { CapsDecoder, CapsNet, DecoderName, ModelName } from './capsnet.js';
 import { DeepCaps } from './deepcaps.js';
 import { ConvDecoder28, ConvDecoder64, FCDecoder } from './decoders.js';
-import { ShallowCapsNet } from './shallow-capsnet.js';
+import { ShallowCapsNet, shallowPrimaryGrid } from './shallow-capsnet.js';
 import { DEFAULT_SEED } from '../tensor/seed.js';
 
 export const MODEL_NAMES: readonly ModelName[] = ['ShallowCapsNet', 'DeepCaps'];
@@ -92,6 +92,20 @@ export function buildDecoder(name: string, args: readonly number[], opts: BuildO
     case 'ConvDecoder64':
       return new ConvDecoder64(a, b, seed);
   }
+}
+
+/** A lower bound on the parameters of `name` built from `args`, computed without building it:
+ *  its convolutions' weights (ShallowCapsNet: conv 256 x ch x 9 x 9 and primary 256 x 256 x 9 x 9;
+ *  DeepCaps: conv1 128 x ch x 3 x 3 and its four residual blocks of 3 x 3 convolutions) and its
+ *  class capsules' weights, [capsules, 8, classes * dim]. */
+export function leastParameterCount(name: ModelName, args: readonly number[]): number {
+  const [wh, ch, classes, dim] = args;
+  if (name === 'ShallowCapsNet') {
+    const grid = Math.max(0, shallowPrimaryGrid(wh)); // primary capsules on a grid x grid map
+    return 256 * ch * 81 + 256 * 256 * 81 + 32 * grid ** 2 * 8 * classes * dim;
+  }
+  const blocks = 9 * (4 * 128 * 128 + 256 * 128 + 10 * 256 * 256);
+  return 128 * ch * 9 + blocks + (wh === 64 ? 2560 : 640) * 8 * classes * dim;
 }
 
 /** Which model a state_dict belongs to, and its --model-args, read from its tensors' names and

@@ -13,20 +13,17 @@ import { Conv2dRelu } from '../nn/conv2d.js';
 import { type ForwardContext, inputGrad, Module, needCache } from '../nn/module.js';
 import { give } from '../tensor/pool.js';
 import { expectShape, Tensor } from '../tensor/tensor.js';
-import {
-  type CapsNet,
-  describeLayers,
-  type InferenceStage,
-  type QuantLayerInfo,
-  runStages,
-  toContext,
-} from './capsnet.js';
+import { convOutputSide } from '../tensor/conv-geometry.js';
+import { type CapsNet, type InferenceStage, runStages, toContext } from './capsnet.js';
+import { type LayerDescription, ModelDescription } from './description.js';
+
+const CONV = { kernel: 9, stride: 1, pad: 0 };
+const PRIMARY = { kernel: 9, stride: 2, pad: 0 };
 import { DEFAULT_SEED } from '../tensor/seed.js';
 
 /** Spatial size of the primary capsule grid for a square input of side `inputWh`. */
 export function shallowPrimaryGrid(inputWh: number): number {
-  const afterConv = inputWh - 8;
-  return Math.floor((afterConv - 9) / 2) + 1;
+  return convOutputSide(convOutputSide(inputWh, CONV), PRIMARY);
 }
 
 export class ShallowCapsNet extends Module implements CapsNet {
@@ -36,7 +33,7 @@ export class ShallowCapsNet extends Module implements CapsNet {
   readonly digit: Capsules;
   /** Number of primary capsules (1152 for 28x28, 18432 for 64x64). */
   readonly numPrimaryCaps: number;
-  readonly quantLayers: readonly QuantLayerInfo[];
+  readonly description: ModelDescription;
   /** the training forward's intermediate results: conv's output and the flat primary capsules */
   private cache: Tensor[] | null = null;
 
@@ -51,26 +48,39 @@ export class ShallowCapsNet extends Module implements CapsNet {
     const grid = shallowPrimaryGrid(inputWh);
     if (!(grid >= 1)) throw new Error(`ShallowCapsNet: input_wh ${inputWh} is too small (at least 17 pixels)`);
     this.numPrimaryCaps = 32 * grid * grid;
-    this.conv = this.addChild('conv', new Conv2dRelu({ inChannels: inputCh, outChannels: 256, kernel: 9 }));
-    this.primary = this.addChild(
-      'primary',
-      new ConvPixelToCapsules({ ci: 1, ni: 256, co: 32, no: 8, kernel: 9, stride: 2, pad: 0 }, 1),
-    );
+    this.conv = this.addChild('conv', new Conv2dRelu({ inChannels: inputCh, outChannels: 256, ...CONV }));
+    this.primary = this.addChild('primary', new ConvPixelToCapsules({ ci: 1, ni: 256, co: 32, no: 8, ...PRIMARY }, 1));
     this.digit = this.addChild('digit', new Capsules(this.numPrimaryCaps, 8, numClasses, capsDim, 3));
     this.resetParameters(seed);
-    this.quantLayers = describeLayers([
-      { name: 'conv', module: this.conv, capsule: false, routingIterations: null },
-      { name: 'primary', module: this.primary, capsule: true, routingIterations: this.primary.iterations },
-      { name: 'digit', module: this.digit, capsule: true, routingIterations: this.digit.iterations },
+    this.description = new ModelDescription(this, [
+      { name: 'conv', module: this.conv, capsule: false, routingIterations: null, conv: CONV },
+      {
+        name: 'primary',
+        module: this.primary,
+        capsule: true,
+        routingIterations: this.primary.iterations,
+        conv: PRIMARY,
+      },
+      {
+        name: 'digit',
+        module: this.digit,
+        capsule: true,
+        routingIterations: this.digit.iterations,
+        input: { from: ['primary'], flatten: true },
+      },
     ]);
   }
 
-  get layerNames(): string[] {
-    return this.quantLayers.map((l) => l.name);
+  get quantLayers(): readonly LayerDescription[] {
+    return this.description.layers;
   }
 
-  get routingLayerNames(): string[] {
-    return this.quantLayers.filter((l) => l.routes).map((l) => l.name);
+  get layerNames(): readonly string[] {
+    return this.description.names;
+  }
+
+  get routingLayerNames(): readonly string[] {
+    return this.description.routingNames;
   }
 
   get args(): number[] {

@@ -3,6 +3,7 @@
 //   weight [I, Din, J*D] (PyTorch's layout; kaiming_uniform with a = 0: fan_in = Din*J*D)
 //   bias [J, D] (init 0.1)
 import { capsuleVotesBackward, capsuleVotesForward } from '../tensor/ops/capsule-votes.js';
+import { capsulesForwardTs } from '../tensor/ts/routing.js';
 import { routingBackward, type RoutingCache, routingForward } from '../tensor/ops/routing.js';
 import { kernels } from '../tensor/kernels.js';
 import { give, take } from '../tensor/pool.js';
@@ -51,14 +52,10 @@ export class Capsules extends Module implements Layer {
     // the hooks hand over the votes' quantizer (or there are none)
     if (!ctx.training && (!ctx.quant || quant?.votes !== undefined)) {
       const v = take(B * this.J * this.D);
-      kernels().capsulesForward(
-        { B, I: this.I, Din: this.Din, J: this.J, D: this.D, iterations: this.iterations },
-        x.data,
-        this.weight.data,
-        this.bias.data,
-        v,
-        quant,
-      );
+      const g = { B, I: this.I, Din: this.Din, J: this.J, D: this.D, iterations: this.iterations };
+      // a routing that reports its values runs in the TypeScript reference
+      if (quant?.record) capsulesForwardTs(g, x.data, this.weight.data, this.bias.data, v, quant, quant.record);
+      else kernels().capsulesForward(g, x.data, this.weight.data, this.bias.data, v, quant);
       this.cache = null;
       return new Tensor(v, [B, this.J, this.D]);
     }

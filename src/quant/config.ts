@@ -8,7 +8,24 @@ import type { RoundingCompat } from './methods.js';
 /** A top-level layer as quantization sees it: each model states its own (CapsNet.quantLayers). */
 export type { QuantLayerInfo } from '../models/capsnet.js';
 
-export interface BitConfig {
+/** One layer's bits, by the layer's name (SPEC 4): fractional bits of its parameters, of its
+ *  activations and, where the layer routes, of its routing values (null where it does not).
+ *  A number format other than today's fixed point (sign + frac bits) belongs here as a field
+ *  of its own, read wherever these are. */
+export interface LayerBits {
+  readonly name: string;
+  fracWeight: number;
+  fracAct: number;
+  fracRouting: number | null;
+}
+
+/** A configuration: one LayerBits per layer of the model, in the model's layer order. */
+export type BitConfig = LayerBits[];
+
+/** The same configuration as three positional lists: the form of the files (the search JSON,
+ *  the sweep rows, the evaluation cache, the command line's outputs). Convert at the file
+ *  boundary with bitsToLists and bitsFromLists. */
+export interface BitLists {
   /** fractional bits of every layer's parameters */
   weightBits: number[];
   /** fractional bits of every layer's activations */
@@ -17,26 +34,60 @@ export interface BitConfig {
   routingBits: number[];
 }
 
-export interface QuantConfig extends BitConfig {
+export interface QuantConfig {
+  bits: BitConfig;
   method: QuantMethod;
   compat: RoundingCompat;
   seed: number;
 }
 
-export function uniformBits(layers: readonly QuantLayerInfo[], bits: number): BitConfig {
+/** Every layer at `frac` fractional bits (weights, activations and routing). */
+export function uniformBits(layers: readonly QuantLayerInfo[], frac: number): BitConfig {
+  return layers.map((l) => ({ name: l.name, fracWeight: frac, fracAct: frac, fracRouting: l.routes ? frac : null }));
+}
+
+export function bitsToLists(c: readonly LayerBits[]): BitLists {
   return {
-    weightBits: layers.map(() => bits),
-    actBits: layers.map(() => bits),
-    routingBits: layers.filter((l) => l.routes).map(() => bits),
+    weightBits: c.map((l) => l.fracWeight),
+    actBits: c.map((l) => l.fracAct),
+    routingBits: c.filter((l) => l.fracRouting !== null).map((l) => l.fracRouting as number),
   };
 }
 
-export function configKey(c: BitConfig): string {
-  return `w${c.weightBits.join(',')}|a${c.actBits.join(',')}|r${c.routingBits.join(',')}`;
+/** The configuration of `layers` whose lists are `lists` (checked: see checkBitLists). */
+export function bitsFromLists(layers: readonly QuantLayerInfo[], lists: BitLists, name = 'bits'): BitConfig {
+  checkBitLists(layers, lists, name);
+  let r = 0;
+  return layers.map((l, i) => ({
+    name: l.name,
+    fracWeight: lists.weightBits[i],
+    fracAct: lists.actBits[i],
+    fracRouting: l.routes ? lists.routingBits[r++] : null,
+  }));
 }
 
-export function cloneBits(c: BitConfig): BitConfig {
-  return { weightBits: [...c.weightBits], actBits: [...c.actBits], routingBits: [...c.routingBits] };
+/** A key of the configuration's values (equal keys: the same configuration of a model), from
+ *  its records or its lists. */
+export function configKey(c: readonly LayerBits[] | BitLists): string {
+  const { weightBits, actBits, routingBits } = Array.isArray(c) ? bitsToLists(c) : (c as BitLists);
+  return `w${weightBits.join(',')}|a${actBits.join(',')}|r${routingBits.join(',')}`;
+}
+
+export function cloneBits(c: readonly LayerBits[]): BitConfig {
+  return c.map((l) => ({ ...l }));
+}
+
+/** 'w=[8,7,6] a=[6,6,6] r=[5,5]': a configuration in the search's log lines. */
+export function bitsText(c: readonly LayerBits[]): string {
+  const { weightBits, actBits, routingBits } = bitsToLists(c);
+  return `w=[${weightBits}] a=[${actBits}] r=[${routingBits}]`;
+}
+
+/** Layer `name`'s bits in `c`. */
+export function bitsOf(c: readonly LayerBits[], name: string): LayerBits {
+  const l = c.find((b) => b.name === name);
+  if (!l) throw new Error(`bits: no layer named '${name}' (the configuration has ${c.map((b) => b.name).join(', ')})`);
+  return l;
 }
 
 /** A bit count that means 'not quantized': the quantized forward leaves that layer's
@@ -48,11 +99,41 @@ export const FULL_PRECISION = Number.POSITIVE_INFINITY;
 /** The most fractional bits a configuration may ask for (step 1 starts from 32). */
 export const MAX_FRACTIONAL_BITS = 32;
 
-/** Checks a bit configuration against a model's layers: one weight and one activation count per
+const fracProblem = (b: unknown) =>
+  Number.isInteger(b) && (b as number) >= 0 && (b as number) <= MAX_FRACTIONAL_BITS
+    ? null
+    : `expected an integer number of fractional bits in [0, ${MAX_FRACTIONAL_BITS}], got ${b}`;
+
+/** Checks a bit configuration against a model's layers: one record per layer, named as the
+ *  layer and in its order, each count an integer in [0, MAX_FRACTIONAL_BITS], a routing count
+ *  exactly where the layer routes. */
+export function checkBitConfig(layers: readonly QuantLayerInfo[], bits: readonly LayerBits[], name = 'bits'): void {
+  const names = layers.map((l) => l.name);
+  if (!Array.isArray(bits) || bits.length !== layers.length)
+    throw new Error(
+      `${name}: expected one record per layer (${names.join(', ')}), got ${Array.isArray(bits) ? bits.length : typeof bits}`,
+    );
+  layers.forEach((l, i) => {
+    const b = bits[i];
+    if (b?.name !== l.name) throw new Error(`${name}[${i}]: expected layer '${l.name}', got '${b?.name}'`);
+    for (const key of ['fracWeight', 'fracAct'] as const) {
+      const problem = fracProblem(b[key]);
+      if (problem) throw new Error(`${name}[${i}] (${l.name}).${key}: ${problem}`);
+    }
+    if (!l.routes && b.fracRouting !== null)
+      throw new Error(
+        `${name}[${i}] (${l.name}).fracRouting: the layer does not route, expected null, got ${b.fracRouting}`,
+      );
+    const problem = l.routes ? fracProblem(b.fracRouting) : null;
+    if (problem) throw new Error(`${name}[${i}] (${l.name}).fracRouting: ${problem}`);
+  });
+}
+
+/** Checks positional lists against a model's layers: one weight and one activation count per
  *  layer, one routing count per routing layer, each an integer in [0, MAX_FRACTIONAL_BITS]. */
-export function checkBitConfig(layers: readonly QuantLayerInfo[], bits: BitConfig, name = 'bits'): void {
+export function checkBitLists(layers: readonly QuantLayerInfo[], bits: BitLists, name = 'bits'): void {
   const routing = layers.filter((l) => l.routes).map((l) => l.name);
-  const want: [keyof BitConfig, readonly string[]][] = [
+  const want: [keyof BitLists, readonly string[]][] = [
     ['weightBits', layers.map((l) => l.name)],
     ['actBits', layers.map((l) => l.name)],
     ['routingBits', routing],
@@ -64,10 +145,8 @@ export function checkBitConfig(layers: readonly QuantLayerInfo[], bits: BitConfi
         `${name}.${key}: expected ${names.length} bit counts (${names.join(', ')}), got ${Array.isArray(v) ? v.length : typeof v}`,
       );
     v.forEach((b, i) => {
-      if (!(Number.isInteger(b) && b >= 0 && b <= MAX_FRACTIONAL_BITS))
-        throw new Error(
-          `${name}.${key}[${i}] (${names[i]}): expected an integer number of fractional bits in [0, ${MAX_FRACTIONAL_BITS}], got ${b}`,
-        );
+      const problem = fracProblem(b);
+      if (problem) throw new Error(`${name}.${key}[${i}] (${names[i]}): ${problem}`);
     });
   }
 }

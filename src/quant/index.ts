@@ -4,3 +4,4 @@ export * from './config.js';
 export * from './quantized-forward.js';
 export * from './quantized-model.js';
 export * from './activation-volume.js';
+export * from './integer-container.js';

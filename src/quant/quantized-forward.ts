@@ -8,7 +8,7 @@ import type { QuantHooks } from '../nn/module.js';
 import type { QuantMethod, RoutingQuant } from '../tensor/backend.js';
 import { kernels } from '../tensor/kernels.js';
 import type { Tensor } from '../tensor/tensor.js';
-import { type BitConfig, FULL_PRECISION, type QuantLayerInfo } from './config.js';
+import { FULL_PRECISION, type LayerBits, type QuantLayerInfo } from './config.js';
 import { activationQuant, type RoundingCompat, weightQuant } from './methods.js';
 
 /** FNV-1a hash of a string: the stream number of a quantization point. */
@@ -43,9 +43,9 @@ export class ModelQuantizer {
     readonly seed: number,
   ) {
     this.layers = quantLayers(model);
-    const layerIndex = new Map(model.layerNames.map((n, i) => [n, i]));
+    const d = model.description;
     this.fp = model.parameters().map((p) => ({
-      layer: layerIndex.get(p.name.split('.')[0]) ?? -1,
+      layer: d.index(d.layerOf(p.name).name),
       name: p.name,
       param: p.param,
       values: p.param.data.slice(),
@@ -56,10 +56,8 @@ export class ModelQuantizer {
 
   /** Writes every layer's parameters quantized with its weight bits (only layers that changed);
    *  FULL_PRECISION puts that layer's float32 values back. */
-  applyWeights(weightBits: readonly number[]): void {
-    if (weightBits.length !== this.layers.length) {
-      throw new Error(`quantized forward: ${weightBits.length} weight bit counts for ${this.layers.length} layers`);
-    }
+  applyWeights(bits: readonly LayerBits[]): void {
+    const weightBits = layerOrder(this.model, bits).map((b) => b.fracWeight);
     const k = kernels();
     for (const p of this.fp) {
       const bits = weightBits[p.layer];
@@ -85,7 +83,7 @@ export class ModelQuantizer {
   }
 
   /** Hooks for one batch (quantHooks). */
-  hooks(bits: BitConfig, batch: number): QuantHooks {
+  hooks(bits: readonly LayerBits[], batch: number): QuantHooks {
     return quantHooks(this.model, this, bits, batch, this.fastConv);
   }
 }
@@ -103,16 +101,25 @@ function parameterQuant(r: Rounding, name: string, bits: number) {
   return weightQuant(r.method, bits, r.compat, r.seed, streamOf(`w|${name}`));
 }
 
+/** `bits` as one record per layer of `model`, in its order (checked by name). */
+function layerOrder(model: CapsNet, bits: readonly LayerBits[]): readonly LayerBits[] {
+  const names = model.description.names;
+  if (bits.length !== names.length || bits.some((b, i) => b.name !== names[i]))
+    throw new Error(
+      `quantized forward: bits for layers ${bits.map((b) => b.name).join(', ')}; ${model.kind} has ${names.join(', ')}`,
+    );
+  return bits;
+}
+
 /** Quantizes every parameter of `model` in place with its layer's weight bits, as
  *  ModelQuantizer.applyWeights does from kept float values (FULL_PRECISION leaves a layer as it
  *  is): a QuantizedModel's own network, quantized once. */
-export function quantizeWeightsInPlace(model: CapsNet, r: Rounding, weightBits: readonly number[]): void {
-  if (weightBits.length !== model.layerNames.length)
-    throw new Error(`quantized forward: ${weightBits.length} weight bit counts for ${model.layerNames.length} layers`);
-  const layerIndex = new Map(model.layerNames.map((n, i) => [n, i]));
+export function quantizeWeightsInPlace(model: CapsNet, r: Rounding, layerBits: readonly LayerBits[]): void {
+  const d = model.description;
+  const byLayer = layerOrder(model, layerBits);
   const k = kernels();
   for (const p of model.parameters()) {
-    const bits = weightBits[layerIndex.get(p.name.split('.')[0]) ?? -1];
+    const bits = byLayer[d.index(d.layerOf(p.name).name)].fracWeight;
     if (bits === FULL_PRECISION) continue;
     k.quantize(p.param.data, p.param.data, p.param.data.length, parameterQuant(r, p.name, bits));
   }
@@ -125,22 +132,18 @@ export function quantizeWeightsInPlace(model: CapsNet, r: Rounding, weightBits: 
 export function quantHooks(
   model: CapsNet,
   r: Rounding,
-  bits: BitConfig,
+  bits: readonly LayerBits[],
   batch: number,
   fastConv = r.compat !== 'dac2020',
 ): QuantHooks {
-  const layerIndex = new Map(model.layerNames.map((n, i) => [n, i]));
-  const routingIndex = new Map(model.routingLayerNames.map((n, i) => [n, i]));
-  const top = (path: string) => {
-    const l = layerIndex.get(path.split('.')[0]);
-    if (l === undefined) throw new Error(`quantized forward: no layer named '${path}'`);
-    return l;
-  };
+  const d = model.description;
+  const byLayer = layerOrder(model, bits);
+  const top = (path: string) => byLayer[d.index(d.layerOf(path).name)];
   const k = kernels();
   const spec = (b: number, stream: number) =>
     b === FULL_PRECISION ? null : activationQuant(r.method, b, r.compat, r.seed, stream);
   const activationSpec = (path: string, point: string) =>
-    spec(bits.actBits[top(path)], streamOf(`a|${batch}|${path}|${point}`));
+    spec(top(path).fracAct, streamOf(`a|${batch}|${path}|${point}`));
   return {
     // where inputs and weights are fixed point (up to 15 bits), convolutions are exact integer
     // sums (native/fixedconv.cc): faster than either float algorithm, and order-free
@@ -151,13 +154,12 @@ export function quantHooks(
     },
     activationSpec,
     routing: (path): RoutingQuant | null => {
-      const name = path.split('.')[0];
-      const routingLayer = routingIndex.get(name);
-      if (routingLayer === undefined) return null;
+      const b = top(path);
+      if (b.fracRouting === null) return null;
       const stream = streamOf(`r|${batch}|${path}`);
       return {
-        act: spec(bits.actBits[top(path)], stream),
-        routing: spec(bits.routingBits[routingLayer], (stream + 0x5bd1e995) >>> 0),
+        act: spec(b.fracAct, stream),
+        routing: spec(b.fracRouting, (stream + 0x5bd1e995) >>> 0),
         votes: activationSpec(path, 'votes'), // what activation(path, 'votes', .) applies
       };
     },

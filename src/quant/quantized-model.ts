@@ -3,16 +3,18 @@
 // parameters, buffers) into a network of its own whose parameters it quantizes once. forward,
 // evaluate, stateDict and the exports read that network; the float model is never written,
 // and training it further does not change a QuantizedModel made before.
-import type { CapsNet, QuantLayerInfo } from '../models/capsnet.js';
+import type { CapsNet } from '../models/capsnet.js';
+import type { LayerDescription } from '../models/description.js';
 import { copyModel } from '../models/factory.js';
 import { checkImagesFit, forEachBatch, type ImageSource } from '../models/evaluate.js';
 import { countCorrect } from '../models/metrics.js';
 import type { QuantHooks, StateTensor } from '../nn/module.js';
 import type { QuantMethod } from '../tensor/backend.js';
 import type { Tensor } from '../tensor/tensor.js';
-import { type BitConfig, checkBitConfig, cloneBits } from './config.js';
+import { type BitConfig, checkBitConfig, cloneBits, type LayerBits } from './config.js';
 import { parseQuantMethod, parseRoundingCompat, type RoundingCompat } from './methods.js';
 import { quantHooks, quantizeWeightsInPlace } from './quantized-forward.js';
+import { integerContainer } from './integer-container.js';
 import { weightMemoryMB } from './memory.js';
 import { DEFAULT_SEED } from '../tensor/seed.js';
 
@@ -44,18 +46,25 @@ export class QuantizedModel {
     this.seed = seed;
     this.model = copyModel(model);
     this.model.eval();
-    quantizeWeightsInPlace(this.model, this, this.bits.weightBits);
+    quantizeWeightsInPlace(this.model, this, this.bits);
   }
 
-  get layers(): readonly QuantLayerInfo[] {
+  get layers(): readonly LayerDescription[] {
     return this.model.quantLayers;
+  }
+
+  /** The bits of the layer that a layer name, a module path or a state_dict name belongs to
+   *  ('block4.l_skip.conv.bias' -> block4's). */
+  bitsOf(path: string): LayerBits {
+    const d = this.model.description;
+    return this.bits[d.index(d.layerOf(path).name)];
   }
 
   /** Weight memory in MB (SPEC 4: parameters x (w_l + 1) bits per layer). */
   get weightMemoryMB(): number {
     return weightMemoryMB(
       this.layers.map((l) => l.paramCount),
-      this.bits.weightBits,
+      this.bits.map((b) => b.fracWeight),
     );
   }
 
@@ -109,16 +118,26 @@ export class QuantizedModel {
    *  as Int32Array when every one fits in 32 bits, else BigInt64Array; totalBits is the
    *  two's-complement width including the sign: under the default arithmetic the format's
    *  fracBits + 1 (weights saturate to [-1, 1 - 2^-fracBits]), under dac2020 (nothing
-   *  saturates) the width these values need (width 'measured'). Buffers are not included. */
+   *  saturates) the width these values need (width 'measured'). Buffers are not included.
+   *  Computed once: the packed file, ONNX, C and golden vectors all read this one record. */
+  get integers(): readonly IntegerParameter[] {
+    this.integerRecord ??= Object.freeze(this.computeIntegers());
+    return this.integerRecord;
+  }
+
+  /** The integers (see `integers`), as an array of the caller's. */
   integerParameters(): IntegerParameter[] {
+    return [...this.integers];
+  }
+
+  private integerRecord: readonly IntegerParameter[] | null = null;
+
+  private computeIntegers(): IntegerParameter[] {
     const params = new Set(this.model.parameters().map((p) => p.name));
-    const layerOf = new Map(this.model.layerNames.map((n, i) => [n, i]));
     const out: IntegerParameter[] = [];
     for (const [name, t] of this.stateDict()) {
       if (!params.has(name)) continue;
-      const layer = layerOf.get(name.split('.')[0]);
-      if (layer === undefined) throw new Error(`integerParameters: parameter '${name}' belongs to no layer`);
-      const frac = this.bits.weightBits[layer];
+      const { name: layer, fracWeight: frac } = this.bitsOf(name);
       const scale = 2 ** frac;
       const n = t.data.length;
       let lo = 0;
@@ -128,7 +147,7 @@ export class QuantizedModel {
         const v = t.data[i] * scale; // exact: a power-of-two scale of a float32
         if (!Number.isInteger(v))
           throw new Error(
-            `integerParameters: ${name}[${i}] = ${t.data[i]} is not a multiple of 2^-${frac} (layer ${this.model.layerNames[layer]})`,
+            `integerParameters: ${name}[${i}] = ${t.data[i]} is not a multiple of 2^-${frac} (layer ${layer})`,
           );
         ints[i] = v;
         if (v < lo) lo = v;
@@ -145,10 +164,11 @@ export class QuantizedModel {
           );
         totalBits = frac + 1;
       }
-      const values = totalBits <= 32 ? Int32Array.from(ints) : BigInt64Array.from(ints, (v) => BigInt(v));
+      const values =
+        integerContainer(totalBits) <= 32 ? Int32Array.from(ints) : BigInt64Array.from(ints, (v) => BigInt(v));
       out.push({
         name,
-        layer: this.model.layerNames[layer],
+        layer,
         shape: [...t.shape],
         values,
         totalBits,

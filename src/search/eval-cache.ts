@@ -19,8 +19,8 @@
 // decision is certain (where the evaluator itself would have stopped); when the stored batches
 // do not reach that far, the evaluator resumes after them (Evaluator.resumeAfter).
 import * as fs from 'node:fs';
-import type { BitConfig, QuantLayerInfo } from '../quant/config.js';
-import { checkBitConfig, cloneBits, configKey } from '../quant/config.js';
+import type { BitConfig, BitLists, QuantLayerInfo } from '../quant/config.js';
+import { bitsToLists, checkBitLists, configKey } from '../quant/config.js';
 import { QUANT_METHODS } from '../quant/methods.js';
 import { FileFormatError } from '../io/byte-source.js';
 import type { QuantMethod } from '../tensor/backend.js';
@@ -55,7 +55,8 @@ export interface StoredEvaluation extends Pick<
   'accuracy' | 'lower' | 'upper' | 'exact' | 'seen' | 'total'
 > {
   method: QuantMethod;
-  bits: BitConfig;
+  /** as the file holds them */
+  bits: BitLists;
   /** correct images among those seen */
   correct: number;
   /** correct images per batch, from the first (empty when the evaluator does not count them) */
@@ -76,7 +77,7 @@ const HEADER_FIELDS: (keyof EvalCacheHeader)[] = [
   'approximateMarginImages',
 ];
 
-const keyOf = (method: QuantMethod, bits: BitConfig) => `${method}|${configKey(bits)}`;
+const keyOf = (method: QuantMethod, bits: BitConfig | BitLists) => `${method}|${configKey(bits)}`;
 
 export class EvalCache {
   /** per method + bits: the exact-arithmetic evaluation that saw the most images */
@@ -158,11 +159,11 @@ export class EvalCache {
   }
 
   /** The stored evaluation of these bits that saw the most images (exact arithmetic), if any. */
-  get(method: QuantMethod, bits: BitConfig): StoredEvaluation | undefined {
+  get(method: QuantMethod, bits: BitConfig | BitLists): StoredEvaluation | undefined {
     return this.best.get(keyOf(method, bits));
   }
 
-  getApproximate(method: QuantMethod, bits: BitConfig): StoredEvaluation | undefined {
+  getApproximate(method: QuantMethod, bits: BitConfig | BitLists): StoredEvaluation | undefined {
     return this.approximate.get(keyOf(method, bits));
   }
 
@@ -175,7 +176,7 @@ export class EvalCache {
   add(method: QuantMethod, bits: BitConfig, e: Evaluation): StoredEvaluation {
     const s: StoredEvaluation = {
       method,
-      bits: cloneBits(bits),
+      bits: bitsToLists(bits),
       accuracy: e.accuracy,
       lower: e.lower,
       upper: e.upper,
@@ -447,9 +448,9 @@ function checkStoredEvaluation(
     );
   if (!(QUANT_METHODS as readonly string[]).includes(o.method as string))
     fail(`method ${JSON.stringify(o.method)}: expected one of ${QUANT_METHODS.join(', ')}`);
-  const bits: BitConfig = { weightBits: o.w as number[], actBits: o.a as number[], routingBits: o.r as number[] };
+  const bits: BitLists = { weightBits: o.w as number[], actBits: o.a as number[], routingBits: o.r as number[] };
   try {
-    checkBitConfig(model.layers, bits, 'bits');
+    checkBitLists(model.layers, bits, 'bits');
   } catch (err) {
     fail(`${(err as Error).message} (w, a, r: the bits of ${header.model})`);
   }

@@ -19,7 +19,7 @@
 import type { CapsNet } from '../models/capsnet.js';
 import { evaluateFullPrecision, type ImageSource, sourceBatch } from '../models/evaluate.js';
 import { countCorrect } from '../models/metrics.js';
-import type { BitConfig } from '../quant/config.js';
+import { type BitConfig, bitsToLists } from '../quant/config.js';
 import type { ModelQuantizer } from '../quant/quantized-forward.js';
 import { give } from '../tensor/pool.js';
 import type { Tensor } from '../tensor/tensor.js';
@@ -109,11 +109,8 @@ export class FastEvaluator implements Evaluator {
 
   /** The key of the first `depth` layers' bits (and of the convolution algorithms used). */
   private prefixKey(bits: BitConfig, depth: number): string {
-    const names = this.model.layerNames.slice(0, depth);
-    const routing = this.model.routingLayerNames
-      .map((n, r) => (names.includes(n) ? bits.routingBits[r] : null))
-      .filter((b) => b !== null);
-    return `${this.quantizer.fastConv ? 'fast' : 'exact'}|w${bits.weightBits.slice(0, depth)}|a${bits.actBits.slice(0, depth)}|r${routing}`;
+    const { weightBits, actBits, routingBits } = bitsToLists(bits.slice(0, depth));
+    return `${this.quantizer.fastConv ? 'fast' : 'exact'}|w${weightBits}|a${actBits}|r${routingBits}`;
   }
 
   private peakBytes = 0;
@@ -199,7 +196,7 @@ export class FastEvaluator implements Evaluator {
     const stages = this.model.stages;
     const L = stages.length;
     this.model.eval();
-    this.quantizer.applyWeights(bits.weightBits);
+    this.quantizer.applyWeights(bits);
     // depth d holds the input of stage d (the output of stages 0..d-1), d = 1..L-1
     const keys = stages.map((_, d) => (d === 0 ? '' : this.prefixKey(bits, d)));
     const use = ++this.uses;

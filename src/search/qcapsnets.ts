@@ -102,7 +102,7 @@ function searchThresholds(A: number, tolerance: number): { minimumAccuracy: numb
   return { minimumAccuracy, step1Min };
 }
 
-/** The positions of the layers that route, in layer order (routingBits' order). */
+/** The positions of the layers that route, in layer order. */
 function routingLayerIndices(layers: readonly QuantLayerInfo[]): number[] {
   return layers.flatMap((l, i) => (l.routes ? [i] : []));
 }
@@ -185,11 +185,7 @@ async function uniformBitsSearch(run: SearchRun, layers: readonly QuantLayerInfo
  *  keep step 1's. The result decides the branch. */
 async function step2MemoryBudget(run: SearchRun, step1: BitConfig, weightBits: number[]): Promise<StepResult> {
   run.startStep('step2', 'STEP 2: memory budget');
-  const step2: BitConfig = {
-    weightBits,
-    actBits: [...step1.actBits],
-    routingBits: [...step1.routingBits],
-  };
+  const step2: BitConfig = step1.map((l, i) => ({ ...l, fracWeight: weightBits[i] }));
   return run.finishStep('step2', step2);
 }
 
@@ -219,20 +215,23 @@ async function step3A(
   step3AMin: number,
 ): Promise<StepResult> {
   run.startStep('step3A', 'STEP 3A: layer-wise activation bits');
-  // the activation bits each routing layer's routing bits follow
+  // the layer whose activation bits each routing layer's routing bits follow: its own, or
+  // under dac2020 the reference's (a position in the list of layers without the capsule
+  // layers that do not route)
+  const routingLayers = routingLayerIndices(layers);
   const followed =
     compat === 'dac2020'
       ? layers
           .flatMap((l, i) => (l.capsule && !l.routes ? [] : [{ i, routes: l.routes }]))
           .map((e, pos) => (e.routes ? pos : -1))
           .filter((p) => p >= 0)
-      : routingLayerIndices(layers);
+      : routingLayers;
   await lowerLayerwise(
     layers.length,
-    (k) => cfg.actBits[k],
+    (k) => cfg[k].fracAct,
     (from, delta) => {
-      for (let k = from; k < layers.length; k++) cfg.actBits[k] += delta;
-      followed.forEach((layer, x) => (cfg.routingBits[x] = cfg.actBits[layer]));
+      for (let k = from; k < layers.length; k++) cfg[k].fracAct += delta;
+      followed.forEach((layer, x) => (cfg[routingLayers[x]].fracRouting = cfg[layer].fracAct));
     },
     async () => (await run.test('step3A', cfg, step3AMin, false)).passed,
   );
@@ -248,12 +247,13 @@ async function step4A(
   minimumAccuracy: number,
 ): Promise<StepResult> {
   run.startStep('step4A', 'STEP 4A: layer-wise dynamic routing bits');
-  const iterating = routingLayerIndices(layers).flatMap((layer, x) => (layers[layer].iterations > 1 ? [x] : []));
+  const iterating = routingLayerIndices(layers).filter((layer) => layers[layer].iterations > 1);
+  const routingOf = (layer: number) => cfg[layer].fracRouting as number;
   await lowerLayerwise(
     iterating.length,
-    (k) => cfg.routingBits[iterating[k]],
+    (k) => routingOf(iterating[k]),
     (from, delta) => {
-      for (let k = from; k < iterating.length; k++) cfg.routingBits[iterating[k]] += delta;
+      for (let k = from; k < iterating.length; k++) cfg[iterating[k]].fracRouting = routingOf(iterating[k]) + delta;
     },
     async () => (await run.test('step4A', cfg, minimumAccuracy, false)).passed,
   );
@@ -272,9 +272,9 @@ async function step3B(
   const cfg = cloneBits(step1);
   await lowerLayerwise(
     layers.length,
-    (k) => cfg.weightBits[k],
+    (k) => cfg[k].fracWeight,
     (from, delta) => {
-      for (let k = from; k < layers.length; k++) cfg.weightBits[k] += delta;
+      for (let k = from; k < layers.length; k++) cfg[k].fracWeight += delta;
     },
     async () => (await run.test('step3B', cfg, minimumAccuracy, false)).passed,
   );

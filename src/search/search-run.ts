@@ -3,7 +3,7 @@
 // decide a new threshold), the exact accuracy of each step's output, the record of every
 // evaluation and step result, and the log lines. The decisions live in qcapsnets.ts.
 import type { BitConfig } from '../quant/config.js';
-import { cloneBits, configKey } from '../quant/config.js';
+import { bitsText, bitsToLists, cloneBits, configKey } from '../quant/config.js';
 import type { RoundingCompat } from '../quant/methods.js';
 import { activationMemoryBits, BITS_PER_MB, weightMemoryBits } from '../quant/memory.js';
 import type { Evaluation, Evaluator } from './evaluator.js';
@@ -107,7 +107,7 @@ export class SearchRun {
       ? `${e.accuracy.toFixed(2)}%${resumed}`
       : `in [${e.lower.toFixed(2)}, ${e.upper.toFixed(2)}]% after ${e.seen}/${e.total} images (decided early)`;
     this.log.info(
-      `  ${step} try w=[${bits.weightBits}] a=[${bits.actBits}] r=[${bits.routingBits}]: ${acc} ${rec.passed ? 'passes' : 'fails'} ` +
+      `  ${step} try ${bitsText(bits)}: ${acc} ${rec.passed ? 'passes' : 'fails'} ` +
         `${strict ? '>' : '>='} ${threshold.toFixed(2)}%${cached ? ' (reused)' : ''}`,
     );
   }
@@ -138,7 +138,8 @@ export class SearchRun {
 
   /** Records and logs a step's output: its bits, accuracy and memory. */
   report(step: StepName, bits: BitConfig, accuracy: number): StepResult {
-    const mem = weightMemoryBits(this.paramCounts, bits.weightBits);
+    const lists = bitsToLists(bits);
+    const mem = weightMemoryBits(this.paramCounts, lists.weightBits);
     const fp32Bits = this.paramCounts.reduce((a, b) => a + b, 0) * 32;
     const r: StepResult = {
       step,
@@ -149,7 +150,7 @@ export class SearchRun {
     };
     const counts = this.settings.activationCounts;
     if (counts) {
-      const act = activationMemoryBits(counts, bits.actBits);
+      const act = activationMemoryBits(counts, lists.actBits);
       r.activationKB = act / 8000;
       r.activationReduction = (counts.reduce((a, b) => a + b, 0) * 32) / act;
     }
@@ -159,12 +160,12 @@ export class SearchRun {
   }
 
   private logStep(r: StepResult): void {
-    const { bits } = r;
+    const lists = bitsToLists(r.bits);
     const log = this.log;
     log.info(`${r.step.toUpperCase()} output:`);
-    log.info(`  weight bits:          [${bits.weightBits.join(', ')}]`);
-    log.info(`  activation bits:      [${bits.actBits.join(', ')}]`);
-    log.info(`  dynamic routing bits: [${bits.routingBits.join(', ')}]`);
+    log.info(`  weight bits:          [${lists.weightBits.join(', ')}]`);
+    log.info(`  activation bits:      [${lists.actBits.join(', ')}]`);
+    log.info(`  dynamic routing bits: [${lists.routingBits.join(', ')}]`);
     log.info(
       `  accuracy: ${r.accuracy.toFixed(2)}%   weight memory: ${r.memoryMB.toFixed(4)} MB (${r.reduction.toFixed(2)}x smaller than 32 bits)`,
     );

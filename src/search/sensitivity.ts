@@ -7,7 +7,7 @@
 import { copyModel } from '../models/factory.js';
 import type { CapsNet } from '../models/capsnet.js';
 import { checkImagesFit, type ImageSource } from '../models/evaluate.js';
-import { type BitConfig, FULL_PRECISION, MAX_FRACTIONAL_BITS } from '../quant/config.js';
+import { type BitConfig, FULL_PRECISION, MAX_FRACTIONAL_BITS, uniformBits } from '../quant/config.js';
 import { checkQuantizeOptions } from '../quant/quantized-model.js';
 import { ModelQuantizer } from '../quant/quantized-forward.js';
 import type { RoundingCompat } from '../quant/methods.js';
@@ -120,14 +120,11 @@ export function sensitivityCurves(model: CapsNet): { layer: number; kind: Sensit
 /** One quantity at `bits`, all others at full precision. */
 function oneQuantity(model: CapsNet, c: { layer: number; kind: SensitivityKind; routing: number }, bits: number) {
   const layers = model.quantLayers;
-  const config: BitConfig = {
-    weightBits: layers.map(() => FULL_PRECISION),
-    actBits: layers.map(() => FULL_PRECISION),
-    routingBits: layers.filter((l) => l.routes).map(() => FULL_PRECISION),
-  };
-  if (c.kind === 'weights') config.weightBits[c.layer] = bits;
-  else if (c.kind === 'activations') config.actBits[c.layer] = bits;
-  else config.routingBits[c.routing] = bits;
+  const config: BitConfig = uniformBits(layers, FULL_PRECISION);
+  const layer = config[c.layer];
+  if (c.kind === 'weights') layer.fracWeight = bits;
+  else if (c.kind === 'activations') layer.fracAct = bits;
+  else layer.fracRouting = bits;
   return config;
 }
 

@@ -3,16 +3,14 @@
 // (accuracy, weight memory) of all of them. Shards (`--shard i/n`) write the same shape with
 // their share of the rows; `qcapsnets merge` combines them.
 import type { QuantMethod } from '../tensor/backend.js';
+import type { BitLists } from '../quant/config.js';
 import type { RoundingCompat } from '../quant/methods.js';
 
 export const SWEEP_TOOL = 'qcapsnets sweep';
 export const SWEEP_VERSION = 1;
 
-export interface SweepBits {
-  weightBits: number[];
-  actBits: number[];
-  routingBits: number[];
-}
+/** A configuration as the sweep's rows hold it (positional lists, quant/config.ts BitLists). */
+export type SweepBits = BitLists;
 
 /** A model a cell chose: 'satisfied' (branch A), or 'memory' and 'accuracy' (branch B). */
 export interface SweepModel {

@@ -11,8 +11,7 @@ import { copyModel } from '../models/factory.js';
 import type { CapsNet } from '../models/capsnet.js';
 import type { ImageSource } from '../models/evaluate.js';
 import { activationCounts } from '../quant/activation-volume.js';
-import type { BitConfig } from '../quant/config.js';
-import { configKey } from '../quant/config.js';
+import { bitsToLists, configKey } from '../quant/config.js';
 import { activationMemoryBits, fullPrecisionMemoryMB, weightMemoryMB } from '../quant/memory.js';
 import type { RoundingCompat } from '../quant/methods.js';
 import { ModelQuantizer } from '../quant/quantized-forward.js';
@@ -20,7 +19,7 @@ import type { QuantMethod } from '../tensor/backend.js';
 import { CachingEvaluator, type EvalCache, type StoredEvaluation } from './eval-cache.js';
 import { FastEvaluator } from './fast-evaluator.js';
 import { checkSearchSettings, runSearch } from './qcapsnets.js';
-import type { SweepModel, SweepPoint, SweepResult, SweepRow } from './sweep-result.js';
+import type { SweepBits, SweepModel, SweepPoint, SweepResult, SweepRow } from './sweep-result.js';
 
 export interface SweepGrid {
   tolerances: number[];
@@ -168,10 +167,11 @@ export async function runSweep(model: CapsNet, test: ImageSource, o: SweepOption
           { info: () => {} },
         );
         const models: SweepModel[] = search.models.map((m) => {
-          const act = activationKB(m.result.bits.actBits);
+          const bits = bitsToLists(m.result.bits);
+          const act = activationKB(bits.actBits);
           return {
             kind: m.kind,
-            bits: m.result.bits,
+            bits,
             accuracy: m.result.accuracy,
             testAccuracy: null,
             weightMemoryMB: m.result.memoryMB,
@@ -242,7 +242,7 @@ function sweepPoint(
   };
 }
 
-const bitsKey = (b: BitConfig) => configKey(b);
+const bitsKey = (b: SweepBits) => configKey(b);
 
 /** The canonical order of `evaluated`: by method (grid order), weight memory, then bits. */
 export function sortPoints(points: SweepPoint[], methods: readonly QuantMethod[]): SweepPoint[] {

@@ -62,7 +62,20 @@ export interface RoutingQuant {
   /** The votes' quantizer (activation bits) of a capsule layer, for capsulesForward: when
    *  present it is the one the layer's activation hook at 'votes' applies. */
   votes?: QuantSpec | null;
+  /** Present: the routing runs in the TypeScript reference (src/tensor/ts/routing.ts), which
+   *  reports each value it computes to this (the golden vectors' capture); absent: the
+   *  current kernels run it. */
+  record?: RoutingRecord;
 }
+
+/** Called by the TypeScript reference routing after each value is computed and quantized:
+ *  (iteration, 'c' | 's' | 'v' | 'logits', values), and by capsulesForwardTs with iteration -1
+ *  and 'votes'. `values` is scratch that the routing goes on using: copy it to keep it. */
+export type RoutingRecord = (
+  iteration: number,
+  name: 'c' | 's' | 'v' | 'logits' | 'votes',
+  values: Float32Array,
+) => void;
 
 /** A fully connected capsule layer at inference: x [B, I, Din], weight [I, Din, J*D],
  *  bias [J, D] -> v [B, J, D], routing with softmax over J. */

@@ -2,6 +2,7 @@
 //   x [B,H,W,C], weight [O,KH,KW,C] ("OHWI"; PyTorch's OIHW is permuted on load), bias [O]
 //   y [B,OH,OW,O], OH = floor((H + 2*pad - KH) / stride) + 1
 import type { ConvGeom, ConvMode, QuantSpec } from '../backend.js';
+import { convOutputSide } from '../conv-geometry.js';
 import { kernels } from '../kernels.js';
 import { take } from '../pool.js';
 import { check, expectShape, shapeStr, Tensor } from '../tensor.js';
@@ -22,8 +23,8 @@ export function conv2dGeom(x: Tensor, w: Tensor, opts: Conv2dOptions, op = 'conv
   const pad = opts.pad ?? 0;
   check(WC === C, op, `input ${shapeStr(x.shape)} has ${C} channels but weight ${shapeStr(w.shape)} expects ${WC}`);
   check(stride >= 1 && pad >= 0, op, `stride must be >= 1 and pad >= 0 (got stride ${stride}, pad ${pad})`);
-  const OH = Math.floor((H + 2 * pad - KH) / stride) + 1;
-  const OW = Math.floor((W + 2 * pad - KW) / stride) + 1;
+  const OH = convOutputSide(H, { kernel: KH, stride, pad });
+  const OW = convOutputSide(W, { kernel: KW, stride, pad });
   check(OH >= 1 && OW >= 1, op, `kernel ${KH}x${KW} does not fit input ${shapeStr(x.shape)} with pad ${pad}`);
   return { B, H, W, C, O, KH, KW, stride, pad, OH, OW };
 }

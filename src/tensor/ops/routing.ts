@@ -3,6 +3,7 @@
 //   bias [J, D], output v [B, P, J, D]
 import type { RoutingGeom, RoutingQuant } from '../backend.js';
 import { kernels } from '../kernels.js';
+import { routingForwardTs } from '../ts/routing.js';
 import { give, take } from '../pool.js';
 import { check, shapeStr, Tensor } from '../tensor.js';
 
@@ -43,7 +44,9 @@ export function routingForward(
   const training = opts.training ?? false;
   const saveS = training ? take(opts.iterations * B * P * J * D) : null;
   const saveC = training ? take(opts.iterations * B * I * P * J) : null;
-  kernels().routingForward(geom, votes.data, bias.data, v, saveS, saveC, opts.quant ?? null);
+  const quant = opts.quant ?? null;
+  if (quant?.record) routingForwardTs(geom, votes.data, bias.data, v, saveS, saveC, quant, quant.record);
+  else kernels().routingForward(geom, votes.data, bias.data, v, saveS, saveC, quant);
   return { v: new Tensor(v, [B, P, J, D]), cache: saveS && saveC ? { geom, saveS, saveC } : null };
 }
 

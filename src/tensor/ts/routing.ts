@@ -4,7 +4,7 @@
 //               s_j = sum_i c_ij u_j|i + bias_j
 //               v_j = squash(s_j) = s_j |s_j| / (1 + |s_j|^2)
 //               b_ij += <u_j|i, v_j>
-import type { CapsulesGeom, QuantSpec, RoutingGeom, RoutingQuant } from '../backend.js';
+import type { CapsulesGeom, QuantSpec, RoutingGeom, RoutingQuant, RoutingRecord } from '../backend.js';
 import { quantizeTs } from './quantize.js';
 
 function softmaxLogits(g: RoutingGeom, logits: Float32Array, c: Float32Array): void {
@@ -29,14 +29,7 @@ function quantizeInPlace(buf: Float32Array, spec: QuantSpec | null, stream: numb
   if (spec) quantizeTs(buf, buf, buf.length, { ...spec, stream: spec.stream + stream });
 }
 
-/** Called by the TypeScript reference routing after each value is computed and quantized:
- *  (iteration, 'c' | 's' | 'v' | 'logits', values), and by capsulesForwardTs with iteration -1
- *  and 'votes'. `values` is scratch that the routing goes on using: copy it to keep it. */
-export type RoutingRecord = (
-  iteration: number,
-  name: 'c' | 's' | 'v' | 'logits' | 'votes',
-  values: Float32Array,
-) => void;
+export type { RoutingRecord } from '../backend.js';
 
 export function routingForwardTs(
   g: RoutingGeom,
