@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "isa.h"
 #include "kernels.h"
 
 namespace {
@@ -113,6 +114,24 @@ Napi::Value SetGemm(const Napi::CallbackInfo& info) {
     }
   }
   return Napi::String::New(env, qc::blas_info());
+}
+
+// setIsa('portable' | 'avx2' | 'avx512' | 'avx512vnni') -> whether the CPU runs it (the level
+// in effect is then that one; else nothing changed); activeIsa() -> the level in effect
+Napi::Value SetIsa(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string name = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  qc::Isa isa;
+  if (!qc::parse_isa(name.c_str(), &isa)) {
+    Napi::Error::New(env, "qcaps_native: setIsa('" + name + "'): expected portable, avx2, avx512 or avx512vnni")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  return Napi::Boolean::New(env, qc::set_isa(isa));
+}
+
+Napi::Value ActiveIsa(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), qc::isa_name(qc::active_isa()));
 }
 
 // sgemm(transA, transB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc)
@@ -403,6 +422,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("getThreads", Napi::Function::New(env, GetThreads));
   exports.Set("blasInfo", Napi::Function::New(env, BlasInfo));
   exports.Set("setGemm", Napi::Function::New(env, SetGemm));
+  exports.Set("setIsa", Napi::Function::New(env, SetIsa));
+  exports.Set("activeIsa", Napi::Function::New(env, ActiveIsa));
   exports.Set("sgemm", Napi::Function::New(env, Sgemm));
   exports.Set("conv2dForward", Napi::Function::New(env, Conv2dForward));
   exports.Set("conv2dForwardFixedPoint", Napi::Function::New(env, Conv2dForwardFixedPoint));

@@ -14,6 +14,8 @@ interface Addon {
   fixedPointConvMethod(): string;
   blasInfo(): string;
   setGemm(which: string, isa?: string): string;
+  setIsa(name: string): boolean;
+  activeIsa(): string;
   sgemm(...args: unknown[]): void;
   conv2dForward(
     geom: Int32Array,
@@ -111,6 +113,20 @@ function loadAddon(): Addon {
  *  CBLAS. The backend line printed at start-up is not updated. */
 export function setGemm(which: 'builtin' | 'blas', isa?: 'auto' | 'avx512' | 'avx2' | 'scalar'): string {
   return isa === undefined ? loadAddon().setGemm(which) : loadAddon().setGemm(which, isa);
+}
+
+/** The instruction-set levels of the kernels that give the same bits on every CPU (native/isa.h). */
+export type IsaLevel = 'portable' | 'avx2' | 'avx512' | 'avx512vnni';
+
+/** Forces the kernels of the quantized forward onto `level` (each level computes the same bits,
+ *  only faster or slower); false, with nothing changed, where the CPU cannot run it. */
+export function setIsa(level: IsaLevel): boolean {
+  return loadAddon().setIsa(level);
+}
+
+/** The level those kernels run at now: the CPU's best unless setIsa forced a lower one. */
+export function activeIsa(): IsaLevel {
+  return loadAddon().activeIsa() as IsaLevel;
 }
 
 /** What runs the addon's GEMMs now, e.g. "OpenBLAS 0.3.21 ...; core Cooperlake" or
