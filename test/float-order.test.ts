@@ -16,7 +16,7 @@ import type { CapsNet } from '../src/models/capsnet.js';
 import type { BitConfig } from '../src/quant/config.js';
 import { quantize } from '../src/quant/quantized-model.js';
 import type { RoundingCompat } from '../src/quant/methods.js';
-import type { QuantMethod } from '../src/tensor/backend.js';
+import type { ConvGeom, QuantMethod } from '../src/tensor/backend.js';
 import { activeIsa, blasInfo, type IsaLevel, setGemm, setIsa } from '../src/tensor/kernels-native.js';
 import { kernels } from '../src/tensor/kernels.js';
 import type { Tensor } from '../src/tensor/tensor.js';
@@ -134,4 +134,80 @@ test('DeepCaps: the same class capsules at any thread count, GEMM and instructio
   const L = model.quantLayers.length;
   const R = model.routingLayerNames.length;
   checkModel(t, model, { weightBits: Array(L).fill(8), actBits: Array(L).fill(7), routingBits: Array(R).fill(6) });
+});
+
+/** fmaf(a, b, c) of float32 values, correctly rounded: a b is exact in double, TwoSum gives the
+ *  error e of s = a b + c, and only where s is halfway between two floats does e decide. */
+function fmaf(a: number, b: number, c: number): number {
+  const p = a * b;
+  const s = p + c;
+  const t = s - p;
+  const e = p - (s - t) + (c - t);
+  const r = Math.fround(s);
+  if (e === 0 || r === s) return r;
+  const n = s + (s - r); // the float on the other side of s, if s is halfway
+  if (Math.fround(n) !== n) return r;
+  return e > 0 ? Math.max(r, n) : Math.min(r, n);
+}
+
+/** The documented order (native/smallconv.cc): per output one fmaf per value of the zero-padded
+ *  patch in the order (ky, kx, c) from +0, then + bias, then ReLU. */
+function orderedConvReference(g: ConvGeom, x: Float32Array, w: Float32Array, bias: Float32Array): Float32Array {
+  const y = new Float32Array(g.B * g.OH * g.OW * g.O);
+  for (let b = 0; b < g.B; b++)
+    for (let oy = 0; oy < g.OH; oy++)
+      for (let ox = 0; ox < g.OW; ox++)
+        for (let o = 0; o < g.O; o++) {
+          let acc = 0;
+          for (let ky = 0; ky < g.KH; ky++)
+            for (let kx = 0; kx < g.KW; kx++)
+              for (let c = 0; c < g.C; c++) {
+                const iy = oy * g.stride - g.pad + ky;
+                const ix = ox * g.stride - g.pad + kx;
+                const inside = iy >= 0 && iy < g.H && ix >= 0 && ix < g.W;
+                const xv = inside ? x[((b * g.H + iy) * g.W + ix) * g.C + c] : 0;
+                acc = fmaf(xv, w[((o * g.KH + ky) * g.KW + kx) * g.C + c], acc);
+              }
+          const v = Math.fround(acc + bias[o]);
+          y[((b * g.OH + oy) * g.OW + ox) * g.O + o] = v > 0 ? v : 0;
+        }
+  return y;
+}
+
+test('the float convolution of the quantized forward is the documented order at every level', (t) => {
+  const k = requireNative(t);
+  if (!k) return;
+  const geom = (B: number, H: number, C: number, O: number, K: number, stride: number, pad: number): ConvGeom => {
+    const OH = Math.floor((H + 2 * pad - K) / stride) + 1;
+    return { B, H, W: H, C, O, KH: K, KW: K, stride, pad, OH, OW: OH };
+  };
+  const cases: [string, ConvGeom][] = [
+    ["9x9 over one channel, 70 outputs (ShallowCapsNet's first layer)", geom(2, 12, 1, 70, 9, 1, 0)],
+    ['3x3 stride 2 pad 1, 8 -> 20 channels', geom(2, 7, 8, 20, 3, 2, 1)],
+    ['5x5 pad 1 over 24 channels: 600 values a patch, past one block of 512', geom(1, 6, 24, 17, 5, 1, 1)],
+  ];
+  const best = activeIsa();
+  const threads0 = k.getThreads();
+  try {
+    for (const [what, g] of cases) {
+      // not fixed point: the exact integer convolution declines, as for an image
+      const x = Float32Array.from({ length: g.B * g.H * g.W * g.C }, (_, i) => Math.sin(i * 0.37) * 0.9);
+      const w = Float32Array.from({ length: g.O * g.KH * g.KW * g.C }, (_, i) => Math.cos(i * 0.11) / 7);
+      const bias = Float32Array.from({ length: g.O }, (_, i) => Math.sin(i) * 0.2);
+      const expected = orderedConvReference(g, x, w, bias);
+      for (const level of LEVELS.slice(0, LEVELS.indexOf(best) + 1)) {
+        assert.ok(setIsa(level));
+        for (const threads of [1, 2]) {
+          k.setThreads(threads);
+          const y = new Float32Array(expected.length).fill(NaN);
+          k.conv2dForward(g, x, w, bias, y, true, null, { fastAlgorithms: true, fixedPoint: true });
+          assert.ok(['declined', 'none'].includes(k.fixedPointConvMethod()), `${what}: not an integer convolution`);
+          assert.deepEqual(y, expected, `${what}: ${level}, ${threads} threads`);
+        }
+      }
+    }
+  } finally {
+    setIsa(best);
+    k.setThreads(threads0);
+  }
 });
