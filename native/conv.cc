@@ -13,6 +13,7 @@
 #include <cstring>
 #include <vector>
 
+#include "isa.h"
 #include "kernels.h"
 #include "parallel.h"
 #include "settings.h"
@@ -138,17 +139,24 @@ void bias_gradient(const float* dy, size_t rows, int O, float* db) {
 
 FixedMethod conv2d_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu,
                            const QuantSpec* q, ConvMode mode) {
-  // Fixed-point values (mode.fixed_point, the quantized forward) first get exact integer sums
-  // wherever they apply, integer Winograd included, so that a quantized model's numbers are
-  // the correctly rounded sums that the ONNX and C exports compute too (and as fast as float
-  // Winograd here); two passes (inputs wider than int16) only where the DFT would not run.
-  // Float values: Winograd, the DFT, then im2col + GEMM.
-  const FixedMethod fixed =
-      mode.fixed_point ? fixed_point_conv(g, x, w, bias, y, relu, use_fft(g, mode.fast) ? 1 : 2) : FixedMethod::declined;
+  // The quantized forward (mode.fixed_point) gives the same bits on every CPU, BLAS and thread
+  // count: fixed-point values get exact integer sums wherever they apply, integer Winograd
+  // included (the correctly rounded sums that the ONNX and C exports compute too); any other
+  // convolution (the first layer's float image, a layer fixed_point_conv declines) runs in the
+  // one order of ordered_conv (native/smallconv.cc), as the C export's conv_float_input.
+  // Float values elsewhere: Winograd, the DFT, then im2col + GEMM.
+  if (mode.fixed_point) {
+    const FixedMethod fixed = fixed_point_conv(g, x, w, bias, y, relu, 2);
+    if (fixed != FixedMethod::declined) {
+      if (q) quantize(y, y, (size_t)g.B * g.OH * g.OW * g.O, *q);
+    } else {
+      ordered_conv(g, x, w, bias, y, relu, q, active_isa());
+    }
+    return fixed;
+  }
+  const FixedMethod fixed = FixedMethod::declined;
   bool done = true;
-  if (fixed != FixedMethod::declined)
-    ;
-  else if (use_winograd(g, mode.fast))
+  if (use_winograd(g, mode.fast))
     winograd_forward(g, x, w, bias, y, relu);
   else if (use_fft(g, mode.fast))
     fft_forward(g, x, w, bias, y, relu);

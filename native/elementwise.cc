@@ -3,6 +3,8 @@
 //   ds = f dv + s (s.dv) f'(n)/n,  f(n) = n/(1+n^2), f'(n) = (1-n^2)/(1+n^2)^2 (0 at n = 0)
 //   BatchNorm over rows of C channels: per-channel sums, the affine map, and the backward pass.
 // Same arithmetic as src/tensor/ops/squash.ts and batchnorm2d.ts.
+#include "fp-order.h"  // first: no contraction into FMA anywhere below
+
 #include <cmath>
 #include <cstring>
 #include <vector>

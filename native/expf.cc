@@ -1,10 +1,15 @@
-// exp of float32 values, vectorised, bit for bit as glibc's expf (2.28 and later:
-// sysdeps/ieee754/flt-32/e_expf.c, the x86-64 build with FMA that runs on this CPU):
+// exp of float32 values, the same bits at every instruction-set level, as glibc's expf (2.28
+// and later: sysdeps/ieee754/flt-32/e_expf.c, its x86-64 build with FMA):
 //   x*N/ln2 = k + r (N = 32, k rounded to an integer, r in [-1/2, 1/2]),
 //   exp(x) = 2^(k/N) * 2^(r/N) ~= s * (C0 r^3 + C1 r^2 + C2 r + 1),  s = 2^(k/N) from a table,
-// in double with the same fused multiply-adds, then rounded once to float. Inputs outside
-// that fast path (|x| above about 88, inf, NaN) go to expf itself. tools/check-expf.cc
-// compares every float input with expf.
+// in double with the fused multiply-adds written out below (std::fma where there is no
+// vector code), then rounded once to float. Outside that formula's range, as glibc: -inf -> 0,
+// +inf and NaN -> x + x, x > 0x1.62e42ep6 -> +inf, x < -0x1.9fe368p6 -> +0 (no call to the C
+// library's expf, whose bits differ between libraries and between its builds with and without
+// FMA). The C export's qcaps_expf (src/export/c-export-runtime.ts) is the same function.
+// tools/check-expf.cc compares every float input with expf.
+#include "fp-order.h"  // first: no contraction into FMA anywhere below
+
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -13,13 +18,13 @@
 #include <immintrin.h>
 #endif
 
+#include "isa.h"
 #include "kernels.h"
 
 namespace qc {
 
 namespace {
 
-#if defined(__x86_64__) && defined(__GNUC__)
 constexpr double kInvLn2N = 0x1.71547652b82fep+5;  // N / ln 2
 constexpr double kShift = 0x1.8p+52;               // rounds to an integer when added
 constexpr double kC0 = 0x1.c6af84b912394p-20, kC1 = 0x1.ebfce50fac4f3p-13, kC2 = 0x1.62e42ff0c52d6p-6;
@@ -32,6 +37,41 @@ constexpr uint64_t kTable[32] = {
     0x3feeace5422aa0db, 0x3feeb737b0cdc5e5, 0x3feec49182a3f090, 0x3feed503b23e255d, 0x3feee89f995ad3ad,
     0x3feeff76f2fb5e47, 0x3fef199bdd85529c, 0x3fef3720dcef9069, 0x3fef5818dcfba487, 0x3fef7c97337b9b5f,
     0x3fefa4afa2a490da, 0x3fefd0765b6e4540};
+
+// no contraction beyond the fused multiply-adds written out (they are expf's)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+
+// The scalar version: every input, the order of operations that the vector code repeats.
+float expf_one(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  const uint32_t top = (bits >> 20) & 0x7ff;
+  if (top > 0x42a) {                        // |x| >= 88, inf, NaN
+    if (bits == 0xff800000u) return 0.f;    // -inf
+    if (top >= 0x7f8) return x + x;         // +inf, NaN
+    if (x > 0x1.62e42ep6f) return INFINITY; // overflow
+    if (x < -0x1.9fe368p6f) return 0.f;     // underflow
+  }
+  const double xd = x;
+  double kd = std::fma(kInvLn2N, xd, kShift);
+  uint64_t ki;
+  std::memcpy(&ki, &kd, sizeof ki);
+  kd -= kShift;
+  const double r = std::fma(kInvLn2N, xd, -kd);
+  const uint64_t t = kTable[ki % 32] + (ki << 47);
+  double s;
+  std::memcpy(&s, &t, sizeof s);
+  const double z = std::fma(kC0, r, kC1);
+  const double r2 = r * r;
+  double y = std::fma(kC2, r, 1.0);
+  y = std::fma(z, r2, y);
+  y = y * s;
+  return (float)y;
+}
+#pragma GCC pop_options
+
+#if defined(__x86_64__) && defined(__GNUC__)
 
 // no contraction beyond the fused multiply-adds written out (they are expf's)
 #pragma GCC push_options
@@ -69,10 +109,10 @@ __attribute__((target("avx512f"))) void expf8x(float* v, size_t n) {
     float out[8];
     _mm256_storeu_ps(out, _mm512_cvtpd_ps(y));
     for (int l = 0; l < 8; l++)
-      if (slow >> l & 1) out[l] = std::exp(v[i + l]);
+      if (slow >> l & 1) out[l] = expf_one(v[i + l]);
     memcpy(v + i, out, sizeof out);
   }
-  for (; i < n; i++) v[i] = std::exp(v[i]);
+  for (; i < n; i++) v[i] = expf_one(v[i]);
 }
 #pragma GCC diagnostic pop
 #pragma GCC pop_options
@@ -82,9 +122,9 @@ __attribute__((target("avx512f"))) void expf8x(float* v, size_t n) {
 
 void exp_in_place(float* v, size_t n) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (cpu_has_avx512f()) return expf8x(v, n);
+  if (active_isa() >= Isa::avx512) return expf8x(v, n);
 #endif
-  for (size_t i = 0; i < n; i++) v[i] = std::exp(v[i]);
+  for (size_t i = 0; i < n; i++) v[i] = expf_one(v[i]);
 }
 
 }  // namespace qc

@@ -89,8 +89,16 @@ const char* fixed_method_name(FixedMethod m);
 FixedMethod fixed_point_conv(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu,
                              int maxPasses = 2);
 
-// Direct convolution for patches of K = KH*KW*C <= 128 values (smallconv.cc), bit for bit what
-// im2col + OpenBLAS gives; false where it does not apply (other BLAS, no AVX-512, larger K).
+// The float convolution in one fixed order (smallconv.cc): per output, one fused multiply-add
+// per value of the zero-padded patch in column order (ky, kx, c) from +0, then + bias, ReLU and
+// q; the same bits at every instruction-set level `isa` (which picks only the kernel), thread
+// count and BLAS. The quantized forward's convolutions that are not exact integer sums.
+enum class Isa : int;
+void ordered_conv(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu,
+                  const QuantSpec* q, Isa isa);
+// ordered_conv's AVX-512 kernel for patches of K = KH*KW*C <= 128 values, where it is bit for
+// bit what im2col + OpenBLAS gives; false where it does not apply (other BLAS, no AVX-512,
+// larger K, QCAPS_SMALL_PATCH_CONV=0).
 bool small_patch_conv(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y, bool relu,
                       const QuantSpec* q);
 

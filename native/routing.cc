@@ -2,6 +2,22 @@
 // that its votes (e.g. 1152x10x16 floats for ShallowCapsNet) stay in cache across all
 // iterations. Same arithmetic and layouts as src/tensor/ts/routing.ts.
 //   c = softmax(b);  s_j = sum_i c_ij u_j|i + bias_j;  v_j = squash(s_j);  b_ij += <u_j|i, v_j>
+//
+// The forward's one order of float operations, the same at every instruction-set level (the
+// AVX-512 kernels repeat the plain loops' operations; no contraction into fused multiply-adds,
+// native/fp-order.h), thread count (threads split the images) and BLAS (no GEMM here), and
+// the C export's (src/export/c-export-runtime.ts):
+//   votes      u_j|i[jd] = (((0 + x_i0 w_i0[jd]) + x_i1 w_i1[jd]) + ...) in float, each product
+//              rounded, in the order of k = 0 .. Din-1
+//   softmax    m = max_k l_k; e_k = expf(l_k - m) (native/expf.cc); sum of e_k in double in the
+//              order of k; c_k = e_k * (float)(1 / sum)
+//   s          s_j = (((bias_j + c_0j u_j|0) + c_1j u_j|1) + ...) in float, in the order of i
+//   squash     n2 = sum_d s_d s_d in float in the order of d; f = sqrtf(n2) / (1 + n2);
+//              v_d = s_d f
+//   agreement  b_ij += (((0 + u_0 v_0) + u_1 v_1) + ...) in float, in the order of d
+// with each layer's quantizers between the steps (see route_one).
+#include "fp-order.h"  // first: no contraction into FMA anywhere below
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -11,6 +27,7 @@
 #include <immintrin.h>
 #endif
 
+#include "isa.h"
 #include "kernels.h"
 #include "parallel.h"
 
@@ -43,6 +60,10 @@ static void squash_rows(const float* s, float* v, size_t rows, int D) {
 }
 
 namespace {
+
+// The AVX-512 kernels below run at the levels avx512 and avx512vnni (QCAPS_ISA); each gives the
+// bits of its plain loop, so the level chooses only the speed.
+bool avx512_level() { return active_isa() >= Isa::avx512; }
 
 void quantize_in_place(const QuantSpec* spec, float* buf, size_t n, size_t index0, uint32_t streamAdd) {
   if (!spec) return;
@@ -183,14 +204,14 @@ __attribute__((target("avx512f"))) void agreement16(const float* u, const float*
 
 void weighted_sum(const float* u, const float* c, float* s, int I, size_t PJ, int D) {
 #ifdef QC_HAVE_AVX512_ROUTING
-  if (D == 16 && cpu_has_avx512f()) return weighted_sum16(u, c, s, I, PJ);
+  if (D == 16 && avx512_level()) return weighted_sum16(u, c, s, I, PJ);
 #endif
   weighted_sum_plain(u, c, s, I, PJ, D);
 }
 
 void agreement(const float* u, const float* v, float* logits, size_t n, size_t PJ, int D) {
 #ifdef QC_HAVE_AVX512_ROUTING
-  if (D == 16 && cpu_has_avx512f()) return agreement16(u, v, logits, n, PJ);
+  if (D == 16 && avx512_level()) return agreement16(u, v, logits, n, PJ);
 #endif
   agreement_plain(u, v, logits, n, PJ, D);
 }
@@ -282,7 +303,7 @@ __attribute__((target("avx512f"))) void capsule_votes16(const float* x, const fl
 
 void capsule_votes(const float* x, const float* w, float* u, size_t N, int I, int Din, size_t JD) {
 #ifdef QC_HAVE_AVX512_ROUTING
-  if (JD % 16 == 0 && cpu_has_avx512f()) return capsule_votes16(x, w, u, N, I, Din, JD);
+  if (JD % 16 == 0 && avx512_level()) return capsule_votes16(x, w, u, N, I, Din, JD);
 #endif
   capsule_votes_plain(x, w, u, N, I, Din, JD);
 }

@@ -2,7 +2,7 @@
 // on real Fashion-MNIST, quantized at a mixed configuration into a packed file, exported
 // through the command line, compiled with cc -std=c99 -O2 (and no warning under -Wall -Wextra
 // -pedantic), run on 1,000 test images: the same predictions as QuantizedModel.forward and
-// class lengths within 1e-4. Truncation and logarithmic (dac2020) on a few images; the bad
+// the same class lengths bit for bit. Truncation and logarithmic (dac2020) on a few images; the bad
 // inputs (not a quantized file, an output folder that cannot be written) leave nothing behind.
 import assert from 'node:assert/strict';
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';

@@ -84,10 +84,11 @@ static int32_t max_abs(const int32_t *x, size_t n) {
   return m;
 }
 
-/* ---- exp of float32, bit for bit as glibc's expf (2.28 and later), as native/expf.cc:
+/* ---- exp of float32, as native/expf.cc (glibc's expf, 2.28 and later, with FMA):
  * x N/ln2 = k + r (N = 32), exp(x) = 2^(k/N) 2^(r/N) ~= s (C0 r^3 + C1 r^2 + C2 r + 1) in
- * double with fused multiply-adds, rounded once to float; |x| above about 88, inf and NaN go
- * to expf itself. */
+ * double with fused multiply-adds, rounded once to float; outside that formula's range
+ * -inf -> 0, +inf and NaN -> x + x, x > 0x1.62e42ep6 -> inf, x < -0x1.9fe368p6 -> 0 (no call
+ * to the C library's expf, whose bits differ between libraries). */
 static const uint64_t exp_table[32] = {
     0x3ff0000000000000u, 0x3fefd9b0d3158574u, 0x3fefb5586cf9890fu, 0x3fef9301d0125b51u, 0x3fef72b83c7d517bu,
     0x3fef54873168b9aau, 0x3fef387a6e756238u, 0x3fef1e9df51fdee1u, 0x3fef06fe0a31b715u, 0x3feef1a7373aa9cbu,
@@ -104,7 +105,12 @@ static float qcaps_expf(float x) {
   uint64_t ki, t;
   double xd, kd, r, s, z, r2, y;
   memcpy(&bits, &x, sizeof bits);
-  if (((bits >> 20) & 0x7ff) > 0x42a) return expf(x);
+  if (((bits >> 20) & 0x7ff) > 0x42a) {
+    if (bits == 0xff800000u) return 0.f;
+    if (((bits >> 20) & 0x7ff) >= 0x7f8) return x + x;
+    if (x > 0x1.62e42ep6f) return INFINITY;
+    if (x < -0x1.9fe368p6f) return 0.f;
+  }
   xd = (double)x;
   kd = fma(inv_ln2_n, xd, shift);
   memcpy(&ki, &kd, sizeof ki);
@@ -304,10 +310,11 @@ static float fma_float(float a, float b, float c) {
 }
 #endif
 
-/* ---- convolution of the float input image, as the native direct kernel for small patches
- * (and im2col + OpenBLAS): per output one fused multiply-add after another in the order
- * (ky, kx, c) from zero, then + bias, then ReLU. w: the float weights [O][K][K][C]. The
- * outputs of one pixel are summed side by side in y. ---- */
+/* ---- convolution of float values in the one order of the native ordered_conv
+ * (native/smallconv.cc), on every CPU: per output one fused multiply-add after another over
+ * the zero-padded patch in the order (ky, kx, c) from +0 (the padding's zeros take part),
+ * then + bias, then ReLU. w: the float weights [O][K][K][C]. The outputs of one pixel are
+ * summed side by side in y. ---- */
 static void conv_float_input(const float *x, int H, int W, int C, const float *w, int O, int K, int stride, int pad,
                              const float *bias, int relu, float *y) {
   const int OH = (H + 2 * pad - K) / stride + 1, OW = (W + 2 * pad - K) / stride + 1;
@@ -319,12 +326,11 @@ static void conv_float_input(const float *x, int H, int W, int C, const float *w
       for (o = 0; o < O; o++) acc[o] = 0.f;
       for (ky = 0; ky < K; ky++) {
         const int iy = oy * stride - pad + ky;
-        if (iy < 0 || iy >= H) continue;
         for (kx = 0; kx < K; kx++) {
           const int ix = ox * stride - pad + kx;
-          if (ix < 0 || ix >= W) continue;
+          const int inside = iy >= 0 && iy < H && ix >= 0 && ix < W;
           for (c = 0; c < C; c++) {
-            const float xv = x[((size_t)iy * W + ix) * C + c];
+            const float xv = inside ? x[((size_t)iy * W + ix) * C + c] : 0.f;
             const float *wp = w + ((size_t)ky * K + kx) * C + c;
             for (o = 0; o < O; o++) acc[o] = fma_float(xv, wp[(size_t)o * KKC], acc[o]);
           }

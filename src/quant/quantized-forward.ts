@@ -33,7 +33,8 @@ export class ModelQuantizer {
   private readonly applied: (number | null)[];
   /** Convolutions may use the DFT and Winograd algorithms (the hooks' conv mode). Under dac2020
    *  arithmetic they do not: im2col + GEMM sums match the reference's closely enough that its
-   *  rounding decisions are reproduced. Convolutions of fixed-point values are exact either way. */
+   *  rounding decisions are reproduced. The native kernels run neither in a quantized forward:
+   *  exact integer sums, or the float convolution in one fixed order (native/smallconv.cc). */
   fastConv: boolean;
 
   constructor(
@@ -146,7 +147,8 @@ export function quantHooks(
     spec(top(path).fracAct, streamOf(`a|${batch}|${path}|${point}`));
   return {
     // where inputs and weights are fixed point (up to 15 bits), convolutions are exact integer
-    // sums (native/fixedconv.cc): faster than either float algorithm, and order-free
+    // sums (native/fixedconv.cc): faster than either float algorithm, and order-free; the
+    // others (the first layer's image) run in one fixed order (native/smallconv.cc)
     conv: { fastAlgorithms: fastConv, fixedPoint: true },
     activation: (path, point, t) => {
       const q = activationSpec(path, point);

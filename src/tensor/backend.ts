@@ -107,9 +107,12 @@ export type FixedPointConvMethod = 'direct' | 'limbs' | 'winograd';
  *  passes its own, in QuantHooks.conv), so no kernel state is process-wide. */
 export interface ConvMode {
   /** the DFT and Winograd algorithms may run; false: im2col + GEMM only, so that rounding
-   *  decisions downstream match a direct convolution's (rounding compat 'dac2020') */
+   *  decisions downstream match a direct convolution's (rounding compat 'dac2020'). Natively
+   *  without effect under fixedPoint, whose convolutions have one order already. */
   fastAlgorithms: boolean;
-  /** first try the exact fixed-point convolution (conv2dForwardFixedPoint); the TypeScript
+  /** the quantized forward's convolutions: natively the exact fixed-point convolution
+   *  (conv2dForwardFixedPoint) where it applies, else the float convolution in one fixed order
+   *  (native/smallconv.cc), the same bits on every CPU, BLAS and thread count; the TypeScript
    *  backend keeps its float convolution */
   fixedPoint: boolean;
 }
