@@ -12,8 +12,10 @@ import ts from 'typescript';
 const src = fileURLToPath(new URL('../../src/', import.meta.url));
 
 /** The data path, tier by tier: a folder of src/ may import the folders of earlier tiers only
- *  (not its own tier's, nor a later one's). '.' is src/index.ts, the library's entry. */
+ *  (not its own tier's, nor a later one's). '.' is src/index.ts, the library's entry;
+ *  'settings' is src/settings.ts (the environment the tool reads, declared once), below all. */
 const TIERS: readonly (readonly string[])[] = [
+  ['settings'],
   ['io', 'tensor'],
   ['data', 'nn'],
   ['models'],
@@ -114,10 +116,12 @@ function cyclePath(graph: Graph, component: string[]): string[] {
   return component;
 }
 
-/** The top folder of src/ a file lies in ('.' for src/index.ts). */
+/** The top folder of src/ a file lies in ('.' for src/index.ts; a module of its own, by its
+ *  name, for another file at the top, e.g. 'settings'). */
 function folderOf(file: string): string {
   const parts = relative(src, file).split(sep);
-  return parts.length > 1 ? parts[0] : '.';
+  if (parts.length > 1) return parts[0];
+  return parts[0] === 'index.ts' ? '.' : parts[0].replace(/\.ts$/, '');
 }
 
 /** The imports from a folder to one of its own tier or a later one: 'from -> to (file -> file)'. */
