@@ -4,8 +4,11 @@
 // ONNX, C and golden vectors of 2 seeded images. fixtures/export-golden/ holds what the code
 // wrote when the fixtures were made: every small file whole, every file's size and SHA-256 in
 // manifest.json, and the JSON header of every large
-// safetensors file (<name>.header.json, for a readable difference). Regenerate (only when an output change is intended) with
-//   npm run build && node dist/test/export-golden-files.js
+// safetensors file (<name>.header.json, for a readable difference). Regenerate (only when an
+// output change is intended) with
+//   npm run build && node tools/make-export-golden.mjs
+// (not from this module itself: `node --test dist/test/` loads every module under test/, and
+// would rewrite the fixtures before the test compares against them)
 import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
@@ -123,7 +126,8 @@ export function safetensorsHeader(file: string): string {
 }
 
 /** Regenerates fixtures/export-golden/ (the manifest and the whole small files). */
-function main(): void {
+/** Writes fixtures/export-golden/ anew from what the code writes now. */
+export function writeGoldenFixtures(): void {
   const tmp = join(GOLDEN_DIR, '.work');
   rmSync(GOLDEN_DIR, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
@@ -143,5 +147,3 @@ function main(): void {
   rmSync(tmp, { recursive: true, force: true });
   writeFileSync(join(GOLDEN_DIR, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
 }
-
-if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) main();
