@@ -81,7 +81,7 @@ export async function runMemoryBench(modelKind: string, inputSize: number, json:
       // 8 bits everywhere, then lower weight bits in the last layer only: the second reuses
       // every cached prefix but the last stage's, as steps 2 to 4 of the search do
       const bits: BitConfig = uniformBits(model.quantLayers, 8);
-      bits[layers - 1].fracWeight = 8 - e;
+      bits[layers - 1].weight = 8 - e;
       const r = await evaluator.evaluate(bits);
       note(`quantized evaluation ${e + 1} (w ${JSON.stringify(bitsToLists(bits).weightBits)})`, r.seconds);
     }

@@ -69,7 +69,7 @@ export function cases(name: string, model: CapsNet): Case[] {
       // the first layers' activations (the exact convolutions' inputs): 6 fractional bits for
       // stochastic rounding, 12 to 14 for the others
       bits.forEach((b, l) => {
-        if (l < n - 1) b.fracAct = method === 'stochastic_rounding' ? 6 : 14 - (l % 3);
+        if (l < n - 1) b.act = method === 'stochastic_rounding' ? 6 : 14 - (l % 3);
       });
       const q = quantize(model, bits, { method, compat, seed: 7 });
       out.push({

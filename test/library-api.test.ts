@@ -154,16 +154,16 @@ test('bad arguments: errors name the argument', async () => {
     /bits\[1\]: expected layer 'primary', got 'digit'/,
   );
   assert.throws(
-    () => quantize(model, edited(1, { fracAct: 40 }), { method: 'truncation' }),
-    /bits\[1\] \(primary\)\.fracAct: expected an integer number of fractional bits in \[0, 32\], got 40/,
+    () => quantize(model, edited(1, { act: 40 }), { method: 'truncation' }),
+    /bits\[1\] \(primary\)\.act: expected an integer number of fractional bits in \[0, 32\], got 40/,
   );
   assert.throws(
-    () => quantize(model, edited(2, { fracRouting: -1 }), { method: 'truncation' }),
-    /bits\[2\] \(digit\)\.fracRouting/,
+    () => quantize(model, edited(2, { routing: -1 }), { method: 'truncation' }),
+    /bits\[2\] \(digit\)\.routing/,
   );
   assert.throws(
-    () => quantize(model, edited(0, { fracRouting: 4 }), { method: 'truncation' }),
-    /bits\[0\] \(conv\)\.fracRouting: the layer does not route, expected null, got 4/,
+    () => quantize(model, edited(0, { routing: 4 }), { method: 'truncation' }),
+    /bits\[0\] \(conv\)\.routing: the layer does not route, expected null, got 4/,
   );
   assert.throws(
     () => bitsFromLists(model.quantLayers, { ...bitsToLists(ok), weightBits: [8, 8] }),

@@ -87,9 +87,9 @@ test('bits are records by layer name; the files keep their positional lists', ()
   const lists = { weightBits: [8, 7, 6], actBits: [6, 5, 4], routingBits: [5, 3] };
   const bits = bitsFromLists(m.quantLayers, lists);
   assert.deepEqual(bits, [
-    { name: 'conv', fracWeight: 8, fracAct: 6, fracRouting: null },
-    { name: 'primary', fracWeight: 7, fracAct: 5, fracRouting: 5 },
-    { name: 'digit', fracWeight: 6, fracAct: 4, fracRouting: 3 },
+    { name: 'conv', format: 'fixed', weight: 8, act: 6, routing: null },
+    { name: 'primary', format: 'fixed', weight: 7, act: 5, routing: 5 },
+    { name: 'digit', format: 'fixed', weight: 6, act: 4, routing: 3 },
   ]);
   assert.deepEqual(bitsToLists(bits), lists);
   assert.equal(configKey(bits), 'w8,7,6|a6,5,4|r5,3');

@@ -31,8 +31,8 @@ test('FULL_PRECISION everywhere is the float32 forward; a layer set back to it g
   const ev = new FastEvaluator(model, q, images, { batchSize: 20, cacheMB: 64, earlyStop: false, order: 'dataset' });
   const full = uniformBits(q.layers, FULL_PRECISION);
   assert.equal((await ev.evaluate(full)).accuracy, fp.accuracy);
-  await ev.evaluate(full.map((b) => ({ ...b, fracWeight: 2 })));
-  q.applyWeights(full.map((b) => ({ ...b, fracWeight: b.name === 'primary' ? 2 : FULL_PRECISION })));
+  await ev.evaluate(full.map((b) => ({ ...b, weight: 2 })));
+  q.applyWeights(full.map((b) => ({ ...b, weight: b.name === 'primary' ? 2 : FULL_PRECISION })));
   const same = model.parameters().map((p, i) => ({
     name: p.name,
     same: Buffer.compare(Buffer.from(p.param.data.buffer), Buffer.from(before[i].buffer)) === 0,

@@ -226,9 +226,10 @@ function quantizedSeed(): Seed {
   const model = buildModel('ShallowCapsNet', [18, 1, 2, 2], { seed: 3 });
   const bits = model.quantLayers.map((l) => ({
     name: l.name,
-    fracWeight: 2,
-    fracAct: 4,
-    fracRouting: l.routes ? 4 : null,
+    format: 'fixed' as const,
+    weight: 2,
+    act: 4,
+    routing: l.routes ? 4 : null,
   }));
   const q = quantize(model, bits, { method: 'round_to_nearest', seed: 1 });
   return safetensorsSeed(

@@ -42,8 +42,8 @@ function shallowSource(q: QuantizedModel, tensors: readonly CTensor[]): string {
   const I = m.numPrimaryCaps;
   const K = m.numClasses;
   const D = m.capsDim;
-  const wPrimary = q.bitsOf('primary').fracWeight;
-  const [aConv, aPrimary, aDigit] = q.bits.map((b) => b.fracAct);
+  const wPrimary = q.bitsOf('primary').weight;
+  const [aConv, aPrimary, aDigit] = q.bits.map((b) => b.act);
   const convW = floatCopy(tensorOf(tensors, 'conv.conv.weight'));
   const convB = floatCopy(tensorOf(tensors, 'conv.conv.bias'));
   const primW = tensorOf(tensors, 'primary.conv3d.weight');
@@ -114,8 +114,8 @@ function deepCapsSource(q: QuantizedModel, tensors: readonly CTensor[], floats: 
   const Cin = m.inputCh;
   const K = m.numClasses;
   const D = m.capsDim;
-  const act = (name: string) => q.bitsOf(name).fracAct;
-  const wb = (name: string) => q.bitsOf(name).fracWeight;
+  const act = (name: string) => q.bitsOf(name).act;
+  const wb = (name: string) => q.bitsOf(name).weight;
   const t = (name: string) => tensorOf(tensors, name);
   const buffer = (name: string) => {
     const f = floats.find((x) => x.name === name);

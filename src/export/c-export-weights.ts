@@ -133,9 +133,9 @@ export function* weightHeader(
 `;
   for (const b of q.bits) {
     const name = cName(b.name).toUpperCase();
-    yield `#define QCAPS_${name}_WEIGHT_BITS ${b.fracWeight}\n`;
-    yield `#define QCAPS_${name}_ACT_BITS ${b.fracAct}\n`;
-    if (b.fracRouting !== null) yield `#define QCAPS_${name}_ROUTING_BITS ${b.fracRouting}\n`;
+    yield `#define QCAPS_${name}_WEIGHT_BITS ${b.weight}\n`;
+    yield `#define QCAPS_${name}_ACT_BITS ${b.act}\n`;
+    if (b.routing !== null) yield `#define QCAPS_${name}_ROUTING_BITS ${b.routing}\n`;
   }
   for (const t of tensors) {
     yield `\n/* ${t.name} [${t.shape.join('][')}] */\n`;

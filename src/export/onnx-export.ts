@@ -75,10 +75,10 @@ export function exportOnnx(q: QuantizedModel, options: OnnxExportOptions): OnnxE
     const spec = activationQuant(graphMethod, bits, q.compat, 0, 0);
     return { method: graphMethod, frac: spec.frac, compat: spec.compat };
   };
-  const act = (layer: string) => quantizerOf(q.bitsOf(layer).fracAct);
+  const act = (layer: string) => quantizerOf(q.bitsOf(layer).act);
   const routing = (layer: string): RoutingQuantizers => ({
     act: act(layer),
-    routing: quantizerOf(q.bitsOf(layer).fracRouting!),
+    routing: quantizerOf(q.bitsOf(layer).routing!),
   });
   const ctx: Lowering = { g, m, act, routing };
   const x = g.transpose('images', [0, 3, 1, 2]); // NHWC -> NCHW

@@ -355,7 +355,7 @@ export function writeQuantizedModel(
   const bits = q.bits;
   const memoryBits = weightMemoryBits(
     q.layers.map((l) => l.paramCount),
-    bits.map((b) => b.fracWeight),
+    bits.map((b) => b.weight),
   );
   const metadata: Record<string, string> = {
     format: QUANTIZED_FORMAT,
@@ -369,9 +369,9 @@ export function writeQuantizedModel(
       q.layers.map((l, i) => ({
         name: l.name,
         param_count: l.paramCount,
-        weight_bits: bits[i].fracWeight,
-        act_bits: bits[i].fracAct,
-        routing_bits: bits[i].fracRouting,
+        weight_bits: bits[i].weight,
+        act_bits: bits[i].act,
+        routing_bits: bits[i].routing,
       })),
     ),
     tensors: JSON.stringify(formats),
@@ -492,7 +492,7 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
   const search = checkSearchRecord(file, jsonField<unknown>(file, md, 'search', false));
   const memoryBits = weightMemoryBits(
     model.quantLayers.map((l) => l.paramCount),
-    bits.map((b) => b.fracWeight),
+    bits.map((b) => b.weight),
   );
   return {
     quantized,
@@ -652,7 +652,7 @@ function decodeTensors(
     used.add(tname + QWEIGHT);
     if (stored.dtype !== 'U8' || stored.shape.length !== 1)
       throw bad(`'${tname}${QWEIGHT}' is ${stored.dtype} [${stored.shape.join(', ')}], expected U8 [bytes]`);
-    const { name: layer, fracWeight: F } = layerBitsOf(tname);
+    const { name: layer, weight: F } = layerBitsOf(tname);
     if (!isInt(f.frac_bits))
       throw bad(`frac_bits ${typed(f.frac_bits)}: expected the integer ${F} (layer ${layer}'s weight bits)`);
     if (f.frac_bits !== F) throw bad(`frac_bits ${brief(f.frac_bits)} but layer ${layer} has ${F} weight bits`);
@@ -725,7 +725,7 @@ function quantizeOnGrid(
       if (!Object.is(t.data[i], want[i]) && !(t.data[i] === 0 && want[i] === 0))
         throw fileError(
           file,
-          `tensor '${k}' element ${i}: the file holds ${want[i]}, which ${method} (${compat}) at ${layerBitsOf(k).fracWeight} bits quantizes to ${t.data[i]}: not a value of this quantizer`,
+          `tensor '${k}' element ${i}: the file holds ${want[i]}, which ${method} (${compat}) at ${layerBitsOf(k).weight} bits quantizes to ${t.data[i]}: not a value of this quantizer`,
         );
   }
   return quantized;

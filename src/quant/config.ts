@@ -8,15 +8,25 @@ import type { RoundingCompat } from './methods.js';
 /** A top-level layer as quantization sees it: each model states its own (CapsNet.quantLayers). */
 export type { QuantLayerInfo } from '../models/capsnet.js';
 
-/** One layer's bits, by the layer's name (SPEC 4): fractional bits of its parameters, of its
- *  activations and, where the layer routes, of its routing values (null where it does not).
- *  A number format other than today's fixed point (sign + frac bits) belongs here as a field
- *  of its own, read wherever these are. */
+/** A layer's number format (docs/quantization.md):
+ *  - 'fixed': the DAC 2020 format, one sign bit and N fractional bits, saturating at [-1, 1);
+ *    a count is N, the fractional bits (the stored width is N + 1);
+ *  - 'dynamic': Ristretto's dynamic fixed point, w bits in all (sign included) with each
+ *    tensor's fractional length from its range (weights) or from calibration (activations,
+ *    routing values); a count is w, the width. */
+export type NumberFormat = 'fixed' | 'dynamic';
+export const NUMBER_FORMATS: readonly NumberFormat[] = ['fixed', 'dynamic'];
+
+/** One layer's bits, by the layer's name (SPEC 4), in the layer's number format: the count of
+ *  its parameters, of its activations and, where the layer routes, of its routing values (null
+ *  where it does not). Under 'fixed' a count is fractional bits, under 'dynamic' a total width
+ *  (see NumberFormat). */
 export interface LayerBits {
   readonly name: string;
-  fracWeight: number;
-  fracAct: number;
-  fracRouting: number | null;
+  format: NumberFormat;
+  weight: number;
+  act: number;
+  routing: number | null;
 }
 
 /** A configuration: one LayerBits per layer of the model, in the model's layer order. */
@@ -41,28 +51,38 @@ export interface QuantConfig {
   seed: number;
 }
 
-/** Every layer at `frac` fractional bits (weights, activations and routing). */
-export function uniformBits(layers: readonly QuantLayerInfo[], frac: number): BitConfig {
-  return layers.map((l) => ({ name: l.name, fracWeight: frac, fracAct: frac, fracRouting: l.routes ? frac : null }));
+/** Every layer at `count` bits of `format` (weights, activations and routing). */
+export function uniformBits(
+  layers: readonly QuantLayerInfo[],
+  count: number,
+  format: NumberFormat = 'fixed',
+): BitConfig {
+  return layers.map((l) => ({ name: l.name, format, weight: count, act: count, routing: l.routes ? count : null }));
 }
 
 export function bitsToLists(c: readonly LayerBits[]): BitLists {
   return {
-    weightBits: c.map((l) => l.fracWeight),
-    actBits: c.map((l) => l.fracAct),
-    routingBits: c.filter((l) => l.fracRouting !== null).map((l) => l.fracRouting as number),
+    weightBits: c.map((l) => l.weight),
+    actBits: c.map((l) => l.act),
+    routingBits: c.filter((l) => l.routing !== null).map((l) => l.routing as number),
   };
 }
 
 /** The configuration of `layers` whose lists are `lists` (checked: see checkBitLists). */
-export function bitsFromLists(layers: readonly QuantLayerInfo[], lists: BitLists, name = 'bits'): BitConfig {
+export function bitsFromLists(
+  layers: readonly QuantLayerInfo[],
+  lists: BitLists,
+  name = 'bits',
+  format: NumberFormat = 'fixed',
+): BitConfig {
   checkBitLists(layers, lists, name);
   let r = 0;
   return layers.map((l, i) => ({
     name: l.name,
-    fracWeight: lists.weightBits[i],
-    fracAct: lists.actBits[i],
-    fracRouting: l.routes ? lists.routingBits[r++] : null,
+    format,
+    weight: lists.weightBits[i],
+    act: lists.actBits[i],
+    routing: l.routes ? lists.routingBits[r++] : null,
   }));
 }
 
@@ -116,16 +136,18 @@ export function checkBitConfig(layers: readonly QuantLayerInfo[], bits: readonly
   layers.forEach((l, i) => {
     const b = bits[i];
     if (b?.name !== l.name) throw new Error(`${name}[${i}]: expected layer '${l.name}', got '${b?.name}'`);
-    for (const key of ['fracWeight', 'fracAct'] as const) {
+    if (!(NUMBER_FORMATS as readonly unknown[]).includes(b.format))
+      throw new Error(
+        `${name}[${i}] (${l.name}).format: expected one of ${NUMBER_FORMATS.join(', ')}, got ${b.format}`,
+      );
+    for (const key of ['weight', 'act'] as const) {
       const problem = fracProblem(b[key]);
       if (problem) throw new Error(`${name}[${i}] (${l.name}).${key}: ${problem}`);
     }
-    if (!l.routes && b.fracRouting !== null)
-      throw new Error(
-        `${name}[${i}] (${l.name}).fracRouting: the layer does not route, expected null, got ${b.fracRouting}`,
-      );
-    const problem = l.routes ? fracProblem(b.fracRouting) : null;
-    if (problem) throw new Error(`${name}[${i}] (${l.name}).fracRouting: ${problem}`);
+    if (!l.routes && b.routing !== null)
+      throw new Error(`${name}[${i}] (${l.name}).routing: the layer does not route, expected null, got ${b.routing}`);
+    const problem = l.routes ? fracProblem(b.routing) : null;
+    if (problem) throw new Error(`${name}[${i}] (${l.name}).routing: ${problem}`);
   });
 }
 

@@ -58,7 +58,7 @@ export class ModelQuantizer {
   /** Writes every layer's parameters quantized with its weight bits (only layers that changed);
    *  FULL_PRECISION puts that layer's float32 values back. */
   applyWeights(bits: readonly LayerBits[]): void {
-    const weightBits = layerOrder(this.model, bits).map((b) => b.fracWeight);
+    const weightBits = layerOrder(this.model, bits).map((b) => b.weight);
     const k = kernels();
     for (const p of this.fp) {
       const bits = weightBits[p.layer];
@@ -120,7 +120,7 @@ export function quantizeWeightsInPlace(model: CapsNet, r: Rounding, layerBits: r
   const byLayer = layerOrder(model, layerBits);
   const k = kernels();
   for (const p of model.parameters()) {
-    const bits = byLayer[d.index(d.layerOf(p.name).name)].fracWeight;
+    const bits = byLayer[d.index(d.layerOf(p.name).name)].weight;
     if (bits === FULL_PRECISION) continue;
     k.quantize(p.param.data, p.param.data, p.param.data.length, parameterQuant(r, p.name, bits));
   }
@@ -144,7 +144,7 @@ export function quantHooks(
   const spec = (b: number, stream: number) =>
     b === FULL_PRECISION ? null : activationQuant(r.method, b, r.compat, r.seed, stream);
   const activationSpec = (path: string, point: string) =>
-    spec(top(path).fracAct, streamOf(`a|${batch}|${path}|${point}`));
+    spec(top(path).act, streamOf(`a|${batch}|${path}|${point}`));
   return {
     // where inputs and weights are fixed point (up to 15 bits), convolutions are exact integer
     // sums (native/fixedconv.cc): faster than either float algorithm, and order-free; the
@@ -157,11 +157,11 @@ export function quantHooks(
     activationSpec,
     routing: (path): RoutingQuant | null => {
       const b = top(path);
-      if (b.fracRouting === null) return null;
+      if (b.routing === null) return null;
       const stream = streamOf(`r|${batch}|${path}`);
       return {
-        act: spec(b.fracAct, stream),
-        routing: spec(b.fracRouting, (stream + 0x5bd1e995) >>> 0),
+        act: spec(b.act, stream),
+        routing: spec(b.routing, (stream + 0x5bd1e995) >>> 0),
         votes: activationSpec(path, 'votes'), // what activation(path, 'votes', .) applies
       };
     },

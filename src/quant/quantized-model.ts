@@ -64,7 +64,7 @@ export class QuantizedModel {
   get weightMemoryMB(): number {
     return weightMemoryMB(
       this.layers.map((l) => l.paramCount),
-      this.bits.map((b) => b.fracWeight),
+      this.bits.map((b) => b.weight),
     );
   }
 
@@ -137,7 +137,7 @@ export class QuantizedModel {
     const out: IntegerParameter[] = [];
     for (const [name, t] of this.stateDict()) {
       if (!params.has(name)) continue;
-      const { name: layer, fracWeight: frac } = this.bitsOf(name);
+      const { name: layer, weight: frac } = this.bitsOf(name);
       const scale = 2 ** frac;
       const n = t.data.length;
       let lo = 0;

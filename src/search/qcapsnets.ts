@@ -185,7 +185,7 @@ async function uniformBitsSearch(run: SearchRun, layers: readonly QuantLayerInfo
  *  keep step 1's. The result decides the branch. */
 async function step2MemoryBudget(run: SearchRun, step1: BitConfig, weightBits: number[]): Promise<StepResult> {
   run.startStep('step2', 'STEP 2: memory budget');
-  const step2: BitConfig = step1.map((l, i) => ({ ...l, fracWeight: weightBits[i] }));
+  const step2: BitConfig = step1.map((l, i) => ({ ...l, weight: weightBits[i] }));
   return run.finishStep('step2', step2);
 }
 
@@ -228,10 +228,10 @@ async function step3A(
       : routingLayers;
   await lowerLayerwise(
     layers.length,
-    (k) => cfg[k].fracAct,
+    (k) => cfg[k].act,
     (from, delta) => {
-      for (let k = from; k < layers.length; k++) cfg[k].fracAct += delta;
-      followed.forEach((layer, x) => (cfg[routingLayers[x]].fracRouting = cfg[layer].fracAct));
+      for (let k = from; k < layers.length; k++) cfg[k].act += delta;
+      followed.forEach((layer, x) => (cfg[routingLayers[x]].routing = cfg[layer].act));
     },
     async () => (await run.test('step3A', cfg, step3AMin, false)).passed,
   );
@@ -248,12 +248,12 @@ async function step4A(
 ): Promise<StepResult> {
   run.startStep('step4A', 'STEP 4A: layer-wise dynamic routing bits');
   const iterating = routingLayerIndices(layers).filter((layer) => layers[layer].iterations > 1);
-  const routingOf = (layer: number) => cfg[layer].fracRouting as number;
+  const routingOf = (layer: number) => cfg[layer].routing as number;
   await lowerLayerwise(
     iterating.length,
     (k) => routingOf(iterating[k]),
     (from, delta) => {
-      for (let k = from; k < iterating.length; k++) cfg[iterating[k]].fracRouting = routingOf(iterating[k]) + delta;
+      for (let k = from; k < iterating.length; k++) cfg[iterating[k]].routing = routingOf(iterating[k]) + delta;
     },
     async () => (await run.test('step4A', cfg, minimumAccuracy, false)).passed,
   );
@@ -272,9 +272,9 @@ async function step3B(
   const cfg = cloneBits(step1);
   await lowerLayerwise(
     layers.length,
-    (k) => cfg[k].fracWeight,
+    (k) => cfg[k].weight,
     (from, delta) => {
-      for (let k = from; k < layers.length; k++) cfg[k].fracWeight += delta;
+      for (let k = from; k < layers.length; k++) cfg[k].weight += delta;
     },
     async () => (await run.test('step3B', cfg, minimumAccuracy, false)).passed,
   );

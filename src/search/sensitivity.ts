@@ -122,9 +122,9 @@ function oneQuantity(model: CapsNet, c: { layer: number; kind: SensitivityKind; 
   const layers = model.quantLayers;
   const config: BitConfig = uniformBits(layers, FULL_PRECISION);
   const layer = config[c.layer];
-  if (c.kind === 'weights') layer.fracWeight = bits;
-  else if (c.kind === 'activations') layer.fracAct = bits;
-  else layer.fracRouting = bits;
+  if (c.kind === 'weights') layer.weight = bits;
+  else if (c.kind === 'activations') layer.act = bits;
+  else layer.routing = bits;
   return config;
 }
 
