@@ -55,6 +55,26 @@ export const KINDS: Record<string, BenchKind> = {
   },
 };
 
+/** bench:smaller's models, trained to the accuracy issue 19 asks for (>= 88% and >= 87%):
+ *  ShallowCapsNet by the README's recipe (`qcapsnets train --dataset fashion-mnist`, its
+ *  default 10 epochs, the best epoch kept: about 5 minutes an epoch on 2 cores), DeepCaps by
+ *  the bench's DeepCaps recipe over the whole training set for 3 epochs (about 15 minutes an
+ *  epoch on 2 cores). */
+export const SMALLER_KINDS: Record<string, BenchKind> = {
+  ShallowCapsNet: {
+    ...KINDS.ShallowCapsNet,
+    cacheName: 'shallow-fashion-10epoch.pt',
+    trainFlags: ['--epochs', '10'],
+    testSize: 10000,
+  },
+  DeepCaps: {
+    ...KINDS.DeepCaps,
+    cacheName: 'deepcaps-fashion-3epoch.pt',
+    trainFlags: [...KINDS.DeepCaps.trainFlags.slice(0, -4), '--epochs', '3'],
+    testSize: 10000,
+  },
+};
+
 export function benchModel(kind: BenchKind): string {
   const given = process.argv.includes('--model') ? arg('model', '') : process.env.QCAPS_BENCH_MODEL;
   if (given) {
