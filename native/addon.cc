@@ -96,11 +96,13 @@ Napi::Value GetThreads(const Napi::CallbackInfo& info) { return Napi::Number::Ne
 
 Napi::Value BlasInfo(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), qc::blas_info()); }
 
-// setGemm('builtin' | 'blas', isa?: 'auto' | 'avx512' | 'avx2' | 'scalar') -> blasInfo()
+// setGemm('builtin' | 'blas' | null, isa?: 'auto' | 'avx512' | 'avx2' | 'scalar') -> blasInfo();
+// null keeps the GEMM that runs and sets only the built-in kernels' family
 Napi::Value SetGemm(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  const bool keep = info[0].IsNull() || info[0].IsUndefined();
   const std::string which = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
-  if (!qc::set_gemm(which.c_str())) {
+  if (!keep && !qc::set_gemm(which.c_str())) {
     Napi::Error::New(env, "qcaps_native: setGemm('" + which + "'): expected 'builtin' or 'blas' (this build: " +
                               qc::blas_info() + ")")
         .ThrowAsJavaScriptException();

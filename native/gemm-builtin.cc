@@ -25,7 +25,8 @@
 // transposed into C. Each C element is one chain of multiply-adds (FMAs on AVX2/AVX-512) in k
 // order from zero per KC block: for K <= KC the order of native/smallconv.cc, so that kernel
 // gives the same bits with this GEMM as with OpenBLAS.
-// QCAPS_GEMM_ISA=avx512|avx2|scalar (or set_builtin_gemm_isa) picks another family (tests).
+// set_builtin_gemm_isa (QCAPS_GEMM_ISA=avx512|avx2|scalar, passed in by src/settings.ts) picks
+// another family (tests).
 #include <algorithm>
 #include <array>
 #include <cstddef>
@@ -312,11 +313,7 @@ const Arch* pick(const char* want) {
   return w == "scalar" ? &kScalar : nullptr;
 }
 
-const Arch* initial_arch() {
-  const Arch* a = pick(getenv("QCAPS_GEMM_ISA"));
-  return a ? a : pick("auto");
-}
-const Arch* g_arch = initial_arch();
+const Arch* g_arch = pick("auto");
 
 // Packed B: panels of NR columns, each kc rows of NR floats (zero past nc).
 void pack_b(const Arch& a, bool tB, const float* B, ptrdiff_t ldb, int k0, int kc, int j0, int nc, float* out) {

@@ -32,27 +32,20 @@ static int g_threads = 1;
 
 namespace {
 
-// Which GEMM runs: CBLAS where the build found one, unless QCAPS_GEMM=builtin (read once at
-// load) or set_gemm("builtin"); builds without CBLAS always run the built-in one
-// (native/gemm-builtin.cc). Switched only between kernel calls, from the JavaScript thread.
-// Everything else stays as it is: the direct small-patch kernel (native/smallconv.cc, built
-// with OpenBLAS only) still runs under the built-in GEMM, since its multiply-adds in column
-// order from zero are the built-in AVX2/AVX-512 kernels' too (K <= 128, one block): the same
-// bits as im2col + the built-in GEMM, i.e. as a build without CBLAS, only faster
-// (test/gemm-builtin.test.ts checks the bits; the bench's built-in rows turn it off to time
-// what such a build runs).
-bool initial_builtin() {
+// Which GEMM runs: CBLAS where the build found one, unless configure({ gemm: 'builtin' })
+// (QCAPS_GEMM=builtin, read by src/settings.ts) or set_gemm("builtin"); builds without CBLAS
+// always run the built-in one (native/gemm-builtin.cc). Switched only between kernel calls, from
+// the JavaScript thread. Everything else stays as it is: the direct small-patch kernel
+// (native/smallconv.cc, built with OpenBLAS only) still runs under the built-in GEMM, since its
+// multiply-adds in column order from zero are the built-in AVX2/AVX-512 kernels' too (K <= 128,
+// one block): the same bits as im2col + the built-in GEMM, i.e. as a build without CBLAS, only
+// faster (test/gemm-builtin.test.ts checks the bits; the bench's built-in rows turn it off to
+// time what such a build runs).
 #ifdef QC_HAVE_CBLAS
-  const char* e = getenv("QCAPS_GEMM");
-  if (!e || !*e || strcmp(e, "blas") == 0) return false;
-  if (strcmp(e, "builtin") == 0) return true;
-  fprintf(stderr, "qcapsnets: QCAPS_GEMM=%s ignored (expected blas or builtin)\n", e);
-  return false;
+bool g_builtin = false;
 #else
-  return true;
+bool g_builtin = true;
 #endif
-}
-bool g_builtin = initial_builtin();
 
 }  // namespace
 

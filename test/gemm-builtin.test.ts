@@ -225,3 +225,27 @@ test('first layer under the built-in GEMM: the same bits with and without the sm
   assert.match(direct, /^[0-9a-f]{64}$/);
   assert.equal(direct, im2col);
 });
+
+// QCAPS_GEMM and QCAPS_GEMM_ISA are read once by src/settings.ts and passed to the addon (it
+// reads no environment itself): the backend line names the family the variables chose.
+test('QCAPS_GEMM=builtin with QCAPS_GEMM_ISA=scalar reaches the addon through the settings', (t) => {
+  const k = requireNative(t);
+  if (!k) return;
+  const index = new URL('../src/tensor/kernels.js', import.meta.url).href;
+  const r = spawnSync(
+    process.execPath,
+    ['--input-type=module', '-e', `import(${JSON.stringify(index)}).then((k) => console.log(k.backendInfo()))`],
+    {
+      env: {
+        ...process.env,
+        QCAPS_QUIET: '1',
+        QCAPS_BACKEND: 'native',
+        QCAPS_GEMM: 'builtin',
+        QCAPS_GEMM_ISA: 'scalar',
+      },
+      encoding: 'utf8',
+    },
+  );
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /built-in GEMM scalar/i);
+});

@@ -15,7 +15,7 @@ interface Addon {
   configure(s: Partial<NativeSettings> & { isa?: IsaLevel }): void;
   isaInfo(): { active: IsaLevel; cpu: IsaLevel };
   blasInfo(): string;
-  setGemm(which: string, isa?: string): string;
+  setGemm(which: string | null, isa?: string): string;
   sgemm(...args: unknown[]): void;
   conv2dForward(
     geom: Int32Array,
@@ -110,7 +110,15 @@ function loadAddon(): Addon {
   const addon = createRequire(import.meta.url)(path) as Addon;
   const s = settings();
   addon.configure(s.native);
-  if (s.gemm === 'builtin') addon.setGemm('builtin', s.gemmIsa ?? 'auto');
+  if (s.gemm !== null || s.gemmIsa !== null) {
+    try {
+      addon.setGemm(s.gemm, s.gemmIsa ?? undefined);
+    } catch (e) {
+      throw new NativeSettingsError(
+        `QCAPS_GEMM=${s.gemm ?? ''} QCAPS_GEMM_ISA=${s.gemmIsa ?? ''}: ${e instanceof Error ? e.message : e}`,
+      );
+    }
+  }
   if (s.isa !== null) forceIsa(addon, s.isa, 'QCAPS_ISA');
   loaded = addon;
   return loaded;
