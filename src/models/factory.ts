@@ -64,7 +64,7 @@ export function buildModel(name: string, args: readonly number[], opts: BuildOpt
   // a registered kind's model must be rebuildable from what it says of itself (copyModel, files)
   if (model?.kind !== name || model.args.join(' ') !== args.join(' '))
     throw new Error(
-      `buildModel: ${name}'s build(${args.join(', ')}) gave a model of kind '${model?.kind}' with args [${model?.args?.join(', ')}]; expected kind '${name}' with those args`,
+      `buildModel: ${name}'s build([${args.join(', ')}]) gave a model of kind '${model?.kind}' whose args are [${model?.args?.join(', ')}]; expected kind '${name}' and args [${args.join(', ')}] (a model's args give back what it was built from)`,
     );
   return model;
 }
