@@ -7,7 +7,15 @@ import { Conv2DCaps, Conv3DCaps } from '../nn/conv-caps.js';
 import { DeepCapsBlock } from '../nn/deepcaps-block.js';
 import { convOutputSide } from '../tensor/conv-geometry.js';
 import { cName } from './c-export-weights.js';
-import { type CLayerInput, type CMap, type CProgram, type CValue, mapOf, pow2, singleInput } from './c-program.js';
+import {
+  type CLayerInput,
+  type CMap,
+  type CProgram,
+  type CValue,
+  pow2,
+  quantizedMapOf,
+  singleInput,
+} from './c-program.js';
 import { moduleAs } from './lowering.js';
 
 /** One block's C: its buffers are named `<stem>_<buffer>`, its convolutions `<stem>_<child>_conv`. */
@@ -115,7 +123,7 @@ class BlockWriter {
 export function deepCapsBlockC(p: CProgram, layer: LayerDescription, input: CLayerInput): CValue {
   const b = moduleAs(layer.module, DeepCapsBlock);
   const c1 = b.l1.cfg;
-  const x = p.integers(mapOf(layer, singleInput(layer, input), c1.ci * c1.ni) as CMap);
+  const x = p.integers(quantizedMapOf(layer, singleInput(layer, input), c1.ci * c1.ni));
   const w = new BlockWriter(p, layer, b, x);
   const { name, n, side } = w;
   const O = w.types * w.dim;

@@ -20,6 +20,7 @@ import {
   type CProgram,
   type CValue,
   mapOf,
+  quantizedMapOf,
   pow2,
   singleInput,
 } from './c-program.js';
@@ -39,7 +40,7 @@ function convOnInput(p: CProgram, stem: string, c: Conv2d, x: CMap | CImage, out
     const b = c.bias ? p.copy(`${c.path}.bias`) : '(const float *)0';
     p.line(`  conv_float_input(image, ${x.side}, ${x.side}, ${C}, ${w}, ${O}, ${geom}, ${b}, 1, ${out});`);
   } else {
-    const m = p.integers(x as CMap);
+    const m = p.integers(x);
     const w = p.tensor(`${c.path}.weight`);
     p.macro(`QCAPS_CONV_FIXED(${stem}_conv, ${w.array}, ${w.macro}_ROW_L1)`);
     const x16 = p.int16Copy(m.ints, m.side * m.side * C);
@@ -109,7 +110,7 @@ function convPixelToCapsules(p: CProgram, layer: LayerDescription, input: CLayer
     throw new Error(
       `C export: layer '${layer.name}' (ConvPixelToCapsules) has ${ci} input capsule types; its C reads one`,
     );
-  const x = p.integers(mapOf(layer, singleInput(layer, input), ni) as CMap);
+  const x = p.integers(quantizedMapOf(layer, singleInput(layer, input), ni));
   const s = p.stem(layer.name);
   const OH = convOutputSide(x.side, m.cfg);
   const P = OH * OH;

@@ -58,6 +58,16 @@ export function mapOf(layer: LayerDescription, v: CValue, channels: number): CMa
   return v as CMap;
 }
 
+/** `v` as a quantized map of `channels` channels (not the image), or an error naming the layer. */
+export function quantizedMapOf(layer: LayerDescription, v: CValue, channels: number): CMap {
+  const m = mapOf(layer, v, channels);
+  if (m.form !== 'map')
+    throw new Error(
+      `C export: layer '${layer.name}' (${layer.kind}) reads a quantized map; its C does not take the image`,
+    );
+  return m;
+}
+
 /** The loop variables of qcaps_infer, in the order they are declared. */
 const LOCALS = ['k', 'i', 'p', 'j', 'd'] as const;
 type Local = (typeof LOCALS)[number];
