@@ -13,15 +13,6 @@
 
 #include "fixedpoint.h"
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define QC_HAVE_X86_KERNELS 1
-// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized and -Wuninitialized in their own code
-// (_mm512_extracti64x4_epi64, _mm512_cvtepi64_ps)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
-
 namespace qc::fixedpoint {
 
 namespace {

@@ -10,6 +10,18 @@
 #include "isa.h"
 #include "kernels.h"
 
+// The x86 micro-kernels (AVX2, AVX-512, AVX512-VNNI intrinsics) are compiled where a GCC-compatible
+// compiler targets x86-64: QC_HAVE_X86_KERNELS, for fixedkernels.cc and fixedwino.cc (the
+// portable kernels run elsewhere).
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define QC_HAVE_X86_KERNELS 1
+// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized and -Wuninitialized in their own code
+// (_mm512_extracti64x4_epi64, _mm512_cvtepi64_ps), in every file that includes this header
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
 namespace qc::fixedpoint {
 
 constexpr int kLanes = 32;       // output channels per packed block (two zmm of int32)

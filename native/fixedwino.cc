@@ -38,14 +38,6 @@
 
 #include "settings.h"
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define QC_HAVE_X86_KERNELS 1
-// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized and -Wuninitialized in their own code
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
-
 namespace qc::fixedpoint {
 
 namespace {

@@ -11,12 +11,15 @@
 // The main calls are exported by name; each folder's whole API is there too, as a namespace
 // (tensor, nn, models, data, train, quant, search, io).
 
-// models: build, load, save
+// models: build, load, save, and model kinds of the user's
 export { buildModel, buildDecoder, MODEL_NAMES, DECODER_NAMES } from './models/factory.js';
 export { ShallowCapsNet } from './models/shallow-capsnet.js';
 export { DeepCaps } from './models/deepcaps.js';
 export { FCDecoder, ConvDecoder28, ConvDecoder64 } from './models/decoders.js';
-export type { CapsNet, CapsDecoder, ModelName, DecoderName, QuantLayerInfo } from './models/capsnet.js';
+export { CapsNet, runStages, type InferenceStage } from './models/capsnet.js';
+export type { CapsDecoder, ModelName, DecoderName, QuantLayerInfo } from './models/capsnet.js';
+export { registerModel, modelKindNames, type ModelKind } from './models/registry.js';
+export { ModelDescription, type LayerSpec, type LayerDescription } from './models/description.js';
 export { loadModel, saveModel, type LoadModelOptions } from './models/model-file.js';
 
 // data

@@ -1,9 +1,10 @@
 // The layer-independent C of the export (the top of qcaps_model.c): the quantizers, exp, the
 // two squash variants, softmax and dynamic routing, in the float32 arithmetic of the native
 // kernels (native/quantize.cc, native/expf.cc, native/routing.cc, native/elementwise.cc), so
-// that the exported code gives the tool's numbers bit for bit.
+// that the exported code gives the tool's numbers bit for bit. cRuntime() puts in the parts a
+// model uses: route and/or route_saturating, and saturate_floats (quantizers with bounds).
 
-export const C_RUNTIME = String.raw`
+const C_RUNTIME_HEAD = String.raw`
 /* every product is rounded before it is added, as in the native kernels (GCC in -std=c99
  * mode does not contract; clang is told so) */
 #if defined(__clang__)
@@ -156,14 +157,37 @@ static void squash_rows_double(const float *s, float *v, size_t rows, int D) {
 }
 #endif
 
-/* ---- dynamic routing (SPEC 2.1) of one image, as native/routing.cc route_one:
+`;
+
+/** saturate_floats: the bounds of a quantizer that saturates, applied after its rounding (as
+ *  the kernels clamp the rounded value). Only in the exports of models that have one. */
+const SATURATE = String.raw`/* ---- saturation of quantized values to [lo, hi], after their rounding ---- */
+static void saturate_floats(float *v, size_t n, float lo, float hi) {
+  size_t i;
+  for (i = 0; i < n; i++) v[i] = v[i] < lo ? lo : (v[i] > hi ? hi : v[i]);
+}
+
+`;
+
+const ROUTE_COMMENT = String.raw`/* ---- dynamic routing (SPEC 2.1) of one image, as native/routing.cc route_one:
  *   c = softmax(b);  s_j = sum_i c_ij u_j|i + bias_j;  v_j = squash(s_j);  b_ij += <u_j|i, v_j>
  * votes u [I][P][J][D], bias [J][D], v [P][J][D]; the softmax runs over the J output capsules
  * (joint = 0) or jointly over P*J (joint = 1, DeepCaps' 3-D routing). c and v are quantized
  * with the activation bits, s and the logits with the routing bits. Scratch: logits and c
  * (I*P*J floats), s (P*J*D floats). */
-static void route(const float *u, const float *bias, int I, int P, int J, int D, int iterations, int joint,
-                  int act_frac, int routing_frac, float *v, float *logits, float *c, float *s) {
+`;
+
+/** route, or route_saturating: the same with the bounds of its quantizers (c and v with
+ *  act_lo/act_hi, s and the logits with routing_lo/routing_hi). */
+function routeFunction(saturating: boolean): string {
+  const name = saturating ? 'route_saturating' : 'route';
+  const bounds = saturating
+    ? 'float act_lo, float act_hi, float routing_lo, float routing_hi,\n                  '
+    : '';
+  const saturate = (buf: string, n: string, which: string) =>
+    saturating ? `\n    saturate_floats(${buf}, ${n}, ${which}_lo, ${which}_hi);` : '';
+  return String.raw`static void ${name}(const float *u, const float *bias, int I, int P, int J, int D, int iterations, int joint,
+                  int act_frac, int routing_frac, ${bounds}float *v, float *logits, float *c, float *s) {
   const size_t PJ = (size_t)P * J, ncB = (size_t)I * PJ, nsB = PJ * D;
   const size_t group = joint ? PJ : (size_t)J;
   size_t o, k, pj, q;
@@ -186,7 +210,7 @@ static void route(const float *u, const float *bias, int I, int P, int J, int D,
         for (k = 0; k < group; k++) c[o + k] *= inv;
       }
     }
-    quantize_floats(c, ncB, act_frac);
+    quantize_floats(c, ncB, act_frac);${saturate('c', 'ncB', 'act')}
     for (pj = 0; pj < PJ; pj++) memcpy(s + pj * D, bias + (pj % J) * D, D * sizeof(float));
     for (i = 0; i < I; i++) {
       const float *ui = u + (size_t)i * PJ * D;
@@ -198,9 +222,9 @@ static void route(const float *u, const float *bias, int I, int P, int J, int D,
         for (d = 0; d < D; d++) sp[d] += cv * up[d];
       }
     }
-    quantize_floats(s, nsB, routing_frac);
+    quantize_floats(s, nsB, routing_frac);${saturate('s', 'nsB', 'routing')}
     squash_rows_float(s, v, PJ, D);
-    quantize_floats(v, nsB, act_frac);
+    quantize_floats(v, nsB, act_frac);${saturate('v', 'nsB', 'act')}
     if (t == iterations - 1) break; /* the last logits update is never used */
     for (q = 0; q < ncB; q++) {
       const float *up = u + q * D;
@@ -209,11 +233,13 @@ static void route(const float *u, const float *bias, int I, int P, int J, int D,
       for (d = 0; d < D; d++) dot += up[d] * vp[d];
       logits[q] += dot;
     }
-    quantize_floats(logits, ncB, routing_frac);
+    quantize_floats(logits, ncB, routing_frac);${saturate('logits', 'ncB', 'routing')}
   }
 }
+`;
+}
 
-/* ---- capsule votes u_hat_j|i = W_i x_i (Sabour et al. eq. 2): x [I][Din], W [I][Din][JD]
+const C_RUNTIME_TAIL = String.raw`/* ---- capsule votes u_hat_j|i = W_i x_i (Sabour et al. eq. 2): x [I][Din], W [I][Din][JD]
  * as integers at 2^-w_frac, u [I][JD]; products rounded, then added in the order of k ---- */
 #define QCAPS_CAPSULE_VOTES(NAME, WEIGHT)                                      \
   static void NAME(const float *x, int I, int Din, int JD, float w_inv, float *u) { \
@@ -378,3 +404,26 @@ static int class_lengths_of(const float *v, int K, int D, float *lengths) {
   return best;
 }
 `;
+
+/** Which optional parts of the runtime a model's C uses. */
+export interface CRuntimeParts {
+  /** route (quantizers without bounds) */
+  route: boolean;
+  /** route_saturating (quantizers with bounds) */
+  routeSaturating: boolean;
+  /** saturate_floats */
+  saturate: boolean;
+}
+
+/** The layer-independent C: the quantizers, exp, squash, routing (the variants the model
+ *  uses), votes, the convolutions, BatchNorm and the class lengths. */
+export function cRuntime(parts: CRuntimeParts): string {
+  return (
+    C_RUNTIME_HEAD +
+    (parts.saturate ? SATURATE : '') +
+    (parts.route || parts.routeSaturating ? ROUTE_COMMENT : '') +
+    (parts.route ? routeFunction(false) + '\n' : '') +
+    (parts.routeSaturating ? routeFunction(true) + '\n' : '') +
+    C_RUNTIME_TAIL
+  );
+}

@@ -26,7 +26,8 @@ export interface CTensor {
   rowL1: number | null;
 }
 
-const cName = (name: string) => name.replace(/[^A-Za-z0-9]/g, '_');
+/** A name as a C identifier's part: every other character as '_'. */
+export const cName = (name: string): string => name.replace(/[^A-Za-z0-9]/g, '_');
 
 /** The parameters of `q` in this tool's layout, as integers (see CTensor). */
 export function cTensors(q: QuantizedModel): CTensor[] {

@@ -16,6 +16,7 @@ import { removeStaleTempFolders } from '../io/output-set.js';
 import { checkWritableFolder } from '../io/writable-folder.js';
 import { mainSource, makefile, modelHeader, modelSource } from './c-export-source.js';
 import { cFloatBuffers, cTensors, weightHeader } from './c-export-weights.js';
+import { checkCLowerings } from './c-lowerings.js';
 
 export interface CExportOptions {
   /** the folder that receives <stem>_quantized_<kind>_c/ */
@@ -28,14 +29,15 @@ export interface CExportOptions {
 export const C_EXPORT_FILES = ['qcaps_weights.h', 'qcaps_model.h', 'qcaps_model.c', 'main.c', 'Makefile'] as const;
 
 /** Checks that the export can be written at all, before any work: C export reproduces
- *  truncation, round to nearest and logarithmic rounding (both arithmetics); `outDir` must be
- *  a writable folder or creatable. */
+ *  truncation, round to nearest and logarithmic rounding (both arithmetics), of layers whose
+ *  kinds have a C lowering; `outDir` must be a writable folder or creatable. */
 export function checkCExport(q: QuantizedModel, outDir: string): void {
   if (q.method === 'stochastic_rounding')
     throw new Error(
       "C export: stochastic rounding's draws depend on the evaluation batch and are not reproduced in C; " +
         'export a truncation, round_to_nearest or logarithmic configuration',
     );
+  checkCLowerings(q.model.description.layers);
   checkWritableFolder(outDir, `C export: output folder ${outDir}`);
 }
 

@@ -12,8 +12,9 @@
 import { convOutputSide } from '../tensor/conv-geometry.js';
 import type { RoutingGeom } from '../tensor/backend.js';
 import { quantizeTs } from '../tensor/ts/quantize.js';
+import type { RoutingQuantizers } from './export-quantizers.js';
 import { DT, type OnnxGraph } from './onnx-graph.js';
-import { type GraphQuantizer, quantizeOp } from './onnx-quantizers.js';
+import { quantizeOp } from './onnx-quantizers.js';
 
 export interface ConvGeom {
   inChannels: number;
@@ -103,13 +104,6 @@ export function softmaxOp(g: OnnxGraph, logits: string): string {
   return g.op('Mul', [e, inv]);
 }
 
-export interface RoutingQuantizers {
-  /** c and v */
-  act: GraphQuantizer;
-  /** s and the logits */
-  routing: GraphQuantizer;
-}
-
 /** Dynamic routing unrolled (src/tensor/ts/routing.ts): votes u [B,I,P,J,D], bias [J,D] ->
  *  v [B,P,J,D]. The first iteration's couplings are the constant quantize(1 / group). */
 export function routingOps(
@@ -122,7 +116,7 @@ export function routingOps(
   const { I, P, J, D, iterations } = geom;
   const group = geom.softmax === 'j' ? J : P * J;
   const c0 = Float32Array.of(1 / group);
-  quantizeTs(c0, c0, 1, { ...q.act, lo: -Infinity, hi: Infinity, seed: 0, stream: 0 });
+  quantizeTs(c0, c0, 1, { ...q.act, seed: 0, stream: 0 });
   let logits: string | null = null; // [B,I,P,J]
   let v = '';
   for (let t = 0; t < iterations; t++) {

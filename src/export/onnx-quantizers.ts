@@ -4,19 +4,26 @@
 //     dac2020         y = Floor(x * 2^f + 2^-(f+1)) * 2^-f (the reference's offset)
 //   truncation        y = Floor(x * 2^f) * 2^-f
 //   logarithmic       y = sign(x) * 2^rint(log2|x|), 0 below 2^-f, at most 1024
-// Activations and routing values do not saturate (lo, hi = -inf, inf), so there is no Clip.
-import type { QuantMethod } from '../tensor/backend.js';
+// then, where the quantizer saturates (a finite lo or hi), Clip(y, lo, hi), as the kernels clamp
+// the rounded value; the fixed format's activations and routing values do not (no Clip).
+import type { ExportQuantizer } from './export-quantizers.js';
+import { saturates } from './export-quantizers.js';
 import type { OnnxGraph } from './onnx-graph.js';
 
-export interface GraphQuantizer {
-  method: Exclude<QuantMethod, 'stochastic_rounding'>;
-  frac: number;
-  compat: boolean;
-}
+/** A quantizer as the graph writes it (export-quantizers.ts). */
+export type GraphQuantizer = ExportQuantizer;
 
 const f32 = Math.fround;
 
 export function quantizeOp(g: OnnxGraph, x: string, q: GraphQuantizer): string {
+  const y = roundOp(g, x, q);
+  if (!saturates(q)) return y;
+  const bound = (v: number) => (Number.isFinite(v) ? g.scalar(v) : '');
+  return g.op('Clip', [y, bound(q.lo), bound(q.hi)]);
+}
+
+/** The rounding of `q`, without its saturation. */
+function roundOp(g: OnnxGraph, x: string, q: GraphQuantizer): string {
   const scale = g.scalar(2 ** q.frac);
   const inv = g.scalar(f32(2 ** -q.frac));
   switch (q.method) {

@@ -32,15 +32,9 @@
 // every tensor, an error if not), so the result computes what the search evaluated.
 import { statSync } from 'node:fs';
 import { basename } from 'node:path';
-import type { CapsNet, ModelName } from '../models/capsnet.js';
-import {
-  buildModel,
-  isModelName,
-  leastParameterCount,
-  MODEL_NAMES,
-  moduleArgsProblem,
-  orList,
-} from '../models/factory.js';
+import type { CapsNet } from '../models/capsnet.js';
+import { buildModel, isModelName, leastParameterCount, moduleArgsProblem, orList } from '../models/factory.js';
+import { modelKindNames } from '../models/registry.js';
 import { type BitConfig, type BitLists, bitsFromLists } from '../quant/config.js';
 import { weightMemoryBits } from '../quant/memory.js';
 import { parseQuantMethod, parseRoundingCompat, type RoundingCompat } from '../quant/methods.js';
@@ -119,7 +113,8 @@ export interface QuantizedFileSummary {
 }
 
 export interface QuantizedFileInfo extends QuantizedFileSummary {
-  model: ModelName;
+  /** the model kind (built in or registered) */
+  model: string;
   modelArgs: number[];
   decoder: { name: string; args: number[] } | null;
   method: QuantMethod;
@@ -544,10 +539,10 @@ function modelOfMetadata(
   file: string,
   md: Record<string, string>,
   fileBytes: number,
-): { name: ModelName; args: number[]; model: CapsNet; decoder: QuantizedFileInfo['decoder'] } {
+): { name: string; args: number[]; model: CapsNet; decoder: QuantizedFileInfo['decoder'] } {
   const name = md.model;
   if (typeof name !== 'string' || !isModelName(name))
-    throw fileError(file, `__metadata__ model '${name}' is not a model: expected ${orList(MODEL_NAMES)}`);
+    throw fileError(file, `__metadata__ model '${name}' is not a model: expected ${orList(modelKindNames())}`);
   const args = jsonField<unknown>(file, md, 'model_args', true);
   if (!Array.isArray(args) || !args.every(isInt))
     throw fileError(file, `__metadata__ model_args ${md.model_args}: expected an array of integers`);

@@ -1,8 +1,8 @@
-// What every capsule network and decoder here offers (ShallowCapsNet, DeepCaps; FCDecoder,
-// ConvDecoder28, ConvDecoder64).
-import type { ForwardContext, Module } from '../nn/module.js';
+// What every capsule network and decoder here offers (ShallowCapsNet, DeepCaps, and the model
+// kinds a user registers; FCDecoder, ConvDecoder28, ConvDecoder64).
+import { type ForwardContext, Module, needCache } from '../nn/module.js';
 import { give } from '../tensor/pool.js';
-import type { Tensor } from '../tensor/tensor.js';
+import { expectShape, type Tensor } from '../tensor/tensor.js';
 import type { LayerDescription, ModelDescription } from './description.js';
 
 export type ModelName = 'ShallowCapsNet' | 'DeepCaps';
@@ -51,32 +51,69 @@ export function runStages(
   return { out: t, kept };
 }
 
-export interface CapsNet extends Module {
+/** A capsule network: what every model here offers and everything else reads. A model states
+ *  its layers once (description) and its forward as one stage per layer (stages); the rest
+ *  follows from them. A model kind of the user's extends this class and is registered with
+ *  registerModel (src/models/registry.ts). */
+export abstract class CapsNet extends Module {
   /** The inference forward, one stage per top-level layer (same order as layerNames);
    *  forward() is these stages composed (runStages). */
-  readonly stages: readonly InferenceStage[];
+  abstract readonly stages: readonly InferenceStage[];
   /** The model's one description: its top-level layers by name (src/models/description.ts). */
-  readonly description: ModelDescription;
+  abstract readonly description: ModelDescription;
+  /** Its model kind: the name it is registered and built by (buildModel). */
+  abstract override readonly kind: string;
+  abstract readonly inputWh: number;
+  abstract readonly inputCh: number;
+  abstract readonly numClasses: number;
+  abstract readonly capsDim: number;
+  /** the training forward's intermediate results (runStages' kept), for backward */
+  private kept: Tensor[] | null = null;
+
   /** The top-level layers (description.layers). */
-  readonly quantLayers: readonly LayerDescription[];
-  readonly kind: ModelName;
-  readonly inputWh: number;
-  readonly inputCh: number;
-  readonly numClasses: number;
-  readonly capsDim: number;
-  /** The model's arguments as on the command line (--model-args). */
-  readonly args: readonly number[];
+  get quantLayers(): readonly LayerDescription[] {
+    return this.description.layers;
+  }
+
   /** Top-level layers in order (description.names). */
-  readonly layerNames: readonly string[];
+  get layerNames(): readonly string[] {
+    return this.description.names;
+  }
+
   /** Top-level layers that route, in order (description.routingNames). */
-  readonly routingLayerNames: readonly string[];
+  get routingLayerNames(): readonly string[] {
+    return this.description.routingNames;
+  }
+
+  /** The model's arguments as on the command line (--model-args): by default input_wh,
+   *  input_ch, num_classes, caps_dim; what buildModel(kind, args) rebuilds it from. */
+  get args(): readonly number[] {
+    return [this.inputWh, this.inputCh, this.numClasses, this.capsDim];
+  }
+
   /** Images x [B,H,W,C] (channels-last, values in [0,1]) -> class capsules [B, numClasses,
-   *  capsDim], owned by the caller. `training` (or ctx.training; default: the train()/eval() mode) caches for backward and uses
-   *  BatchNorm's batch statistics; x must stay unchanged until backward. */
-  forward(x: Tensor, training?: boolean | ForwardContext): Tensor;
+   *  capsDim], owned by the caller. `training` (or ctx.training; default: the train()/eval()
+   *  mode) caches for backward and uses BatchNorm's batch statistics; x must stay unchanged
+   *  until backward. */
+  forward(x: Tensor, training?: boolean | ForwardContext): Tensor {
+    const ctx = toContext(training, this.training);
+    expectShape(x, [-1, this.inputWh, this.inputWh, this.inputCh], this.kind, 'input');
+    const { out, kept } = runStages(this.stages, x, ctx);
+    this.kept = ctx.training ? kept : null;
+    return out;
+  }
+
+  /** The training forward's intermediate results (the inputs of stages 1..n-1, in order), once:
+   *  what backward starts from (an error when there was no training forward). */
+  protected takeKept(): Tensor[] {
+    const kept = needCache(this.kept, this.kind, '');
+    this.kept = null;
+    return kept;
+  }
+
   /** Accumulates every parameter's gradient from d loss / d capsules and releases the
-   *  activations kept by the training forward. */
-  backward(dCaps: Tensor): void;
+   *  activations kept by the training forward (takeKept). */
+  abstract backward(dCaps: Tensor): void;
 }
 
 export interface CapsDecoder extends Module {

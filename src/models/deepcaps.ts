@@ -11,13 +11,13 @@ import { flattenCapsules, flattenCapsulesBackward } from '../nn/capsule-shapes.j
 import { Capsules } from '../nn/capsules.js';
 import { Conv2dBnRelu } from '../nn/conv-bn-relu.js';
 import { DeepCapsBlock } from '../nn/deepcaps-block.js';
-import { type ForwardContext, inputGrad, Module, needCache } from '../nn/module.js';
+import { inputGrad } from '../nn/module.js';
 import { concat, split } from '../tensor/ops/shape.js';
 import { give } from '../tensor/pool.js';
-import { expectShape, Tensor } from '../tensor/tensor.js';
+import type { Tensor } from '../tensor/tensor.js';
 import { convOutputSide } from '../tensor/conv-geometry.js';
-import { type CapsNet, type InferenceStage, runStages, toContext } from './capsnet.js';
-import { type LayerDescription, ModelDescription } from './description.js';
+import { CapsNet, type InferenceStage } from './capsnet.js';
+import { ModelDescription } from './description.js';
 import { DEFAULT_SEED } from '../tensor/seed.js';
 
 export const DEEPCAPS_INPUT_SIZES = [28, 64] as const;
@@ -27,7 +27,7 @@ const CONV1 = { kernel: 3, stride: 1, pad: 1 };
 const BLOCK = { kernel: 3, stride: 2, pad: 1 };
 const half = (n: number) => convOutputSide(n, BLOCK);
 
-export class DeepCaps extends Module implements CapsNet {
+export class DeepCaps extends CapsNet {
   readonly kind = 'DeepCaps';
   readonly conv1: Conv2dBnRelu;
   readonly block1: DeepCapsBlock;
@@ -38,8 +38,6 @@ export class DeepCaps extends Module implements CapsNet {
   /** Capsules into capsLayer (640 for 28x28, 2560 for 64x64). */
   readonly numFlatCaps: number;
   readonly description: ModelDescription;
-  /** the training forward's intermediate results: conv1's output, blocks 1-3's, the flat capsules */
-  private cache: Tensor[] | null = null;
 
   constructor(
     readonly inputWh: number,
@@ -94,22 +92,6 @@ export class DeepCaps extends Module implements CapsNet {
     ]);
   }
 
-  get quantLayers(): readonly LayerDescription[] {
-    return this.description.layers;
-  }
-
-  get layerNames(): readonly string[] {
-    return this.description.names;
-  }
-
-  get routingLayerNames(): readonly string[] {
-    return this.description.routingNames;
-  }
-
-  get args(): number[] {
-    return [this.inputWh, this.inputCh, this.numClasses, this.capsDim];
-  }
-
   readonly stages: readonly InferenceStage[] = [
     {
       name: 'conv1',
@@ -136,17 +118,9 @@ export class DeepCaps extends Module implements CapsNet {
     { name: 'capsLayer', run: (flat, ctx) => this.capsLayer.forward(flat, ctx) },
   ];
 
-  forward(x: Tensor, training?: boolean | ForwardContext): Tensor {
-    const ctx = toContext(training, this.training);
-    expectShape(x, [-1, this.inputWh, this.inputWh, this.inputCh], 'DeepCaps', 'input');
-    const { out, kept } = runStages(this.stages, x, ctx);
-    this.cache = ctx.training ? kept : null;
-    return out;
-  }
-
+  /** The stages backwards from the kept inputs: conv1's output, blocks 1-3's, the flat capsules. */
   backward(dCaps: Tensor): void {
-    const [c, b1, b2, b3, flat] = needCache(this.cache, this.kind, '');
-    this.cache = null;
+    const [c, b1, b2, b3, flat] = this.takeKept();
     const b4Shape = [b3.shape[0], half(b3.shape[1]), half(b3.shape[2]), 32, 8];
     const dFlat = inputGrad(this.capsLayer.backward(dCaps));
     give(flat.data);

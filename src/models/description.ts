@@ -72,6 +72,12 @@ export interface LayerSpec {
   input?: LayerInput;
 }
 
+/** The positions of the layers that route (SPEC 4: they have routing bits), in layer order: the
+ *  one place this is derived (ModelDescription.routingNames, the search's steps 3A and 4A). */
+export function routingIndices(layers: readonly { routes: boolean }[]): number[] {
+  return layers.flatMap((l, i) => (l.routes ? [i] : []));
+}
+
 /** A model as everything else reads it; see the top of this file. */
 export class ModelDescription {
   readonly layers: readonly LayerDescription[];
@@ -111,7 +117,7 @@ export class ModelDescription {
       input: s.input ?? { from: i === 0 ? ['image'] : [specs[i - 1].name], flatten: false },
     }));
     this.names = this.layers.map((l) => l.name);
-    this.routingNames = this.layers.filter((l) => l.routes).map((l) => l.name);
+    this.routingNames = routingIndices(this.layers).map((i) => this.names[i]);
     this.byName = new Map(this.names.map((n, i) => [n, i]));
   }
 

@@ -4,6 +4,8 @@ export * from './shallow-capsnet.js';
 export * from './deepcaps.js';
 export * from './decoders.js';
 export * from './factory.js';
+export * from './registry.js';
+export * from './description.js';
 export * from './training-step.js';
 export * from './metrics.js';
 export * from './evaluate.js';

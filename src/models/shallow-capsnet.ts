@@ -10,12 +10,12 @@ import { flattenCapsules, flattenCapsulesBackward } from '../nn/capsule-shapes.j
 import { Capsules } from '../nn/capsules.js';
 import { ConvPixelToCapsules } from '../nn/conv-caps.js';
 import { Conv2dRelu } from '../nn/conv2d.js';
-import { type ForwardContext, inputGrad, Module, needCache } from '../nn/module.js';
+import { inputGrad } from '../nn/module.js';
 import { give } from '../tensor/pool.js';
-import { expectShape, Tensor } from '../tensor/tensor.js';
+import type { Tensor } from '../tensor/tensor.js';
 import { convOutputSide } from '../tensor/conv-geometry.js';
-import { type CapsNet, type InferenceStage, runStages, toContext } from './capsnet.js';
-import { type LayerDescription, ModelDescription } from './description.js';
+import { CapsNet, type InferenceStage } from './capsnet.js';
+import { ModelDescription } from './description.js';
 
 const CONV = { kernel: 9, stride: 1, pad: 0 };
 const PRIMARY = { kernel: 9, stride: 2, pad: 0 };
@@ -26,7 +26,7 @@ export function shallowPrimaryGrid(inputWh: number): number {
   return convOutputSide(convOutputSide(inputWh, CONV), PRIMARY);
 }
 
-export class ShallowCapsNet extends Module implements CapsNet {
+export class ShallowCapsNet extends CapsNet {
   readonly kind = 'ShallowCapsNet';
   readonly conv: Conv2dRelu;
   readonly primary: ConvPixelToCapsules;
@@ -34,8 +34,6 @@ export class ShallowCapsNet extends Module implements CapsNet {
   /** Number of primary capsules (1152 for 28x28, 18432 for 64x64). */
   readonly numPrimaryCaps: number;
   readonly description: ModelDescription;
-  /** the training forward's intermediate results: conv's output and the flat primary capsules */
-  private cache: Tensor[] | null = null;
 
   constructor(
     readonly inputWh: number,
@@ -71,22 +69,6 @@ export class ShallowCapsNet extends Module implements CapsNet {
     ]);
   }
 
-  get quantLayers(): readonly LayerDescription[] {
-    return this.description.layers;
-  }
-
-  get layerNames(): readonly string[] {
-    return this.description.names;
-  }
-
-  get routingLayerNames(): readonly string[] {
-    return this.description.routingNames;
-  }
-
-  get args(): number[] {
-    return [this.inputWh, this.inputCh, this.numClasses, this.capsDim];
-  }
-
   readonly stages: readonly InferenceStage[] = [
     { name: 'conv', run: (x, ctx) => this.conv.forward(x, ctx) },
     {
@@ -101,17 +83,9 @@ export class ShallowCapsNet extends Module implements CapsNet {
     { name: 'digit', run: (caps, ctx) => this.digit.forward(caps, ctx) },
   ];
 
-  forward(x: Tensor, training?: boolean | ForwardContext): Tensor {
-    const ctx = toContext(training, this.training);
-    expectShape(x, [-1, this.inputWh, this.inputWh, this.inputCh], 'ShallowCapsNet', 'input');
-    const { out, kept } = runStages(this.stages, x, ctx);
-    this.cache = ctx.training ? kept : null;
-    return out;
-  }
-
+  /** The stages backwards from the kept inputs: conv's output and the flat primary capsules. */
   backward(dCaps: Tensor): void {
-    const [h, caps] = needCache(this.cache, this.kind, '');
-    this.cache = null;
+    const [h, caps] = this.takeKept();
     const grid = shallowPrimaryGrid(this.inputWh);
     const mapShape = [h.shape[0], grid, grid, 32, 8];
     const dList = inputGrad(this.digit.backward(dCaps));

@@ -6,6 +6,7 @@
 //   lowers weight bits from the step-1 configuration (3B, >= A_min).
 // `compat: 'dac2020'` reproduces the reference code's mapping of routing bits in step 3A
 // (its index skips capsule layers that do not route, which shifts it for DeepCaps).
+import { routingIndices } from '../models/description.js';
 import type { BitConfig, QuantLayerInfo } from '../quant/config.js';
 import { cloneBits, uniformBits } from '../quant/config.js';
 import { BITS_PER_MB, checkMemoryBudget, weightMemoryBits } from '../quant/memory.js';
@@ -100,11 +101,6 @@ function searchThresholds(A: number, tolerance: number): { minimumAccuracy: numb
   const accReduction = A - minimumAccuracy;
   const step1Min = A - (5 / 100) * accReduction;
   return { minimumAccuracy, step1Min };
-}
-
-/** The positions of the layers that route, in layer order. */
-function routingLayerIndices(layers: readonly QuantLayerInfo[]): number[] {
-  return layers.flatMap((l, i) => (l.routes ? [i] : []));
 }
 
 export async function runSearch(
@@ -218,7 +214,7 @@ async function step3A(
   // the layer whose activation bits each routing layer's routing bits follow: its own, or
   // under dac2020 the reference's (a position in the list of layers without the capsule
   // layers that do not route)
-  const routingLayers = routingLayerIndices(layers);
+  const routingLayers = routingIndices(layers);
   const followed =
     compat === 'dac2020'
       ? layers
@@ -247,7 +243,7 @@ async function step4A(
   minimumAccuracy: number,
 ): Promise<StepResult> {
   run.startStep('step4A', 'STEP 4A: layer-wise dynamic routing bits');
-  const iterating = routingLayerIndices(layers).filter((layer) => layers[layer].iterations > 1);
+  const iterating = routingIndices(layers).filter((layer) => layers[layer].iterations > 1);
   const routingOf = (layer: number) => cfg[layer].routing as number;
   await lowerLayerwise(
     iterating.length,
