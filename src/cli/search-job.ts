@@ -8,7 +8,7 @@ import type { Dataset } from '../data/dataset.js';
 import type { CapsNet } from '../models/capsnet.js';
 import type { QuantMethod } from '../tensor/backend.js';
 import type { RoundingCompat } from '../quant/methods.js';
-import type { NumberFormat } from '../quant/config.js';
+import { formatOf, type NumberFormat } from '../quant/config.js';
 import { bitsToLists } from '../quant/config.js';
 import type { SearchResult } from '../search/qcapsnets.js';
 import { searchCalibration, type SearchProgress, searchModel } from '../search/search-model.js';
@@ -189,6 +189,7 @@ function writeOutputs(
     );
     models.push({
       kind: m.kind,
+      number_format: formatOf(m.result.bits),
       file,
       ...flatStep(m.result),
       correct,
@@ -214,11 +215,13 @@ function writeOutputs(
   const report: SearchReport = {
     tool: 'qcapsnets',
     settings: o.settings,
-    layers: r.layers.map(({ name, paramCount, routes, iterations }) => ({
+    layers: r.layers.map(({ name, paramCount, routes, iterations, tensorCount }) => ({
       name,
       paramCount,
       routes,
       iterations,
+      // 'dynamic': the memory of any configuration (8 bits per tensor's exponent) needs them
+      ...(r.calibration ? { tensorCount } : {}),
     })),
     fullPrecisionAccuracy: r.fullPrecisionAccuracy,
     minimumAccuracy: search.minimumAccuracy,

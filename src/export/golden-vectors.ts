@@ -1,7 +1,9 @@
 // Golden vectors for hardware testbenches (issue 10): for the first N test images, the integers
 // at every quantization point of the quantized forward pass (SPEC 4), each with its fixed-point
-// format (value = integer * 2^-frac: activations use the layer's activation bits, routing's s
-// and logits its routing bits), plus the class capsules' lengths and the predictions.
+// format (value = integer * 2^-frac: the fractional bits of the quantizer the forward applies
+// there, QuantizedModel.activationSpec / routingSpecs: under 'fixed' activations use the layer's
+// activation bits, routing's s and logits its routing bits; under 'dynamic' each point's own
+// calibrated fractional length), plus the class capsules' lengths and the predictions.
 // The capture pass runs the current kernels but for routing, which its hooks hand to the
 // TypeScript reference with a recorder (it reports c, s, v and the logits of every iteration;
 // no process-wide state changes), and hooks that call activation() at every point; its class
@@ -10,9 +12,9 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { type ImageSource, sourceBatch } from '../models/evaluate.js';
 import type { QuantHooks } from '../nn/module.js';
-import { bitsToLists } from '../quant/config.js';
+import { bitsToLists, formatOf } from '../quant/config.js';
 import type { QuantizedModel } from '../quant/quantized-model.js';
-import type { RoutingRecord } from '../tensor/backend.js';
+import type { RoutingQuant, RoutingRecord } from '../tensor/backend.js';
 import { give } from '../tensor/pool.js';
 import { writeFileAtomic } from '../io/atomic-write.js';
 import { type RawTensor, writeSafetensorsRaw } from '../io/safetensors.js';
@@ -91,7 +93,7 @@ export function exportGoldenVectors(
             name: `${path}/${point}`,
             point,
             layer: q.bitsOf(path).name,
-            fracBits: q.bitsOf(path).act,
+            fracBits: inner.activationSpec!(path, point)!.frac,
             iteration: null,
           },
           t.data.subarray(0, t.size),
@@ -102,13 +104,16 @@ export function exportGoldenVectors(
       // every iteration
       routing: (path) => {
         const r = inner.routing(path);
-        return r && { ...r, record: recorder(path) };
+        return r && { ...r, record: recorder(path, r) };
       },
     };
-    const recorder = (path: string): RoutingRecord => {
+    const recorder = (path: string, r: RoutingQuant): RoutingRecord => {
       const bits = q.bitsOf(path);
+      // each value's quantizer: the votes', c and v with the activation one, s and the logits
+      // with the routing one
+      const fracOf = (name: string) =>
+        (name === 'votes' ? r.votes : name === 's' || name === 'logits' ? r.routing : r.act)!.frac;
       return (it, name, values) => {
-        const routingValue = name === 's' || name === 'logits';
         const key = it < 0 ? `${path}/${name}` : `${path}/iter${it}/${name}`;
         put(
           key,
@@ -116,7 +121,7 @@ export function exportGoldenVectors(
             name: key,
             point: name,
             layer: bits.name,
-            fracBits: routingValue ? bits.routing : bits.act,
+            fracBits: fracOf(name),
             iteration: it < 0 ? null : it,
           },
           values,
@@ -246,6 +251,7 @@ export function exportGoldenVectors(
     method: q.method,
     compat: q.compat,
     seed: q.seed,
+    ...(formatOf(q.bits) === 'dynamic' ? { number_format: 'dynamic' } : {}),
     bits: bitsToLists(q.bits),
     batch_size: batchSize,
     images: Array.from({ length: n }, (_, i) => i),
