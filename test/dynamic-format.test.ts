@@ -556,6 +556,20 @@ test("the evaluation cache's header names 'dynamic' and its calibration, a sweep
       .slice(1)
       .map((l) => JSON.parse(l) as { w: number[] });
     assert.ok(lines.length > 0 && lines[0].w.every((b) => b === 32), 'step 1 starts at 32 bits wide');
+    await assert.rejects(
+      runSweep(shallow, test10, {
+        grid: { tolerances: [50], memoryBudgetsMB: [2], methods: ['truncation'] },
+        shard: null,
+        compat: 'dac2020',
+        seed: 1,
+        batchSize: 5,
+        cacheMB: 0,
+        earlyStop: true,
+        numberFormat: 'dynamic',
+        evalCache: EvalCache.inMemory(dynamic),
+      }),
+      /^Error: runSweep: options.numberFormat 'dynamic' with compat 'dac2020': the dac2020 arithmetic applies to 'fixed' only$/,
+    );
     // a search over a cache of another calibration is refused
     await assert.rejects(
       searchModel(shallow, test10, {

@@ -133,7 +133,12 @@ export function checkSweepGrid(
 export async function runSweep(model: CapsNet, test: ImageSource, o: SweepOptions): Promise<SweepCore> {
   const layers = model.quantLayers;
   const paramCounts = layers.map((l) => l.paramCount);
-  const format = checkSearchFormat({ numberFormat: o.numberFormat, compat: o.compat });
+  let format: NumberFormat;
+  try {
+    format = checkSearchFormat({ numberFormat: o.numberFormat, compat: o.compat });
+  } catch (err) {
+    throw new Error(`runSweep: options.${(err as Error).message}`, { cause: err });
+  }
   const calibrationImages = o.calibrationImages ?? 500;
   checkCalibrationImages(calibrationImages, format, `runSweep: calibrationImages ${calibrationImages}`);
   checkSweepGrid(o.grid, o.shard, layers, undefined, format);
