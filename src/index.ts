@@ -40,11 +40,14 @@ export {
   uniformBits,
   bitsFromLists,
   bitsToLists,
+  NUMBER_FORMATS,
   type BitConfig,
   type BitLists,
   type LayerBits,
+  type NumberFormat,
 } from './quant/config.js';
-export { weightMemoryMB, minimumBudgetMB } from './quant/memory.js';
+export { calibrate, type Calibration } from './quant/calibration.js';
+export { weightMemoryMB, minimumBudgetMB, configMemoryMB } from './quant/memory.js';
 export { QUANT_METHODS, type RoundingCompat } from './quant/methods.js';
 export type { QuantMethod } from './tensor/backend.js';
 export { DEFAULT_SEED } from './tensor/seed.js';

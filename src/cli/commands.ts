@@ -22,6 +22,7 @@ import { parseBitList } from '../search/sensitivity.js';
 import type { QuantMethod } from '../tensor/backend.js';
 import { activeIsa } from '../tensor/kernels.js';
 import type { RoundingCompat } from '../quant/methods.js';
+import type { NumberFormat } from '../quant/config.js';
 
 const seconds = (started: number) => (performance.now() - started) / 1000;
 
@@ -39,10 +40,7 @@ export async function searchCommand(
   const training = all !== null && !all.noTraining;
   const model = modelFromFlags(o);
   const decoder = all && training ? decoderFromFlags(all, model) : null;
-  checkSearchBudget(
-    o,
-    model.quantLayers.map((l) => l.paramCount),
-  );
+  checkSearchBudget(o, model.quantLayers);
   checkOutputFolders(command, o, training);
   const files = all && training ? prepareTrainingFiles(all) : null;
   let modelFile = training ? '' : loadTrained(o, model);
@@ -65,6 +63,8 @@ export async function searchCommand(
     finalTest: split?.selection ? test : undefined,
     method: o.quantizationMethod as QuantMethod,
     compat: o.roundingCompat as RoundingCompat,
+    numberFormat: o.numberFormat as NumberFormat,
+    calibrationImages: o.calibrationImages,
     tolerance: o.accuracyTolerance,
     memoryBudgetMB: o.memoryBudget,
     seed: o.seed,
@@ -111,6 +111,8 @@ export async function sensitivityCommand(o: Options<'sensitivity'>, log: Log, st
     test,
     method: o.quantizationMethod as QuantMethod,
     compat: o.roundingCompat as RoundingCompat,
+    numberFormat: o.numberFormat as NumberFormat,
+    calibrationImages: o.calibrationImages,
     seed: o.seed,
     bits: parseBitList(o.sensitivityBits, '--sensitivity-bits'),
     testBatchSize: o.testBatchSize,
@@ -126,10 +128,7 @@ export async function sensitivityCommand(o: Options<'sensitivity'>, log: Log, st
 /** `qcapsnets sweep`: the grid, the model and the shard checked before the data is loaded. */
 export async function sweepCommand(o: Options<'sweep'>, log: Log): Promise<number> {
   const model = modelFromFlags(o);
-  const { grid, shard, budgetDivisors } = sweepGridFromFlags(
-    o,
-    model.quantLayers.map((l) => l.paramCount),
-  );
+  const { grid, shard, budgetDivisors } = sweepGridFromFlags(o, model.quantLayers);
   checkOutputFolders('sweep', o, false);
   const modelFile = loadTrained(o, model);
   const test = await loadTestSplit(o, model, log);
@@ -140,6 +139,8 @@ export async function sweepCommand(o: Options<'sweep'>, log: Log): Promise<numbe
     grid,
     shard,
     compat: o.roundingCompat as RoundingCompat,
+    numberFormat: o.numberFormat as NumberFormat,
+    calibrationImages: o.calibrationImages,
     seed: o.seed,
     testBatchSize: o.testBatchSize,
     cacheMB: o.cacheMb,
@@ -154,6 +155,8 @@ export async function sweepCommand(o: Options<'sweep'>, log: Log): Promise<numbe
       testBatchSize: o.testBatchSize,
       earlyStop: !o.noEarlyStop,
       budgetDivisors,
+      // (absent under 'fixed', as in every sweep before the format, so that their shards merge)
+      ...(o.numberFormat === 'dynamic' ? { numberFormat: o.numberFormat, calibrationImages: o.calibrationImages } : {}),
     },
     log,
   });

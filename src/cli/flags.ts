@@ -97,6 +97,16 @@ export const FLAGS = {
     default: 'none',
     help: "'dac2020': the reference code's rounding arithmetic and step-3A routing mapping",
   },
+  'number-format': {
+    kind: 'string',
+    default: 'fixed',
+    help: "the bits' number format: fixed (a sign bit and N fractional bits, saturating at [-1, 1); the DAC 2020 format) or dynamic (N bits in all, sign included, each tensor's fractional length from its range: Ristretto's dynamic fixed point)",
+  },
+  'calibration-images': {
+    kind: 'int',
+    default: 500,
+    help: '--number-format dynamic: the activation and routing ranges come from the first N images of the set the search decides on (the held-out images with --selection-split; all of them when it has fewer)',
+  },
   'data-dir': {
     kind: 'string',
     default: null,
@@ -139,7 +149,7 @@ export const FLAGS = {
   'sensitivity-bits': {
     kind: 'string',
     default: '1..16',
-    help: 'fractional bits to try, a range (1..16) or a list (2,4,8)',
+    help: 'bit counts to try (fractional bits; widths under --number-format dynamic), a range (1..16) or a list (2,4,8)',
   },
   'eval-cache': {
     kind: 'string',
@@ -199,6 +209,8 @@ const TEST_DATA = ['dataset', 'data-dir', 'download', 'test-limit', 'test-batch-
 /** the commands that load a trained model (--no-training: the reference's way of saying so) */
 const TRAINED = ['model', 'model-args', 'trained-weights-path', 'no-training', 'seed'] as const;
 const ROUNDING = ['quantization-method', 'rounding-compat'] as const;
+/** the commands that quantize at bit counts of their own choosing */
+const FORMAT = ['number-format', 'calibration-images'] as const;
 const TRAINING = [
   'model',
   'model-args',
@@ -220,6 +232,7 @@ const TRAINING = [
   'checkpoint-every',
 ] as const;
 const SEARCH = [
+  ...FORMAT,
   'accuracy-tolerance',
   'memory-budget',
   'output-dir',
@@ -231,6 +244,7 @@ const SEARCH = [
   'eval-cache',
 ] as const;
 const SWEEP = [
+  ...FORMAT,
   'accuracy-tolerance',
   'memory-budget',
   'output-dir',
@@ -314,6 +328,7 @@ export const COMMANDS = {
       ...TEST_DATA,
       ...TRAINED,
       ...ROUNDING,
+      ...FORMAT,
       'sensitivity-bits',
       'cache-mb',
       'output-dir',

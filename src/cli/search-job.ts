@@ -8,9 +8,10 @@ import type { Dataset } from '../data/dataset.js';
 import type { CapsNet } from '../models/capsnet.js';
 import type { QuantMethod } from '../tensor/backend.js';
 import type { RoundingCompat } from '../quant/methods.js';
+import { formatOf, type NumberFormat } from '../quant/config.js';
 import { bitsToLists } from '../quant/config.js';
 import type { SearchResult } from '../search/qcapsnets.js';
-import { type SearchProgress, searchModel } from '../search/search-model.js';
+import { searchCalibration, type SearchProgress, searchModel } from '../search/search-model.js';
 import { writeStateDict } from '../io/pt.js';
 import { OutputSet } from '../io/output-set.js';
 import { evaluateFullPrecision } from '../models/evaluate.js';
@@ -29,6 +30,10 @@ export interface SearchJobOptions {
   finalTest?: Dataset;
   method: QuantMethod;
   compat: RoundingCompat;
+  /** default 'fixed' */
+  numberFormat?: NumberFormat;
+  /** 'dynamic': the first N images of `test` calibrate the ranges (all when fewer) */
+  calibrationImages?: number;
   tolerance: number;
   memoryBudgetMB: number;
   seed: number;
@@ -69,6 +74,16 @@ function progressLine(): (p: SearchProgress) => void {
 export async function runSearchJob(o: SearchJobOptions): Promise<SearchJobResult> {
   const t0 = performance.now();
   // settings were checked with the flags (src/cli/args.ts); searchModel checks its options again
+  // 'dynamic': the ranges of the images the search decides on (the selection split's, never the
+  // test images it reports on)
+  const calibration = searchCalibration(
+    'search',
+    o.model,
+    o.test,
+    { numberFormat: o.numberFormat ?? 'fixed', calibrationImages: o.calibrationImages ?? 500 },
+    o.log,
+    `${o.test.name}/${o.test.split}${o.finalTest ? ' (the images --selection-split holds out)' : ''}`,
+  );
   const evalCache = o.evalCacheFile
     ? openEvalCache(o.evalCacheFile, {
         model: o.model,
@@ -79,12 +94,15 @@ export async function runSearchJob(o: SearchJobOptions): Promise<SearchJobResult
         batchSize: o.testBatchSize,
         earlyStop: o.earlyStop,
         approximateMarginImages: o.approximateMarginImages ?? 0,
+        calibration,
       })
     : undefined;
   const r = await searchModel(o.model, o.test, {
     evalCache,
     method: o.method,
     compat: o.compat,
+    numberFormat: o.numberFormat,
+    calibration: calibration ?? undefined,
     tolerance: o.tolerance,
     memoryBudgetMB: o.memoryBudgetMB,
     seed: o.seed,
@@ -171,6 +189,7 @@ function writeOutputs(
     );
     models.push({
       kind: m.kind,
+      number_format: formatOf(m.result.bits),
       file,
       ...flatStep(m.result),
       correct,
@@ -196,11 +215,13 @@ function writeOutputs(
   const report: SearchReport = {
     tool: 'qcapsnets',
     settings: o.settings,
-    layers: r.layers.map(({ name, paramCount, routes, iterations }) => ({
+    layers: r.layers.map(({ name, paramCount, routes, iterations, tensorCount }) => ({
       name,
       paramCount,
       routes,
       iterations,
+      // 'dynamic': the memory of any configuration (8 bits per tensor's exponent) needs them
+      ...(r.calibration ? { tensorCount } : {}),
     })),
     fullPrecisionAccuracy: r.fullPrecisionAccuracy,
     minimumAccuracy: search.minimumAccuracy,

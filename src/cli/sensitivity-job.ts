@@ -7,6 +7,7 @@ import type { Dataset } from '../data/dataset.js';
 import { writeFileAtomic } from '../io/atomic-write.js';
 import type { CapsNet } from '../models/capsnet.js';
 import type { RoundingCompat } from '../quant/methods.js';
+import type { NumberFormat } from '../quant/config.js';
 import { writeReportHtml } from '../report/index.js';
 import {
   sensitivityAnalysis,
@@ -22,6 +23,10 @@ export interface SensitivityJobOptions {
   test: Dataset;
   method: QuantMethod;
   compat: RoundingCompat;
+  /** default 'fixed' */
+  numberFormat?: NumberFormat;
+  /** 'dynamic': the first N test images calibrate the ranges (all when fewer; default 500) */
+  calibrationImages?: number;
   seed: number;
   bits: number[];
   testBatchSize: number;
@@ -39,10 +44,13 @@ export async function runSensitivityJob(
   const a = await sensitivityAnalysis(o.model, o.test, {
     method: o.method,
     compat: o.compat,
+    numberFormat: o.numberFormat,
+    calibrationImages: o.calibrationImages,
     seed: o.seed,
     bits: o.bits,
     batchSize: o.testBatchSize,
     cacheMB: o.cacheMB,
+    log: o.log,
     onEvaluation: (p) => {
       const line = `sensitivity ${p.done}/${p.total}: ${p.layer} ${p.kind} at ${p.bits} bits: ${p.accuracy}%`;
       process.stderr.write(tty ? `\r\x1b[K${line}${p.done === p.total ? '\n' : ''}` : `${line}\n`);
@@ -65,6 +73,7 @@ export async function runSensitivityJob(
       seed: o.seed,
       batchSize: o.testBatchSize,
       bits: o.bits,
+      ...(o.numberFormat === 'dynamic' ? { numberFormat: 'dynamic' } : {}),
     },
     layers: o.model.quantLayers.map(({ name, paramCount, routes }) => ({ name, paramCount, routes })),
     fullPrecisionAccuracy: a.fullPrecisionAccuracy,

@@ -9,6 +9,9 @@ import { basename, dirname, extname, join, resolve } from 'node:path';
 import type { Dataset } from '../data/dataset.js';
 import type { CapsNet } from '../models/capsnet.js';
 import type { RoundingCompat } from '../quant/methods.js';
+import { type Calibration, calibrationHash } from '../quant/calibration.js';
+import type { NumberFormat } from '../quant/config.js';
+import { searchCalibration } from '../search/search-model.js';
 import { datasetFingerprint } from '../export/quantized-file.js';
 import { writeFileAtomic } from '../io/atomic-write.js';
 import { renderReport } from '../report/index.js';
@@ -33,6 +36,8 @@ export function openEvalCache(
     batchSize: number;
     earlyStop: boolean;
     approximateMarginImages: number;
+    /** 'dynamic': the calibration of the evaluations (null: 'fixed') */
+    calibration: Calibration | null;
   },
 ): EvalCache {
   const header: EvalCacheHeader = {
@@ -46,6 +51,14 @@ export function openEvalCache(
     batchSize: s.batchSize,
     earlyStop: s.earlyStop,
     approximateMarginImages: s.approximateMarginImages,
+    // (absent under 'fixed': its headers are those of every cache before the format)
+    ...(s.calibration
+      ? {
+          numberFormat: 'dynamic' as const,
+          calibrationImages: s.calibration.images,
+          calibrationSha256: calibrationHash(s.calibration),
+        }
+      : {}),
   };
   try {
     return file === null
@@ -63,6 +76,10 @@ export interface SweepJobOptions {
   grid: SweepGrid;
   shard: SweepShard | null;
   compat: RoundingCompat;
+  /** default 'fixed' */
+  numberFormat?: NumberFormat;
+  /** 'dynamic': the first N test images calibrate the ranges (all when fewer) */
+  calibrationImages?: number;
   seed: number;
   testBatchSize: number;
   cacheMB: number;
@@ -83,6 +100,14 @@ export function sweepFileName(modelFile: string, shard: SweepShard | null): stri
 export async function runSweepJob(o: SweepJobOptions): Promise<{ result: SweepResult; file: string }> {
   const t0 = performance.now();
   const sha256 = fileSha256(o.modelFile);
+  const calibration = searchCalibration(
+    'sweep',
+    o.model,
+    o.test,
+    { numberFormat: o.numberFormat ?? 'fixed', calibrationImages: o.calibrationImages ?? 500 },
+    o.log,
+    `${o.test.name}/${o.test.split}`,
+  );
   const cache = openEvalCache(o.evalCacheFile, {
     model: o.model,
     modelSha256: sha256,
@@ -92,6 +117,7 @@ export async function runSweepJob(o: SweepJobOptions): Promise<{ result: SweepRe
     batchSize: o.testBatchSize,
     earlyStop: o.earlyStop,
     approximateMarginImages: 0,
+    calibration,
   });
   if (o.evalCacheFile !== null) o.log(cache.note);
   const total = o.grid.methods.length * o.grid.tolerances.length * o.grid.memoryBudgetsMB.length;
@@ -105,6 +131,8 @@ export async function runSweepJob(o: SweepJobOptions): Promise<{ result: SweepRe
       grid: o.grid,
       shard: o.shard,
       compat: o.compat,
+      numberFormat: o.numberFormat,
+      calibration: calibration ?? undefined,
       seed: o.seed,
       batchSize: o.testBatchSize,
       cacheMB: o.cacheMB,

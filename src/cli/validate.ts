@@ -9,7 +9,9 @@ import { DATASET_INFO, isDatasetName } from '../data/load.js';
 import { checkSelectionSplit } from '../data/selection-split.js';
 import type { DatasetName } from '../data/sources.js';
 import { checkWritableFolder } from '../io/writable-folder.js';
-import { checkMemoryBudget, fullPrecisionMemoryMB } from '../quant/memory.js';
+import type { QuantLayerInfo } from '../models/capsnet.js';
+import { NUMBER_FORMATS, type NumberFormat } from '../quant/config.js';
+import { checkFormatMemoryBudget, fullPrecisionMemoryMB } from '../quant/memory.js';
 import { parseQuantMethod, parseRoundingCompat } from '../quant/methods.js';
 import { checkTolerance } from '../search/qcapsnets.js';
 import { parseBitList } from '../search/sensitivity.js';
@@ -103,7 +105,38 @@ const VALUE_CHECKS: { [F in FlagName]?: (v: FlagValue<F>) => void } = {
     if (!(v > 0)) throw new Error(`--memory-budget ${v}: expected a positive number of MB`);
   },
   'sensitivity-bits': (v) => parseBitList(v, '--sensitivity-bits'),
+  'number-format': (v) => {
+    if (!(NUMBER_FORMATS as readonly string[]).includes(v))
+      throw new Error(`--number-format ${v}: expected one of ${NUMBER_FORMATS.join(', ')}`);
+  },
+  'calibration-images': (v) => {
+    if (!(Number.isSafeInteger(v) && v >= 0))
+      throw new Error(`--calibration-images ${v}: expected a non-negative integer`);
+  },
 };
+
+/** The number format's checks against the other flags: 'dynamic' needs calibration images,
+ *  has no dac2020 arithmetic, and tries widths of at least 1 bit in `sensitivity`. */
+function checkNumberFormat(command: CommandName, o: object): void {
+  if (!takes(command, 'number-format')) return;
+  const f = o as unknown as Flags<'number-format' | 'calibration-images' | 'rounding-compat'>;
+  if (f.numberFormat !== 'dynamic') return;
+  if (f.calibrationImages === 0)
+    throw new Error(
+      '--calibration-images 0: --number-format dynamic needs images to calibrate its activation and routing ranges; expected at least 1',
+    );
+  if (f.roundingCompat === 'dac2020')
+    throw new Error(
+      "--number-format dynamic with --rounding-compat dac2020: the reference code's arithmetic applies to --number-format fixed only",
+    );
+  if (takes(command, 'sensitivity-bits')) {
+    const s = o as unknown as Flags<'sensitivity-bits'>;
+    if (parseBitList(s.sensitivityBits, '--sensitivity-bits').includes(0))
+      throw new Error(
+        `--sensitivity-bits ${s.sensitivityBits}: 0 is not a width; --number-format dynamic counts total bits, sign included (1 or more)`,
+      );
+  }
+}
 
 /**
  * Every value of a command's flags on its own, then --selection-split against the training
@@ -113,6 +146,7 @@ export function checkFlagValues(command: CommandName, o: object): void {
   const values = o as unknown as Record<string, never>;
   for (const f of COMMANDS[command].flags as readonly FlagName[])
     (VALUE_CHECKS[f] as ((v: never) => void) | undefined)?.(values[optionName(f)]);
+  checkNumberFormat(command, o);
   if (takes(command, 'selection-split')) {
     const s = o as unknown as Flags<'selection-split' | 'train-limit' | 'dataset'>;
     const published = DATASET_INFO[s.dataset as DatasetName].trainCount;
@@ -125,10 +159,18 @@ export function checkFlagValues(command: CommandName, o: object): void {
   }
 }
 
-/** The search's budget against the model's layers (their parameter counts, in the search's
- *  order): reachable at 1 bit per parameter. Called before any data is loaded. */
-export function checkSearchBudget(o: Flags<'memory-budget'>, paramCounts: readonly number[]): void {
-  checkMemoryBudget(paramCounts, o.memoryBudget, `--memory-budget ${o.memoryBudget} MB`);
+/** The search's budget against the model's layers (in the search's order): reachable at 1 bit
+ *  per parameter (and, under 'dynamic', the exponents). Called before any data is loaded. */
+export function checkSearchBudget(
+  o: Flags<'memory-budget' | 'number-format'>,
+  layers: readonly QuantLayerInfo[],
+): void {
+  checkFormatMemoryBudget(
+    layers,
+    o.numberFormat as NumberFormat,
+    o.memoryBudget,
+    `--memory-budget ${o.memoryBudget} MB`,
+  );
 }
 
 /** The folders a command writes into, checked before any long work: training's model and
@@ -176,7 +218,7 @@ function commaList(flag: string, raw: string): string[] {
  */
 export function sweepGridFromFlags(
   o: Options<'sweep'>,
-  paramCounts: readonly number[],
+  layers: readonly QuantLayerInfo[],
 ): {
   grid: { tolerances: number[]; memoryBudgetsMB: number[]; methods: ReturnType<typeof parseQuantMethod>[] };
   shard: { index: number; count: number } | null;
@@ -203,14 +245,25 @@ export function sweepGridFromFlags(
     for (const d of budgetDivisors)
       if (!(d >= 1 && d <= 32))
         throw new Error(`--budget-divisors: ${d}: expected values in [1, 32] (32: one bit per parameter)`);
-    const fp32MB = fullPrecisionMemoryMB(paramCounts);
+    const fp32MB = fullPrecisionMemoryMB(layers.map((l) => l.paramCount));
     memoryBudgetsMB = budgetDivisors.map((d) => fp32MB / d);
+    // (under 'dynamic' the exponents' bits put 32 just out of reach)
+    if (o.numberFormat === 'dynamic')
+      budgetDivisors.forEach((d, i) =>
+        checkFormatMemoryBudget(
+          layers,
+          'dynamic',
+          memoryBudgetsMB[i],
+          `--budget-divisors: ${d} (${memoryBudgetsMB[i]} MB)`,
+        ),
+      );
   } else {
     memoryBudgetsMB =
       o.memoryBudgets === null
         ? [o.memoryBudget]
         : commaList('memory-budgets', o.memoryBudgets).map((v) => parseNumber('memory-budgets', 'float', v));
-    for (const b of memoryBudgetsMB) checkMemoryBudget(paramCounts, b, `--memory-budgets: ${b} MB`);
+    for (const b of memoryBudgetsMB)
+      checkFormatMemoryBudget(layers, o.numberFormat as NumberFormat, b, `--memory-budgets: ${b} MB`);
   }
   let shard: { index: number; count: number } | null = null;
   if (o.shard !== null) {

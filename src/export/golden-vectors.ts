@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import type { CapsNet } from '../models/capsnet.js';
 import { type ImageSource, sourceBatch } from '../models/evaluate.js';
 import type { QuantHooks } from '../nn/module.js';
-import { bitsToLists } from '../quant/config.js';
+import { bitsToLists, formatOf } from '../quant/config.js';
 import type { QuantizedModel } from '../quant/quantized-model.js';
 import type { RoutingRecord } from '../tensor/backend.js';
 import { give } from '../tensor/pool.js';
@@ -83,6 +83,7 @@ export function exportGoldenVectors(
     method: q.method,
     compat: q.compat,
     seed: q.seed,
+    ...(formatOf(q.bits) === 'dynamic' ? { number_format: 'dynamic' } : {}),
     bits: bitsToLists(q.bits),
     batch_size: batchSize,
     images: Array.from({ length: n }, (_, i) => i),

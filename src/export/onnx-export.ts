@@ -5,7 +5,7 @@
 // the width they need) behind DequantizeLinear with scale 2^-frac (QuantizedModel.integers);
 // every activation and routing quantizer (the model's own QuantSpecs) is explicit ops; routing
 // iterations are unrolled.
-import { bitsToLists } from '../quant/config.js';
+import { bitsToLists, formatOf } from '../quant/config.js';
 import { integerContainer } from '../quant/integer-container.js';
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -52,6 +52,9 @@ export interface OnnxExportResult {
 
 /** Writes the graph of `q` (atomically) and returns where and what. */
 export function exportOnnx(q: QuantizedModel, options: OnnxExportOptions): OnnxExportResult {
+  // (the graph's quantizers are made from the bit counts, which are widths under 'dynamic')
+  if (formatOf(q.bits) === 'dynamic')
+    throw new Error("ONNX export: the 'dynamic' number format is not exported yet; export a 'fixed' model");
   const label = options.roundingLabel ?? 'options.rounding';
   let method = q.method;
   if (method === 'stochastic_rounding') {

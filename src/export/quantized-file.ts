@@ -14,16 +14,22 @@
 //             param_count, weight_bits, act_bits, routing_bits or null), tensors (JSON: every
 //             tensor's format, below), bit_order, memory_bits (SPEC 4's count), packed_bytes,
 //             search (JSON, optional: what the search measured for this model), eval_order (JSON,
-//             optional: batch_size, images, bits, fingerprint of the test set)
+//             optional: batch_size, images, bits, fingerprint of the test set); under the
+//             'dynamic' number format also number_format = "dynamic" (absent: 'fixed'),
+//             calibration (JSON: the ranges the activation and routing fractional lengths come
+//             from), activation_frac_bits and routing_frac_bits (JSON: each point's fractional
+//             length), and each parameter's own frac_bits in "tensors"
 //
 // Tensor formats (metadata "tensors"[name]):
 //   fixed  b-bit two's complement integer q, value = q * 2^-frac_bits. Default arithmetic:
 //          weights saturate to [-1, 1 - 2^-frac], so b = frac_bits + 1 (width "format");
-//          dac2020: nothing saturates, b is the width the tensor's values need (width "measured").
+//          dac2020: nothing saturates, b is the width the tensor's values need (width "measured");
+//          'dynamic': b is the layer's width and frac_bits the tensor's own (width "format").
 //   log2   (logarithmic method) b = 1 + m bits: code 0 is 0; otherwise the top bit is the sign
 //          (1: negative) and the low m bits hold e >= 1, magnitude 2^(exp_min + e - 1). Under the
 //          default arithmetic a positive magnitude of 2^0 stands for the weights' saturation
-//          value 1 - 2^-frac_bits (positive values never reach 1 there); "saturation" says so.
+//          value 1 - 2^-frac_bits (positive values never reach 1 there); "saturation" says so
+//          (under 'dynamic' a positive 2^(w-1-frac_bits) stands for the top of the w-bit range).
 //   float32 / int64  buffers, stored as F32 / I64 under their own names.
 //
 // Reading rebuilds the model from the metadata alone, sets each parameter to its exact
@@ -36,7 +42,10 @@ import type { CapsNet } from '../models/capsnet.js';
 import { buildModel, isModelName, leastParameterCount, moduleArgsProblem, orList } from '../models/factory.js';
 import { modelKindNames } from '../models/registry.js';
 import { type BitConfig, type BitLists, bitsFromLists } from '../quant/config.js';
-import { weightMemoryBits } from '../quant/memory.js';
+import { type Calibration, checkCalibration, pointKey } from '../quant/calibration.js';
+import { formatOf, type NumberFormat } from '../quant/config.js';
+import { DYNAMIC_MAX_FRAC, DYNAMIC_MIN_FRAC, dynamicFracBits, dynamicRange } from '../quant/dynamic.js';
+import { configMemoryBits } from '../quant/memory.js';
 import { parseQuantMethod, parseRoundingCompat, type RoundingCompat } from '../quant/methods.js';
 import { type IntegerParameter, QuantizedModel, quantize } from '../quant/quantized-model.js';
 import type { QuantMethod } from '../tensor/backend.js';
@@ -106,7 +115,8 @@ export interface QuantizedFileSummary {
   packedBytes: number;
   /** bytes of the packed parameters alone */
   weightBytes: number;
-  /** SPEC 4's weight memory, sum over layers of parameters x (w_l + 1) bits, in bytes */
+  /** SPEC 4's weight memory, sum over layers of parameters x (w_l + 1) bits ('dynamic':
+   *  parameters x w_l bits and 8 bits per tensor exponent), in bytes */
   memoryBytes: number;
   /** the whole file, header included */
   fileBytes: number;
@@ -120,6 +130,10 @@ export interface QuantizedFileInfo extends QuantizedFileSummary {
   method: QuantMethod;
   compat: RoundingCompat;
   seed: number;
+  /** 'fixed', or 'dynamic' (metadata number_format) */
+  numberFormat: NumberFormat;
+  /** 'dynamic': the calibration the activation and routing fractional lengths come from */
+  calibration: Calibration | null;
   bits: BitConfig;
   tensors: Record<string, TensorFormat>;
   search: QuantizedSearchRecord | null;
@@ -251,23 +265,32 @@ function powerOfTwo(a: number): number {
   return 2 ** j === a ? j : -1;
 }
 
+/** The integer of the largest positive value of a saturated tensor and the power of two it
+ *  stands for in the log2 encoding: 'fixed' 2^F - 1 for 2^F (1 - 2^-F for 1), 'dynamic' the top
+ *  of the w-bit range for 2^(w-1). */
+function saturationOf(format: NumberFormat, F: number, width: number): { top: number; j: number } {
+  if (format !== 'dynamic') return { top: 2 ** F - 1, j: F };
+  return { top: dynamicRange(width, F).hi * 2 ** F, j: width - 1 };
+}
+
 function encodeLog(
   p: IntegerParameter,
   q: Float64Array,
   saturated: boolean,
+  format: NumberFormat,
 ): { bytes: Uint8Array; format: TensorFormat } {
   const F = p.fracBits;
-  const sat = 2 ** F - 1; // (1 - 2^-F) * 2^F, the saturation value's integer
-  const exps = new Int32Array(q.length); // j with |q| = 2^j (the saturation value: j = F)
+  const { top: sat, j: satJ } = saturationOf(format, F, p.totalBits); // the saturation value's integer
+  const exps = new Int32Array(q.length); // j with |q| = 2^j (the saturation value: j = satJ)
   let jmin = Infinity;
   let jmax = -Infinity;
   for (let i = 0; i < q.length; i++) {
     const v = q[i];
     if (v === 0) continue;
     let j = powerOfTwo(Math.abs(v));
-    if (saturated && v === sat && j < 0) j = F;
-    else if (saturated && v === 2 ** F)
-      throw new Error(`writeQuantizedModel: ${p.name}[${i}] = 1 is outside the saturation range`);
+    if (saturated && v === sat && j < 0) j = satJ;
+    else if (saturated && v === 2 ** satJ)
+      throw new Error(`writeQuantizedModel: ${p.name}[${i}] = ${v * 2 ** -F} is outside the saturation range`);
     if (j < 0)
       throw new Error(
         `writeQuantizedModel: ${p.name}[${i}] = ${v * 2 ** -F} is not 0 or a power of two (logarithmic method)`,
@@ -285,7 +308,7 @@ function encodeLog(
     if (q[i] === 0) continue;
     codes[i] = (q[i] < 0 ? signBit : 0) + (exps[i] - jmin + 1);
   }
-  const format: TensorFormat = {
+  const out: TensorFormat = {
     encoding: 'log2',
     shape: p.shape,
     layer: p.layer,
@@ -293,8 +316,12 @@ function encodeLog(
     frac_bits: F,
     exp_min: nexp === 0 ? 0 : jmin - F,
   };
-  if (saturated) format.saturation = `a positive 2^0 stands for 1 - 2^-${F}`;
-  return { bytes: packBits(codes, bits), format };
+  if (saturated)
+    out.saturation =
+      format === 'dynamic'
+        ? `a positive 2^${satJ - F} stands for ${sat} x 2^${-F}`
+        : `a positive 2^0 stands for 1 - 2^-${F}`;
+  return { bytes: packBits(codes, bits), format: out };
 }
 
 // ---- writing
@@ -308,6 +335,11 @@ export function writeQuantizedModel(
   if (!(q instanceof QuantizedModel)) throw new Error('writeQuantizedModel: q must be a QuantizedModel');
   const model = q.model;
   const saturated = q.compat !== 'dac2020';
+  const numberFormat = formatOf(q.bits);
+  if (numberFormat === 'dynamic' && q.bits.some((b) => b.format !== 'dynamic'))
+    throw new Error(
+      "writeQuantizedModel: the layers' bits mix the 'fixed' and 'dynamic' number formats; a packed file holds one",
+    );
   const params = q.integers;
   const paramNames = new Set(params.map((p) => p.name));
   const formats: Record<string, TensorFormat> = {};
@@ -327,7 +359,7 @@ export function writeQuantizedModel(
     const ints = integersOf(p);
     let bytes: Uint8Array;
     if (q.method === 'logarithmic') {
-      const e = encodeLog(p, ints, saturated);
+      const e = encodeLog(p, ints, saturated, numberFormat);
       bytes = e.bytes;
       formats[name] = e.format;
     } else {
@@ -348,10 +380,7 @@ export function writeQuantizedModel(
     weightBytes += bytes.length;
   }
   const bits = q.bits;
-  const memoryBits = weightMemoryBits(
-    q.layers.map((l) => l.paramCount),
-    bits.map((b) => b.weight),
-  );
+  const memoryBits = configMemoryBits(q.layers, bits);
   const metadata: Record<string, string> = {
     format: QUANTIZED_FORMAT,
     format_version: QUANTIZED_FORMAT_VERSION,
@@ -374,6 +403,7 @@ export function writeQuantizedModel(
     memory_bits: String(memoryBits),
     packed_bytes: String(weightBytes),
   };
+  if (numberFormat === 'dynamic') Object.assign(metadata, dynamicMetadata(q));
   if (info.decoder) {
     metadata.decoder = info.decoder.name;
     metadata.decoder_args = JSON.stringify([...info.decoder.args]);
@@ -397,6 +427,25 @@ export function writeQuantizedModel(
   }
   writeSafetensorsRaw(file, tensors, metadata);
   return { file, packedBytes, weightBytes, memoryBytes: memoryBits / 8, fileBytes: statSync(file).size };
+}
+
+/** The 'dynamic' keys: the format, the calibration, and every activation and routing point's
+ *  fractional length (as the model's quantizers have them). */
+function dynamicMetadata(q: QuantizedModel): Record<string, string> {
+  const d = q.model.description;
+  const act: Record<string, number> = {};
+  const routing: Record<string, { act: number | null; routing: number | null }> = {};
+  for (const p of d.quantPoints().flat()) act[pointKey(p.path, p.point)] = q.activationSpec(p.path, p.point)!.frac;
+  for (const path of d.routingPaths().flat()) {
+    const r = q.routingSpecs(path)!;
+    routing[path] = { act: r.act!.frac, routing: r.routing!.frac };
+  }
+  return {
+    number_format: 'dynamic',
+    calibration: JSON.stringify(q.calibration),
+    activation_frac_bits: JSON.stringify(act),
+    routing_frac_bits: JSON.stringify(routing),
+  };
 }
 
 // ---- reading
@@ -474,8 +523,10 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
   checkFormatTag(file, md);
   const { name, args, model, decoder } = modelOfMetadata(file, md, raw.fileBytes);
   const { method, compat, seed } = roundingOfMetadata(file, md);
-  const bits = layerBits(file, model, jsonField<unknown>(file, md, 'layers', true));
-  const { sd, formats, evaluationOrder, packedBytes, weightBytes } = decodeTensors(
+  const numberFormat = numberFormatOfMetadata(file, md, compat);
+  const bits = layerBits(file, model, jsonField<unknown>(file, md, 'layers', true), numberFormat);
+  const calibration = numberFormat === 'dynamic' ? calibrationOfMetadata(file, md, model, bits) : null;
+  const { sd, formats, evaluationOrder, packedBytes, weightBytes, weightFracBits } = decodeTensors(
     file,
     raw,
     model,
@@ -483,12 +534,15 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
     method,
     compat,
   );
-  const quantized = quantizeOnGrid(file, model, sd, bits, { method, compat, seed });
+  const quantized = quantizeOnGrid(file, model, sd, bits, {
+    method,
+    compat,
+    seed,
+    calibration,
+    weightFracBits: numberFormat === 'dynamic' ? weightFracBits : null,
+  });
   const search = checkSearchRecord(file, jsonField<unknown>(file, md, 'search', false));
-  const memoryBits = weightMemoryBits(
-    model.quantLayers.map((l) => l.paramCount),
-    bits.map((b) => b.weight),
-  );
+  const memoryBits = configMemoryBits(model.quantLayers, bits);
   return {
     quantized,
     info: {
@@ -499,6 +553,8 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
       method,
       compat,
       seed,
+      numberFormat,
+      calibration,
       bits,
       tensors: formats,
       search,
@@ -588,8 +644,64 @@ function roundingOfMetadata(
   return { method, compat, seed };
 }
 
+/** The metadata's number format: absent 'fixed' (every file before the format), or 'dynamic'
+ *  (not with dac2020). */
+function numberFormatOfMetadata(file: string, md: Record<string, string>, compat: RoundingCompat): NumberFormat {
+  const f = md.number_format;
+  if (f === undefined) return 'fixed';
+  if (f !== 'dynamic')
+    throw fileError(file, `__metadata__ number_format '${f}': expected 'dynamic' (or no number_format: 'fixed')`);
+  if (compat === 'dac2020')
+    throw fileError(
+      file,
+      "__metadata__ number_format 'dynamic' with compat 'dac2020': dac2020 applies to 'fixed' only",
+    );
+  return f;
+}
+
+/** A 'dynamic' file's calibration, checked against the model, and the fractional lengths it
+ *  stores for every activation and routing point against those the calibration and the bits
+ *  give. */
+function calibrationOfMetadata(file: string, md: Record<string, string>, model: CapsNet, bits: BitConfig): Calibration {
+  const c = asFileError(file, () =>
+    checkCalibration(model, jsonField<unknown>(file, md, 'calibration', true), '__metadata__ calibration'),
+  );
+  const act = jsonField<Record<string, unknown>>(file, md, 'activation_frac_bits', true);
+  const routing = jsonField<Record<string, Record<string, unknown> | undefined>>(file, md, 'routing_frac_bits', true);
+  const isObj = (v: unknown) => typeof v === 'object' && v !== null && !Array.isArray(v);
+  if (!isObj(act) || !isObj(routing))
+    throw fileError(file, '__metadata__ activation_frac_bits and routing_frac_bits: expected JSON objects');
+  const d = model.description;
+  const layerOf = (path: string) => bits[d.index(d.layerOf(path).name)];
+  const agree = (key: string, where: string, stored: unknown, width: number, range: number) => {
+    const want = dynamicFracBits(width, range);
+    if (stored !== want)
+      throw fileError(
+        file,
+        `__metadata__ ${where}['${key}'] is ${brief(stored)}, but the calibration's range ${range} at ${width} bits gives ${want}`,
+      );
+  };
+  for (const p of d.quantPoints().flat()) {
+    const key = pointKey(p.path, p.point);
+    agree(key, 'activation_frac_bits', act![key], layerOf(p.path).act, c.activations[key]);
+  }
+  for (const path of d.routingPaths().flat()) {
+    const r = routing![path];
+    const b = layerOf(path);
+    agree(path, 'routing_frac_bits', isObj(r) ? r!.act : r, b.act, c.routing[path].act);
+    agree(path, 'routing_frac_bits', isObj(r) ? r!.routing : r, b.routing!, c.routing[path].routing);
+  }
+  const extra = [
+    ...Object.keys(act!).filter((k) => !(k in c.activations)),
+    ...Object.keys(routing!).filter((k) => !(k in c.routing)),
+  ];
+  if (extra.length) throw fileError(file, `__metadata__ frac bits of '${extra[0]}', which ${model.kind} does not have`);
+  return c;
+}
+
 /** Every tensor against its format, the model and the data: the state_dict the file holds,
- *  the evaluation order when it has one, and the bytes of its tensors. */
+ *  the evaluation order when it has one, the bytes of its tensors, and ('dynamic') each
+ *  parameter's fractional length. */
 function decodeTensors(
   file: string,
   raw: ReturnType<typeof readSafetensorsRaw>,
@@ -603,8 +715,10 @@ function decodeTensors(
   evaluationOrder: EvaluationOrder | null;
   packedBytes: number;
   weightBytes: number;
+  weightFracBits: Map<string, number>;
 } {
   const md = raw.metadata;
+  const weightFracBits = new Map<string, number>();
   const name = model.kind;
   const args = model.args;
   // every tensor's format against the model and the data
@@ -647,10 +761,22 @@ function decodeTensors(
     used.add(tname + QWEIGHT);
     if (stored.dtype !== 'U8' || stored.shape.length !== 1)
       throw bad(`'${tname}${QWEIGHT}' is ${stored.dtype} [${stored.shape.join(', ')}], expected U8 [bytes]`);
-    const { name: layer, weight: F } = layerBitsOf(tname);
-    if (!isInt(f.frac_bits))
-      throw bad(`frac_bits ${typed(f.frac_bits)}: expected the integer ${F} (layer ${layer}'s weight bits)`);
-    if (f.frac_bits !== F) throw bad(`frac_bits ${brief(f.frac_bits)} but layer ${layer} has ${F} weight bits`);
+    const { name: layer, weight, format } = layerBitsOf(tname);
+    const dynamic = format === 'dynamic';
+    let F = weight;
+    if (dynamic) {
+      // a tensor's own fractional length, within the format's range
+      if (!(isInt(f.frac_bits) && f.frac_bits >= DYNAMIC_MIN_FRAC && f.frac_bits <= DYNAMIC_MAX_FRAC))
+        throw bad(
+          `frac_bits ${typed(f.frac_bits)}: expected an integer in [${DYNAMIC_MIN_FRAC}, ${DYNAMIC_MAX_FRAC}] (a 'dynamic' tensor's fractional length)`,
+        );
+      F = f.frac_bits;
+      weightFracBits.set(tname, F);
+    } else {
+      if (!isInt(f.frac_bits))
+        throw bad(`frac_bits ${typed(f.frac_bits)}: expected the integer ${F} (layer ${layer}'s weight bits)`);
+      if (f.frac_bits !== F) throw bad(`frac_bits ${brief(f.frac_bits)} but layer ${layer} has ${F} weight bits`);
+    }
     const b = f.bits;
     if (!(isInt(b) && b >= 1 && b <= MAX_CODE_BITS))
       throw bad(`bits ${typed(b)}: expected an integer from 1 to ${MAX_CODE_BITS}`);
@@ -664,10 +790,11 @@ function decodeTensors(
     if (method === 'logarithmic') {
       if (f.encoding !== 'log2') throw bad(`encoding '${brief(f.encoding)}', the logarithmic method stores 'log2'`);
       if (!isInt(f.exp_min)) throw bad(`exp_min ${typed(f.exp_min)}: expected an integer`);
-      values = decodeLog(bad, codes, b, f.exp_min, F, saturated);
+      values = decodeLog(bad, codes, b, f.exp_min, F, saturated, dynamic ? weight : null);
     } else {
       if (f.encoding !== 'fixed') throw bad(`encoding '${brief(f.encoding)}', method ${method} stores 'fixed'`);
-      if (saturated && b !== F + 1)
+      if (dynamic && b !== weight) throw bad(`bits ${b}: layer ${layer}'s 'dynamic' width is ${weight}`);
+      if (!dynamic && saturated && b !== F + 1)
         throw bad(`bits ${b}: the default arithmetic's format of ${F} fractional bits has ${F + 1}`);
       values = decodeFixed(bad, codes, b, F);
     }
@@ -687,7 +814,7 @@ function decodeTensors(
     );
   packedBytes += weightBytes + (evaluationOrder ? raw.tensors.get(EVAL_ORDER_TENSOR)!.bytes.length : 0);
 
-  return { sd, formats, evaluationOrder, packedBytes, weightBytes };
+  return { sd, formats, evaluationOrder, packedBytes, weightBytes, weightFracBits };
 }
 
 /** The model at the file's values, quantized again: every value must be on the quantizer's
@@ -697,7 +824,13 @@ function quantizeOnGrid(
   model: CapsNet,
   sd: StateDict,
   bits: BitConfig,
-  options: { method: QuantMethod; compat: RoundingCompat; seed: number },
+  options: {
+    method: QuantMethod;
+    compat: RoundingCompat;
+    seed: number;
+    calibration: Calibration | null;
+    weightFracBits: ReadonlyMap<string, number> | null;
+  },
 ): QuantizedModel {
   const { method, compat } = options;
   const paramNames = new Set(model.parameters().map((p) => p.name));
@@ -712,7 +845,7 @@ function quantizeOnGrid(
   } catch (err) {
     throw fileError(file, (err as Error).message);
   }
-  const quantized = quantize(model, bits, options);
+  const quantized = asFileError(file, () => quantize(model, bits, options));
   for (const [k, t] of quantized.stateDict()) {
     const want = exact.get(k);
     if (!want) continue;
@@ -726,7 +859,7 @@ function quantizeOnGrid(
   return quantized;
 }
 
-function layerBits(file: string, model: CapsNet, layers: unknown): BitConfig {
+function layerBits(file: string, model: CapsNet, layers: unknown, format: NumberFormat): BitConfig {
   const names = model.layerNames;
   if (!Array.isArray(layers) || layers.length !== names.length)
     throw fileError(
@@ -759,7 +892,7 @@ function layerBits(file: string, model: CapsNet, layers: unknown): BitConfig {
       );
   });
   try {
-    return bitsFromLists(model.quantLayers, bits, 'bits');
+    return bitsFromLists(model.quantLayers, bits, 'bits', format);
   } catch (err) {
     throw fileError(file, `__metadata__ layers: ${(err as Error).message}`);
   }
@@ -783,6 +916,8 @@ function decodeFixed(bad: (what: string) => Error, codes: Float64Array, b: numbe
   return out;
 }
 
+/** `width`: a 'dynamic' tensor's width (null: 'fixed'), whose saturation value a positive
+ *  2^(width-1-F) stands for. */
 function decodeLog(
   bad: (what: string) => Error,
   codes: Float64Array,
@@ -790,9 +925,12 @@ function decodeLog(
   expMin: number,
   F: number,
   saturated: boolean,
+  width: number | null = null,
 ): Float32Array {
   const mbits = b - 1;
   const signBit = 2 ** mbits;
+  const satK = width === null ? 0 : width - 1 - F;
+  const satValue = width === null ? 1 - 2 ** -F : dynamicRange(width, F).hi;
   const value = (c: number, i: number): number => {
     if (c === 0) return 0;
     const negative = c >= signBit;
@@ -800,7 +938,7 @@ function decodeLog(
     if (e === 0) throw bad(`element ${i}: code ${c} (a negative zero) is not a log2 code`);
     const k = expMin + e - 1;
     let m = 2 ** k;
-    if (saturated && !negative && k === 0) m = 1 - 2 ** -F;
+    if (saturated && !negative && k === satK) m = satValue;
     return toFloat32(bad, negative ? -m : m, i);
   };
   const out = new Float32Array(codes.length);

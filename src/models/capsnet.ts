@@ -22,6 +22,9 @@ export interface QuantLayerInfo {
   name: string;
   /** parameters counted in the weight memory (weights, biases, capsule biases, BN affine) */
   paramCount: number;
+  /** parameter tensors, each with one stored exponent under the 'dynamic' number format
+   *  (quant/memory.ts); absent where only 'fixed' configurations are counted */
+  tensorCount?: number;
   /** the layer routes: it has routing bits (SPEC 4) */
   routes: boolean;
   /** dynamic routing iterations (1 for ShallowCapsNet's primary capsules; 0: no routing) */

@@ -47,6 +47,9 @@ export interface LayerDescription {
   module: Module;
   /** parameters counted in the weight memory (weights, biases, capsule biases, BN affine) */
   paramCount: number;
+  /** parameter tensors (params.length): under the 'dynamic' number format each stores one
+   *  exponent, counted in the weight memory */
+  tensorCount: number;
   params: readonly ParamDescription[];
   /** the layer routes: it has routing bits (SPEC 4) */
   routes: boolean;
@@ -87,6 +90,7 @@ export class ModelDescription {
   readonly routingNames: readonly string[];
   private readonly byName: ReadonlyMap<string, number>;
   private points: readonly QuantPoint[][] | null = null;
+  private routingPathList: readonly string[][] | null = null;
 
   constructor(
     private readonly model: {
@@ -104,6 +108,7 @@ export class ModelDescription {
       kind: (s.module as { kind?: string }).kind ?? s.module.constructor.name,
       module: s.module,
       paramCount: s.module.parameterCount(),
+      tensorCount: s.module.parameters().length,
       params: s.module.parameters().map((p) => ({
         name: p.name,
         shape: [...p.torchShape],
@@ -147,13 +152,28 @@ export class ModelDescription {
    *  traced once by running the model on one blank image with hooks that record instead of
    *  rounding. */
   quantPoints(): readonly (readonly QuantPoint[])[] {
-    if (this.points) return this.points;
+    if (!this.points) this.trace();
+    return this.points!;
+  }
+
+  /** Every layer's routing quantization points: the module paths whose routing the hooks are
+   *  asked for (QuantHooks.routing), in forward order (traced with quantPoints). */
+  routingPaths(): readonly (readonly string[])[] {
+    if (!this.routingPathList) this.trace();
+    return this.routingPathList!;
+  }
+
+  private trace(): void {
     const points: QuantPoint[][] = this.layers.map(() => []);
+    const routing: string[][] = this.layers.map(() => []);
     const hooks: QuantHooks = {
       activation: (path, point, t) => {
         points[this.index(this.layerOf(path).name)].push({ path, point, elements: t.size });
       },
-      routing: () => null,
+      routing: (path) => {
+        routing[this.index(this.layerOf(path).name)].push(path);
+        return null;
+      },
     };
     const m = this.model;
     const size = m.inputWh * m.inputWh * m.inputCh;
@@ -167,6 +187,6 @@ export class ModelDescription {
       m.train(wasTraining);
     }
     this.points = points;
-    return points;
+    this.routingPathList = routing;
   }
 }

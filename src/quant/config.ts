@@ -34,13 +34,14 @@ export type BitConfig = LayerBits[];
 
 /** The same configuration as three positional lists: the form of the files (the search JSON,
  *  the sweep rows, the evaluation cache, the command line's outputs). Convert at the file
- *  boundary with bitsToLists and bitsFromLists. */
+ *  boundary with bitsToLists and bitsFromLists; the lists hold counts of one number format,
+ *  which the file states where it is not 'fixed'. */
 export interface BitLists {
-  /** fractional bits of every layer's parameters */
+  /** the count of every layer's parameters */
   weightBits: number[];
-  /** fractional bits of every layer's activations */
+  /** the count of every layer's activations */
   actBits: number[];
-  /** fractional bits of the routing values, one entry per routing layer, in layer order */
+  /** the count of the routing values, one entry per routing layer, in layer order */
   routingBits: number[];
 }
 
@@ -75,7 +76,7 @@ export function bitsFromLists(
   name = 'bits',
   format: NumberFormat = 'fixed',
 ): BitConfig {
-  checkBitLists(layers, lists, name);
+  checkBitLists(layers, lists, name, format);
   let r = 0;
   return layers.map((l, i) => ({
     name: l.name,
@@ -119,14 +120,24 @@ export const FULL_PRECISION = Number.POSITIVE_INFINITY;
 /** The most fractional bits a configuration may ask for (step 1 starts from 32). */
 export const MAX_FRACTIONAL_BITS = 32;
 
-const fracProblem = (b: unknown) =>
-  Number.isInteger(b) && (b as number) >= 0 && (b as number) <= MAX_FRACTIONAL_BITS
+/** The counts a format allows: 'fixed' fractional bits in [0, 32], 'dynamic' widths (sign
+ *  included) in [1, 32]. */
+export function countRange(format: NumberFormat): { min: number; max: number; what: string } {
+  return format === 'dynamic'
+    ? { min: 1, max: 32, what: "an integer width (sign included) under 'dynamic'" }
+    : { min: 0, max: MAX_FRACTIONAL_BITS, what: 'an integer number of fractional bits' };
+}
+
+const countProblem = (b: unknown, format: NumberFormat) => {
+  const { min, max, what } = countRange(format);
+  return Number.isInteger(b) && (b as number) >= min && (b as number) <= max
     ? null
-    : `expected an integer number of fractional bits in [0, ${MAX_FRACTIONAL_BITS}], got ${b}`;
+    : `expected ${what} in [${min}, ${max}], got ${b}`;
+};
 
 /** Checks a bit configuration against a model's layers: one record per layer, named as the
- *  layer and in its order, each count an integer in [0, MAX_FRACTIONAL_BITS], a routing count
- *  exactly where the layer routes. */
+ *  layer and in its order, each with a number format and counts valid for it (countRange), a
+ *  routing count exactly where the layer routes. */
 export function checkBitConfig(layers: readonly QuantLayerInfo[], bits: readonly LayerBits[], name = 'bits'): void {
   const names = layers.map((l) => l.name);
   if (!Array.isArray(bits) || bits.length !== layers.length)
@@ -141,19 +152,30 @@ export function checkBitConfig(layers: readonly QuantLayerInfo[], bits: readonly
         `${name}[${i}] (${l.name}).format: expected one of ${NUMBER_FORMATS.join(', ')}, got ${b.format}`,
       );
     for (const key of ['weight', 'act'] as const) {
-      const problem = fracProblem(b[key]);
+      const problem = countProblem(b[key], b.format);
       if (problem) throw new Error(`${name}[${i}] (${l.name}).${key}: ${problem}`);
     }
     if (!l.routes && b.routing !== null)
       throw new Error(`${name}[${i}] (${l.name}).routing: the layer does not route, expected null, got ${b.routing}`);
-    const problem = l.routes ? fracProblem(b.routing) : null;
+    const problem = l.routes ? countProblem(b.routing, b.format) : null;
     if (problem) throw new Error(`${name}[${i}] (${l.name}).routing: ${problem}`);
   });
 }
 
+/** The one number format of a configuration: 'dynamic' when any layer is (a search's
+ *  configurations have one format throughout), else 'fixed'. */
+export function formatOf(c: readonly LayerBits[]): NumberFormat {
+  return c.some((l) => l.format === 'dynamic') ? 'dynamic' : 'fixed';
+}
+
 /** Checks positional lists against a model's layers: one weight and one activation count per
- *  layer, one routing count per routing layer, each an integer in [0, MAX_FRACTIONAL_BITS]. */
-export function checkBitLists(layers: readonly QuantLayerInfo[], bits: BitLists, name = 'bits'): void {
+ *  layer, one routing count per routing layer, each valid for `format` (countRange). */
+export function checkBitLists(
+  layers: readonly QuantLayerInfo[],
+  bits: BitLists,
+  name = 'bits',
+  format: NumberFormat = 'fixed',
+): void {
   const routing = layers.filter((l) => l.routes).map((l) => l.name);
   const want: [keyof BitLists, readonly string[]][] = [
     ['weightBits', layers.map((l) => l.name)],
@@ -167,7 +189,7 @@ export function checkBitLists(layers: readonly QuantLayerInfo[], bits: BitLists,
         `${name}.${key}: expected ${names.length} bit counts (${names.join(', ')}), got ${Array.isArray(v) ? v.length : typeof v}`,
       );
     v.forEach((b, i) => {
-      const problem = fracProblem(b);
+      const problem = countProblem(b, format);
       if (problem) throw new Error(`${name}.${key}[${i}] (${names[i]}): ${problem}`);
     });
   }

@@ -5,3 +5,5 @@ export * from './quantized-forward.js';
 export * from './quantized-model.js';
 export * from './activation-volume.js';
 export * from './integer-container.js';
+export * from './dynamic.js';
+export * from './calibration.js';

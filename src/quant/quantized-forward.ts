@@ -3,12 +3,18 @@
 // replaced in place by their quantized values (the full-precision values are kept aside).
 // Stochastic rounding draws from streams named by (batch, layer, point), so a configuration
 // gives the same numbers every time it is evaluated, in any order, for a given --seed.
+// A layer whose bits are 'dynamic' (src/quant/dynamic.ts) quantizes each parameter tensor at
+// the fractional length of its own float values, and each activation and routing point at the
+// fractional length of its calibrated range (src/quant/calibration.ts), saturating to the width.
 import type { CapsNet } from '../models/capsnet.js';
 import type { QuantHooks } from '../nn/module.js';
 import type { QuantMethod, RoutingQuant } from '../tensor/backend.js';
 import { kernels } from '../tensor/kernels.js';
 import type { Tensor } from '../tensor/tensor.js';
+import type { QuantSpec } from '../tensor/backend.js';
+import { pointKey, type Calibration } from './calibration.js';
 import { FULL_PRECISION, type LayerBits, type QuantLayerInfo } from './config.js';
+import { dynamicFracBits, dynamicQuant, maxAbsOf } from './dynamic.js';
 import { activationQuant, type RoundingCompat, weightQuant } from './methods.js';
 
 /** FNV-1a hash of a string: the stream number of a quantization point. */
@@ -29,19 +35,23 @@ export function quantLayers(model: CapsNet): QuantLayerInfo[] {
 
 export class ModelQuantizer {
   readonly layers: QuantLayerInfo[];
-  private readonly fp: { layer: number; name: string; param: Tensor; values: Float32Array }[];
-  private readonly applied: (number | null)[];
+  private readonly fp: { layer: number; name: string; param: Tensor; values: Float32Array; maxAbs: number }[];
+  /** per layer: the format and weight count its parameters hold now, or null (float values) */
+  private readonly applied: (string | null)[];
   /** Convolutions may use the DFT and Winograd algorithms (the hooks' conv mode). Under dac2020
    *  arithmetic they do not: im2col + GEMM sums match the reference's closely enough that its
    *  rounding decisions are reproduced. The native kernels run neither in a quantized forward:
    *  exact integer sums, or the float convolution in one fixed order (native/smallconv.cc). */
   fastConv: boolean;
 
+  /** `calibration`: the ranges of the activation and routing points, for configurations in
+   *  the 'dynamic' number format (null: 'fixed' configurations only). */
   constructor(
     readonly model: CapsNet,
     readonly method: QuantMethod,
     readonly compat: RoundingCompat,
     readonly seed: number,
+    readonly calibration: Calibration | null = null,
   ) {
     this.layers = quantLayers(model);
     const d = model.description;
@@ -50,6 +60,7 @@ export class ModelQuantizer {
       name: p.name,
       param: p.param,
       values: p.param.data.slice(),
+      maxAbs: maxAbsOf(p.param.data),
     }));
     this.applied = model.layerNames.map(() => null);
     this.fastConv = compat !== 'dac2020';
@@ -58,18 +69,18 @@ export class ModelQuantizer {
   /** Writes every layer's parameters quantized with its weight bits (only layers that changed);
    *  FULL_PRECISION puts that layer's float32 values back. */
   applyWeights(bits: readonly LayerBits[]): void {
-    const weightBits = layerOrder(this.model, bits).map((b) => b.weight);
+    const byLayer = layerOrder(this.model, bits);
     const k = kernels();
     for (const p of this.fp) {
-      const bits = weightBits[p.layer];
-      if (this.applied[p.layer] === bits) continue;
-      if (bits === FULL_PRECISION) {
+      const b = byLayer[p.layer];
+      if (this.applied[p.layer] === appliedKey(b)) continue;
+      if (b.weight === FULL_PRECISION) {
         p.param.data.set(p.values);
         continue;
       }
-      k.quantize(p.values, p.param.data, p.values.length, parameterQuant(this, p.name, bits));
+      k.quantize(p.values, p.param.data, p.values.length, parameterQuant(this, p.name, b, p.maxAbs).spec);
     }
-    weightBits.forEach((b, l) => (this.applied[l] = b));
+    byLayer.forEach((b, l) => (this.applied[l] = appliedKey(b)));
   }
 
   /** Puts the full-precision parameters back. */
@@ -80,7 +91,7 @@ export class ModelQuantizer {
 
   /** The quantized parameters of the layers as currently applied (for saving a model). */
   get appliedBits(): readonly (number | null)[] {
-    return this.applied;
+    return this.applied.map((a) => (a === null ? null : Number(a.slice(a.indexOf(':') + 1))));
   }
 
   /** Hooks for one batch (quantHooks). */
@@ -89,17 +100,30 @@ export class ModelQuantizer {
   }
 }
 
-/** A quantization's method, arithmetic and seed. */
-interface Rounding {
+const appliedKey = (b: LayerBits) => `${b.format}:${b.weight}`;
+
+/** A quantization's method, arithmetic and seed, and for the 'dynamic' format the calibration of
+ *  the activation and routing points and, where the float values are gone (a packed file's
+ *  model), the parameters' fractional lengths. */
+export interface Rounding {
   method: QuantMethod;
   compat: RoundingCompat;
   seed: number;
+  calibration?: Calibration | null;
+  /** 'dynamic' parameters: their fractional lengths as stored, by state_dict name (absent: from
+   *  their values) */
+  weightFracBits?: ReadonlyMap<string, number> | null;
 }
 
-/** The quantizer of parameter `name` at `bits` fractional bits (its stochastic stream is named
- *  by the parameter). */
-function parameterQuant(r: Rounding, name: string, bits: number) {
-  return weightQuant(r.method, bits, r.compat, r.seed, streamOf(`w|${name}`));
+/** The quantizer of parameter `name` of a layer with bits `b` (its stochastic stream is named by
+ *  the parameter), and its fractional bits: under 'fixed' the count, under 'dynamic' from the
+ *  tensor's largest magnitude `maxAbs` (or as r.weightFracBits gives it). */
+function parameterQuant(r: Rounding, name: string, b: LayerBits, maxAbs: number): { spec: QuantSpec; frac: number } {
+  const stream = streamOf(`w|${name}`);
+  if (b.format !== 'dynamic')
+    return { spec: weightQuant(r.method, b.weight, r.compat, r.seed, stream), frac: b.weight };
+  const frac = r.weightFracBits?.get(name) ?? dynamicFracBits(b.weight, maxAbs);
+  return { spec: dynamicQuant(r.method, b.weight, frac, r.seed, stream), frac };
 }
 
 /** `bits` as one record per layer of `model`, in its order (checked by name). */
@@ -114,22 +138,42 @@ function layerOrder(model: CapsNet, bits: readonly LayerBits[]): readonly LayerB
 
 /** Quantizes every parameter of `model` in place with its layer's weight bits, as
  *  ModelQuantizer.applyWeights does from kept float values (FULL_PRECISION leaves a layer as it
- *  is): a QuantizedModel's own network, quantized once. */
-export function quantizeWeightsInPlace(model: CapsNet, r: Rounding, layerBits: readonly LayerBits[]): void {
+ *  is): a QuantizedModel's own network, quantized once. Returns each quantized parameter's
+ *  fractional bits, by state_dict name. */
+export function quantizeWeightsInPlace(
+  model: CapsNet,
+  r: Rounding,
+  layerBits: readonly LayerBits[],
+): Map<string, number> {
   const d = model.description;
   const byLayer = layerOrder(model, layerBits);
   const k = kernels();
+  const fracs = new Map<string, number>();
   for (const p of model.parameters()) {
-    const bits = byLayer[d.index(d.layerOf(p.name).name)].weight;
-    if (bits === FULL_PRECISION) continue;
-    k.quantize(p.param.data, p.param.data, p.param.data.length, parameterQuant(r, p.name, bits));
+    const b = byLayer[d.index(d.layerOf(p.name).name)];
+    if (b.weight === FULL_PRECISION) continue;
+    const { spec, frac } = parameterQuant(r, p.name, b, b.format === 'dynamic' ? maxAbsOf(p.param.data) : 0);
+    k.quantize(p.param.data, p.param.data, p.param.data.length, spec);
+    fracs.set(p.name, frac);
   }
+  return fracs;
+}
+
+/** The quantizers of one point under 'dynamic': `width` bits at the fractional length of the
+ *  calibrated range `maxAbs`. */
+function dynamicPointQuant(r: Rounding, width: number, maxAbs: number | undefined, what: string, stream: number) {
+  if (maxAbs === undefined)
+    throw new Error(
+      `quantized forward: no calibrated range for ${what} ('dynamic' needs the calibration of every point)`,
+    );
+  return dynamicQuant(r.method, width, dynamicFracBits(width, maxAbs), r.seed, stream);
 }
 
 /** Hooks for one batch of a forward of `model`: activations with the layer's activation bits,
  *  routing values with its routing bits (SPEC 4); a FULL_PRECISION count leaves those values as
- *  they are. `fastConv`: the convolutions' algorithms (ModelQuantizer.fastConv; by default the
- *  DFT and Winograd may run except under dac2020). */
+ *  they are. Under 'dynamic' each point's fractional length comes from r.calibration. `fastConv`:
+ *  the convolutions' algorithms (ModelQuantizer.fastConv; by default the DFT and Winograd may run
+ *  except under dac2020). */
 export function quantHooks(
   model: CapsNet,
   r: Rounding,
@@ -141,10 +185,16 @@ export function quantHooks(
   const byLayer = layerOrder(model, bits);
   const top = (path: string) => byLayer[d.index(d.layerOf(path).name)];
   const k = kernels();
+  const cal = r.calibration ?? null;
   const spec = (b: number, stream: number) =>
     b === FULL_PRECISION ? null : activationQuant(r.method, b, r.compat, r.seed, stream);
-  const activationSpec = (path: string, point: string) =>
-    spec(top(path).act, streamOf(`a|${batch}|${path}|${point}`));
+  const activationSpec = (path: string, point: string) => {
+    const b = top(path);
+    const stream = streamOf(`a|${batch}|${path}|${point}`);
+    if (b.format !== 'dynamic' || b.act === FULL_PRECISION) return spec(b.act, stream);
+    const key = pointKey(path, point);
+    return dynamicPointQuant(r, b.act, cal?.activations[key], `the activation point ${key}`, stream);
+  };
   return {
     // where inputs and weights are fixed point (up to 15 bits), convolutions are exact integer
     // sums (native/fixedconv.cc): faster than either float algorithm, and order-free; the
@@ -159,10 +209,30 @@ export function quantHooks(
       const b = top(path);
       if (b.routing === null) return null;
       const stream = streamOf(`r|${batch}|${path}`);
+      const routingStream = (stream + 0x5bd1e995) >>> 0;
+      if (b.format !== 'dynamic')
+        return {
+          act: spec(b.act, stream),
+          routing: spec(b.routing, routingStream),
+          votes: activationSpec(path, 'votes'), // what activation(path, 'votes', .) applies
+        };
+      const range = cal?.routing[path];
       return {
-        act: spec(b.act, stream),
-        routing: spec(b.routing, (stream + 0x5bd1e995) >>> 0),
-        votes: activationSpec(path, 'votes'), // what activation(path, 'votes', .) applies
+        act:
+          b.act === FULL_PRECISION
+            ? null
+            : dynamicPointQuant(r, b.act, range?.act, `the routing of ${path} (c and v)`, stream),
+        routing:
+          b.routing === FULL_PRECISION
+            ? null
+            : dynamicPointQuant(
+                r,
+                b.routing,
+                range?.routing,
+                `the routing of ${path} (s and the logits)`,
+                routingStream,
+              ),
+        votes: activationSpec(path, 'votes'),
       };
     },
   };

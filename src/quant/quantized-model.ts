@@ -2,20 +2,25 @@
 // checks the configuration against the model's layers and copies the model (architecture,
 // parameters, buffers) into a network of its own whose parameters it quantizes once. forward,
 // evaluate, stateDict and the exports read that network; the float model is never written,
-// and training it further does not change a QuantizedModel made before.
+// and training it further does not change a QuantizedModel made before. A configuration in the
+// 'dynamic' number format also needs the calibration of the model's activation and routing
+// points (src/quant/calibration.ts), which the value keeps; its quantizers (QuantSpecs) are
+// public: activationSpec, routingSpecs, weightSpec.
 import type { CapsNet } from '../models/capsnet.js';
 import type { LayerDescription } from '../models/description.js';
 import { copyModel } from '../models/factory.js';
 import { checkImagesFit, forEachBatch, type ImageSource } from '../models/evaluate.js';
 import { countCorrect } from '../models/metrics.js';
 import type { QuantHooks, StateTensor } from '../nn/module.js';
-import type { QuantMethod } from '../tensor/backend.js';
+import type { QuantMethod, QuantSpec } from '../tensor/backend.js';
 import type { Tensor } from '../tensor/tensor.js';
-import { type BitConfig, checkBitConfig, cloneBits, type LayerBits } from './config.js';
-import { parseQuantMethod, parseRoundingCompat, type RoundingCompat } from './methods.js';
-import { quantHooks, quantizeWeightsInPlace } from './quantized-forward.js';
+import { type Calibration, checkCalibration } from './calibration.js';
+import { type BitConfig, checkBitConfig, cloneBits, FULL_PRECISION, type LayerBits } from './config.js';
+import { DYNAMIC_MAX_FRAC, DYNAMIC_MIN_FRAC, dynamicQuant } from './dynamic.js';
+import { parseQuantMethod, parseRoundingCompat, type RoundingCompat, weightQuant } from './methods.js';
+import { quantHooks, quantizeWeightsInPlace, streamOf } from './quantized-forward.js';
 import { integerContainer } from './integer-container.js';
-import { weightMemoryMB } from './memory.js';
+import { configMemoryMB } from './memory.js';
 import { DEFAULT_SEED } from '../tensor/seed.js';
 
 export interface QuantizeOptions {
@@ -25,6 +30,13 @@ export interface QuantizeOptions {
   compat?: RoundingCompat;
   /** seed of stochastic rounding's draws (default DEFAULT_SEED) */
   seed?: number;
+  /** the ranges of the activation and routing points (calibrate(model, images, count)): needed
+   *  when a layer's bits are 'dynamic', where they give each point's fractional length */
+  calibration?: Calibration | null;
+  /** 'dynamic' parameters' fractional lengths, by state_dict name, where the float values that
+   *  would give them are gone (a packed file's model, whose values are already on their grid);
+   *  absent: from each tensor's largest magnitude */
+  weightFracBits?: ReadonlyMap<string, number> | null;
 }
 
 export class QuantizedModel {
@@ -32,21 +44,54 @@ export class QuantizedModel {
   readonly method: QuantMethod;
   readonly compat: RoundingCompat;
   readonly seed: number;
+  /** the calibration of the activation and routing points ('dynamic' layers), or null */
+  readonly calibration: Calibration | null;
   /** the quantized network: a copy of the float model at quantize() time (in eval mode) whose
    *  parameters hold their quantized values; its buffers (BatchNorm's running statistics) are
    *  the float model's */
   readonly model: CapsNet;
+  /** every quantized parameter's fractional bits, by state_dict name */
+  private readonly weightFracs: ReadonlyMap<string, number>;
 
   constructor(model: CapsNet, bits: BitConfig, options: QuantizeOptions) {
     const { compat, seed } = checkQuantizeOptions('quantize', options);
     checkBitConfig(model.quantLayers, bits, 'quantize: bits');
+    const dynamic = bits.filter((b) => b.format === 'dynamic');
+    if (dynamic.length && compat === 'dac2020')
+      throw new Error(
+        `quantize: options.compat 'dac2020' applies to the 'fixed' number format only; layer ${dynamic[0].name}'s bits are 'dynamic'`,
+      );
+    // the points whose fractional lengths the calibration gives: 'dynamic' layers' quantized ones
+    const calibrated = new Set(
+      dynamic
+        .filter((b) => b.act !== FULL_PRECISION || (b.routing ?? FULL_PRECISION) !== FULL_PRECISION)
+        .map((b) => b.name),
+    );
+    if (calibrated.size && !options.calibration)
+      throw new Error(
+        `quantize: layer ${[...calibrated][0]}'s bits are 'dynamic', whose activation and routing fractional lengths come from calibration: pass options.calibration (calibrate(model, images, count))`,
+      );
+    this.calibration = options.calibration
+      ? checkCalibration(model, options.calibration, 'quantize: options.calibration', calibrated)
+      : null;
+    const stored = options.weightFracBits ?? null;
+    if (stored)
+      for (const [name, f] of stored)
+        if (!(Number.isInteger(f) && f >= DYNAMIC_MIN_FRAC && f <= DYNAMIC_MAX_FRAC))
+          throw new Error(
+            `quantize: options.weightFracBits ${name}: ${f}: expected an integer in [${DYNAMIC_MIN_FRAC}, ${DYNAMIC_MAX_FRAC}]`,
+          );
     this.bits = cloneBits(bits);
     this.method = options.method;
     this.compat = compat;
     this.seed = seed;
     this.model = copyModel(model);
     this.model.eval();
-    quantizeWeightsInPlace(this.model, this, this.bits);
+    this.weightFracs = quantizeWeightsInPlace(
+      this.model,
+      { method: this.method, compat, seed, calibration: this.calibration, weightFracBits: stored },
+      this.bits,
+    );
   }
 
   get layers(): readonly LayerDescription[] {
@@ -60,18 +105,46 @@ export class QuantizedModel {
     return this.bits[d.index(d.layerOf(path).name)];
   }
 
-  /** Weight memory in MB (SPEC 4: parameters x (w_l + 1) bits per layer). */
+  /** Weight memory in MB (SPEC 4: parameters x (w_l + 1) bits per 'fixed' layer; parameters x
+   *  w_l bits + 8 bits per parameter tensor's exponent per 'dynamic' layer; quant/memory.ts). */
   get weightMemoryMB(): number {
-    return weightMemoryMB(
-      this.layers.map((l) => l.paramCount),
-      this.bits.map((b) => b.weight),
-    );
+    return configMemoryMB(this.layers, this.bits);
   }
 
   /** The activation and routing quantizers of batch `batch` (its stochastic streams), as
    *  hooks of a forward of `model` (what forward passes; the golden-vector capture wraps them). */
   hooks(batch = 0): QuantHooks {
     return quantHooks(this.model, this, this.bits, batch);
+  }
+
+  /** The quantizer of activation point `point` of module `path` ('conv.conv', 'out'; the
+   *  points are model.description.quantPoints()) in batch `batch` (its stochastic stream), as
+   *  the forward applies it: fractional bits, saturation range, method. null: not quantized
+   *  (a FULL_PRECISION count). Under 'dynamic' the fractional length is the calibrated one. */
+  activationSpec(path: string, point: string, batch = 0): QuantSpec | null {
+    return this.hooks(batch).activationSpec!(path, point);
+  }
+
+  /** The two quantizers of the routing inside module `path` (model.description.routingPaths()):
+   *  `act` for the coupling coefficients c and the outputs v, `routing` for s and the updated
+   *  logits (streams of batch `batch`; each iteration's values advance them, see RoutingQuant);
+   *  null where the layer does not route. */
+  routingSpecs(path: string, batch = 0): { act: QuantSpec | null; routing: QuantSpec | null } | null {
+    const r = this.hooks(batch).routing(path);
+    return r && { act: r.act, routing: r.routing };
+  }
+
+  /** The quantizer parameter `name` (a state_dict name) was quantized with: its fractional
+   *  bits (under 'dynamic' the tensor's own, from its float values at quantize() time) and
+   *  saturation range; null for a buffer or a FULL_PRECISION layer's parameter. */
+  weightSpec(name: string): QuantSpec | null {
+    const frac = this.weightFracs.get(name);
+    if (frac === undefined) return null;
+    const b = this.bitsOf(name);
+    const stream = streamOf(`w|${name}`);
+    return b.format === 'dynamic'
+      ? dynamicQuant(this.method, b.weight, frac, this.seed, stream)
+      : weightQuant(this.method, b.weight, this.compat, this.seed, stream);
   }
 
   /** Class capsules [B, K, D] of images x [B, H, W, C]; `batch` names the stochastic draws'
@@ -114,11 +187,13 @@ export class QuantizedModel {
   }
 
   /** Every parameter at its bit width, in state_dict order and PyTorch's layout: the integers
-   *  q such that the quantized value is q * 2^-fracBits (fracBits = the layer's weight bits),
-   *  as Int32Array when every one fits in 32 bits, else BigInt64Array; totalBits is the
-   *  two's-complement width including the sign: under the default arithmetic the format's
-   *  fracBits + 1 (weights saturate to [-1, 1 - 2^-fracBits]), under dac2020 (nothing
-   *  saturates) the width these values need (width 'measured'). Buffers are not included.
+   *  q such that the quantized value is q * 2^-fracBits (fracBits = the layer's weight bits
+   *  under 'fixed', the tensor's own fractional length under 'dynamic'), as Int32Array when
+   *  every one fits in 32 bits, else BigInt64Array; totalBits is the two's-complement width
+   *  including the sign: under the default arithmetic the format's (width 'format': fracBits + 1
+   *  under 'fixed', whose weights saturate to [-1, 1 - 2^-fracBits]; the layer's width under
+   *  'dynamic'), under dac2020 (nothing saturates) the width these values need (width
+   *  'measured'). Buffers are not included.
    *  Computed once: the packed file, ONNX, C and golden vectors all read this one record. */
   get integers(): readonly IntegerParameter[] {
     this.integerRecord ??= Object.freeze(this.computeIntegers());
@@ -137,7 +212,8 @@ export class QuantizedModel {
     const out: IntegerParameter[] = [];
     for (const [name, t] of this.stateDict()) {
       if (!params.has(name)) continue;
-      const { name: layer, weight: frac } = this.bitsOf(name);
+      const { name: layer, weight, format } = this.bitsOf(name);
+      const frac = this.weightFracs.get(name)!;
       const scale = 2 ** frac;
       const n = t.data.length;
       let lo = 0;
@@ -158,11 +234,13 @@ export class QuantizedModel {
       if (totalBits > 64) throw new Error(`integerParameters: ${name} needs ${totalBits} bits, more than 64`);
       const saturated = this.compat !== 'dac2020';
       if (saturated) {
-        if (totalBits > frac + 1)
+        const width = format === 'dynamic' ? weight : frac + 1;
+        if (totalBits > width)
           throw new Error(
-            `integerParameters: ${name} has values in [${lo / scale}, ${hi / scale}], outside the saturation range [-1, 1 - 2^-${frac}]`,
+            `integerParameters: ${name} has values in [${lo / scale}, ${hi / scale}], outside the saturation range ` +
+              (format === 'dynamic' ? `of ${width} bits at 2^-${frac}` : `[-1, 1 - 2^-${frac}]`),
           );
-        totalBits = frac + 1;
+        totalBits = width;
       }
       const values =
         integerContainer(totalBits) <= 32 ? Int32Array.from(ints) : BigInt64Array.from(ints, (v) => BigInt(v));
@@ -193,7 +271,8 @@ export interface IntegerParameter {
   /** two's-complement bits including the sign */
   totalBits: number;
   fracBits: number;
-  /** 'format': fracBits + 1 (default arithmetic); 'measured': what the values need (dac2020) */
+  /** 'format': the format's width (default arithmetic: fracBits + 1 under 'fixed', the layer's
+   *  width under 'dynamic'); 'measured': what the values need (dac2020) */
   width: 'format' | 'measured';
 }
 
@@ -210,7 +289,10 @@ function checkOrder(order: Int32Array, count: number): void {
 
 /** A quantization's method, arithmetic and seed, with their defaults ('none', DEFAULT_SEED); errors
  *  start with `fn` and name the option (quantize and searchModel share them). */
-export function checkQuantizeOptions(fn: string, o: QuantizeOptions): Required<QuantizeOptions> {
+export function checkQuantizeOptions(
+  fn: string,
+  o: QuantizeOptions,
+): Required<Pick<QuantizeOptions, 'method' | 'compat' | 'seed'>> {
   const method = parseQuantMethod(o?.method, `${fn}: options.method`);
   const compat = parseRoundingCompat(o.compat ?? 'none', `${fn}: options.compat`);
   const seed = o.seed ?? DEFAULT_SEED;

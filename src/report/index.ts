@@ -46,7 +46,9 @@ const MAX_MAGNITUDE = 1e15;
 
 const bits: Shape = { array: 'number' };
 const bitConfig = { weightBits: bits, actBits: bits, routingBits: bits };
-const layer: Shape = { fields: { name: 'string', paramCount: 'number', routes: 'boolean' } };
+const layer: Shape = {
+  fields: { name: 'string', paramCount: 'number', routes: 'boolean', tensorCount: { optional: 'number' } },
+};
 const layers: Shape = { array: layer, max: RUN_LIMITS.layers };
 const stepFields = {
   step: 'string',
@@ -71,6 +73,7 @@ const SEARCH_SHAPE: Shape = {
         fields: {
           ...stepFields,
           kind: 'string',
+          number_format: { optional: { oneOf: ['fixed', 'dynamic'] } },
           file: 'string',
           testAccuracy: { optional: 'percent' },
           testCorrect: { optional: 'number' },
@@ -129,6 +132,7 @@ const SWEEP_SHAPE: Shape = {
             array: {
               fields: {
                 kind: { oneOf: ['satisfied', 'memory', 'accuracy'] },
+                number_format: { optional: { oneOf: ['fixed', 'dynamic'] } },
                 bits: sweepBits,
                 accuracy: 'percent',
                 testAccuracy: { nullable: 'percent' },

@@ -2,6 +2,7 @@
 // (settings, every evaluation, every step, the final models). Its page,
 // <stem>_qcapsnets.html, is drawn from this JSON by src/report/.
 import { writeFileAtomic } from '../io/atomic-write.js';
+import type { NumberFormat } from '../quant/config.js';
 
 export interface ReportStep {
   step: string;
@@ -33,13 +34,17 @@ export interface ReportEvaluation {
 export interface SearchReport {
   tool: string;
   settings: Record<string, unknown>;
-  layers: { name: string; paramCount: number; routes: boolean; iterations: number }[];
+  /** tensorCount: 'dynamic' only, the layer's parameter tensors (one 8-bit exponent each) */
+  layers: { name: string; paramCount: number; routes: boolean; iterations: number; tensorCount?: number }[];
   fullPrecisionAccuracy: number;
   minimumAccuracy: number;
   branch: 'A' | 'B';
   steps: ReportStep[];
   models: (ReportStep & {
     kind: string;
+    /** the number format of the model's bits ('fixed': fractional bits; 'dynamic': widths;
+     *  absent in files from before the format: 'fixed') */
+    number_format?: NumberFormat;
     /** the float32 state_dict (.pt) */
     file: string;
     /** the accuracy as a count of the test images */

@@ -4,7 +4,7 @@
 import { basename } from 'node:path';
 import type { SearchReport } from './search-json.js';
 import { configKey } from '../quant/config.js';
-import { weightMemoryMB } from '../quant/memory.js';
+import { BITS_PER_MB, formatMemoryBits, weightMemoryMB } from '../quant/memory.js';
 import { bitList, facts, figure, page, settingsTable, table } from './page.js';
 import { paretoFront } from './pareto.js';
 import { bars, esc, maxOf, minOf, num, PALETTE, plot, type Point, type RefLine, type Series } from './svg.js';
@@ -33,6 +33,16 @@ export interface EvaluatedConfig {
 
 export function evaluatedConfigs(r: SearchReport): EvaluatedConfig[] {
   const paramCounts = r.layers.map((l) => l.paramCount);
+  // 'dynamic' (its layers give their tensor counts): parameters x w + 8 bits per tensor
+  const dynamic = r.layers.every((l) => l.tensorCount !== undefined);
+  const memoryMB = (weightBits: number[]) =>
+    dynamic
+      ? formatMemoryBits(
+          r.layers.map((l) => ({ name: l.name, paramCount: l.paramCount, tensorCount: l.tensorCount })),
+          weightBits,
+          'dynamic',
+        ) / BITS_PER_MB
+      : weightMemoryMB(paramCounts, weightBits);
   const byKey = new Map<string, EvaluatedConfig>();
   for (const e of r.evaluations) {
     const key = configKey(e);
@@ -43,7 +53,7 @@ export function evaluatedConfigs(r: SearchReport): EvaluatedConfig[] {
     byKey.set(key, {
       key,
       step: old?.step ?? e.step,
-      memoryMB: weightMemoryMB(paramCounts, e.weightBits),
+      memoryMB: memoryMB(e.weightBits),
       exact,
       accuracy: exact ? e.accuracy! : e.lower,
       lower: e.lower,
@@ -166,14 +176,18 @@ function zoomedScatter(r: SearchReport): string {
   return inside >= 2 && span > 4 * (r.fullPrecisionAccuracy + 1 - from) ? scatter(r, from) : '';
 }
 
+/** What a model's counts are: fractional bits ('fixed', also of files from before the format)
+ *  or widths ('dynamic'). */
+const countsOf = (m: SearchReport['models'][number]) => (m.number_format === 'dynamic' ? 'widths' : 'fractional bits');
+
 function bitBars(r: SearchReport, m: SearchReport['models'][number]): string {
   const names = r.layers.map((l) => l.name);
   let k = 0;
   const routing = r.layers.map((l) => (l.routes ? (m.routingBits[k++] ?? null) : null));
   return bars({
-    title: `model-${m.kind}: fractional bits per layer`,
+    title: `model-${m.kind}: ${countsOf(m)} per layer`,
     categories: names,
-    yLabel: 'fractional bits',
+    yLabel: countsOf(m),
     series: [
       { label: 'weights', color: BIT_COLORS.weights, values: m.weightBits },
       { label: 'activations', color: BIT_COLORS.activations, values: m.actBits },
@@ -202,7 +216,7 @@ export function searchPage(r: SearchReport, source: string): string {
   // accuracies on the test set are shown beside them
   const split = r.selection ?? null;
   const modelRows = r.models.map((m) => [
-    `model-${m.kind}`,
+    `model-${m.kind}${m.number_format === 'dynamic' ? ' (dynamic: widths)' : ''}`,
     bitList(m.weightBits),
     bitList(m.actBits),
     bitList(m.routingBits),
@@ -290,7 +304,10 @@ export function searchPage(r: SearchReport, source: string): string {
       modelRows,
     ),
     ...r.models.map((m) =>
-      figure(bitBars(r, m), `Fractional bits of model-${m.kind}, layer by layer (routing: routing layers only).`),
+      figure(
+        bitBars(r, m),
+        `${m.number_format === 'dynamic' ? 'Widths' : 'Fractional bits'} of model-${m.kind}, layer by layer (routing: routing layers only).`,
+      ),
     ),
     '<h2>Settings</h2>',
     settingsTable(r.settings),

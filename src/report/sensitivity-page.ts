@@ -15,14 +15,16 @@ function bitsWithin(c: SensitivityResult['curves'][number], fp: number, points: 
 }
 
 export function sensitivityPage(r: SensitivityResult, source: string): string {
+  // what the bits are: fractional bits, or widths under the 'dynamic' number format
+  const counts = r.settings.numberFormat === 'dynamic' ? 'widths' : 'fractional bits';
   const layerNames = r.layers.map((l) => l.name);
   const color = (layer: string) => PALETTE[Math.max(0, layerNames.indexOf(layer)) % PALETTE.length];
   const plots = SENSITIVITY_KINDS.filter((k) => r.curves.some((c) => c.kind === k)).map((kind) => {
     const curves = r.curves.filter((c) => c.kind === kind);
     return figure(
       plot({
-        title: `${kind}: accuracy against fractional bits, one layer at a time`,
-        x: { label: 'fractional bits' },
+        title: `${kind}: accuracy against ${counts}, one layer at a time`,
+        x: { label: counts },
         y: { label: 'accuracy (%)' },
         series: curves.map((c, i) => ({
           label: c.layer,
@@ -60,7 +62,7 @@ export function sensitivityPage(r: SensitivityResult, source: string): string {
     facts([
       [`${num(r.fullPrecisionAccuracy, 2)}%`, 'full-precision accuracy'],
       [`${r.curves.length}`, 'curves (layer x weights / activations / routing)'],
-      [`${r.settings.bits[0]}–${r.settings.bits[r.settings.bits.length - 1]}`, 'fractional bits tried'],
+      [`${r.settings.bits[0]}–${r.settings.bits[r.settings.bits.length - 1]}`, `${counts} tried`],
       [`${r.evaluations}`, 'evaluations'],
       [`${num(r.seconds, 1)} s`, 'run time'],
     ]),

@@ -90,7 +90,7 @@ export function sweepPage(r: SweepResult, source: string): string {
       num(row.tolerance),
       num(row.memoryBudgetMB),
       row.branch,
-      join((x) => `${x.kind} ${num(x.accuracy, 2)}`),
+      join((x) => `${x.kind}${x.number_format === 'dynamic' ? ' (dynamic)' : ''} ${num(x.accuracy, 2)}`),
       join((x) => `${num(x.weightReduction, 2)}x`),
       join((x) => `${num(x.activationReduction, 2)}x`),
       join((x) => `w ${bitList(x.bits.weightBits)} a ${bitList(x.bits.actBits)} r ${bitList(x.bits.routingBits)}`),

@@ -3,7 +3,8 @@
 // JSON lines so that a later search or sweep (or the rerun of a killed one) reuses them.
 //
 // File: line 1 the header (what the evaluations depend on: the model file's sha256, the test
-// images' fingerprint, arithmetic, seed, batch size, early stop); each later line one
+// images' fingerprint, arithmetic, seed, batch size, early stop; under the 'dynamic' number
+// format also the format and the calibration's image count and sha256); each later line one
 // evaluation: {method, w, a, r, accuracy, lower, upper, exact, seen, total, correct,
 // batchCorrect, ...}. A line is appended with one write and fsync'd, so a killed run leaves at
 // most a torn last line, which the next open drops with a note. Every other line is checked
@@ -47,6 +48,12 @@ export interface EvalCacheHeader {
   earlyStop: boolean;
   /** dac2020's fast-convolution margin, images (0: exact evaluations only) */
   approximateMarginImages: number;
+  /** 'dynamic' only (absent: 'fixed', as every cache before the format): the number format,
+   *  which makes the lines' counts widths */
+  numberFormat?: 'dynamic';
+  /** 'dynamic' only: the calibration the evaluations used: its images and calibrationHash */
+  calibrationImages?: number;
+  calibrationSha256?: string;
 }
 
 /** One stored evaluation. */
@@ -75,7 +82,15 @@ const HEADER_FIELDS: (keyof EvalCacheHeader)[] = [
   'batchSize',
   'earlyStop',
   'approximateMarginImages',
+  'numberFormat',
+  'calibrationImages',
+  'calibrationSha256',
 ];
+
+/** A header field's value for a message: the format's absence is 'fixed', a calibration's
+ *  absence none. */
+const headerValue = (f: keyof EvalCacheHeader, v: unknown, show: (v: unknown) => string): string =>
+  v !== undefined ? show(v) : f === 'numberFormat' ? '"fixed"' : f.startsWith('calibration') ? 'none' : show(v);
 
 const keyOf = (method: QuantMethod, bits: BitConfig | BitLists) => `${method}|${configKey(bits)}`;
 
@@ -394,7 +409,7 @@ function checkHeader(file: string, line: string, header: EvalCacheHeader): void 
     if (found[f] !== header[f])
       throw cacheError(
         file,
-        `made with ${f} ${shown(found[f])}, this run has ${f} ${JSON.stringify(header[f])}; ` +
+        `made with ${f} ${headerValue(f, found[f], shown)}, this run has ${f} ${headerValue(f, header[f], (v) => String(JSON.stringify(v)))}; ` +
           `use another --eval-cache file for this ${f === 'modelSha256' || f === 'model' ? 'model' : 'setting'}`,
       );
 }
@@ -450,7 +465,7 @@ function checkStoredEvaluation(
     fail(`method ${JSON.stringify(o.method)}: expected one of ${QUANT_METHODS.join(', ')}`);
   const bits: BitLists = { weightBits: o.w as number[], actBits: o.a as number[], routingBits: o.r as number[] };
   try {
-    checkBitLists(model.layers, bits, 'bits');
+    checkBitLists(model.layers, bits, 'bits', header.numberFormat ?? 'fixed');
   } catch (err) {
     fail(`${(err as Error).message} (w, a, r: the bits of ${header.model})`);
   }

@@ -107,10 +107,14 @@ export class FastEvaluator implements Evaluator {
     this.labels = Int32Array.from(order, (i) => this.data.labels[i]);
   }
 
-  /** The key of the first `depth` layers' bits (and of the convolution algorithms used). */
+  /** The key of the first `depth` layers' bits and number formats (and of the convolution
+   *  algorithms used). A layer's quantizers depend on its own bits and format alone (under
+   *  'dynamic' with the quantizer's one calibration), so equal keys are equal outputs. */
   private prefixKey(bits: BitConfig, depth: number): string {
-    const { weightBits, actBits, routingBits } = bitsToLists(bits.slice(0, depth));
-    return `${this.quantizer.fastConv ? 'fast' : 'exact'}|w${weightBits}|a${actBits}|r${routingBits}`;
+    const prefix = bits.slice(0, depth);
+    const { weightBits, actBits, routingBits } = bitsToLists(prefix);
+    const formats = prefix.map((b) => (b.format === 'dynamic' ? 'd' : 'f')).join('');
+    return `${this.quantizer.fastConv ? 'fast' : 'exact'}|${formats}|w${weightBits}|a${actBits}|r${routingBits}`;
   }
 
   private peakBytes = 0;

@@ -7,9 +7,19 @@
 // `compat: 'dac2020'` reproduces the reference code's mapping of routing bits in step 3A
 // (its index skips capsule layers that do not route, which shifts it for DeepCaps).
 import { routingIndices } from '../models/description.js';
-import type { BitConfig, QuantLayerInfo } from '../quant/config.js';
-import { cloneBits, uniformBits } from '../quant/config.js';
-import { BITS_PER_MB, checkMemoryBudget, weightMemoryBits } from '../quant/memory.js';
+// Under the 'dynamic' number format (settings.numberFormat) the steps are the same with every
+// count a total width: no count goes below 1 (a sign bit) instead of 0 fractional bits, and
+// step 2's pattern fits the budget in the dynamic memory count (docs/quantization.md).
+import type { BitConfig, NumberFormat, QuantLayerInfo } from '../quant/config.js';
+import { cloneBits, countRange, uniformBits } from '../quant/config.js';
+import {
+  BITS_PER_MB,
+  checkFormatMemoryBudget,
+  checkMemoryBudget,
+  formatMemoryBits,
+  type MemoryLayer,
+  weightMemoryBits,
+} from '../quant/memory.js';
 import type { Evaluator } from './evaluator.js';
 import {
   type EvaluationRecord,
@@ -40,22 +50,36 @@ export function checkTolerance(tolerance: number, what = `tolerance ${tolerance}
 /** Checks a search's settings against a model's layers before any evaluation. */
 export function checkSearchSettings(
   layers: readonly QuantLayerInfo[],
-  settings: Pick<SearchSettings, 'tolerance' | 'memoryBudgetMB'>,
+  settings: Pick<SearchSettings, 'tolerance' | 'memoryBudgetMB'> &
+    Partial<Pick<SearchSettings, 'numberFormat' | 'compat'>>,
 ): void {
   const { tolerance, memoryBudgetMB } = settings;
+  const format = checkSearchFormat(settings);
   checkTolerance(tolerance);
   if (layers.length === 0) throw new Error('layers: a search needs at least one layer');
-  checkMemoryBudget(
-    layers.map((l) => l.paramCount),
-    memoryBudgetMB,
-  );
+  checkFormatMemoryBudget(layers, format, memoryBudgetMB);
+}
+
+/** A search's number format ('fixed' by default); 'dynamic' with dac2020 is an error. */
+export function checkSearchFormat(settings: {
+  numberFormat?: NumberFormat;
+  compat?: SearchSettings['compat'];
+}): NumberFormat {
+  const format = settings.numberFormat ?? 'fixed';
+  if (format !== 'fixed' && format !== 'dynamic')
+    throw new Error(`numberFormat ${String(format)}: expected 'fixed' or 'dynamic'`);
+  if (format === 'dynamic' && settings.compat === 'dac2020')
+    throw new Error("numberFormat 'dynamic' with compat 'dac2020': the dac2020 arithmetic applies to 'fixed' only");
+  return format;
 }
 
 /** SPEC 5's layer-wise lowering, shared by steps 3A, 4A and 3B: for each position l in turn,
  *  take one bit off positions l..count-1 together while the configuration passes (and none
- *  would go below 0 bits); at the first fail put that bit back and move on to l + 1. */
+ *  would go below `min` bits: 0 fractional bits, or a width of 1); at the first fail put that
+ *  bit back and move on to l + 1. */
 async function lowerLayerwise(
   count: number,
+  min: number,
   bitsAt: (k: number) => number,
   shift: (from: number, delta: 1 | -1) => void,
   passes: () => Promise<boolean>,
@@ -67,7 +91,7 @@ async function lowerLayerwise(
         break;
       }
       let floor = false;
-      for (let k = l; k < count; k++) floor ||= bitsAt(k) <= 0;
+      for (let k = l; k < count; k++) floor ||= bitsAt(k) <= min;
       if (floor) break;
       shift(l, -1);
     }
@@ -78,19 +102,39 @@ async function lowerLayerwise(
  *  memory fits, the gentlest slope needed for the last layer to keep >= 0 bits. */
 export function memoryBits(paramCounts: readonly number[], budgetMB: number): number[] {
   checkMemoryBudget(paramCounts, budgetMB);
+  return fallingPattern(paramCounts.length, budgetMB, 0, (bits) => weightMemoryBits(paramCounts, bits));
+}
+
+/** memoryBits in a number format: under 'dynamic' the counts are widths, the memory is
+ *  parameters x w + the exponents (quant/memory.ts), and the last layer keeps a width >= 1;
+ *  N still starts at 32, the widest count. */
+export function memoryBitsFor(layers: readonly MemoryLayer[], budgetMB: number, format: NumberFormat): number[] {
+  if (format === 'fixed')
+    return memoryBits(
+      layers.map((l) => l.paramCount),
+      budgetMB,
+    );
+  checkFormatMemoryBudget(layers, format, budgetMB);
+  return fallingPattern(layers.length, budgetMB, countRange(format).min, (bits) =>
+    formatMemoryBits(layers, bits, format),
+  );
+}
+
+/** The search of memoryBits: for slopes 5..0, N from 32 down to the first pattern whose
+ *  memory fits; the first slope whose last count is then >= `min`. */
+function fallingPattern(n: number, budgetMB: number, min: number, memory: (bits: number[]) => number): number[] {
   const budgetBits = budgetMB * BITS_PER_MB;
-  const n = paramCounts.length;
   for (let slope = 5; slope >= 0; slope--) {
-    const decrease = paramCounts.map((_, l) => -Math.min(l, Math.max(slope - 1, 0)));
+    const decrease = Array.from({ length: n }, (_, l) => -Math.min(l, Math.max(slope - 1, 0)));
     for (let N = 32; ; N--) {
       const bits = decrease.map((d) => N + d);
-      if (weightMemoryBits(paramCounts, bits) <= budgetBits) {
-        if (bits[n - 1] >= 0) return bits;
+      if (memory(bits) <= budgetBits) {
+        if (bits[n - 1] >= min) return bits;
         break;
       }
     }
   }
-  // slope 0 is uniform bits and always ends at N >= 0 given the check above
+  // slope 0 is uniform bits and always ends at N >= min given the budget check
   throw new Error('memory: no weight bit pattern fits the budget');
 }
 
@@ -112,10 +156,10 @@ export async function runSearch(
   checkSearchSettings(layers, settings);
   const { fpAccuracy: A, tolerance } = settings;
   if (!(A >= 0 && A <= 100)) throw new Error(`fpAccuracy ${A}: expected a percentage in [0, 100]`);
-  const paramCounts = layers.map((l) => l.paramCount);
+  const format = checkSearchFormat(settings);
   const { minimumAccuracy, step1Min } = searchThresholds(A, tolerance);
-  const step2Weights = memoryBits(paramCounts, settings.memoryBudgetMB);
-  const run = new SearchRun(paramCounts, settings, evaluator, log);
+  const step2Weights = memoryBitsFor(layers, settings.memoryBudgetMB, format);
+  const run = new SearchRun(layers, settings, evaluator, log);
   const result = (branch: SearchResult['branch'], models: SearchResult['models']): SearchResult => ({
     minimumAccuracy,
     steps: run.steps,
@@ -128,13 +172,14 @@ export async function runSearch(
   log.info(
     `full-precision accuracy ${A}%, minimum quantized accuracy ${minimumAccuracy}%, memory budget ${settings.memoryBudgetMB} MB`,
   );
-  const step1 = await step1LayerUniform(run, layers, step1Min);
+  const step1 = await step1LayerUniform(run, layers, format, step1Min);
   const step2 = await step2MemoryBudget(run, step1, step2Weights);
+  const min = countRange(format).min;
   if (step2.accuracy > minimumAccuracy) {
-    const satisfied = await branchA(run, layers, settings.compat, step2, minimumAccuracy);
+    const satisfied = await branchA(run, layers, settings.compat, min, step2, minimumAccuracy);
     return result('A', [{ kind: 'satisfied', result: satisfied }]);
   }
-  const accuracyModel = await step3B(run, layers, step1, minimumAccuracy);
+  const accuracyModel = await step3B(run, layers, min, step1, minimumAccuracy);
   return result('B', [
     { kind: 'memory', result: step2 },
     { kind: 'accuracy', result: accuracyModel },
@@ -146,20 +191,27 @@ export async function runSearch(
 async function step1LayerUniform(
   run: SearchRun,
   layers: readonly QuantLayerInfo[],
+  format: NumberFormat,
   step1Min: number,
 ): Promise<BitConfig> {
   run.startStep('step1', 'STEP 1: layer-uniform quantization');
-  const step1 = uniformBits(layers, await uniformBitsSearch(run, layers, step1Min));
+  const step1 = uniformBits(layers, await uniformBitsSearch(run, layers, format, step1Min), format);
   await run.finishStep('step1', step1);
   return step1;
 }
 
 /** Step 1's binary search, as the reference runs it: 32 bits, then 16, then half the last
  *  move down after a pass or up after a fail, until a move of 1; the last N that passed. When
- *  32 bits fail already, 32 with a note. */
-async function uniformBitsSearch(run: SearchRun, layers: readonly QuantLayerInfo[], step1Min: number): Promise<number> {
+ *  32 bits fail already, 32 with a note. (Under 'dynamic' 32 is the widest width; the moves
+ *  never go below 1 in either format.) */
+async function uniformBitsSearch(
+  run: SearchRun,
+  layers: readonly QuantLayerInfo[],
+  format: NumberFormat,
+  step1Min: number,
+): Promise<number> {
   const tried: { bits: number; passed: boolean }[] = [];
-  const first = await run.test('step1', uniformBits(layers, 32), step1Min, true);
+  const first = await run.test('step1', uniformBits(layers, 32, format), step1Min, true);
   tried.push({ bits: 32, passed: first.passed });
   if (!first.passed) {
     run.note(`even 32 bits miss the step-1 target (> ${step1Min}%): step 1 keeps 32 bits`);
@@ -168,7 +220,7 @@ async function uniformBitsSearch(run: SearchRun, layers: readonly QuantLayerInfo
   tried.push({ bits: 16, passed: false });
   for (;;) {
     const cur = tried[tried.length - 1];
-    cur.passed = (await run.test('step1', uniformBits(layers, cur.bits), step1Min, true)).passed;
+    cur.passed = (await run.test('step1', uniformBits(layers, cur.bits, format), step1Min, true)).passed;
     const prev = tried[tried.length - 2];
     const delta = Math.abs(cur.bits - prev.bits);
     if (delta === 1) break;
@@ -191,14 +243,15 @@ async function branchA(
   run: SearchRun,
   layers: readonly QuantLayerInfo[],
   compat: SearchSettings['compat'],
+  min: number,
   step2: StepResult,
   minimumAccuracy: number,
 ): Promise<StepResult> {
   const step2Acc = step2.accuracy;
   const step3AMin = step2Acc - ((step2Acc - minimumAccuracy) * 55) / 100;
   const cfg = cloneBits(step2.bits);
-  await step3A(run, layers, compat, cfg, step3AMin);
-  return step4A(run, layers, cfg, minimumAccuracy);
+  await step3A(run, layers, compat, min, cfg, step3AMin);
+  return step4A(run, layers, min, cfg, minimumAccuracy);
 }
 
 /** STEP 3A: layer-wise activation bits (accuracy >= step3AMin), each routing layer's routing
@@ -207,6 +260,7 @@ async function step3A(
   run: SearchRun,
   layers: readonly QuantLayerInfo[],
   compat: SearchSettings['compat'],
+  min: number,
   cfg: BitConfig,
   step3AMin: number,
 ): Promise<StepResult> {
@@ -224,6 +278,7 @@ async function step3A(
       : routingLayers;
   await lowerLayerwise(
     layers.length,
+    min,
     (k) => cfg[k].act,
     (from, delta) => {
       for (let k = from; k < layers.length; k++) cfg[k].act += delta;
@@ -239,6 +294,7 @@ async function step3A(
 async function step4A(
   run: SearchRun,
   layers: readonly QuantLayerInfo[],
+  min: number,
   cfg: BitConfig,
   minimumAccuracy: number,
 ): Promise<StepResult> {
@@ -247,6 +303,7 @@ async function step4A(
   const routingOf = (layer: number) => cfg[layer].routing as number;
   await lowerLayerwise(
     iterating.length,
+    min,
     (k) => routingOf(iterating[k]),
     (from, delta) => {
       for (let k = from; k < iterating.length; k++) cfg[iterating[k]].routing = routingOf(iterating[k]) + delta;
@@ -261,6 +318,7 @@ async function step4A(
 async function step3B(
   run: SearchRun,
   layers: readonly QuantLayerInfo[],
+  min: number,
   step1: BitConfig,
   minimumAccuracy: number,
 ): Promise<StepResult> {
@@ -268,6 +326,7 @@ async function step3B(
   const cfg = cloneBits(step1);
   await lowerLayerwise(
     layers.length,
+    min,
     (k) => cfg[k].weight,
     (from, delta) => {
       for (let k = from; k < layers.length; k++) cfg[k].weight += delta;

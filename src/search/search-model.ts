@@ -6,6 +6,8 @@ import { copyModel } from '../models/factory.js';
 import type { CapsNet, QuantLayerInfo } from '../models/capsnet.js';
 import { checkImagesFit, type ImageSource } from '../models/evaluate.js';
 import { activationCounts } from '../quant/activation-volume.js';
+import { type Calibration, calibrate, calibrationHash, checkCalibration } from '../quant/calibration.js';
+import type { NumberFormat } from '../quant/config.js';
 import { checkQuantizeOptions, QuantizedModel } from '../quant/quantized-model.js';
 import { ModelQuantizer } from '../quant/quantized-forward.js';
 import type { RoundingCompat } from '../quant/methods.js';
@@ -13,7 +15,7 @@ import type { QuantMethod } from '../tensor/backend.js';
 import { CachingEvaluator, type EvalCache } from './eval-cache.js';
 import type { Evaluator } from './evaluator.js';
 import { FastEvaluator } from './fast-evaluator.js';
-import { checkSearchSettings, runSearch, type SearchResult, type StepName } from './qcapsnets.js';
+import { checkSearchFormat, checkSearchSettings, runSearch, type SearchResult, type StepName } from './qcapsnets.js';
 import { DEFAULT_SEED } from '../tensor/seed.js';
 
 export interface SearchProgress {
@@ -35,6 +37,14 @@ export interface SearchOptions {
   memoryBudgetMB?: number;
   /** 'none' (default) or 'dac2020' */
   compat?: RoundingCompat;
+  /** the configurations' number format: 'fixed' (default; the DAC 2020 format) or 'dynamic'
+   *  (every count a total width, fractional lengths from the ranges: docs/quantization.md) */
+  numberFormat?: NumberFormat;
+  /** 'dynamic': calibrate on the first N of the images the search decides on (default 500;
+   *  all of them when there are fewer) */
+  calibrationImages?: number;
+  /** 'dynamic': this calibration instead (calibrate(model, images, count)) */
+  calibration?: Calibration;
   /** stochastic rounding's seed (default DEFAULT_SEED) */
   seed?: number;
   /** images per batch (default 100) */
@@ -58,6 +68,8 @@ export interface ModelSearchResult {
   fullPrecisionAccuracy: number;
   layers: QuantLayerInfo[];
   search: SearchResult;
+  /** 'dynamic': the calibration the search used (null under 'fixed') */
+  calibration: Calibration | null;
   /** the chosen models: 'satisfied' (branch A) or 'memory' and 'accuracy' (branch B) */
   models: { kind: 'satisfied' | 'memory' | 'accuracy'; model: QuantizedModel; accuracy: number; memoryMB: number }[];
   /** position -> test image index: the order the search ran its batches in (hardest images
@@ -81,18 +93,61 @@ export const SEARCH_DEFAULTS = {
   cacheMB: 1024,
   earlyStop: true,
   approximateMarginImages: 0,
+  numberFormat: 'fixed' as NumberFormat,
+  calibrationImages: 500,
 };
 
+/** The one check of a calibration image count: a non-negative integer; 0 (or no images at all)
+ *  is an error under 'dynamic', which needs images. `what` names it as the caller knows it. */
+export function checkCalibrationImages(count: number, format: NumberFormat, what = `calibrationImages ${count}`): void {
+  if (!(Number.isSafeInteger(count) && count >= 0)) throw new Error(`${what}: expected a non-negative integer`);
+  if (format === 'dynamic' && count === 0)
+    throw new Error(
+      `${what}: the 'dynamic' number format needs images to calibrate its activation and routing ranges; expected at least 1`,
+    );
+}
+
+/** The calibration of a search or sweep under 'dynamic' (null under 'fixed'): `given`, checked
+ *  against the model, or the first min(count, images) of `images`; `log` says which. */
+export function searchCalibration(
+  fn: string,
+  model: CapsNet,
+  images: ImageSource,
+  o: { numberFormat: NumberFormat; calibrationImages: number; calibration?: Calibration | null },
+  log: (line: string) => void = () => {},
+  imagesName = 'the set',
+): Calibration | null {
+  if (o.numberFormat !== 'dynamic') return null;
+  if (o.calibration) return checkCalibration(model, o.calibration, `${fn}: options.calibration`);
+  const count = Math.min(o.calibrationImages, images.count);
+  const t0 = performance.now();
+  const c = calibrate(model, images, count);
+  log(
+    `calibration ('dynamic' number format): the ranges of ${Object.keys(c.activations).length} activation points and ` +
+      `${Object.keys(c.routing).length} routings over the first ${count} images of ${imagesName} (${((performance.now() - t0) / 1000).toFixed(1)} s)`,
+  );
+  return c;
+}
 function checkOptions(
   model: CapsNet,
   test: ImageSource,
   o: SearchOptions,
-): Required<Omit<SearchOptions, 'log' | 'onProgress' | 'evalCache'>> {
+): Required<Omit<SearchOptions, 'log' | 'onProgress' | 'evalCache' | 'calibration'>> {
   const r = {
     ...SEARCH_DEFAULTS,
     ...Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)),
     ...checkQuantizeOptions('searchModel', o),
-  } as Required<Omit<SearchOptions, 'log' | 'onProgress' | 'evalCache'>>;
+  } as Required<Omit<SearchOptions, 'log' | 'onProgress' | 'evalCache' | 'calibration'>>;
+  try {
+    checkSearchFormat(r);
+  } catch (err) {
+    throw new Error(`searchModel: options.${(err as Error).message}`, { cause: err });
+  }
+  checkCalibrationImages(
+    r.calibrationImages,
+    r.numberFormat,
+    `searchModel: options.calibrationImages ${r.calibrationImages}`,
+  );
   if (!(Number.isInteger(r.batchSize) && r.batchSize >= 1))
     throw new Error(`searchModel: options.batchSize ${r.batchSize}: expected a positive integer`);
   if (!(r.cacheMB >= 0)) throw new Error(`searchModel: options.cacheMB ${r.cacheMB}: expected 0 or more`);
@@ -113,8 +168,22 @@ function checkOptions(
       throw new Error(
         `searchModel: options.evalCache holds evaluations with approximateMarginImages ${h.approximateMarginImages}, options.approximateMarginImages is ${r.approximateMarginImages}`,
       );
+    if ((h.numberFormat ?? 'fixed') !== r.numberFormat)
+      throw new Error(
+        `searchModel: options.evalCache holds evaluations in the '${h.numberFormat ?? 'fixed'}' number format, options.numberFormat is '${r.numberFormat}'`,
+      );
   }
   return r;
+}
+
+/** The evaluation cache's calibration against the search's (under 'dynamic'). */
+function checkCacheCalibration(cache: EvalCache | undefined, c: Calibration | null): void {
+  const h = cache?.header;
+  if (!h || c === null) return;
+  if (h.calibrationSha256 !== calibrationHash(c))
+    throw new Error(
+      `searchModel: options.evalCache holds evaluations of another calibration (${h.calibrationImages} images, sha256 ${String(h.calibrationSha256).slice(0, 12)}…); this search calibrated on ${c.images} images (sha256 ${calibrationHash(c).slice(0, 12)}…)`,
+    );
 }
 
 /** Runs the Q-CapsNets search on a trained model over `test` (SPEC 5). */
@@ -125,9 +194,11 @@ export async function searchModel(
 ): Promise<ModelSearchResult> {
   const o = checkOptions(model, test, options);
   const log = options.log ?? (() => {});
+  const calibration = searchCalibration('searchModel', model, test, { ...o, calibration: options.calibration }, log);
+  checkCacheCalibration(options.evalCache, calibration);
   // the quantizer writes the weights of a copy, so the caller's model is never written
   const net = copyModel(model);
-  const quantizer = new ModelQuantizer(net, o.method, o.compat, o.seed);
+  const quantizer = new ModelQuantizer(net, o.method, o.compat, o.seed, calibration);
   let phase: SearchProgress['phase'] = 'full-precision';
   const evaluator = new FastEvaluator(net, quantizer, test, {
     batchSize: o.batchSize,
@@ -161,6 +232,7 @@ export async function searchModel(
         tolerance: o.tolerance,
         memoryBudgetMB: o.memoryBudgetMB,
         compat: o.compat,
+        numberFormat: o.numberFormat,
         activationCounts: counts,
       },
       (caching ?? evaluator) as Evaluator,
@@ -185,9 +257,15 @@ export async function searchModel(
     fullPrecisionAccuracy: fp.accuracy,
     layers: model.quantLayers.map((l) => ({ ...l })),
     search,
+    calibration,
     models: search.models.map((m) => ({
       kind: m.kind,
-      model: new QuantizedModel(model, m.result.bits, { method: o.method, compat: o.compat, seed: o.seed }),
+      model: new QuantizedModel(model, m.result.bits, {
+        method: o.method,
+        compat: o.compat,
+        seed: o.seed,
+        calibration,
+      }),
       accuracy: m.result.accuracy,
       memoryMB: m.result.memoryMB,
     })),

@@ -2,10 +2,10 @@
 // step's threshold (each evaluated once, or again only when an early-stopped evaluation cannot
 // decide a new threshold), the exact accuracy of each step's output, the record of every
 // evaluation and step result, and the log lines. The decisions live in qcapsnets.ts.
-import type { BitConfig } from '../quant/config.js';
-import { bitsText, bitsToLists, cloneBits, configKey } from '../quant/config.js';
+import type { BitConfig, NumberFormat } from '../quant/config.js';
+import { bitsText, bitsToLists, cloneBits, configKey, formatOf } from '../quant/config.js';
 import type { RoundingCompat } from '../quant/methods.js';
-import { activationMemoryBits, BITS_PER_MB, weightMemoryBits } from '../quant/memory.js';
+import { activationMemoryBits, BITS_PER_MB, configMemoryBits, type MemoryLayer } from '../quant/memory.js';
 import type { Evaluation, Evaluator } from './evaluator.js';
 
 export interface SearchSettings {
@@ -13,6 +13,9 @@ export interface SearchSettings {
   tolerance: number;
   memoryBudgetMB: number;
   compat: RoundingCompat;
+  /** the configurations' number format (default 'fixed'): under 'dynamic' every count is a
+   *  total width (docs/quantization.md) */
+  numberFormat?: NumberFormat;
   /** elements per image at each layer's activation points (activationCounts), for the
    *  activation memory printed beside the weight memory; absent: not reported */
   activationCounts?: readonly number[];
@@ -56,7 +59,7 @@ export class SearchRun {
   private readonly cache = new Map<string, Evaluation>();
 
   constructor(
-    private readonly paramCounts: readonly number[],
+    private readonly layers: readonly MemoryLayer[],
     private readonly settings: SearchSettings,
     private readonly evaluator: Evaluator,
     private readonly log: SearchLog,
@@ -139,8 +142,8 @@ export class SearchRun {
   /** Records and logs a step's output: its bits, accuracy and memory. */
   report(step: StepName, bits: BitConfig, accuracy: number): StepResult {
     const lists = bitsToLists(bits);
-    const mem = weightMemoryBits(this.paramCounts, lists.weightBits);
-    const fp32Bits = this.paramCounts.reduce((a, b) => a + b, 0) * 32;
+    const mem = configMemoryBits(this.layers, bits);
+    const fp32Bits = this.layers.reduce((a, l) => a + l.paramCount, 0) * 32;
     const r: StepResult = {
       step,
       bits: cloneBits(bits),
@@ -150,7 +153,7 @@ export class SearchRun {
     };
     const counts = this.settings.activationCounts;
     if (counts) {
-      const act = activationMemoryBits(counts, lists.actBits);
+      const act = activationMemoryBits(counts, lists.actBits, formatOf(bits));
       r.activationKB = act / 8000;
       r.activationReduction = (counts.reduce((a, b) => a + b, 0) * 32) / act;
     }

@@ -7,12 +7,22 @@
 import { copyModel } from '../models/factory.js';
 import type { CapsNet } from '../models/capsnet.js';
 import { checkImagesFit, type ImageSource } from '../models/evaluate.js';
-import { type BitConfig, FULL_PRECISION, MAX_FRACTIONAL_BITS, uniformBits } from '../quant/config.js';
+import type { Calibration } from '../quant/calibration.js';
+import {
+  type BitConfig,
+  countRange,
+  FULL_PRECISION,
+  MAX_FRACTIONAL_BITS,
+  type NumberFormat,
+  uniformBits,
+} from '../quant/config.js';
 import { checkQuantizeOptions } from '../quant/quantized-model.js';
 import { ModelQuantizer } from '../quant/quantized-forward.js';
 import type { RoundingCompat } from '../quant/methods.js';
 import type { QuantMethod } from '../tensor/backend.js';
 import { FastEvaluator } from './fast-evaluator.js';
+import { checkSearchFormat } from './qcapsnets.js';
+import { checkCalibrationImages, searchCalibration } from './search-model.js';
 
 export const SENSITIVITY_TOOL = 'qcapsnets sensitivity';
 export const SENSITIVITY_VERSION = 1;
@@ -24,7 +34,7 @@ export interface SensitivityCurve {
   /** the top-level layer (quantLayers' name) */
   layer: string;
   kind: SensitivityKind;
-  /** fractional bits, ascending */
+  /** bit counts, ascending: fractional bits ('fixed'), widths ('dynamic': settings.numberFormat) */
   bits: number[];
   /** percent on the test images, one per entry of `bits` */
   accuracy: number[];
@@ -57,8 +67,17 @@ export interface SensitivityOptions {
   method: QuantMethod;
   compat?: RoundingCompat;
   seed?: number;
-  /** fractional bit counts to try, each an integer in [0, 32] */
+  /** the counts' number format (default 'fixed'; see SearchOptions.numberFormat) */
+  numberFormat?: NumberFormat;
+  /** 'dynamic': calibrate on the first N test images (default 500; all when fewer) */
+  calibrationImages?: number;
+  /** 'dynamic': this calibration instead */
+  calibration?: Calibration;
+  /** bit counts to try, each an integer in [0, 32] (fractional bits; widths in [1, 32] under
+   *  'dynamic') */
   bits: readonly number[];
+  /** log lines (the calibration's) */
+  log?: (line: string) => void;
   /** images per batch (default 100) */
   batchSize?: number;
   /** MB for the kept stage outputs (default 1024; 0: none) */
@@ -118,9 +137,14 @@ export function sensitivityCurves(model: CapsNet): { layer: number; kind: Sensit
 }
 
 /** One quantity at `bits`, all others at full precision. */
-function oneQuantity(model: CapsNet, c: { layer: number; kind: SensitivityKind; routing: number }, bits: number) {
+function oneQuantity(
+  model: CapsNet,
+  c: { layer: number; kind: SensitivityKind; routing: number },
+  bits: number,
+  format: NumberFormat,
+) {
   const layers = model.quantLayers;
-  const config: BitConfig = uniformBits(layers, FULL_PRECISION);
+  const config: BitConfig = uniformBits(layers, FULL_PRECISION, format);
   const layer = config[c.layer];
   if (c.kind === 'weights') layer.weight = bits;
   else if (c.kind === 'activations') layer.act = bits;
@@ -140,20 +164,40 @@ export async function sensitivityAnalysis(
   if (!(Number.isInteger(batchSize) && batchSize >= 1))
     throw new Error(`sensitivityAnalysis: options.batchSize ${batchSize}: expected a positive integer`);
   if (!(cacheMB >= 0)) throw new Error(`sensitivityAnalysis: options.cacheMB ${cacheMB}: expected 0 or more`);
+  let format: NumberFormat;
+  try {
+    format = checkSearchFormat({ numberFormat: options.numberFormat, compat: q.compat });
+  } catch (err) {
+    throw new Error(`sensitivityAnalysis: options.${(err as Error).message}`, { cause: err });
+  }
+  const calibrationImages = options.calibrationImages ?? 500;
+  checkCalibrationImages(
+    calibrationImages,
+    format,
+    `sensitivityAnalysis: options.calibrationImages ${calibrationImages}`,
+  );
   const bits = [...options.bits];
+  const { min, max } = countRange(format);
   if (
     bits.length === 0 ||
-    !bits.every((b) => Number.isInteger(b) && b >= 0 && b <= MAX_FRACTIONAL_BITS) ||
+    !bits.every((b) => Number.isInteger(b) && b >= min && b <= max) ||
     bits.some((b, i) => i > 0 && b <= bits[i - 1])
   )
     throw new Error(
-      `sensitivityAnalysis: options.bits [${bits}]: expected ascending distinct integers in [0, ${MAX_FRACTIONAL_BITS}]`,
+      `sensitivityAnalysis: options.bits [${bits}]: expected ascending distinct integers in [${min}, ${max}]`,
     );
   if (!(test?.count >= 1)) throw new Error('sensitivityAnalysis: the test images are empty');
   checkImagesFit(model, test, 'sensitivityAnalysis: the test images');
+  const calibration = searchCalibration(
+    'sensitivityAnalysis',
+    model,
+    test,
+    { numberFormat: format, calibrationImages, calibration: options.calibration },
+    options.log,
+  );
 
   const net = copyModel(model); // the quantizer writes its weights, never the caller's model
-  const quantizer = new ModelQuantizer(net, q.method, q.compat, q.seed);
+  const quantizer = new ModelQuantizer(net, q.method, q.compat, q.seed, calibration);
   const evaluator = new FastEvaluator(net, quantizer, test, { batchSize, cacheMB, earlyStop: false });
   const plan = sensitivityCurves(model);
   const total = plan.length * bits.length;
@@ -165,7 +209,7 @@ export async function sensitivityAnalysis(
       const layer = model.quantLayers[c.layer].name;
       const curve: SensitivityCurve = { layer, kind: c.kind, bits: [...bits], accuracy: [] };
       for (const b of bits) {
-        const e = await evaluator.evaluate(oneQuantity(model, c, b));
+        const e = await evaluator.evaluate(oneQuantity(model, c, b, format));
         curve.accuracy.push(e.accuracy);
         options.onEvaluation?.({
           done: evaluator.stats.evaluations,

@@ -3,7 +3,7 @@
 // (accuracy, weight memory) of all of them. Shards (`--shard i/n`) write the same shape with
 // their share of the rows; `qcapsnets merge` combines them.
 import type { QuantMethod } from '../tensor/backend.js';
-import type { BitLists } from '../quant/config.js';
+import type { BitLists, NumberFormat } from '../quant/config.js';
 import type { RoundingCompat } from '../quant/methods.js';
 
 export const SWEEP_TOOL = 'qcapsnets sweep';
@@ -15,6 +15,8 @@ export type SweepBits = BitLists;
 /** A model a cell chose: 'satisfied' (branch A), or 'memory' and 'accuracy' (branch B). */
 export interface SweepModel {
   kind: 'satisfied' | 'memory' | 'accuracy';
+  /** the number format of `bits` (absent in files from before the format: 'fixed') */
+  number_format?: NumberFormat;
   bits: SweepBits;
   /** percent, on the images the search decided on */
   accuracy: number;

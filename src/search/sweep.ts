@@ -8,17 +8,19 @@
 //
 // A shard (index i of n, 1-based) runs the cells k (0-based, grid order) with k mod n = i - 1.
 import { copyModel } from '../models/factory.js';
-import type { CapsNet } from '../models/capsnet.js';
+import type { CapsNet, QuantLayerInfo } from '../models/capsnet.js';
 import type { ImageSource } from '../models/evaluate.js';
 import { activationCounts } from '../quant/activation-volume.js';
-import { bitsToLists, configKey } from '../quant/config.js';
-import { activationMemoryBits, fullPrecisionMemoryMB, weightMemoryMB } from '../quant/memory.js';
+import type { Calibration } from '../quant/calibration.js';
+import { bitsToLists, configKey, type NumberFormat } from '../quant/config.js';
+import { activationMemoryBits, BITS_PER_MB, formatMemoryBits, fullPrecisionMemoryMB } from '../quant/memory.js';
 import type { RoundingCompat } from '../quant/methods.js';
 import { ModelQuantizer } from '../quant/quantized-forward.js';
 import type { QuantMethod } from '../tensor/backend.js';
 import { CachingEvaluator, type EvalCache, type StoredEvaluation } from './eval-cache.js';
 import { FastEvaluator } from './fast-evaluator.js';
-import { checkSearchSettings, runSearch } from './qcapsnets.js';
+import { checkSearchFormat, checkSearchSettings, runSearch } from './qcapsnets.js';
+import { checkCalibrationImages, searchCalibration } from './search-model.js';
 import type { SweepBits, SweepModel, SweepPoint, SweepResult, SweepRow } from './sweep-result.js';
 
 export interface SweepGrid {
@@ -40,6 +42,12 @@ export interface SweepOptions {
   batchSize: number;
   cacheMB: number;
   earlyStop: boolean;
+  /** the configurations' number format (default 'fixed'; see SearchOptions.numberFormat) */
+  numberFormat?: NumberFormat;
+  /** 'dynamic': calibrate on the first N test images (default 500; all when fewer) */
+  calibrationImages?: number;
+  /** 'dynamic': this calibration instead */
+  calibration?: Calibration;
   /** shared by every cell; its header must fit this model, these images and settings */
   evalCache: EvalCache;
   /** one line per cell, as it ends */
@@ -93,24 +101,27 @@ export function middleCell(grid: SweepGrid): SweepCell {
   return gridCells(grid)[t * grid.memoryBudgetsMB.length + b];
 }
 
-/** Checks a grid and a shard; the errors name the axis or the shard. */
+/** Checks a grid and a shard; the errors name the axis or the shard. `paramCounts`: the
+ *  layers' parameter counts, or the layers themselves (their tensor counts too, which a
+ *  'dynamic' budget needs). */
 export function checkSweepGrid(
   grid: SweepGrid,
   shard: SweepShard | null,
-  paramCounts: readonly number[],
+  paramCounts: readonly number[] | readonly QuantLayerInfo[],
   names = { tolerances: 'tolerances', memoryBudgetsMB: 'memoryBudgetsMB', methods: 'methods', shard: 'shard' },
+  numberFormat: NumberFormat = 'fixed',
 ): void {
   for (const axis of ['tolerances', 'memoryBudgetsMB', 'methods'] as const) {
     if (grid[axis].length === 0) throw new Error(`${names[axis]}: the grid axis is empty; expected one value or more`);
     if (new Set<unknown>(grid[axis]).size !== grid[axis].length)
       throw new Error(`${names[axis]} ${grid[axis].join(',')}: a value appears twice`);
   }
+  const layers: readonly QuantLayerInfo[] = paramCounts.map((l: number | QuantLayerInfo) =>
+    typeof l === 'number' ? { name: '', paramCount: l, routes: false, iterations: 0, capsule: false } : l,
+  );
   for (const tolerance of grid.tolerances)
     for (const memoryBudgetMB of grid.memoryBudgetsMB)
-      checkSearchSettings(
-        paramCounts.map((paramCount) => ({ name: '', paramCount, routes: false, iterations: 0, capsule: false })),
-        { tolerance, memoryBudgetMB },
-      );
+      checkSearchSettings(layers, { tolerance, memoryBudgetMB, numberFormat });
   if (shard) {
     const { index, count } = shard;
     if (!(Number.isInteger(count) && count >= 1 && Number.isInteger(index) && index >= 1 && index <= count))
@@ -122,12 +133,36 @@ export function checkSweepGrid(
 export async function runSweep(model: CapsNet, test: ImageSource, o: SweepOptions): Promise<SweepCore> {
   const layers = model.quantLayers;
   const paramCounts = layers.map((l) => l.paramCount);
-  checkSweepGrid(o.grid, o.shard, paramCounts);
+  let format: NumberFormat;
+  try {
+    format = checkSearchFormat({ numberFormat: o.numberFormat, compat: o.compat });
+  } catch (err) {
+    throw new Error(`runSweep: options.${(err as Error).message}`, { cause: err });
+  }
+  const calibrationImages = o.calibrationImages ?? 500;
+  checkCalibrationImages(calibrationImages, format, `runSweep: calibrationImages ${calibrationImages}`);
+  checkSweepGrid(o.grid, o.shard, layers, undefined, format);
   const log = o.log ?? (() => {});
   const counts = activationCounts(model);
-  const activationKB = (actBits: readonly number[]) => activationMemoryBits(counts, actBits) / 8000;
+  const activationKB = (actBits: readonly number[]) => activationMemoryBits(counts, actBits, format) / 8000;
   const fp32MB = fullPrecisionMemoryMB(paramCounts);
-  const fp32ActKB = activationKB(counts.map(() => 31));
+  // the 32-bit baseline: 31 fractional bits and a sign ('fixed'), 32 bits a value
+  const fp32ActKB =
+    activationMemoryBits(
+      counts,
+      counts.map(() => 31),
+    ) / 8000;
+  const calibration = searchCalibration(
+    'runSweep',
+    model,
+    test,
+    {
+      numberFormat: format,
+      calibrationImages,
+      calibration: o.calibration,
+    },
+    log,
+  );
   const cells = shardCells(o.grid, o.shard);
   const rows: SweepRow[] = [];
   const points: SweepPoint[] = [];
@@ -140,7 +175,7 @@ export async function runSweep(model: CapsNet, test: ImageSource, o: SweepOption
     const mine = cells.filter((c) => c.method === method);
     if (mine.length === 0) continue;
     // one method at a time: its quantizer writes the weights of `net` until restore()
-    const quantizer = new ModelQuantizer(net, method, o.compat, o.seed);
+    const quantizer = new ModelQuantizer(net, method, o.compat, o.seed, calibration);
     const fast = new FastEvaluator(net, quantizer, test, {
       batchSize: o.batchSize,
       cacheMB: o.cacheMB,
@@ -161,6 +196,7 @@ export async function runSweep(model: CapsNet, test: ImageSource, o: SweepOption
             tolerance: cell.tolerance,
             memoryBudgetMB: cell.memoryBudgetMB,
             compat: o.compat,
+            numberFormat: format,
             activationCounts: counts,
           },
           evaluator,
@@ -171,6 +207,7 @@ export async function runSweep(model: CapsNet, test: ImageSource, o: SweepOption
           const act = activationKB(bits.actBits);
           return {
             kind: m.kind,
+            number_format: format,
             bits,
             accuracy: m.result.accuracy,
             testAccuracy: null,
@@ -204,7 +241,7 @@ export async function runSweep(model: CapsNet, test: ImageSource, o: SweepOption
       quantizer.restore();
     }
     imagesEvaluated += evaluator.stats.imagesRun;
-    for (const e of evaluator.answered.values()) points.push(sweepPoint(e, paramCounts, activationKB));
+    for (const e of evaluator.answered.values()) points.push(sweepPoint(e, layers, format, activationKB));
   }
 
   const evaluated = sortPoints(points, o.grid.methods);
@@ -229,7 +266,8 @@ export async function runSweep(model: CapsNet, test: ImageSource, o: SweepOption
 
 function sweepPoint(
   e: StoredEvaluation,
-  paramCounts: readonly number[],
+  layers: readonly QuantLayerInfo[],
+  format: NumberFormat,
   activationKB: (actBits: readonly number[]) => number,
 ): SweepPoint {
   return {
@@ -237,7 +275,7 @@ function sweepPoint(
     bits: { weightBits: [...e.bits.weightBits], actBits: [...e.bits.actBits], routingBits: [...e.bits.routingBits] },
     accuracy: e.exact ? e.accuracy : e.lower,
     exact: e.exact,
-    weightMemoryMB: weightMemoryMB(paramCounts, e.bits.weightBits),
+    weightMemoryMB: formatMemoryBits(layers, e.bits.weightBits, format) / BITS_PER_MB,
     activationKB: activationKB(e.bits.actBits),
   };
 }
