@@ -4,8 +4,8 @@
 // Stochastic rounding draws from streams named by (batch, layer, point), so a configuration
 // gives the same numbers every time it is evaluated, in any order, for a given --seed.
 import type { CapsNet } from '../models/capsnet.js';
-import type { QuantHooks } from '../nn/module.js';
-import type { QuantMethod, RoutingQuant } from '../tensor/backend.js';
+import type { Parameter, QuantHooks } from '../nn/module.js';
+import type { QuantMethod, QuantSpec, RoutingQuant } from '../tensor/backend.js';
 import { kernels } from '../tensor/kernels.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { FULL_PRECISION, type LayerBits, type QuantLayerInfo } from './config.js';
@@ -90,7 +90,7 @@ export class ModelQuantizer {
 }
 
 /** A quantization's method, arithmetic and seed. */
-interface Rounding {
+export interface Rounding {
   method: QuantMethod;
   compat: RoundingCompat;
   seed: number;
@@ -116,14 +116,25 @@ function layerOrder(model: CapsNet, bits: readonly LayerBits[]): readonly LayerB
  *  ModelQuantizer.applyWeights does from kept float values (FULL_PRECISION leaves a layer as it
  *  is): a QuantizedModel's own network, quantized once. */
 export function quantizeWeightsInPlace(model: CapsNet, r: Rounding, layerBits: readonly LayerBits[]): void {
+  const k = kernels();
+  for (const { param: p, spec } of parameterQuantizers(model, r, layerBits))
+    if (spec) k.quantize(p.param.data, p.param.data, p.param.data.length, spec);
+}
+
+/** Every parameter of `model` (state_dict order) with the quantizer that its layer's weight bits
+ *  give it, for its current values: what quantizeWeightsInPlace applies (null: FULL_PRECISION,
+ *  left as it is). Fine-tuning quantizes by these and clips the gradients at their [lo, hi]. */
+export function parameterQuantizers(
+  model: CapsNet,
+  r: Rounding,
+  layerBits: readonly LayerBits[],
+): { param: Parameter; spec: QuantSpec | null }[] {
   const d = model.description;
   const byLayer = layerOrder(model, layerBits);
-  const k = kernels();
-  for (const p of model.parameters()) {
+  return model.parameters().map((p) => {
     const bits = byLayer[d.index(d.layerOf(p.name).name)].weight;
-    if (bits === FULL_PRECISION) continue;
-    k.quantize(p.param.data, p.param.data, p.param.data.length, parameterQuant(r, p.name, bits));
-  }
+    return { param: p, spec: bits === FULL_PRECISION ? null : parameterQuant(r, p.name, bits) };
+  });
 }
 
 /** Hooks for one batch of a forward of `model`: activations with the layer's activation bits,
@@ -143,8 +154,7 @@ export function quantHooks(
   const k = kernels();
   const spec = (b: number, stream: number) =>
     b === FULL_PRECISION ? null : activationQuant(r.method, b, r.compat, r.seed, stream);
-  const activationSpec = (path: string, point: string) =>
-    spec(top(path).act, streamOf(`a|${batch}|${path}|${point}`));
+  const activationSpec = (path: string, point: string) => spec(top(path).act, streamOf(`a|${batch}|${path}|${point}`));
   return {
     // where inputs and weights are fixed point (up to 15 bits), convolutions are exact integer
     // sums (native/fixedconv.cc): faster than either float algorithm, and order-free; the
