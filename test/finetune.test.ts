@@ -10,12 +10,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { Dataset, loadDataset, type Split } from '../src/data/index.js';
-import { buildModel } from '../src/models/factory.js';
+import { buildDecoder, buildModel } from '../src/models/factory.js';
 import type { CapsNet } from '../src/models/capsnet.js';
 import { type BitConfig, uniformBits } from '../src/quant/config.js';
 import { quantize, type QuantizedModel } from '../src/quant/quantized-model.js';
 import { finetune, finetuneRun, type FinetuneOptions } from '../src/search/finetune.js';
 import { readTrainingCheckpoint } from '../src/train/checkpoint.js';
+import { NonFiniteTrainingError } from '../src/train/non-finite.js';
 import { trainModel } from '../src/train/trainer.js';
 
 const work = mkdtempSync(join(tmpdir(), 'qcaps-finetune-'));
@@ -146,6 +147,38 @@ test('a seed repeats a fine-tuning exactly; interrupted and resumed from its che
     ),
     /the checkpoint is a training run's, this is a fine-tuning run/,
   );
+});
+
+test('a non-finite value stops fine-tuning before the update; the last good checkpoint stays and the error says how to resume', async () => {
+  const model = buildModel('ShallowCapsNet', [18, 1, 10, 4], { seed: 5 });
+  const bits = uniformBits(model.quantLayers, 6);
+  const fc = buildDecoder('FCDecoder', [4, 324]);
+  const checkpointFilename = join(work, 'diverged.ckpt.safetensors');
+  await assert.rejects(
+    finetune(
+      model,
+      bits,
+      { train: digits('train', 15), test: test18 },
+      options({
+        decoder: fc,
+        checkpointFilename,
+        // after epoch 1 and its checkpoint, the decoder's weights go bad: epoch 2's gradients are NaN
+        onEpoch: () => fc.parameters()[0].param.data.fill(NaN),
+      }),
+    ),
+    (err: Error) => {
+      assert.ok(err instanceof NonFiniteTrainingError, String(err));
+      assert.match(
+        err.message,
+        new RegExp(
+          `^non-finite .* at epoch 2, batch 1 \\(step 2\\); training stopped before the update\\. The last good checkpoint is ${checkpointFilename.replace(/[.]/g, '\\.')}; resume from that checkpoint with a smaller learning rate\\.$`,
+        ),
+      );
+      return true;
+    },
+  );
+  const ckpt = readTrainingCheckpoint(checkpointFilename);
+  assert.deepEqual([ckpt.state.epoch, ckpt.state.batch, ckpt.state.variant?.kind], [2, 0, 'fine-tuning']);
 });
 
 test('bad options: one error naming the option, before any work', async () => {
