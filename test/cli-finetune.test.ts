@@ -21,6 +21,7 @@ import { saveModel } from '../src/models/model-file.js';
 import { uniformBits } from '../src/quant/config.js';
 import { quantize } from '../src/quant/quantized-model.js';
 import type { FinetuneReport } from '../src/report/finetune-json.js';
+import { checkRunJson, renderReport } from '../src/report/index.js';
 
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'qcaps-cli-finetune-'));
@@ -59,9 +60,12 @@ test('finetune writes the fine-tuned model, packed, its report and a checkpoint;
   assert.deepEqual(printed.after, report.after);
   // the test pass after the last epoch is the fine-tuned model's count
   assert.equal(report.history[0].testCorrect, report.after.correct);
-  assert.match(
-    readFileSync(join(out, 'net_finetuned.html'), 'utf8'),
-    /Q-CapsNets fine-tuning: ShallowCapsNet 28 1 10 4/,
+  const page = readFileSync(join(out, 'net_finetuned.html'), 'utf8');
+  assert.equal(page, renderReport(report, join(out, 'net_finetuned.json')), '`report` draws the same page');
+  assert.match(page, /Q-CapsNets fine-tuning: ShallowCapsNet 28 1 10 4/);
+  assert.throws(
+    () => checkRunJson({ ...report, after: { ...report.after, accuracy: 'high' } }, 'x.json'),
+    /x\.json: after\.accuracy: expected a number, got 'high' \(in a finetune result\)$/,
   );
 
   // the packed file is the model of the .pt, at its bits, and `evaluate` counts what the report says
@@ -86,7 +90,14 @@ test('finetune writes the fine-tuned model, packed, its report and a checkpoint;
   assert.ok(lines.includes(`the fine-tuning counted ${correct}/10 on these images (the same)`), lines.join('\n'));
 
   // its bits are what --bits-from fine-tunes at, with its method and arithmetic
-  const cl = parseCommandLine(['finetune', ...MODEL, '--bits-from', join(out, 'net_finetuned.safetensors')]);
+  const cl = parseCommandLine([
+    'finetune',
+    ...MODEL,
+    '--epochs',
+    '0',
+    '--bits-from',
+    join(out, 'net_finetuned.safetensors'),
+  ]);
   if (cl.command !== 'finetune') throw new Error('not finetune');
   const c = configurationFromFlags(cl.options, cl.given, model);
   assert.deepEqual(c.bits, info.bits);
@@ -107,7 +118,7 @@ test('bad input: one error line naming the flag, file or layer, before any work,
   const mine = join(dir, 'net_quantized_memory.safetensors');
   writeQuantizedModel(mine, quantize(model, uniformBits(model.quantLayers, 4), { method: 'round_to_nearest' }));
   const cases: [string[], RegExp][] = [
-    [['--bits', bitsFile], /^finetune: --epochs N is required/],
+    [['--bits', bitsFile], /^finetune: --epochs is required \(see --help\)$/],
     [['--bits', bitsFile, '--epochs', '-1'], /^--epochs -1: expected a non-negative integer/],
     [['--bits', bitsFile, '--epochs', '1.5'], /^--epochs: expected an integer, got '1\.5'/],
     [['--epochs', '1'], /^finetune: which bits\? --bits FILE .* or --bits-from/],

@@ -111,8 +111,6 @@ export async function finetuneCommand(
   log: Log,
   started: number,
 ): Promise<number> {
-  if (!given.has('epochs'))
-    throw new Error('finetune: --epochs N is required: the fine-tuning epochs (0: the model quantized as it is)');
   if (o.bits !== null && o.bitsFrom !== null) throw new Error('--bits and --bits-from: give one of them');
   if (o.bits === null && o.bitsFrom === null)
     throw new Error(

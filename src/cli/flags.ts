@@ -266,6 +266,8 @@ export interface CommandSpec {
   summary: readonly string[];
   /** a flag's help where this command reads it its own way */
   help?: { readonly [F in FlagName]?: string };
+  /** flags the command needs given (their defaults do not apply; the help shows none) */
+  required?: readonly FlagName[];
 }
 
 /** The trained model, read by evaluate, search, sweep and sensitivity. */
@@ -408,11 +410,14 @@ export const COMMANDS = {
     help: {
       'trained-weights-path': TRAINED_HELP['trained-weights-path'],
       epochs: 'fine-tuning epochs, required (0: the model quantized as it is)',
+      'selection-split':
+        'hold out the last N training images: not trained on (as `train` held them out with the same --selection-split and --train-limit)',
       'output-dir': 'where the fine-tuned model, its report and its checkpoint go (default: next to the model)',
       resume: 'continue fine-tuning from the checkpoint an earlier run of the same flags wrote',
       'decoder-args':
         'FCDecoder: in_dim out_dim; ConvDecoder*: in_dim out_ch (the reconstruction loss; a fresh decoder, seeded by --seed)',
     },
+    required: ['epochs'],
   },
   merge: {
     flags: [...EVERY, 'output'],
