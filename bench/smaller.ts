@@ -8,6 +8,7 @@
 // StraightThroughSteps as finetune() does. Steps alternate (float, fine-tuning, float, ...) over
 // the same batches, after a warm-up step of each, so that both meet the same machine.
 //   npm run bench:smaller [-- --steps 5] [--json]
+import { pathToFileURL } from 'node:url';
 import { DataLoader, loadDataset } from '../src/data/index.js';
 import { buildDecoder, buildModel, type CapsDecoder, type CapsNet, trainingStep } from '../src/models/index.js';
 import type { QuantHooks } from '../src/nn/module.js';
@@ -76,10 +77,15 @@ export function finetuneStepRatio(steps = 5): StepRatio {
   return { finetune_step_ratio: q / f, float_step_ms: f, finetune_step_ms: q, steps, threads: kernels().getThreads() };
 }
 
-const r = finetuneStepRatio(Number(arg('steps', '5')));
-if (!process.argv.includes('--json'))
-  console.log(
-    `fine-tuning step ${r.finetune_step_ms.toFixed(0)} ms, float training step ${r.float_step_ms.toFixed(0)} ms ` +
-      `(ShallowCapsNet 28 1 10 16, batch 100, ${r.threads} threads, median of ${r.steps}): ratio ${r.finetune_step_ratio.toFixed(3)}`,
-  );
-console.log(JSON.stringify(r));
+/** `npm run bench:smaller`: the measurements, a line each, then their JSON as the last line. */
+function main(): void {
+  const r = finetuneStepRatio(Number(arg('steps', '5')));
+  if (!process.argv.includes('--json'))
+    console.log(
+      `fine-tuning step ${r.finetune_step_ms.toFixed(0)} ms, float training step ${r.float_step_ms.toFixed(0)} ms ` +
+        `(ShallowCapsNet 28 1 10 16, batch 100, ${r.threads} threads, median of ${r.steps}): ratio ${r.finetune_step_ratio.toFixed(3)}`,
+    );
+  console.log(JSON.stringify(r));
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) main();
