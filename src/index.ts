@@ -61,6 +61,13 @@ export {
   type ModelSearchResult,
 } from './search/search-model.js';
 export type { SearchResult, StepResult, StepName } from './search/qcapsnets.js';
+export {
+  finetune,
+  finetuneRun,
+  type FinetuneOptions,
+  type FinetuneData,
+  type FinetuneResult,
+} from './search/finetune.js';
 export { runSweep, gridCells, type SweepOptions, type SweepGrid } from './search/sweep.js';
 export {
   EvalCache,

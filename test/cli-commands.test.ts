@@ -55,27 +55,27 @@ test('each command --help lists its own flags only, with their defaults', () => 
   // without a command: every command's usage, then the default command's flags
   const all = run(['--help']);
   assert.equal(all.status, 0);
-  for (const c of ['train', 'evaluate', 'search', 'sweep', 'sensitivity', 'export', 'merge', 'report'])
+  for (const c of ['train', 'evaluate', 'search', 'sweep', 'sensitivity', 'export', 'finetune', 'merge', 'report'])
     assert.match(all.stdout, new RegExp(`^ {2}qcapsnets ${c}`, 'm'));
   assert.ok(!listed(all.stdout).includes('--format') && listed(all.stdout).includes('--epochs'));
 });
 
 test('a flag of another command is one error line naming the commands that take it, before any work', () => {
   const cases: [string[], string][] = [
-    [['export', '--epochs', '3'], '--epochs applies to train and the default command only'],
+    [['export', '--epochs', '3'], '--epochs applies to train, finetune and the default command only'],
     [['train', '--format', 'onnx'], '--format applies to export only'],
     [
       ['train', '--quantization_method', 'truncation'],
-      '--quantization-method applies to evaluate, sweep, search, sensitivity and the default command only',
+      '--quantization-method applies to evaluate, sweep, search, sensitivity, finetune and the default command only',
     ],
     [
       ['report', 'run.json', '--dataset', 'mnist'],
-      '--dataset applies to train, evaluate, sweep, search, sensitivity, export and the default command only',
+      '--dataset applies to train, evaluate, sweep, search, sensitivity, export, finetune and the default command only',
     ],
     [['--sensitivity-bits', '2,4'], '--sensitivity-bits applies to sensitivity only'],
     [
       ['merge', 'a.json', '--json'],
-      '--json applies to train, evaluate, sweep, search, sensitivity and the default command only',
+      '--json applies to train, evaluate, sweep, search, sensitivity, finetune and the default command only',
     ],
   ];
   for (const [args, message] of cases) {

@@ -63,19 +63,22 @@ async function evaluatePacked(o: Options<'evaluate'>, given: ReadonlySet<FlagNam
   let order: Int32Array | null = null;
   let batchSize = o.testBatchSize;
   const fingerprint = datasetFingerprint(test);
+  // who measured the file's count: the search (hardest images first) or a fine-tuning (in order)
+  const finetuned = info.search?.kind === 'finetuned';
+  const who = finetuned ? 'the fine-tuning' : 'the search';
   if (info.method === 'stochastic_rounding') {
     const ev = info.evaluationOrder;
     if (ev && ev.fingerprint === fingerprint) {
       order = ev.order;
       if (given.has('test-batch-size') && batchSize !== ev.batchSize)
-        log(
-          `--test-batch-size ${batchSize} ignored: the search's batches of ${ev.batchSize} decide the stochastic draws`,
-        );
+        log(`--test-batch-size ${batchSize} ignored: ${who}'s batches of ${ev.batchSize} decide the stochastic draws`);
       batchSize = ev.batchSize;
-      log(`stochastic rounding: batches of ${batchSize} in the search's order (hardest images first)`);
+      log(
+        `stochastic rounding: batches of ${batchSize} in ${who}'s order (${finetuned ? 'the dataset order' : 'hardest images first'})`,
+      );
     } else
       log(
-        'stochastic rounding: these are not the test images the search used, so its batches cannot be repeated ' +
+        `stochastic rounding: these are not the test images ${who} used, so its batches cannot be repeated ` +
           '(the draws depend on the batch); evaluating in dataset order',
       );
   }
@@ -87,7 +90,7 @@ async function evaluatePacked(o: Options<'evaluate'>, given: ReadonlySet<FlagNam
   );
   const s = info.search;
   if (s && s.fingerprint === fingerprint)
-    log(`the search counted ${s.correct}/${s.images} on these images${s.correct === r.correct ? ' (the same)' : ''}`);
+    log(`${who} counted ${s.correct}/${s.images} on these images${s.correct === r.correct ? ' (the same)' : ''}`);
   if (o.json)
     console.log(JSON.stringify({ accuracy: r.accuracy, correct: r.correct, total: r.total, isa: activeIsa() }));
   return 0;

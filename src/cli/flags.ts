@@ -191,6 +191,16 @@ export const FLAGS = {
     default: 300,
     help: 'training batches between resumable checkpoints within an epoch (0: only at epoch ends; 300 batches of 100 are about 2.5 minutes of ShallowCapsNet on 2 cores, its checkpoint about 1 s to write)',
   },
+  bits: {
+    kind: 'string',
+    default: null,
+    help: 'a JSON file of bits per layer, by name: {"conv": {"weight": 8, "activation": 8}, "primary": {"weight": 6, "activation": 6, "routing": 6}, ...} (docs/cli.md, Fine-tuning)',
+  },
+  'bits-from': {
+    kind: 'string',
+    default: null,
+    help: 'a packed <stem>_quantized_<kind>.safetensors of this model: fine-tune at its bits, method and arithmetic',
+  },
   verbose: { kind: 'bool', default: false, help: 'on an error, print its stack trace too' },
   help: { kind: 'bool', default: false, help: 'show this help', aliases: ['h'] },
 } as const satisfies Record<string, FlagSpec>;
@@ -265,6 +275,8 @@ export interface CommandSpec {
   summary: readonly string[];
   /** a flag's help where this command reads it its own way */
   help?: { readonly [F in FlagName]?: string };
+  /** flags the command needs given (their defaults do not apply; the help shows none) */
+  required?: readonly FlagName[];
 }
 
 /** The trained model, read by evaluate, search, sweep and sensitivity. */
@@ -366,6 +378,57 @@ export const COMMANDS = {
       dataset: 'whose test images the golden vectors hold (--format vectors)',
     },
   },
+  finetune: {
+    flags: [
+      ...EVERY,
+      ...COMPUTE,
+      ...TEST_DATA,
+      'model',
+      'model-args',
+      'trained-weights-path',
+      'decoder',
+      'decoder-args',
+      'bits',
+      'bits-from',
+      'number-format',
+      ...ROUNDING,
+      'epochs',
+      'lr',
+      'batch-size',
+      'log-interval',
+      'regularization-scale',
+      'decay-steps',
+      'decay-rate',
+      'hard-training',
+      'seed',
+      'train-limit',
+      'selection-split',
+      'resume',
+      'checkpoint-every',
+      'output-dir',
+      'json',
+    ],
+    usage:
+      'qcapsnets finetune --trained-weights-path M.pt (--bits FILE | --bits-from X_quantized_K.safetensors) --epochs N [flags]',
+    summary: [
+      'Quantization-aware fine-tuning: trains --trained-weights-path for --epochs through the quantized',
+      'forward at the bits of --bits or --bits-from (straight-through gradients, zero where a quantizer',
+      "saturates), with training's loss, schedule, progress and checkpoints, then quantizes it again:",
+      '<stem>_finetuned.pt and packed .safetensors, <stem>_finetuned.json and .html, next to the model or',
+      'in --output-dir (checkpoint <stem>_finetuned.ckpt.safetensors; --resume continues from it).',
+    ],
+    help: {
+      'trained-weights-path': TRAINED_HELP['trained-weights-path'],
+      epochs: 'fine-tuning epochs, required (0: the model quantized as it is)',
+      'selection-split':
+        'hold out the last N training images: not trained on (as `train` held them out with the same --selection-split and --train-limit)',
+      'output-dir': 'where the fine-tuned model, its report and its checkpoint go (default: next to the model)',
+      resume: 'continue fine-tuning from the checkpoint an earlier run of the same flags wrote',
+      'decoder-args':
+        'FCDecoder: in_dim out_dim; ConvDecoder*: in_dim out_ch (the reconstruction loss; a fresh decoder, seeded by --seed)',
+    },
+    required: ['epochs'],
+  },
   merge: {
     flags: [...EVERY, 'output'],
     usage: 'qcapsnets merge A.json B.json ... [--output FILE]',
@@ -375,7 +438,7 @@ export const COMMANDS = {
   report: {
     flags: [...EVERY, 'output'],
     usage: 'qcapsnets report RUN.json [--output FILE]',
-    summary: ['The HTML page of a search, sweep or sensitivity JSON.'],
+    summary: ['The HTML page of a search, sweep, sensitivity or fine-tuning JSON.'],
     help: { output: 'the HTML file (default: RUN.json with .html)' },
   },
   all: {

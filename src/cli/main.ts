@@ -10,11 +10,13 @@
 //   qcapsnets sweep [flags]       a grid of searches (tolerances x budgets x methods) in one run
 //   qcapsnets merge A.json ...    the shards of a sweep in one result
 //   qcapsnets export [flags]      a packed quantized model as golden vectors, ONNX or C
+//   qcapsnets finetune [flags]    quantization-aware fine-tuning at given bits, then quantized
 // Each command takes its own flags (flags.ts; `qcapsnets <command> --help` lists them). Every
 // flag is checked (validate.ts) before any long work: training, loading data.
 import { backendInfo, backendLineByDefault, kernels } from '../tensor/kernels.js';
 import { exportCommand, searchCommand, sensitivityCommand, sweepCommand } from './commands.js';
 import { evaluateCommand } from './evaluate-job.js';
+import { finetuneCommand } from './finetune-job.js';
 import { runMerge } from './merge-job.js';
 import { helpText, parseCommandLine } from './parse.js';
 import { runReportJob } from './report-job.js';
@@ -55,6 +57,8 @@ async function main(): Promise<number> {
     case 'search':
     case 'all':
       return searchCommand(cl.command, cl.options, log, started);
+    case 'finetune':
+      return finetuneCommand(cl.options, cl.given, log, started);
   }
 }
 

@@ -119,6 +119,9 @@ export function parseCommandLine(argv: readonly string[]): ParsedCommandLine {
       values[key] = kind === 'string' ? t.value : parseNumber(f, kind, t.value);
     }
   }
+  if (!values.help)
+    for (const f of (COMMANDS[command] as CommandSpec).required ?? [])
+      if (!given.has(f)) throw new Error(`${command}: --${f} is required (see --help)`);
   return { command, options: values, positional, given } as unknown as ParsedCommandLine;
 }
 
@@ -131,7 +134,9 @@ function flagLine(command: CommandName, f: FlagName): string {
   const kind = spec.kind as string;
   const value = kind === 'bool' ? '' : kind === 'ints' ? ' N [N ...]' : kind === 'string' ? ' S' : ' X';
   const d = spec.default as unknown;
-  const dflt = d === null || kind === 'bool' ? '' : ` (default: ${Array.isArray(d) ? d.join(' ') : String(d)})`;
+  const required = (COMMANDS[command] as CommandSpec).required?.includes(f) ?? false;
+  const dflt =
+    d === null || kind === 'bool' || required ? '' : ` (default: ${Array.isArray(d) ? d.join(' ') : String(d)})`;
   return `  ${(names + value).padEnd(38)} ${help}${dflt}`;
 }
 

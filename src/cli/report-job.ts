@@ -1,5 +1,5 @@
-// `qcapsnets report RUN.json [--output FILE]`: the HTML page of a search, sweep or sensitivity
-// run from its JSON (src/report/), written next to it (RUN.html) unless --output says where.
+// `qcapsnets report RUN.json [--output FILE]`: the HTML page of a search, sweep, sensitivity or
+// fine-tuning run from its JSON (src/report/), written next to it (RUN.html) unless --output says where.
 // A file that is not a run's JSON is one error naming it, before anything is written.
 import { mkdirSync } from 'node:fs';
 import { readRunJson, type RunKind, writeReportHtml } from '../report/index.js';

@@ -85,6 +85,32 @@ export async function trainCommand(o: Options<'train'>, log: Log, started: numbe
   return 0;
 }
 
+/**
+ * A training run (training, fine-tuning) under the command line: Ctrl-C or a scheduler's SIGTERM
+ * (Slurm, Kubernetes) ends the current step and writes a resumable checkpoint at that batch; a
+ * non-finite loss or gradient stops it with the command that continues at a smaller --lr.
+ */
+export async function interruptible<T>(log: Log, lr: number, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const abort = new AbortController();
+  const onSignal = () => {
+    log('interrupted: finishing the current step and writing a checkpoint ...');
+    abort.abort();
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  return run(abort.signal)
+    .catch((err: unknown) => {
+      if (!(err instanceof NonFiniteTrainingError)) throw err;
+      const smaller = lr / 10;
+      const again = err.checkpointFile ? `--resume ${err.checkpointFile} --lr ${smaller}` : `--lr ${smaller}`;
+      throw new Error(`${err.message} For example: the same command with ${again}`, { cause: err });
+    })
+    .finally(() => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    });
+}
+
 /** Training as the first part of a job: --resume checked against this run, then trainModel. */
 export async function runTraining(
   o: TrainFlags,
@@ -93,37 +119,20 @@ export async function runTraining(
 ): Promise<TrainingOutcome> {
   const settings = trainSettings(o);
   if (resume) checkResumable(resume, runIdentity(model, decoder, { train, test }, settings), FLAG_OPTION_NAMES);
-  // Ctrl-C or SIGTERM ends the current step and writes a resumable checkpoint at that batch
-  const abort = new AbortController();
-  const onSignal = () => {
-    log('interrupted: finishing the current step and writing a checkpoint ...');
-    abort.abort();
-  };
-  // Ctrl-C, or a scheduler's SIGTERM (Slurm, Kubernetes): the same
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  const summary = await trainModel({
-    model,
-    decoder,
-    train,
-    test,
-    ...settings,
-    fullPrecisionFilename: o.fullPrecisionFilename,
-    checkpointEvery: o.checkpointEvery,
-    resume: resume ?? undefined,
-    log,
-    signal: abort.signal,
-  })
-    .catch((err: unknown) => {
-      if (!(err instanceof NonFiniteTrainingError)) throw err;
-      const lr = o.lr / 10;
-      const again = err.checkpointFile ? `--resume ${err.checkpointFile} --lr ${lr}` : `--lr ${lr}`;
-      throw new Error(`${err.message} For example: the same command with ${again}`, { cause: err });
-    })
-    .finally(() => {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-    });
+  const summary = await interruptible(log, o.lr, (signal) =>
+    trainModel({
+      model,
+      decoder,
+      train,
+      test,
+      ...settings,
+      fullPrecisionFilename: o.fullPrecisionFilename,
+      checkpointEvery: o.checkpointEvery,
+      resume: resume ?? undefined,
+      log,
+      signal,
+    }),
+  );
   if (summary.interrupted)
     throw new Error(`training was interrupted; continue with --resume ${summary.checkpointFile}`);
   log(

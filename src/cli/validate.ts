@@ -115,6 +115,16 @@ const VALUE_CHECKS: { [F in FlagName]?: (v: FlagValue<F>) => void } = {
   },
 };
 
+/** A flag that a command reads its own way: its check there. */
+const COMMAND_VALUE_CHECKS: { [C in CommandName]?: { [F in FlagName]?: (v: FlagValue<F>) => void } } = {
+  finetune: {
+    epochs: (v) => {
+      if (!(Number.isInteger(v) && v >= 0))
+        throw new Error(`--epochs ${v}: expected a non-negative integer (0: the model quantized as it is)`);
+    },
+  },
+};
+
 /** The number format's checks against the other flags: 'dynamic' needs calibration images,
  *  has no dac2020 arithmetic, and tries widths of at least 1 bit in `sensitivity`. */
 function checkNumberFormat(command: CommandName, o: object): void {
@@ -144,8 +154,10 @@ function checkNumberFormat(command: CommandName, o: object): void {
  */
 export function checkFlagValues(command: CommandName, o: object): void {
   const values = o as unknown as Record<string, never>;
-  for (const f of COMMANDS[command].flags as readonly FlagName[])
-    (VALUE_CHECKS[f] as ((v: never) => void) | undefined)?.(values[optionName(f)]);
+  for (const f of COMMANDS[command].flags as readonly FlagName[]) {
+    const check = COMMAND_VALUE_CHECKS[command]?.[f] ?? VALUE_CHECKS[f];
+    (check as ((v: never) => void) | undefined)?.(values[optionName(f)]);
+  }
   checkNumberFormat(command, o);
   if (takes(command, 'selection-split')) {
     const s = o as unknown as Flags<'selection-split' | 'train-limit' | 'dataset'>;
@@ -177,7 +189,7 @@ export function checkSearchBudget(
  *  checkpoint folder, and the outputs of the search, sweep and sensitivity (--output-dir,
  *  else the model's folder). */
 export function checkOutputFolders(
-  command: 'train' | 'all' | 'search' | 'sweep' | 'sensitivity',
+  command: 'train' | 'all' | 'search' | 'sweep' | 'sensitivity' | 'finetune',
   o: Partial<Flags<'full-precision-filename' | 'output-dir' | 'trained-weights-path'>>,
   training: boolean,
 ): void {

@@ -4,6 +4,7 @@
 // The reconstruction gradient flows through the decoder's mask into the class capsules and on
 // into the network, as in the reference (no detach). Parameter gradients accumulate: call
 // zeroGrad() on both modules before, and the optimizer after.
+import type { QuantHooks } from '../nn/module.js';
 import { give } from '../tensor/pool.js';
 import { MARGIN_DEFAULT, MARGIN_HARD, marginLoss, reconstructionLoss } from '../tensor/ops/losses.js';
 import { permute } from '../tensor/ops/shape.js';
@@ -59,6 +60,9 @@ export interface TrainingStepOptions {
   regularizationScale: number;
   /** Margins 0.95 / 0.05 and lambda 0.8 instead of 0.9 / 0.1 / 0.5. */
   hard?: boolean;
+  /** The model's forward through these quantization hooks (quantization-aware fine-tuning);
+   *  absent: the float forward. The decoder always runs in float. */
+  quant?: QuantHooks | null;
 }
 
 export interface TrainingStepResult {
@@ -85,7 +89,7 @@ export function trainingStep(
       `${decoder.kind} reads capsules of dimension ${decoder.inDim} but ${model.kind} gives ${model.capsDim} ` +
         `(decoder.args[0], in_dim, must equal model.args[3], caps_dim)`,
     );
-  const caps = model.forward(x, true);
+  const caps = model.forward(x, opts.quant ? { training: true, quant: opts.quant } : true);
   const { loss: margin, dv } = marginLoss(caps, labels, opts.hard ? MARGIN_HARD : MARGIN_DEFAULT);
   const recon = decoder.forward(caps, labels, true);
   const { target, owned } = reconstructionTarget(x, recon.shape);

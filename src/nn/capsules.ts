@@ -9,7 +9,7 @@ import { kernels } from '../tensor/kernels.js';
 import { give, take } from '../tensor/pool.js';
 import { check, shapeStr, Tensor } from '../tensor/tensor.js';
 import { kaimingUniformBound, Rng, uniformFill } from './init.js';
-import { type ForwardContext, type Layer, Module, needCache } from './module.js';
+import { type ForwardContext, type Layer, Module, needCache, type QuantHooks, withClippedGradient } from './module.js';
 
 export class Capsules extends Module implements Layer {
   readonly kind = 'Capsules';
@@ -17,7 +17,7 @@ export class Capsules extends Module implements Layer {
   readonly bias: Tensor;
   readonly dWeight: Tensor;
   readonly dBias: Tensor;
-  private cache: { x: Tensor; votes: Tensor; routing: RoutingCache } | null = null;
+  private cache: { x: Tensor; votes: Tensor; routing: RoutingCache; quant: QuantHooks | null } | null = null;
 
   /** I input capsules of dimension Din -> J output capsules of dimension D. */
   constructor(
@@ -66,24 +66,27 @@ export class Capsules extends Module implements Layer {
       softmax: 'j',
       training: ctx.training,
       quant,
+      clip: ctx.quant?.clipGradient !== undefined,
     });
     this.cache = null;
-    if (cache) this.cache = { x, votes, routing: cache };
+    if (cache) this.cache = { x, votes, routing: cache, quant: ctx.quant ?? null };
     else give(votes.data);
     return v.reshape([B, this.J, this.D]);
   }
 
   backward(dy: Tensor, needInputGrad = true): Tensor | null {
-    const { x, votes, routing } = needCache(this.cache, this.kind, this.path);
+    const { x, votes, routing, quant } = needCache(this.cache, this.kind, this.path);
     this.cache = null;
     const du = routingBackward(dy, votes, routing, this.dBias);
     give(votes.data);
-    const dx = capsuleVotesBackward(
-      du.reshape([x.shape[0], this.I, this.J * this.D]),
-      x,
-      this.weight,
-      this.dWeight,
-      needInputGrad,
+    const dx = withClippedGradient(quant, this.path, 'votes', du, (g) =>
+      capsuleVotesBackward(
+        g.reshape([x.shape[0], this.I, this.J * this.D]),
+        x,
+        this.weight,
+        this.dWeight,
+        needInputGrad,
+      ),
     );
     give(du.data);
     return dx;

@@ -5,13 +5,21 @@ import { give } from '../tensor/pool.js';
 import { Tensor } from '../tensor/tensor.js';
 import { BatchNorm2d } from './batchnorm2d.js';
 import { Conv2d } from './conv2d.js';
-import { type ForwardContext, inputGrad, type Layer, Module, needCache } from './module.js';
+import {
+  type ForwardContext,
+  inputGrad,
+  type Layer,
+  Module,
+  needCache,
+  type QuantHooks,
+  withClippedGradient,
+} from './module.js';
 
 export class Conv2dBnRelu extends Module implements Layer {
   readonly kind = 'Conv2d_BN_ReLU';
   readonly conv: Conv2d;
   readonly batchnorm: BatchNorm2d;
-  private cache: { h: Tensor } | null = null;
+  private cache: { h: Tensor; quant: QuantHooks | null } | null = null;
 
   constructor(cfg: {
     inChannels: number;
@@ -45,16 +53,16 @@ export class Conv2dBnRelu extends Module implements Layer {
     const h = this.conv.forward(x, ctx); // relu(conv(x))
     const y = this.batchnorm.forward(h, ctx);
     this.cache = null;
-    if (ctx.training) this.cache = { h };
+    if (ctx.training) this.cache = { h, quant: ctx.quant ?? null };
     else give(h.data);
     if (ctx.quant) ctx.quant.activation(this.path, 'out', y);
     return y;
   }
 
   backward(dy: Tensor, needInputGrad = true): Tensor | null {
-    const { h } = needCache(this.cache, this.kind, this.path);
+    const { h, quant } = needCache(this.cache, this.kind, this.path);
     this.cache = null;
-    const dh = inputGrad(this.batchnorm.backward(dy));
+    const dh = withClippedGradient(quant, this.path, 'out', dy, (g) => inputGrad(this.batchnorm.backward(g)));
     const dx = this.conv.backward(dh, needInputGrad);
     give(dh.data);
     give(h.data);

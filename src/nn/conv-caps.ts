@@ -18,7 +18,7 @@ import { give } from '../tensor/pool.js';
 import { check, shapeStr, Tensor } from '../tensor/tensor.js';
 import { Conv2d } from './conv2d.js';
 import { kaimingUniformBound, Rng, uniformFill, xavierUniformBound } from './init.js';
-import { type ForwardContext, type Layer, Module, needCache } from './module.js';
+import { type ForwardContext, type Layer, Module, needCache, type QuantHooks, withClippedGradient } from './module.js';
 
 export interface CapsConvConfig {
   ci: number;
@@ -46,7 +46,15 @@ abstract class ConvCapsRouting extends Module implements Layer {
   readonly conv: Conv2d;
   readonly bias: Tensor;
   readonly dBias: Tensor;
-  private cache: { x: Tensor; xi: Tensor; votes: Tensor; routing: RoutingCache; OH: number; OW: number } | null = null;
+  private cache: {
+    x: Tensor;
+    xi: Tensor;
+    votes: Tensor;
+    routing: RoutingCache;
+    OH: number;
+    OW: number;
+    quant: QuantHooks | null;
+  } | null = null;
 
   constructor(
     readonly cfg: CapsConvConfig,
@@ -89,9 +97,10 @@ abstract class ConvCapsRouting extends Module implements Layer {
       softmax: this.softmax,
       training: ctx.training,
       quant: ctx.quant?.routing(this.path) ?? null,
+      clip: ctx.quant?.clipGradient !== undefined,
     });
     this.cache = null;
-    if (cache) this.cache = { x, xi, votes, routing: cache, OH, OW };
+    if (cache) this.cache = { x, xi, votes, routing: cache, OH, OW, quant: ctx.quant ?? null };
     else {
       give(votes.data);
       if (xi.data !== x.data) give(xi.data);
@@ -100,12 +109,14 @@ abstract class ConvCapsRouting extends Module implements Layer {
   }
 
   backward(dy: Tensor, needInputGrad = true): Tensor | null {
-    const { x, xi, votes, routing, OH, OW } = needCache(this.cache, this.kind, this.path);
+    const { x, xi, votes, routing, OH, OW, quant } = needCache(this.cache, this.kind, this.path);
     this.cache = null;
     const du = routingBackward(dy, votes, routing, this.dBias); // [B, ci, P, co, no]
     give(votes.data);
     const [B, ci, , co, no] = votes.shape;
-    const dxi = this.conv.backward(du.reshape([B * ci, OH, OW, co * no]), needInputGrad);
+    const dxi = withClippedGradient(quant, this.path, 'votes', du, (g) =>
+      this.conv.backward(g.reshape([B * ci, OH, OW, co * no]), needInputGrad),
+    );
     give(du.data);
     const sameBuffer = xi.data === x.data;
     if (!sameBuffer) give(xi.data);
@@ -156,7 +167,7 @@ export class Conv3DCaps extends ConvCapsRouting {
 export class Conv2DCaps extends Module implements Layer {
   readonly kind = 'Conv2DCaps';
   readonly conv: Conv2d;
-  private cache: { s: Tensor; shape: readonly number[] } | null = null;
+  private cache: { s: Tensor; shape: readonly number[]; quant: QuantHooks | null } | null = null;
 
   constructor(readonly cfg: CapsConvConfig) {
     super();
@@ -191,19 +202,24 @@ export class Conv2DCaps extends Module implements Layer {
     const v = squashForward(s.reshape([B, OH, OW, co, no]), -1);
     if (ctx.quant) ctx.quant.activation(this.path, 'squash', v);
     this.cache = null;
-    if (ctx.training) this.cache = { s, shape: x.shape };
+    if (ctx.training) this.cache = { s, shape: x.shape, quant: ctx.quant ?? null };
     else give(s.data);
     return v;
   }
 
   backward(dy: Tensor, needInputGrad = true): Tensor | null {
-    const { s, shape } = needCache(this.cache, this.kind, this.path);
+    const { s, shape, quant } = needCache(this.cache, this.kind, this.path);
     this.cache = null;
     const [B, OH, OW] = s.shape;
     const { co, no } = this.cfg;
-    const ds = squashBackward(dy.reshape([B, OH, OW, co, no]), s.reshape([B, OH, OW, co, no]), -1);
+    // the gradients of the quantized squash output, then of the quantized convolution output
+    const ds = withClippedGradient(quant, this.path, 'squash', dy, (g) =>
+      squashBackward(g.reshape([B, OH, OW, co, no]), s.reshape([B, OH, OW, co, no]), -1),
+    );
     give(s.data);
-    const dx = this.conv.backward(ds.reshape([B, OH, OW, co * no]), needInputGrad);
+    const dx = withClippedGradient(quant, this.path, 'conv', ds, (g) =>
+      this.conv.backward(g.reshape([B, OH, OW, co * no]), needInputGrad),
+    );
     give(ds.data);
     return dx ? dx.reshape(shape) : null;
   }

@@ -5,7 +5,7 @@
 import { conv2dBackward, conv2dForward } from '../tensor/ops/conv2d.js';
 import { Tensor } from '../tensor/tensor.js';
 import { torchDefaultInit } from './init.js';
-import { type ForwardContext, type Layer, Module, needCache } from './module.js';
+import { type ForwardContext, type Layer, Module, needCache, type QuantHooks, withClippedGradient } from './module.js';
 
 export interface Conv2dConfig {
   inChannels: number;
@@ -32,7 +32,8 @@ export class Conv2d extends Module implements Layer {
   readonly pad: number;
   readonly relu: boolean;
   readonly quantOutput: boolean;
-  private cache: { x: Tensor; y: Tensor } | null = null;
+  /** the training forward's input and output, and the hooks that quantized the output */
+  private cache: { x: Tensor; y: Tensor; quant: QuantHooks | null } | null = null;
 
   constructor(readonly cfg: Conv2dConfig) {
     super();
@@ -74,22 +75,24 @@ export class Conv2d extends Module implements Layer {
       mode: ctx.quant?.conv,
     });
     if (q && !quant) q.activation(this.path, 'out', y);
-    this.cache = ctx.training ? { x, y } : null;
+    this.cache = ctx.training ? { x, y, quant: q ?? null } : null;
     return y;
   }
 
   /** dy is masked in place by the fused ReLU. */
   backward(dy: Tensor, needInputGrad = true): Tensor | null {
-    const { x, y } = needCache(this.cache, this.kind, this.path);
+    const { x, y, quant } = needCache(this.cache, this.kind, this.path);
     this.cache = null;
-    const { dx } = conv2dBackward(
-      dy,
-      x,
-      this.weight,
-      { stride: this.stride, pad: this.pad, relu: this.relu, y, needInputGrad },
-      { dw: this.dWeight, db: this.dBias },
-    );
-    return dx;
+    return withClippedGradient(quant, this.path, 'out', dy, (g) => {
+      const { dx } = conv2dBackward(
+        g,
+        x,
+        this.weight,
+        { stride: this.stride, pad: this.pad, relu: this.relu, y, needInputGrad },
+        { dw: this.dWeight, db: this.dBias },
+      );
+      return dx;
+    });
   }
 }
 

@@ -12,6 +12,7 @@
 import type { ConvMode, QuantSpec, RoutingQuant } from '../tensor/backend.js';
 import { convTransposeWeightFromTorch, convTransposeWeightToTorch } from '../tensor/ops/conv-transpose2d.js';
 import { ohwiToOihw, oihwToOhwi } from '../tensor/ops/conv2d.js';
+import { give } from '../tensor/pool.js';
 import { numel, shapeStr, Tensor } from '../tensor/tensor.js';
 
 /** Hooks a quantized forward pass hands to the layers (SPEC 4). `layer` is the layer's
@@ -28,6 +29,31 @@ export interface QuantHooks {
   routing(layer: string): RoutingQuant | null;
   /** The convolution algorithms this forward may use (absent: DEFAULT_CONV_MODE). */
   conv?: ConvMode;
+  /** Training through these hooks (quantization-aware fine-tuning's clipped straight-through
+   *  estimator): the gradient dy of the value quantized at (layer, point) in the last training
+   *  forward, with zeros where that quantizer saturated, as a new tensor the caller gives back;
+   *  null where nothing saturated (dy passes unchanged). Layers call it in backward, once per
+   *  point, and ask their routing to clip its output's gradient too (RoutingOptions.clip).
+   *  Absent: every gradient passes its quantizer unchanged. */
+  clipGradient?(layer: string, point: string, dy: Tensor): Tensor | null;
+}
+
+/** dy through the clipped straight-through estimator of the hooks' quantizer at (layer, point)
+ *  (QuantHooks.clipGradient), handed to `use`; a masked copy is given back after. */
+export function withClippedGradient<T>(
+  quant: QuantHooks | null,
+  layer: string,
+  point: string,
+  dy: Tensor,
+  use: (g: Tensor) => T,
+): T {
+  const masked = quant?.clipGradient?.(layer, point, dy) ?? null;
+  if (!masked) return use(dy);
+  try {
+    return use(masked);
+  } finally {
+    give(masked.data);
+  }
 }
 
 export interface ForwardContext {

@@ -7,11 +7,10 @@
 // the fractional length of its own float values, and each activation and routing point at the
 // fractional length of its calibrated range (src/quant/calibration.ts), saturating to the width.
 import type { CapsNet } from '../models/capsnet.js';
-import type { QuantHooks } from '../nn/module.js';
-import type { QuantMethod, RoutingQuant } from '../tensor/backend.js';
+import type { Parameter, QuantHooks } from '../nn/module.js';
+import type { QuantMethod, QuantSpec, RoutingQuant } from '../tensor/backend.js';
 import { kernels } from '../tensor/kernels.js';
 import type { Tensor } from '../tensor/tensor.js';
-import type { QuantSpec } from '../tensor/backend.js';
 import { pointKey, type Calibration } from './calibration.js';
 import { FULL_PRECISION, type LayerBits, type QuantLayerInfo } from './config.js';
 import { dynamicFracBits, dynamicQuant, maxAbsOf } from './dynamic.js';
@@ -145,18 +144,33 @@ export function quantizeWeightsInPlace(
   r: Rounding,
   layerBits: readonly LayerBits[],
 ): Map<string, number> {
-  const d = model.description;
-  const byLayer = layerOrder(model, layerBits);
   const k = kernels();
   const fracs = new Map<string, number>();
-  for (const p of model.parameters()) {
-    const b = byLayer[d.index(d.layerOf(p.name).name)];
-    if (b.weight === FULL_PRECISION) continue;
-    const { spec, frac } = parameterQuant(r, p.name, b, b.format === 'dynamic' ? maxAbsOf(p.param.data) : 0);
+  for (const { param: p, spec, frac } of parameterQuantizers(model, r, layerBits)) {
+    if (!spec) continue;
     k.quantize(p.param.data, p.param.data, p.param.data.length, spec);
-    fracs.set(p.name, frac);
+    fracs.set(p.name, frac as number);
   }
   return fracs;
+}
+
+/** Every parameter of `model` (state_dict order) with the quantizer that its layer's weight bits
+ *  give it, for its current values, and its fractional bits: what quantizeWeightsInPlace applies
+ *  (null: FULL_PRECISION, left as it is). Fine-tuning quantizes by these and clips the gradients
+ *  at their [lo, hi]. */
+export function parameterQuantizers(
+  model: CapsNet,
+  r: Rounding,
+  layerBits: readonly LayerBits[],
+): { param: Parameter; spec: QuantSpec | null; frac: number | null }[] {
+  const d = model.description;
+  const byLayer = layerOrder(model, layerBits);
+  return model.parameters().map((p) => {
+    const b = byLayer[d.index(d.layerOf(p.name).name)];
+    if (b.weight === FULL_PRECISION) return { param: p, spec: null, frac: null };
+    const { spec, frac } = parameterQuant(r, p.name, b, b.format === 'dynamic' ? maxAbsOf(p.param.data) : 0);
+    return { param: p, spec, frac };
+  });
 }
 
 /** The quantizers of one point under 'dynamic': `width` bits at the fractional length of the

@@ -14,13 +14,15 @@ import { SWEEP_TOOL, SWEEP_VERSION, type SweepResult } from '../search/sweep-res
 import { searchPage } from './search-page.js';
 import { sensitivityPage } from './sensitivity-page.js';
 import { sweepPage } from './sweep-page.js';
+import { FINETUNE_TOOL, FINETUNE_VERSION, type FinetuneReport } from './finetune-json.js';
+import { finetunePage } from './finetune-page.js';
 
 export { paretoFront, type ParetoPoint } from './pareto.js';
 
 /** The `tool` of a search's JSON (src/cli/search-job.ts). */
 export const SEARCH_TOOL = 'qcapsnets';
 
-export type RunKind = 'search' | 'sweep' | 'sensitivity';
+export type RunKind = 'search' | 'sweep' | 'sensitivity' | 'finetune';
 
 // ---- shape checks: each names the field's path and what it should hold
 
@@ -192,6 +194,45 @@ const SENSITIVITY_SHAPE: Shape = {
   },
 };
 
+const count: Shape = { fields: { accuracy: 'percent', correct: 'number', total: 'number' } };
+const FINETUNE_SHAPE: Shape = {
+  fields: {
+    version: { oneOf: [FINETUNE_VERSION] },
+    settings: 'object',
+    model: { fields: { kind: 'string', args: bits, file: 'string' } },
+    bitsSource: 'string',
+    format: 'string',
+    method: 'string',
+    compat: 'string',
+    seed: 'number',
+    layers,
+    bits: { fields: bitConfig },
+    epochs: 'number',
+    fullPrecisionAccuracy: 'percent',
+    before: count,
+    after: count,
+    weightMemoryMB: 'number',
+    weightReduction: 'number',
+    history: {
+      array: {
+        fields: {
+          epoch: 'number',
+          trainLoss: 'number',
+          trainAccuracy: 'percent',
+          testAccuracy: 'percent',
+          testCorrect: 'number',
+          testTotal: 'number',
+          testLoss: 'number',
+          seconds: 'number',
+          lastLr: 'number',
+        },
+      },
+    },
+    files: { fields: { pt: 'string', packed: 'string', checkpoint: { nullable: 'string' } } },
+    seconds: 'number',
+  },
+};
+
 function describe(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'an array';
@@ -281,17 +322,24 @@ export function checkRunJson(json: unknown, source: string): RunKind {
   const deep = tooDeep(json, RUN_LIMITS.depth);
   if (deep !== null)
     fail(deep, `nested more than ${RUN_LIMITS.depth} levels deep; expected the JSON a qcapsnets run writes`);
-  const kinds = `'${SEARCH_TOOL}' (a search's <stem>_qcapsnets.json), '${SWEEP_TOOL}' (<stem>_sweep.json) or '${SENSITIVITY_TOOL}' (<stem>_sensitivity.json)`;
+  const kinds = `'${SEARCH_TOOL}' (a search's <stem>_qcapsnets.json), '${SWEEP_TOOL}' (<stem>_sweep.json), '${SENSITIVITY_TOOL}' (<stem>_sensitivity.json) or '${FINETUNE_TOOL}' (<stem>_finetuned.json)`;
   if (!isObject(json)) fail('', `expected the JSON object of a qcapsnets run, got ${describe(json)}`);
   const tool = (json as Record<string, unknown>).tool;
-  const kind: RunKind | null =
-    tool === SEARCH_TOOL ? 'search' : tool === SWEEP_TOOL ? 'sweep' : tool === SENSITIVITY_TOOL ? 'sensitivity' : null;
+  const toolKinds: Record<string, RunKind> = {
+    [SEARCH_TOOL]: 'search',
+    [SWEEP_TOOL]: 'sweep',
+    [SENSITIVITY_TOOL]: 'sensitivity',
+    [FINETUNE_TOOL]: 'finetune',
+  };
+  const kind: RunKind | null = typeof tool === 'string' && Object.hasOwn(toolKinds, tool) ? toolKinds[tool] : null;
   if (!kind)
     fail(
       '',
       `not a qcapsnets run: its "tool" field is ${tool === undefined ? 'missing' : describe(tool)}; expected ${kinds}`,
     );
-  const shape = kind === 'search' ? SEARCH_SHAPE : kind === 'sweep' ? SWEEP_SHAPE : SENSITIVITY_SHAPE;
+  const shape = { search: SEARCH_SHAPE, sweep: SWEEP_SHAPE, sensitivity: SENSITIVITY_SHAPE, finetune: FINETUNE_SHAPE }[
+    kind!
+  ];
   check(json, shape, '', (path, what) => fail(path, `${what} (in a ${kind} result)`));
   // what the pages rely on beyond the field types
   const o = json as Record<string, unknown>;
@@ -324,6 +372,16 @@ export function checkRunJson(json: unknown, source: string): RunKind {
       if (!(Number.isInteger(p) && p >= 0 && p < r.evaluated.length))
         fail(`pareto[${i}]`, `expected an index into evaluated (0..${r.evaluated.length - 1}), got ${p}`);
     });
+  } else if (kind === 'finetune') {
+    const r = o as unknown as FinetuneReport;
+    const n = r.layers.length;
+    const routes = r.layers.filter((l) => l.routes).length;
+    const b = r.bits;
+    if (b.weightBits.length !== n || b.actBits.length !== n || b.routingBits.length !== routes)
+      fail(
+        'bits',
+        `expected ${n} weight and activation bit counts and ${routes} routing (one per layer), got ${b.weightBits.length}, ${b.actBits.length} and ${b.routingBits.length}`,
+      );
   } else {
     const r = o as unknown as SensitivityResult;
     r.curves.forEach((c, i) => {
@@ -347,7 +405,7 @@ export function readRunJson(file: string): { kind: RunKind; json: unknown } {
   if (st === undefined || st.isDirectory())
     throw new FileFormatError(
       file,
-      `${file}: no such file (expected a <stem>_qcapsnets.json, _sweep.json or _sensitivity.json)`,
+      `${file}: no such file (expected a <stem>_qcapsnets.json, _sweep.json, _sensitivity.json or _finetuned.json)`,
     );
   if (!st.isFile()) throw new FileFormatError(file, `${file}: not a regular file (expected a qcapsnets run's .json)`);
   if (st.size > MAX_RUN_JSON_BYTES)
@@ -371,6 +429,7 @@ export function renderReport(json: unknown, source: string): string {
   const kind = checkRunJson(json, source);
   if (kind === 'search') return searchPage(json as SearchReport, source);
   if (kind === 'sweep') return sweepPage(json as SweepResult, source);
+  if (kind === 'finetune') return finetunePage(json as FinetuneReport, source);
   return sensitivityPage(json as SensitivityResult, source);
 }
 

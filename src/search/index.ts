@@ -6,3 +6,5 @@ export * from './sensitivity.js';
 export * from './eval-cache.js';
 export * from './sweep.js';
 export * from './sweep-result.js';
+export * from './finetune.js';
+export * from './straight-through.js';

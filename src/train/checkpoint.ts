@@ -26,6 +26,7 @@ import { nonFiniteTensors } from '../nn/module.js';
 import type { OptionNames } from './checks.js';
 import type { RunSettings } from './run-settings.js';
 import type { EpochSummary } from './summary.js';
+import type { VariantState } from './variant.js';
 
 export type { RunSettings } from './run-settings.js';
 
@@ -60,7 +61,10 @@ export interface TrainingState {
   bestEpoch: number | null;
   history: EpochSummary[];
   partial: EpochProgress | null;
+  /** the best model's file ('' for a variant's run, which keeps none) */
   modelFile: string;
+  /** a variant's run (fine-tuning): what it is and what decides its numbers; absent: training */
+  variant?: VariantState;
 }
 
 /** `<dir>/<stem>.ckpt.safetensors` for the model file `<dir>/<stem>.<ext>`. */
@@ -256,16 +260,19 @@ const SAME_SETTINGS = [
 ] as const satisfies readonly (keyof RunSettings)[];
 
 /** What a run is, for comparing it with a checkpoint's. */
-export type RunIdentity = Pick<TrainingState, 'model' | 'decoder' | 'dataset' | 'settings'>;
+export type RunIdentity = Pick<TrainingState, 'model' | 'decoder' | 'dataset' | 'settings' | 'variant'>;
 
-/** The run's model, decoder, data and settings, as a checkpoint records them. */
+/** The run's model, decoder, data and settings (and a variant's, when it is one), as a
+ *  checkpoint records them. */
 export function runIdentity(
   model: CapsNet,
   decoder: CapsDecoder,
   data: { train: Dataset; test: Dataset },
   s: RunSettings,
+  variant?: VariantState,
 ): RunIdentity {
   return {
+    ...(variant ? { variant: { kind: variant.kind, settings: { ...variant.settings } } } : {}),
     model: { kind: model.kind, args: [...model.args] },
     decoder: { kind: decoder.kind, args: [...decoder.args] },
     dataset: { name: data.train.name, trainCount: data.train.count, testCount: data.test.count },
@@ -281,6 +288,25 @@ export function runIdentity(
       testBatchSize: s.testBatchSize,
     },
   };
+}
+
+/** A variant's settings against its checkpoint's (a training checkpoint cannot continue a
+ *  variant's run, nor the other way round); each named as `names.variant` says. */
+function variantProblems(
+  theirs: VariantState | undefined,
+  ours: VariantState | undefined,
+  names: OptionNames,
+): string[] {
+  const run = (v: VariantState | undefined) => `a ${v ? v.kind : 'training'} run`;
+  if (theirs?.kind !== ours?.kind) return [`the checkpoint is ${run(theirs)}'s, this is ${run(ours)}`];
+  if (!theirs || !ours) return [];
+  const problems: string[] = [];
+  for (const key of new Set([...Object.keys(ours.settings), ...Object.keys(theirs.settings)])) {
+    const a = JSON.stringify(ours.settings[key]);
+    const b = JSON.stringify(theirs.settings[key]);
+    if (a !== b) problems.push(`${names.variant?.[key] ?? key} ${a}: the checkpoint used ${b}`);
+  }
+  return problems;
 }
 
 /** A checkpoint may only continue the run it came from (more epochs allowed); the error lists
@@ -314,6 +340,7 @@ export function checkResumable(ckpt: LoadedCheckpoint, run: RunIdentity, names: 
     if (key === 'lr' && typeof ours === 'number' && typeof theirs === 'number' && ours < theirs) continue;
     if (ours !== theirs) problems.push(`${names.settings[key]} ${String(ours)}: the checkpoint used ${String(theirs)}`);
   }
+  problems.push(...variantProblems(state.variant, run.variant, names));
   const done = state.history.length;
   if (done > run.settings.epochs)
     problems.push(

@@ -23,6 +23,8 @@ export interface OptionNames {
   resume: string;
   /** the options that decide a run's numbers */
   settings: Record<keyof RunSettings, string>;
+  /** a variant's settings (TrainingVariant.settings), by key; absent: the keys themselves */
+  variant?: Readonly<Record<string, string>>;
 }
 
 /** trainModel's names: TrainOptions.lr, model.args, ... */

@@ -11,15 +11,20 @@ export class NonFiniteTrainingError extends Error {
     /** 1-based batch of the epoch, and optimizer step */
     readonly batch: number,
     readonly step: number,
-    /** the last checkpoint written (null: none yet) and the best model so far (null: none) */
+    /** the last checkpoint written (null: none yet) and the best model so far (null: none;
+     *  undefined: the run keeps no best model, as fine-tuning) */
     readonly checkpointFile: string | null,
-    readonly bestModelFile: string | null,
+    readonly bestModelFile: string | null | undefined,
   ) {
     super(
       `non-finite ${what === 'loss' || what.startsWith('output') ? what : `gradient of ${what}`} at epoch ${epoch}, batch ${batch} (step ${step}); ` +
         `training stopped before the update. ` +
         (checkpointFile ? `The last good checkpoint is ${checkpointFile}` : 'No checkpoint was written yet') +
-        (bestModelFile ? `, the best model ${bestModelFile}` : ', and there is no best model yet') +
+        (bestModelFile
+          ? `, the best model ${bestModelFile}`
+          : bestModelFile === null
+            ? ', and there is no best model yet'
+            : '') +
         `; resume${checkpointFile ? ' from that checkpoint' : ''} with a smaller learning rate.`,
     );
     this.name = 'NonFiniteTrainingError';

@@ -9,6 +9,7 @@ import type { LoadedCheckpoint, RunSettings } from './checkpoint.js';
 import { checkCount, checkPositiveInteger, checkPositiveNumber, checkSeed, TRAIN_OPTION_NAMES } from './checks.js';
 import type { ProgressMode, ProgressStream, StepReport } from './progress.js';
 import type { EpochSummary } from './summary.js';
+import type { TrainingVariant } from './variant.js';
 import { DEFAULT_SEED } from '../tensor/seed.js';
 
 /** A model or decoder by name and integer arguments (built with the run's seed). */
@@ -46,8 +47,9 @@ export interface TrainOptions {
   testBatchSize?: number;
   /** Where the best model's state_dict goes (PyTorch .pt; './model.pt'). */
   fullPrecisionFilename?: string;
-  /** The resumable checkpoint; default `<model stem>.ckpt.safetensors` next to the model file. */
-  checkpointFilename?: string;
+  /** The resumable checkpoint; default `<model stem>.ckpt.safetensors` next to the model file.
+   *  With a `variant`, no default: null or absent writes no checkpoint. */
+  checkpointFilename?: string | null;
   /** Continue from a checkpoint: its path, true for checkpointFilename, or one already read
    *  with readTrainingCheckpoint. */
   resume?: string | boolean | LoadedCheckpoint;
@@ -71,6 +73,9 @@ export interface TrainOptions {
   checkpointEvery?: number;
   /** Stops after the current step; the checkpoint then records the exact position. */
   signal?: AbortSignal;
+  /** Training's loop through another forward (fine-tuning through the quantized forward,
+   *  src/search/finetune.ts; see TrainingVariant); absent: full-precision training. */
+  variant?: TrainingVariant;
 }
 
 export const TRAIN_DEFAULTS = {

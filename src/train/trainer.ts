@@ -82,8 +82,16 @@ function checkTrainingData(opts: TrainOptions, model: CapsNet, decoder: CapsDeco
   checkDecoderFits(decoder, model, opts.train);
 }
 
-/** The best model's and the checkpoint's paths: writable, and two different files. */
-function checkOutputFiles(opts: TrainOptions): { modelFile: string; checkpointFile: string } {
+/** The best model's and the checkpoint's paths: writable, and two different files. A variant's
+ *  run writes no best model, and a checkpoint only where checkpointFilename names one. */
+function checkOutputFiles(opts: TrainOptions): { modelFile: string | null; checkpointFile: string | null } {
+  if (opts.variant) {
+    const file = opts.checkpointFilename;
+    return {
+      modelFile: null,
+      checkpointFile: file == null ? null : checkOutputPath(file, 'TrainOptions.checkpointFilename'),
+    };
+  }
   const modelFile = checkOutputPath(opts.fullPrecisionFilename ?? './model.pt', 'TrainOptions.fullPrecisionFilename');
   const checkpointFile = checkOutputPath(
     opts.checkpointFilename ?? defaultCheckpointPath(modelFile),
@@ -119,12 +127,14 @@ function resumePosition(
 ): RunPosition {
   const { s, model, decoder, adam, checkpointFile } = setup;
   const batchesPerEpoch = setup.loader.batchesPerEpoch;
+  if (resume === true && checkpointFile === null)
+    throw new Error(`${TRAIN_OPTION_NAMES.resume} true: no checkpointFilename to resume from`);
   const ckpt =
     typeof resume === 'object'
       ? resume
-      : readTrainingCheckpoint(resolve(resume === true ? checkpointFile : resume), TRAIN_OPTION_NAMES.resume);
+      : readTrainingCheckpoint(resolve(resume === true ? checkpointFile! : resume), TRAIN_OPTION_NAMES.resume);
   const file = ckpt.file;
-  checkResumable(ckpt, runIdentity(model, decoder, opts, s), TRAIN_OPTION_NAMES);
+  checkResumable(ckpt, runIdentity(model, decoder, opts, s, opts.variant), TRAIN_OPTION_NAMES);
   model.loadStateDict(ckpt.model, `checkpoint ${file}`);
   decoder.loadStateDict(ckpt.decoder, `checkpoint ${file}`);
   restoreAdam(adam, adamNames(model, decoder), ckpt, file);

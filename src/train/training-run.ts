@@ -7,7 +7,7 @@ import type { Batch, DataLoader } from '../data/loader.js';
 import type { CapsDecoder, CapsNet } from '../models/capsnet.js';
 import { countCorrect } from '../models/metrics.js';
 import { trainingStep } from '../models/training-step.js';
-import type { Parameter } from '../nn/module.js';
+import type { Parameter, QuantHooks } from '../nn/module.js';
 import { writeStateDict } from '../io/pt.js';
 import type { Adam } from '../tensor/ops/adam.js';
 import { give } from '../tensor/pool.js';
@@ -32,8 +32,10 @@ export interface TrainingSetup {
   params: Parameter[];
   grads: Tensor[];
   adam: Adam;
-  modelFile: string;
-  checkpointFile: string;
+  /** where the best model goes (null: a variant's run, which keeps none) */
+  modelFile: string | null;
+  /** where checkpoints go (null: none are written) */
+  checkpointFile: string | null;
   /** Date.now() as trainModel was called */
   started: number;
 }
@@ -118,7 +120,8 @@ export class TrainingRun {
       if (!(await this.trainEpoch(epoch))) return this.summary(true);
       await this.testEpoch(epoch);
     }
-    this.progress.log(`Best Full-Precision Accuracy: ${this.bestAccuracy}% (epoch ${this.bestEpoch ?? '-'})`);
+    if (!this.setup.opts.variant)
+      this.progress.log(`Best Full-Precision Accuracy: ${this.bestAccuracy}% (epoch ${this.bestEpoch ?? '-'})`);
     return this.summary(false);
   }
 
@@ -147,7 +150,8 @@ export class TrainingRun {
     for await (const batch of loader.batches(this.epoch - 1, this.fromBatch)) {
       const done = this.trainStep(epoch, batch);
       // every checkpointEvery steps, unless the epoch ends here (its own checkpoint follows)
-      if (s.checkpointEvery > 0 && this.globalStep % s.checkpointEvery === 0 && done < loader.batchesPerEpoch) {
+      const due = s.checkpointEvery > 0 && this.globalStep % s.checkpointEvery === 0;
+      if (due && this.setup.checkpointFile !== null && done < loader.batchesPerEpoch) {
         this.checkpoint(this.epoch, done, epoch.acc);
         this.progress.log(
           `Checkpoint at epoch ${this.epoch}, batch ${done} (step ${this.globalStep}) saved to ${this.setup.checkpointFile}`,
@@ -173,11 +177,15 @@ export class TrainingRun {
     // a non-finite output, loss or gradient stops training before it reaches the weights: the
     // last checkpoint and the best model on disk stay as they were
     let r: ReturnType<typeof trainingStep>;
-    try {
-      r = trainingStep(model, decoder, batch.images, batch.labels, {
+    const step = (quant: QuantHooks | null) =>
+      trainingStep(model, decoder, batch.images, batch.labels, {
         regularizationScale: s.regularizationScale,
         hard: epoch.hard,
+        quant,
       });
+    try {
+      const variant = this.setup.opts.variant;
+      r = variant ? variant.step(this.globalStep, step) : step(null);
     } catch (err) {
       if (err instanceof NonFiniteValueError) throw this.nonFinite(`output (${err.message})`, batch.batchIndex);
       throw err;
@@ -243,8 +251,9 @@ export class TrainingRun {
       this.epoch,
       batchIndex + 1,
       this.globalStep + 1,
-      existsSync(checkpointFile) ? checkpointFile : null,
-      this.bestEpoch !== null && existsSync(modelFile) ? modelFile : null,
+      checkpointFile !== null && existsSync(checkpointFile) ? checkpointFile : null,
+      // a variant's run keeps no best model
+      modelFile === null ? undefined : this.bestEpoch !== null && existsSync(modelFile) ? modelFile : null,
     );
   }
 
@@ -256,17 +265,22 @@ export class TrainingRun {
     progress.log(`Time elapsed for epoch ${this.epoch}: ${epoch.acc.seconds.toFixed(0)}s.`);
 
     const testStart = performance.now();
-    const test = await evaluateModel(model, opts.test, s.testBatchSize, {
-      onBatch: (done, total) => progress.testing(done, total, this.epoch),
-    });
+    const onBatch = (done: number, total: number) => progress.testing(done, total, this.epoch);
+    const variant = opts.variant;
+    const test = variant
+      ? await variant.test(model, opts.test, s.testBatchSize, onBatch)
+      : await evaluateModel(model, opts.test, s.testBatchSize, { onBatch });
     progress.finishEpoch();
     const testSeconds = (performance.now() - testStart) / 1000;
-    progress.log(`Test: [Loss: ${test.loss.toFixed(6)}]`);
-    progress.log(`Test Accuracy: ${test.correct}/${test.total} (${test.accuracy.toFixed(2)}%)`);
-    const best = test.accuracy > this.bestAccuracy;
-    if (best) {
+    const name = variant?.testName ?? 'Test';
+    progress.log(`${name}: [Loss: ${test.loss.toFixed(6)}]`);
+    progress.log(`${name} Accuracy: ${test.correct}/${test.total} (${test.accuracy.toFixed(2)}%)`);
+    const best = test.accuracy > this.bestAccuracy && modelFile !== null;
+    if (test.accuracy > this.bestAccuracy) {
       this.bestAccuracy = test.accuracy;
       this.bestEpoch = this.epoch;
+    }
+    if (best) {
       writeStateDict(modelFile, model.stateDict());
       progress.log(`Best model so far saved to ${modelFile}`);
     }
@@ -308,20 +322,24 @@ export class TrainingRun {
   /** Stopped by the abort signal at batch `batch` of the epoch: the checkpoint records it. */
   private interrupt(batch: number, acc: EpochProgress): void {
     this.checkpoint(this.epoch, batch, acc);
+    const file = this.setup.checkpointFile;
     this.progress.log(
-      `Interrupted at epoch ${this.epoch}, batch ${batch}; checkpoint saved to ${this.setup.checkpointFile}`,
+      `Interrupted at epoch ${this.epoch}, batch ${batch}; ` +
+        (file === null ? 'no checkpoint file was asked for' : `checkpoint saved to ${file}`),
     );
   }
 
+  /** The checkpoint, where the run writes one. */
   private checkpoint(epoch: number, batch: number, partial: EpochProgress | null): void {
     const { model, decoder, adam, checkpointFile } = this.setup;
+    if (checkpointFile === null) return;
     writeTrainingCheckpoint(checkpointFile, model, decoder, adam, this.snapshot(epoch, batch, partial));
   }
 
   private snapshot(epoch: number, batch: number, partial: EpochProgress | null): TrainingState {
     const { opts, s, model, decoder, adam, modelFile } = this.setup;
     return {
-      ...runIdentity(model, decoder, opts, s),
+      ...runIdentity(model, decoder, opts, s, opts.variant),
       epoch,
       batch,
       globalStep: this.globalStep,
@@ -331,7 +349,7 @@ export class TrainingRun {
       bestEpoch: this.bestEpoch,
       history: this.history,
       partial,
-      modelFile,
+      modelFile: modelFile ?? '',
     };
   }
 
@@ -341,8 +359,8 @@ export class TrainingRun {
       epochs: this.history,
       bestAccuracy: this.bestAccuracy,
       bestEpoch: this.bestEpoch,
-      modelFile,
-      checkpointFile,
+      modelFile: modelFile ?? '',
+      checkpointFile: checkpointFile ?? '',
       resumedFrom: this.position.resumedFrom,
       interrupted,
       globalStep: this.globalStep,
