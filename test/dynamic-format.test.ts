@@ -455,7 +455,7 @@ test('the command line: --number-format and --calibration-images, each bad value
     ],
     [
       ['evaluate', '--number-format', 'dynamic'],
-      /^--number-format applies to sweep, search, sensitivity and the default command only$/,
+      /^--number-format applies to sweep, search, sensitivity, finetune and the default command only$/,
     ],
     [
       ['sensitivity', '--number-format', 'dynamic', '--sensitivity-bits', '0..4'],
