@@ -1,5 +1,5 @@
 // Exports of 'dynamic' models (issue 19; docs/exports.md "The 'dynamic' number format"): for a
-// ShallowCapsNet and a DeepCaps quantized with per-tensor fractional lengths and
+// briefly trained ShallowCapsNet and DeepCaps quantized with per-tensor fractional lengths and
 // calibrated activation and routing points, read back from their packed files, the ONNX graph
 // in onnxruntime-node and the C export compiled with cc give QuantizedModel.forward's
 // predictions and class lengths, and golden vectors hold every point's integers within that
@@ -16,13 +16,15 @@ import { exportGoldenVectors } from '../src/export/golden-vectors.js';
 import { exportOnnx } from '../src/export/onnx-export.js';
 import { readQuantizedModel, writeQuantizedModel } from '../src/export/quantized-file.js';
 import type { CapsNet } from '../src/models/capsnet.js';
-import { sourceBatch } from '../src/models/evaluate.js';
+import { type ImageSource, sourceBatch } from '../src/models/evaluate.js';
 import { buildModel } from '../src/models/factory.js';
 import { predictedClass } from '../src/models/metrics.js';
 import { calibrate } from '../src/quant/calibration.js';
+import { trainModel } from '../src/train/trainer.js';
 import { type BitLists, bitsFromLists, quantize, type QuantizedModel } from '../src/quant/index.js';
 import { compare, exportAndBuild, runCli } from './export-c-helpers.js';
 import { requireNative } from './helpers.js';
+import { trainSmallDeepCaps } from './small-trained-model.js';
 import { FASHION_MNIST, skipUnless } from './requirements.js';
 
 const ort = createRequire(import.meta.url)('onnxruntime-node') as typeof Ort;
@@ -30,23 +32,54 @@ const skip = skipUnless(FASHION_MNIST);
 const dir = mkdtempSync(join(tmpdir(), 'qcaps-dynamic-export-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-/** `model` quantized under 'dynamic', calibrated on the first `calibration` test images (fewer
- *  than the exports are compared on, so that later images can saturate), written as a packed
- *  file and read back: what the export command reads. */
-function dynamicPacked(
-  model: CapsNet,
-  bits: BitLists,
-  calibration: number,
-  stem: string,
-): { q: QuantizedModel; file: string } {
-  const images = loadDataset('fashion-mnist', 'test', { limit: calibration });
+/** The first n test images at a quarter of their brightness: a calibration on them gives ranges
+ *  that the test images exceed, so that the exports' saturation is exercised. */
+function dimmed(n: number): ImageSource {
+  const t = loadDataset('fashion-mnist', 'test', { limit: n });
+  const size = t.height * t.width * t.channels;
+  return {
+    count: n,
+    labels: t.labels,
+    height: t.height,
+    width: t.width,
+    channels: t.channels,
+    writeImage: (i, out, offset) => {
+      t.writeImage(i, out, offset);
+      for (let j = 0; j < size; j++) out[offset + j] *= 0.25;
+    },
+  };
+}
+
+/** `model` quantized under 'dynamic' (calibrated on 2 dimmed images), written as a packed file
+ *  and read back: what the export command reads. */
+function dynamicPacked(model: CapsNet, bits: BitLists, stem: string): { q: QuantizedModel; file: string } {
   const b = bitsFromLists(model.quantLayers, bits, 'bits', 'dynamic');
-  const q = quantize(model, b, { method: 'round_to_nearest', calibration: calibrate(model, images, calibration) });
+  const q = quantize(model, b, { method: 'round_to_nearest', calibration: calibrate(model, dimmed(2), 2) });
   const file = join(dir, `${stem}.safetensors`);
   writeQuantizedModel(file, q);
   const { quantized: r, info } = readQuantizedModel(file);
   assert.equal(info.numberFormat, 'dynamic');
   return { q: r, file };
+}
+
+/** ShallowCapsNet (28 1 10 4) after 20 steps of 16 Fashion-MNIST images, so that its class
+ *  lengths depend on the image (an untrained one's are its digit bias's). */
+async function trainedShallow(): Promise<CapsNet> {
+  const model = buildModel('ShallowCapsNet', [28, 1, 10, 4], { seed: 7 });
+  await trainModel({
+    model,
+    decoder: { name: 'FCDecoder', args: [4, 784] },
+    train: loadDataset('fashion-mnist', 'train', { limit: 320 }),
+    test: loadDataset('fashion-mnist', 'test', { limit: 16 }),
+    epochs: 1,
+    batchSize: 16,
+    lr: 0.002,
+    fullPrecisionFilename: join(dir, 'shallow.pt'),
+    progress: 'none',
+    augment: null,
+    log: () => undefined,
+  });
+  return model;
 }
 
 /** The graph in onnxruntime against QuantizedModel.forward on the first n test images: the same
@@ -58,7 +91,9 @@ async function compareOnnx(file: string, q: QuantizedModel, n: number, tag: stri
   const out = await session.run({ images: new ort.Tensor('float32', x.data.slice(0, x.size), x.shape) });
   const lengths = out.lengths.data as Float32Array;
   const [, K, D] = caps.shape;
+  let spread = 0; // how far class 0's length moves between images
   for (let i = 0; i < n; i++) {
+    spread = Math.max(spread, Math.abs(lengths[i * K] - lengths[0]));
     let best = 0;
     for (let k = 0; k < K; k++) {
       let n2 = 0;
@@ -69,6 +104,7 @@ async function compareOnnx(file: string, q: QuantizedModel, n: number, tag: stri
     }
     assert.equal(best, predictedClass(caps, i), `${tag}: ONNX prediction of image ${i}`);
   }
+  assert.ok(spread > 1e-3, `${tag}: the class lengths hardly depend on the image (${spread})`);
 }
 
 /** Golden vectors of the first n test images: every point's integers fit its width (the layer's
@@ -92,7 +128,7 @@ function checkGoldenVectors(q: QuantizedModel, out: string, tag: string): void {
     if (t.totalBits === width) full++;
   }
   assert.ok(points > 0, `${tag}: no quantization points`);
-  // on the calibration's own images, a point's largest value takes its width's top bit
+  // the images exceed the dimmed calibration's ranges: points saturate, using their whole width
   assert.ok(full > 0, `${tag}: no point uses its whole width`);
 }
 
@@ -101,11 +137,10 @@ test(
   { skip },
   async (t) => {
     if (!requireNative(t)) return;
-    const model = buildModel('ShallowCapsNet', [28, 1, 10, 4], { seed: 7 });
+    const model = await trainedShallow();
     const { q, file } = dynamicPacked(
       model,
       { weightBits: [6, 5, 4], actBits: [6, 5, 6], routingBits: [5, 4] },
-      2,
       'shallow_dynamic',
     );
     // the export command, each format, on the packed file
@@ -134,11 +169,10 @@ test(
 
 test("'dynamic' DeepCaps: ONNX and C of its packed file give its forward; golden vectors", { skip }, async (t) => {
   if (!requireNative(t)) return;
-  const model = buildModel('DeepCaps', [28, 1, 10, 32], { seed: 8 });
+  const model = await trainSmallDeepCaps(dir);
   const { q, file } = dynamicPacked(
     model,
     { weightBits: [7, 6, 6, 6, 6, 5], actBits: [7, 6, 6, 6, 6, 6], routingBits: [6, 6] },
-    2,
     'deepcaps_dynamic',
   );
   const onnx = exportOnnx(q, { outDir: join(dir, 'o'), fileName: 'deepcaps_dynamic.onnx' });
