@@ -33,8 +33,6 @@ import { type QuantizedModel, quantize } from '../src/quant/quantized-model.js';
 import { EvalCache } from '../src/search/eval-cache.js';
 import { runSweep } from '../src/search/sweep.js';
 import { exportGoldenVectors } from '../src/export/golden-vectors.js';
-import { exportOnnx } from '../src/export/onnx-export.js';
-import { exportC } from '../src/export/c-export.js';
 import { FastEvaluator } from '../src/search/fast-evaluator.js';
 import { memoryBits, memoryBitsFor } from '../src/search/qcapsnets.js';
 import { searchModel } from '../src/search/search-model.js';
@@ -229,7 +227,7 @@ for (const [model, cal, widths, packed] of [
 /** The packed file of `q` (a 'dynamic' model): the format, each tensor's exponent and every
  *  point's fractional length, every key documented; read back to the same model (values,
  *  quantizers, calibration, class capsules); golden vectors at each point's own fractional
- *  length; ONNX and C refused. */
+ *  length (ONNX and C: test/export-dynamic.test.ts). */
 function checkPackedFile(what: string, q: QuantizedModel, cal: Calibration): void {
   const dir = mkdtempSync(join(tmpdir(), 'qcaps-dynamic-packed-'));
   try {
@@ -287,15 +285,6 @@ function checkPackedFile(what: string, q: QuantizedModel, cal: Calibration): voi
       assert.equal(it0('c'), routing[path].act);
       assert.equal(it0('s'), routing[path].routing);
     }
-    // ONNX and C do not export 'dynamic' yet: one clear error each
-    assert.throws(
-      () => exportOnnx(r, { outDir: dir, stem: 'q' } as never),
-      /ONNX export: the 'dynamic' number format is not exported yet/,
-    );
-    assert.throws(
-      () => exportC(r, { outDir: dir, stem: 'q' }),
-      /C export: the 'dynamic' number format is not exported yet/,
-    );
     // a stored fractional length its calibration does not give is an error naming the point
     const raw = readSafetensorsRaw(file);
     const [key] = Object.keys(acts);

@@ -3,6 +3,7 @@
 // int8_t / int16_t / int32_t that holds its two's-complement width, in this tool's layout
 // (conv weights [O, KH, KW, C], capsule weights [I, Din, J*D], capsule biases [J, D]), with
 // macros for its size, fractional bits and total bits, and for every layer's bits.
+import { formatOf } from '../quant/config.js';
 import { integerContainer } from '../quant/integer-container.js';
 import type { QuantizedModel } from '../quant/quantized-model.js';
 
@@ -132,11 +133,15 @@ export function* weightHeader(
 #define QCAPS_COMPAT ${q.compat === 'dac2020' ? 1 : 0}
 
 `;
-  for (const b of q.bits) {
-    const name = cName(b.name).toUpperCase();
-    yield `#define QCAPS_${name}_WEIGHT_BITS ${b.weight}\n`;
-    yield `#define QCAPS_${name}_ACT_BITS ${b.act}\n`;
-    if (b.routing !== null) yield `#define QCAPS_${name}_ROUTING_BITS ${b.routing}\n`;
+  if (formatOf(q.bits) === 'dynamic') {
+    yield* dynamicWidths(q);
+  } else {
+    for (const b of q.bits) {
+      const name = cName(b.name).toUpperCase();
+      yield `#define QCAPS_${name}_WEIGHT_BITS ${b.weight}\n`;
+      yield `#define QCAPS_${name}_ACT_BITS ${b.act}\n`;
+      if (b.routing !== null) yield `#define QCAPS_${name}_ROUTING_BITS ${b.routing}\n`;
+    }
   }
   for (const t of tensors) {
     yield `\n/* ${t.name} [${t.shape.join('][')}] */\n`;
@@ -158,4 +163,21 @@ export function* weightHeader(
     yield `static const float ${f.array}[${f.values.length}] = {\n${Array.from(f.values, floatLiteral).join(',')}\n};\n`;
   }
   yield '\n#endif\n';
+}
+
+/** The layers' counts under 'dynamic': total widths with the sign, named _WIDTH so that no one
+ *  reads them as fractional bits (each tensor's fractional length is its <TENSOR>_FRAC_BITS; the
+ *  activation and routing points' are the numbers in qcaps_model.c, from the calibration). */
+function* dynamicWidths(q: QuantizedModel): Generator<string> {
+  yield `/* number format 'dynamic': each layer's widths in bits, sign included (not fractional bits);
+ * a weight tensor's fractional length is its _FRAC_BITS below, an activation or routing point's
+ * comes from the calibration and is written where qcaps_model.c quantizes it */
+#define QCAPS_NUMBER_FORMAT_DYNAMIC 1
+`;
+  for (const b of q.bits) {
+    const name = cName(b.name).toUpperCase();
+    yield `#define QCAPS_${name}_WEIGHT_WIDTH ${b.weight}\n`;
+    yield `#define QCAPS_${name}_ACT_WIDTH ${b.act}\n`;
+    if (b.routing !== null) yield `#define QCAPS_${name}_ROUTING_WIDTH ${b.routing}\n`;
+  }
 }

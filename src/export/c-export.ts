@@ -10,7 +10,6 @@
 import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { formatOf } from '../quant/config.js';
 import type { QuantizedModel } from '../quant/quantized-model.js';
 import { writeFileAtomic } from '../io/atomic-write.js';
 import { removeStaleTempFolders } from '../io/output-set.js';
@@ -44,9 +43,6 @@ export function checkCExport(q: QuantizedModel, outDir: string): void {
 
 /** Writes the C directory of `q`; returns its path and its files' names. */
 export function exportC(q: QuantizedModel, options: CExportOptions): { dir: string; files: string[] } {
-  // (the C source's quantizers are made from the bit counts, which are widths under 'dynamic')
-  if (formatOf(q.bits) === 'dynamic')
-    throw new Error("C export: the 'dynamic' number format is not exported yet; export a 'fixed' model");
   checkCExport(q, options.outDir);
   const tensors = cTensors(q);
   const floats = cFloatBuffers(q);

@@ -52,9 +52,6 @@ export interface OnnxExportResult {
 
 /** Writes the graph of `q` (atomically) and returns where and what. */
 export function exportOnnx(q: QuantizedModel, options: OnnxExportOptions): OnnxExportResult {
-  // (the graph's quantizers are made from the bit counts, which are widths under 'dynamic')
-  if (formatOf(q.bits) === 'dynamic')
-    throw new Error("ONNX export: the 'dynamic' number format is not exported yet; export a 'fixed' model");
   const label = options.roundingLabel ?? 'options.rounding';
   let method = q.method;
   if (method === 'stochastic_rounding') {
@@ -92,7 +89,8 @@ export function exportOnnx(q: QuantizedModel, options: OnnxExportOptions): OnnxE
       { name: 'capsules', dims: ['batch', m.numClasses, m.capsDim] },
     ],
     `qcapsnets ${m.kind} (${m.args.join(' ')}), ${q.method}${q.compat === 'dac2020' ? ' (dac2020)' : ''}` +
-      `${graphMethod !== q.method ? ` exported with ${graphMethod}` : ''}; bits ${JSON.stringify(bitsToLists(q.bits))}`,
+      `${graphMethod !== q.method ? ` exported with ${graphMethod}` : ''}` +
+      `${formatOf(q.bits) === 'dynamic' ? ", number format 'dynamic' (bits are widths)" : ''}; bits ${JSON.stringify(bitsToLists(q.bits))}`,
   );
   const dir = resolve(options.outDir);
   try {
