@@ -58,7 +58,7 @@ export const KINDS: Record<string, BenchKind> = {
 /** bench:smaller's models, trained to the accuracy issue 19 asks for (>= 88% and >= 87%):
  *  ShallowCapsNet by the README's recipe (`qcapsnets train --dataset fashion-mnist`) for 7
  *  epochs, the best kept (about 5 minutes an epoch on 2 cores, 35 in all; measured here: 80.35,
- *  84.46, 85.70, 86.64, 86.6, 87.83 and 88.23% after epochs 1-7), DeepCaps by the bench's
+ *  84.46, 85.70, 86.70, 86.64, 87.83 and 88.23% after epochs 1-7), DeepCaps by the bench's
  *  DeepCaps recipe over the whole training set for 3 epochs (about 15 minutes an epoch on 2
  *  idle cores). */
 export const SMALLER_KINDS: Record<string, BenchKind> = {
