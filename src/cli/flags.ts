@@ -391,6 +391,7 @@ export const COMMANDS = {
       'bits',
       'bits-from',
       'number-format',
+      'calibration-images',
       ...ROUNDING,
       'epochs',
       'lr',
@@ -424,6 +425,8 @@ export const COMMANDS = {
         'hold out the last N training images: not trained on (as `train` held them out with the same --selection-split and --train-limit)',
       'output-dir': 'where the fine-tuned model, its report and its checkpoint go (default: next to the model)',
       resume: 'continue fine-tuning from the checkpoint an earlier run of the same flags wrote',
+      'calibration-images':
+        '--number-format dynamic with --bits: the activation and routing ranges come from the starting model on the first N training images it fine-tunes on (never the test images nor the --selection-split ones); --bits-from a dynamic file takes its calibration',
       'decoder-args':
         'FCDecoder: in_dim out_dim; ConvDecoder*: in_dim out_ch (the reconstruction loss; a fresh decoder, seeded by --seed)',
     },
