@@ -144,12 +144,15 @@ export async function sweepCommand(o: Options<'sweep'>, log: Log): Promise<numbe
   checkOutputFolders('sweep', o, false);
   const modelFile = loadTrained(o, model);
   const test = await loadTestSplit(o, model, log);
+  // --finetune-epochs: the training images the memory models are fine-tuned on
+  const train = o.finetuneEpochs > 0 ? (await loadTrainingSplit({ ...o, selectionSplit: 0 }, model, log)).train : null;
   const { result, file } = await runSweepJob({
     model,
     modelFile,
     test,
     grid,
     shard,
+    ...(train ? { finetuneEpochs: o.finetuneEpochs, finetune: { train, lr: o.lr, batchSize: o.batchSize } } : {}),
     compat: o.roundingCompat as RoundingCompat,
     numberFormat: o.numberFormat as NumberFormat,
     calibrationImages: o.calibrationImages,
@@ -169,6 +172,10 @@ export async function sweepCommand(o: Options<'sweep'>, log: Log): Promise<numbe
       budgetDivisors,
       // (absent under 'fixed', as in every sweep before the format, so that their shards merge)
       ...(o.numberFormat === 'dynamic' ? { numberFormat: o.numberFormat, calibrationImages: o.calibrationImages } : {}),
+      // (absent without fine-tuning, likewise)
+      ...(o.finetuneEpochs > 0
+        ? { finetuneEpochs: o.finetuneEpochs, lr: o.lr, batchSize: o.batchSize, trainLimit: o.trainLimit }
+        : {}),
     },
     log,
   });

@@ -9,6 +9,8 @@
 import type { Dataset } from '../data/dataset.js';
 import type { CapsNet } from '../models/capsnet.js';
 import type { Calibration } from '../quant/calibration.js';
+import type { BitConfig } from '../quant/config.js';
+import type { ImageSource } from '../models/evaluate.js';
 import type { QuantizedModel } from '../quant/quantized-model.js';
 import type { QuantMethod } from '../tensor/backend.js';
 import type { RoundingCompat } from '../quant/methods.js';
@@ -48,24 +50,67 @@ export interface SearchFinetuneModel {
   before?: { kind: 'memory'; accuracy: number };
 }
 
-/** The 'memory' model of `models` fine-tuned `epochs` epochs and evaluated again on `images`
- *  in `order` (see the top); the other models as they are. */
+/** How a search fine-tunes: the epochs, the search's rounding and calibration, and the order
+ *  it evaluated in. */
+export interface SearchFinetuneSettings {
+  epochs: number;
+  method: QuantMethod;
+  compat: RoundingCompat;
+  seed: number;
+  calibration: Calibration | null;
+  batchSize: number;
+  /** position -> image index: the search's evaluation order (hardest first) */
+  order: Int32Array;
+  training: SearchFinetuneOptions;
+  log: (line: string) => void;
+}
+
+/** A model at `bits` fine-tuned (finetuneRun) and evaluated again on `images` in the search's
+ *  order; a divergence is one error that says the search stopped. */
+export async function finetuneForSearch(
+  model: CapsNet,
+  bits: BitConfig,
+  images: Dataset,
+  s: SearchFinetuneSettings,
+): Promise<{ quantized: QuantizedModel; correct: number; total: number; accuracy: number }> {
+  const { train, ...training } = s.training;
+  let quantized: QuantizedModel;
+  try {
+    ({ quantized } = await finetuneRun(
+      model,
+      bits,
+      { train, test: images },
+      {
+        ...training,
+        epochs: s.epochs,
+        method: s.method,
+        compat: s.compat,
+        seed: s.seed,
+        calibration: s.calibration,
+        testBatchSize: training.testBatchSize ?? s.batchSize,
+        checkpointFilename: null,
+        log: s.log,
+      },
+    ));
+  } catch (err) {
+    if (err instanceof NonFiniteTrainingError)
+      throw new Error(
+        `search: fine-tuning the memory model stopped: ${err.message.replace(/ ?(No checkpoint was written yet)?;? resume.*$/, '')} ` +
+          `Nothing was written; run the search again with a smaller learning rate (--lr).`,
+        { cause: err },
+      );
+    throw err;
+  }
+  return { quantized, ...quantized.evaluate(images, { batchSize: s.batchSize, order: s.order }) };
+}
+
+/** The 'memory' model of `models` fine-tuned `s.epochs` epochs and evaluated again on `images`
+ *  (see the top); the other models as they are. */
 export async function finetuneSearchModels(
   model: CapsNet,
   models: readonly Omit<SearchFinetuneModel, 'finetuneEpochs'>[],
   images: Dataset,
-  s: {
-    epochs: number;
-    minimumAccuracy: number;
-    method: QuantMethod;
-    compat: RoundingCompat;
-    seed: number;
-    calibration: Calibration | null;
-    batchSize: number;
-    order: Int32Array;
-    training: SearchFinetuneOptions;
-    log: (line: string) => void;
-  },
+  s: SearchFinetuneSettings & { minimumAccuracy: number },
 ): Promise<SearchFinetuneModel[]> {
   const out: SearchFinetuneModel[] = [];
   for (const m of models) {
@@ -74,47 +119,19 @@ export async function finetuneSearchModels(
       continue;
     }
     s.log(
-      `fine-tuning the memory model (${m.accuracy}% < ${s.minimumAccuracy}%) for ${s.epochs} epoch${s.epochs === 1 ? '' : 's'} on ${s.training.train.count} training images`,
+      `fine-tuning the memory model (${m.accuracy}% < ${s.minimumAccuracy}%) for ${epochsText(s.epochs)} on ${s.training.train.count} training images`,
     );
-    const { train, ...training } = s.training;
-    let quantized: QuantizedModel;
-    try {
-      ({ quantized } = await finetuneRun(
-        model,
-        m.model.bits,
-        { train, test: images },
-        {
-          ...training,
-          epochs: s.epochs,
-          method: s.method,
-          compat: s.compat,
-          seed: s.seed,
-          calibration: s.calibration,
-          testBatchSize: training.testBatchSize ?? s.batchSize,
-          checkpointFilename: null,
-          log: s.log,
-        },
-      ));
-    } catch (err) {
-      if (err instanceof NonFiniteTrainingError)
-        throw new Error(
-          `search: fine-tuning the memory model stopped: ${err.message.replace(/ ?(No checkpoint was written yet)?;? resume.*$/, '')} ` +
-            `Nothing was written; run the search again with a smaller learning rate (--lr).`,
-          { cause: err },
-        );
-      throw err;
-    }
-    const after = quantized.evaluate(images, { batchSize: s.batchSize, order: s.order });
+    const after = await finetuneForSearch(model, m.model.bits, images, s);
     const meets = after.accuracy >= s.minimumAccuracy;
     s.log(
-      `fine-tuned memory model: accuracy ${m.accuracy}% -> ${after.accuracy}% (${after.correct}/${after.total}) after ${s.epochs} epoch${s.epochs === 1 ? '' : 's'}` +
+      `fine-tuned memory model: accuracy ${m.accuracy}% -> ${after.accuracy}% (${after.correct}/${after.total}) after ${epochsText(s.epochs)}` +
         (meets
           ? `; it meets the minimum ${s.minimumAccuracy}%: saved as satisfied`
           : `; still below ${s.minimumAccuracy}%`),
     );
     out.push({
       kind: meets ? 'satisfied' : 'memory',
-      model: quantized,
+      model: after.quantized,
       accuracy: after.accuracy,
       memoryMB: m.memoryMB,
       finetuneEpochs: s.epochs,
@@ -123,3 +140,8 @@ export async function finetuneSearchModels(
   }
   return out;
 }
+
+const epochsText = (n: number) => `${n} epoch${n === 1 ? '' : 's'}`;
+
+/** Fine-tuning's epochs test on the images as training tests on a dataset. */
+export const isDataset = (x: ImageSource): x is Dataset => 'numClasses' in x && 'name' in x;

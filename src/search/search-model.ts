@@ -18,7 +18,12 @@ import type { Evaluator } from './evaluator.js';
 import { FastEvaluator } from './fast-evaluator.js';
 import { checkSearchFormat, checkSearchSettings, runSearch, type SearchResult, type StepName } from './qcapsnets.js';
 import { DEFAULT_SEED } from '../tensor/seed.js';
-import { finetuneSearchModels, type SearchFinetuneModel, type SearchFinetuneOptions } from './search-finetune.js';
+import {
+  finetuneSearchModels,
+  isDataset,
+  type SearchFinetuneModel,
+  type SearchFinetuneOptions,
+} from './search-finetune.js';
 
 export interface SearchProgress {
   /** 'full-precision': the reference pass; then each step of the search in turn */
@@ -209,8 +214,6 @@ function checkCacheCalibration(cache: EvalCache | undefined, c: Calibration | nu
       `searchModel: options.evalCache holds evaluations of another calibration (${h.calibrationImages} images, sha256 ${String(h.calibrationSha256).slice(0, 12)}…); this search calibrated on ${c.images} images (sha256 ${calibrationHash(c).slice(0, 12)}…)`,
     );
 }
-
-const isDataset = (x: ImageSource): x is Dataset => 'numClasses' in x && 'name' in x;
 
 /** Runs the Q-CapsNets search on a trained model over `test` (SPEC 5). */
 export async function searchModel(
