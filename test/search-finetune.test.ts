@@ -142,6 +142,15 @@ test('finetuneSearchModels: the fine-tuned memory model is satisfied exactly whe
   assert.equal(high.kind, 'memory');
   const [none] = await finetuneSearchModels(model, chosen, test60, { ...settings, epochs: 0, minimumAccuracy: 0 });
   assert.deepEqual([none.kind, none.model, none.finetuneEpochs], ['memory', q, 0]);
+  // a fine-tuning that diverges stops the search, as training stops, saying so
+  await assert.rejects(
+    finetuneSearchModels(model, chosen, test60, {
+      ...settings,
+      training: { ...settings.training, lr: 1e38 },
+      minimumAccuracy: 0,
+    }),
+    /^Error: search: fine-tuning the memory model stopped: non-finite .*training stopped before the update\. Nothing was written; run the search again with a smaller learning rate \(--lr\)\.$/,
+  );
 });
 
 test('sweep --finetune-epochs 1: rows give the accuracy after fine-tuning; cells of the same bits share it', () => {
