@@ -68,6 +68,11 @@ export {
   type FinetuneData,
   type FinetuneResult,
 } from './search/finetune.js';
+export {
+  finetuneSearchModels,
+  type SearchFinetuneModel,
+  type SearchFinetuneOptions,
+} from './search/search-finetune.js';
 export { runSweep, gridCells, type SweepOptions, type SweepGrid } from './search/sweep.js';
 export {
   EvalCache,

@@ -48,7 +48,8 @@ export async function searchCommand(
 
   const test = await loadTestSplit(o, model, log);
   // --selection-split N: the last N training images, held out of training; the search decides on them
-  const split = training || o.selectionSplit > 0 ? await loadTrainingSplit(o, model, log) : null;
+  const split =
+    training || o.selectionSplit > 0 || o.finetuneEpochs > 0 ? await loadTrainingSplit(o, model, log) : null;
   if (all && decoder && files && split) {
     const summary = await runTraining(all, { model, decoder, train: split.train, test, resume: files.resume }, log);
     modelFile = summary.modelFile;
@@ -61,6 +62,17 @@ export async function searchCommand(
     modelFile,
     test: split?.selection ?? test,
     finalTest: split?.selection ? test : undefined,
+    ...(o.finetuneEpochs > 0 && split
+      ? {
+          finetuneEpochs: o.finetuneEpochs,
+          finetune: {
+            train: split.train,
+            lr: o.lr,
+            batchSize: o.batchSize,
+            decoder: all && training ? { name: all.decoder, args: all.decoderArgs } : undefined,
+          },
+        }
+      : {}),
     method: o.quantizationMethod as QuantMethod,
     compat: o.roundingCompat as RoundingCompat,
     numberFormat: o.numberFormat as NumberFormat,
@@ -132,12 +144,15 @@ export async function sweepCommand(o: Options<'sweep'>, log: Log): Promise<numbe
   checkOutputFolders('sweep', o, false);
   const modelFile = loadTrained(o, model);
   const test = await loadTestSplit(o, model, log);
+  // --finetune-epochs: the training images the memory models are fine-tuned on
+  const train = o.finetuneEpochs > 0 ? (await loadTrainingSplit({ ...o, selectionSplit: 0 }, model, log)).train : null;
   const { result, file } = await runSweepJob({
     model,
     modelFile,
     test,
     grid,
     shard,
+    ...(train ? { finetuneEpochs: o.finetuneEpochs, finetune: { train, lr: o.lr, batchSize: o.batchSize } } : {}),
     compat: o.roundingCompat as RoundingCompat,
     numberFormat: o.numberFormat as NumberFormat,
     calibrationImages: o.calibrationImages,
@@ -157,6 +172,10 @@ export async function sweepCommand(o: Options<'sweep'>, log: Log): Promise<numbe
       budgetDivisors,
       // (absent under 'fixed', as in every sweep before the format, so that their shards merge)
       ...(o.numberFormat === 'dynamic' ? { numberFormat: o.numberFormat, calibrationImages: o.calibrationImages } : {}),
+      // (absent without fine-tuning, likewise)
+      ...(o.finetuneEpochs > 0
+        ? { finetuneEpochs: o.finetuneEpochs, lr: o.lr, batchSize: o.batchSize, trainLimit: o.trainLimit }
+        : {}),
     },
     log,
   });

@@ -15,6 +15,7 @@ import { OutputSet } from '../io/output-set.js';
 import { writeStateDict } from '../io/pt.js';
 import type { CapsNet } from '../models/capsnet.js';
 import { evaluateFullPrecision } from '../models/evaluate.js';
+import type { Calibration } from '../quant/calibration.js';
 import { type BitConfig, bitsText, bitsToLists, type NumberFormat } from '../quant/config.js';
 import { fullPrecisionMemoryMB } from '../quant/memory.js';
 import type { RoundingCompat } from '../quant/methods.js';
@@ -22,6 +23,7 @@ import { quantize } from '../quant/quantized-model.js';
 import { FINETUNE_TOOL, FINETUNE_VERSION, type FinetuneReport, writeFinetuneJson } from '../report/finetune-json.js';
 import { writeReportHtml } from '../report/index.js';
 import { finetuneIdentity, finetuneRun } from '../search/finetune.js';
+import { searchCalibration } from '../search/search-model.js';
 import type { QuantMethod } from '../tensor/backend.js';
 import { activeIsa } from '../tensor/kernels.js';
 import { checkResumable, readTrainingCheckpoint, runIdentity } from '../train/checkpoint.js';
@@ -40,6 +42,8 @@ export interface Configuration {
   /** the flag that gave the bits, and its file */
   flag: '--bits' | '--bits-from';
   source: string;
+  /** a dynamic --bits-from file's calibration (the ranges it was quantized at); null otherwise */
+  calibration: Calibration | null;
 }
 
 /** The bits of --bits FILE (with the rounding flags), or those of the packed --bits-from file
@@ -58,6 +62,7 @@ export function configurationFromFlags(
       compat: o.roundingCompat as RoundingCompat,
       flag: '--bits',
       source: o.bits,
+      calibration: null,
     };
   const file = o.bitsFrom!;
   let packed: ReturnType<typeof readQuantizedModel>['info'];
@@ -83,13 +88,21 @@ export function configurationFromFlags(
       `--quantization-method ${o.quantizationMethod}`,
     given.has('rounding-compat') && o.roundingCompat !== packed.compat && `--rounding-compat ${o.roundingCompat}`,
     given.has('number-format') && o.numberFormat !== formats && `--number-format ${o.numberFormat}`,
+    given.has('calibration-images') && `--calibration-images ${o.calibrationImages}`,
   ].filter((c): c is string => typeof c === 'string');
   if (conflicts.length)
     throw new Error(
       `${conflicts.join(', ')}: --bits-from ${file} holds a ${packed.method} model (--rounding-compat ${packed.compat}, ${formats} bits); ` +
         `leave ${conflicts.length > 1 ? 'these flags' : 'the flag'} out (the file decides)`,
     );
-  return { bits: packed.bits, method: packed.method, compat: packed.compat, flag: '--bits-from', source: file };
+  return {
+    bits: packed.bits,
+    method: packed.method,
+    compat: packed.compat,
+    flag: '--bits-from',
+    source: file,
+    calibration: packed.calibration,
+  };
 }
 
 /** How a resumed run's errors name what fine-tuning adds to training's settings. */
@@ -101,6 +114,7 @@ function optionNames(c: Configuration): OptionNames {
       method: c.flag === '--bits' ? '--quantization-method' : `the method of ${c.source}`,
       compat: c.flag === '--bits' ? '--rounding-compat' : `the arithmetic of ${c.source}`,
       startWeights: '--trained-weights-path',
+      calibration: c.flag === '--bits' ? '--calibration-images' : `the calibration of ${c.source}`,
     },
   };
 }
@@ -134,7 +148,19 @@ export async function finetuneCommand(
   );
   const test = await loadTestSplit(o, model, log);
   const { train } = await loadTrainingSplit(o, model, log);
-  const rounding = { method: config.method, compat: config.compat, seed: o.seed };
+  // 'dynamic': the ranges of the starting float model, once, on the images it trains on (the
+  // test images and --selection-split's held-out ones never), or those of the --bits-from file
+  const calibration =
+    config.calibration ??
+    searchCalibration(
+      'finetune',
+      model,
+      train,
+      { numberFormat: o.numberFormat as NumberFormat, calibrationImages: o.calibrationImages },
+      log,
+      'the training images',
+    );
+  const rounding = { method: config.method, compat: config.compat, seed: o.seed, calibration };
   const training = {
     epochs: o.epochs,
     lr: o.lr,

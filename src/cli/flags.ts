@@ -102,6 +102,11 @@ export const FLAGS = {
     default: 'fixed',
     help: "the bits' number format: fixed (a sign bit and N fractional bits, saturating at [-1, 1); the DAC 2020 format) or dynamic (N bits in all, sign included, each tensor's fractional length from its range: Ristretto's dynamic fixed point)",
   },
+  'finetune-epochs': {
+    kind: 'int',
+    default: 0,
+    help: "after the search, fine-tune the model that meets the memory budget but misses the accuracy target (branch B's memory model) N epochs on the training images (--lr, --batch-size, --train-limit), evaluate it again on the images the search decided on; it is saved as satisfied if it now meets the target (0: none)",
+  },
   'calibration-images': {
     kind: 'int',
     default: 500,
@@ -241,8 +246,11 @@ const TRAINING = [
   'resume',
   'checkpoint-every',
 ] as const;
+/** fine-tuning inside the search and the sweep (--finetune-epochs) */
+const FINETUNE_AFTER = ['finetune-epochs', 'lr', 'batch-size', 'train-limit'] as const;
 const SEARCH = [
   ...FORMAT,
+  ...FINETUNE_AFTER,
   'accuracy-tolerance',
   'memory-budget',
   'output-dir',
@@ -255,6 +263,7 @@ const SEARCH = [
 ] as const;
 const SWEEP = [
   ...FORMAT,
+  ...FINETUNE_AFTER,
   'accuracy-tolerance',
   'memory-budget',
   'output-dir',
@@ -391,6 +400,7 @@ export const COMMANDS = {
       'bits',
       'bits-from',
       'number-format',
+      'calibration-images',
       ...ROUNDING,
       'epochs',
       'lr',
@@ -424,6 +434,8 @@ export const COMMANDS = {
         'hold out the last N training images: not trained on (as `train` held them out with the same --selection-split and --train-limit)',
       'output-dir': 'where the fine-tuned model, its report and its checkpoint go (default: next to the model)',
       resume: 'continue fine-tuning from the checkpoint an earlier run of the same flags wrote',
+      'calibration-images':
+        '--number-format dynamic with --bits: the activation and routing ranges come from the starting model on the first N training images it fine-tunes on (never the test images nor the --selection-split ones); --bits-from a dynamic file takes its calibration',
       'decoder-args':
         'FCDecoder: in_dim out_dim; ConvDecoder*: in_dim out_ch (the reconstruction loss; a fresh decoder, seeded by --seed)',
     },

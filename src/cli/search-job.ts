@@ -12,6 +12,7 @@ import { formatOf, type NumberFormat } from '../quant/config.js';
 import { bitsToLists } from '../quant/config.js';
 import type { SearchResult } from '../search/qcapsnets.js';
 import { searchCalibration, type SearchProgress, searchModel } from '../search/search-model.js';
+import type { SearchFinetuneOptions } from '../search/search-finetune.js';
 import { writeStateDict } from '../io/pt.js';
 import { OutputSet } from '../io/output-set.js';
 import { evaluateFullPrecision } from '../models/evaluate.js';
@@ -45,6 +46,10 @@ export interface SearchJobOptions {
   /** --eval-cache: evaluations to reuse and to append to (null: none) */
   evalCacheFile?: string | null;
   outputDir: string | null;
+  /** after the search, fine-tune branch B's memory model this many epochs (0 or absent: none) */
+  finetuneEpochs?: number;
+  /** finetuneEpochs > 0: the training images and settings (--lr, --batch-size, --seed) */
+  finetune?: SearchFinetuneOptions;
   /** the decoder the model was trained with in this run (recorded in the packed files) */
   decoder?: { name: string; args: readonly number[] } | null;
   settings: Record<string, unknown>;
@@ -110,6 +115,8 @@ export async function runSearchJob(o: SearchJobOptions): Promise<SearchJobResult
     cacheMB: o.cacheMB,
     earlyStop: o.earlyStop,
     approximateMarginImages: o.approximateMarginImages ?? 0,
+    finetuneEpochs: o.finetuneEpochs ?? 0,
+    finetune: o.finetune,
     log: o.log,
     onProgress: progressLine(),
   }).finally(() => evalCache?.close());
@@ -155,7 +162,11 @@ function writeOutputs(
   // repeat its count
   const evaluationOrder =
     o.method === 'stochastic_rounding' ? { order: r.imageOrder, batchSize: o.testBatchSize, fingerprint } : undefined;
-  for (const [k, m] of search.models.entries()) {
+  const finetuning = (o.finetuneEpochs ?? 0) > 0;
+  for (const [k, sm] of search.models.entries()) {
+    // the model as the search chose it, or (--finetune-epochs) fine-tuned: its kind and accuracy after
+    const rm = r.models[k];
+    const m = { kind: rm.kind, result: { ...sm.result, accuracy: rm.accuracy } };
     const file = join(outDir, `${stem}_quantized_${m.kind}.pt`);
     set.write(file, (f) => writeStateDict(f, r.models[k].model.stateDict()));
     files.push(file);
@@ -200,6 +211,8 @@ function writeOutputs(
       memoryBytes: packed.memoryBytes,
       packedFileBytes: packed.fileBytes,
       ...(onTest ? { testAccuracy: onTest.accuracy, testCorrect: onTest.correct, testTotal: onTest.total } : {}),
+      ...(finetuning ? { finetune_epochs: rm.finetuneEpochs } : {}),
+      ...(rm.before ? { kind_before_finetune: rm.before.kind, accuracy_before_finetune: rm.before.accuracy } : {}),
     });
   }
 

@@ -12,6 +12,7 @@ import type { RoundingCompat } from '../quant/methods.js';
 import { type Calibration, calibrationHash } from '../quant/calibration.js';
 import type { NumberFormat } from '../quant/config.js';
 import { searchCalibration } from '../search/search-model.js';
+import type { SearchFinetuneOptions } from '../search/search-finetune.js';
 import { datasetFingerprint } from '../export/quantized-file.js';
 import { writeFileAtomic } from '../io/atomic-write.js';
 import { renderReport } from '../report/index.js';
@@ -86,6 +87,10 @@ export interface SweepJobOptions {
   earlyStop: boolean;
   evalCacheFile: string | null;
   outputDir: string | null;
+  /** after each cell's search, fine-tune its memory model this many epochs (0 or absent: none) */
+  finetuneEpochs?: number;
+  /** finetuneEpochs > 0: the training images and settings (--lr, --batch-size) */
+  finetune?: SearchFinetuneOptions;
   /** recorded in the result; equal settings are what `merge` requires of shards */
   settings: Record<string, unknown>;
   log: (line: string) => void;
@@ -138,6 +143,8 @@ export async function runSweepJob(o: SweepJobOptions): Promise<{ result: SweepRe
       cacheMB: o.cacheMB,
       earlyStop: o.earlyStop,
       evalCache: cache,
+      finetuneEpochs: o.finetuneEpochs ?? 0,
+      finetune: o.finetune,
       log: o.log,
     });
   } finally {
@@ -217,7 +224,10 @@ export function sweepTable(r: SweepResult): string[] {
           m.weightReduction.toFixed(2).padStart(9),
           m.activationReduction.toFixed(2).padStart(6),
           i === 0 ? `  ${row.evaluations} (${row.newEvaluations})` : '',
-        ].join(' '),
+        ].join(' ') +
+          (m.finetune_epochs
+            ? `  fine-tuned ${m.finetune_epochs} epochs from ${m.accuracy_before_finetune!.toFixed(2)}%`
+            : ''),
       ),
     );
   return lines;

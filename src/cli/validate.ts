@@ -109,6 +109,10 @@ const VALUE_CHECKS: { [F in FlagName]?: (v: FlagValue<F>) => void } = {
     if (!(NUMBER_FORMATS as readonly string[]).includes(v))
       throw new Error(`--number-format ${v}: expected one of ${NUMBER_FORMATS.join(', ')}`);
   },
+  'finetune-epochs': (v) => {
+    if (!(Number.isSafeInteger(v) && v >= 0))
+      throw new Error(`--finetune-epochs ${v}: expected a non-negative integer (0: no fine-tuning)`);
+  },
   'calibration-images': (v) => {
     if (!(Number.isSafeInteger(v) && v >= 0))
       throw new Error(`--calibration-images ${v}: expected a non-negative integer`);

@@ -65,6 +65,12 @@ export interface SearchReport {
     testAccuracy?: number;
     testCorrect?: number;
     testTotal?: number;
+    /** --finetune-epochs N > 0 only (absent otherwise): the epochs this model was fine-tuned
+     *  (0: as the search chose it); a fine-tuned one's accuracy is after fine-tuning, on the
+     *  images the search decided on, and these give the search's kind and accuracy before */
+    finetune_epochs?: number;
+    kind_before_finetune?: string;
+    accuracy_before_finetune?: number;
   })[];
   /** --selection-split: the images the search decided on, and the full-precision test accuracy */
   selection?: { images: number; source: string; fullPrecisionTestAccuracy: number };

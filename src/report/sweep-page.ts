@@ -55,7 +55,11 @@ function methodPlot(r: SweepResult, method: string, color: string): string {
       points: chosen.map(({ row, m }) => ({
         x: m.weightMemoryMB,
         y: m.accuracy,
-        tip: `tolerance ${row.tolerance}%, budget ${row.memoryBudgetMB} MB: model-${kind}, ${num(m.accuracy)}%, ${num(m.weightMemoryMB)} MB`,
+        tip:
+          `tolerance ${row.tolerance}%, budget ${row.memoryBudgetMB} MB: model-${kind}, ${num(m.accuracy)}%, ${num(m.weightMemoryMB)} MB` +
+          (m.finetune_epochs
+            ? `, fine-tuned ${m.finetune_epochs} epochs (before ${num(m.accuracy_before_finetune ?? NaN)}%)`
+            : ''),
       })),
     });
   }
@@ -90,7 +94,14 @@ export function sweepPage(r: SweepResult, source: string): string {
       num(row.tolerance),
       num(row.memoryBudgetMB),
       row.branch,
-      join((x) => `${x.kind}${x.number_format === 'dynamic' ? ' (dynamic)' : ''} ${num(x.accuracy, 2)}`),
+      join(
+        (x) =>
+          `${x.kind}${x.number_format === 'dynamic' ? ' (dynamic)' : ''} ${num(x.accuracy, 2)}` +
+          // --finetune-epochs: the fine-tuned memory model, and its accuracy before
+          (x.finetune_epochs
+            ? ` (fine-tuned ${x.finetune_epochs} ep., from ${num(x.accuracy_before_finetune ?? NaN, 2)})`
+            : ''),
+      ),
       join((x) => `${num(x.weightReduction, 2)}x`),
       join((x) => `${num(x.activationReduction, 2)}x`),
       join((x) => `w ${bitList(x.bits.weightBits)} a ${bitList(x.bits.actBits)} r ${bitList(x.bits.routingBits)}`),

@@ -10,6 +10,11 @@
 //     they are then). The result is the last epoch's weights quantized: no epoch is chosen by its
 //     test accuracy.
 //   - The caller's model is never written: the run trains a copy.
+//   - Under the 'dynamic' number format the activation and routing fractional lengths come from
+//     options.calibration (calibrate() of the starting float model, on training images): the one
+//     calibration serves every step, every test pass and the final quantize, so the packed file
+//     records the ranges the model was fine-tuned at. Weights take their exponents from their
+//     values at each step, as quantize() does.
 // Why this folder: fine-tuning needs training (src/train/) and quantization (src/quant/), which
 // are one tier and may not import each other (test/import-cycles.test.ts), so it lives in the
 // first tier above both, src/search/, where the search can also call it.
@@ -19,6 +24,7 @@ import type { CapsDecoder, CapsNet } from '../models/capsnet.js';
 import { checkImagesFit } from '../models/evaluate.js';
 import { copyModel } from '../models/factory.js';
 import { crc32 } from '../io/crc32.js';
+import { calibrationHash } from '../quant/calibration.js';
 import { type BitConfig, bitsText, checkBitConfig } from '../quant/config.js';
 import { checkQuantizeOptions, QuantizedModel, type QuantizeOptions } from '../quant/quantized-model.js';
 import { checkResumable, type LoadedCheckpoint, readTrainingCheckpoint, runIdentity } from '../train/checkpoint.js';
@@ -110,7 +116,7 @@ export async function finetuneRun(
   options: FinetuneOptions,
 ): Promise<FinetuneResult> {
   const o = checkFinetuneOptions(model, bits, data, options);
-  const rounding = { method: o.method, compat: o.compat, seed: o.seed };
+  const rounding = { method: o.method, compat: o.compat, seed: o.seed, calibration: options.calibration ?? null };
   if (o.epochs === 0) return { quantized: new QuantizedModel(model, bits, rounding), summary: null };
   const { decoder } = resolveModules(
     { model, decoder: options.decoder ?? defaultDecoder(model), train: data.train, test: data.test },
@@ -156,7 +162,13 @@ export const FINETUNE_OPTION_NAMES: OptionNames = {
   settings: Object.fromEntries(
     Object.entries(TRAIN_OPTION_NAMES.settings).map(([k, v]) => [k, v.replace('TrainOptions.', 'options.')]),
   ) as OptionNames['settings'],
-  variant: { bits: 'bits', method: 'options.method', compat: 'options.compat', startWeights: "the model's weights" },
+  variant: {
+    bits: 'bits',
+    method: 'options.method',
+    compat: 'options.compat',
+    startWeights: "the model's weights",
+    calibration: 'options.calibration',
+  },
 };
 
 /** What a fine-tuning checkpoint records of its run beside training's settings, and a resumed
@@ -164,7 +176,7 @@ export const FINETUNE_OPTION_NAMES: OptionNames = {
 export function finetuneIdentity(
   model: CapsNet,
   bits: BitConfig,
-  rounding: Required<Pick<QuantizeOptions, 'method' | 'compat' | 'seed'>>,
+  rounding: Required<Pick<QuantizeOptions, 'method' | 'compat' | 'seed'>> & Pick<QuantizeOptions, 'calibration'>,
 ): VariantState {
   return {
     kind: 'fine-tuning',
@@ -174,6 +186,8 @@ export function finetuneIdentity(
       method: rounding.method,
       compat: rounding.compat,
       startWeights: weightsFingerprint(model),
+      // 'dynamic': the ranges it trains at (absent under 'fixed', so fixed checkpoints are as before)
+      ...(rounding.calibration ? { calibration: `sha256:${calibrationHash(rounding.calibration)}` } : {}),
     },
   };
 }

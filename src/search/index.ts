@@ -8,3 +8,4 @@ export * from './sweep.js';
 export * from './sweep-result.js';
 export * from './finetune.js';
 export * from './straight-through.js';
+export * from './search-finetune.js';

@@ -2,6 +2,7 @@
 // reference accuracy, and the margins that order the batches hardest first), then steps 1, 2,
 // 3A/4A or 3B over the fast evaluator, then the chosen models as QuantizedModel values.
 // Nothing is written; the command line writes the files (src/cli/search-job.ts).
+import type { Dataset } from '../data/dataset.js';
 import { copyModel } from '../models/factory.js';
 import type { CapsNet, QuantLayerInfo } from '../models/capsnet.js';
 import { checkImagesFit, type ImageSource } from '../models/evaluate.js';
@@ -17,6 +18,12 @@ import type { Evaluator } from './evaluator.js';
 import { FastEvaluator } from './fast-evaluator.js';
 import { checkSearchFormat, checkSearchSettings, runSearch, type SearchResult, type StepName } from './qcapsnets.js';
 import { DEFAULT_SEED } from '../tensor/seed.js';
+import {
+  finetuneSearchModels,
+  isDataset,
+  type SearchFinetuneModel,
+  type SearchFinetuneOptions,
+} from './search-finetune.js';
 
 export interface SearchProgress {
   /** 'full-precision': the reference pass; then each step of the search in turn */
@@ -58,6 +65,13 @@ export interface SearchOptions {
   /** evaluations of earlier runs to reuse, and where this run's go (src/search/eval-cache.ts);
    *  its header must name this model file and these test images (the caller checks those) */
   evalCache?: EvalCache;
+  /** after the search, fine-tune the model that meets the memory budget but misses the
+   *  accuracy target (branch B's 'memory' model) this many epochs on options.finetune.train,
+   *  then evaluate it again on the images the search decided on; it becomes 'satisfied' if it
+   *  reaches the minimum accuracy (search-finetune.ts). Default 0: nothing changes */
+  finetuneEpochs?: number;
+  /** finetuneEpochs > 0: the training images and training's options (lr, batchSize, ...) */
+  finetune?: SearchFinetuneOptions;
   /** the search's log lines (default: none) */
   log?: (line: string) => void;
   /** called after every batch of every evaluation */
@@ -70,8 +84,10 @@ export interface ModelSearchResult {
   search: SearchResult;
   /** 'dynamic': the calibration the search used (null under 'fixed') */
   calibration: Calibration | null;
-  /** the chosen models: 'satisfied' (branch A) or 'memory' and 'accuracy' (branch B) */
-  models: { kind: 'satisfied' | 'memory' | 'accuracy'; model: QuantizedModel; accuracy: number; memoryMB: number }[];
+  /** the chosen models: 'satisfied' (branch A) or 'memory' and 'accuracy' (branch B); with
+   *  finetuneEpochs, branch B's memory model fine-tuned (its accuracy after, `before` the
+   *  search's), 'satisfied' when it now reaches the minimum accuracy */
+  models: SearchFinetuneModel[];
   /** position -> test image index: the order the search ran its batches in (hardest images
    *  first), which stochastic rounding's draws depend on */
   imageOrder: Int32Array;
@@ -95,6 +111,7 @@ export const SEARCH_DEFAULTS = {
   approximateMarginImages: 0,
   numberFormat: 'fixed' as NumberFormat,
   calibrationImages: 500,
+  finetuneEpochs: 0,
 };
 
 /** The one check of a calibration image count: a non-negative integer; 0 (or no images at all)
@@ -132,12 +149,24 @@ function checkOptions(
   model: CapsNet,
   test: ImageSource,
   o: SearchOptions,
-): Required<Omit<SearchOptions, 'log' | 'onProgress' | 'evalCache' | 'calibration'>> {
+): Required<Omit<SearchOptions, 'log' | 'onProgress' | 'evalCache' | 'calibration' | 'finetune'>> {
   const r = {
     ...SEARCH_DEFAULTS,
     ...Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)),
     ...checkQuantizeOptions('searchModel', o),
-  } as Required<Omit<SearchOptions, 'log' | 'onProgress' | 'evalCache' | 'calibration'>>;
+  } as Required<Omit<SearchOptions, 'log' | 'onProgress' | 'evalCache' | 'calibration' | 'finetune'>>;
+  if (!(Number.isSafeInteger(r.finetuneEpochs) && r.finetuneEpochs >= 0))
+    throw new Error(`searchModel: options.finetuneEpochs ${r.finetuneEpochs}: expected a non-negative integer`);
+  if (r.finetuneEpochs > 0 && !((o.finetune?.train?.count ?? 0) >= 1))
+    throw new Error(
+      `searchModel: options.finetuneEpochs ${r.finetuneEpochs} needs options.finetune.train, the training images to fine-tune on`,
+    );
+  if (r.finetuneEpochs > 0) {
+    checkImagesFit(model, o.finetune!.train, 'searchModel: options.finetune.train');
+    // fine-tuning's epochs test on them as training tests on a dataset
+    if (!isDataset(test))
+      throw new Error(`searchModel: options.finetuneEpochs ${r.finetuneEpochs} needs the test images as a Dataset`);
+  }
   try {
     checkSearchFormat(r);
   } catch (err) {
@@ -253,22 +282,35 @@ export async function searchModel(
     log(
       `eval cache: ${caching.stats.fromCache} of ${caching.stats.queries} evaluations answered from it, ${caching.stats.computed} run`,
     );
+  const chosen = search.models.map((m) => ({
+    kind: m.kind,
+    model: new QuantizedModel(model, m.result.bits, {
+      method: o.method,
+      compat: o.compat,
+      seed: o.seed,
+      calibration,
+    }),
+    accuracy: m.result.accuracy,
+    memoryMB: m.result.memoryMB,
+  }));
+  const models = await finetuneSearchModels(model, chosen, test as Dataset, {
+    epochs: o.finetuneEpochs,
+    minimumAccuracy: search.minimumAccuracy,
+    method: o.method,
+    compat: o.compat,
+    seed: o.seed,
+    calibration,
+    batchSize: o.batchSize,
+    order: evaluator.imageOrder,
+    training: options.finetune!,
+    log,
+  });
   return {
     fullPrecisionAccuracy: fp.accuracy,
     layers: model.quantLayers.map((l) => ({ ...l })),
     search,
     calibration,
-    models: search.models.map((m) => ({
-      kind: m.kind,
-      model: new QuantizedModel(model, m.result.bits, {
-        method: o.method,
-        compat: o.compat,
-        seed: o.seed,
-        calibration,
-      }),
-      accuracy: m.result.accuracy,
-      memoryMB: m.result.memoryMB,
-    })),
+    models,
     imageOrder: evaluator.imageOrder,
     searchSeconds,
     evaluations: caching ? caching.stats.queries : evaluator.stats.evaluations,

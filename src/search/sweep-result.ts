@@ -29,6 +29,13 @@ export interface SweepModel {
   activationKB: number;
   /** 32-bit activation memory / this model's */
   activationReduction: number;
+  /** --finetune-epochs N > 0 only (absent otherwise): the epochs this model was fine-tuned (0:
+   *  as the search chose it). A fine-tuned model (branch B's memory model) gives its accuracy
+   *  after fine-tuning, and is 'satisfied' when that reaches the cell's minimum accuracy */
+  finetune_epochs?: number;
+  /** a fine-tuned model: its kind and accuracy as the search chose it */
+  kind_before_finetune?: 'memory';
+  accuracy_before_finetune?: number;
 }
 
 export interface SweepRow {

@@ -9,7 +9,8 @@
 // A shard (index i of n, 1-based) runs the cells k (0-based, grid order) with k mod n = i - 1.
 import { copyModel } from '../models/factory.js';
 import type { CapsNet, QuantLayerInfo } from '../models/capsnet.js';
-import type { ImageSource } from '../models/evaluate.js';
+import type { Dataset } from '../data/dataset.js';
+import { checkImagesFit, type ImageSource } from '../models/evaluate.js';
 import { activationCounts } from '../quant/activation-volume.js';
 import type { Calibration } from '../quant/calibration.js';
 import { bitsToLists, configKey, type NumberFormat } from '../quant/config.js';
@@ -21,6 +22,7 @@ import { CachingEvaluator, type EvalCache, type StoredEvaluation } from './eval-
 import { FastEvaluator } from './fast-evaluator.js';
 import { checkSearchFormat, checkSearchSettings, runSearch } from './qcapsnets.js';
 import { checkCalibrationImages, searchCalibration } from './search-model.js';
+import { finetuneForSearch, isDataset, type SearchFinetuneOptions } from './search-finetune.js';
 import type { SweepBits, SweepModel, SweepPoint, SweepResult, SweepRow } from './sweep-result.js';
 
 export interface SweepGrid {
@@ -48,6 +50,12 @@ export interface SweepOptions {
   calibrationImages?: number;
   /** 'dynamic': this calibration instead */
   calibration?: Calibration;
+  /** after each cell's search, fine-tune its memory model (branch B) this many epochs on
+   *  finetune.train and evaluate it again (searchModel's finetuneEpochs; cells with the same
+   *  method and bits share one fine-tuning). Default 0: nothing changes */
+  finetuneEpochs?: number;
+  /** finetuneEpochs > 0: the training images and training's options */
+  finetune?: SearchFinetuneOptions;
   /** shared by every cell; its header must fit this model, these images and settings */
   evalCache: EvalCache;
   /** one line per cell, as it ends */
@@ -142,6 +150,20 @@ export async function runSweep(model: CapsNet, test: ImageSource, o: SweepOption
   const calibrationImages = o.calibrationImages ?? 500;
   checkCalibrationImages(calibrationImages, format, `runSweep: calibrationImages ${calibrationImages}`);
   checkSweepGrid(o.grid, o.shard, layers, undefined, format);
+  const finetuneEpochs = o.finetuneEpochs ?? 0;
+  if (!(Number.isSafeInteger(finetuneEpochs) && finetuneEpochs >= 0))
+    throw new Error(`runSweep: options.finetuneEpochs ${finetuneEpochs}: expected a non-negative integer`);
+  if (finetuneEpochs > 0) {
+    if (!((o.finetune?.train?.count ?? 0) >= 1))
+      throw new Error(
+        `runSweep: options.finetuneEpochs ${finetuneEpochs} needs options.finetune.train, the training images to fine-tune on`,
+      );
+    checkImagesFit(model, o.finetune!.train, 'runSweep: options.finetune.train');
+    if (!isDataset(test))
+      throw new Error(`runSweep: options.finetuneEpochs ${finetuneEpochs} needs the test images as a Dataset`);
+  }
+  // method|bits -> the fine-tuned accuracy: identical cells share the work
+  const finetuned = new Map<string, number>();
   const log = o.log ?? (() => {});
   const counts = activationCounts(model);
   const activationKB = (actBits: readonly number[]) => activationMemoryBits(counts, actBits, format) / 8000;
@@ -202,10 +224,11 @@ export async function runSweep(model: CapsNet, test: ImageSource, o: SweepOption
           evaluator,
           { info: () => {} },
         );
-        const models: SweepModel[] = search.models.map((m) => {
+        const models: SweepModel[] = [];
+        for (const m of search.models) {
           const bits = bitsToLists(m.result.bits);
           const act = activationKB(bits.actBits);
-          return {
+          const model0: SweepModel = {
             kind: m.kind,
             number_format: format,
             bits,
@@ -216,7 +239,40 @@ export async function runSweep(model: CapsNet, test: ImageSource, o: SweepOption
             activationKB: act,
             activationReduction: fp32ActKB / act,
           };
-        });
+          if (finetuneEpochs === 0) models.push(model0);
+          else if (m.kind !== 'memory') models.push({ ...model0, finetune_epochs: 0 });
+          else {
+            const key = `${method}|${configKey(m.result.bits)}`;
+            let after = finetuned.get(key);
+            if (after === undefined) {
+              log(
+                `  fine-tuning the memory model ${configKey(m.result.bits)} (${method}) for ${finetuneEpochs} epochs`,
+              );
+              after = (
+                await finetuneForSearch(model, m.result.bits, test as Dataset, {
+                  epochs: finetuneEpochs,
+                  method,
+                  compat: o.compat,
+                  seed: o.seed,
+                  calibration,
+                  batchSize: o.batchSize,
+                  order: fast.imageOrder,
+                  training: o.finetune!,
+                  log,
+                })
+              ).accuracy;
+              finetuned.set(key, after);
+            }
+            models.push({
+              ...model0,
+              kind: after >= search.minimumAccuracy ? 'satisfied' : 'memory',
+              accuracy: after,
+              finetune_epochs: finetuneEpochs,
+              kind_before_finetune: 'memory',
+              accuracy_before_finetune: m.result.accuracy,
+            });
+          }
+        }
         const row: SweepRow = {
           tolerance: cell.tolerance,
           memoryBudgetMB: cell.memoryBudgetMB,
