@@ -31,7 +31,7 @@ import { checkOutputPath, type OptionNames } from '../train/checks.js';
 import { type FlagName, type Options, settingsRecord, takes } from './flags.js';
 import { loadTestSplit, loadTrained, loadTrainingSplit, type Log, modelFromFlags, decoderFromFlags } from './inputs.js';
 import { readBitsFile } from './bits-file.js';
-import { interruptible } from './train-job.js';
+import { interruptible, trainSettings } from './train-job.js';
 import { checkOutputFolders, FLAG_OPTION_NAMES } from './validate.js';
 
 /** The configuration to fine-tune at, and where it came from. */
@@ -161,18 +161,7 @@ export async function finetuneCommand(
       'the training images',
     );
   const rounding = { method: config.method, compat: config.compat, seed: o.seed, calibration };
-  const training = {
-    epochs: o.epochs,
-    lr: o.lr,
-    batchSize: o.batchSize,
-    logInterval: o.logInterval,
-    regularizationScale: o.regularizationScale,
-    decaySteps: o.decaySteps,
-    decayRate: o.decayRate,
-    hardTraining: o.hardTraining,
-    seed: o.seed,
-    testBatchSize: o.testBatchSize,
-  };
+  const training = trainSettings(o);
   if (resume)
     checkResumable(
       resume,

@@ -37,8 +37,23 @@ export interface TrainingInputs {
   resume: LoadedCheckpoint | null;
 }
 
-/** The numeric training settings of the flags (checkFlagValues checked them). */
-function trainSettings(o: TrainFlags): RunSettings & { logInterval: number } {
+/** The numeric training settings of the flags (checkFlagValues checked them); `finetune` takes
+ *  the same flags. */
+export function trainSettings(
+  o: Pick<
+    TrainFlags,
+    | 'epochs'
+    | 'lr'
+    | 'batchSize'
+    | 'logInterval'
+    | 'regularizationScale'
+    | 'decaySteps'
+    | 'decayRate'
+    | 'hardTraining'
+    | 'seed'
+    | 'testBatchSize'
+  >,
+): RunSettings & { logInterval: number } {
   return {
     epochs: o.epochs,
     lr: o.lr,
