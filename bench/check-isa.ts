@@ -1,15 +1,17 @@
 // `npm run check:isa`: the quantized forward of ShallowCapsNet and DeepCaps on the first 200
-// Fashion-MNIST test images, the four methods in both arithmetics, under every instruction-set
-// level of the exact fixed-point kernels this CPU runs, at 1 and 2 threads, with the build's
-// CBLAS and the built-in GEMM: class lengths compared bit for bit with the best level at 1
-// thread (test/isa-exact.test.ts runs the same on 2 MNIST images in CI). Seeded models, or
-// trained ones: --shallow FILE, --deepcaps FILE (ShallowCapsNet 28 1 10 16, DeepCaps 28 1 10 32).
+// Fashion-MNIST test images, the four methods in both arithmetics and in the 'dynamic' number
+// format (calibrated on the same images), under every instruction-set level of the exact
+// fixed-point kernels this CPU runs, at 1 and 2 threads, with the build's CBLAS and the built-in
+// GEMM: class lengths compared bit for bit with the best level at 1 thread
+// (test/isa-exact.test.ts runs the same on 2 MNIST images in CI). Seeded models, or trained
+// ones: --shallow FILE, --deepcaps FILE (ShallowCapsNet 28 1 10 16, DeepCaps 28 1 10 32).
 //   npm run check:isa [-- --images N] [--shallow FILE] [--deepcaps FILE] [--json]
 // Exit status 1 when any path differs.
 import { loadDataset } from '../src/data/load.js';
 import { sourceBatch } from '../src/models/evaluate.js';
 import { buildModel } from '../src/models/factory.js';
 import { readStateDict } from '../src/io/pt.js';
+import { calibrate } from '../src/quant/calibration.js';
 import { kernels } from '../src/tensor/kernels.js';
 import type { Tensor } from '../src/tensor/tensor.js';
 import { arg } from './common.js';
@@ -45,7 +47,7 @@ function main(): number {
     const model = buildModel(name, [...args]);
     const file = arg(flag, '');
     if (file) model.loadStateDict(readStateDict(file), file);
-    for (const c of cases(name, model)) {
+    for (const c of cases(name, model, calibrate(model, data, n))) {
       const lengths = () => {
         const parts = batches.map((x) => c.lengths(x));
         const all = new Float32Array(parts.reduce((s, p) => s + p.length, 0));

@@ -1,5 +1,5 @@
 // The quantized forward gives the same bits on every CPU: ShallowCapsNet and DeepCaps (seeded),
-// all four methods in both arithmetics, under every instruction-set level of the exact
+// all four methods in both arithmetics and in the 'dynamic' number format, under every instruction-set level of the exact
 // fixed-point kernels this CPU runs (QCAPS_ISA: avx512vnni, avx512, avx2, portable; the levels
 // above it are reported as skipped), at 1 and 2 threads and with the built-in GEMM (what a build
 // without CBLAS runs), against the best level at 1 thread with the build's GEMM, class lengths
@@ -19,6 +19,7 @@ import { isaInfo, setIsa } from '../src/tensor/kernels-native.js';
 import { kernels, useKernels } from '../src/tensor/kernels.js';
 import type { FixedPointConvMethod, Kernels } from '../src/tensor/backend.js';
 import { readSettings, ISA_LEVELS } from '../src/settings.js';
+import { calibrate } from '../src/quant/calibration.js';
 import { cpuinfoIsa, requireNative } from './helpers.js';
 import { cases, firstDifference, hasBlas, pathName, runnableLevels, withPath, type KernelPath } from './isa-runs.js';
 
@@ -52,7 +53,7 @@ for (const [name, args] of [
     // the reference runs record how their convolutions ran: every way of the exact fixed-point
     // path must be among them (else this compares float convolutions only)
     const methods = new Set<FixedPointConvMethod | null>();
-    for (const c of cases(name, model)) {
+    for (const c of cases(name, model, calibrate(model, loadDataset('mnist', 'test', { limit: 2 }), 2))) {
       const recording: Kernels = {
         ...nat,
         conv2dForward: (...a) => {

@@ -3,7 +3,8 @@
 // test/isa-exact.test.ts (a few images) and `npm run check:isa` (bench/check-isa.ts, 200
 // Fashion-MNIST test images).
 import type { CapsNet } from '../src/models/capsnet.js';
-import { quantize, uniformBits } from '../src/quant/index.js';
+import type { Calibration } from '../src/quant/calibration.js';
+import { type NumberFormat, quantize, uniformBits } from '../src/quant/index.js';
 import { QUANT_METHODS, ROUNDING_COMPATS } from '../src/quant/methods.js';
 import type { RoundingCompat } from '../src/quant/methods.js';
 import type { QuantMethod } from '../src/tensor/backend.js';
@@ -52,7 +53,8 @@ export function withPath<T>(p: KernelPath, fn: () => T): T {
 
 /** The bits of the models' quantized forward: every method in both arithmetics, with mixed
  *  widths, so that the exact convolutions run every way (narrow activations: integer Winograd;
- *  wide ones: direct sums, or two passes over limbs past int16). */
+ *  wide ones: direct sums, or two passes over limbs past int16); given a calibration, every
+ *  method in the 'dynamic' number format too (the default arithmetic: dac2020 is 'fixed' only). */
 export interface Case {
   what: string;
   method: QuantMethod;
@@ -60,20 +62,23 @@ export interface Case {
   lengths: (x: Tensor) => Float32Array;
 }
 
-export function cases(name: string, model: CapsNet): Case[] {
+export function cases(name: string, model: CapsNet, calibration: Calibration | null = null): Case[] {
   const out: Case[] = [];
   const n = model.quantLayers.length;
-  for (const compat of ROUNDING_COMPATS)
+  const formats: [RoundingCompat, NumberFormat][] = ROUNDING_COMPATS.map((c) => [c, 'fixed']);
+  if (calibration) formats.push(['none', 'dynamic']);
+  for (const [compat, format] of formats)
     for (const method of QUANT_METHODS) {
-      const bits = uniformBits(model.quantLayers, 8);
+      const bits = uniformBits(model.quantLayers, 8, format);
       // the first layers' activations (the exact convolutions' inputs): 6 fractional bits for
-      // stochastic rounding, 12 to 14 for the others
+      // stochastic rounding, 12 to 14 for the others (under 'dynamic', widths: one more)
+      const extra = format === 'dynamic' ? 1 : 0;
       bits.forEach((b, l) => {
-        if (l < n - 1) b.act = method === 'stochastic_rounding' ? 6 : 14 - (l % 3);
+        if (l < n - 1) b.act = (method === 'stochastic_rounding' ? 6 : 14 - (l % 3)) + extra;
       });
-      const q = quantize(model, bits, { method, compat, seed: 7 });
+      const q = quantize(model, bits, { method, compat, seed: 7, calibration });
       out.push({
-        what: `${name}, ${method}, ${compat}`,
+        what: `${name}, ${method}, ${compat}${format === 'dynamic' ? ', dynamic' : ''}`,
         method,
         compat,
         lengths: (x) => {
