@@ -63,20 +63,63 @@ struct Block {
   int ldy, np;
 };
 
-// The scalar order itself (also the reference the vector kernels are tested against).
-void block_portable(const Block& k) {
-  for (int p = 0; p < k.np; p++) {
-    float* yp = k.y + (size_t)p * k.ldy + k.o0;
-    for (int o = 0; o < k.no; o++) {
-      float acc = k.first ? 0.f : yp[o];
-      for (int t = k.t0; t < k.t1; t++) acc = std::fma(k.xp[p][k.off[t]], k.wt[(size_t)t * k.ldw + k.o0 + o], acc);
-      if (k.last) {
-        if (k.bias) acc = acc + k.bias[k.o0 + o];
-        if (k.relu) acc = acc > 0.f ? acc : 0.f;
-      }
-      yp[o] = acc;
-    }
+// The scalar order itself (also the reference the vector kernels are tested against): each
+// output's chain runs over t in order, as above; the loops run t outside and 16 of the block's
+// channels inside, so that compilers vectorise the channels and keep them in registers (each
+// lane one output's chain: the order of every chain is unchanged). std::fma rounds once
+// wherever it runs: an instruction where the target has FMA (AArch64, or the clone below), else
+// the C library's.
+//
+// One pixel's chains for channels o0 .. o0+no-1 of the block (N > 0: exactly N of them, a
+// constant the compiler keeps in vector registers)
+template <int N>
+__attribute__((always_inline)) inline void pixel_chains(const Block& k, int p, int o0, int no) {
+  constexpr int kMax = N > 0 ? N : 64;
+  const int n = N > 0 ? N : no;
+  float* yp = k.y + (size_t)p * k.ldy + k.o0 + o0;
+  const float* xp = k.xp[p];
+  float acc[kMax];
+  for (int o = 0; o < n; o++) acc[o] = k.first ? 0.f : yp[o];
+  for (int t = k.t0; t < k.t1; t++) {
+    const float xv = xp[k.off[t]];
+    const float* wr = k.wt + (size_t)t * k.ldw + k.o0 + o0;
+    for (int o = 0; o < n; o++) acc[o] = std::fma(xv, wr[o], acc[o]);
   }
+  for (int o = 0; o < n; o++) {
+    float v = acc[o];
+    if (k.last) {
+      if (k.bias) v = v + k.bias[k.o0 + o0 + o];
+      if (k.relu) v = v > 0.f ? v : 0.f;
+    }
+    yp[o] = v;
+  }
+}
+
+// The block: every pixel, 16 channels at a time.
+__attribute__((always_inline)) inline void block_portable_body(const Block& k) {
+  for (int p = 0; p < k.np; p++)
+    for (int o0 = 0; o0 < k.no; o0 += 16) {
+      if (k.no - o0 >= 16)
+        pixel_chains<16>(k, p, o0, 16);
+      else
+        pixel_chains<0>(k, p, o0, k.no - o0);
+    }
+}
+
+void block_portable_generic(const Block& k) { block_portable_body(k); }
+
+#if defined(__x86_64__) && defined(__GNUC__)
+// the same source where the x86 CPU has FMA (any forced level, portable included): std::fma
+// becomes vfmadd, vectorised over the channels; the same bits as the library's fma
+__attribute__((target("fma"))) void block_portable_fma(const Block& k) { block_portable_body(k); }
+#endif
+
+void block_portable(const Block& k) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool fma = __builtin_cpu_supports("fma");
+  if (fma) return block_portable_fma(k);
+#endif
+  block_portable_generic(k);
 }
 
 #ifdef QC_HAVE_SMALL_CONV_BUILD
