@@ -20,7 +20,7 @@ export function finetunePage(r: FinetuneReport, source: string): string {
   const routing = r.layers.map((l) => (l.routes ? (r.bits.routingBits[k++] ?? null) : null));
   const unit = r.format === 'fixed' ? 'fractional bits' : 'bits';
   const epochs = `${r.epochs} epoch${r.epochs === 1 ? '' : 's'}`;
-  return page(`Q-CapsNets fine-tuning: ${model}`, `${source} · ${r.method} · ${r.format} · ${epochs}`, [
+  return page(`Q-CapsNets fine-tuning: ${model}`, `${source} · ${r.method} · ${r.format}${r.weight_range === 'mse' ? ' (mse weight ranges)' : ''} · ${epochs}`, [
     facts([
       [`${num(r.fullPrecisionAccuracy, 2)}%`, 'full-precision accuracy'],
       [`${num(r.before.accuracy, 2)}%`, 'quantized, before fine-tuning'],
