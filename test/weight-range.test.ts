@@ -22,7 +22,7 @@ import {
   dynamicRange,
   maxAbsOf,
   mseFracBits,
-  weightFracBits,
+  tensorFracBits,
 } from '../src/quant/dynamic.js';
 import { parameterQuantizers } from '../src/quant/quantized-forward.js';
 import { quantize } from '../src/quant/quantized-model.js';
@@ -98,8 +98,8 @@ test("the 'mse' rule on hand-made tensors: outliers saturate for finer steps, a 
   // the candidates stop at the clamp
   assert.equal(mseFracBits(4, Float32Array.of(2 ** -80, -(2 ** -81))), DYNAMIC_MAX_FRAC);
   // 'max' is dynamicFracBits of the largest magnitude
-  assert.equal(weightFracBits('max', 4, outlier), fMax);
-  assert.equal(weightFracBits('mse', 4, outlier), f);
+  assert.equal(tensorFracBits('max', 4, outlier), fMax);
+  assert.equal(tensorFracBits('mse', 4, outlier), f);
 });
 
 test('fracErrors: the native kernel gives the TypeScript sums bit for bit', (t) => {

@@ -81,7 +81,7 @@ export function mseFracBits(width: number, values: Float32Array, n = values.leng
 }
 
 /** A 'dynamic' weight tensor's fractional length under `rule` (see WeightRange). */
-export function weightFracBits(rule: WeightRange, width: number, values: Float32Array, n = values.length): number {
+export function tensorFracBits(rule: WeightRange, width: number, values: Float32Array, n = values.length): number {
   return rule === 'mse' ? mseFracBits(width, values, n) : dynamicFracBits(width, maxAbsOf(values, n));
 }
 

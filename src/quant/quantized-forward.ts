@@ -14,7 +14,7 @@ import { kernels } from '../tensor/kernels.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { pointKey, type Calibration } from './calibration.js';
 import { FULL_PRECISION, type LayerBits, type QuantLayerInfo } from './config.js';
-import { dynamicFracBits, dynamicQuant, type WeightRange, weightFracBits } from './dynamic.js';
+import { dynamicFracBits, dynamicQuant, type WeightRange, tensorFracBits } from './dynamic.js';
 import { activationQuant, type RoundingCompat, weightQuant } from './methods.js';
 
 /** FNV-1a hash of a string: the stream number of a quantization point. */
@@ -89,7 +89,7 @@ export class ModelQuantizer {
         continue;
       }
       const values = p.values;
-      const frac = () => getOrSet(p.fracs, b.weight, () => weightFracBits(this.weightRange, b.weight, values));
+      const frac = () => getOrSet(p.fracs, b.weight, () => tensorFracBits(this.weightRange, b.weight, values));
       k.quantize(values, p.param.data, values.length, parameterQuant(this, p.name, b, frac).spec);
     }
     byLayer.forEach((b, l) => (this.applied[l] = appliedKey(b)));
@@ -196,7 +196,7 @@ export function parameterQuantizers(
     const b = byLayer[d.index(d.layerOf(p.name).name)];
     if (b.weight === FULL_PRECISION) return { param: p, spec: null, frac: null };
     const { spec, frac } = parameterQuant(r, p.name, b, () =>
-      weightFracBits(r.weightRange ?? 'max', b.weight, p.param.data),
+      tensorFracBits(r.weightRange ?? 'max', b.weight, p.param.data),
     );
     return { param: p, spec, frac };
   });
