@@ -13,6 +13,7 @@
         "native/smallconv.cc",
         "native/routing.cc",
         "native/quantize.cc",
+        "native/fracerrors.cc",
         "native/parallel.cc",
         "native/winograd.cc",
         "native/fftconv.cc",

@@ -5,7 +5,8 @@
 // For ShallowCapsNet (28 1 10 16) and DeepCaps (28 1 10 32), each trained on Fashion-MNIST
 // (bench-model.ts SMALLER_KINDS; cached in .bench-cache/), tolerance 0.5% and the budgets
 // 32-bit memory / {4, 6, 8, 10, 12, 16}, round to nearest: the largest weight-memory reduction
-// whose model keeps the tolerance, for fixed and dynamic, post-training (a sweep over every
+// whose model keeps the tolerance, for fixed, dynamic and dynamic with the 'mse' weight range
+// rule (--weight-range mse: docs/quantization.md), post-training (a sweep over every
 // budget) and with --finetune-epochs (the budgets from the smallest up, stopping at the first
 // whose model keeps the tolerance: a larger budget cannot give a larger reduction than the
 // smallest one that works, and each fine-tuning epoch costs minutes). The last line is one JSON
@@ -32,8 +33,14 @@ type Format = 'fixed' | 'dynamic';
 
 interface Variant {
   format: Format;
+  /** 'dynamic' with --weight-range mse (absent: the default 'max') */
+  weightRange?: 'mse';
   finetuneEpochs: number;
 }
+
+/** A variant's name in the JSON keys: fixed, dynamic or dynamic_mse, then ptq or ft. */
+const variantKey = (v: Variant) =>
+  `${v.format}${v.weightRange ? `_${v.weightRange}` : ''}_${v.finetuneEpochs ? 'ft' : 'ptq'}`;
 
 interface VariantResult extends Variant {
   /** the largest reduction within the tolerance (0: no budget's model kept it) */
@@ -68,6 +75,7 @@ function sweep(kindName: string, modelFile: string, v: Variant, divisors: number
       METHOD,
       '--number-format',
       v.format,
+      ...(v.weightRange ? ['--weight-range', v.weightRange] : []),
       '--finetune-epochs',
       String(v.finetuneEpochs),
       '--test-limit',
@@ -119,7 +127,9 @@ function runVariant(kindName: string, modelFile: string, v: Variant, testSize: n
     }
   }
   const result: VariantResult = { ...v, ...found, seconds: (performance.now() - t0) / 1000 };
-  const name = `${v.format}${v.finetuneEpochs ? ` + ${v.finetuneEpochs} fine-tuning epochs` : ' post-training'}`;
+  const name =
+    `${v.format}${v.weightRange ? ` (${v.weightRange} weight ranges)` : ''}` +
+    `${v.finetuneEpochs ? ` + ${v.finetuneEpochs} fine-tuning epochs` : ' post-training'}`;
   console.log(
     `${kindName} ${name}: ${result.reduction ? `${result.reduction.toFixed(2)}x at ${result.accuracy?.toFixed(2)}% (budget 1/${result.divisor?.toFixed(0)})` : 'no budget keeps the tolerance'} [${result.seconds.toFixed(0)} s]`,
   );
@@ -144,13 +154,15 @@ async function main(): Promise<void> {
     for (const v of [
       { format: 'fixed', finetuneEpochs: 0 },
       { format: 'dynamic', finetuneEpochs: 0 },
+      { format: 'dynamic', weightRange: 'mse', finetuneEpochs: 0 },
       { format: 'fixed', finetuneEpochs: epochs },
       { format: 'dynamic', finetuneEpochs: epochs },
+      { format: 'dynamic', weightRange: 'mse', finetuneEpochs: epochs },
     ] as Variant[]) {
       const { fp, result } = runVariant(kindName, modelFile, v, testSize);
       out[`${p}_fp_accuracy`] = fp;
-      out[`${p}_${v.format}_${v.finetuneEpochs ? 'ft' : 'ptq'}_x`] = Number(result.reduction.toFixed(3));
-      out[`${p}_${v.format}_${v.finetuneEpochs ? 'ft' : 'ptq'}_accuracy`] = result.accuracy;
+      out[`${p}_${variantKey(v)}_x`] = Number(result.reduction.toFixed(3));
+      out[`${p}_${variantKey(v)}_accuracy`] = result.accuracy;
     }
   }
   const step = finetuneStepRatio(Number(arg('steps', '5')));

@@ -455,6 +455,27 @@ Napi::Value Quantize(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// fracErrors(x, n, frac0, count, width, errors)
+Napi::Value FracErrors(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  F32 x;
+  F64 errors;
+  if (!get_f32(info, 0, false, x, "x") || !get_f64(info, 5, false, errors, "errors")) return env.Undefined();
+  size_t n = info[1].As<Napi::Number>().Int64Value();
+  int frac0 = info[2].As<Napi::Number>().Int32Value();
+  int count = info[3].As<Napi::Number>().Int32Value();
+  int width = info[4].As<Napi::Number>().Int32Value();
+  if (count < 1 || count > qc::FRAC_ERRORS_LANES || width < 1 || width > 32) {
+    Napi::RangeError::New(env, "qcaps_native: fracErrors: count in [1, " + std::to_string(qc::FRAC_ERRORS_LANES) +
+                                   "] and width in [1, 32] expected")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  if (!need(env, x, n, "x") || !need(env, errors, (size_t)count, "errors")) return env.Undefined();
+  qc::frac_errors(x.data, n, frac0, count, width, errors.data);
+  return env.Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // Reuse freed memory instead of returning it to the kernel: fresh pages cost ~3 ms/MB
   // here. The same setting PyTorch is benchmarked with (MALLOC_MMAP_MAX_=0 ...).
@@ -484,6 +505,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("adamUpdate", Napi::Function::New(env, AdamUpdate));
   exports.Set("reluMask", Napi::Function::New(env, ReluMask));
   exports.Set("quantize", Napi::Function::New(env, Quantize));
+  exports.Set("fracErrors", Napi::Function::New(env, FracErrors));
   exports.Set("permute", Napi::Function::New(env, Permute));
   return exports;
 }

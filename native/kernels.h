@@ -127,6 +127,12 @@ void quantize(const float* x, float* y, size_t n, const QuantSpec& q);
 // draws the uniforms of those elements).
 void quantize_slice(const float* x, float* y, size_t n, const QuantSpec& q, size_t index0);
 
+// errors[j] = sum_i (q(x_i) - x_i)^2 for j < count <= FRAC_ERRORS_LANES, q round-to-nearest (ties
+// to even) at 2^-(frac0 + j), saturating to the width-bit integers [-2^(w-1), top] (top as
+// src/quant/dynamic.ts's dynamicRange), in float64, each sum in index order; NaN left out.
+constexpr int FRAC_ERRORS_LANES = 9;
+void frac_errors(const float* x, size_t n, int frac0, int count, int width, double* errors);
+
 // Dynamic routing: votes [B,I,P,J,D], bias [J,D], v [B,P,J,D]; softmax over J (joint=false)
 // or jointly over P,J (joint=true).
 struct RoutingGeom {

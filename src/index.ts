@@ -47,6 +47,7 @@ export {
   type NumberFormat,
 } from './quant/config.js';
 export { calibrate, type Calibration } from './quant/calibration.js';
+export { mseFracBits, WEIGHT_RANGES, type WeightRange } from './quant/dynamic.js';
 export { weightMemoryMB, minimumBudgetMB, configMemoryMB } from './quant/memory.js';
 export { QUANT_METHODS, type RoundingCompat } from './quant/methods.js';
 export type { QuantMethod } from './tensor/backend.js';

@@ -52,19 +52,35 @@ function dimmed(n: number): ImageSource {
 
 /** `model` quantized under 'dynamic' (calibrated on 2 dimmed images), written as a packed file
  *  and read back: what the export command reads. */
-function dynamicPacked(model: CapsNet, bits: BitLists, stem: string): { q: QuantizedModel; file: string } {
+function dynamicPacked(
+  model: CapsNet,
+  bits: BitLists,
+  stem: string,
+  weightRange: 'max' | 'mse' = 'max',
+): { q: QuantizedModel; file: string } {
   const b = bitsFromLists(model.quantLayers, bits, 'bits', 'dynamic');
-  const q = quantize(model, b, { method: 'round_to_nearest', calibration: calibrate(model, dimmed(2), 2) });
+  const q = quantize(model, b, {
+    method: 'round_to_nearest',
+    calibration: calibrate(model, dimmed(2), 2),
+    weightRange,
+  });
   const file = join(dir, `${stem}.safetensors`);
   writeQuantizedModel(file, q);
   const { quantized: r, info } = readQuantizedModel(file);
   assert.equal(info.numberFormat, 'dynamic');
+  assert.equal(info.weightRange, weightRange);
   return { q: r, file };
 }
 
 /** ShallowCapsNet (28 1 10 4) after 20 steps of 16 Fashion-MNIST images, so that its class
  *  lengths depend on the image (an untrained one's are its digit bias's). */
 async function trainedShallow(): Promise<CapsNet> {
+  shallowModel ??= trainShallow();
+  return shallowModel;
+}
+let shallowModel: Promise<CapsNet> | undefined;
+
+async function trainShallow(): Promise<CapsNet> {
   const model = buildModel('ShallowCapsNet', [28, 1, 10, 4], { seed: 7 });
   await trainModel({
     model,
@@ -183,3 +199,25 @@ test("'dynamic' DeepCaps: ONNX and C of its packed file give its forward; golden
   exportGoldenVectors(q, loadDataset('fashion-mnist', 'test', { limit: 2 }), { images: 2, outDir: vectors });
   checkGoldenVectors(q, vectors, 'deepcaps');
 });
+
+test(
+  "'dynamic' ShallowCapsNet with 'mse' weight ranges: ONNX and C of its packed file give its forward",
+  { skip },
+  async (t) => {
+    if (!requireNative(t)) return;
+    const model = await trainedShallow();
+    const bits = { weightBits: [6, 4, 3], actBits: [6, 5, 6], routingBits: [5, 4] };
+    const { q, file } = dynamicPacked(model, bits, 'shallow_mse', 'mse');
+    // the rule chose other exponents than the max rule's for some tensor (the exports read them
+    // from the model, whatever rule chose them)
+    const { q: max } = dynamicPacked(model, bits, 'shallow_max');
+    assert.ok(
+      q.integers.some((p) => p.fracBits !== max.weightSpec(p.name)!.frac),
+      "a tensor whose 'mse' fractional length is not the max rule's",
+    );
+    const onnx = exportOnnx(q, { outDir: join(dir, 'o'), fileName: 'shallow_mse.onnx' });
+    await compareOnnx(onnx.file, q, 20, 'shallow mse');
+    const { binary } = exportAndBuild(file, join(dir, 'c-mse'));
+    compare(q, binary, 20, 'ShallowCapsNet dynamic mse', dir);
+  },
+);

@@ -23,6 +23,7 @@ import type { QuantMethod } from '../tensor/backend.js';
 import { activeIsa } from '../tensor/kernels.js';
 import type { RoundingCompat } from '../quant/methods.js';
 import type { NumberFormat } from '../quant/config.js';
+import type { WeightRange } from '../quant/dynamic.js';
 
 const seconds = (started: number) => (performance.now() - started) / 1000;
 
@@ -76,6 +77,7 @@ export async function searchCommand(
     method: o.quantizationMethod as QuantMethod,
     compat: o.roundingCompat as RoundingCompat,
     numberFormat: o.numberFormat as NumberFormat,
+    weightRange: o.weightRange as WeightRange,
     calibrationImages: o.calibrationImages,
     tolerance: o.accuracyTolerance,
     memoryBudgetMB: o.memoryBudget,
@@ -124,6 +126,7 @@ export async function sensitivityCommand(o: Options<'sensitivity'>, log: Log, st
     method: o.quantizationMethod as QuantMethod,
     compat: o.roundingCompat as RoundingCompat,
     numberFormat: o.numberFormat as NumberFormat,
+    weightRange: o.weightRange as WeightRange,
     calibrationImages: o.calibrationImages,
     seed: o.seed,
     bits: parseBitList(o.sensitivityBits, '--sensitivity-bits'),
@@ -155,6 +158,7 @@ export async function sweepCommand(o: Options<'sweep'>, log: Log): Promise<numbe
     ...(train ? { finetuneEpochs: o.finetuneEpochs, finetune: { train, lr: o.lr, batchSize: o.batchSize } } : {}),
     compat: o.roundingCompat as RoundingCompat,
     numberFormat: o.numberFormat as NumberFormat,
+    weightRange: o.weightRange as WeightRange,
     calibrationImages: o.calibrationImages,
     seed: o.seed,
     testBatchSize: o.testBatchSize,
@@ -172,6 +176,8 @@ export async function sweepCommand(o: Options<'sweep'>, log: Log): Promise<numbe
       budgetDivisors,
       // (absent under 'fixed', as in every sweep before the format, so that their shards merge)
       ...(o.numberFormat === 'dynamic' ? { numberFormat: o.numberFormat, calibrationImages: o.calibrationImages } : {}),
+      // (absent under 'max', likewise)
+      ...(o.weightRange === 'mse' ? { weightRange: o.weightRange } : {}),
       // (absent without fine-tuning, likewise)
       ...(o.finetuneEpochs > 0
         ? { finetuneEpochs: o.finetuneEpochs, lr: o.lr, batchSize: o.batchSize, trainLimit: o.trainLimit }

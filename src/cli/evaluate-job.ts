@@ -85,7 +85,9 @@ async function evaluatePacked(o: Options<'evaluate'>, given: ReadonlySet<FlagNam
   const r = q.evaluate(test, { batchSize, order });
   log(
     `quantized accuracy of ${path} (${info.model} ${info.modelArgs.join(' ')}, ${info.method}${info.compat === 'none' ? '' : `, ${info.compat}`}, ` +
-      (info.numberFormat === 'dynamic' ? "'dynamic' widths " : '') +
+      (info.numberFormat === 'dynamic'
+        ? `'dynamic' widths${info.weightRange === 'mse' ? ' (mse weight ranges)' : ''} `
+        : '') +
       `${bitsText(q.bits)}) on ${test}: ${r.accuracy}% (${r.correct}/${r.total})`,
   );
   const s = info.search;

@@ -16,6 +16,7 @@ import { writeStateDict } from '../io/pt.js';
 import type { CapsNet } from '../models/capsnet.js';
 import { evaluateFullPrecision } from '../models/evaluate.js';
 import type { Calibration } from '../quant/calibration.js';
+import type { WeightRange } from '../quant/dynamic.js';
 import { type BitConfig, bitsText, bitsToLists, type NumberFormat } from '../quant/config.js';
 import { fullPrecisionMemoryMB } from '../quant/memory.js';
 import type { RoundingCompat } from '../quant/methods.js';
@@ -44,6 +45,8 @@ export interface Configuration {
   source: string;
   /** a dynamic --bits-from file's calibration (the ranges it was quantized at); null otherwise */
   calibration: Calibration | null;
+  /** the weight range rule: --weight-range, or the --bits-from file's */
+  weightRange: WeightRange;
 }
 
 /** The bits of --bits FILE (with the rounding flags), or those of the packed --bits-from file
@@ -63,6 +66,7 @@ export function configurationFromFlags(
       flag: '--bits',
       source: o.bits,
       calibration: null,
+      weightRange: o.weightRange as WeightRange,
     };
   const file = o.bitsFrom!;
   let packed: ReturnType<typeof readQuantizedModel>['info'];
@@ -89,10 +93,12 @@ export function configurationFromFlags(
     given.has('rounding-compat') && o.roundingCompat !== packed.compat && `--rounding-compat ${o.roundingCompat}`,
     given.has('number-format') && o.numberFormat !== formats && `--number-format ${o.numberFormat}`,
     given.has('calibration-images') && `--calibration-images ${o.calibrationImages}`,
+    given.has('weight-range') && o.weightRange !== packed.weightRange && `--weight-range ${o.weightRange}`,
   ].filter((c): c is string => typeof c === 'string');
   if (conflicts.length)
     throw new Error(
-      `${conflicts.join(', ')}: --bits-from ${file} holds a ${packed.method} model (--rounding-compat ${packed.compat}, ${formats} bits); ` +
+      `${conflicts.join(', ')}: --bits-from ${file} holds a ${packed.method} model (--rounding-compat ${packed.compat}, ${formats} bits` +
+        `${packed.weightRange === 'mse' ? ', mse weight ranges' : ''}); ` +
         `leave ${conflicts.length > 1 ? 'these flags' : 'the flag'} out (the file decides)`,
     );
   return {
@@ -102,6 +108,7 @@ export function configurationFromFlags(
     flag: '--bits-from',
     source: file,
     calibration: packed.calibration,
+    weightRange: packed.weightRange,
   };
 }
 
@@ -115,6 +122,7 @@ function optionNames(c: Configuration): OptionNames {
       compat: c.flag === '--bits' ? '--rounding-compat' : `the arithmetic of ${c.source}`,
       startWeights: '--trained-weights-path',
       calibration: c.flag === '--bits' ? '--calibration-images' : `the calibration of ${c.source}`,
+      weightRange: c.flag === '--bits' ? '--weight-range' : `the weight range rule of ${c.source}`,
     },
   };
 }
@@ -160,7 +168,13 @@ export async function finetuneCommand(
       log,
       'the training images',
     );
-  const rounding = { method: config.method, compat: config.compat, seed: o.seed, calibration };
+  const rounding = {
+    method: config.method,
+    compat: config.compat,
+    seed: o.seed,
+    calibration,
+    weightRange: config.weightRange,
+  };
   const training = trainSettings(o);
   if (resume)
     checkResumable(
@@ -242,6 +256,7 @@ export async function finetuneCommand(
       model: { kind: model.kind, args: [...model.args], file: modelFile },
       bitsSource: config.source,
       format: [...new Set(config.bits.map((b) => b.format))].join('/'),
+      ...(config.weightRange === 'mse' ? { weight_range: 'mse' as const } : {}),
       method: config.method,
       compat: config.compat,
       seed: o.seed,

@@ -102,6 +102,11 @@ export const FLAGS = {
     default: 'fixed',
     help: "the bits' number format: fixed (a sign bit and N fractional bits, saturating at [-1, 1); the DAC 2020 format) or dynamic (N bits in all, sign included, each tensor's fractional length from its range: Ristretto's dynamic fixed point)",
   },
+  'weight-range': {
+    kind: 'string',
+    default: 'max',
+    help: "--number-format dynamic: how each weight tensor's fractional length follows from its values: max (the largest that keeps its largest magnitude within the width) or mse (the one of the max rule's and the 8 above it whose round-to-nearest values have the least squared error: rare large weights saturate, the rest get finer steps)",
+  },
   'finetune-epochs': {
     kind: 'int',
     default: 0,
@@ -225,7 +230,7 @@ const TEST_DATA = ['dataset', 'data-dir', 'download', 'test-limit', 'test-batch-
 const TRAINED = ['model', 'model-args', 'trained-weights-path', 'no-training', 'seed'] as const;
 const ROUNDING = ['quantization-method', 'rounding-compat'] as const;
 /** the commands that quantize at bit counts of their own choosing */
-const FORMAT = ['number-format', 'calibration-images'] as const;
+const FORMAT = ['number-format', 'weight-range', 'calibration-images'] as const;
 const TRAINING = [
   'model',
   'model-args',
@@ -400,6 +405,7 @@ export const COMMANDS = {
       'bits',
       'bits-from',
       'number-format',
+      'weight-range',
       'calibration-images',
       ...ROUNDING,
       'epochs',
@@ -515,14 +521,23 @@ export function defaultValue(flag: FlagName): string | number | boolean | number
   return Array.isArray(d) ? [...(d as readonly number[])] : (d as string | number | boolean | null);
 }
 
+/** Flags a run's settings record only away from their default, so that the records of runs
+ *  that leave them out are those of every run before the flag. */
+const RECORDED_WHEN_SET: ReadonlySet<FlagName> = new Set<FlagName>(['weight-range']);
+
 /**
  * Every flag's value by its own name, in the table's order (help left out): what a run's JSON
- * records as its settings. A flag the command does not take is at its default.
+ * records as its settings. A flag the command does not take is at its default; those of
+ * RECORDED_WHEN_SET are left out at their default.
  */
 export function settingsRecord(command: CommandName, o: object): Record<string, unknown> {
   const values = o as Record<string, unknown>;
   const settings: Record<string, unknown> = {};
-  for (const f of FLAG_NAMES)
-    if (f !== 'help') settings[f] = takes(command, f) ? values[optionName(f)] : defaultValue(f);
+  for (const f of FLAG_NAMES) {
+    if (f === 'help') continue;
+    const v = takes(command, f) ? values[optionName(f)] : defaultValue(f);
+    if (RECORDED_WHEN_SET.has(f) && v === defaultValue(f)) continue;
+    settings[f] = v;
+  }
   return settings;
 }

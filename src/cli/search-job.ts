@@ -9,6 +9,7 @@ import type { CapsNet } from '../models/capsnet.js';
 import type { QuantMethod } from '../tensor/backend.js';
 import type { RoundingCompat } from '../quant/methods.js';
 import { formatOf, type NumberFormat } from '../quant/config.js';
+import type { WeightRange } from '../quant/dynamic.js';
 import { bitsToLists } from '../quant/config.js';
 import type { SearchResult } from '../search/qcapsnets.js';
 import { searchCalibration, type SearchProgress, searchModel } from '../search/search-model.js';
@@ -35,6 +36,8 @@ export interface SearchJobOptions {
   numberFormat?: NumberFormat;
   /** 'dynamic': the first N images of `test` calibrate the ranges (all when fewer) */
   calibrationImages?: number;
+  /** 'dynamic': the weight range rule (default 'max') */
+  weightRange?: WeightRange;
   tolerance: number;
   memoryBudgetMB: number;
   seed: number;
@@ -100,6 +103,7 @@ export async function runSearchJob(o: SearchJobOptions): Promise<SearchJobResult
         earlyStop: o.earlyStop,
         approximateMarginImages: o.approximateMarginImages ?? 0,
         calibration,
+        weightRange: o.weightRange,
       })
     : undefined;
   const r = await searchModel(o.model, o.test, {
@@ -108,6 +112,7 @@ export async function runSearchJob(o: SearchJobOptions): Promise<SearchJobResult
     compat: o.compat,
     numberFormat: o.numberFormat,
     calibration: calibration ?? undefined,
+    weightRange: o.weightRange,
     tolerance: o.tolerance,
     memoryBudgetMB: o.memoryBudgetMB,
     seed: o.seed,
@@ -201,6 +206,7 @@ function writeOutputs(
     models.push({
       kind: m.kind,
       number_format: formatOf(m.result.bits),
+      ...(o.weightRange === 'mse' ? { weight_range: 'mse' as const } : {}),
       file,
       ...flatStep(m.result),
       correct,

@@ -8,6 +8,7 @@ import { writeFileAtomic } from '../io/atomic-write.js';
 import type { CapsNet } from '../models/capsnet.js';
 import type { RoundingCompat } from '../quant/methods.js';
 import type { NumberFormat } from '../quant/config.js';
+import type { WeightRange } from '../quant/dynamic.js';
 import { writeReportHtml } from '../report/index.js';
 import {
   sensitivityAnalysis,
@@ -27,6 +28,8 @@ export interface SensitivityJobOptions {
   numberFormat?: NumberFormat;
   /** 'dynamic': the first N test images calibrate the ranges (all when fewer; default 500) */
   calibrationImages?: number;
+  /** 'dynamic': the weight range rule (default 'max') */
+  weightRange?: WeightRange;
   seed: number;
   bits: number[];
   testBatchSize: number;
@@ -46,6 +49,7 @@ export async function runSensitivityJob(
     compat: o.compat,
     numberFormat: o.numberFormat,
     calibrationImages: o.calibrationImages,
+    weightRange: o.weightRange,
     seed: o.seed,
     bits: o.bits,
     batchSize: o.testBatchSize,
@@ -74,6 +78,7 @@ export async function runSensitivityJob(
       batchSize: o.testBatchSize,
       bits: o.bits,
       ...(o.numberFormat === 'dynamic' ? { numberFormat: 'dynamic' } : {}),
+      ...(o.weightRange === 'mse' ? { weightRange: 'mse' } : {}),
     },
     layers: o.model.quantLayers.map(({ name, paramCount, routes }) => ({ name, paramCount, routes })),
     fullPrecisionAccuracy: a.fullPrecisionAccuracy,

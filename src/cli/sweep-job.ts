@@ -11,6 +11,7 @@ import type { CapsNet } from '../models/capsnet.js';
 import type { RoundingCompat } from '../quant/methods.js';
 import { type Calibration, calibrationHash } from '../quant/calibration.js';
 import type { NumberFormat } from '../quant/config.js';
+import type { WeightRange } from '../quant/dynamic.js';
 import { searchCalibration } from '../search/search-model.js';
 import type { SearchFinetuneOptions } from '../search/search-finetune.js';
 import { datasetFingerprint } from '../export/quantized-file.js';
@@ -39,6 +40,8 @@ export function openEvalCache(
     approximateMarginImages: number;
     /** 'dynamic': the calibration of the evaluations (null: 'fixed') */
     calibration: Calibration | null;
+    /** 'dynamic': the weight range rule (absent: 'max') */
+    weightRange?: WeightRange;
   },
 ): EvalCache {
   const header: EvalCacheHeader = {
@@ -60,6 +63,8 @@ export function openEvalCache(
           calibrationSha256: calibrationHash(s.calibration),
         }
       : {}),
+    // (absent under 'max': its headers are those of every cache before the rule)
+    ...(s.weightRange === 'mse' ? { weightRange: 'mse' as const } : {}),
   };
   try {
     return file === null
@@ -81,6 +86,8 @@ export interface SweepJobOptions {
   numberFormat?: NumberFormat;
   /** 'dynamic': the first N test images calibrate the ranges (all when fewer) */
   calibrationImages?: number;
+  /** 'dynamic': the weight range rule (default 'max') */
+  weightRange?: WeightRange;
   seed: number;
   testBatchSize: number;
   cacheMB: number;
@@ -123,6 +130,7 @@ export async function runSweepJob(o: SweepJobOptions): Promise<{ result: SweepRe
     earlyStop: o.earlyStop,
     approximateMarginImages: 0,
     calibration,
+    weightRange: o.weightRange,
   });
   if (o.evalCacheFile !== null) o.log(cache.note);
   const total = o.grid.methods.length * o.grid.tolerances.length * o.grid.memoryBudgetsMB.length;
@@ -138,6 +146,7 @@ export async function runSweepJob(o: SweepJobOptions): Promise<{ result: SweepRe
       compat: o.compat,
       numberFormat: o.numberFormat,
       calibration: calibration ?? undefined,
+      weightRange: o.weightRange,
       seed: o.seed,
       batchSize: o.testBatchSize,
       cacheMB: o.cacheMB,

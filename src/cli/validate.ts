@@ -11,6 +11,7 @@ import type { DatasetName } from '../data/sources.js';
 import { checkWritableFolder } from '../io/writable-folder.js';
 import type { QuantLayerInfo } from '../models/capsnet.js';
 import { NUMBER_FORMATS, type NumberFormat } from '../quant/config.js';
+import { WEIGHT_RANGES } from '../quant/dynamic.js';
 import { checkFormatMemoryBudget, fullPrecisionMemoryMB } from '../quant/memory.js';
 import { parseQuantMethod, parseRoundingCompat } from '../quant/methods.js';
 import { checkTolerance } from '../search/qcapsnets.js';
@@ -109,6 +110,10 @@ const VALUE_CHECKS: { [F in FlagName]?: (v: FlagValue<F>) => void } = {
     if (!(NUMBER_FORMATS as readonly string[]).includes(v))
       throw new Error(`--number-format ${v}: expected one of ${NUMBER_FORMATS.join(', ')}`);
   },
+  'weight-range': (v) => {
+    if (!(WEIGHT_RANGES as readonly string[]).includes(v))
+      throw new Error(`--weight-range ${v}: expected one of ${WEIGHT_RANGES.join(', ')}`);
+  },
   'finetune-epochs': (v) => {
     if (!(Number.isSafeInteger(v) && v >= 0))
       throw new Error(`--finetune-epochs ${v}: expected a non-negative integer (0: no fine-tuning)`);
@@ -130,10 +135,17 @@ const COMMAND_VALUE_CHECKS: { [C in CommandName]?: { [F in FlagName]?: (v: FlagV
 };
 
 /** The number format's checks against the other flags: 'dynamic' needs calibration images,
- *  has no dac2020 arithmetic, and tries widths of at least 1 bit in `sensitivity`. */
+ *  has no dac2020 arithmetic, and tries widths of at least 1 bit in `sensitivity`; the weight
+ *  range rule 'mse' needs 'dynamic'. */
 function checkNumberFormat(command: CommandName, o: object): void {
   if (!takes(command, 'number-format')) return;
-  const f = o as unknown as Flags<'number-format' | 'calibration-images' | 'rounding-compat'>;
+  const f = o as unknown as Flags<'number-format' | 'calibration-images' | 'rounding-compat' | 'weight-range'>;
+  // (finetune --bits-from: the file's format decides, checked against the file)
+  const fromFile = command === 'finetune' && (o as Flags<'bits-from'>).bitsFrom !== null;
+  if (f.weightRange === 'mse' && f.numberFormat !== 'dynamic' && !fromFile)
+    throw new Error(
+      `--weight-range mse with --number-format ${f.numberFormat}: the rule chooses the fractional length of each 'dynamic' weight tensor; give --number-format dynamic (or leave --weight-range out)`,
+    );
   if (f.numberFormat !== 'dynamic') return;
   if (f.calibrationImages === 0)
     throw new Error(

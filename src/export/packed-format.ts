@@ -3,6 +3,7 @@
 import { type BitConfig } from '../quant/config.js';
 import { type Calibration } from '../quant/calibration.js';
 import { type NumberFormat } from '../quant/config.js';
+import type { WeightRange } from '../quant/dynamic.js';
 import { type RoundingCompat } from '../quant/methods.js';
 import type { QuantMethod } from '../tensor/backend.js';
 import { crc32 } from '../io/crc32.js';
@@ -85,6 +86,9 @@ export interface QuantizedFileInfo extends QuantizedFileSummary {
   numberFormat: NumberFormat;
   /** 'dynamic': the calibration the activation and routing fractional lengths come from */
   calibration: Calibration | null;
+  /** 'dynamic': how the weights' fractional lengths were chosen (metadata weight_range; absent:
+   *  'max'). The stored frac_bits are authoritative either way */
+  weightRange: WeightRange;
   bits: BitConfig;
   tensors: Record<string, TensorFormat>;
   search: QuantizedSearchRecord | null;

@@ -7,7 +7,7 @@ import { modelKindNames } from '../models/registry.js';
 import { type BitConfig, type BitLists, bitsFromLists } from '../quant/config.js';
 import { type Calibration, checkCalibration, pointKey } from '../quant/calibration.js';
 import { type NumberFormat } from '../quant/config.js';
-import { DYNAMIC_MAX_FRAC, DYNAMIC_MIN_FRAC, dynamicFracBits } from '../quant/dynamic.js';
+import { DYNAMIC_MAX_FRAC, DYNAMIC_MIN_FRAC, dynamicFracBits, type WeightRange } from '../quant/dynamic.js';
 import { configMemoryBits } from '../quant/memory.js';
 import { parseQuantMethod, parseRoundingCompat, type RoundingCompat } from '../quant/methods.js';
 import { QuantizedModel, quantize } from '../quant/quantized-model.js';
@@ -110,6 +110,7 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
   const numberFormat = numberFormatOfMetadata(file, md, compat);
   const bits = layerBits(file, model, jsonField<unknown>(file, md, 'layers', true), numberFormat);
   const calibration = numberFormat === 'dynamic' ? calibrationOfMetadata(file, md, model, bits) : null;
+  const weightRange = weightRangeOfMetadata(file, md, numberFormat);
   const { sd, formats, evaluationOrder, packedBytes, weightBytes, weightFracBits } = decodeTensors(
     file,
     raw,
@@ -123,6 +124,7 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
     compat,
     seed,
     calibration,
+    weightRange,
     weightFracBits: numberFormat === 'dynamic' ? weightFracBits : null,
   });
   const search = checkSearchRecord(file, jsonField<unknown>(file, md, 'search', false));
@@ -139,6 +141,7 @@ export function readQuantizedModel(file: string): { quantized: QuantizedModel; i
       seed,
       numberFormat,
       calibration,
+      weightRange,
       bits,
       tensors: formats,
       search,
@@ -226,6 +229,22 @@ export function roundingOfMetadata(
   if (md.seed === undefined || !/^\d+$/.test(md.seed) || !Number.isSafeInteger(seed))
     throw fileError(file, `__metadata__ seed '${md.seed}': expected a non-negative integer`);
   return { method, compat, seed };
+}
+
+/** The metadata's weight range rule: absent 'max' (every file before the rule), or 'mse' (of a
+ *  'dynamic' file only). It records how the stored fractional lengths were chosen; the reader
+ *  takes those as stored. */
+export function weightRangeOfMetadata(file: string, md: Record<string, string>, format: NumberFormat): WeightRange {
+  const r = md.weight_range;
+  if (r === undefined) return 'max';
+  if (r !== 'mse')
+    throw fileError(file, `__metadata__ weight_range '${r}': expected 'mse' (or no weight_range: 'max')`);
+  if (format !== 'dynamic')
+    throw fileError(
+      file,
+      "__metadata__ weight_range 'mse' without number_format 'dynamic': the rule chooses 'dynamic' tensors' fractional lengths",
+    );
+  return 'mse';
 }
 
 /** The metadata's number format: absent 'fixed' (every file before the format), or 'dynamic'
@@ -418,6 +437,7 @@ export function quantizeOnGrid(
     compat: RoundingCompat;
     seed: number;
     calibration: Calibration | null;
+    weightRange?: WeightRange;
     weightFracBits: ReadonlyMap<string, number> | null;
   },
 ): QuantizedModel {

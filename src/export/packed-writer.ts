@@ -99,6 +99,8 @@ export function writeQuantizedModel(
     packed_bytes: String(weightBytes),
   };
   if (numberFormat === 'dynamic') Object.assign(metadata, dynamicMetadata(q));
+  // (absent under the default 'max', so those files are as before the rule)
+  if (q.weightRange === 'mse') metadata.weight_range = 'mse';
   if (info.decoder) {
     metadata.decoder = info.decoder.name;
     metadata.decoder_args = JSON.stringify([...info.decoder.args]);

@@ -18,7 +18,9 @@
 //             'dynamic' number format also number_format = "dynamic" (absent: 'fixed'),
 //             calibration (JSON: the ranges the activation and routing fractional lengths come
 //             from), activation_frac_bits and routing_frac_bits (JSON: each point's fractional
-//             length), and each parameter's own frac_bits in "tensors"
+//             length), and each parameter's own frac_bits in "tensors"; weight_range = "mse"
+//             when the weights' fractional lengths were chosen by the 'mse' rule (absent:
+//             'max'; the stored frac_bits are what the reader uses either way)
 //
 // Tensor formats (metadata "tensors"[name]):
 //   fixed  b-bit two's complement integer q, value = q * 2^-frac_bits. Default arithmetic:

@@ -6,6 +6,7 @@
 // integers k in [-2^(w-1), 2^(w-1) - 1]. Weights take max|x| from their own values, activations
 // and routing values from calibration (src/quant/calibration.ts).
 import type { QuantMethod, QuantSpec } from '../tensor/backend.js';
+import { kernels } from '../tensor/kernels.js';
 
 /** The fractional lengths a 'dynamic' tensor may take: f is clamped to [-64, 64]. Then 2^f,
  *  2^-f and 2^(-f-1) (the quantizers' scale, step and dac2020 offset) are normal float32
@@ -40,6 +41,56 @@ export function dynamicFracBits(width: number, maxAbs: number): number {
   if (maxAbs === 0) return width - 1;
   const f = width - 1 - ceilLog2(maxAbs);
   return Math.min(DYNAMIC_MAX_FRAC, Math.max(DYNAMIC_MIN_FRAC, f));
+}
+
+/** How a 'dynamic' weight tensor's fractional length is chosen (docs/quantization.md):
+ *  - 'max' (the default): the largest f that keeps the tensor's largest magnitude within the
+ *    width, dynamicFracBits;
+ *  - 'mse': the f of [f_max, f_max + 8] whose round-to-nearest values are closest to the
+ *    tensor's in squared error, mseFracBits (outliers saturate; the rest get finer steps).
+ *  Activations and routing values always take the max rule from their calibrated ranges. */
+export type WeightRange = 'max' | 'mse';
+export const WEIGHT_RANGES: readonly WeightRange[] = ['max', 'mse'];
+
+/** How many fractional bits beyond the max rule's the 'mse' rule considers. */
+export const MSE_EXTRA_FRAC_BITS = 8;
+
+/**
+ * The 'mse' rule: the fractional length f of a `width`-bit tensor with the values `values`
+ * (the first `n`) that minimises
+ *     E(f) = sum_i (q_f(x_i) - x_i)^2,
+ * q_f being round-to-nearest (ties to even, as the round_to_nearest method rounds) at the step
+ * 2^-f, saturating to the width's range (dynamicRange), over the candidates f = f_max, ...,
+ * f_max + 8 with f_max = dynamicFracBits(width, max|x|) (the max rule, which never saturates),
+ * clamped to [DYNAMIC_MIN_FRAC, DYNAMIC_MAX_FRAC]. Equal errors: the smaller f. A larger f
+ * halves the step of every value within the range and saturates the few beyond it, so a
+ * tensor whose largest values are rare outliers (trained weights) takes a larger f.
+ * The error is measured with round-to-nearest whatever method then quantizes the tensor: the
+ * choice depends on the values and the width alone. Each E(f) is summed in float64 in index
+ * order (the fracErrors kernel; the native one and the TypeScript one give the same bits), so
+ * the choice is the same on every CPU. NaN values are left out, as maxAbsOf leaves them out.
+ */
+export function mseFracBits(width: number, values: Float32Array, n = values.length): number {
+  const fMax = dynamicFracBits(width, maxAbsOf(values, n));
+  const count = Math.min(DYNAMIC_MAX_FRAC, fMax + MSE_EXTRA_FRAC_BITS) - fMax + 1;
+  const errors = new Float64Array(count);
+  kernels().fracErrors(values, n, fMax, count, width, errors);
+  let best = 0;
+  for (let j = 1; j < count; j++) if (errors[j] < errors[best]) best = j;
+  return fMax + best;
+}
+
+/** A 'dynamic' weight tensor's fractional length under `rule` (see WeightRange). */
+export function tensorFracBits(rule: WeightRange, width: number, values: Float32Array, n = values.length): number {
+  return rule === 'mse' ? mseFracBits(width, values, n) : dynamicFracBits(width, maxAbsOf(values, n));
+}
+
+/** `rule` checked: 'max' or 'mse' (undefined: 'max'); the error starts with `what`. */
+export function parseWeightRange(rule: unknown, what = 'weightRange'): WeightRange {
+  if (rule === undefined) return 'max';
+  if (!(WEIGHT_RANGES as readonly unknown[]).includes(rule))
+    throw new Error(`${what} ${String(rule)}: expected one of ${WEIGHT_RANGES.join(', ')}`);
+  return rule as WeightRange;
 }
 
 /** The largest magnitude of `values` (NaN ignored; 0 for none). */

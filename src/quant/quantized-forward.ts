@@ -4,7 +4,8 @@
 // Stochastic rounding draws from streams named by (batch, layer, point), so a configuration
 // gives the same numbers every time it is evaluated, in any order, for a given --seed.
 // A layer whose bits are 'dynamic' (src/quant/dynamic.ts) quantizes each parameter tensor at
-// the fractional length of its own float values, and each activation and routing point at the
+// the fractional length of its own float values (by the weight range rule: 'max' or 'mse'), and
+// each activation and routing point at the
 // fractional length of its calibrated range (src/quant/calibration.ts), saturating to the width.
 import type { CapsNet } from '../models/capsnet.js';
 import type { Parameter, QuantHooks } from '../nn/module.js';
@@ -13,7 +14,7 @@ import { kernels } from '../tensor/kernels.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { pointKey, type Calibration } from './calibration.js';
 import { FULL_PRECISION, type LayerBits, type QuantLayerInfo } from './config.js';
-import { dynamicFracBits, dynamicQuant, maxAbsOf } from './dynamic.js';
+import { dynamicFracBits, dynamicQuant, type WeightRange, tensorFracBits } from './dynamic.js';
 import { activationQuant, type RoundingCompat, weightQuant } from './methods.js';
 
 /** FNV-1a hash of a string: the stream number of a quantization point. */
@@ -34,7 +35,15 @@ export function quantLayers(model: CapsNet): QuantLayerInfo[] {
 
 export class ModelQuantizer {
   readonly layers: QuantLayerInfo[];
-  private readonly fp: { layer: number; name: string; param: Tensor; values: Float32Array; maxAbs: number }[];
+  private readonly fp: {
+    layer: number;
+    name: string;
+    param: Tensor;
+    values: Float32Array;
+    /** 'dynamic': the fractional length of each width asked for so far (the rule reads every
+     *  value, and a search asks for the same widths again and again) */
+    fracs: Map<number, number>;
+  }[];
   /** per layer: the format and weight count its parameters hold now, or null (float values) */
   private readonly applied: (string | null)[];
   /** Convolutions may use the DFT and Winograd algorithms (the hooks' conv mode). Under dac2020
@@ -44,13 +53,15 @@ export class ModelQuantizer {
   fastConv: boolean;
 
   /** `calibration`: the ranges of the activation and routing points, for configurations in
-   *  the 'dynamic' number format (null: 'fixed' configurations only). */
+   *  the 'dynamic' number format (null: 'fixed' configurations only); `weightRange`: how
+   *  'dynamic' weight tensors take their fractional lengths (default 'max'). */
   constructor(
     readonly model: CapsNet,
     readonly method: QuantMethod,
     readonly compat: RoundingCompat,
     readonly seed: number,
     readonly calibration: Calibration | null = null,
+    readonly weightRange: WeightRange = 'max',
   ) {
     this.layers = quantLayers(model);
     const d = model.description;
@@ -59,7 +70,7 @@ export class ModelQuantizer {
       name: p.name,
       param: p.param,
       values: p.param.data.slice(),
-      maxAbs: maxAbsOf(p.param.data),
+      fracs: new Map<number, number>(),
     }));
     this.applied = model.layerNames.map(() => null);
     this.fastConv = compat !== 'dac2020';
@@ -77,7 +88,9 @@ export class ModelQuantizer {
         p.param.data.set(p.values);
         continue;
       }
-      k.quantize(p.values, p.param.data, p.values.length, parameterQuant(this, p.name, b, p.maxAbs).spec);
+      const values = p.values;
+      const frac = () => getOrSet(p.fracs, b.weight, () => tensorFracBits(this.weightRange, b.weight, values));
+      k.quantize(values, p.param.data, values.length, parameterQuant(this, p.name, b, frac).spec);
     }
     byLayer.forEach((b, l) => (this.applied[l] = appliedKey(b)));
   }
@@ -102,27 +115,41 @@ export class ModelQuantizer {
 const appliedKey = (b: LayerBits) => `${b.format}:${b.weight}`;
 
 /** A quantization's method, arithmetic and seed, and for the 'dynamic' format the calibration of
- *  the activation and routing points and, where the float values are gone (a packed file's
- *  model), the parameters' fractional lengths. */
+ *  the activation and routing points, the weight range rule and, where the float values are
+ *  gone (a packed file's model), the parameters' fractional lengths. */
 export interface Rounding {
   method: QuantMethod;
   compat: RoundingCompat;
   seed: number;
   calibration?: Calibration | null;
+  /** 'dynamic' parameters: how their fractional lengths follow from their values (absent:
+   *  'max'; src/quant/dynamic.ts WeightRange) */
+  weightRange?: WeightRange;
   /** 'dynamic' parameters: their fractional lengths as stored, by state_dict name (absent: from
    *  their values) */
   weightFracBits?: ReadonlyMap<string, number> | null;
 }
 
 /** The quantizer of parameter `name` of a layer with bits `b` (its stochastic stream is named by
- *  the parameter), and its fractional bits: under 'fixed' the count, under 'dynamic' from the
- *  tensor's largest magnitude `maxAbs` (or as r.weightFracBits gives it). */
-function parameterQuant(r: Rounding, name: string, b: LayerBits, maxAbs: number): { spec: QuantSpec; frac: number } {
+ *  the parameter), and its fractional bits: under 'fixed' the count, under 'dynamic' as
+ *  r.weightFracBits gives it, else `dynamicFrac()` (the tensor's, by r.weightRange's rule). */
+function parameterQuant(
+  r: Rounding,
+  name: string,
+  b: LayerBits,
+  dynamicFrac: () => number,
+): { spec: QuantSpec; frac: number } {
   const stream = streamOf(`w|${name}`);
   if (b.format !== 'dynamic')
     return { spec: weightQuant(r.method, b.weight, r.compat, r.seed, stream), frac: b.weight };
-  const frac = r.weightFracBits?.get(name) ?? dynamicFracBits(b.weight, maxAbs);
+  const frac = r.weightFracBits?.get(name) ?? dynamicFrac();
   return { spec: dynamicQuant(r.method, b.weight, frac, r.seed, stream), frac };
+}
+
+function getOrSet<K, V>(m: Map<K, V>, key: K, make: () => V): V {
+  let v = m.get(key);
+  if (v === undefined) m.set(key, (v = make()));
+  return v;
 }
 
 /** `bits` as one record per layer of `model`, in its order (checked by name). */
@@ -168,7 +195,9 @@ export function parameterQuantizers(
   return model.parameters().map((p) => {
     const b = byLayer[d.index(d.layerOf(p.name).name)];
     if (b.weight === FULL_PRECISION) return { param: p, spec: null, frac: null };
-    const { spec, frac } = parameterQuant(r, p.name, b, b.format === 'dynamic' ? maxAbsOf(p.param.data) : 0);
+    const { spec, frac } = parameterQuant(r, p.name, b, () =>
+      tensorFracBits(r.weightRange ?? 'max', b.weight, p.param.data),
+    );
     return { param: p, spec, frac };
   });
 }

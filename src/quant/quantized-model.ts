@@ -16,7 +16,7 @@ import type { QuantMethod, QuantSpec } from '../tensor/backend.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { type Calibration, checkCalibration } from './calibration.js';
 import { type BitConfig, checkBitConfig, cloneBits, FULL_PRECISION, type LayerBits } from './config.js';
-import { DYNAMIC_MAX_FRAC, DYNAMIC_MIN_FRAC, dynamicQuant } from './dynamic.js';
+import { DYNAMIC_MAX_FRAC, DYNAMIC_MIN_FRAC, dynamicQuant, parseWeightRange, type WeightRange } from './dynamic.js';
 import { parseQuantMethod, parseRoundingCompat, type RoundingCompat, weightQuant } from './methods.js';
 import { quantHooks, quantizeWeightsInPlace, streamOf } from './quantized-forward.js';
 import { integerContainer } from './integer-container.js';
@@ -33,6 +33,10 @@ export interface QuantizeOptions {
   /** the ranges of the activation and routing points (calibrate(model, images, count)): needed
    *  when a layer's bits are 'dynamic', where they give each point's fractional length */
   calibration?: Calibration | null;
+  /** how 'dynamic' parameters take their fractional lengths from their values: 'max' (default,
+   *  the largest magnitude within the width) or 'mse' (the least round-to-nearest squared
+   *  error; src/quant/dynamic.ts). 'mse' needs a 'dynamic' layer */
+  weightRange?: WeightRange;
   /** 'dynamic' parameters' fractional lengths, by state_dict name, where the float values that
    *  would give them are gone (a packed file's model, whose values are already on their grid);
    *  absent: from each tensor's largest magnitude */
@@ -46,6 +50,8 @@ export class QuantizedModel {
   readonly seed: number;
   /** the calibration of the activation and routing points ('dynamic' layers), or null */
   readonly calibration: Calibration | null;
+  /** how the 'dynamic' parameters' fractional lengths were chosen ('max' unless asked) */
+  readonly weightRange: WeightRange;
   /** the quantized network: a copy of the float model at quantize() time (in eval mode) whose
    *  parameters hold their quantized values; its buffers (BatchNorm's running statistics) are
    *  the float model's */
@@ -55,11 +61,16 @@ export class QuantizedModel {
 
   constructor(model: CapsNet, bits: BitConfig, options: QuantizeOptions) {
     const { compat, seed } = checkQuantizeOptions('quantize', options);
+    const weightRange = parseWeightRange(options.weightRange, 'quantize: options.weightRange');
     checkBitConfig(model.quantLayers, bits, 'quantize: bits');
     const dynamic = bits.filter((b) => b.format === 'dynamic');
     if (dynamic.length && compat === 'dac2020')
       throw new Error(
         `quantize: options.compat 'dac2020' applies to the 'fixed' number format only; layer ${dynamic[0].name}'s bits are 'dynamic'`,
+      );
+    if (weightRange === 'mse' && !dynamic.length)
+      throw new Error(
+        "quantize: options.weightRange 'mse' chooses 'dynamic' weight tensors' fractional lengths; every layer's bits are 'fixed' (use the default 'max', or 'dynamic' bits)",
       );
     // the points whose fractional lengths the calibration gives: 'dynamic' layers' quantized ones
     const calibrated = new Set(
@@ -85,11 +96,12 @@ export class QuantizedModel {
     this.method = options.method;
     this.compat = compat;
     this.seed = seed;
+    this.weightRange = weightRange;
     this.model = copyModel(model);
     this.model.eval();
     this.weightFracs = quantizeWeightsInPlace(
       this.model,
-      { method: this.method, compat, seed, calibration: this.calibration, weightFracBits: stored },
+      { method: this.method, compat, seed, calibration: this.calibration, weightRange, weightFracBits: stored },
       this.bits,
     );
   }
@@ -135,7 +147,8 @@ export class QuantizedModel {
   }
 
   /** The quantizer parameter `name` (a state_dict name) was quantized with: its fractional
-   *  bits (under 'dynamic' the tensor's own, from its float values at quantize() time) and
+   *  bits (under 'dynamic' the tensor's own, from its float values at quantize() time by the
+   *  weight range rule) and
    *  saturation range; null for a buffer or a FULL_PRECISION layer's parameter. */
   weightSpec(name: string): QuantSpec | null {
     const frac = this.weightFracs.get(name);

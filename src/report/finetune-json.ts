@@ -41,6 +41,8 @@ export interface FinetuneReport {
   bitsSource: string;
   /** the bits' number format ('fixed') */
   format: string;
+  /** 'dynamic' weights' fractional lengths by the 'mse' rule (absent: 'max') */
+  weight_range?: 'mse';
   method: string;
   compat: string;
   seed: number;

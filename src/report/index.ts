@@ -76,6 +76,7 @@ const SEARCH_SHAPE: Shape = {
           ...stepFields,
           kind: 'string',
           number_format: { optional: { oneOf: ['fixed', 'dynamic'] } },
+          weight_range: { optional: { oneOf: ['mse'] } },
           file: 'string',
           testAccuracy: { optional: 'percent' },
           testCorrect: { optional: 'number' },
@@ -138,6 +139,7 @@ const SWEEP_SHAPE: Shape = {
               fields: {
                 kind: { oneOf: ['satisfied', 'memory', 'accuracy'] },
                 number_format: { optional: { oneOf: ['fixed', 'dynamic'] } },
+                weight_range: { optional: { oneOf: ['mse'] } },
                 bits: sweepBits,
                 accuracy: 'percent',
                 testAccuracy: { nullable: 'percent' },
@@ -208,6 +210,7 @@ const FINETUNE_SHAPE: Shape = {
     model: { fields: { kind: 'string', args: bits, file: 'string' } },
     bitsSource: 'string',
     format: 'string',
+    weight_range: { optional: { oneOf: ['mse'] } },
     method: 'string',
     compat: 'string',
     seed: 'number',

@@ -45,6 +45,8 @@ export interface SearchReport {
     /** the number format of the model's bits ('fixed': fractional bits; 'dynamic': widths;
      *  absent in files from before the format: 'fixed') */
     number_format?: NumberFormat;
+    /** 'dynamic' weights' fractional lengths by the 'mse' rule (absent: 'max') */
+    weight_range?: 'mse';
     /** the float32 state_dict (.pt) */
     file: string;
     /** the accuracy as a count of the test images */

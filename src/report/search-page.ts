@@ -216,7 +216,7 @@ export function searchPage(r: SearchReport, source: string): string {
   // accuracies on the test set are shown beside them
   const split = r.selection ?? null;
   const modelRows = r.models.map((m) => [
-    `model-${m.kind}${m.number_format === 'dynamic' ? ' (dynamic: widths)' : ''}` +
+    `model-${m.kind}${m.number_format === 'dynamic' ? ` (dynamic${m.weight_range === 'mse' ? ', mse weight ranges' : ''}: widths)` : ''}` +
       (m.finetune_epochs
         ? `, fine-tuned ${m.finetune_epochs} epoch${m.finetune_epochs === 1 ? '' : 's'} (before: ${m.kind_before_finetune} model, ${num(m.accuracy_before_finetune ?? NaN, 2)}%)`
         : ''),

@@ -17,13 +17,15 @@ function bitsWithin(c: SensitivityResult['curves'][number], fp: number, points: 
 export function sensitivityPage(r: SensitivityResult, source: string): string {
   // what the bits are: fractional bits, or widths under the 'dynamic' number format
   const counts = r.settings.numberFormat === 'dynamic' ? 'widths' : 'fractional bits';
+  // 'dynamic' weights by the 'mse' range rule: said in the weights' plot title
+  const mse = r.settings.weightRange === 'mse' ? ' (mse weight ranges)' : '';
   const layerNames = r.layers.map((l) => l.name);
   const color = (layer: string) => PALETTE[Math.max(0, layerNames.indexOf(layer)) % PALETTE.length];
   const plots = SENSITIVITY_KINDS.filter((k) => r.curves.some((c) => c.kind === k)).map((kind) => {
     const curves = r.curves.filter((c) => c.kind === kind);
     return figure(
       plot({
-        title: `${kind}: accuracy against ${counts}, one layer at a time`,
+        title: `${kind}${kind === 'weights' ? mse : ''}: accuracy against ${counts}, one layer at a time`,
         x: { label: counts },
         y: { label: 'accuracy (%)' },
         series: curves.map((c, i) => ({

@@ -96,7 +96,7 @@ export function sweepPage(r: SweepResult, source: string): string {
       row.branch,
       join(
         (x) =>
-          `${x.kind}${x.number_format === 'dynamic' ? ' (dynamic)' : ''} ${num(x.accuracy, 2)}` +
+          `${x.kind}${x.number_format === 'dynamic' ? (x.weight_range === 'mse' ? ' (dynamic, mse)' : ' (dynamic)') : ''} ${num(x.accuracy, 2)}` +
           // --finetune-epochs: the fine-tuned memory model, and its accuracy before
           (x.finetune_epochs
             ? ` (fine-tuned ${x.finetune_epochs} ep., from ${num(x.accuracy_before_finetune ?? NaN, 2)})`

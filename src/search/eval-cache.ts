@@ -4,7 +4,8 @@
 //
 // File: line 1 the header (what the evaluations depend on: the model file's sha256, the test
 // images' fingerprint, arithmetic, seed, batch size, early stop; under the 'dynamic' number
-// format also the format and the calibration's image count and sha256); each later line one
+// format also the format and the calibration's image count and sha256, and the weight range
+// rule when it is 'mse'); each later line one
 // evaluation: {method, w, a, r, accuracy, lower, upper, exact, seen, total, correct,
 // batchCorrect, ...}. A line is appended with one write and fsync'd, so a killed run leaves at
 // most a torn last line, which the next open drops with a note. Every other line is checked
@@ -54,6 +55,9 @@ export interface EvalCacheHeader {
   /** 'dynamic' only: the calibration the evaluations used: its images and calibrationHash */
   calibrationImages?: number;
   calibrationSha256?: string;
+  /** 'dynamic' with the 'mse' weight range rule only (absent: 'max', as every cache before the
+   *  rule): the weights' fractional lengths, so their values, depend on it */
+  weightRange?: 'mse';
 }
 
 /** One stored evaluation. */
@@ -85,12 +89,21 @@ const HEADER_FIELDS: (keyof EvalCacheHeader)[] = [
   'numberFormat',
   'calibrationImages',
   'calibrationSha256',
+  'weightRange',
 ];
 
 /** A header field's value for a message: the format's absence is 'fixed', a calibration's
- *  absence none. */
+ *  absence none, the weight range rule's absence 'max'. */
 const headerValue = (f: keyof EvalCacheHeader, v: unknown, show: (v: unknown) => string): string =>
-  v !== undefined ? show(v) : f === 'numberFormat' ? '"fixed"' : f.startsWith('calibration') ? 'none' : show(v);
+  v !== undefined
+    ? show(v)
+    : f === 'numberFormat'
+      ? '"fixed"'
+      : f === 'weightRange'
+        ? '"max"'
+        : f.startsWith('calibration')
+          ? 'none'
+          : show(v);
 
 const keyOf = (method: QuantMethod, bits: BitConfig | BitLists) => `${method}|${configKey(bits)}`;
 

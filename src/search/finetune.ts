@@ -14,7 +14,8 @@
 //     options.calibration (calibrate() of the starting float model, on training images): the one
 //     calibration serves every step, every test pass and the final quantize, so the packed file
 //     records the ranges the model was fine-tuned at. Weights take their exponents from their
-//     values at each step, as quantize() does.
+//     values at each step by options.weightRange's rule ('max' or 'mse'), as quantize() does,
+//     and the clipped straight-through masks follow the bounds those exponents give.
 // Why this folder: fine-tuning needs training (src/train/) and quantization (src/quant/), which
 // are one tier and may not import each other (test/import-cycles.test.ts), so it lives in the
 // first tier above both, src/search/, where the search can also call it.
@@ -25,6 +26,7 @@ import { checkImagesFit } from '../models/evaluate.js';
 import { copyModel } from '../models/factory.js';
 import { crc32 } from '../io/crc32.js';
 import { calibrationHash } from '../quant/calibration.js';
+import { parseWeightRange } from '../quant/dynamic.js';
 import { type BitConfig, bitsText, checkBitConfig } from '../quant/config.js';
 import { checkQuantizeOptions, QuantizedModel, type QuantizeOptions } from '../quant/quantized-model.js';
 import { checkResumable, type LoadedCheckpoint, readTrainingCheckpoint, runIdentity } from '../train/checkpoint.js';
@@ -116,7 +118,13 @@ export async function finetuneRun(
   options: FinetuneOptions,
 ): Promise<FinetuneResult> {
   const o = checkFinetuneOptions(model, bits, data, options);
-  const rounding = { method: o.method, compat: o.compat, seed: o.seed, calibration: options.calibration ?? null };
+  const rounding = {
+    method: o.method,
+    compat: o.compat,
+    seed: o.seed,
+    calibration: options.calibration ?? null,
+    weightRange: o.weightRange,
+  };
   if (o.epochs === 0) return { quantized: new QuantizedModel(model, bits, rounding), summary: null };
   const { decoder } = resolveModules(
     { model, decoder: options.decoder ?? defaultDecoder(model), train: data.train, test: data.test },
@@ -168,6 +176,7 @@ export const FINETUNE_OPTION_NAMES: OptionNames = {
     compat: 'options.compat',
     startWeights: "the model's weights",
     calibration: 'options.calibration',
+    weightRange: 'options.weightRange',
   },
 };
 
@@ -176,7 +185,8 @@ export const FINETUNE_OPTION_NAMES: OptionNames = {
 export function finetuneIdentity(
   model: CapsNet,
   bits: BitConfig,
-  rounding: Required<Pick<QuantizeOptions, 'method' | 'compat' | 'seed'>> & Pick<QuantizeOptions, 'calibration'>,
+  rounding: Required<Pick<QuantizeOptions, 'method' | 'compat' | 'seed'>> &
+    Pick<QuantizeOptions, 'calibration' | 'weightRange'>,
 ): VariantState {
   return {
     kind: 'fine-tuning',
@@ -188,6 +198,8 @@ export function finetuneIdentity(
       startWeights: weightsFingerprint(model),
       // 'dynamic': the ranges it trains at (absent under 'fixed', so fixed checkpoints are as before)
       ...(rounding.calibration ? { calibration: `sha256:${calibrationHash(rounding.calibration)}` } : {}),
+      // 'mse' weight ranges (absent under 'max', so earlier checkpoints are as before)
+      ...(rounding.weightRange === 'mse' ? { weightRange: 'mse' } : {}),
     },
   };
 }
@@ -198,9 +210,17 @@ function checkFinetuneOptions(
   bits: BitConfig,
   data: FinetuneData,
   o: FinetuneOptions,
-): Required<Pick<QuantizeOptions, 'method' | 'compat' | 'seed'>> & { epochs: number; settings: ResolvedSettings } {
+): Required<Pick<QuantizeOptions, 'method' | 'compat' | 'seed' | 'weightRange'>> & {
+  epochs: number;
+  settings: ResolvedSettings;
+} {
   const rounding = checkQuantizeOptions('finetune', o);
+  const weightRange = parseWeightRange(o.weightRange, 'finetune: options.weightRange');
   checkBitConfig(model.quantLayers, bits, 'finetune: bits');
+  if (weightRange === 'mse' && !bits.some((b) => b.format === 'dynamic'))
+    throw new Error(
+      "finetune: options.weightRange 'mse' chooses 'dynamic' weight tensors' fractional lengths; every layer's bits are 'fixed'",
+    );
   if (!(Number.isInteger(o.epochs) && o.epochs >= 0))
     throw new Error(`finetune: options.epochs ${o.epochs}: expected an integer >= 0 (0: quantize without training)`);
   for (const key of ['train', 'test'] as const) {
@@ -210,7 +230,7 @@ function checkFinetuneOptions(
   }
   // training's settings, checked as training checks them (also for 0 epochs)
   const settings = resolveSettings({ ...o, epochs: Math.max(1, o.epochs) } as unknown as TrainOptions);
-  return { ...rounding, epochs: o.epochs, settings };
+  return { ...rounding, weightRange, epochs: o.epochs, settings };
 }
 
 /** A fingerprint of a model's parameters and buffers (a resumed fine-tuning must start from the

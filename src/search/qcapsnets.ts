@@ -12,6 +12,7 @@ import { routingIndices } from '../models/description.js';
 // step 2's pattern fits the budget in the dynamic memory count (docs/quantization.md).
 import type { BitConfig, NumberFormat, QuantLayerInfo } from '../quant/config.js';
 import { cloneBits, countRange, uniformBits } from '../quant/config.js';
+import { parseWeightRange, type WeightRange } from '../quant/dynamic.js';
 import {
   BITS_PER_MB,
   checkFormatMemoryBudget,
@@ -60,16 +61,23 @@ export function checkSearchSettings(
   checkFormatMemoryBudget(layers, format, memoryBudgetMB);
 }
 
-/** A search's number format ('fixed' by default); 'dynamic' with dac2020 is an error. */
+/** A search's number format ('fixed' by default); 'dynamic' with dac2020 is an error, and so is
+ *  the weight range rule 'mse' (settings.weightRange) with 'fixed'. */
 export function checkSearchFormat(settings: {
   numberFormat?: NumberFormat;
   compat?: SearchSettings['compat'];
+  weightRange?: WeightRange;
 }): NumberFormat {
   const format = settings.numberFormat ?? 'fixed';
   if (format !== 'fixed' && format !== 'dynamic')
     throw new Error(`numberFormat ${String(format)}: expected 'fixed' or 'dynamic'`);
   if (format === 'dynamic' && settings.compat === 'dac2020')
     throw new Error("numberFormat 'dynamic' with compat 'dac2020': the dac2020 arithmetic applies to 'fixed' only");
+  const range = parseWeightRange(settings.weightRange);
+  if (range === 'mse' && format !== 'dynamic')
+    throw new Error(
+      "weightRange 'mse' with numberFormat 'fixed': the weight range rule chooses 'dynamic' tensors' fractional lengths; 'fixed' has none to choose",
+    );
   return format;
 }
 

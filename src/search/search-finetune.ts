@@ -9,6 +9,7 @@
 import type { Dataset } from '../data/dataset.js';
 import type { CapsNet } from '../models/capsnet.js';
 import type { Calibration } from '../quant/calibration.js';
+import type { WeightRange } from '../quant/dynamic.js';
 import type { BitConfig } from '../quant/config.js';
 import type { ImageSource } from '../models/evaluate.js';
 import type { QuantizedModel } from '../quant/quantized-model.js';
@@ -58,6 +59,8 @@ export interface SearchFinetuneSettings {
   compat: RoundingCompat;
   seed: number;
   calibration: Calibration | null;
+  /** 'dynamic': the weight range rule (absent: 'max') */
+  weightRange?: WeightRange;
   batchSize: number;
   /** position -> image index: the search's evaluation order (hardest first) */
   order: Int32Array;
@@ -87,6 +90,7 @@ export async function finetuneForSearch(
         compat: s.compat,
         seed: s.seed,
         calibration: s.calibration,
+        weightRange: s.weightRange,
         testBatchSize: training.testBatchSize ?? s.batchSize,
         checkpointFilename: null,
         log: s.log,

@@ -9,6 +9,7 @@ import { checkImagesFit, type ImageSource } from '../models/evaluate.js';
 import { activationCounts } from '../quant/activation-volume.js';
 import { type Calibration, calibrate, calibrationHash, checkCalibration } from '../quant/calibration.js';
 import type { NumberFormat } from '../quant/config.js';
+import type { WeightRange } from '../quant/dynamic.js';
 import { checkQuantizeOptions, QuantizedModel } from '../quant/quantized-model.js';
 import { ModelQuantizer } from '../quant/quantized-forward.js';
 import type { RoundingCompat } from '../quant/methods.js';
@@ -52,6 +53,9 @@ export interface SearchOptions {
   calibrationImages?: number;
   /** 'dynamic': this calibration instead (calibrate(model, images, count)) */
   calibration?: Calibration;
+  /** 'dynamic': how weight tensors take their fractional lengths, 'max' (default) or 'mse'
+   *  (docs/quantization.md); 'mse' under 'fixed' is an error */
+  weightRange?: WeightRange;
   /** stochastic rounding's seed (default DEFAULT_SEED) */
   seed?: number;
   /** images per batch (default 100) */
@@ -110,6 +114,7 @@ export const SEARCH_DEFAULTS = {
   earlyStop: true,
   approximateMarginImages: 0,
   numberFormat: 'fixed' as NumberFormat,
+  weightRange: 'max' as WeightRange,
   calibrationImages: 500,
   finetuneEpochs: 0,
 };
@@ -201,6 +206,10 @@ function checkOptions(
       throw new Error(
         `searchModel: options.evalCache holds evaluations in the '${h.numberFormat ?? 'fixed'}' number format, options.numberFormat is '${r.numberFormat}'`,
       );
+    if ((h.weightRange ?? 'max') !== r.weightRange)
+      throw new Error(
+        `searchModel: options.evalCache holds evaluations with the '${h.weightRange ?? 'max'}' weight range rule, options.weightRange is '${r.weightRange}'`,
+      );
   }
   return r;
 }
@@ -227,7 +236,7 @@ export async function searchModel(
   checkCacheCalibration(options.evalCache, calibration);
   // the quantizer writes the weights of a copy, so the caller's model is never written
   const net = copyModel(model);
-  const quantizer = new ModelQuantizer(net, o.method, o.compat, o.seed, calibration);
+  const quantizer = new ModelQuantizer(net, o.method, o.compat, o.seed, calibration, o.weightRange);
   let phase: SearchProgress['phase'] = 'full-precision';
   const evaluator = new FastEvaluator(net, quantizer, test, {
     batchSize: o.batchSize,
@@ -289,6 +298,7 @@ export async function searchModel(
       compat: o.compat,
       seed: o.seed,
       calibration,
+      weightRange: o.weightRange,
     }),
     accuracy: m.result.accuracy,
     memoryMB: m.result.memoryMB,
@@ -300,6 +310,7 @@ export async function searchModel(
     compat: o.compat,
     seed: o.seed,
     calibration,
+    weightRange: o.weightRange,
     batchSize: o.batchSize,
     order: evaluator.imageOrder,
     training: options.finetune!,

@@ -8,6 +8,7 @@ import { copyModel } from '../models/factory.js';
 import type { CapsNet } from '../models/capsnet.js';
 import { checkImagesFit, type ImageSource } from '../models/evaluate.js';
 import type { Calibration } from '../quant/calibration.js';
+import { parseWeightRange, type WeightRange } from '../quant/dynamic.js';
 import {
   type BitConfig,
   countRange,
@@ -73,6 +74,8 @@ export interface SensitivityOptions {
   calibrationImages?: number;
   /** 'dynamic': this calibration instead */
   calibration?: Calibration;
+  /** 'dynamic': the weight range rule (default 'max'; see SearchOptions.weightRange) */
+  weightRange?: WeightRange;
   /** bit counts to try, each an integer in [0, 32] (fractional bits; widths in [1, 32] under
    *  'dynamic') */
   bits: readonly number[];
@@ -165,8 +168,10 @@ export async function sensitivityAnalysis(
     throw new Error(`sensitivityAnalysis: options.batchSize ${batchSize}: expected a positive integer`);
   if (!(cacheMB >= 0)) throw new Error(`sensitivityAnalysis: options.cacheMB ${cacheMB}: expected 0 or more`);
   let format: NumberFormat;
+  let weightRange: WeightRange;
   try {
-    format = checkSearchFormat({ numberFormat: options.numberFormat, compat: q.compat });
+    weightRange = parseWeightRange(options.weightRange);
+    format = checkSearchFormat({ numberFormat: options.numberFormat, compat: q.compat, weightRange });
   } catch (err) {
     throw new Error(`sensitivityAnalysis: options.${(err as Error).message}`, { cause: err });
   }
@@ -197,7 +202,7 @@ export async function sensitivityAnalysis(
   );
 
   const net = copyModel(model); // the quantizer writes its weights, never the caller's model
-  const quantizer = new ModelQuantizer(net, q.method, q.compat, q.seed, calibration);
+  const quantizer = new ModelQuantizer(net, q.method, q.compat, q.seed, calibration, weightRange);
   const evaluator = new FastEvaluator(net, quantizer, test, { batchSize, cacheMB, earlyStop: false });
   const plan = sensitivityCurves(model);
   const total = plan.length * bits.length;

@@ -17,6 +17,8 @@ export interface SweepModel {
   kind: 'satisfied' | 'memory' | 'accuracy';
   /** the number format of `bits` (absent in files from before the format: 'fixed') */
   number_format?: NumberFormat;
+  /** 'dynamic' weights' fractional lengths by the 'mse' rule (absent: 'max') */
+  weight_range?: 'mse';
   bits: SweepBits;
   /** percent, on the images the search decided on */
   accuracy: number;

@@ -13,6 +13,7 @@ import type { Dataset } from '../data/dataset.js';
 import { checkImagesFit, type ImageSource } from '../models/evaluate.js';
 import { activationCounts } from '../quant/activation-volume.js';
 import type { Calibration } from '../quant/calibration.js';
+import { parseWeightRange, type WeightRange } from '../quant/dynamic.js';
 import { bitsToLists, configKey, type NumberFormat } from '../quant/config.js';
 import { activationMemoryBits, BITS_PER_MB, formatMemoryBits, fullPrecisionMemoryMB } from '../quant/memory.js';
 import type { RoundingCompat } from '../quant/methods.js';
@@ -50,6 +51,8 @@ export interface SweepOptions {
   calibrationImages?: number;
   /** 'dynamic': this calibration instead */
   calibration?: Calibration;
+  /** 'dynamic': the weight range rule (default 'max'; see SearchOptions.weightRange) */
+  weightRange?: WeightRange;
   /** after each cell's search, fine-tune its memory model (branch B) this many epochs on
    *  finetune.train and evaluate it again (searchModel's finetuneEpochs; cells with the same
    *  method and bits share one fine-tuning). Default 0: nothing changes */
@@ -142,8 +145,10 @@ export async function runSweep(model: CapsNet, test: ImageSource, o: SweepOption
   const layers = model.quantLayers;
   const paramCounts = layers.map((l) => l.paramCount);
   let format: NumberFormat;
+  let weightRange: WeightRange;
   try {
-    format = checkSearchFormat({ numberFormat: o.numberFormat, compat: o.compat });
+    weightRange = parseWeightRange(o.weightRange);
+    format = checkSearchFormat({ numberFormat: o.numberFormat, compat: o.compat, weightRange });
   } catch (err) {
     throw new Error(`runSweep: options.${(err as Error).message}`, { cause: err });
   }
@@ -197,7 +202,7 @@ export async function runSweep(model: CapsNet, test: ImageSource, o: SweepOption
     const mine = cells.filter((c) => c.method === method);
     if (mine.length === 0) continue;
     // one method at a time: its quantizer writes the weights of `net` until restore()
-    const quantizer = new ModelQuantizer(net, method, o.compat, o.seed, calibration);
+    const quantizer = new ModelQuantizer(net, method, o.compat, o.seed, calibration, weightRange);
     const fast = new FastEvaluator(net, quantizer, test, {
       batchSize: o.batchSize,
       cacheMB: o.cacheMB,
@@ -231,6 +236,7 @@ export async function runSweep(model: CapsNet, test: ImageSource, o: SweepOption
           const model0: SweepModel = {
             kind: m.kind,
             number_format: format,
+            ...(weightRange === 'mse' ? { weight_range: weightRange } : {}),
             bits,
             accuracy: m.result.accuracy,
             testAccuracy: null,
@@ -255,6 +261,7 @@ export async function runSweep(model: CapsNet, test: ImageSource, o: SweepOption
                   compat: o.compat,
                   seed: o.seed,
                   calibration,
+                  weightRange,
                   batchSize: o.batchSize,
                   order: fast.imageOrder,
                   training: o.finetune!,

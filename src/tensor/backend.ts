@@ -253,4 +253,9 @@ export interface Kernels {
   permute(x: Float32Array, shape: readonly number[], perm: readonly number[], y: Float32Array): void;
   /** y[i] = q(x[i]) for i < n (x and y may be the same buffer). */
   quantize(x: Float32Array, y: Float32Array, n: number, q: QuantSpec): void;
+  /** errors[j] = sum_i (q_j(x[i]) - x[i])^2 over i < n, for j < count (1 to 9): q_j
+   *  round-to-nearest (ties to even) at 2^-(frac0 + j), saturating to `width` bits as the
+   *  'dynamic' format does (dynamicRange); float64, each sum in index order, NaN left out. Both
+   *  backends give the same bits (src/tensor/ts/frac-errors.ts). */
+  fracErrors(x: Float32Array, n: number, frac0: number, count: number, width: number, errors: Float64Array): void;
 }

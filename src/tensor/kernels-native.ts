@@ -66,6 +66,7 @@ interface Addon {
     dbias: Float32Array,
   ): void;
   quantize(x: Float32Array, y: Float32Array, n: number, q: Float64Array): void;
+  fracErrors(x: Float32Array, n: number, frac0: number, count: number, width: number, errors: Float64Array): void;
   reluMask(dy: Float32Array, y: Float32Array, n: number): void;
   permute(x: Float32Array, shape: Int32Array, perm: Int32Array, y: Float32Array): void;
   squashForward(s: Float32Array, v: Float32Array, rows: number, D: number): void;
@@ -206,6 +207,7 @@ export function loadNativeKernels(): { kernels: Kernels; info: string } {
     routingBackward: (g, votes, saveS, saveC, dv, dvotes, dbias) =>
       addon.routingBackward(routingGeom(g), votes, saveS, saveC, dv, dvotes, dbias),
     quantize: (x, y, n, q) => addon.quantize(x, y, n, packQuant(q)),
+    fracErrors: (x, n, frac0, count, width, errors) => addon.fracErrors(x, n, frac0, count, width, errors),
     reluMask: (dy, y, n) => addon.reluMask(dy, y, n),
     permute: (x, shape, perm, y) => addon.permute(x, Int32Array.from(shape), Int32Array.from(perm), y),
     adamUpdate: (p, g, m, v, n, b1, c1, b2, c2, stepSize, bc2sqrt, eps) =>

@@ -13,6 +13,7 @@ import {
   squashRowsTs,
 } from './ts/elementwise.js';
 import { sgemmTs } from './ts/gemm.js';
+import { fracErrorsTs } from './ts/frac-errors.js';
 import { quantizeTs } from './ts/quantize.js';
 import { capsulesForwardTs, routingBackwardTs, routingForwardTs } from './ts/routing.js';
 
@@ -33,6 +34,7 @@ export const typescriptKernels: Kernels = {
   capsulesForward: capsulesForwardTs,
   routingBackward: routingBackwardTs,
   quantize: quantizeTs,
+  fracErrors: fracErrorsTs,
   adamUpdate: adamUpdateTs,
   squashRows: squashRowsTs,
   squashRowsBackward: squashRowsBackwardTs,
