@@ -9,13 +9,15 @@
 // CPU runs, at 1 and 2 threads, with the build's CBLAS and the built-in GEMM, it runs the
 // forward on the same images and compares: the same predictions and class lengths within 1e-6
 // (the C prints %.9g; both compute every float in one order, so the figure printed is 0).
-//   npm run check:c-export [-- --images N] [--shallow FILE] [--deepcaps FILE] [--json]
+// --packed FILE[,FILE...] checks those packed quantized files (a fine-tuned model, a search's
+// pick) instead of the three quantizations.
+//   npm run check:c-export [-- --images N] [--shallow FILE] [--deepcaps FILE] [--packed FILES] [--json]
 // Exit status 1 when any path differs.
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadDataset } from '../src/data/load.js';
-import { writeQuantizedModel } from '../src/export/quantized-file.js';
+import { readQuantizedModel, writeQuantizedModel } from '../src/export/quantized-file.js';
 import { readStateDict } from '../src/io/pt.js';
 import type { CapsNet } from '../src/models/capsnet.js';
 import { sourceBatch } from '../src/models/evaluate.js';
@@ -114,52 +116,64 @@ function main(): number {
     maxDiff: number;
   }[] = [];
   try {
-    for (const m of MODELS) {
-      const { model, source } = loadModel(m);
-      const train = loadDataset('fashion-mnist', 'train', { limit: 200 });
-      const quantizations = [
-        {
-          tag: 'round_to_nearest',
-          q: () => quantize(model, bitsFromLists(model.quantLayers, m.bits), { method: 'round_to_nearest' }),
-        },
-        {
-          tag: 'logarithmic, dac2020',
-          q: () =>
-            quantize(model, bitsFromLists(model.quantLayers, m.bits), { method: 'logarithmic', compat: 'dac2020' }),
-        },
-        {
-          tag: 'round_to_nearest, dynamic',
-          q: () =>
-            quantize(model, bitsFromLists(model.quantLayers, m.dynamicBits, 'bits', 'dynamic'), {
-              method: 'round_to_nearest',
-              calibration: calibrate(model, train, 200),
-            }),
-        },
-      ];
-      for (const [i, { tag, q: make }] of quantizations.entries()) {
-        const q = make();
-        const file = join(dir, `${m.flag}_${i}.safetensors`);
-        writeQuantizedModel(file, q);
-        const t0 = performance.now();
-        const { binary } = exportAndBuild(file, join(dir, `${m.flag}_${i}`));
-        const c = runC(binary, images, n);
-        console.log(
-          `${m.name} (${source}), ${tag}: C built and run on ${n} images (${((performance.now() - t0) / 1000).toFixed(1)} s)`,
-        );
-        for (const p of paths) {
-          const f = withPath(p, () => forwardLengths(q, n));
-          let mismatches = 0;
-          let maxDiff = 0;
-          for (let img = 0; img < n; img++) {
-            if (f.pred[img] !== c.pred[img]) mismatches++;
-            for (let k = 0; k < 10; k++)
-              maxDiff = Math.max(maxDiff, Math.abs(f.lengths[img * 10 + k] - Math.fround(c.lengths[img][k])));
-          }
-          rows.push({ model: m.name, source, quantization: tag, path: pathName(p), mismatches, maxDiff });
-          console.log(
-            `  ${pathName(p)}: ${mismatches} predictions differ, class lengths within ${maxDiff}${mismatches === 0 && maxDiff <= TOLERANCE ? '' : '  DIFFERENT'}`,
-          );
+    const checked: { name: string; source: string; tag: string; file: string; q: QuantizedModel }[] = [];
+    const packed = arg('packed', '');
+    if (packed)
+      for (const file of packed.split(',')) {
+        if (!existsSync(file)) throw new Error(`--packed ${file}: no such file`);
+        const { quantized: q } = readQuantizedModel(file);
+        checked.push({ name: q.model.kind, source: file, tag: 'as packed', file, q });
+      }
+    else
+      for (const m of MODELS) {
+        const { model, source } = loadModel(m);
+        const train = loadDataset('fashion-mnist', 'train', { limit: 200 });
+        const quantizations: [string, () => QuantizedModel][] = [
+          [
+            'round_to_nearest',
+            () => quantize(model, bitsFromLists(model.quantLayers, m.bits), { method: 'round_to_nearest' }),
+          ],
+          [
+            'logarithmic, dac2020',
+            () =>
+              quantize(model, bitsFromLists(model.quantLayers, m.bits), { method: 'logarithmic', compat: 'dac2020' }),
+          ],
+          [
+            'round_to_nearest, dynamic',
+            () =>
+              quantize(model, bitsFromLists(model.quantLayers, m.dynamicBits, 'bits', 'dynamic'), {
+                method: 'round_to_nearest',
+                calibration: calibrate(model, train, 200),
+              }),
+          ],
+        ];
+        for (const [i, [tag, make]] of quantizations.entries()) {
+          const q = make();
+          const file = join(dir, `${m.flag}_${i}.safetensors`);
+          writeQuantizedModel(file, q);
+          checked.push({ name: m.name, source, tag, file, q });
         }
+      }
+    for (const [i, { name, source, tag, file, q }] of checked.entries()) {
+      const t0 = performance.now();
+      const { binary } = exportAndBuild(file, join(dir, `c${i}`));
+      const c = runC(binary, images, n);
+      console.log(
+        `${name} (${source}), ${tag}: C built and run on ${n} images (${((performance.now() - t0) / 1000).toFixed(1)} s)`,
+      );
+      for (const p of paths) {
+        const f = withPath(p, () => forwardLengths(q, n));
+        let mismatches = 0;
+        let maxDiff = 0;
+        for (let img = 0; img < n; img++) {
+          if (f.pred[img] !== c.pred[img]) mismatches++;
+          for (let k = 0; k < 10; k++)
+            maxDiff = Math.max(maxDiff, Math.abs(f.lengths[img * 10 + k] - Math.fround(c.lengths[img][k])));
+        }
+        rows.push({ model: name, source, quantization: tag, path: pathName(p), mismatches, maxDiff });
+        console.log(
+          `  ${pathName(p)}: ${mismatches} predictions differ, class lengths within ${maxDiff}${mismatches === 0 && maxDiff <= TOLERANCE ? '' : '  DIFFERENT'}`,
+        );
       }
     }
   } finally {
