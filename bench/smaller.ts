@@ -12,7 +12,7 @@
 // smallest one that works, and each fine-tuning epoch costs minutes). The last line is one JSON
 // object (keys in docs/benchmarks.md).
 //   npm run bench:smaller [-- --model-kind ShallowCapsNet|DeepCaps|both|none] [--finetune-epochs N]
-//                         [--test-size N] [--steps N]
+//                         [--test-size N] [--steps N] [--variants fixed_ptq,dynamic_mse_ft,...]
 // (--model-kind none: only the fine-tuning step's cost, finetune_step_ratio, bench/finetune-step.ts)
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
@@ -144,6 +144,21 @@ async function main(): Promise<void> {
   const epochs = Number(arg('finetune-epochs', '2'));
   if (!Number.isInteger(epochs) || epochs < 1)
     throw new Error(`--finetune-epochs ${epochs}: expected a positive integer`);
+  const all = [
+    { format: 'fixed', finetuneEpochs: 0 },
+    { format: 'dynamic', finetuneEpochs: 0 },
+    { format: 'dynamic', weightRange: 'mse', finetuneEpochs: 0 },
+    { format: 'fixed', finetuneEpochs: epochs },
+    { format: 'dynamic', finetuneEpochs: epochs },
+    { format: 'dynamic', weightRange: 'mse', finetuneEpochs: epochs },
+  ] as Variant[];
+  // --variants fixed_ptq,dynamic_mse_ft,...: only those (each fine-tuned one is hours of the
+  // training set on 2 cores)
+  const names = all.map(variantKey);
+  const chosen = process.argv.includes('--variants') ? arg('variants', '').split(',') : names;
+  for (const c of chosen)
+    if (!names.includes(c)) throw new Error(`--variants ${c}: expected a comma-separated list of ${names.join(', ')}`);
+  const variants = all.filter((v) => chosen.includes(variantKey(v)));
   const out: Record<string, number | null> = {};
   const prefix: Record<string, string> = { ShallowCapsNet: 'shallow', DeepCaps: 'deepcaps' };
   for (const kindName of kinds) {
@@ -151,14 +166,7 @@ async function main(): Promise<void> {
     const modelFile = benchModel(kind);
     const testSize = Number(arg('test-size', String(kind.testSize)));
     const p = prefix[kindName];
-    for (const v of [
-      { format: 'fixed', finetuneEpochs: 0 },
-      { format: 'dynamic', finetuneEpochs: 0 },
-      { format: 'dynamic', weightRange: 'mse', finetuneEpochs: 0 },
-      { format: 'fixed', finetuneEpochs: epochs },
-      { format: 'dynamic', finetuneEpochs: epochs },
-      { format: 'dynamic', weightRange: 'mse', finetuneEpochs: epochs },
-    ] as Variant[]) {
+    for (const v of variants) {
       const { fp, result } = runVariant(kindName, modelFile, v, testSize);
       out[`${p}_fp_accuracy`] = fp;
       out[`${p}_${variantKey(v)}_x`] = Number(result.reduction.toFixed(3));
