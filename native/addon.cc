@@ -6,6 +6,7 @@
 #include <string>
 #include <type_traits>
 
+#include "fixedpoint.h"
 #include "isa.h"
 #include "kernels.h"
 #include "settings.h"
@@ -243,6 +244,12 @@ Napi::Value IsaInfo(const Napi::CallbackInfo& info) {
   o.Set("active", qc::isa_name(qc::active_isa()));
   o.Set("cpu", qc::isa_name(qc::cpu_isa()));
   return o;
+}
+
+// portableKernelsDisagree(trials) -> how many pseudo-random calls of the portable level's
+// micro-kernel and of the plain C++ loops give different integers (0 expected)
+Napi::Value PortableKernelsDisagree(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), qc::fixedpoint::portable_kernels_disagree(info[0].As<Napi::Number>().Int32Value()));
 }
 
 Napi::Value Conv2dBackwardData(const Napi::CallbackInfo& info) {
@@ -492,6 +499,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("conv2dForwardFixedPoint", Napi::Function::New(env, Conv2dForwardFixedPoint));
   exports.Set("configure", Napi::Function::New(env, Configure));
   exports.Set("isaInfo", Napi::Function::New(env, IsaInfo));
+  exports.Set("portableKernelsDisagree", Napi::Function::New(env, PortableKernelsDisagree));
   exports.Set("conv2dBackwardData", Napi::Function::New(env, Conv2dBackwardData));
   exports.Set("conv2dBackwardWeight", Napi::Function::New(env, Conv2dBackwardWeight));
   exports.Set("routingForward", Napi::Function::New(env, RoutingForward));

@@ -10,8 +10,12 @@
 // scalar int64 -> float cast rounds to nearest even, as vcvtqq2ps does).
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "fixedpoint.h"
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <emmintrin.h>
+#endif
 
 namespace qc::fixedpoint {
 
@@ -57,6 +61,35 @@ void micro_kernel_portable(const int16_t* const* a, int pairs, int seg, const in
   }
   store_totals(totals, c, assign, sc);
 }
+
+#if defined(__x86_64__) && defined(__GNUC__)
+// ---- portable on x86-64: the baseline's SSE2 (every x86-64 CPU has it) has pmaddwd, which the
+// compilers do not find in the plain loops above; the same sums, 8 xmm accumulators a row
+void micro_kernel_sse2(const int16_t* const* a, int pairs, int seg, const int16_t* b, int64_t* const* c, bool assign,
+                       const Scatter* sc) {
+  alignas(16) int64_t totals[kRows][kLanes];
+  for (int i = 0; i < kRows; i++) {
+    for (int p0 = 0; p0 < pairs; p0 += seg) {
+      const int p1 = std::min(pairs, p0 + seg);
+      __m128i s[8];
+      for (int v = 0; v < 8; v++) s[v] = _mm_setzero_si128();
+      for (int p = p0; p < p1; p++) {
+        const __m128i* bp = (const __m128i*)(b + (size_t)p * 2 * kLanes);
+        int32_t pair;
+        std::memcpy(&pair, a[i] + 2 * p, sizeof pair);
+        const __m128i av = _mm_set1_epi32(pair);
+        for (int v = 0; v < 8; v++) s[v] = _mm_add_epi32(s[v], _mm_madd_epi16(av, _mm_loadu_si128(bp + v)));
+      }
+      alignas(16) int32_t sums[kLanes];
+      for (int v = 0; v < 8; v++) _mm_store_si128((__m128i*)sums + v, s[v]);
+      for (int l = 0; l < kLanes; l++) totals[i][l] = (p0 == 0 ? 0 : totals[i][l]) + sums[l];
+    }
+    if (pairs == 0)
+      for (int l = 0; l < kLanes; l++) totals[i][l] = 0;
+  }
+  store_totals(totals, c, assign, sc);
+}
+#endif
 
 void to_float_rows_portable(const int64_t* acc, int o0, int o1, int shift, float scale, const float* bias, bool relu,
                             float* y) {
@@ -255,7 +288,37 @@ Kernels kernels_for(Isa isa) {
 #else
   (void)isa;
 #endif
+#if defined(__x86_64__) && defined(__GNUC__)
+  return {micro_kernel_sse2, to_float_rows_portable};
+#else
   return {micro_kernel_portable, to_float_rows_portable};
+#endif
+}
+
+int portable_kernels_disagree(int trials) {
+  // pseudo-random rows, blocks, lengths and segments within the int32 bounds (|a|, |b| <= 2^14,
+  // at most 3 pairs a segment: |sum| < 2^31); with and without a scatter
+  uint32_t x = 12345;
+  const auto next = [&x]() { return x = x * 1664525u + 1013904223u; };
+  int bad = 0;
+  for (int t = 0; t < trials; t++) {
+    const int pairs = (int)(next() >> 28) + 1, seg = (int)(next() % 3) + 1;
+    std::vector<int16_t> rows((size_t)kRows * 2 * pairs), blk((size_t)pairs * 2 * kLanes);
+    for (auto& v : rows) v = (int16_t)((int)(next() >> 17) - 16384);
+    for (auto& v : blk) v = (int16_t)((int)(next() >> 17) - 16384);
+    const int16_t* a[kRows];
+    for (int i = 0; i < kRows; i++) a[i] = rows.data() + (size_t)i * 2 * pairs;
+    Scatter sc;
+    sc.n = 2, sc.offset[1] = kLanes, sc.sign[0] = 1, sc.sign[1] = -1, sc.shift = (int)(next() >> 30);
+    const bool scatter = t % 3 == 2, assign = t % 3 == 0;
+    std::vector<int64_t> got((size_t)kRows * 2 * kLanes, 7), want(got);
+    int64_t *cg[kRows], *cw[kRows];
+    for (int i = 0; i < kRows; i++) cg[i] = got.data() + (size_t)i * 2 * kLanes, cw[i] = want.data() + (size_t)i * 2 * kLanes;
+    kernels_for(Isa::portable).micro_kernel(a, pairs, seg, blk.data(), cg, assign, scatter ? &sc : nullptr);
+    micro_kernel_portable(a, pairs, seg, blk.data(), cw, assign, scatter ? &sc : nullptr);
+    if (got != want) bad++;
+  }
+  return bad;
 }
 
 }  // namespace qc::fixedpoint

@@ -90,6 +90,10 @@ struct Kernels {
                         float* y);
 };
 Kernels kernels_for(Isa isa);
+// How many of `trials` pseudo-random micro-kernel calls the portable level's kernel (SSE2 on
+// x86-64) and the plain C++ loops (every other CPU) disagree on (0: the same integers); the
+// plain loops run nowhere else on x86, so the tests check them here.
+int portable_kernels_disagree(int trials);
 
 // The transformed, packed weights of the integer Winograd for one set of weights (fixedwino.cc),
 // per plan (pieces of up to 3 or 2 taps); kept with the direct kernel's packing of the same

@@ -15,7 +15,7 @@ import { writeStateDict } from '../src/io/pt.js';
 import { loadDataset } from '../src/data/index.js';
 import { buildModel } from '../src/models/index.js';
 import { sourceBatch } from '../src/models/evaluate.js';
-import { isaInfo, setIsa } from '../src/tensor/kernels-native.js';
+import { isaInfo, portableKernelsDisagree, setIsa } from '../src/tensor/kernels-native.js';
 import { kernels, useKernels } from '../src/tensor/kernels.js';
 import type { FixedPointConvMethod, Kernels } from '../src/tensor/backend.js';
 import { readSettings, ISA_LEVELS } from '../src/settings.js';
@@ -81,6 +81,11 @@ for (const [name, args] of [
     for (const m of ['winograd', 'direct', 'limbs'] as const)
       assert.ok(methods.has(m), `the exact convolutions ran as '${m}' (${[...methods].join(', ')})`);
   });
+
+test("the portable level's micro-kernel (SSE2 on x86-64) and the plain loops of other CPUs give the same integers", (t) => {
+  if (!requireNative(t)) return;
+  assert.equal(portableKernelsDisagree(3000), 0);
+});
 
 test('QCAPS_ISA: an unknown level is one error naming the variable and the accepted values', () => {
   assert.throws(

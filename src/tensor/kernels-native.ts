@@ -14,6 +14,7 @@ interface Addon {
   conv2dForwardFixedPoint(...args: unknown[]): FixedPointConvMethod | null;
   configure(s: Partial<NativeSettings> & { isa?: IsaLevel }): void;
   isaInfo(): { active: IsaLevel; cpu: IsaLevel };
+  portableKernelsDisagree(trials: number): number;
   blasInfo(): string;
   setGemm(which: string | null, isa?: string): string;
   sgemm(...args: unknown[]): void;
@@ -146,6 +147,13 @@ function forceIsa(addon: Addon, level: IsaLevel, source: string): void {
 /** The level the exact fixed-point kernels run at, and the best this CPU and build allow. */
 export function isaInfo(): { active: IsaLevel; cpu: IsaLevel } {
   return loadAddon().isaInfo();
+}
+
+/** How many of `trials` pseudo-random calls of the exact convolutions' portable micro-kernel
+ *  (SSE2 on x86-64) and of the plain C++ loops that other CPUs run disagree (0: the same
+ *  integers). x86 never runs the plain loops otherwise: the tests check them through this. */
+export function portableKernelsDisagree(trials: number): number {
+  return loadAddon().portableKernelsDisagree(trials);
 }
 
 /** Which GEMM the addon runs: 'blas' (the CBLAS the build found; the default there) or
