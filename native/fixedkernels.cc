@@ -5,7 +5,8 @@
 //   avx512vnni  vpdpwssd: 32 products into 16 int32 sums per instruction (zmm)
 //   avx512      vpmaddwd + vpaddd on zmm: the same work in two instructions
 //   avx2        vpmaddwd + vpaddd on ymm: half of that again
-//   portable    plain int32/int64 loops (the compiler vectorises what it can: NEON, SSE2)
+//   portable    on x86-64 the baseline's SSE2 pmaddwd; elsewhere plain int32/int64 loops (the
+//               compiler vectorises what it can, e.g. NEON), checked against the SSE2 one
 // and the conversion of the exact totals to float32 (correctly rounded by every path: a
 // scalar int64 -> float cast rounds to nearest even, as vcvtqq2ps does).
 #include <algorithm>
