@@ -14,6 +14,7 @@ import {
   type RunSettings,
 } from '../train/checkpoint.js';
 import { checkOutputPath } from '../train/checks.js';
+import type { StepOptionName } from '../train/options.js';
 import { NonFiniteTrainingError, runIdentity, trainModel } from '../train/trainer.js';
 import type { Flags, Options } from './flags.js';
 import { decoderFromFlags, loadTestSplit, loadTrainingSplit, type Log, modelFromFlags } from './inputs.js';
@@ -40,19 +41,7 @@ export interface TrainingInputs {
 /** The numeric training settings of the flags (checkFlagValues checked them); `finetune` takes
  *  the same flags. */
 export function trainSettings(
-  o: Pick<
-    TrainFlags,
-    | 'epochs'
-    | 'lr'
-    | 'batchSize'
-    | 'logInterval'
-    | 'regularizationScale'
-    | 'decaySteps'
-    | 'decayRate'
-    | 'hardTraining'
-    | 'seed'
-    | 'testBatchSize'
-  >,
+  o: Pick<TrainFlags, StepOptionName | 'epochs' | 'seed'>,
 ): RunSettings & { logInterval: number } {
   return {
     epochs: o.epochs,

@@ -36,6 +36,7 @@ import {
   type ResolvedSettings,
   resolveModules,
   resolveSettings,
+  type StepOptionName,
   type TrainOptions,
 } from '../train/options.js';
 import type { TrainSummary } from '../train/summary.js';
@@ -52,14 +53,7 @@ export interface FinetuneData {
 /** Training's options that fine-tuning takes (the same meanings and defaults: TrainOptions). */
 type TrainingOptions = Pick<
   TrainOptions,
-  | 'lr'
-  | 'batchSize'
-  | 'logInterval'
-  | 'regularizationScale'
-  | 'decaySteps'
-  | 'decayRate'
-  | 'hardTraining'
-  | 'testBatchSize'
+  | StepOptionName
   | 'checkpointEvery'
   | 'threads'
   | 'augment'

@@ -16,24 +16,13 @@ import type { QuantizedModel } from '../quant/quantized-model.js';
 import type { QuantMethod } from '../tensor/backend.js';
 import type { RoundingCompat } from '../quant/methods.js';
 import { NonFiniteTrainingError } from '../train/non-finite.js';
+import type { StepOptionName } from '../train/options.js';
 import { finetuneRun, type FinetuneOptions } from './finetune.js';
 
 /** What fine-tuning inside a search trains with (training's options: FinetuneOptions). */
 export interface SearchFinetuneOptions extends Pick<
   FinetuneOptions,
-  | 'lr'
-  | 'batchSize'
-  | 'logInterval'
-  | 'regularizationScale'
-  | 'decaySteps'
-  | 'decayRate'
-  | 'hardTraining'
-  | 'testBatchSize'
-  | 'threads'
-  | 'augment'
-  | 'progress'
-  | 'progressStream'
-  | 'decoder'
+  StepOptionName | 'threads' | 'augment' | 'progress' | 'progressStream' | 'decoder'
 > {
   /** the images it trains on: the training set (never the images the search decides on) */
   train: Dataset;

@@ -18,6 +18,18 @@ export interface ModuleSpec {
   args: readonly number[];
 }
 
+/** The options of each optimizer step and test pass, by name: what `train`, `finetune` and a
+ *  search's fine-tuning all take, with TrainOptions' meanings and defaults. */
+export type StepOptionName =
+  | 'lr'
+  | 'batchSize'
+  | 'logInterval'
+  | 'regularizationScale'
+  | 'decaySteps'
+  | 'decayRate'
+  | 'hardTraining'
+  | 'testBatchSize';
+
 export interface TrainOptions {
   /** A built model, or its name and args (buildModel). */
   model: CapsNet | ModuleSpec;
