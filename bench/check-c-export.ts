@@ -76,7 +76,7 @@ function forwardLengths(q: QuantizedModel, n: number): { pred: number[]; lengths
   const pred: number[] = [];
   const lengths = new Float32Array(n * 10);
   for (let b = 0; b * 100 < n; b++) {
-    const caps = q.forward(sourceBatch(data, b, Math.min(100, n - b * 100)), b);
+    const caps = q.forward(sourceBatch(data, b, 100), b);
     const [B, K, D] = caps.shape;
     for (let i = 0; i < B; i++) {
       pred.push(predictedClass(caps, i));
