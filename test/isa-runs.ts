@@ -35,6 +35,28 @@ export function runnableLevels(): { levels: IsaLevel[]; skipped: [IsaLevel, stri
 /** Whether this build has a CBLAS besides the built-in GEMM. */
 export const hasBlas = () => !blasInfo().includes('no CBLAS');
 
+/** Every path to compare, the best level at 1 thread with the build's GEMM first: each level
+ *  this CPU runs, at 1 and 2 threads, with the build's CBLAS (if any) and the built-in GEMM. */
+export function kernelPaths(levels: readonly IsaLevel[]): KernelPath[] {
+  const gemms = hasBlas() ? (['blas', 'builtin'] as const) : (['builtin'] as const);
+  const paths: KernelPath[] = [];
+  for (const isa of levels) for (const threads of [1, 2]) for (const gemm of gemms) paths.push({ isa, threads, gemm });
+  return paths;
+}
+
+/** Each capsule's length as the C export's class_lengths_of computes it: squares summed in
+ *  double, the root rounded to float32 ([B, K, D] capsules -> B * K lengths). */
+export function classLengths(caps: Tensor): Float32Array {
+  const [B, K, D] = caps.shape;
+  const l = new Float32Array(B * K);
+  for (let i = 0; i < B * K; i++) {
+    let s = 0;
+    for (let d = 0; d < D; d++) s += caps.data[i * D + d] ** 2;
+    l[i] = Math.fround(Math.sqrt(s));
+  }
+  return l;
+}
+
 /** Runs fn with the kernels set to path, restoring the best level, the GEMM and the threads. */
 export function withPath<T>(p: KernelPath, fn: () => T): T {
   const threads = kernels().getThreads();
@@ -81,17 +103,7 @@ export function cases(name: string, model: CapsNet, calibration: Calibration | n
         what: `${name}, ${method}, ${compat}${format === 'dynamic' ? ', dynamic' : ''}`,
         method,
         compat,
-        lengths: (x) => {
-          const caps = q.forward(x, 0);
-          const [B, K, D] = caps.shape;
-          const l = new Float32Array(B * K);
-          for (let i = 0; i < B * K; i++) {
-            let s = 0;
-            for (let d = 0; d < D; d++) s += caps.data[i * D + d] ** 2;
-            l[i] = Math.fround(Math.sqrt(s));
-          }
-          return l;
-        },
+        lengths: (x) => classLengths(q.forward(x, 0)),
       });
     }
   return out;
