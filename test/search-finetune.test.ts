@@ -3,7 +3,8 @@
 // the training images, evaluated again on the images the search decided on, and reported with
 // its accuracy before; it is 'satisfied' exactly when it reaches the minimum accuracy; its packed
 // file reloads in `evaluate` to the reported count; 0 epochs writes what no flag writes; cells of
-// the sweep with the same bits share one fine-tuning; a bad --finetune-epochs is one error.
+// the sweep with the same bits share one fine-tuning; training's step flags reach it; a bad
+// --finetune-epochs is one error.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -185,6 +186,40 @@ test('sweep --finetune-epochs 1: rows give the accuracy after fine-tuning; cells
   const runs = (r.stdout + r.stderr).match(/fine-tuning the memory model/g) ?? [];
   assert.equal(runs.length, distinct.size, 'one fine-tuning per distinct configuration');
   assert.match(readFileSync(join(out, 'net_sweep.html'), 'utf8'), /fine-tuned 1 ep\., from/);
+});
+
+test("--regularization-scale, --decay-steps and --decay-rate reach the search's fine-tuning", () => {
+  const out = join(dir, 'steps');
+  const r = run([
+    ...SEARCH,
+    '--memory-budget',
+    '0.9',
+    '--accuracy-tolerance',
+    '0.5',
+    '--finetune-epochs',
+    '1',
+    '--regularization-scale',
+    '0',
+    '--decay-steps',
+    '1',
+    '--decay-rate',
+    '0.5',
+    '--output-dir',
+    out,
+  ]);
+  assert.equal(r.status, 0, r.stderr);
+  // no reconstruction loss: the total is the margin loss (the default adds 0.0005 x the decoder's)
+  const step = /Total loss: ([\d.]+),\s+Margin loss: ([\d.]+),\s+Reconstruction loss: ([\d.]+)/.exec(
+    r.stdout + r.stderr,
+  );
+  assert.ok(step, r.stdout + r.stderr);
+  assert.ok(Number(step[3]) > 0, 'the decoder still reconstructs');
+  assert.equal(step[1], step[2], 'total = margin loss at --regularization-scale 0');
+  const report = JSON.parse(readFileSync(join(out, 'net_qcapsnets.json'), 'utf8')) as SearchReport;
+  assert.deepEqual(
+    [report.settings['regularization-scale'], report.settings['decay-steps'], report.settings['decay-rate']],
+    [0, 1, 0.5],
+  );
 });
 
 test('--finetune-epochs that is not a non-negative integer is one error line before any work', () => {

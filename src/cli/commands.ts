@@ -27,6 +27,15 @@ import type { WeightRange } from '../quant/dynamic.js';
 
 const seconds = (started: number) => (performance.now() - started) / 1000;
 
+/** The training settings of --finetune-epochs (the search's and the sweep's fine-tuning). */
+const finetuneSteps = (o: Options<'search'> | Options<'sweep'>) => ({
+  lr: o.lr,
+  batchSize: o.batchSize,
+  regularizationScale: o.regularizationScale,
+  decaySteps: o.decaySteps,
+  decayRate: o.decayRate,
+});
+
 /**
  * `qcapsnets search`, and the command line without a command: training (unless --no-training)
  * then the search on the best model, as the reference's main.py.
@@ -68,8 +77,7 @@ export async function searchCommand(
           finetuneEpochs: o.finetuneEpochs,
           finetune: {
             train: split.train,
-            lr: o.lr,
-            batchSize: o.batchSize,
+            ...finetuneSteps(o),
             decoder: all && training ? { name: all.decoder, args: all.decoderArgs } : undefined,
           },
         }
@@ -155,7 +163,7 @@ export async function sweepCommand(o: Options<'sweep'>, log: Log): Promise<numbe
     test,
     grid,
     shard,
-    ...(train ? { finetuneEpochs: o.finetuneEpochs, finetune: { train, lr: o.lr, batchSize: o.batchSize } } : {}),
+    ...(train ? { finetuneEpochs: o.finetuneEpochs, finetune: { train, ...finetuneSteps(o) } } : {}),
     compat: o.roundingCompat as RoundingCompat,
     numberFormat: o.numberFormat as NumberFormat,
     weightRange: o.weightRange as WeightRange,
@@ -180,7 +188,7 @@ export async function sweepCommand(o: Options<'sweep'>, log: Log): Promise<numbe
       ...(o.weightRange === 'mse' ? { weightRange: o.weightRange } : {}),
       // (absent without fine-tuning, likewise)
       ...(o.finetuneEpochs > 0
-        ? { finetuneEpochs: o.finetuneEpochs, lr: o.lr, batchSize: o.batchSize, trainLimit: o.trainLimit }
+        ? { finetuneEpochs: o.finetuneEpochs, ...finetuneSteps(o), trainLimit: o.trainLimit }
         : {}),
     },
     log,

@@ -110,7 +110,7 @@ export const FLAGS = {
   'finetune-epochs': {
     kind: 'int',
     default: 0,
-    help: "after the search, fine-tune the model that meets the memory budget but misses the accuracy target (branch B's memory model) N epochs on the training images (--lr, --batch-size, --train-limit), evaluate it again on the images the search decided on; it is saved as satisfied if it now meets the target (0: none)",
+    help: "after the search, fine-tune the model that meets the memory budget but misses the accuracy target (branch B's memory model) N epochs on the training images (--lr, --batch-size, --regularization-scale, --decay-steps, --decay-rate, --train-limit), evaluate it again on the images the search decided on; it is saved as satisfied if it now meets the target (0: none)",
   },
   'calibration-images': {
     kind: 'int',
@@ -252,7 +252,15 @@ const TRAINING = [
   'checkpoint-every',
 ] as const;
 /** fine-tuning inside the search and the sweep (--finetune-epochs) */
-const FINETUNE_AFTER = ['finetune-epochs', 'lr', 'batch-size', 'train-limit'] as const;
+const FINETUNE_AFTER = [
+  'finetune-epochs',
+  'lr',
+  'batch-size',
+  'regularization-scale',
+  'decay-steps',
+  'decay-rate',
+  'train-limit',
+] as const;
 const SEARCH = [
   ...FORMAT,
   ...FINETUNE_AFTER,
