@@ -59,8 +59,8 @@ export const KINDS: Record<string, BenchKind> = {
  *  ShallowCapsNet by the README's recipe (`qcapsnets train --dataset fashion-mnist`) for 7
  *  epochs, the best kept (about 5 minutes an epoch on 2 cores, 35 in all; measured here: 80.35,
  *  84.46, 85.70, 86.70, 86.64, 87.83 and 88.23% after epochs 1-7), DeepCaps by the bench's
- *  DeepCaps recipe over the whole training set for 2 epochs (88.31% in docs/benchmarks.md;
- *  about 15 minutes an epoch on 2 idle cores). */
+ *  DeepCaps recipe over the whole training set for 2 epochs (measured here: 86.11 and 88.17%;
+ *  about 15 minutes an epoch on 2 idle cores, an hour on shared ones). */
 export const SMALLER_KINDS: Record<string, BenchKind> = {
   ShallowCapsNet: {
     ...KINDS.ShallowCapsNet,

@@ -19,7 +19,7 @@ import { buildModel } from '../src/models/factory.js';
 import { uniformBits } from '../src/quant/config.js';
 import { quantize } from '../src/quant/quantized-model.js';
 import type { SearchReport } from '../src/report/search-json.js';
-import { finetuneSearchModels } from '../src/search/search-finetune.js';
+import { finetuneSearchModels, narrowestLayersNote } from '../src/search/search-finetune.js';
 import type { SweepResult } from '../src/search/sweep-result.js';
 import { trainModel } from '../src/train/trainer.js';
 
@@ -152,6 +152,21 @@ test('finetuneSearchModels: the fine-tuned memory model is satisfied exactly whe
     }),
     /^Error: search: fine-tuning the memory model stopped: non-finite .*training stopped before the update\. Nothing was written; run the search again with a smaller learning rate \(--lr\)\.$/,
   );
+});
+
+test('narrowestLayersNote: the layers whose weights hold only -2^-f and 0, in either format', () => {
+  const fixed = uniformBits(model.quantLayers, 3);
+  assert.equal(narrowestLayersNote(fixed), '');
+  fixed[1].weight = 0;
+  fixed[2].weight = 0;
+  assert.equal(
+    narrowestLayersNote(fixed),
+    ' (note: primary, digit have weights at 0 fractional bits, only -2^-f and 0; fine-tuning seldom brings such a layer back)',
+  );
+  const dynamic = uniformBits(model.quantLayers, 2).map((b) => ({ ...b, format: 'dynamic' as const }));
+  assert.equal(narrowestLayersNote(dynamic), '', 'a width of 2 holds -2, -1, 0 and 1 steps');
+  dynamic[2].weight = 1;
+  assert.match(narrowestLayersNote(dynamic), /^ \(note: digit has weights at a width of 1,/);
 });
 
 test('sweep --finetune-epochs 1: rows give the accuracy after fine-tuning; cells of the same bits share it', () => {

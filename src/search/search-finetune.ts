@@ -10,7 +10,7 @@ import type { Dataset } from '../data/dataset.js';
 import type { CapsNet } from '../models/capsnet.js';
 import type { Calibration } from '../quant/calibration.js';
 import type { WeightRange } from '../quant/dynamic.js';
-import type { BitConfig } from '../quant/config.js';
+import { countRange, type BitConfig } from '../quant/config.js';
 import type { ImageSource } from '../models/evaluate.js';
 import type { QuantizedModel } from '../quant/quantized-model.js';
 import type { QuantMethod } from '../tensor/backend.js';
@@ -97,6 +97,21 @@ export async function finetuneForSearch(
   return { quantized, ...quantized.evaluate(images, { batchSize: s.batchSize, order: s.order }) };
 }
 
+/** A note for the log when `bits` give some layer's weights the narrowest count (0 fractional
+ *  bits under 'fixed', a width of 1 under 'dynamic'): such a layer holds only -2^-f and 0, and
+ *  its positive weights saturate, so the clipped straight-through gradient passes none of them.
+ *  The search's falling pattern gives the last layers these counts at small budgets (DeepCaps at
+ *  1/12 of its 32-bit memory); fine-tuning seldom brings such a model back. '' when none. */
+export function narrowestLayersNote(bits: BitConfig): string {
+  const narrowest = bits.filter((b) => b.weight === countRange(b.format).min).map((b) => b.name);
+  if (narrowest.length === 0) return '';
+  const count = bits[0].format === 'dynamic' ? 'a width of 1' : '0 fractional bits';
+  return (
+    ` (note: ${narrowest.join(', ')} ${narrowest.length > 1 ? 'have' : 'has'} weights at ${count}, ` +
+    'only -2^-f and 0; fine-tuning seldom brings such a layer back)'
+  );
+}
+
 /** The 'memory' model of `models` fine-tuned `s.epochs` epochs and evaluated again on `images`
  *  (see the top); the other models as they are. */
 export async function finetuneSearchModels(
@@ -112,7 +127,8 @@ export async function finetuneSearchModels(
       continue;
     }
     s.log(
-      `fine-tuning the memory model (${m.accuracy}% < ${s.minimumAccuracy}%) for ${epochsText(s.epochs)} on ${s.training.train.count} training images`,
+      `fine-tuning the memory model (${m.accuracy}% < ${s.minimumAccuracy}%) for ${epochsText(s.epochs)} on ${s.training.train.count} training images` +
+        narrowestLayersNote(m.model.bits),
     );
     const after = await finetuneForSearch(model, m.model.bits, images, s);
     const meets = after.accuracy >= s.minimumAccuracy;

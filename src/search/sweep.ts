@@ -23,7 +23,7 @@ import { CachingEvaluator, type EvalCache, type StoredEvaluation } from './eval-
 import { FastEvaluator } from './fast-evaluator.js';
 import { checkSearchFormat, checkSearchSettings, runSearch } from './qcapsnets.js';
 import { checkCalibrationImages, searchCalibration } from './search-model.js';
-import { finetuneForSearch, isDataset, type SearchFinetuneOptions } from './search-finetune.js';
+import { finetuneForSearch, isDataset, narrowestLayersNote, type SearchFinetuneOptions } from './search-finetune.js';
 import type { SweepBits, SweepModel, SweepPoint, SweepResult, SweepRow } from './sweep-result.js';
 
 export interface SweepGrid {
@@ -252,7 +252,8 @@ export async function runSweep(model: CapsNet, test: ImageSource, o: SweepOption
             let after = finetuned.get(key);
             if (after === undefined) {
               log(
-                `  fine-tuning the memory model ${configKey(m.result.bits)} (${method}) for ${finetuneEpochs} epochs`,
+                `  fine-tuning the memory model ${configKey(m.result.bits)} (${method}) for ${finetuneEpochs} epochs` +
+                  narrowestLayersNote(m.result.bits),
               );
               after = (
                 await finetuneForSearch(model, m.result.bits, test as Dataset, {
