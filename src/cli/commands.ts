@@ -34,6 +34,7 @@ const finetuneSteps = (o: Options<'search'> | Options<'sweep'>) => ({
   regularizationScale: o.regularizationScale,
   decaySteps: o.decaySteps,
   decayRate: o.decayRate,
+  distillScale: o.distillScale,
 });
 
 /**

@@ -123,6 +123,7 @@ function optionNames(c: Configuration): OptionNames {
       startWeights: '--trained-weights-path',
       calibration: c.flag === '--bits' ? '--calibration-images' : `the calibration of ${c.source}`,
       weightRange: c.flag === '--bits' ? '--weight-range' : `the weight range rule of ${c.source}`,
+      distillScale: '--distill-scale',
     },
   };
 }
@@ -179,7 +180,13 @@ export async function finetuneCommand(
   if (resume)
     checkResumable(
       resume,
-      runIdentity(model, decoder, { train, test }, training, finetuneIdentity(model, config.bits, rounding)),
+      runIdentity(
+        model,
+        decoder,
+        { train, test },
+        training,
+        finetuneIdentity(model, config.bits, rounding, o.distillScale),
+      ),
       optionNames(config),
     );
 
@@ -202,6 +209,7 @@ export async function finetuneCommand(
         ...rounding,
         ...training,
         decoder,
+        distillScale: o.distillScale,
         checkpointFilename: checkpointFile,
         checkpointEvery: o.checkpointEvery,
         resume: resume ?? undefined,

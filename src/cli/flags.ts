@@ -58,6 +58,11 @@ export const FLAGS = {
   },
   'regularization-scale': { kind: 'float', default: 0.0005, help: 'weight of the reconstruction loss' },
   'decay-steps': { kind: 'int', default: 2000, help: 'learning-rate decay steps' },
+  'distill-scale': {
+    kind: 'float',
+    default: 0,
+    help: "fine-tuning: weight of distillation from the starting float model (each step's loss adds this x the mean over the batch of the squared distance between the class capsules and the float model's; 0: none)",
+  },
   'decay-rate': {
     kind: 'float',
     default: 0.96,
@@ -110,7 +115,7 @@ export const FLAGS = {
   'finetune-epochs': {
     kind: 'int',
     default: 0,
-    help: "after the search, fine-tune the model that meets the memory budget but misses the accuracy target (branch B's memory model) N epochs on the training images (--lr, --batch-size, --regularization-scale, --decay-steps, --decay-rate, --train-limit), evaluate it again on the images the search decided on; it is saved as satisfied if it now meets the target (0: none)",
+    help: "after the search, fine-tune the model that meets the memory budget but misses the accuracy target (branch B's memory model) N epochs on the training images (--lr, --batch-size, --regularization-scale, --decay-steps, --decay-rate, --distill-scale, --train-limit), evaluate it again on the images the search decided on; it is saved as satisfied if it now meets the target (0: none)",
   },
   'calibration-images': {
     kind: 'int',
@@ -259,6 +264,7 @@ const FINETUNE_AFTER = [
   'regularization-scale',
   'decay-steps',
   'decay-rate',
+  'distill-scale',
   'train-limit',
 ] as const;
 const SEARCH = [
@@ -423,6 +429,7 @@ export const COMMANDS = {
       'regularization-scale',
       'decay-steps',
       'decay-rate',
+      'distill-scale',
       'hard-training',
       'seed',
       'train-limit',

@@ -90,6 +90,7 @@ const VALUE_CHECKS: { [F in FlagName]?: (v: FlagValue<F>) => void } = {
   lr: positiveNumber('lr'),
   'decay-rate': positiveNumber('decay-rate'),
   'regularization-scale': zeroOrMore('regularization-scale'),
+  'distill-scale': zeroOrMore('distill-scale'),
   seed: (v) => {
     if (!Number.isSafeInteger(v)) throw new Error(`--seed ${v}: expected an integer of at most 2^53 - 1 in magnitude`);
   },

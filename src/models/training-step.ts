@@ -1,6 +1,10 @@
 // One training step's forward and backward through a capsule network and its decoder
 // (SPEC 3, the reference's capsnet_training_loss):
 //   loss = mean_b( margin_b + regularization_scale * sum_pixels (recon - image)^2 )
+// and, with a teacher (distillation in fine-tuning, TrainingStepOptions.distill),
+//   + distill_scale * mean_b sum_{k,d} (v_bkd - t_bkd)^2
+// where t are the teacher's class capsules for the same images (a float forward, no gradient):
+// the student's capsule vectors are pulled towards the teacher's, lengths and poses alike.
 // The reconstruction gradient flows through the decoder's mask into the class capsules and on
 // into the network, as in the reference (no detach). Parameter gradients accumulate: call
 // zeroGrad() on both modules before, and the optimizer after.
@@ -63,6 +67,9 @@ export interface TrainingStepOptions {
   /** The model's forward through these quantization hooks (quantization-aware fine-tuning);
    *  absent: the float forward. The decoder always runs in float. */
   quant?: QuantHooks | null;
+  /** Distillation: the class capsules are also pulled towards `teacher`'s for the same images,
+   *  with weight `scale` (see the top). Absent or scale 0: none. */
+  distill?: { teacher: CapsNet; scale: number } | null;
 }
 
 export interface TrainingStepResult {
@@ -72,6 +79,8 @@ export interface TrainingStepResult {
   marginLoss: number;
   /** mean (unscaled) sum of squared reconstruction errors */
   reconLoss: number;
+  /** mean (unscaled) sum of squared differences from the teacher's capsules (0 without one) */
+  distillLoss: number;
   /** the class capsules [B, K, D] of this forward (the caller's; give it back when done) */
   caps: Tensor;
 }
@@ -91,6 +100,8 @@ export function trainingStep(
     );
   const caps = model.forward(x, opts.quant ? { training: true, quant: opts.quant } : true);
   const { loss: margin, dv } = marginLoss(caps, labels, opts.hard ? MARGIN_HARD : MARGIN_DEFAULT);
+  const distill = opts.distill && opts.distill.scale > 0 ? opts.distill : null;
+  const distillLoss = distill ? addDistillation(caps, distill.teacher.forward(x, false), distill.scale, dv) : 0;
   const recon = decoder.forward(caps, labels, true);
   const { target, owned } = reconstructionTarget(x, recon.shape);
   const { loss: recLoss, dRecon } = reconstructionLoss(recon, target, 1);
@@ -107,5 +118,29 @@ export function trainingStep(
   give(b);
   model.backward(dv);
   give(dv.data);
-  return { loss: margin + scale * recLoss, marginLoss: margin, reconLoss: recLoss, caps };
+  const total = margin + scale * recLoss + (distill ? distill.scale * distillLoss : 0);
+  return { loss: total, marginLoss: margin, reconLoss: recLoss, distillLoss, caps };
+}
+
+/** The distillation term's value mean_b sum_{k,d} (v - t)^2, its gradient scale * 2 (v - t) / B
+ *  added into dv; `teacher` (the teacher's capsules, ours) is given back. */
+function addDistillation(caps: Tensor, teacher: Tensor, scale: number, dv: Tensor): number {
+  check(
+    teacher.shape.length === caps.shape.length && teacher.shape.every((d, i) => d === caps.shape[i]),
+    'distillation',
+    `the teacher's class capsules ${shapeStr(teacher.shape)} differ from the model's ${shapeStr(caps.shape)}`,
+  );
+  const B = caps.shape[0];
+  const v = caps.data;
+  const t = teacher.data;
+  const g = dv.data;
+  const k = (2 * scale) / B;
+  let sum = 0;
+  for (let i = 0; i < v.length; i++) {
+    const d = v[i] - t[i];
+    sum += d * d;
+    g[i] += k * d;
+  }
+  give(t);
+  return sum / B;
 }

@@ -68,6 +68,12 @@ type TrainingOptions = Pick<
 export interface FinetuneOptions extends QuantizeOptions, TrainingOptions {
   /** fine-tuning epochs, an integer >= 0 (0: the model quantized as it is) */
   epochs: number;
+  /** distillation (0, the default: none): each step's loss adds distillScale x the squared
+   *  distance of the class capsules from those of the starting float model on the same images
+   *  (mean over the batch of the sum over classes and dimensions; src/models/training-step.ts).
+   *  The float model is the teacher the quantized one learns to imitate, as quantization-aware
+   *  training often does; each step runs its forward once more. */
+  distillScale?: number;
   /** the decoder of the reconstruction loss, built with `seed` when given by name (default
    *  FCDecoder [capsDim, H * W * C]); it trains along */
   decoder?: CapsDecoder | ModuleSpec;
@@ -124,7 +130,7 @@ export async function finetuneRun(
     { model, decoder: options.decoder ?? defaultDecoder(model), train: data.train, test: data.test },
     o.settings.seed,
   );
-  const identity = finetuneIdentity(model, bits, rounding);
+  const identity = finetuneIdentity(model, bits, rounding, o.distillScale);
   // a checkpoint of another run is refused before the model is copied
   const resume =
     typeof options.resume === 'string'
@@ -133,11 +139,14 @@ export async function finetuneRun(
   if (resume) checkResumable(resume, runIdentity(model, decoder, data, o.settings, identity), FINETUNE_OPTION_NAMES);
   const net = copyModel(model);
   const steps = new StraightThroughSteps(net, bits, rounding);
+  // the teacher: the starting float model, kept as it is (the run trains `net`)
+  const distill = o.distillScale > 0 ? { teacher: copyModel(model), scale: o.distillScale } : undefined;
   const variant: TrainingVariant = {
     ...identity,
     step: (globalStep, run) => steps.run(globalStep, run),
     test: (_model, test, batchSize, onBatch) => steps.evaluate(test, batchSize, onBatch),
     testName: 'Quantized test',
+    ...(distill ? { distill } : {}),
   };
   const summary = await trainModel({
     ...options,
@@ -171,6 +180,7 @@ export const FINETUNE_OPTION_NAMES: OptionNames = {
     startWeights: "the model's weights",
     calibration: 'options.calibration',
     weightRange: 'options.weightRange',
+    distillScale: 'options.distillScale',
   },
 };
 
@@ -181,6 +191,7 @@ export function finetuneIdentity(
   bits: BitConfig,
   rounding: Required<Pick<QuantizeOptions, 'method' | 'compat' | 'seed'>> &
     Pick<QuantizeOptions, 'calibration' | 'weightRange'>,
+  distillScale = 0,
 ): VariantState {
   return {
     kind: 'fine-tuning',
@@ -194,6 +205,8 @@ export function finetuneIdentity(
       ...(rounding.calibration ? { calibration: `sha256:${calibrationHash(rounding.calibration)}` } : {}),
       // 'mse' weight ranges (absent under 'max', so earlier checkpoints are as before)
       ...(rounding.weightRange === 'mse' ? { weightRange: 'mse' } : {}),
+      // distillation (absent without, likewise)
+      ...(distillScale > 0 ? { distillScale } : {}),
     },
   };
 }
@@ -206,6 +219,7 @@ function checkFinetuneOptions(
   o: FinetuneOptions,
 ): Required<Pick<QuantizeOptions, 'method' | 'compat' | 'seed' | 'weightRange'>> & {
   epochs: number;
+  distillScale: number;
   settings: ResolvedSettings;
 } {
   const rounding = checkQuantizeOptions('finetune', o);
@@ -217,6 +231,11 @@ function checkFinetuneOptions(
     );
   if (!(Number.isInteger(o.epochs) && o.epochs >= 0))
     throw new Error(`finetune: options.epochs ${o.epochs}: expected an integer >= 0 (0: quantize without training)`);
+  const distillScale = o.distillScale ?? 0;
+  if (!(typeof distillScale === 'number' && Number.isFinite(distillScale) && distillScale >= 0))
+    throw new Error(
+      `finetune: options.distillScale ${String(o.distillScale)}: expected a finite number >= 0 (0: none)`,
+    );
   for (const key of ['train', 'test'] as const) {
     const ds = data?.[key];
     if (!(ds?.count >= 1)) throw new Error(`finetune: data.${key} holds no images; expected at least one`);
@@ -224,7 +243,7 @@ function checkFinetuneOptions(
   }
   // training's settings, checked as training checks them (also for 0 epochs)
   const settings = resolveSettings({ ...o, epochs: Math.max(1, o.epochs) } as unknown as TrainOptions);
-  return { ...rounding, weightRange, epochs: o.epochs, settings };
+  return { ...rounding, weightRange, epochs: o.epochs, distillScale, settings };
 }
 
 /** A fingerprint of a model's parameters and buffers (a resumed fine-tuning must start from the

@@ -177,14 +177,15 @@ export class TrainingRun {
     // a non-finite output, loss or gradient stops training before it reaches the weights: the
     // last checkpoint and the best model on disk stay as they were
     let r: ReturnType<typeof trainingStep>;
+    const variant = this.setup.opts.variant;
     const step = (quant: QuantHooks | null) =>
       trainingStep(model, decoder, batch.images, batch.labels, {
         regularizationScale: s.regularizationScale,
         hard: epoch.hard,
         quant,
+        distill: variant?.distill,
       });
     try {
-      const variant = this.setup.opts.variant;
       r = variant ? variant.step(this.globalStep, step) : step(null);
     } catch (err) {
       if (err instanceof NonFiniteValueError) throw this.nonFinite(`output (${err.message})`, batch.batchIndex);

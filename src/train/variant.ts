@@ -30,6 +30,9 @@ export interface TrainingVariant {
   ): EvaluationResult | Promise<EvaluationResult>;
   /** how the log names that pass ('Quantized test') */
   readonly testName: string;
+  /** distillation: every step's loss also pulls the class capsules towards `teacher`'s
+   *  (trainingStep, TrainingStepOptions.distill); absent: none */
+  readonly distill?: { teacher: CapsNet; scale: number };
 }
 
 /** What a checkpoint records of its run's variant (absent: a training run). */
