@@ -5,9 +5,13 @@
 // beforehand (as bench/train.ts's). The fine-tuning step runs at every layer's 8 bits with
 // stochastic rounding (the CLI's default method, its quantizers the dearest), through
 // StraightThroughSteps as finetune() does. Steps alternate (float, fine-tuning, float, ...) over
-// the same batches, after a warm-up step of each, so that both meet the same machine.
+// the same batches, after a warm-up step of each, so that both meet the same machine. A third
+// step, alternating with them, is the fine-tuning step of bench:smaller's recipe: distillation
+// from the float model (scale 1, one more float forward) and no reconstruction loss
+// (finetune_distill_step_ratio).
 import { DataLoader, loadDataset } from '../src/data/index.js';
 import { buildDecoder, buildModel, type CapsDecoder, type CapsNet, trainingStep } from '../src/models/index.js';
+import { copyModel } from '../src/models/factory.js';
 import type { QuantHooks } from '../src/nn/module.js';
 import { uniformBits } from '../src/quant/config.js';
 import { StraightThroughSteps } from '../src/search/straight-through.js';
@@ -19,8 +23,10 @@ import { median } from './common.js';
 
 export interface StepRatio {
   finetune_step_ratio: number;
+  finetune_distill_step_ratio: number;
   float_step_ms: number;
   finetune_step_ms: number;
+  finetune_distill_step_ms: number;
   steps: number;
   threads: number;
 }
@@ -32,12 +38,14 @@ function timedStep(
   adam: Adam,
   batch: { images: Parameters<typeof trainingStep>[2]; labels: Int32Array },
   run: (step: (quant: QuantHooks | null) => void) => void,
+  distill: { teacher: CapsNet; scale: number } | null = null,
 ): number {
   const t0 = process.hrtime.bigint();
   model.zeroGrad();
   decoder.zeroGrad();
   run((quant) => {
-    const r = trainingStep(model, decoder, batch.images, batch.labels, { regularizationScale: 0.0005, quant });
+    const regularizationScale = distill ? 0 : 0.0005;
+    const r = trainingStep(model, decoder, batch.images, batch.labels, { regularizationScale, quant, distill });
     give(r.caps.data);
   });
   adam.update([...model.parameters(), ...decoder.parameters()].map((p) => p.grad));
@@ -59,17 +67,30 @@ export function finetuneStepRatio(steps = 5): StepRatio {
     compat: 'none',
     seed: DEFAULT_SEED,
   });
+  const teacher = { teacher: copyModel(model), scale: 1 };
   const float: number[] = [];
   const quantized: number[] = [];
+  const distilled: number[] = [];
   for (let s = 0; s <= steps; s++) {
     const b = loader.batchAt(0, s);
     const tf = timedStep(model, decoder, adam, b, (step) => step(null));
     const tq = timedStep(model, decoder, adam, b, (step) => ste.run(s, step));
+    const td = timedStep(model, decoder, adam, b, (step) => ste.run(s, step), teacher);
     if (s === 0) continue; // the warm-up
     float.push(tf);
     quantized.push(tq);
+    distilled.push(td);
   }
   const f = median(float);
   const q = median(quantized);
-  return { finetune_step_ratio: q / f, float_step_ms: f, finetune_step_ms: q, steps, threads: kernels().getThreads() };
+  const d = median(distilled);
+  return {
+    finetune_step_ratio: q / f,
+    finetune_distill_step_ratio: d / f,
+    float_step_ms: f,
+    finetune_step_ms: q,
+    finetune_distill_step_ms: d,
+    steps,
+    threads: kernels().getThreads(),
+  };
 }

@@ -11,7 +11,11 @@
 // whose model keeps the tolerance: a larger budget cannot give a larger reduction than the
 // smallest one that works, and each fine-tuning epoch costs minutes). The last line is one JSON
 // object (keys in docs/benchmarks.md).
+// Fine-tuning uses the recipe that measured best here: distillation from the float model
+// (--distill-scale 1) and no reconstruction loss (--regularization-scale 0; the .pt holds no
+// decoder, and a fresh one's loss only adds noise).
 //   npm run bench:smaller [-- --model-kind ShallowCapsNet|DeepCaps|both|none] [--finetune-epochs N]
+//                         [--distill-scale 1] [--regularization-scale 0]
 //                         [--test-size N] [--steps N] [--variants fixed_ptq,dynamic_mse_ft,...]
 // (--model-kind none: only the fine-tuning step's cost, finetune_step_ratio, bench/finetune-step.ts)
 import { spawnSync } from 'node:child_process';
@@ -27,6 +31,8 @@ import { finetuneStepRatio } from './finetune-step.js';
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const DIVISORS = [4, 6, 8, 10, 12, 16];
 const TOLERANCE = 0.5;
+/** fine-tuning's settings (--distill-scale, --regularization-scale), set in main() */
+const recipe = { distillScale: 1, regularizationScale: 0 };
 const METHOD = 'round_to_nearest';
 
 type Format = 'fixed' | 'dynamic';
@@ -78,6 +84,11 @@ function sweep(kindName: string, modelFile: string, v: Variant, divisors: number
       ...(v.weightRange ? ['--weight-range', v.weightRange] : []),
       '--finetune-epochs',
       String(v.finetuneEpochs),
+      // the fine-tuning recipe (docs/benchmarks.md#smaller-models): distillation from the float
+      // model, and no reconstruction loss from the fresh decoder
+      ...(v.finetuneEpochs
+        ? ['--distill-scale', String(recipe.distillScale), '--regularization-scale', String(recipe.regularizationScale)]
+        : []),
       '--test-limit',
       String(testSize),
       '--output-dir',
@@ -142,6 +153,13 @@ async function main(): Promise<void> {
   for (const k of kinds)
     if (!SMALLER_KINDS[k]) throw new Error(`--model-kind ${k}: expected ShallowCapsNet, DeepCaps, both or none`);
   const epochs = Number(arg('finetune-epochs', '2'));
+  recipe.distillScale = Number(arg('distill-scale', '1'));
+  recipe.regularizationScale = Number(arg('regularization-scale', '0'));
+  for (const [flag, v] of [
+    ['--distill-scale', recipe.distillScale],
+    ['--regularization-scale', recipe.regularizationScale],
+  ] as const)
+    if (!(Number.isFinite(v) && v >= 0)) throw new Error(`${flag} ${v}: expected a number >= 0`);
   if (!Number.isInteger(epochs) || epochs < 1)
     throw new Error(`--finetune-epochs ${epochs}: expected a positive integer`);
   const all = [
@@ -176,8 +194,12 @@ async function main(): Promise<void> {
   const step = finetuneStepRatio(Number(arg('steps', '5')));
   console.log(
     `fine-tuning step ${step.finetune_step_ms.toFixed(0)} ms, float training step ${step.float_step_ms.toFixed(0)} ms ` +
-      `(ShallowCapsNet 28 1 10 16, batch 100, ${step.threads} threads, median of ${step.steps}): ${step.finetune_step_ratio.toFixed(3)}x`,
+      `(ShallowCapsNet 28 1 10 16, batch 100, ${step.threads} threads, median of ${step.steps}): ${step.finetune_step_ratio.toFixed(3)}x; ` +
+      `with distillation and no reconstruction loss ${step.finetune_distill_step_ms.toFixed(0)} ms: ${step.finetune_distill_step_ratio.toFixed(3)}x`,
   );
+  out.finetune_distill_step_ratio = Number(step.finetune_distill_step_ratio.toFixed(3));
+  out.distill_scale = recipe.distillScale;
+  out.regularization_scale = recipe.regularizationScale;
   out.finetune_step_ratio = Number(step.finetune_step_ratio.toFixed(3));
   out.finetune_epochs = epochs;
   out.tolerance = TOLERANCE;

@@ -108,6 +108,25 @@ test('trainingStep with a teacher: the squared distance of the capsules, its gra
   );
 });
 
+test('trainingStep at regularizationScale 0: the reconstruction loss is reported, and the decoder gets no gradient', () => {
+  const model = net(5);
+  const decoder = buildDecoder('FCDecoder', [4, 784], { seed: 1 });
+  model.zeroGrad();
+  decoder.zeroGrad();
+  const r = trainingStep(model, decoder, images, labels, { regularizationScale: 0 });
+  assert.ok(r.reconLoss > 0);
+  assert.equal(r.loss, r.marginLoss);
+  for (const p of decoder.parameters())
+    assert.ok(
+      p.grad.data.every((g) => g === 0),
+      p.name,
+    );
+  assert.ok(
+    model.parameters().some((p) => p.grad.data.some((g) => g !== 0)),
+    'the margin loss trains the model',
+  );
+});
+
 const options = (o: Partial<FinetuneOptions> = {}): FinetuneOptions => ({
   method: 'round_to_nearest',
   epochs: 2,

@@ -106,16 +106,23 @@ export function trainingStep(
   const { target, owned } = reconstructionTarget(x, recon.shape);
   const { loss: recLoss, dRecon } = reconstructionLoss(recon, target, 1);
   const scale = opts.regularizationScale;
-  const dr = dRecon.data;
-  for (let i = 0; i < dr.length; i++) dr[i] *= scale;
   if (owned) give(target.data);
-  const dCapsDecoder = decoder.backward(dRecon);
-  give(dRecon.data);
-  give(recon.data);
-  const a = dv.data;
-  const b = dCapsDecoder.data;
-  for (let i = 0; i < a.length; i++) a[i] += b[i];
-  give(b);
+  if (scale === 0) {
+    // no reconstruction gradient: the decoder's gradients stay 0 and the capsules get none
+    // from it, as the backward of 0 x dRecon gives; its loss is still reported
+    give(dRecon.data);
+    give(recon.data);
+  } else {
+    const dr = dRecon.data;
+    for (let i = 0; i < dr.length; i++) dr[i] *= scale;
+    const dCapsDecoder = decoder.backward(dRecon);
+    give(dRecon.data);
+    give(recon.data);
+    const a = dv.data;
+    const b = dCapsDecoder.data;
+    for (let i = 0; i < a.length; i++) a[i] += b[i];
+    give(b);
+  }
   model.backward(dv);
   give(dv.data);
   const total = margin + scale * recLoss + (distill ? distill.scale * distillLoss : 0);
