@@ -31,8 +31,11 @@ import { finetuneStepRatio } from './finetune-step.js';
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const DIVISORS = [4, 6, 8, 10, 12, 16];
 const TOLERANCE = 0.5;
-/** fine-tuning's settings (--distill-scale, --regularization-scale), set in main() */
-const recipe = { distillScale: 1, regularizationScale: 0 };
+/** fine-tuning's settings (--distill-scale, --regularization-scale) */
+interface Recipe {
+  distillScale: number;
+  regularizationScale: number;
+}
 const METHOD = 'round_to_nearest';
 
 type Format = 'fixed' | 'dynamic';
@@ -58,7 +61,14 @@ interface VariantResult extends Variant {
 }
 
 /** One `qcapsnets sweep` over `divisors` for a variant; its SweepResult. */
-function sweep(kindName: string, modelFile: string, v: Variant, divisors: number[], testSize: number): SweepResult {
+function sweep(
+  kindName: string,
+  modelFile: string,
+  v: Variant,
+  recipe: Recipe,
+  divisors: number[],
+  testSize: number,
+): SweepResult {
   const kind = SMALLER_KINDS[kindName];
   const out = mkdtempSync(join(tmpdir(), 'qcaps-smaller-'));
   try {
@@ -121,17 +131,17 @@ function best(result: SweepResult): { reduction: number; accuracy: number | null
   return out;
 }
 
-function runVariant(kindName: string, modelFile: string, v: Variant, testSize: number) {
+function runVariant(kindName: string, modelFile: string, v: Variant, recipe: Recipe, testSize: number) {
   const t0 = performance.now();
   let fp = 0;
   let found = { reduction: 0, accuracy: null as number | null, divisor: null as number | null };
   if (v.finetuneEpochs === 0) {
-    const r = sweep(kindName, modelFile, v, DIVISORS, testSize);
+    const r = sweep(kindName, modelFile, v, recipe, DIVISORS, testSize);
     fp = r.fullPrecisionAccuracy;
     found = best(r);
   } else {
     for (const d of [...DIVISORS].reverse()) {
-      const r = sweep(kindName, modelFile, v, [d], testSize);
+      const r = sweep(kindName, modelFile, v, recipe, [d], testSize);
       fp = r.fullPrecisionAccuracy;
       found = best(r);
       if (found.reduction > 0) break;
@@ -153,8 +163,10 @@ async function main(): Promise<void> {
   for (const k of kinds)
     if (!SMALLER_KINDS[k]) throw new Error(`--model-kind ${k}: expected ShallowCapsNet, DeepCaps, both or none`);
   const epochs = Number(arg('finetune-epochs', '2'));
-  recipe.distillScale = Number(arg('distill-scale', '1'));
-  recipe.regularizationScale = Number(arg('regularization-scale', '0'));
+  const recipe: Recipe = {
+    distillScale: Number(arg('distill-scale', '1')),
+    regularizationScale: Number(arg('regularization-scale', '0')),
+  };
   for (const [flag, v] of [
     ['--distill-scale', recipe.distillScale],
     ['--regularization-scale', recipe.regularizationScale],
@@ -185,7 +197,7 @@ async function main(): Promise<void> {
     const testSize = Number(arg('test-size', String(kind.testSize)));
     const p = prefix[kindName];
     for (const v of variants) {
-      const { fp, result } = runVariant(kindName, modelFile, v, testSize);
+      const { fp, result } = runVariant(kindName, modelFile, v, recipe, testSize);
       out[`${p}_fp_accuracy`] = fp;
       out[`${p}_${variantKey(v)}_x`] = Number(result.reduction.toFixed(3));
       out[`${p}_${variantKey(v)}_accuracy`] = result.accuracy;

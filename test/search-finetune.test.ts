@@ -49,22 +49,14 @@ before(async () => {
 const COMMON = ['--dataset', 'mnist', '--trained-weights-path', modelFile, '--model-args', '28', '1', '10', '4'];
 const DATA = ['--test-limit', '60', '--test-batch-size', '60', '--train-limit', '200', '--batch-size', '20'];
 const SEARCH = ['search', ...COMMON, ...DATA, '--quantization-method', 'round_to_nearest'];
+/** a budget of 0.9 MB at 0.5%: branch B, whose memory model misses the target */
+const BRANCH_B = ['--memory-budget', '0.9', '--accuracy-tolerance', '0.5'];
 const run = (args: string[]) =>
   spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', env: { ...process.env, QCAPS_THREADS: '1' } });
 
 test('search --finetune-epochs 1: the memory model fine-tuned, before and after, reloading to its count', async () => {
   const out = join(dir, 'ft');
-  const r = run([
-    ...SEARCH,
-    '--memory-budget',
-    '0.9',
-    '--accuracy-tolerance',
-    '0.5',
-    '--finetune-epochs',
-    '1',
-    '--output-dir',
-    out,
-  ]);
+  const r = run([...SEARCH, ...BRANCH_B, '--finetune-epochs', '1', '--output-dir', out]);
   assert.equal(r.status, 0, r.stderr);
   const report = JSON.parse(readFileSync(join(out, 'net_qcapsnets.json'), 'utf8')) as SearchReport;
   assert.equal(report.branch, 'B', 'a budget of 0.9 MB misses the target');
@@ -95,17 +87,7 @@ test('search --finetune-epochs 1: the memory model fine-tuned, before and after,
 
   // --finetune-epochs 0 (as no flag: the existing search tests hold today's numbers) runs the
   // same search and writes the search's models, with no fine-tuning keys
-  const zero = run([
-    ...SEARCH,
-    '--memory-budget',
-    '0.9',
-    '--accuracy-tolerance',
-    '0.5',
-    '--finetune-epochs',
-    '0',
-    '--output-dir',
-    join(dir, 'b'),
-  ]);
+  const zero = run([...SEARCH, ...BRANCH_B, '--finetune-epochs', '0', '--output-dir', join(dir, 'b')]);
   assert.equal(zero.status, 0, zero.stderr);
   const z = JSON.parse(readFileSync(join(dir, 'b', 'net_qcapsnets.json'), 'utf8')) as SearchReport;
   assert.deepEqual(z.steps, report.steps);
@@ -207,10 +189,7 @@ test("--regularization-scale, --decay-steps and --decay-rate reach the search's 
   const out = join(dir, 'steps');
   const r = run([
     ...SEARCH,
-    '--memory-budget',
-    '0.9',
-    '--accuracy-tolerance',
-    '0.5',
+    ...BRANCH_B,
     '--finetune-epochs',
     '1',
     '--regularization-scale',

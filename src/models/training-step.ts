@@ -107,26 +107,28 @@ export function trainingStep(
   const { loss: recLoss, dRecon } = reconstructionLoss(recon, target, 1);
   const scale = opts.regularizationScale;
   if (owned) give(target.data);
-  if (scale === 0) {
-    // no reconstruction gradient: the decoder's gradients stay 0 and the capsules get none
-    // from it, as the backward of 0 x dRecon gives; its loss is still reported
-    give(dRecon.data);
-    give(recon.data);
-  } else {
+  // at scale 0 the decoder's backward is skipped: its gradients stay 0 and the capsules get
+  // none from it, as the backward of 0 x dRecon gives; its loss is still reported
+  if (scale !== 0) {
     const dr = dRecon.data;
     for (let i = 0; i < dr.length; i++) dr[i] *= scale;
     const dCapsDecoder = decoder.backward(dRecon);
-    give(dRecon.data);
-    give(recon.data);
     const a = dv.data;
     const b = dCapsDecoder.data;
     for (let i = 0; i < a.length; i++) a[i] += b[i];
     give(b);
   }
+  give(dRecon.data);
+  give(recon.data);
   model.backward(dv);
   give(dv.data);
-  const total = margin + scale * recLoss + (distill ? distill.scale * distillLoss : 0);
-  return { loss: total, marginLoss: margin, reconLoss: recLoss, distillLoss, caps };
+  return {
+    loss: margin + scale * recLoss + (distill?.scale ?? 0) * distillLoss,
+    marginLoss: margin,
+    reconLoss: recLoss,
+    distillLoss,
+    caps,
+  };
 }
 
 /** The distillation term's value mean_b sum_{k,d} (v - t)^2, its gradient scale * 2 (v - t) / B

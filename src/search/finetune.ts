@@ -30,7 +30,7 @@ import { parseWeightRange } from '../quant/dynamic.js';
 import { type BitConfig, bitsText, checkBitConfig } from '../quant/config.js';
 import { checkQuantizeOptions, QuantizedModel, type QuantizeOptions } from '../quant/quantized-model.js';
 import { checkResumable, type LoadedCheckpoint, readTrainingCheckpoint, runIdentity } from '../train/checkpoint.js';
-import { type OptionNames, TRAIN_OPTION_NAMES } from '../train/checks.js';
+import { checkPositiveNumber, type OptionNames, TRAIN_OPTION_NAMES } from '../train/checks.js';
 import {
   type ModuleSpec,
   type ResolvedSettings,
@@ -231,11 +231,7 @@ function checkFinetuneOptions(
     );
   if (!(Number.isInteger(o.epochs) && o.epochs >= 0))
     throw new Error(`finetune: options.epochs ${o.epochs}: expected an integer >= 0 (0: quantize without training)`);
-  const distillScale = o.distillScale ?? 0;
-  if (!(typeof distillScale === 'number' && Number.isFinite(distillScale) && distillScale >= 0))
-    throw new Error(
-      `finetune: options.distillScale ${String(o.distillScale)}: expected a finite number >= 0 (0: none)`,
-    );
+  const distillScale = checkPositiveNumber(o.distillScale ?? 0, 'finetune: options.distillScale', true);
   for (const key of ['train', 'test'] as const) {
     const ds = data?.[key];
     if (!(ds?.count >= 1)) throw new Error(`finetune: data.${key} holds no images; expected at least one`);
