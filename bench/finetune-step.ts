@@ -7,10 +7,11 @@
 // StraightThroughSteps as finetune() does. Steps alternate (float, fine-tuning, float, ...) over
 // the same batches, after a warm-up step of each, so that both meet the same machine. A third
 // step, alternating with them, is the fine-tuning step of bench:smaller's recipe: distillation
-// from the float model (scale 1, one more float forward) and no reconstruction loss
-// (finetune_distill_step_ratio).
+// from the float model (scale 1, one more float forward on `distillFraction` of the batch) and no
+// reconstruction loss (finetune_distill_step_ratio).
 import { DataLoader, loadDataset } from '../src/data/index.js';
 import { buildDecoder, buildModel, type CapsDecoder, type CapsNet, trainingStep } from '../src/models/index.js';
+import type { Distillation } from '../src/models/training-step.js';
 import { copyModel } from '../src/models/factory.js';
 import type { QuantHooks } from '../src/nn/module.js';
 import { uniformBits } from '../src/quant/config.js';
@@ -38,7 +39,7 @@ function timedStep(
   adam: Adam,
   batch: { images: Parameters<typeof trainingStep>[2]; labels: Int32Array },
   run: (step: (quant: QuantHooks | null) => void) => void,
-  distill: { teacher: CapsNet; scale: number } | null = null,
+  distill: Distillation | null = null,
 ): number {
   const t0 = process.hrtime.bigint();
   model.zeroGrad();
@@ -53,7 +54,7 @@ function timedStep(
 }
 
 /** The time of one fine-tuning step against one float training step (see the top). */
-export function finetuneStepRatio(steps = 5): StepRatio {
+export function finetuneStepRatio(steps = 5, distillFraction = 1): StepRatio {
   const model = buildModel('ShallowCapsNet', [28, 1, 10, 16], { seed: DEFAULT_SEED });
   const decoder = buildDecoder('FCDecoder', [16, 784], { seed: DEFAULT_SEED });
   const train = loadDataset('mnist', 'train', { limit: 100 * (steps + 1) });
@@ -67,7 +68,7 @@ export function finetuneStepRatio(steps = 5): StepRatio {
     compat: 'none',
     seed: DEFAULT_SEED,
   });
-  const teacher = { teacher: copyModel(model), scale: 1 };
+  const teacher = { teacher: copyModel(model), scale: 1, fraction: distillFraction };
   const float: number[] = [];
   const quantized: number[] = [];
   const distilled: number[] = [];

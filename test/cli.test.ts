@@ -57,6 +57,14 @@ test('bad input is one clear error line before any work', () => {
     [['--lr', '-1'], /--lr -1: expected a positive number/],
     [['train', '--batch-size', '0'], /--batch-size 0: expected a positive integer/],
     [['train', '--regularization-scale', '-1'], /--regularization-scale -1: expected 0 or more/],
+    [
+      ['search', '--finetune-epochs', '1', '--distill-scale', '1', '--distill-fraction', '0'],
+      /--distill-fraction 0: expected a number in \(0, 1\], the share of each batch the float model runs on/,
+    ],
+    [
+      ['sweep', '--finetune-epochs', '1', '--distill-fraction', '0.5'],
+      /--distill-fraction 0\.5 without --distill-scale: it is the share of each batch the float model runs on for distillation/,
+    ],
     [['--seed', '1e300'], /--seed 1e\+300: expected an integer/],
     [['--memory-budget', '0'], /--memory-budget 0: expected a positive number of MB/],
     [['evaluate', '--test-limit', '0'], /--test-limit 0: expected a positive integer/],

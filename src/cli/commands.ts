@@ -35,6 +35,7 @@ const finetuneSteps = (o: Options<'search'> | Options<'sweep'>) => ({
   decaySteps: o.decaySteps,
   decayRate: o.decayRate,
   distillScale: o.distillScale,
+  distillFraction: o.distillFraction,
 });
 
 /**

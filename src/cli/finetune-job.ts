@@ -124,6 +124,7 @@ function optionNames(c: Configuration): OptionNames {
       calibration: c.flag === '--bits' ? '--calibration-images' : `the calibration of ${c.source}`,
       weightRange: c.flag === '--bits' ? '--weight-range' : `the weight range rule of ${c.source}`,
       distillScale: '--distill-scale',
+      distillFraction: '--distill-fraction',
     },
   };
 }
@@ -185,7 +186,7 @@ export async function finetuneCommand(
         decoder,
         { train, test },
         training,
-        finetuneIdentity(model, config.bits, rounding, o.distillScale),
+        finetuneIdentity(model, config.bits, rounding, { scale: o.distillScale, fraction: o.distillFraction }),
       ),
       optionNames(config),
     );
@@ -210,6 +211,7 @@ export async function finetuneCommand(
         ...training,
         decoder,
         distillScale: o.distillScale,
+        distillFraction: o.distillFraction,
         checkpointFilename: checkpointFile,
         checkpointEvery: o.checkpointEvery,
         resume: resume ?? undefined,

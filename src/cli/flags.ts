@@ -63,6 +63,11 @@ export const FLAGS = {
     default: 0,
     help: "fine-tuning: weight of distillation from the starting float model (each step's loss adds this x the mean over the batch of the squared distance between the class capsules and the float model's; 0: none)",
   },
+  'distill-fraction': {
+    kind: 'float',
+    default: 1,
+    help: "fine-tuning with --distill-scale: the share of each (shuffled) batch the float model runs on, in (0, 1]; the distillation term is the mean over those images (0.5 halves the teacher's cost, about a third of a float training step)",
+  },
   'decay-rate': {
     kind: 'float',
     default: 0.96,
@@ -265,6 +270,7 @@ const FINETUNE_AFTER = [
   'decay-steps',
   'decay-rate',
   'distill-scale',
+  'distill-fraction',
   'train-limit',
 ] as const;
 const SEARCH = [
@@ -430,6 +436,7 @@ export const COMMANDS = {
       'decay-steps',
       'decay-rate',
       'distill-scale',
+      'distill-fraction',
       'hard-training',
       'seed',
       'train-limit',

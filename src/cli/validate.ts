@@ -91,6 +91,12 @@ const VALUE_CHECKS: { [F in FlagName]?: (v: FlagValue<F>) => void } = {
   'decay-rate': positiveNumber('decay-rate'),
   'regularization-scale': zeroOrMore('regularization-scale'),
   'distill-scale': zeroOrMore('distill-scale'),
+  'distill-fraction': (v) => {
+    if (!(v > 0 && v <= 1))
+      throw new Error(
+        `--distill-fraction ${v}: expected a number in (0, 1], the share of each batch the float model runs on`,
+      );
+  },
   seed: (v) => {
     if (!Number.isSafeInteger(v)) throw new Error(`--seed ${v}: expected an integer of at most 2^53 - 1 in magnitude`);
   },
@@ -135,6 +141,16 @@ const COMMAND_VALUE_CHECKS: { [C in CommandName]?: { [F in FlagName]?: (v: FlagV
   },
 };
 
+/** --distill-fraction is the teacher's share of each batch: it needs a teacher. */
+function checkDistillation(command: CommandName, o: object): void {
+  if (!takes(command, 'distill-fraction')) return;
+  const f = o as unknown as Flags<'distill-fraction' | 'distill-scale'>;
+  if (f.distillFraction !== 1 && f.distillScale === 0)
+    throw new Error(
+      `--distill-fraction ${f.distillFraction} without --distill-scale: it is the share of each batch the float model runs on for distillation; give --distill-scale S > 0 (or leave --distill-fraction out)`,
+    );
+}
+
 /** The number format's checks against the other flags: 'dynamic' needs calibration images,
  *  has no dac2020 arithmetic, and tries widths of at least 1 bit in `sensitivity`; the weight
  *  range rule 'mse' needs 'dynamic'. */
@@ -176,6 +192,7 @@ export function checkFlagValues(command: CommandName, o: object): void {
     (check as ((v: never) => void) | undefined)?.(values[optionName(f)]);
   }
   checkNumberFormat(command, o);
+  checkDistillation(command, o);
   if (takes(command, 'selection-split')) {
     const s = o as unknown as Flags<'selection-split' | 'train-limit' | 'dataset'>;
     const published = DATASET_INFO[s.dataset as DatasetName].trainCount;

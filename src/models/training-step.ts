@@ -2,9 +2,12 @@
 // (SPEC 3, the reference's capsnet_training_loss):
 //   loss = mean_b( margin_b + regularization_scale * sum_pixels (recon - image)^2 )
 // and, with a teacher (distillation in fine-tuning, TrainingStepOptions.distill),
-//   + distill_scale * mean_b sum_{k,d} (v_bkd - t_bkd)^2
+//   + distill_scale * mean_{b < n} sum_{k,d} (v_bkd - t_bkd)^2,   n = ceil(fraction * B)
 // where t are the teacher's class capsules for the same images (a float forward, no gradient):
-// the student's capsule vectors are pulled towards the teacher's, lengths and poses alike.
+// the student's capsule vectors are pulled towards the teacher's, lengths and poses alike. The
+// teacher sees the batch's first n images (fraction 1, the default: all of them); batches are
+// shuffled, so the term is an unbiased estimate of the whole batch's at n/B of the teacher's
+// cost (its forward is about a third of a float training step).
 // The reconstruction gradient flows through the decoder's mask into the class capsules and on
 // into the network, as in the reference (no detach). Parameter gradients accumulate: call
 // zeroGrad() on both modules before, and the optimizer after.
@@ -68,8 +71,17 @@ export interface TrainingStepOptions {
    *  absent: the float forward. The decoder always runs in float. */
   quant?: QuantHooks | null;
   /** Distillation: the class capsules are also pulled towards `teacher`'s for the same images,
-   *  with weight `scale` (see the top). Absent or scale 0: none. */
-  distill?: { teacher: CapsNet; scale: number } | null;
+   *  with weight `scale`, on the first ceil(fraction * B) images of the batch (fraction in
+   *  (0, 1], default 1; see the top). Absent or scale 0: none. */
+  distill?: Distillation | null;
+}
+
+/** A teacher for distillation (TrainingStepOptions.distill). */
+export interface Distillation {
+  teacher: CapsNet;
+  scale: number;
+  /** the share of each batch the teacher runs on, in (0, 1] (absent: 1, the whole batch) */
+  fraction?: number;
 }
 
 export interface TrainingStepResult {
@@ -79,7 +91,8 @@ export interface TrainingStepResult {
   marginLoss: number;
   /** mean (unscaled) sum of squared reconstruction errors */
   reconLoss: number;
-  /** mean (unscaled) sum of squared differences from the teacher's capsules (0 without one) */
+  /** mean (unscaled) sum of squared differences from the teacher's capsules, over the images
+   *  the teacher saw (0 without one) */
   distillLoss: number;
   /** the class capsules [B, K, D] of this forward (the caller's; give it back when done) */
   caps: Tensor;
@@ -101,7 +114,7 @@ export function trainingStep(
   const caps = model.forward(x, opts.quant ? { training: true, quant: opts.quant } : true);
   const { loss: margin, dv } = marginLoss(caps, labels, opts.hard ? MARGIN_HARD : MARGIN_DEFAULT);
   const distill = opts.distill && opts.distill.scale > 0 ? opts.distill : null;
-  const distillLoss = distill ? addDistillation(caps, distill.teacher.forward(x, false), distill.scale, dv) : 0;
+  const distillLoss = distill ? addDistillation(caps, teacherCapsules(x, distill), distill.scale, dv) : 0;
   const recon = decoder.forward(caps, labels, true);
   const { target, owned } = reconstructionTarget(x, recon.shape);
   const { loss: recLoss, dRecon } = reconstructionLoss(recon, target, 1);
@@ -131,25 +144,43 @@ export function trainingStep(
   };
 }
 
-/** The distillation term's value mean_b sum_{k,d} (v - t)^2, its gradient scale * 2 (v - t) / B
- *  added into dv; `teacher` (the teacher's capsules, ours) is given back. */
-function addDistillation(caps: Tensor, teacher: Tensor, scale: number, dv: Tensor): number {
+/** The teacher's class capsules [n, K, D] for the first n = ceil(fraction * B) images of x. */
+function teacherCapsules(x: Tensor, distill: Distillation): Tensor {
+  const fraction = distill.fraction ?? 1;
   check(
-    teacher.shape.length === caps.shape.length && teacher.shape.every((d, i) => d === caps.shape[i]),
+    fraction > 0 && fraction <= 1,
+    'distillation',
+    `the teacher's share of the batch must be in (0, 1], got ${fraction}`,
+  );
+  const B = x.shape[0];
+  const n = Math.min(B, Math.ceil(fraction * B));
+  if (n === B) return distill.teacher.forward(x, false);
+  const per = x.size / B;
+  return distill.teacher.forward(new Tensor(x.data.subarray(0, n * per), [n, ...x.shape.slice(1)]), false);
+}
+
+/** The distillation term's value mean_{b < n} sum_{k,d} (v - t)^2 over the n images the teacher
+ *  [n, K, D] saw, its gradient scale * 2 (v - t) / n added into dv (the first n rows);
+ *  `teacher` (ours) is given back. */
+function addDistillation(caps: Tensor, teacher: Tensor, scale: number, dv: Tensor): number {
+  const n = teacher.shape[0];
+  check(
+    teacher.shape.length === caps.shape.length &&
+      n <= caps.shape[0] &&
+      teacher.shape.every((d, i) => i === 0 || d === caps.shape[i]),
     'distillation',
     `the teacher's class capsules ${shapeStr(teacher.shape)} differ from the model's ${shapeStr(caps.shape)}`,
   );
-  const B = caps.shape[0];
   const v = caps.data;
   const t = teacher.data;
   const g = dv.data;
-  const k = (2 * scale) / B;
+  const k = (2 * scale) / n;
   let sum = 0;
-  for (let i = 0; i < v.length; i++) {
+  for (let i = 0; i < t.length; i++) {
     const d = v[i] - t[i];
     sum += d * d;
     g[i] += k * d;
   }
   give(t);
-  return sum / B;
+  return sum / n;
 }

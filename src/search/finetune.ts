@@ -30,7 +30,7 @@ import { parseWeightRange } from '../quant/dynamic.js';
 import { type BitConfig, bitsText, checkBitConfig } from '../quant/config.js';
 import { checkQuantizeOptions, QuantizedModel, type QuantizeOptions } from '../quant/quantized-model.js';
 import { checkResumable, type LoadedCheckpoint, readTrainingCheckpoint, runIdentity } from '../train/checkpoint.js';
-import { checkPositiveNumber, type OptionNames, TRAIN_OPTION_NAMES } from '../train/checks.js';
+import { checkFraction, checkPositiveNumber, type OptionNames, TRAIN_OPTION_NAMES } from '../train/checks.js';
 import {
   type ModuleSpec,
   type ResolvedSettings,
@@ -74,6 +74,11 @@ export interface FinetuneOptions extends QuantizeOptions, TrainingOptions {
    *  The float model is the teacher the quantized one learns to imitate, as quantization-aware
    *  training often does; each step runs its forward once more. */
   distillScale?: number;
+  /** the share of each batch the teacher runs on, in (0, 1] (default 1: the whole batch): the
+   *  distillation term is the mean over the batch's first ceil(distillFraction x batch)
+   *  images (batches are shuffled), at that share of the teacher's cost. 0.5 keeps a step
+   *  within 1.3x a float training step (docs/benchmarks.md). */
+  distillFraction?: number;
   /** the decoder of the reconstruction loss, built with `seed` when given by name (default
    *  FCDecoder [capsDim, H * W * C]); it trains along */
   decoder?: CapsDecoder | ModuleSpec;
@@ -130,7 +135,7 @@ export async function finetuneRun(
     { model, decoder: options.decoder ?? defaultDecoder(model), train: data.train, test: data.test },
     o.settings.seed,
   );
-  const identity = finetuneIdentity(model, bits, rounding, o.distillScale);
+  const identity = finetuneIdentity(model, bits, rounding, o.distill);
   // a checkpoint of another run is refused before the model is copied
   const resume =
     typeof options.resume === 'string'
@@ -140,7 +145,10 @@ export async function finetuneRun(
   const net = copyModel(model);
   const steps = new StraightThroughSteps(net, bits, rounding);
   // the teacher: the starting float model, kept as it is (the run trains `net`)
-  const distill = o.distillScale > 0 ? { teacher: copyModel(model), scale: o.distillScale } : undefined;
+  const distill =
+    o.distill.scale > 0
+      ? { teacher: copyModel(model), scale: o.distill.scale, fraction: o.distill.fraction }
+      : undefined;
   const variant: TrainingVariant = {
     ...identity,
     step: (globalStep, run) => steps.run(globalStep, run),
@@ -181,6 +189,7 @@ export const FINETUNE_OPTION_NAMES: OptionNames = {
     calibration: 'options.calibration',
     weightRange: 'options.weightRange',
     distillScale: 'options.distillScale',
+    distillFraction: 'options.distillFraction',
   },
 };
 
@@ -191,7 +200,7 @@ export function finetuneIdentity(
   bits: BitConfig,
   rounding: Required<Pick<QuantizeOptions, 'method' | 'compat' | 'seed'>> &
     Pick<QuantizeOptions, 'calibration' | 'weightRange'>,
-  distillScale = 0,
+  distill: DistillSettings = { scale: 0, fraction: 1 },
 ): VariantState {
   return {
     kind: 'fine-tuning',
@@ -206,7 +215,9 @@ export function finetuneIdentity(
       // 'mse' weight ranges (absent under 'max', so earlier checkpoints are as before)
       ...(rounding.weightRange === 'mse' ? { weightRange: 'mse' } : {}),
       // distillation (absent without, likewise)
-      ...(distillScale > 0 ? { distillScale } : {}),
+      ...(distill.scale > 0 ? { distillScale: distill.scale } : {}),
+      // on part of each batch (absent for the whole batch, so earlier checkpoints are as before)
+      ...(distill.scale > 0 && distill.fraction < 1 ? { distillFraction: distill.fraction } : {}),
     },
   };
 }
@@ -219,7 +230,7 @@ function checkFinetuneOptions(
   o: FinetuneOptions,
 ): Required<Pick<QuantizeOptions, 'method' | 'compat' | 'seed' | 'weightRange'>> & {
   epochs: number;
-  distillScale: number;
+  distill: DistillSettings;
   settings: ResolvedSettings;
 } {
   const rounding = checkQuantizeOptions('finetune', o);
@@ -231,7 +242,10 @@ function checkFinetuneOptions(
     );
   if (!(Number.isInteger(o.epochs) && o.epochs >= 0))
     throw new Error(`finetune: options.epochs ${o.epochs}: expected an integer >= 0 (0: quantize without training)`);
-  const distillScale = checkPositiveNumber(o.distillScale ?? 0, 'finetune: options.distillScale', true);
+  const distill = {
+    scale: checkPositiveNumber(o.distillScale ?? 0, 'finetune: options.distillScale', true),
+    fraction: checkFraction(o.distillFraction ?? 1, 'finetune: options.distillFraction'),
+  };
   for (const key of ['train', 'test'] as const) {
     const ds = data?.[key];
     if (!(ds?.count >= 1)) throw new Error(`finetune: data.${key} holds no images; expected at least one`);
@@ -239,7 +253,13 @@ function checkFinetuneOptions(
   }
   // training's settings, checked as training checks them (also for 0 epochs)
   const settings = resolveSettings({ ...o, epochs: Math.max(1, o.epochs) } as unknown as TrainOptions);
-  return { ...rounding, weightRange, epochs: o.epochs, distillScale, settings };
+  return { ...rounding, weightRange, epochs: o.epochs, distill, settings };
+}
+
+/** Distillation's settings: its scale (0: none) and the teacher's share of each batch. */
+export interface DistillSettings {
+  scale: number;
+  fraction: number;
 }
 
 /** A fingerprint of a model's parameters and buffers (a resumed fine-tuning must start from the

@@ -22,7 +22,14 @@ import { finetuneRun, type FinetuneOptions } from './finetune.js';
 /** What fine-tuning inside a search trains with (training's options: FinetuneOptions). */
 export interface SearchFinetuneOptions extends Pick<
   FinetuneOptions,
-  StepOptionName | 'threads' | 'augment' | 'progress' | 'progressStream' | 'decoder' | 'distillScale'
+  | StepOptionName
+  | 'threads'
+  | 'augment'
+  | 'progress'
+  | 'progressStream'
+  | 'decoder'
+  | 'distillScale'
+  | 'distillFraction'
 > {
   /** the images it trains on: the training set (never the images the search decides on) */
   train: Dataset;

@@ -69,6 +69,13 @@ export function checkPositiveNumber(value: unknown, name: string, allowZero = fa
   return value;
 }
 
+/** A share in (0, 1] (distillation's share of each batch, options.distillFraction). */
+export function checkFraction(value: unknown, name: string): number {
+  if (typeof value !== 'number' || !(value > 0 && value <= 1))
+    throw new Error(`${name} must be a number in (0, 1], got ${String(value)}`);
+  return value;
+}
+
 /** An integer seed (any sign, up to 2^53). */
 export function checkSeed(value: unknown, name = TRAIN_OPTION_NAMES.settings.seed): number {
   if (typeof value !== 'number' || !Number.isSafeInteger(value))

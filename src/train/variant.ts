@@ -7,7 +7,7 @@
 // TrainOptions.checkpointFilename names a file.
 import type { Dataset } from '../data/dataset.js';
 import type { CapsNet } from '../models/capsnet.js';
-import type { TrainingStepResult } from '../models/training-step.js';
+import type { Distillation, TrainingStepResult } from '../models/training-step.js';
 import type { QuantHooks } from '../nn/module.js';
 import type { EvaluationResult } from './evaluate.js';
 
@@ -32,7 +32,7 @@ export interface TrainingVariant {
   readonly testName: string;
   /** distillation: every step's loss also pulls the class capsules towards `teacher`'s
    *  (trainingStep, TrainingStepOptions.distill); absent: none */
-  readonly distill?: { teacher: CapsNet; scale: number };
+  readonly distill?: Distillation;
 }
 
 /** What a checkpoint records of its run's variant (absent: a training run). */
