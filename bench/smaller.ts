@@ -17,7 +17,7 @@
 // (--regularization-scale 0; the .pt holds no decoder, and a fresh one's loss only adds noise).
 //   npm run bench:smaller [-- --model-kind ShallowCapsNet|DeepCaps|both|none] [--finetune-epochs N]
 //                         [--distill-scale 1] [--distill-fraction 0.5] [--regularization-scale 0]
-//                         [--test-size N] [--steps N] [--variants fixed_ptq,dynamic_mse_ft,...]
+//                         [--test-size N] [--steps 9] [--variants fixed_ptq,dynamic_mse_ft,...]
 // (--model-kind none: only the fine-tuning step's cost, finetune_step_ratio, bench/finetune-step.ts)
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
@@ -214,13 +214,17 @@ async function main(): Promise<void> {
       out[`${p}_${variantKey(v)}_accuracy`] = result.accuracy;
     }
   }
-  const step = finetuneStepRatio(Number(arg('steps', '5')), recipe.distillFraction);
+  const step = finetuneStepRatio(Number(arg('steps', '9')), recipe.distillFraction);
+  const ms = (v: number) => `${v.toFixed(0)} ms`;
   console.log(
-    `fine-tuning step ${step.finetune_step_ms.toFixed(0)} ms, float training step ${step.float_step_ms.toFixed(0)} ms ` +
-      `(ShallowCapsNet 28 1 10 16, batch 100, ${step.threads} threads, median of ${step.steps}): ${step.finetune_step_ratio.toFixed(3)}x; ` +
-      `with distillation (on ${recipe.distillFraction} of the batch) and no reconstruction loss ${step.finetune_distill_step_ms.toFixed(0)} ms: ${step.finetune_distill_step_ratio.toFixed(3)}x`,
+    `ShallowCapsNet 28 1 10 16, batch 100, ${step.threads} threads, median of ${step.steps} steps: float training ${ms(step.float_step_ms)}; ` +
+      `fine-tuning 'fixed' ${ms(step.finetune_step_ms)} (${step.finetune_step_ratio.toFixed(3)}x), ` +
+      `'dynamic' ${ms(step.finetune_dynamic_step_ms)} (${step.finetune_dynamic_step_ratio.toFixed(3)}x), ` +
+      `the recipe ('dynamic', distillation on ${recipe.distillFraction} of the batch, no reconstruction loss) ` +
+      `${ms(step.finetune_distill_step_ms)} (${step.finetune_distill_step_ratio.toFixed(3)}x)`,
   );
   out.finetune_distill_step_ratio = Number(step.finetune_distill_step_ratio.toFixed(3));
+  out.finetune_dynamic_step_ratio = Number(step.finetune_dynamic_step_ratio.toFixed(3));
   out.distill_scale = recipe.distillScale;
   out.distill_fraction = recipe.distillFraction;
   out.regularization_scale = recipe.regularizationScale;

@@ -462,6 +462,51 @@ Napi::Value Quantize(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// A Uint8Array argument (rangeMask's and maskGradient's mask).
+struct U8 {
+  uint8_t* data = nullptr;
+  size_t length = 0;
+};
+
+bool get_u8(const Napi::CallbackInfo& info, size_t i, U8& out, const char* name) {
+  Napi::Value v = info[i];
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+    Napi::TypeError::New(info.Env(), std::string("qcaps_native: argument '") + name + "' must be a Uint8Array")
+        .ThrowAsJavaScriptException();
+    return false;
+  }
+  auto a = v.As<Napi::Uint8Array>();
+  out.data = a.Data();
+  out.length = a.ElementLength();
+  return true;
+}
+
+// rangeMask(x, n, lo, hi, mask)
+Napi::Value RangeMask(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  F32 x;
+  U8 mask;
+  if (!get_f32(info, 0, false, x, "x") || !get_u8(info, 4, mask, "mask")) return env.Undefined();
+  size_t n = info[1].As<Napi::Number>().Int64Value();
+  if (!need(env, x, n, "x") || !need(env, mask, n, "mask")) return env.Undefined();
+  qc::range_mask(x.data, n, info[2].As<Napi::Number>().DoubleValue(), info[3].As<Napi::Number>().DoubleValue(),
+                 mask.data);
+  return env.Undefined();
+}
+
+// maskGradient(dy, mask, n, out)
+Napi::Value MaskGradient(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  F32 dy, out;
+  U8 mask;
+  if (!get_f32(info, 0, false, dy, "dy") || !get_u8(info, 1, mask, "mask") || !get_f32(info, 3, false, out, "out"))
+    return env.Undefined();
+  size_t n = info[2].As<Napi::Number>().Int64Value();
+  if (!need(env, dy, n, "dy") || !need(env, mask, n, "mask") || !need(env, out, n, "out")) return env.Undefined();
+  qc::mask_gradient(dy.data, mask.data, n, out.data);
+  return env.Undefined();
+}
+
 // fracErrors(x, n, frac0, count, width, errors)
 Napi::Value FracErrors(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -513,6 +558,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("adamUpdate", Napi::Function::New(env, AdamUpdate));
   exports.Set("reluMask", Napi::Function::New(env, ReluMask));
   exports.Set("quantize", Napi::Function::New(env, Quantize));
+  exports.Set("rangeMask", Napi::Function::New(env, RangeMask));
+  exports.Set("maskGradient", Napi::Function::New(env, MaskGradient));
   exports.Set("fracErrors", Napi::Function::New(env, FracErrors));
   exports.Set("permute", Napi::Function::New(env, Permute));
   return exports;

@@ -127,6 +127,12 @@ void quantize(const float* x, float* y, size_t n, const QuantSpec& q);
 // draws the uniforms of those elements).
 void quantize_slice(const float* x, float* y, size_t n, const QuantSpec& q, size_t index0);
 
+// The clipped straight-through estimator's record and its use (src/search/straight-through.ts):
+// mask[i] = 1 where lo <= x[i] <= hi (compared in double; NaN: 0), else 0; then
+// out[i] = mask[i] ? dy[i] : 0.
+void range_mask(const float* x, size_t n, double lo, double hi, uint8_t* mask);
+void mask_gradient(const float* dy, const uint8_t* mask, size_t n, float* out);
+
 // errors[j] = sum_i (q(x_i) - x_i)^2 for j < count <= FRAC_ERRORS_LANES, q round-to-nearest (ties
 // to even) at 2^-(frac0 + j), saturating to the width-bit integers [-2^(w-1), top] (top as
 // src/quant/dynamic.ts's dynamicRange), in float64, each sum in index order; NaN left out.

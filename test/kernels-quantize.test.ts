@@ -75,6 +75,46 @@ for (const [k, skip] of backendCases()) {
   });
 }
 
+for (const [k, skip] of backendCases())
+  test(`rangeMask and maskGradient: the clipped straight-through record and gradient (${k.name})`, { skip }, () => {
+    const x = Float32Array.from([-2, -1.5, -1.25, 0, 0.75, 0.875, 1, NaN, Infinity, -Infinity]);
+    const mask = new Uint8Array(x.length + 2).fill(7);
+    k.rangeMask(x, x.length, -1.5, 0.875, mask);
+    assert.deepEqual([...mask], [0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 7, 7], 'bounds included, NaN out, n respected');
+    k.rangeMask(x, x.length, -Infinity, Infinity, mask);
+    assert.deepEqual([...mask.subarray(0, x.length)], [1, 1, 1, 1, 1, 1, 1, 0, 1, 1], 'no bounds: all but NaN');
+    // bounds that are not floats compare as numbers: 0.1 lies between the floats around it
+    k.rangeMask(Float32Array.from([0.1, Math.fround(0.1)]), 2, -1, 0.1, mask);
+    assert.deepEqual([...mask.subarray(0, 2)], [Math.fround(0.1) <= 0.1 ? 1 : 0, Math.fround(0.1) <= 0.1 ? 1 : 0]);
+    const dy = Float32Array.from([1, -2, 3, -4, 5]);
+    const out = new Float32Array(6).fill(9);
+    k.maskGradient(dy, Uint8Array.from([1, 0, 1, 0, 0]), 5, out);
+    assert.deepEqual([...out], [1, 0, 3, 0, 0, 9]);
+  });
+
+test('both backends give the same range masks and masked gradients', (t) => {
+  const ks = requireBothBackends(t);
+  if (!ks) return;
+  const n = 100_003; // past the native kernel's split over threads
+  const x = Float32Array.from({ length: n }, (_, i) => (i % 97 === 0 ? NaN : Math.sin(i * 1.3) * 2));
+  const dy = Float32Array.from({ length: n }, (_, i) => Math.cos(i));
+  for (const [lo, hi] of [
+    [-1, 1 - 2 ** -7],
+    [-0.3, 0.1],
+    [-Infinity, 0.5],
+    [0, Infinity],
+  ]) {
+    const masks: Uint8Array[] = [new Uint8Array(n), new Uint8Array(n)];
+    const outs: Float32Array[] = [new Float32Array(n), new Float32Array(n)];
+    ks.forEach((k, j) => {
+      k.rangeMask(x, n, lo, hi, masks[j]);
+      k.maskGradient(dy, masks[j], n, outs[j]);
+    });
+    assert.deepEqual(masks[0], masks[1], `[${lo}, ${hi}]`);
+    assert.deepEqual(outs[0], outs[1], `[${lo}, ${hi}]`);
+  }
+});
+
 test('both backends quantize bit-identically, stochastic rounding included', (t) => {
   const ks = requireBothBackends(t);
   if (!ks) return;

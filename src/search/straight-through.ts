@@ -40,9 +40,12 @@ export function stepRounding(r: Rounding, step: number): Rounding {
 /** `base` (quantHooks' hooks of one forward) with the clipped straight-through estimator of its
  *  activations: a point whose quantizer can saturate is quantized by activation() rather than
  *  inside the convolution, after recording where its values lie within the bounds, and
- *  clipGradient zeroes the gradient elsewhere. Points that cannot saturate run as in `base`. */
-export function clippedHooks(base: QuantHooks): QuantHooks {
-  const inRange = new Map<string, Uint8Array>();
+ *  clipGradient zeroes the gradient elsewhere. Points that cannot saturate run as in `base`.
+ *  `masks` keeps the records' buffers from one step to the next (by point; a step's record of
+ *  ShallowCapsNet's first layer is 10 MB, and fresh memory is slow). */
+export function clippedHooks(base: QuantHooks, masks: Map<string, Uint8Array> = new Map()): QuantHooks {
+  /** the points recorded in this forward whose gradient has not been clipped yet: their sizes */
+  const recorded = new Map<string, number>();
   const specOf = (layer: string, point: string) => base.activationSpec?.(layer, point) ?? null;
   return {
     conv: base.conv,
@@ -54,23 +57,23 @@ export function clippedHooks(base: QuantHooks): QuantHooks {
     activation: (layer, point, t) => {
       const q = specOf(layer, point);
       if (saturates(q)) {
-        const mask = new Uint8Array(t.size);
-        const x = t.data;
-        for (let i = 0; i < mask.length; i++) mask[i] = x[i] >= q.lo && x[i] <= q.hi ? 1 : 0;
-        inRange.set(`${layer}|${point}`, mask);
+        const key = `${layer}|${point}`;
+        let mask = masks.get(key);
+        if (!mask || mask.length < t.size) masks.set(key, (mask = new Uint8Array(t.size)));
+        kernels().rangeMask(t.data, t.size, q.lo, q.hi, mask);
+        recorded.set(key, t.size);
       }
       base.activation(layer, point, t);
     },
     clipGradient: (layer, point, dy) => {
       const key = `${layer}|${point}`;
-      const mask = inRange.get(key);
-      if (!mask) return null;
-      inRange.delete(key);
-      if (mask.length !== dy.size)
-        throw new Error(`internal: the gradient at ${key} has ${dy.size} values, its forward had ${mask.length}`);
+      const size = recorded.get(key);
+      if (size === undefined) return null;
+      recorded.delete(key);
+      if (size !== dy.size)
+        throw new Error(`internal: the gradient at ${key} has ${dy.size} values, its forward had ${size}`);
       const g = take(dy.size);
-      const d = dy.data;
-      for (let i = 0; i < g.length; i++) g[i] = mask[i] ? d[i] : 0;
+      kernels().maskGradient(dy.data, masks.get(key)!, dy.size, g);
       return new Tensor(g, dy.shape);
     },
   };
@@ -82,6 +85,8 @@ export class StraightThroughSteps {
   readonly bits: BitConfig;
   /** each parameter's float values during a step */
   private readonly kept: Float32Array[];
+  /** the activations' in-range records (clippedHooks), reused from step to step */
+  private readonly masks = new Map<string, Uint8Array>();
 
   constructor(
     readonly model: CapsNet,
@@ -100,7 +105,7 @@ export class StraightThroughSteps {
   run<T>(globalStep: number, step: (quant: QuantHooks) => T): T {
     const r = stepRounding(this.rounding, globalStep);
     return this.quantized(r, (quantizers) => {
-      const out = step(clippedHooks(quantHooks(this.model, r, this.bits, 0)));
+      const out = step(clippedHooks(quantHooks(this.model, r, this.bits, 0), this.masks));
       quantizers.forEach(({ param, spec }, i) => {
         if (saturates(spec)) clipOutside(param.grad.data, this.kept[i], spec.lo, spec.hi);
       });

@@ -253,6 +253,11 @@ export interface Kernels {
   permute(x: Float32Array, shape: readonly number[], perm: readonly number[], y: Float32Array): void;
   /** y[i] = q(x[i]) for i < n (x and y may be the same buffer). */
   quantize(x: Float32Array, y: Float32Array, n: number, q: QuantSpec): void;
+  /** mask[i] = 1 where lo <= x[i] <= hi, else 0 (NaN: 0), for i < n: where a saturating
+   *  quantizer's input lay within its bounds (the clipped straight-through estimator). */
+  rangeMask(x: Float32Array, n: number, lo: number, hi: number, mask: Uint8Array): void;
+  /** out[i] = mask[i] ? dy[i] : 0 for i < n (the clipped straight-through gradient). */
+  maskGradient(dy: Float32Array, mask: Uint8Array, n: number, out: Float32Array): void;
   /** errors[j] = sum_i (q_j(x[i]) - x[i])^2 over i < n, for j < count (1 to 9): q_j
    *  round-to-nearest (ties to even) at 2^-(frac0 + j), saturating to `width` bits as the
    *  'dynamic' format does (dynamicRange); float64, each sum in index order, NaN left out. Both

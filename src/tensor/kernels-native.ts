@@ -67,6 +67,8 @@ interface Addon {
     dbias: Float32Array,
   ): void;
   quantize(x: Float32Array, y: Float32Array, n: number, q: Float64Array): void;
+  rangeMask(x: Float32Array, n: number, lo: number, hi: number, mask: Uint8Array): void;
+  maskGradient(dy: Float32Array, mask: Uint8Array, n: number, out: Float32Array): void;
   fracErrors(x: Float32Array, n: number, frac0: number, count: number, width: number, errors: Float64Array): void;
   reluMask(dy: Float32Array, y: Float32Array, n: number): void;
   permute(x: Float32Array, shape: Int32Array, perm: Int32Array, y: Float32Array): void;
@@ -215,6 +217,8 @@ export function loadNativeKernels(): { kernels: Kernels; info: string } {
     routingBackward: (g, votes, saveS, saveC, dv, dvotes, dbias) =>
       addon.routingBackward(routingGeom(g), votes, saveS, saveC, dv, dvotes, dbias),
     quantize: (x, y, n, q) => addon.quantize(x, y, n, packQuant(q)),
+    rangeMask: (x, n, lo, hi, mask) => addon.rangeMask(x, n, lo, hi, mask),
+    maskGradient: (dy, mask, n, out) => addon.maskGradient(dy, mask, n, out),
     fracErrors: (x, n, frac0, count, width, errors) => addon.fracErrors(x, n, frac0, count, width, errors),
     reluMask: (dy, y, n) => addon.reluMask(dy, y, n),
     permute: (x, shape, perm, y) => addon.permute(x, Int32Array.from(shape), Int32Array.from(perm), y),

@@ -14,7 +14,7 @@ import {
 } from './ts/elementwise.js';
 import { sgemmTs } from './ts/gemm.js';
 import { fracErrorsTs } from './ts/frac-errors.js';
-import { quantizeTs } from './ts/quantize.js';
+import { maskGradientTs, quantizeTs, rangeMaskTs } from './ts/quantize.js';
 import { capsulesForwardTs, routingBackwardTs, routingForwardTs } from './ts/routing.js';
 
 export const typescriptKernels: Kernels = {
@@ -34,6 +34,8 @@ export const typescriptKernels: Kernels = {
   capsulesForward: capsulesForwardTs,
   routingBackward: routingBackwardTs,
   quantize: quantizeTs,
+  rangeMask: rangeMaskTs,
+  maskGradient: maskGradientTs,
   fracErrors: fracErrorsTs,
   adamUpdate: adamUpdateTs,
   squashRows: squashRowsTs,
