@@ -494,6 +494,24 @@ Napi::Value RangeMask(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// quantizeMasked(x, y, n, q, mask)
+Napi::Value QuantizeMasked(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  F32 x, y;
+  U8 mask;
+  if (!get_f32(info, 0, false, x, "x") || !get_f32(info, 1, false, y, "y") || !get_u8(info, 4, mask, "mask"))
+    return env.Undefined();
+  size_t n = info[2].As<Napi::Number>().Int64Value();
+  if (!need(env, x, n, "x") || !need(env, y, n, "y") || !need(env, mask, n, "mask")) return env.Undefined();
+  qc::QuantSpec q{};
+  if (!quant_spec(info[3], q)) {
+    Napi::TypeError::New(env, "qcaps_native: quantizeMasked needs a quantizer").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  qc::quantize_masked(x.data, y.data, n, q, mask.data);
+  return env.Undefined();
+}
+
 // maskGradient(dy, mask, n, out)
 Napi::Value MaskGradient(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -559,6 +577,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("reluMask", Napi::Function::New(env, ReluMask));
   exports.Set("quantize", Napi::Function::New(env, Quantize));
   exports.Set("rangeMask", Napi::Function::New(env, RangeMask));
+  exports.Set("quantizeMasked", Napi::Function::New(env, QuantizeMasked));
   exports.Set("maskGradient", Napi::Function::New(env, MaskGradient));
   exports.Set("fracErrors", Napi::Function::New(env, FracErrors));
   exports.Set("permute", Napi::Function::New(env, Permute));

@@ -132,6 +132,8 @@ void quantize_slice(const float* x, float* y, size_t n, const QuantSpec& q, size
 // out[i] = mask[i] ? dy[i] : 0.
 void range_mask(const float* x, size_t n, double lo, double hi, uint8_t* mask);
 void mask_gradient(const float* dy, const uint8_t* mask, size_t n, float* out);
+// quantize(x, y, n, q) and range_mask(x, n, q.lo, q.hi, mask) in one pass over x (x may be y)
+void quantize_masked(const float* x, float* y, size_t n, const QuantSpec& q, uint8_t* mask);
 
 // errors[j] = sum_i (q(x_i) - x_i)^2 for j < count <= FRAC_ERRORS_LANES, q round-to-nearest (ties
 // to even) at 2^-(frac0 + j), saturating to the width-bit integers [-2^(w-1), top] (top as

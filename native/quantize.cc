@@ -95,6 +95,20 @@ void quantize(const float* x, float* y, size_t n, const QuantSpec& q) {
   parallel_for(n, [&](size_t b, size_t e, int) { quantize_slice(x + b, y + b, e - b, q, b); });
 }
 
+void quantize_masked(const float* x, float* y, size_t n, const QuantSpec& q, uint8_t* mask) {
+  // block by block, so the quantizer reads what the mask has just brought into cache
+  auto run = [&](size_t b, size_t e) {
+    constexpr size_t kBlock = 4096;
+    for (size_t c = b; c < e; c += kBlock) {
+      const size_t m = std::min(e, c + kBlock) - c;
+      for (size_t i = c; i < c + m; i++) mask[i] = (uint8_t)((x[i] >= q.lo) & (x[i] <= q.hi));  // NaN: 0
+      quantize_slice(x + c, y + c, m, q, c);
+    }
+  };
+  if (n < (1u << 16)) return run(0, n);
+  parallel_for(n, [&](size_t b, size_t e, int) { run(b, e); });
+}
+
 void range_mask(const float* x, size_t n, double lo, double hi, uint8_t* mask) {
   // bounds that are floats (a quantizer's always are) compare in float, which vectorises;
   // others (a caller's) in double: the same answers as the TypeScript reference's either way

@@ -92,6 +92,25 @@ for (const [k, skip] of backendCases())
     assert.deepEqual([...out], [1, 0, 3, 0, 0, 9]);
   });
 
+for (const [k, skip] of backendCases())
+  test(`quantizeMasked: quantize and the range mask of its bounds in one pass, in place (${k.name})`, { skip }, () => {
+    const n = 70_001; // past the native kernel's split over threads
+    const x = Float32Array.from({ length: n }, (_, i) => (i % 101 === 0 ? NaN : Math.sin(i * 0.7) * 1.5));
+    for (const method of ['truncation', 'round_to_nearest', 'stochastic_rounding'] as const) {
+      const q = spec(method, 3, { lo: -1, hi: 1 - 2 ** -3, stream: 5 });
+      const want = new Float32Array(n);
+      const wantMask = new Uint8Array(n);
+      k.quantize(x, want, n, q);
+      k.rangeMask(x, n, q.lo, q.hi, wantMask);
+      const y = Float32Array.from(x);
+      const mask = new Uint8Array(n);
+      k.quantizeMasked(y, y, n, q, mask);
+      assert.deepEqual(y, want, method);
+      assert.deepEqual(mask, wantMask, method);
+      assert.ok(mask.includes(0) && mask.includes(1), 'both kinds of values occur');
+    }
+  });
+
 test('both backends give the same range masks and masked gradients', (t) => {
   const ks = requireBothBackends(t);
   if (!ks) return;

@@ -60,10 +60,10 @@ export function clippedHooks(base: QuantHooks, masks: Map<string, Uint8Array> = 
         const key = `${layer}|${point}`;
         let mask = masks.get(key);
         if (!mask || mask.length < t.size) masks.set(key, (mask = new Uint8Array(t.size)));
-        kernels().rangeMask(t.data, t.size, q.lo, q.hi, mask);
+        // q is what base.activation applies (QuantHooks.activationSpec), in the same pass
+        kernels().quantizeMasked(t.data, t.data, t.size, q, mask);
         recorded.set(key, t.size);
-      }
-      base.activation(layer, point, t);
+      } else base.activation(layer, point, t);
     },
     clipGradient: (layer, point, dy) => {
       const key = `${layer}|${point}`;
@@ -87,6 +87,8 @@ export class StraightThroughSteps {
   private readonly kept: Float32Array[];
   /** the activations' in-range records (clippedHooks), reused from step to step */
   private readonly masks = new Map<string, Uint8Array>();
+  /** each parameter's in-range record, likewise */
+  private readonly weightMasks: (Uint8Array | undefined)[] = [];
 
   constructor(
     readonly model: CapsNet,
@@ -106,8 +108,14 @@ export class StraightThroughSteps {
     const r = stepRounding(this.rounding, globalStep);
     return this.quantized(r, (quantizers) => {
       const out = step(clippedHooks(quantHooks(this.model, r, this.bits, 0), this.masks));
+      const k = kernels();
       quantizers.forEach(({ param, spec }, i) => {
-        if (saturates(spec)) clipOutside(param.grad.data, this.kept[i], spec.lo, spec.hi);
+        if (!saturates(spec)) return;
+        // the gradient is 0 where the float value lies outside [lo, hi]
+        const n = param.grad.size;
+        const mask = (this.weightMasks[i] ??= new Uint8Array(n));
+        k.rangeMask(this.kept[i], n, spec.lo, spec.hi, mask);
+        k.maskGradient(param.grad.data, mask, n, param.grad.data);
       });
       return out;
     });
@@ -158,9 +166,4 @@ export class StraightThroughSteps {
       quantizers.forEach(({ param }, i) => param.param.data.set(this.kept[i]));
     }
   }
-}
-
-/** grad[i] = 0 where x[i] lies outside [lo, hi]. */
-function clipOutside(grad: Float32Array, x: Float32Array, lo: number, hi: number): void {
-  for (let i = 0; i < grad.length; i++) if (!(x[i] >= lo && x[i] <= hi)) grad[i] = 0;
 }

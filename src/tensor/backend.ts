@@ -256,6 +256,9 @@ export interface Kernels {
   /** mask[i] = 1 where lo <= x[i] <= hi, else 0 (NaN: 0), for i < n: where a saturating
    *  quantizer's input lay within its bounds (the clipped straight-through estimator). */
   rangeMask(x: Float32Array, n: number, lo: number, hi: number, mask: Uint8Array): void;
+  /** quantize(x, y, n, q) and rangeMask(x, n, q.lo, q.hi, mask) in one pass (x may be y): a
+   *  saturating quantizer's forward in quantization-aware training. */
+  quantizeMasked(x: Float32Array, y: Float32Array, n: number, q: QuantSpec, mask: Uint8Array): void;
   /** out[i] = mask[i] ? dy[i] : 0 for i < n (the clipped straight-through gradient). */
   maskGradient(dy: Float32Array, mask: Uint8Array, n: number, out: Float32Array): void;
   /** errors[j] = sum_i (q_j(x[i]) - x[i])^2 over i < n, for j < count (1 to 9): q_j

@@ -68,6 +68,7 @@ interface Addon {
   ): void;
   quantize(x: Float32Array, y: Float32Array, n: number, q: Float64Array): void;
   rangeMask(x: Float32Array, n: number, lo: number, hi: number, mask: Uint8Array): void;
+  quantizeMasked(x: Float32Array, y: Float32Array, n: number, q: Float64Array, mask: Uint8Array): void;
   maskGradient(dy: Float32Array, mask: Uint8Array, n: number, out: Float32Array): void;
   fracErrors(x: Float32Array, n: number, frac0: number, count: number, width: number, errors: Float64Array): void;
   reluMask(dy: Float32Array, y: Float32Array, n: number): void;
@@ -218,6 +219,7 @@ export function loadNativeKernels(): { kernels: Kernels; info: string } {
       addon.routingBackward(routingGeom(g), votes, saveS, saveC, dv, dvotes, dbias),
     quantize: (x, y, n, q) => addon.quantize(x, y, n, packQuant(q)),
     rangeMask: (x, n, lo, hi, mask) => addon.rangeMask(x, n, lo, hi, mask),
+    quantizeMasked: (x, y, n, q, mask) => addon.quantizeMasked(x, y, n, packQuant(q), mask),
     maskGradient: (dy, mask, n, out) => addon.maskGradient(dy, mask, n, out),
     fracErrors: (x, n, frac0, count, width, errors) => addon.fracErrors(x, n, frac0, count, width, errors),
     reluMask: (dy, y, n) => addon.reluMask(dy, y, n),

@@ -88,3 +88,9 @@ export function rangeMaskTs(x: Float32Array, n: number, lo: number, hi: number, 
 export function maskGradientTs(dy: Float32Array, mask: Uint8Array, n: number, out: Float32Array): void {
   for (let i = 0; i < n; i++) out[i] = mask[i] ? dy[i] : 0;
 }
+
+/** quantizeTs(x, y, n, q) after rangeMaskTs(x, n, q.lo, q.hi, mask) (x may be y). */
+export function quantizeMaskedTs(x: Float32Array, y: Float32Array, n: number, q: QuantSpec, mask: Uint8Array): void {
+  rangeMaskTs(x, n, q.lo, q.hi, mask);
+  quantizeTs(x, y, n, q);
+}
