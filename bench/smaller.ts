@@ -13,7 +13,7 @@
 // object (keys in docs/benchmarks.md).
 // Fine-tuning uses the recipe that measured best here: distillation from the float model
 // (--distill-scale 1) on half of each batch (--distill-fraction 0.5: the teacher's forward on
-// the whole batch would cost a third of a float step) and no reconstruction loss
+// the whole batch would cost a quarter of a float step) and no reconstruction loss
 // (--regularization-scale 0; the .pt holds no decoder, and a fresh one's loss only adds noise).
 //   npm run bench:smaller [-- --model-kind ShallowCapsNet|DeepCaps|both|none] [--finetune-epochs N]
 //                         [--distill-scale 1] [--distill-fraction 0.5] [--regularization-scale 0]

@@ -66,7 +66,7 @@ export const FLAGS = {
   'distill-fraction': {
     kind: 'float',
     default: 1,
-    help: "fine-tuning with --distill-scale: the share of each (shuffled) batch the float model runs on, in (0, 1]; the distillation term is the mean over those images (0.5 halves the teacher's cost, about a third of a float training step)",
+    help: "fine-tuning with --distill-scale: the share of each (shuffled) batch the float model runs on, in (0, 1]; the distillation term is the mean over those images (0.5 halves the teacher's cost, about a quarter of a float training step)",
   },
   'decay-rate': {
     kind: 'float',

@@ -7,7 +7,7 @@
 // the student's capsule vectors are pulled towards the teacher's, lengths and poses alike. The
 // teacher sees the batch's first n images (fraction 1, the default: all of them); batches are
 // shuffled, so the term is an unbiased estimate of the whole batch's at n/B of the teacher's
-// cost (its forward is about a third of a float training step).
+// cost (its forward is about a quarter of a ShallowCapsNet float training step).
 // The reconstruction gradient flows through the decoder's mask into the class capsules and on
 // into the network, as in the reference (no detach). Parameter gradients accumulate: call
 // zeroGrad() on both modules before, and the optimizer after.
