@@ -12,11 +12,11 @@
 // smallest one that works, and each fine-tuning epoch costs minutes). The last line is one JSON
 // object (keys in docs/benchmarks.md).
 // Fine-tuning uses the recipe that measured best here: distillation from the float model
-// (--distill-scale 1) on half of each batch (--distill-fraction 0.5: the teacher's forward on
-// the whole batch would cost a quarter of a float step) and no reconstruction loss
+// (--distill-scale 1) on a quarter of each batch (--distill-fraction 0.25: the teacher's forward
+// on the whole batch would cost a quarter of a float step) and no reconstruction loss
 // (--regularization-scale 0; the .pt holds no decoder, and a fresh one's loss only adds noise).
 //   npm run bench:smaller [-- --model-kind ShallowCapsNet|DeepCaps|both|none] [--finetune-epochs N]
-//                         [--distill-scale 1] [--distill-fraction 0.5] [--regularization-scale 0]
+//                         [--distill-scale 1] [--distill-fraction 0.25] [--regularization-scale 0]
 //                         [--test-size N] [--steps 9] [--variants fixed_ptq,dynamic_mse_ft,...]
 // (--model-kind none: only the fine-tuning step's cost, finetune_step_ratio, bench/finetune-step.ts)
 import { spawnSync } from 'node:child_process';
@@ -173,7 +173,7 @@ async function main(): Promise<void> {
   const epochs = Number(arg('finetune-epochs', '2'));
   const recipe: Recipe = {
     distillScale: Number(arg('distill-scale', '1')),
-    distillFraction: Number(arg('distill-fraction', '0.5')),
+    distillFraction: Number(arg('distill-fraction', '0.25')),
     regularizationScale: Number(arg('regularization-scale', '0')),
   };
   for (const [flag, v] of [

@@ -76,8 +76,9 @@ export interface FinetuneOptions extends QuantizeOptions, TrainingOptions {
   distillScale?: number;
   /** the share of each batch the teacher runs on, in (0, 1] (default 1: the whole batch): the
    *  distillation term is the mean over the batch's first ceil(distillFraction x batch)
-   *  images (batches are shuffled), at that share of the teacher's cost. 0.5 keeps a step
-   *  within 1.3x a float training step (docs/benchmarks.md). */
+   *  images (batches are shuffled), at that share of the teacher's cost: a ShallowCapsNet step
+   *  costs 1.37x a float training step at 1, 1.25-1.30x at 0.5 and 1.18-1.19x at 0.25
+   *  (docs/benchmarks.md). */
   distillFraction?: number;
   /** the decoder of the reconstruction loss, built with `seed` when given by name (default
    *  FCDecoder [capsDim, H * W * C]); it trains along */
