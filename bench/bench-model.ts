@@ -59,7 +59,7 @@ export const KINDS: Record<string, BenchKind> = {
  *  ShallowCapsNet by the README's recipe (`qcapsnets train --dataset fashion-mnist`) for 7
  *  epochs, the best kept (about 5 minutes an epoch on 2 cores, 35-40 in all; measured here with
  *  the December 7 build: 80.39, 84.42, 85.55, 86.64, 86.73, 88.03 and 88.07% after epochs 1-7;
- *  an earlier build's float sums gave 88.23%), DeepCaps by the bench's
+ *  an earlier build gave 88.23%), DeepCaps by the bench's
  *  DeepCaps recipe over the whole training set for 2 epochs (measured here: 86.11 and 88.17%;
  *  about 15 minutes an epoch on 2 idle cores, an hour on shared ones). */
 export const SMALLER_KINDS: Record<string, BenchKind> = {
