@@ -13,40 +13,45 @@
 
 namespace {
 
-struct F32 {
-  float* data = nullptr;
+// A typed-array argument: its data and element count (data null: an allowed null or undefined).
+template <typename T>
+struct Typed {
+  T* data = nullptr;
   size_t length = 0;
 };
+using F32 = Typed<float>;
+using F64 = Typed<double>;
+using U8 = Typed<uint8_t>;
 
-bool get_f32(const Napi::CallbackInfo& info, size_t i, bool allowNull, F32& out, const char* name) {
-  Napi::Env env = info.Env();
+template <typename T>
+struct ArrayKind;
+template <>
+struct ArrayKind<float> {
+  static constexpr napi_typedarray_type type = napi_float32_array;
+  static constexpr const char* name = "Float32Array";
+};
+template <>
+struct ArrayKind<double> {
+  static constexpr napi_typedarray_type type = napi_float64_array;
+  static constexpr const char* name = "Float64Array";
+};
+template <>
+struct ArrayKind<uint8_t> {
+  static constexpr napi_typedarray_type type = napi_uint8_array;
+  static constexpr const char* name = "Uint8Array";
+};
+
+template <typename T>
+bool get_array(const Napi::CallbackInfo& info, size_t i, bool allowNull, Typed<T>& out, const char* name) {
   Napi::Value v = info[i];
   if (allowNull && (v.IsNull() || v.IsUndefined())) return true;
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
-    Napi::TypeError::New(env, std::string("qcaps_native: argument '") + name + "' must be a Float32Array")
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != ArrayKind<T>::type) {
+    Napi::TypeError::New(info.Env(),
+                         std::string("qcaps_native: argument '") + name + "' must be a " + ArrayKind<T>::name)
         .ThrowAsJavaScriptException();
     return false;
   }
-  auto a = v.As<Napi::Float32Array>();
-  out.data = a.Data();
-  out.length = a.ElementLength();
-  return true;
-}
-
-struct F64 {
-  double* data = nullptr;
-  size_t length = 0;
-};
-
-bool get_f64(const Napi::CallbackInfo& info, size_t i, bool allowNull, F64& out, const char* name) {
-  Napi::Value v = info[i];
-  if (allowNull && (v.IsNull() || v.IsUndefined())) return true;
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
-    Napi::TypeError::New(info.Env(), std::string("qcaps_native: argument '") + name + "' must be a Float64Array")
-        .ThrowAsJavaScriptException();
-    return false;
-  }
-  auto a = v.As<Napi::Float64Array>();
+  auto a = v.As<Napi::TypedArrayOf<T>>();
   out.data = a.Data();
   out.length = a.ElementLength();
   return true;
@@ -128,7 +133,7 @@ Napi::Value Sgemm(const Napi::CallbackInfo& info) {
   int M = info[2].As<Napi::Number>(), N = info[3].As<Napi::Number>(), K = info[4].As<Napi::Number>();
   float alpha = info[5].As<Napi::Number>().FloatValue();
   F32 A, B, C;
-  if (!get_f32(info, 6, false, A, "A") || !get_f32(info, 9, false, B, "B") || !get_f32(info, 13, false, C, "C"))
+  if (!get_array(info, 6, false, A, "A") || !get_array(info, 9, false, B, "B") || !get_array(info, 13, false, C, "C"))
     return env.Undefined();
   size_t aOff = info[7].As<Napi::Number>().Int64Value(), bOff = info[10].As<Napi::Number>().Int64Value(),
          cOff = info[14].As<Napi::Number>().Int64Value();
@@ -155,8 +160,8 @@ bool conv_forward_args(const Napi::CallbackInfo& info, ConvForwardArgs& a) {
   Napi::Env env = info.Env();
   const qc::ConvGeom& g = a.g = conv_geom(info[0]);
   a.relu = info[5].ToBoolean();
-  return get_f32(info, 1, false, a.x, "x") && get_f32(info, 2, false, a.w, "w") &&
-         get_f32(info, 3, true, a.bias, "bias") && get_f32(info, 4, false, a.y, "y") &&
+  return get_array(info, 1, false, a.x, "x") && get_array(info, 2, false, a.w, "w") &&
+         get_array(info, 3, true, a.bias, "bias") && get_array(info, 4, false, a.y, "y") &&
          need(env, a.x, (size_t)g.B * g.H * g.W * g.C, "x") && need(env, a.w, (size_t)g.O * g.KH * g.KW * g.C, "w") &&
          need(env, a.bias, g.O, "bias") && need(env, a.y, (size_t)g.B * g.OH * g.OW * g.O, "y");
 }
@@ -256,7 +261,7 @@ Napi::Value Conv2dBackwardData(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   qc::ConvGeom g = conv_geom(info[0]);
   F32 dy, w, dx;
-  if (!get_f32(info, 1, false, dy, "dy") || !get_f32(info, 2, false, w, "w") || !get_f32(info, 3, false, dx, "dx"))
+  if (!get_array(info, 1, false, dy, "dy") || !get_array(info, 2, false, w, "w") || !get_array(info, 3, false, dx, "dx"))
     return env.Undefined();
   if (!need(env, dy, (size_t)g.B * g.OH * g.OW * g.O, "dy") || !need(env, w, (size_t)g.O * g.KH * g.KW * g.C, "w") ||
       !need(env, dx, (size_t)g.B * g.H * g.W * g.C, "dx"))
@@ -269,8 +274,8 @@ Napi::Value Conv2dBackwardWeight(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   qc::ConvGeom g = conv_geom(info[0]);
   F32 x, dy, dw, db;
-  if (!get_f32(info, 1, false, x, "x") || !get_f32(info, 2, false, dy, "dy") || !get_f32(info, 3, false, dw, "dw") ||
-      !get_f32(info, 4, true, db, "db"))
+  if (!get_array(info, 1, false, x, "x") || !get_array(info, 2, false, dy, "dy") || !get_array(info, 3, false, dw, "dw") ||
+      !get_array(info, 4, true, db, "db"))
     return env.Undefined();
   if (!need(env, x, (size_t)g.B * g.H * g.W * g.C, "x") || !need(env, dy, (size_t)g.B * g.OH * g.OW * g.O, "dy") ||
       !need(env, dw, (size_t)g.O * g.KH * g.KW * g.C, "dw") || !need(env, db, g.O, "db"))
@@ -283,8 +288,8 @@ Napi::Value RoutingForward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   qc::RoutingGeom g = routing_geom(info[0]);
   F32 u, bias, v, sS, sC;
-  if (!get_f32(info, 1, false, u, "votes") || !get_f32(info, 2, false, bias, "bias") ||
-      !get_f32(info, 3, false, v, "v") || !get_f32(info, 4, true, sS, "saveS") || !get_f32(info, 5, true, sC, "saveC"))
+  if (!get_array(info, 1, false, u, "votes") || !get_array(info, 2, false, bias, "bias") ||
+      !get_array(info, 3, false, v, "v") || !get_array(info, 4, true, sS, "saveS") || !get_array(info, 5, true, sC, "saveC"))
     return env.Undefined();
   size_t nc = (size_t)g.B * g.I * g.P * g.J, ns = (size_t)g.B * g.P * g.J * g.D;
   if (!need(env, u, nc * g.D, "votes") || !need(env, bias, (size_t)g.J * g.D, "bias") || !need(env, v, ns, "v") ||
@@ -301,8 +306,8 @@ Napi::Value CapsulesForward(const Napi::CallbackInfo& info) {
   const int32_t* d = info[0].As<Napi::Int32Array>().Data();
   const qc::CapsulesGeom g{d[0], d[1], d[2], d[3], d[4], d[5]};
   F32 x, w, bias, v;
-  if (!get_f32(info, 1, false, x, "x") || !get_f32(info, 2, false, w, "weight") ||
-      !get_f32(info, 3, false, bias, "bias") || !get_f32(info, 4, false, v, "v"))
+  if (!get_array(info, 1, false, x, "x") || !get_array(info, 2, false, w, "weight") ||
+      !get_array(info, 3, false, bias, "bias") || !get_array(info, 4, false, v, "v"))
     return env.Undefined();
   const size_t JD = (size_t)g.J * g.D;
   if (!need(env, x, (size_t)g.B * g.I * g.Din, "x") || !need(env, w, (size_t)g.I * g.Din * JD, "weight") ||
@@ -319,9 +324,9 @@ Napi::Value RoutingBackward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   qc::RoutingGeom g = routing_geom(info[0]);
   F32 u, sS, sC, dv, du, dbias;
-  if (!get_f32(info, 1, false, u, "votes") || !get_f32(info, 2, false, sS, "saveS") ||
-      !get_f32(info, 3, false, sC, "saveC") || !get_f32(info, 4, false, dv, "dv") ||
-      !get_f32(info, 5, false, du, "dvotes") || !get_f32(info, 6, false, dbias, "dbias"))
+  if (!get_array(info, 1, false, u, "votes") || !get_array(info, 2, false, sS, "saveS") ||
+      !get_array(info, 3, false, sC, "saveC") || !get_array(info, 4, false, dv, "dv") ||
+      !get_array(info, 5, false, du, "dvotes") || !get_array(info, 6, false, dbias, "dbias"))
     return env.Undefined();
   size_t nc = (size_t)g.B * g.I * g.P * g.J, ns = (size_t)g.B * g.P * g.J * g.D;
   if (!need(env, u, nc * g.D, "votes") || !need(env, sS, ns * g.iterations, "saveS") ||
@@ -337,8 +342,8 @@ Napi::Value Squash(const Napi::CallbackInfo& info, bool backward) {
   Napi::Env env = info.Env();
   F32 s, a, b;
   size_t k = backward ? 3 : 2;
-  if (!get_f32(info, 0, false, s, "s") || !get_f32(info, 1, false, a, backward ? "dv" : "v") ||
-      (backward && !get_f32(info, 2, false, b, "ds")))
+  if (!get_array(info, 0, false, s, "s") || !get_array(info, 1, false, a, backward ? "dv" : "v") ||
+      (backward && !get_array(info, 2, false, b, "ds")))
     return env.Undefined();
   size_t rows = info[k].As<Napi::Number>().Int64Value();
   int D = info[k + 1].As<Napi::Number>().Int32Value();
@@ -359,7 +364,7 @@ Napi::Value ChannelSums(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   F32 x;
   F64 shift, out;
-  if (!get_f32(info, 0, false, x, "x") || !get_f64(info, 3, true, shift, "shift") || !get_f64(info, 4, false, out, "out"))
+  if (!get_array(info, 0, false, x, "x") || !get_array(info, 3, true, shift, "shift") || !get_array(info, 4, false, out, "out"))
     return env.Undefined();
   size_t rows = info[1].As<Napi::Number>().Int64Value();
   int C = info[2].As<Napi::Number>().Int32Value();
@@ -373,9 +378,9 @@ Napi::Value BatchnormApply(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   F32 x, invStd, gamma, beta, y, xhat;
   F64 mean;
-  if (!get_f32(info, 0, false, x, "x") || !get_f64(info, 3, false, mean, "mean") ||
-      !get_f32(info, 4, false, invStd, "invStd") || !get_f32(info, 5, false, gamma, "gamma") ||
-      !get_f32(info, 6, false, beta, "beta") || !get_f32(info, 7, false, y, "y") || !get_f32(info, 8, true, xhat, "xhat"))
+  if (!get_array(info, 0, false, x, "x") || !get_array(info, 3, false, mean, "mean") ||
+      !get_array(info, 4, false, invStd, "invStd") || !get_array(info, 5, false, gamma, "gamma") ||
+      !get_array(info, 6, false, beta, "beta") || !get_array(info, 7, false, y, "y") || !get_array(info, 8, true, xhat, "xhat"))
     return env.Undefined();
   size_t rows = info[1].As<Napi::Number>().Int64Value();
   int C = info[2].As<Napi::Number>().Int32Value();
@@ -391,10 +396,10 @@ Napi::Value BatchnormApply(const Napi::CallbackInfo& info) {
 Napi::Value BatchnormBackward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   F32 dy, xhat, gamma, invStd, dx, dgamma, dbeta;
-  if (!get_f32(info, 0, false, dy, "dy") || !get_f32(info, 1, false, xhat, "xhat") ||
-      !get_f32(info, 4, false, gamma, "gamma") || !get_f32(info, 5, false, invStd, "invStd") ||
-      !get_f32(info, 6, false, dx, "dx") || !get_f32(info, 7, false, dgamma, "dgamma") ||
-      !get_f32(info, 8, false, dbeta, "dbeta"))
+  if (!get_array(info, 0, false, dy, "dy") || !get_array(info, 1, false, xhat, "xhat") ||
+      !get_array(info, 4, false, gamma, "gamma") || !get_array(info, 5, false, invStd, "invStd") ||
+      !get_array(info, 6, false, dx, "dx") || !get_array(info, 7, false, dgamma, "dgamma") ||
+      !get_array(info, 8, false, dbeta, "dbeta"))
     return env.Undefined();
   size_t rows = info[2].As<Napi::Number>().Int64Value();
   int C = info[3].As<Napi::Number>().Int32Value();
@@ -411,8 +416,8 @@ Napi::Value BatchnormBackward(const Napi::CallbackInfo& info) {
 Napi::Value AdamUpdate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   F32 p, g, m, v;
-  if (!get_f32(info, 0, false, p, "p") || !get_f32(info, 1, false, g, "g") || !get_f32(info, 2, false, m, "m") ||
-      !get_f32(info, 3, false, v, "v"))
+  if (!get_array(info, 0, false, p, "p") || !get_array(info, 1, false, g, "g") || !get_array(info, 2, false, m, "m") ||
+      !get_array(info, 3, false, v, "v"))
     return env.Undefined();
   size_t n = info[4].As<Napi::Number>().Int64Value();
   if (!need(env, p, n, "p") || !need(env, g, n, "g") || !need(env, m, n, "m") || !need(env, v, n, "v"))
@@ -425,7 +430,7 @@ Napi::Value AdamUpdate(const Napi::CallbackInfo& info) {
 Napi::Value ReluMask(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   F32 dy, y;
-  if (!get_f32(info, 0, false, dy, "dy") || !get_f32(info, 1, false, y, "y")) return env.Undefined();
+  if (!get_array(info, 0, false, dy, "dy") || !get_array(info, 1, false, y, "y")) return env.Undefined();
   size_t n = info[2].As<Napi::Number>().Int64Value();
   if (!need(env, dy, n, "dy") || !need(env, y, n, "y")) return env.Undefined();
   qc::relu_mask(dy.data, y.data, n);
@@ -436,7 +441,7 @@ Napi::Value ReluMask(const Napi::CallbackInfo& info) {
 Napi::Value Permute(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   F32 x, y;
-  if (!get_f32(info, 0, false, x, "x") || !get_f32(info, 3, false, y, "y")) return env.Undefined();
+  if (!get_array(info, 0, false, x, "x") || !get_array(info, 3, false, y, "y")) return env.Undefined();
   const Napi::Int32Array shape = info[1].As<Napi::Int32Array>(), perm = info[2].As<Napi::Int32Array>();
   const int rank = (int)shape.ElementLength();
   size_t n = 1;
@@ -453,7 +458,7 @@ Napi::Value Permute(const Napi::CallbackInfo& info) {
 Napi::Value Quantize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   F32 x, y;
-  if (!get_f32(info, 0, false, x, "x") || !get_f32(info, 1, false, y, "y")) return env.Undefined();
+  if (!get_array(info, 0, false, x, "x") || !get_array(info, 1, false, y, "y")) return env.Undefined();
   size_t n = info[2].As<Napi::Number>().Int64Value();
   if (!need(env, x, n, "x") || !need(env, y, n, "y")) return env.Undefined();
   qc::QuantSpec q{};
@@ -462,44 +467,12 @@ Napi::Value Quantize(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// A Uint8Array argument (rangeMask's and maskGradient's mask).
-struct U8 {
-  uint8_t* data = nullptr;
-  size_t length = 0;
-};
-
-bool get_u8(const Napi::CallbackInfo& info, size_t i, U8& out, const char* name) {
-  Napi::Value v = info[i];
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
-    Napi::TypeError::New(info.Env(), std::string("qcaps_native: argument '") + name + "' must be a Uint8Array")
-        .ThrowAsJavaScriptException();
-    return false;
-  }
-  auto a = v.As<Napi::Uint8Array>();
-  out.data = a.Data();
-  out.length = a.ElementLength();
-  return true;
-}
-
-// rangeMask(x, n, lo, hi, mask)
-Napi::Value RangeMask(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  F32 x;
-  U8 mask;
-  if (!get_f32(info, 0, false, x, "x") || !get_u8(info, 4, mask, "mask")) return env.Undefined();
-  size_t n = info[1].As<Napi::Number>().Int64Value();
-  if (!need(env, x, n, "x") || !need(env, mask, n, "mask")) return env.Undefined();
-  qc::range_mask(x.data, n, info[2].As<Napi::Number>().DoubleValue(), info[3].As<Napi::Number>().DoubleValue(),
-                 mask.data);
-  return env.Undefined();
-}
-
 // quantizeMasked(x, y, n, q, mask)
 Napi::Value QuantizeMasked(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   F32 x, y;
   U8 mask;
-  if (!get_f32(info, 0, false, x, "x") || !get_f32(info, 1, false, y, "y") || !get_u8(info, 4, mask, "mask"))
+  if (!get_array(info, 0, false, x, "x") || !get_array(info, 1, false, y, "y") || !get_array(info, 4, false, mask, "mask"))
     return env.Undefined();
   size_t n = info[2].As<Napi::Number>().Int64Value();
   if (!need(env, x, n, "x") || !need(env, y, n, "y") || !need(env, mask, n, "mask")) return env.Undefined();
@@ -517,7 +490,7 @@ Napi::Value MaskGradient(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   F32 dy, out;
   U8 mask;
-  if (!get_f32(info, 0, false, dy, "dy") || !get_u8(info, 1, mask, "mask") || !get_f32(info, 3, false, out, "out"))
+  if (!get_array(info, 0, false, dy, "dy") || !get_array(info, 1, false, mask, "mask") || !get_array(info, 3, false, out, "out"))
     return env.Undefined();
   size_t n = info[2].As<Napi::Number>().Int64Value();
   if (!need(env, dy, n, "dy") || !need(env, mask, n, "mask") || !need(env, out, n, "out")) return env.Undefined();
@@ -530,7 +503,7 @@ Napi::Value FracErrors(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   F32 x;
   F64 errors;
-  if (!get_f32(info, 0, false, x, "x") || !get_f64(info, 5, false, errors, "errors")) return env.Undefined();
+  if (!get_array(info, 0, false, x, "x") || !get_array(info, 5, false, errors, "errors")) return env.Undefined();
   size_t n = info[1].As<Napi::Number>().Int64Value();
   int frac0 = info[2].As<Napi::Number>().Int32Value();
   int count = info[3].As<Napi::Number>().Int32Value();
@@ -576,7 +549,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("adamUpdate", Napi::Function::New(env, AdamUpdate));
   exports.Set("reluMask", Napi::Function::New(env, ReluMask));
   exports.Set("quantize", Napi::Function::New(env, Quantize));
-  exports.Set("rangeMask", Napi::Function::New(env, RangeMask));
   exports.Set("quantizeMasked", Napi::Function::New(env, QuantizeMasked));
   exports.Set("maskGradient", Napi::Function::New(env, MaskGradient));
   exports.Set("fracErrors", Napi::Function::New(env, FracErrors));

@@ -128,12 +128,10 @@ void quantize(const float* x, float* y, size_t n, const QuantSpec& q);
 void quantize_slice(const float* x, float* y, size_t n, const QuantSpec& q, size_t index0);
 
 // The clipped straight-through estimator's record and its use (src/search/straight-through.ts):
-// mask[i] = 1 where lo <= x[i] <= hi (compared in double; NaN: 0), else 0; then
-// out[i] = mask[i] ? dy[i] : 0.
-void range_mask(const float* x, size_t n, double lo, double hi, uint8_t* mask);
-void mask_gradient(const float* dy, const uint8_t* mask, size_t n, float* out);
-// quantize(x, y, n, q) and range_mask(x, n, q.lo, q.hi, mask) in one pass over x (x may be y)
+// quantize(x, y, n, q) with mask[i] = 1 where q.lo <= x[i] <= q.hi (NaN: 0), else 0, in one pass
+// over x (x may be y); then out[i] = mask[i] ? dy[i] : 0.
 void quantize_masked(const float* x, float* y, size_t n, const QuantSpec& q, uint8_t* mask);
+void mask_gradient(const float* dy, const uint8_t* mask, size_t n, float* out);
 
 // errors[j] = sum_i (q(x_i) - x_i)^2 for j < count <= FRAC_ERRORS_LANES, q round-to-nearest (ties
 // to even) at 2^-(frac0 + j), saturating to the width-bit integers [-2^(w-1), top] (top as

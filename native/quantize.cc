@@ -109,19 +109,6 @@ void quantize_masked(const float* x, float* y, size_t n, const QuantSpec& q, uin
   parallel_for(n, [&](size_t b, size_t e, int) { run(b, e); });
 }
 
-void range_mask(const float* x, size_t n, double lo, double hi, uint8_t* mask) {
-  // bounds that are floats (a quantizer's always are) compare in float, which vectorises;
-  // others (a caller's) in double: the same answers as the TypeScript reference's either way
-  const float flo = (float)lo, fhi = (float)hi;
-  const bool exact = (double)flo == lo && (double)fhi == hi;
-  parallel_for(n, [&](size_t b, size_t e, int) {
-    if (exact)
-      for (size_t i = b; i < e; i++) mask[i] = (uint8_t)((x[i] >= flo) & (x[i] <= fhi));  // NaN: 0
-    else
-      for (size_t i = b; i < e; i++) mask[i] = (uint8_t)(((double)x[i] >= lo) & ((double)x[i] <= hi));
-  });
-}
-
 void mask_gradient(const float* dy, const uint8_t* mask, size_t n, float* out) {
   parallel_for(n, [&](size_t b, size_t e, int) {
     for (size_t i = b; i < e; i++) out[i] = mask[i] ? dy[i] : 0.f;

@@ -106,19 +106,19 @@ export class StraightThroughSteps {
    *  bounds and puts the float values back (also when `step` throws). */
   run<T>(globalStep: number, step: (quant: QuantHooks) => T): T {
     const r = stepRounding(this.rounding, globalStep);
-    return this.quantized(r, (quantizers) => {
-      const out = step(clippedHooks(quantHooks(this.model, r, this.bits, 0), this.masks));
-      const k = kernels();
-      quantizers.forEach(({ param, spec }, i) => {
-        if (!saturates(spec)) return;
-        // the gradient is 0 where the float value lies outside [lo, hi]
-        const n = param.grad.size;
-        const mask = (this.weightMasks[i] ??= new Uint8Array(n));
-        k.rangeMask(this.kept[i], n, spec.lo, spec.hi, mask);
-        k.maskGradient(param.grad.data, mask, n, param.grad.data);
-      });
-      return out;
-    });
+    return this.quantized(
+      r,
+      (quantizers) => {
+        const out = step(clippedHooks(quantHooks(this.model, r, this.bits, 0), this.masks));
+        // the gradient is 0 where the float value lay outside [lo, hi] (recorded by quantized)
+        quantizers.forEach(({ param, spec }, i) => {
+          if (saturates(spec))
+            kernels().maskGradient(param.grad.data, this.weightMasks[i]!, param.grad.size, param.grad.data);
+        });
+        return out;
+      },
+      true,
+    );
   }
 
   /** The test pass of the model as quantize() would make it now (its rounding, batch b drawing
@@ -151,14 +151,21 @@ export class StraightThroughSteps {
   }
 
   /** Runs `fn` with every parameter quantized by rounding `r` (the float values kept aside,
-   *  and put back after, also when `fn` throws). */
-  private quantized<T>(r: Rounding, fn: (quantizers: ReturnType<typeof parameterQuantizers>) => T): T {
+   *  and put back after, also when `fn` throws). With `recordRanges`, each parameter whose
+   *  quantizer can saturate also gets its in-range record in weightMasks, in the same pass. */
+  private quantized<T>(
+    r: Rounding,
+    fn: (quantizers: ReturnType<typeof parameterQuantizers>) => T,
+    recordRanges = false,
+  ): T {
     const quantizers = parameterQuantizers(this.model, r, this.bits);
     const k = kernels();
     quantizers.forEach(({ param, spec }, i) => {
       const w = param.param.data;
       this.kept[i].set(w);
-      if (spec) k.quantize(this.kept[i], w, w.length, spec);
+      if (recordRanges && saturates(spec))
+        k.quantizeMasked(this.kept[i], w, w.length, spec, (this.weightMasks[i] ??= new Uint8Array(w.length)));
+      else if (spec) k.quantize(this.kept[i], w, w.length, spec);
     });
     try {
       return fn(quantizers);

@@ -253,11 +253,10 @@ export interface Kernels {
   permute(x: Float32Array, shape: readonly number[], perm: readonly number[], y: Float32Array): void;
   /** y[i] = q(x[i]) for i < n (x and y may be the same buffer). */
   quantize(x: Float32Array, y: Float32Array, n: number, q: QuantSpec): void;
-  /** mask[i] = 1 where lo <= x[i] <= hi, else 0 (NaN: 0), for i < n: where a saturating
-   *  quantizer's input lay within its bounds (the clipped straight-through estimator). */
-  rangeMask(x: Float32Array, n: number, lo: number, hi: number, mask: Uint8Array): void;
-  /** quantize(x, y, n, q) and rangeMask(x, n, q.lo, q.hi, mask) in one pass (x may be y): a
-   *  saturating quantizer's forward in quantization-aware training. */
+  /** quantize(x, y, n, q) and, in the same pass, mask[i] = 1 where q.lo <= x[i] <= q.hi, else 0
+   *  (NaN: 0), for i < n (x may be y): a saturating quantizer's forward in quantization-aware
+   *  training, recording where its input lay within its bounds (the clipped straight-through
+   *  estimator). */
   quantizeMasked(x: Float32Array, y: Float32Array, n: number, q: QuantSpec, mask: Uint8Array): void;
   /** out[i] = mask[i] ? dy[i] : 0 for i < n (the clipped straight-through gradient). */
   maskGradient(dy: Float32Array, mask: Uint8Array, n: number, out: Float32Array): void;

@@ -67,7 +67,6 @@ interface Addon {
     dbias: Float32Array,
   ): void;
   quantize(x: Float32Array, y: Float32Array, n: number, q: Float64Array): void;
-  rangeMask(x: Float32Array, n: number, lo: number, hi: number, mask: Uint8Array): void;
   quantizeMasked(x: Float32Array, y: Float32Array, n: number, q: Float64Array, mask: Uint8Array): void;
   maskGradient(dy: Float32Array, mask: Uint8Array, n: number, out: Float32Array): void;
   fracErrors(x: Float32Array, n: number, frac0: number, count: number, width: number, errors: Float64Array): void;
@@ -218,7 +217,6 @@ export function loadNativeKernels(): { kernels: Kernels; info: string } {
     routingBackward: (g, votes, saveS, saveC, dv, dvotes, dbias) =>
       addon.routingBackward(routingGeom(g), votes, saveS, saveC, dv, dvotes, dbias),
     quantize: (x, y, n, q) => addon.quantize(x, y, n, packQuant(q)),
-    rangeMask: (x, n, lo, hi, mask) => addon.rangeMask(x, n, lo, hi, mask),
     quantizeMasked: (x, y, n, q, mask) => addon.quantizeMasked(x, y, n, packQuant(q), mask),
     maskGradient: (dy, mask, n, out) => addon.maskGradient(dy, mask, n, out),
     fracErrors: (x, n, frac0, count, width, errors) => addon.fracErrors(x, n, frac0, count, width, errors),

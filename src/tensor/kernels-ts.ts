@@ -14,7 +14,7 @@ import {
 } from './ts/elementwise.js';
 import { sgemmTs } from './ts/gemm.js';
 import { fracErrorsTs } from './ts/frac-errors.js';
-import { maskGradientTs, quantizeMaskedTs, quantizeTs, rangeMaskTs } from './ts/quantize.js';
+import { maskGradientTs, quantizeMaskedTs, quantizeTs } from './ts/quantize.js';
 import { capsulesForwardTs, routingBackwardTs, routingForwardTs } from './ts/routing.js';
 
 export const typescriptKernels: Kernels = {
@@ -34,7 +34,6 @@ export const typescriptKernels: Kernels = {
   capsulesForward: capsulesForwardTs,
   routingBackward: routingBackwardTs,
   quantize: quantizeTs,
-  rangeMask: rangeMaskTs,
   quantizeMasked: quantizeMaskedTs,
   maskGradient: maskGradientTs,
   fracErrors: fracErrorsTs,

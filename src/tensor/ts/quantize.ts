@@ -79,18 +79,14 @@ export function quantizeTs(x: Float32Array, y: Float32Array, n: number, q: Quant
   }
 }
 
-/** mask[i] = 1 where lo <= x[i] <= hi, else 0 (NaN: 0), for i < n. */
-export function rangeMaskTs(x: Float32Array, n: number, lo: number, hi: number, mask: Uint8Array): void {
-  for (let i = 0; i < n; i++) mask[i] = x[i] >= lo && x[i] <= hi ? 1 : 0;
-}
-
 /** out[i] = mask[i] ? dy[i] : 0 for i < n. */
 export function maskGradientTs(dy: Float32Array, mask: Uint8Array, n: number, out: Float32Array): void {
   for (let i = 0; i < n; i++) out[i] = mask[i] ? dy[i] : 0;
 }
 
-/** quantizeTs(x, y, n, q) after rangeMaskTs(x, n, q.lo, q.hi, mask) (x may be y). */
+/** quantizeTs(x, y, n, q) after mask[i] = 1 where q.lo <= x[i] <= q.hi, else 0 (NaN: 0), for
+ *  i < n (x may be y). */
 export function quantizeMaskedTs(x: Float32Array, y: Float32Array, n: number, q: QuantSpec, mask: Uint8Array): void {
-  rangeMaskTs(x, n, q.lo, q.hi, mask);
+  for (let i = 0; i < n; i++) mask[i] = x[i] >= q.lo && x[i] <= q.hi ? 1 : 0;
   quantizeTs(x, y, n, q);
 }
