@@ -25,6 +25,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { SweepResult } from '../src/search/sweep-result.js';
+import { checkFraction, checkPositiveNumber } from '../src/train/checks.js';
 import { arg } from './common.js';
 import { benchModel, SMALLER_KINDS } from './bench-model.js';
 import { finetuneStepRatio } from './finetune-step.js';
@@ -176,13 +177,10 @@ async function main(): Promise<void> {
     distillFraction: Number(arg('distill-fraction', '0.25')),
     regularizationScale: Number(arg('regularization-scale', '0')),
   };
-  for (const [flag, v] of [
-    ['--distill-scale', recipe.distillScale],
-    ['--regularization-scale', recipe.regularizationScale],
-  ] as const)
-    if (!(Number.isFinite(v) && v >= 0)) throw new Error(`${flag} ${v}: expected a number >= 0`);
-  if (!(recipe.distillFraction > 0 && recipe.distillFraction <= 1))
-    throw new Error(`--distill-fraction ${recipe.distillFraction}: expected a number in (0, 1]`);
+  // training's own checks, before hours of sweeps
+  checkPositiveNumber(recipe.distillScale, '--distill-scale', true);
+  checkPositiveNumber(recipe.regularizationScale, '--regularization-scale', true);
+  checkFraction(recipe.distillFraction, '--distill-fraction');
   if (!Number.isInteger(epochs) || epochs < 1)
     throw new Error(`--finetune-epochs ${epochs}: expected a positive integer`);
   const all = [

@@ -24,6 +24,7 @@ import type { Dataset } from '../data/dataset.js';
 import type { CapsDecoder, CapsNet } from '../models/capsnet.js';
 import { checkImagesFit } from '../models/evaluate.js';
 import { copyModel } from '../models/factory.js';
+import type { Distillation } from '../models/training-step.js';
 import { crc32 } from '../io/crc32.js';
 import { calibrationHash } from '../quant/calibration.js';
 import { parseWeightRange } from '../quant/dynamic.js';
@@ -146,10 +147,7 @@ export async function finetuneRun(
   const net = copyModel(model);
   const steps = new StraightThroughSteps(net, bits, rounding);
   // the teacher: the starting float model, kept as it is (the run trains `net`)
-  const distill =
-    o.distill.scale > 0
-      ? { teacher: copyModel(model), scale: o.distill.scale, fraction: o.distill.fraction }
-      : undefined;
+  const distill = o.distill.scale > 0 ? { teacher: copyModel(model), ...o.distill } : undefined;
   const variant: TrainingVariant = {
     ...identity,
     step: (globalStep, run) => steps.run(globalStep, run),
@@ -258,10 +256,7 @@ function checkFinetuneOptions(
 }
 
 /** Distillation's settings: its scale (0: none) and the teacher's share of each batch. */
-export interface DistillSettings {
-  scale: number;
-  fraction: number;
-}
+export type DistillSettings = Required<Omit<Distillation, 'teacher'>>;
 
 /** A fingerprint of a model's parameters and buffers (a resumed fine-tuning must start from the
  *  same weights). */
